@@ -1,0 +1,514 @@
+"""Streaming Top-K threshold select and compressor for int8 tensors (Amaranth 0.5).
+
+:class:`ThresholdSelect` turns a dense int8 matrix ``S[K, N]``, streamed column by column, into
+the compressed-S blob of ``docs/core-interface.md`` (the bytes ``sw.int_topk.compress_selected``
+produces), written word by word as ``(addr, data)`` memory writes that the core can put straight
+into its S buffer (``s_we = o.valid``, ``s_addr = o.payload.addr``, ``s_data = o.payload.data``,
+``o.ready = 1``). Design document: ``docs/threshold-select.md``.
+
+Pass 1 (histogram) builds one 129-bin magnitude histogram per lane in block RAM, one element per
+lane per cycle; a scan from the top bin (129 cycles, which also clears the bins) merges the lanes
+and finds the threshold ``t`` and the number ``ties`` of ``|x| == t`` elements to keep. Pass 2
+(the host replays the stream) keeps ``|x| > t`` and the first ``ties`` elements with
+``|x| == t`` in stream order, drops kept zeros, and writes the entries and column pointers; the
+header (magic, shape, ``nnz``, ``ptr[0]``) is written last. The ``(t, ties)`` pair is held, so
+within a Top-K period (paper Appendix A.6) only pass 2 runs (:attr:`Mode.HELD`, or
+:attr:`Mode.GIVEN` with a per-layer pair kept by the host).
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, enum, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+__all__ = ["Mode", "ErrorCode", "ThresholdSelect", "estimate_cycles", "MAGIC", "BINS"]
+
+#: First word of a compressed-S blob ("SWAT").
+MAGIC = 0x53574154
+#: Number of magnitude bins of int8 (``|x|`` in ``0 .. 128``).
+BINS = 129
+
+
+class Mode(enum.Enum, shape=2):
+    """Operation selected by :attr:`ThresholdSelect.mode` at :attr:`ThresholdSelect.start`."""
+
+    #: Pass 1 then pass 2 (the stream is sent twice); the new ``(t, ties)`` is held.
+    FULL = 0
+    #: Pass 2 only, with the held ``(t, ties)`` (inside a Top-K period).
+    HELD = 1
+    #: Pass 1 only: compute and hold ``(t, ties)``, write nothing.
+    THRESHOLD = 2
+    #: Pass 2 only, with ``(t_in, ties_in)`` from the ports; they become the held pair.
+    GIVEN = 3
+
+
+class ErrorCode(enum.Enum, shape=4):
+    """Sticky error code (:attr:`ThresholdSelect.error_code`), cleared by the next ``start``."""
+
+    NONE = 0
+    #: ``rows == 0`` or ``cols == 0``.
+    SHAPE = 1
+    #: ``keep > rows * cols`` (modes FULL and THRESHOLD).
+    KEEP = 2
+    #: a beat with ``last`` arrived before the ``rows * cols``-th element (stream too short).
+    SHORT = 3
+    #: the beat holding the ``rows * cols``-th element had no ``last`` (stream too long).
+    LONG = 4
+    #: the blob (``4 + cols + nnz`` words) does not fit ``depth`` words.
+    OVERFLOW = 5
+    #: mode HELD but no threshold has been computed or given since reset.
+    NO_THRESHOLD = 6
+    #: mode GIVEN with ``t_in > 128``.
+    BAD_THRESHOLD = 7
+
+
+def estimate_cycles(rows, cols, lanes, *, mode=Mode.FULL, nnz=None):
+    """Cycles from ``start`` to ``done`` with an always-valid input and an always-ready output.
+
+    ``beats = ceil(rows * cols / lanes)``. Pass 1 takes ``beats + 2`` (pipeline) and the scan
+    ``BINS + 3``; pass 2 takes ``max(beats, writes) + 2`` with ``writes = nnz + cols`` entry and
+    pointer writes (the output writes one word a cycle, so pass 2 is input-bound while a beat
+    carries at most one survivor or pointer on average), then 4 header writes. Setup costs 2
+    cycles. This is a model; the tests check it against the RTL within a few cycles.
+    """
+    n = rows * cols
+    beats = -(-n // lanes)
+    pass1 = beats + 2 + BINS + 3
+    if nnz is None:
+        nnz = n
+    pass2 = max(beats, nnz + cols) + 2 + 4
+    mode = Mode(mode)
+    total = 2
+    if mode in (Mode.FULL, Mode.THRESHOLD):
+        total += pass1
+    if mode != Mode.THRESHOLD:
+        total += pass2
+    return total
+
+
+class ThresholdSelect(wiring.Component):
+    """Top-K threshold select + CSC compressor of an int8 matrix ``S[K, N]`` streamed by columns.
+
+    Parameters
+    ----------
+    lanes : int
+        Elements per input beat (>= 1).
+    depth : int
+        Words of the S buffer the output addresses (``addr`` is ``ceil_log2(depth)`` bits); a
+        blob that does not fit raises :attr:`ErrorCode.OVERFLOW` instead of writing past it.
+
+    Members
+    -------
+    i : ``In(stream.Signature(StructLayout({"data": ArrayLayout(signed(8), lanes), "last": 1})))``
+        The matrix in stream order: column by column (``S[0, 0], S[1, 0], … S[K-1, 0], S[0, 1],
+        …``), i.e. the row-major order of ``S.T``, packed ``lanes`` elements a beat (element
+        ``b * lanes + j`` in ``data[j]`` of beat ``b``, columns may straddle beats). The beat
+        holding element ``K*N - 1`` is the last one and must have ``last = 1``; lanes past the
+        end are ignored. Mode FULL reads the stream twice (pass 1, then a replay for pass 2).
+    o : ``Out(stream.Signature(StructLayout({"addr": ceil_log2(depth), "data": 32})))``
+        Memory writes of the blob into the S buffer: entries (address ``4 + N + e``) and column
+        pointers ``ptr[n+1]`` (address ``4 + n``) in stream order as they are found, then the
+        header words 0, 1, 2, 3 (magic, ``K | N << 16``, ``nnz``, ``ptr[0] = 0``). Every word of
+        the blob is written exactly once; no other address is written.
+    start : ``In(1)``
+        One-cycle pulse: sample ``mode``, ``keep``, ``rows``, ``cols`` (and ``t_in``, ``ties_in``)
+        and begin. Ignored while ``busy``.
+    mode : ``In(Mode)``
+        See :class:`Mode`.
+    keep : ``In(32)``
+        Target count ``k`` (``0 <= k <= K*N``; ``sw.int_topk.k_from_density``). Modes FULL and
+        THRESHOLD only.
+    rows, cols : ``In(16)``
+        ``K`` and ``N``.
+    t_in, ties_in : ``In(8)``, ``In(32)``
+        Threshold pair for mode GIVEN (``t_in <= 128``).
+    busy, done : ``Out(1)``
+        ``busy`` while an operation runs; ``done`` from its end until the next ``start``.
+    error, error_code : ``Out(1)``, ``Out(ErrorCode)``
+        Sticky until the next ``start``. On an error the unit stops writing (writes already
+        queued are still offered on ``o``), raises ``done`` and accepts and discards every
+        further input beat (``i.ready = 1``) so the producer never hangs.
+    threshold, ties, held_valid : ``Out(8)``, ``Out(32)``, ``Out(1)``
+        The held pair ``(t, ties)``; valid once a pass 1 completed or a pair was given.
+    nnz, s_len : ``Out(32)``
+        Entries written and blob length ``4 + N + nnz`` (the core's ``s_len``), valid at ``done``.
+    cycles : ``Out(32)``
+        Clock cycles from ``start`` to ``done`` of the last operation.
+
+    Throughput and latency: pass 1 accepts one beat (``lanes`` elements) every cycle; its scan
+    adds ``BINS + 3`` cycles. Pass 2 accepts one beat a cycle while the beat brings at most one
+    write (entry or column pointer); a beat with ``w`` writes takes ``w`` cycles (one output word
+    a cycle). See :func:`estimate_cycles`.
+    """
+
+    def __init__(self, *, lanes=8, depth=1 << 16):
+        if not isinstance(lanes, int) or lanes < 1:
+            raise ValueError(f"lanes must be a positive int, got {lanes!r}")
+        if not isinstance(depth, int) or depth < 5:
+            raise ValueError(f"depth must be an int >= 5, got {depth!r}")
+        self.lanes = lanes
+        self.depth = depth
+        self.addr_width = max(1, ceil_log2(depth))
+        self.in_layout = data.StructLayout({
+            "data": data.ArrayLayout(signed(8), lanes),
+            "last": unsigned(1),
+        })
+        self.out_layout = data.StructLayout({
+            "addr": unsigned(self.addr_width),
+            "data": unsigned(32),
+        })
+        super().__init__({
+            "i": In(stream.Signature(self.in_layout)),
+            "o": Out(stream.Signature(self.out_layout)),
+            "start": In(1),
+            "mode": In(Mode),
+            "keep": In(32),
+            "rows": In(16),
+            "cols": In(16),
+            "t_in": In(8),
+            "ties_in": In(32),
+            "busy": Out(1),
+            "done": Out(1),
+            "error": Out(1),
+            "error_code": Out(ErrorCode),
+            "threshold": Out(8, init=BINS - 1),
+            "ties": Out(32),
+            "held_valid": Out(1),
+            "nnz": Out(32),
+            "s_len": Out(32),
+            "cycles": Out(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        L = self.lanes
+
+        # ---------------------------------------------------------------- latched command
+        mode = Signal(Mode)
+        keep = Signal(32)
+        rows = Signal(16)
+        cols = Signal(16)
+        n = Signal(32)
+        remaining = Signal(33)  # elements still expected in the current pass
+        err = Signal(ErrorCode)
+        dirty = Signal()  # histogram RAMs may hold counts
+        m.d.comb += [self.error_code.eq(err), self.error.eq(err != ErrorCode.NONE)]
+
+        # ---------------------------------------------------------------- histogram RAMs
+        cw = 32
+        rps, wps = [], []
+        for j in range(L):
+            mem = memory.Memory(shape=unsigned(cw), depth=BINS, init=[])
+            m.submodules[f"hist{j}"] = mem
+            wp = mem.write_port()
+            rp = mem.read_port(transparent_for=(wp,))
+            rps.append(rp)
+            wps.append(wp)
+
+        a_valid = Signal(L)  # stage A: bin to read
+        a_bin = [Signal(8, name=f"a_bin{j}") for j in range(L)]
+        b_valid = Signal(L)  # stage B: read data back, write +1
+        b_bin = [Signal(8, name=f"b_bin{j}") for j in range(L)]
+        m.d.sync += [a_valid.eq(0), b_valid.eq(a_valid)]
+        m.d.sync += [b_bin[j].eq(a_bin[j]) for j in range(L)]
+
+        # scan / clear
+        scan_addr = Signal(8)
+        s1_valid = Signal()
+        s1_bin = Signal(8)
+        s2_valid = Signal()
+        s2_bin = Signal(8)
+        s2_sum = Signal(cw + ceil_log2(L + 1))
+        cum = Signal(33)
+        found = Signal()
+        clear_addr = Signal(8)
+        new_t = Signal(8)
+        new_ties = Signal(32)
+        m.d.sync += [s1_valid.eq(0), s2_valid.eq(s1_valid), s2_bin.eq(s1_bin),
+                     s2_sum.eq(sum((rp.data for rp in rps), Const(0, s2_sum.shape())))]
+
+        # ---------------------------------------------------------------- held threshold
+        held_t = Signal(8, init=BINS - 1)
+        held_ties = Signal(32)
+        held_valid = Signal()
+        m.d.comb += [self.threshold.eq(held_t), self.ties.eq(held_ties),
+                     self.held_valid.eq(held_valid)]
+
+        # ---------------------------------------------------------------- pass 2 state
+        t_cur = Signal(8)
+        ties_left = Signal(32)
+        row = Signal(16)
+        col = Signal(17)
+        nnz = Signal(33)
+        m.d.comb += [self.nnz.eq(nnz), self.s_len.eq(nnz + cols + 4)]
+
+        # pending writes of the last accepted beat: per lane an entry and a column pointer
+        pe_v = Signal(L)
+        pp_v = Signal(L)
+        pe_addr = [Signal(self.addr_width, name=f"pe_addr{j}") for j in range(L)]
+        pe_data = [Signal(32, name=f"pe_data{j}") for j in range(L)]
+        pp_addr = [Signal(self.addr_width, name=f"pp_addr{j}") for j in range(L)]
+        pp_data = [Signal(32, name=f"pp_data{j}") for j in range(L)]
+        req = Signal(2 * L)
+        m.d.comb += req.eq(Cat(*[Cat(pe_v[j], pp_v[j]) for j in range(L)]))
+        grant = Signal(2 * L)
+        m.d.comb += grant.eq(req & (~req + 1))  # lowest set bit first = stream order
+        ser_addr = Signal(self.addr_width)
+        ser_data = Signal(32)
+        m.d.comb += [
+            ser_addr.eq(0), ser_data.eq(0),
+        ]
+        for j in range(L):
+            with m.If(grant[2 * j]):
+                m.d.comb += [ser_addr.eq(pe_addr[j]), ser_data.eq(pe_data[j])]
+            with m.If(grant[2 * j + 1]):
+                m.d.comb += [ser_addr.eq(pp_addr[j]), ser_data.eq(pp_data[j])]
+        ser_take = Signal()
+        # after this cycle nothing is left pending
+        ser_free = Signal()
+        m.d.comb += ser_free.eq((req & ~Mux(ser_take, grant, 0)) == 0)
+        with m.If(ser_take):
+            m.d.sync += [pe_v.eq(pe_v & ~Cat(*[grant[2 * j] for j in range(L)])),
+                         pp_v.eq(pp_v & ~Cat(*[grant[2 * j + 1] for j in range(L)]))]
+
+        # header writes
+        hdr_idx = Signal(2)
+        hdr_data = Signal(32)
+        with m.Switch(hdr_idx):
+            with m.Case(0):
+                m.d.comb += hdr_data.eq(MAGIC)
+            with m.Case(1):
+                m.d.comb += hdr_data.eq(Cat(rows, cols))
+            with m.Case(2):
+                m.d.comb += hdr_data.eq(nnz)
+            with m.Case(3):
+                m.d.comb += hdr_data.eq(0)
+
+        # ---------------------------------------------------------------- input decode
+        lane_valid = Signal(L)
+        m.d.comb += lane_valid.eq(Cat(*[remaining > j for j in range(L)]))
+        final_beat = Signal()
+        m.d.comb += final_beat.eq(remaining <= L)
+        last_ok = Signal()
+        m.d.comb += last_ok.eq(self.i.payload.last == final_beat)
+        mags = []
+        for j in range(L):
+            x = self.i.payload.data[j]
+            mag = Signal(8, name=f"mag{j}")
+            m.d.comb += mag.eq(Mux(x < 0, -x, x))
+            mags.append(mag)
+
+        # pass 2 combinational keep / address logic for the current beat
+        eq = Signal(L)
+        gt = Signal(L)
+        m.d.comb += [eq.eq(Cat(*[(mags[j] == t_cur) & lane_valid[j] for j in range(L)])),
+                     gt.eq(Cat(*[(mags[j] > t_cur) & lane_valid[j] for j in range(L)]))]
+        keep_eq = Signal(L)
+        emit = Signal(L)
+        rank = Const(0, 8)
+        for j in range(L):
+            m.d.comb += keep_eq[j].eq(eq[j] & (rank < ties_left))
+            rank = rank + eq[j]
+        m.d.comb += emit.eq(Cat(*[(gt[j] | keep_eq[j]) & (self.i.payload.data[j] != 0)
+                                  for j in range(L)]))
+        ties_used = sum((keep_eq[j] for j in range(L)), Const(0, 8))
+        r_i, c_i, end_i = [], [], []
+        r, c = row, col
+        for j in range(L):
+            rj = Signal(16, name=f"r{j}")
+            cj = Signal(17, name=f"c{j}")
+            ej = Signal(name=f"end{j}")
+            m.d.comb += [rj.eq(r), cj.eq(c), ej.eq(rj == rows - 1)]
+            r_i.append(rj)
+            c_i.append(cj)
+            end_i.append(ej)
+            r = Mux(ej, 0, rj + 1)
+            c = cj + ej
+        next_row, next_col = Signal(16), Signal(17)
+        m.d.comb += [next_row.eq(r), next_col.eq(c)]
+        prefix = nnz
+        e_excl = []
+        e_incl = []
+        for j in range(L):
+            e_excl.append(prefix)
+            prefix = prefix + emit[j]
+            e_incl.append(prefix)
+        nnz_next = Signal(33)
+        m.d.comb += nnz_next.eq(prefix)
+        overflow = Signal()
+        m.d.comb += overflow.eq(nnz_next + cols + 4 > self.depth)
+
+        # ---------------------------------------------------------------- FSM
+        cycles = Signal(32)
+        m.d.comb += self.cycles.eq(cycles)
+        m.d.comb += [self.o.valid.eq(req != 0), self.o.payload.addr.eq(ser_addr),
+                     self.o.payload.data.eq(ser_data), ser_take.eq(self.o.ready & (req != 0))]
+
+        def fail(code):
+            m.d.sync += err.eq(code)
+            m.next = "ERROR"
+
+        def fail_length():
+            with m.If(final_beat):
+                fail(ErrorCode.LONG)
+            with m.Else():
+                fail(ErrorCode.SHORT)
+
+        def accept_start():
+            with m.If(self.start):
+                m.d.sync += [
+                    mode.eq(self.mode), keep.eq(self.keep), rows.eq(self.rows),
+                    cols.eq(self.cols), err.eq(ErrorCode.NONE), cycles.eq(0),
+                    pe_v.eq(0), pp_v.eq(0),
+                ]
+                m.next = "SETUP"
+
+        n_comb = Signal(32)
+        m.d.comb += n_comb.eq(rows * cols)
+
+        with m.FSM(init="IDLE") as fsm:
+            with m.State("IDLE"):
+                accept_start()
+
+            with m.State("SETUP"):
+                m.d.sync += n.eq(n_comb)
+                with m.If((rows == 0) | (cols == 0)):
+                    fail(ErrorCode.SHAPE)
+                with m.Elif(((mode == Mode.FULL) | (mode == Mode.THRESHOLD)) & (keep > n_comb)):
+                    fail(ErrorCode.KEEP)
+                with m.Elif((mode != Mode.THRESHOLD) & (cols + 4 > self.depth)):
+                    fail(ErrorCode.OVERFLOW)
+                with m.Elif((mode == Mode.HELD) & ~held_valid):
+                    fail(ErrorCode.NO_THRESHOLD)
+                with m.Elif((mode == Mode.GIVEN) & (self.t_in > BINS - 1)):
+                    fail(ErrorCode.BAD_THRESHOLD)
+                with m.Elif((mode == Mode.FULL) | (mode == Mode.THRESHOLD)):
+                    m.d.sync += [remaining.eq(n_comb), clear_addr.eq(0)]
+                    with m.If(dirty):
+                        m.next = "CLEAR"
+                    with m.Else():
+                        m.next = "HIST"
+                with m.Else():
+                    with m.If(mode == Mode.GIVEN):
+                        m.d.sync += [held_t.eq(self.t_in), held_ties.eq(self.ties_in),
+                                     held_valid.eq(1)]
+                    m.next = "P2_INIT"
+
+            with m.State("CLEAR"):
+                m.d.sync += clear_addr.eq(clear_addr + 1)
+                with m.If(clear_addr == BINS - 1):
+                    m.d.sync += dirty.eq(0)
+                    m.next = "HIST"
+
+            with m.State("HIST"):
+                m.d.comb += self.i.ready.eq(1)
+                m.d.sync += dirty.eq(1)
+                with m.If(self.i.valid):
+                    with m.If(~last_ok):
+                        fail_length()
+                    with m.Else():
+                        m.d.sync += [a_valid.eq(lane_valid), remaining.eq(remaining - L)]
+                        m.d.sync += [a_bin[j].eq(mags[j]) for j in range(L)]
+                        with m.If(final_beat):
+                            m.next = "HIST_DRAIN"
+
+            with m.State("HIST_DRAIN"):
+                # stage A and B empty out; then the scan starts at the top bin
+                with m.If((a_valid == 0) & (b_valid == 0)):
+                    m.d.sync += [scan_addr.eq(BINS - 1), cum.eq(0), found.eq(0)]
+                    m.next = "SCAN"
+
+            with m.State("SCAN"):
+                # read bin scan_addr of every lane; stage 1 clears it; stage 2 sums the lanes
+                m.d.sync += [scan_addr.eq(scan_addr - 1)]
+                with m.If(scan_addr <= BINS - 1):  # stops issuing after bin 0 (wraps to 255)
+                    m.d.sync += [s1_valid.eq(1), s1_bin.eq(scan_addr)]
+                with m.If(s2_valid):
+                    m.d.sync += cum.eq(cum + s2_sum)
+                    with m.If(~found & (cum + s2_sum >= keep)):
+                        m.d.sync += [found.eq(1), new_t.eq(s2_bin), new_ties.eq(keep - cum)]
+                    with m.If(s2_bin == 0):
+                        m.next = "SCAN_END"
+
+            with m.State("SCAN_END"):
+                m.d.sync += [held_t.eq(new_t), held_ties.eq(new_ties), held_valid.eq(1),
+                             dirty.eq(0)]
+                with m.If(mode == Mode.FULL):
+                    m.next = "P2_INIT"
+                with m.Else():
+                    m.next = "DONE"
+
+            with m.State("P2_INIT"):
+                m.d.sync += [remaining.eq(n), row.eq(0), col.eq(0), nnz.eq(0),
+                             t_cur.eq(held_t), ties_left.eq(held_ties)]
+                m.next = "PASS2"
+
+            with m.State("PASS2"):
+                m.d.comb += self.i.ready.eq(ser_free)
+                with m.If(self.i.valid & ser_free):
+                    with m.If(~last_ok):
+                        fail_length()
+                    with m.Elif(overflow):
+                        fail(ErrorCode.OVERFLOW)
+                    with m.Else():
+                        m.d.sync += [
+                            remaining.eq(remaining - L),
+                            row.eq(next_row), col.eq(next_col), nnz.eq(nnz_next),
+                            ties_left.eq(ties_left - ties_used),
+                            pe_v.eq(emit),
+                            pp_v.eq(Cat(*[end_i[j] & lane_valid[j] for j in range(L)])),
+                        ]
+                        for j in range(L):
+                            x = self.i.payload.data[j]
+                            m.d.sync += [
+                                pe_addr[j].eq(cols + 4 + e_excl[j]),
+                                pe_data[j].eq(Cat(r_i[j], x.as_unsigned(), Const(0, 8))),
+                                pp_addr[j].eq(c_i[j] + 4),
+                                pp_data[j].eq(e_incl[j]),
+                            ]
+                        with m.If(final_beat):
+                            m.next = "P2_FLUSH"
+
+            with m.State("P2_FLUSH"):
+                with m.If(req == 0):
+                    m.d.sync += hdr_idx.eq(0)
+                    m.next = "HEADER"
+
+            with m.State("HEADER"):
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.addr.eq(hdr_idx),
+                             self.o.payload.data.eq(hdr_data), ser_take.eq(0)]
+                with m.If(self.o.ready):
+                    m.d.sync += hdr_idx.eq(hdr_idx + 1)
+                    with m.If(hdr_idx == 3):
+                        m.next = "DONE"
+
+            with m.State("DONE"):
+                accept_start()
+
+            with m.State("ERROR"):
+                m.d.comb += self.i.ready.eq(1)  # discard: the producer never hangs
+                accept_start()
+
+        idle = fsm.ongoing("IDLE") | fsm.ongoing("DONE") | fsm.ongoing("ERROR")
+        with m.If(~idle):
+            m.d.sync += cycles.eq(cycles + 1)
+        m.d.comb += [
+            self.busy.eq(~idle),
+            self.done.eq(fsm.ongoing("DONE") | (fsm.ongoing("ERROR") & (req == 0))),
+        ]
+
+        # ---------------------------------------------------------------- RAM port muxing
+        in_scan = fsm.ongoing("SCAN")
+        in_clear = fsm.ongoing("CLEAR")
+        for j in range(L):
+            rp, wp = rps[j], wps[j]
+            scan_rd = Mux(scan_addr > BINS - 1, 0, scan_addr)
+            m.d.comb += rp.addr.eq(Mux(in_scan, scan_rd, a_bin[j]))
+            with m.If(b_valid[j]):
+                m.d.comb += [wp.addr.eq(b_bin[j]), wp.data.eq(rp.data + 1), wp.en.eq(1)]
+            with m.Elif(in_scan & s1_valid):
+                m.d.comb += [wp.addr.eq(s1_bin), wp.data.eq(0), wp.en.eq(1)]
+            with m.Elif(in_clear):
+                m.d.comb += [wp.addr.eq(clear_addr), wp.data.eq(0), wp.en.eq(1)]
+
+        return m

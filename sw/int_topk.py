@@ -1,0 +1,222 @@
+"""Integer reference of the hardware Top-K threshold select (``hw.threshold_select``).
+
+Everything here works on quantized integers (int8 by default, any ``bits`` up to 16) with numpy
+and is bit-exact with the gateware; the PyTorch golden model (``sw.topk``) is the float twin.
+
+Tie rule (``docs/core-interface.md``)
+-------------------------------------
+For ``n`` elements and a target count ``k`` (``0 <= k <= n``), let ``t`` be the k-th largest
+magnitude. Keep every element with ``|x| > t``; of the elements with ``|x| == t`` keep the first
+``ties = k - count(|x| > t)`` in *stream order*. Magnitudes are taken in a wide type, so
+``|-128| = 128`` is the largest int8 magnitude (129 magnitude bins ``0..128``). For ``k == 0``
+the threshold is defined as ``t = 2**(bits-1)`` (the top bin) with ``ties = 0``, which keeps
+nothing -- this is what the histogram scan "from the top until the running count reaches k"
+produces, and it stays "keep nothing" when held for later tensors.
+
+Stream order
+------------
+For a plain array (:func:`select_mask`) stream order is the row-major (C) flattening order.
+For a matrix ``S[K, N]`` that is compressed (:func:`compress_selected`) the hardware receives the
+matrix *column by column*: stream order is the column-major (Fortran) order of ``S``, which is the
+row-major order of ``S.T``. In the forward pass ``S = Wsᵀ`` so the stream is the row-major order of
+the weight tensor ``W[F, K]`` itself, the same order ``sw.topk`` uses on the weights.
+
+Held threshold (Top-K period, paper Appendix A.6)
+-------------------------------------------------
+Within a Top-K period only the keep/compress pass runs, with the ``(t, ties)`` computed at the
+start of the period. The rule with a held ``(t, ties)`` is the same rule: keep every ``|x| > t``
+and the first ``ties`` elements with ``|x| == t`` in stream order (all of them if there are
+fewer). The kept count is therefore ``count(|x| > t) + min(ties, count(|x| == t))``, which is no
+longer exactly ``k`` once the tensor has changed; on the tensor the threshold was computed on it
+is exactly ``k`` and the kept set equals the fresh selection. See :func:`select_mask_threshold`.
+"""
+
+import math
+
+import numpy as np
+
+__all__ = [
+    "MAGIC",
+    "k_from_density",
+    "magnitudes",
+    "histogram_int",
+    "threshold_int",
+    "kth_magnitude_int",
+    "select_mask",
+    "select_mask_threshold",
+    "stream_order",
+    "compress_selected",
+    "compress_threshold",
+    "encode_csc_words",
+    "blob_words",
+]
+
+#: First word of a compressed-S blob ("SWAT").
+MAGIC = 0x53574154
+
+
+def _check_bits(bits):
+    if not isinstance(bits, int) or not 2 <= bits <= 16:
+        raise ValueError(f"bits must be an int in [2, 16], got {bits!r}")
+
+
+def _as_int_array(q, bits):
+    _check_bits(bits)
+    a = np.asarray(q)
+    if a.dtype.kind not in "iu":
+        raise ValueError(f"expected an integer array, got dtype {a.dtype}")
+    a = a.astype(np.int64)
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    if a.size and (a.min() < lo or a.max() > hi):
+        raise ValueError(f"values outside the int{bits} range [{lo}, {hi}]")
+    return a
+
+
+def _check_k(k, n):
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise ValueError(f"k must be an integer, got {k!r}")
+    k = int(k)
+    if not 0 <= k <= n:
+        raise ValueError(f"k must be in [0, n={n}], got {k}")
+    return k
+
+
+def k_from_density(density, n):
+    """``k = ceil(density * n)`` clamped to ``[0, n]`` (``docs/core-interface.md``).
+
+    Same arithmetic as ``sw.topk.kept_count`` (``density * n`` rounded to 6 decimals before the
+    ceiling, so ``k_from_density(0.3, 10) == 3`` despite ``0.3 * 10 == 3.0000000000000004``),
+    without importing torch. ``density`` must lie in ``[0, 1]``.
+    """
+    n = int(n)
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    try:
+        d = float(density)
+    except (TypeError, ValueError):
+        raise ValueError(f"density must be a number in [0, 1], got {density!r}") from None
+    if math.isnan(d) or not 0.0 <= d <= 1.0:
+        raise ValueError(f"density must lie in [0, 1], got {density!r}")
+    if n == 0:
+        return 0
+    return max(0, min(n, math.ceil(round(d * n, 6))))
+
+
+def magnitudes(q, bits=8):
+    """``|q|`` as int64 (so ``|-128| == 128``), after a range check of ``q`` against ``bits``."""
+    return np.abs(_as_int_array(q, bits))
+
+
+def histogram_int(q, bits=8):
+    """Magnitude histogram: ``h[m] = count(|q| == m)`` for ``m`` in ``0 .. 2**(bits-1)``."""
+    mag = magnitudes(q, bits).ravel()
+    return np.bincount(mag, minlength=(1 << (bits - 1)) + 1).astype(np.int64)
+
+
+def threshold_int(q, k, bits=8):
+    """``(t, ties)`` as the hardware computes them by a histogram scan from the top bin.
+
+    ``t`` is the first bin ``b`` (scanning ``2**(bits-1)`` down to ``0``) where
+    ``count(|q| > b) + h[b] >= k``, and ``ties = k - count(|q| > t)`` (``0 <= ties <= h[t]``).
+    For ``k == 0`` this gives ``t = 2**(bits-1)``, ``ties = 0``.
+    """
+    h = histogram_int(q, bits)
+    k = _check_k(k, int(h.sum()))
+    above = 0
+    for b in range(len(h) - 1, -1, -1):
+        if above + int(h[b]) >= k:
+            return b, k - above
+        above += int(h[b])
+    raise AssertionError("unreachable: k <= n")  # pragma: no cover
+
+
+def kth_magnitude_int(q, k, bits=8):
+    """The k-th largest magnitude of ``q`` by histogram (``2**(bits-1)`` for ``k == 0``)."""
+    return threshold_int(q, k, bits)[0]
+
+
+def select_mask_threshold(q, t, ties, bits=8):
+    """Keep mask (same shape as ``q``) for a given -- e.g. held -- threshold ``(t, ties)``.
+
+    Keeps ``|x| > t`` and the first ``ties`` elements with ``|x| == t`` in row-major order.
+    """
+    mag = magnitudes(q, bits)
+    t, ties = int(t), int(ties)
+    if not 0 <= t <= (1 << (bits - 1)):
+        raise ValueError(f"threshold t={t} outside [0, {1 << (bits - 1)}]")
+    if ties < 0:
+        raise ValueError(f"ties must be >= 0, got {ties}")
+    flat = mag.ravel()  # C order
+    eq = flat == t
+    keep = (flat > t) | (eq & (np.cumsum(eq) <= ties))
+    return keep.reshape(mag.shape)
+
+
+def select_mask(q, k, bits=8):
+    """Keep mask of the Top-k by magnitude with the tie rule, stream order = row-major."""
+    t, ties = threshold_int(q, k, bits)
+    return select_mask_threshold(q, t, ties, bits)
+
+
+def stream_order(q2d):
+    """The order in which the hardware receives ``S[K, N]``: column by column (``S.T`` flat)."""
+    a = np.asarray(q2d)
+    if a.ndim != 2:
+        raise ValueError(f"expected a 2-D [K, N] matrix, got shape {a.shape}")
+    return a.T.ravel()
+
+
+def blob_words(shape, nnz):
+    """Number of 32-bit words of a compressed-S blob: ``4 + N + nnz``."""
+    return 4 + int(shape[1]) + int(nnz)
+
+
+def encode_csc_words(s):
+    """Compressed-S words (uint32 array) of a sparse int8 matrix ``s[K, N]``.
+
+    An independent implementation of the layout of ``docs/core-interface.md`` (the same bytes as
+    ``sw.compress.encode``): magic, ``K | N << 16``, ``nnz``, ``ptr[0..N]``, then one word per
+    non-zero ``row | (value & 0xff) << 16`` in column-major order.
+    """
+    s = _as_int_array(s, 8)
+    if s.ndim != 2:
+        raise ValueError(f"expected a 2-D [K, N] matrix, got shape {s.shape}")
+    K, N = s.shape
+    if not (0 < K < 1 << 16 and 0 < N < 1 << 16):
+        raise ValueError(f"shape {s.shape} does not fit the 16-bit header fields")
+    st = s.T  # [N, K]: row n of st is column n of s
+    nz_n, nz_k = np.nonzero(st)  # row-major over st = column-major over s, rows increasing
+    vals = st[nz_n, nz_k]
+    nnz = len(vals)
+    ptr = np.zeros(N + 1, dtype=np.int64)
+    ptr[1:] = np.cumsum(np.bincount(nz_n, minlength=N))
+    words = np.empty(blob_words(s.shape, nnz), dtype=np.uint32)
+    words[0] = MAGIC
+    words[1] = K | (N << 16)
+    words[2] = nnz
+    words[3 : 4 + N] = ptr
+    words[4 + N :] = (nz_k.astype(np.int64) | ((vals & 0xFF) << 16)).astype(np.uint32)
+    return words
+
+
+def compress_threshold(q2d, t, ties):
+    """Blob (``bytes``, little-endian words) the hardware emits for ``S[K, N]`` with ``(t, ties)``.
+
+    The selection runs in stream order (column-major of ``S``); kept zeros are dropped.
+    """
+    s = _as_int_array(q2d, 8)
+    if s.ndim != 2:
+        raise ValueError(f"expected a 2-D [K, N] matrix, got shape {s.shape}")
+    keep_t = select_mask_threshold(s.T, t, ties)  # row-major of S.T == stream order
+    sparse = np.where(keep_t.T, s, 0)
+    return encode_csc_words(sparse).astype("<u4").tobytes()
+
+
+def compress_selected(q2d, k):
+    """Blob (``bytes``) the hardware emits for ``S[K, N]`` and target count ``k``.
+
+    ``(t, ties) = threshold_int(S, k)`` (the histogram does not depend on order), then
+    :func:`compress_threshold`. ``nnz <= k``; ``nnz == k`` unless zeros were among the kept.
+    """
+    t, ties = threshold_int(q2d, k)
+    return compress_threshold(q2d, t, ties)
