@@ -1,0 +1,555 @@
+"""SWAT convolution and linear layers (paper §3.3, Appendix A.1 Algorithm 1, A.6, A.7, §4.5).
+
+``SwatConv2d`` / ``SwatLinear`` are drop-in subclasses of ``nn.Conv2d`` / ``nn.Linear``. Extra
+keyword-only constructor arguments:
+
+``sparsity`` (float in ``[0, 1)``)
+    fraction of weights *and* input activations zeroed (the layer's weight and activation
+    densities are equal, ``density = 1 - sparsity``).
+``method``
+    ``"swat"``: forward ``Y = conv(A, Ws)`` with Top-K sparse weights ``Ws`` and dense input
+    ``A``; saves ``Ws`` and Top-K sparse activations ``As`` (compact, see below); backward
+    ``dA = conv_input(Ws, dY)`` and ``dW = conv_weight(As, dY)`` with the dense output gradient
+    ``dY``; every weight receives its (dense) gradient ``dW``.
+    ``"saw"`` (Appendix A.7): dense forward ``Y = conv(A, W)``, backward as for ``"swat"``.
+    ``"meprop"`` (baseline, Sun et al.): dense forward; backward with the Top-K sparsified output
+    gradient ``dYs`` (selection group per ``dims``) and dense ``W``, ``A``; bias gradient from
+    ``dYs``.
+    ``"dense"``: exactly ``nn.Conv2d`` / ``nn.Linear``.
+``period``
+    Top-K period P (Appendix A.6): thresholds of weights and activations are recomputed on every
+    P-th training forward and held in between (see :class:`sw.topk.ThresholdHolder`).
+``structured``
+    channel Top-K of the weights over the L1 norms of their ``[R, S]`` slices
+    (:func:`sw.topk.topk_channels`); activations stay fine-grained (Appendix A.1).
+``dims``
+    Top-K selection group for weights and activations (Appendix A.5): ``"nchw"`` (paper default),
+    ``"chw"``, ``"hw"``, ``"random"``. Linear layers have no spatial dims: ``"hw"`` means
+    ``"chw"`` (per row) there.
+``mask_update`` (Fig. 7 ablation)
+    multiply the weight gradient by the active-weight mask, so non-active weights are not updated.
+``freeze_after_epoch`` (Fig. 8 ablation)
+    when :meth:`set_epoch` is called with ``epoch >= freeze_after_epoch`` the weight mask is frozen
+    (the topology stops changing; weights still receive their gradients unless ``mask_update``).
+    :meth:`freeze_topology` freezes immediately.
+``seed``
+    seed of the generator used by ``dims="random"``.
+
+Compact saved tensors: the sparse operands saved for backward are stored as their non-zero
+values plus either a packed bit mask (1 bit per element) or int32 flat indices, whichever is
+smaller, so the saved-activation memory really shrinks (measured in :mod:`sw.memory`).
+
+Per-layer statistics of the last training forward are in ``layer.stats`` (iteration, thresholds,
+achieved weight and activation densities, whether the threshold was recomputed).
+
+In eval mode the forward uses the exact Top-K weights (no held threshold, no state change) and no
+activation is sparsified (nothing is saved for a backward).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .topk import (
+    ThresholdHolder,
+    check_dims,
+    check_finite,
+    topk,
+    topk_channels_mask,
+    topk_mask,
+)
+
+__all__ = ["METHODS", "SwatConv2d", "SwatLinear", "SwatLayer", "pack", "unpack", "check_sparsity"]
+
+METHODS = ("swat", "saw", "meprop", "dense")
+
+
+def check_sparsity(sparsity) -> float:
+    try:
+        s = float(sparsity)
+    except (TypeError, ValueError):
+        raise ValueError(f"sparsity must be a number in [0, 1), got {sparsity!r}") from None
+    if math.isnan(s) or not (0.0 <= s < 1.0):
+        raise ValueError(f"sparsity must lie in [0, 1), got {sparsity!r}")
+    return s
+
+
+def check_method(method) -> str:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    return method
+
+
+# --------------------------------------------------------------------------- compact storage
+
+_BITS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
+
+
+def _packbits(m: torch.Tensor) -> torch.Tensor:
+    m = m.reshape(-1)
+    pad = (-m.numel()) % 8
+    if pad:
+        m = torch.cat([m, m.new_zeros(pad)])
+    return (m.view(-1, 8).to(torch.uint8) * _BITS.to(m.device)).sum(dim=1, dtype=torch.uint8)
+
+
+def _unpackbits(p: torch.Tensor, n: int) -> torch.Tensor:
+    bits = (p.unsqueeze(1) & _BITS.to(p.device)) != 0
+    return bits.reshape(-1)[:n]
+
+
+def pack(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Compact form of ``where(mask, x, 0)``: ``(values, code, fmt)``.
+
+    ``fmt == "bits"``: ``code`` is the mask packed 8 elements per byte (MSB first);
+    ``fmt == "idx"``: ``code`` holds the int32 flat indices of the kept elements. The cheaper of
+    the two is chosen (indices win below ~1/32 density).
+    """
+    n = x.numel()
+    flat = mask.reshape(-1)
+    values = x.reshape(-1)[flat]
+    k = values.numel()
+    if 4 * k < (n + 7) // 8 and n < 2**31:
+        return values, flat.nonzero().reshape(-1).to(torch.int32), "idx"
+    return values, _packbits(flat), "bits"
+
+
+def unpack(values: torch.Tensor, code: torch.Tensor, fmt: str, shape) -> torch.Tensor:
+    """Inverse of :func:`pack`: the dense tensor of ``shape``."""
+    n = math.prod(shape)
+    out = values.new_zeros(n)
+    if fmt == "idx":
+        out[code.long()] = values
+    else:
+        out[_unpackbits(code, n)] = values
+    return out.reshape(shape)
+
+
+def unpack_mask(code: torch.Tensor, fmt: str, shape) -> torch.Tensor:
+    n = math.prod(shape)
+    if fmt == "idx":
+        m = torch.zeros(n, dtype=torch.bool, device=code.device)
+        m[code.long()] = True
+        return m.reshape(shape)
+    return _unpackbits(code, n).reshape(shape)
+
+
+# --------------------------------------------------------------------------- autograd function
+
+
+class _Cfg:
+    """Per-call configuration handed to the autograd function (not a tensor, not saved)."""
+
+    __slots__ = ("layer", "kind", "method", "w_mask", "act_mask_fn", "grad_density", "stats")
+
+    def __init__(self, layer, kind, method, w_mask, act_mask_fn, grad_density):
+        self.layer = layer
+        self.kind = kind
+        self.method = method
+        self.w_mask = w_mask
+        self.act_mask_fn = act_mask_fn
+        self.grad_density = grad_density
+        self.stats = {}
+
+
+def _fwd(layer, kind, x, w, b):
+    if kind == "conv":
+        return F.conv2d(x, w, b, layer.stride, layer._fn_padding, layer.dilation, layer.groups)
+    return F.linear(x, w, b)
+
+
+def _bwd_input(layer, kind, x_shape, w, g):
+    if kind == "conv":
+        return torch.nn.grad.conv2d_input(
+            x_shape, w, g, layer.stride, layer._fn_padding, layer.dilation, layer.groups
+        )
+    return g @ w
+
+
+def _bwd_weight(layer, kind, a, w_shape, g):
+    if kind == "conv":
+        return torch.nn.grad.conv2d_weight(
+            a, w_shape, g, layer.stride, layer._fn_padding, layer.dilation, layer.groups
+        )
+    return g.t() @ a
+
+
+def _bias_grad(kind, g):
+    if kind == "conv":
+        return g.sum(dim=(0, 2, 3))
+    return g.sum(dim=0)
+
+
+class SwatFunction(torch.autograd.Function):
+    """``y = layer(x)`` with SWAT / SAW / meProp sparsity; see the module docstring."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, cfg: _Cfg):
+        layer, kind, method = cfg.layer, cfg.kind, cfg.method
+        ctx.cfg = cfg
+        ctx.x_shape = tuple(x.shape)
+        ctx.w_shape = tuple(weight.shape)
+        ctx.has_bias = bias is not None
+        if method == "meprop":
+            y = _fwd(layer, kind, x, weight, bias)
+            ctx.save_for_backward(x, weight)
+            return y
+        w_mask = cfg.w_mask
+        ws = torch.where(w_mask, weight, torch.zeros((), dtype=weight.dtype))
+        y = _fwd(layer, kind, x, ws if method == "swat" else weight, bias)
+        w_vals, w_code, ctx.w_fmt = pack(weight, w_mask)
+        # Activations: Top-K, then keep only the non-zeros (a kept zero needs no storage).
+        if weight.requires_grad:
+            a_mask = cfg.act_mask_fn(x)
+            a_nz = a_mask & (x != 0)
+            a_vals, a_code, ctx.a_fmt = pack(x, a_nz)
+            cfg.stats["activation_density"] = a_vals.numel() / max(1, x.numel())
+        else:  # no weight gradient wanted: the activations need not be kept at all
+            a_vals = a_code = x.new_zeros(0)
+            ctx.a_fmt = None
+        cfg.stats["weight_density"] = int(w_mask.sum()) / max(1, weight.numel())
+        ctx.save_for_backward(w_vals, w_code, a_vals, a_code)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        cfg = ctx.cfg
+        layer, kind, method = cfg.layer, cfg.kind, cfg.method
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        g = grad_out.contiguous()
+        gx = gw = gb = None
+        if method == "meprop":
+            x, w = ctx.saved_tensors
+            dims = layer._eff_dims
+            gs = topk(g, cfg.grad_density, dims, generator=layer._generator)
+            if need_x:
+                gx = _bwd_input(layer, kind, ctx.x_shape, w, gs)
+            if need_w:
+                gw = _bwd_weight(layer, kind, x, ctx.w_shape, gs)
+            if need_b and ctx.has_bias:
+                gb = _bias_grad(kind, gs)
+            return gx, gw, gb, None
+        w_vals, w_code, a_vals, a_code = ctx.saved_tensors
+        ws = unpack(w_vals, w_code, ctx.w_fmt, ctx.w_shape)
+        if need_x:
+            gx = _bwd_input(layer, kind, ctx.x_shape, ws, g)
+        if need_w:
+            a_s = unpack(a_vals, a_code, ctx.a_fmt, ctx.x_shape)
+            gw = _bwd_weight(layer, kind, a_s, ctx.w_shape, g)
+            if layer.mask_update:
+                gw = gw * unpack_mask(w_code, ctx.w_fmt, ctx.w_shape).to(gw.dtype)
+        if need_b and ctx.has_bias:
+            gb = _bias_grad(kind, g)
+        return gx, gw, gb, None
+
+
+# --------------------------------------------------------------------------- layers
+
+
+class SwatLayer:
+    """Mixin holding the SWAT state shared by :class:`SwatConv2d` and :class:`SwatLinear`."""
+
+    _kind = "?"
+
+    def _swat_init(
+        self,
+        sparsity=0.0,
+        method="swat",
+        period=1,
+        structured=False,
+        dims="nchw",
+        mask_update=False,
+        freeze_after_epoch=None,
+        seed=0,
+    ):
+        self.method = check_method(method)
+        self._sparsity = check_sparsity(sparsity)
+        check_dims(dims)
+        if not isinstance(period, int) or isinstance(period, bool) or period < 1:
+            raise ValueError(f"period must be an int >= 1, got {period!r}")
+        self.period = period
+        self.structured = bool(structured)
+        self.dims = dims
+        self._eff_dims = "chw" if (self._kind == "linear" and dims == "hw") else dims
+        self.mask_update = bool(mask_update)
+        self.freeze_after_epoch = freeze_after_epoch
+        self.seed = seed
+        self._generator = torch.Generator().manual_seed(seed) if dims == "random" else None
+        self._w_holder = ThresholdHolder(period, self._eff_dims, structured=self.structured)
+        self._a_holder = ThresholdHolder(period, self._eff_dims)
+        self._frozen_mask: torch.Tensor | None = None
+        self.iteration = 0
+        self.stats: dict = {}
+
+    # ---- sparsity / density
+    @property
+    def sparsity(self) -> float:
+        return self._sparsity
+
+    @sparsity.setter
+    def sparsity(self, value) -> None:
+        self._sparsity = check_sparsity(value)
+
+    @property
+    def density(self) -> float:
+        """Density of weights and activations (1.0 for ``method="dense"``)."""
+        return 1.0 if self.method == "dense" else 1.0 - self._sparsity
+
+    @density.setter
+    def density(self, value) -> None:
+        self.sparsity = 1.0 - float(value)
+
+    # ---- topology freezing (Fig. 8)
+    def freeze_topology(self) -> None:
+        """Fix the current Top-K weight mask for all later iterations."""
+        with torch.no_grad():
+            self._frozen_mask = self._exact_weight_mask().clone()
+
+    def unfreeze_topology(self) -> None:
+        self._frozen_mask = None
+
+    @property
+    def topology_frozen(self) -> bool:
+        return self._frozen_mask is not None
+
+    def set_epoch(self, epoch: int) -> None:
+        if (
+            self.freeze_after_epoch is not None
+            and epoch >= self.freeze_after_epoch
+            and not self.topology_frozen
+        ):
+            self.freeze_topology()
+
+    # ---- masks
+    def _exact_weight_mask(self) -> torch.Tensor:
+        w = self.weight.detach()
+        if self.structured:
+            return topk_channels_mask(w, self.density)
+        return topk_mask(w, self.density, self._eff_dims, generator=self._generator)
+
+    def weight_mask(self) -> torch.Tensor:
+        """The active-weight mask the next forward would use (exact Top-K, or the frozen one)."""
+        if self._frozen_mask is not None:
+            return self._frozen_mask
+        with torch.no_grad():
+            return self._exact_weight_mask()
+
+    def sparse_weight(self) -> torch.Tensor:
+        m = self.weight_mask()
+        return torch.where(m, self.weight.detach(), torch.zeros((), dtype=self.weight.dtype))
+
+    def reset_thresholds(self) -> None:
+        self._w_holder.reset()
+        self._a_holder.reset()
+
+    # ---- forward
+    def _swat_forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.density
+        if self.method == "dense" or (d >= 1.0 and self._frozen_mask is None):
+            if self.training and torch.is_grad_enabled():
+                self.iteration += 1
+                self.stats = {
+                    "iteration": self.iteration,
+                    "density": 1.0,
+                    "weight_density": 1.0,
+                    "activation_density": 1.0,
+                }
+            return self._dense_forward(x)
+        check_finite(x)
+        if not torch.is_grad_enabled() or not (self.weight.requires_grad or x.requires_grad):
+            # Nothing to differentiate: exact Top-K weights, no activation Top-K, no state change
+            # (SAW / meProp are dense in the forward).
+            if self.method in ("saw", "meprop"):
+                return self._dense_forward(x)
+            w = self.weight
+            ws = torch.where(self.weight_mask(), w, torch.zeros((), dtype=w.dtype))
+            return self._call(x, ws, self.bias)
+        train = self.training  # eval mode with autograd: exact Top-K, thresholds untouched
+        gen = self._generator
+        with torch.no_grad():
+            if self.method == "meprop":
+                w_mask = None
+            elif self._frozen_mask is not None:
+                w_mask = self._frozen_mask
+                self._w_holder.recomputed = False
+            elif train:
+                w_mask = self._w_holder.mask(self.weight.detach(), d, generator=gen)
+            else:
+                w_mask = self._exact_weight_mask()
+        a_holder, dims = self._a_holder, self._eff_dims
+
+        def act_mask_fn(a):
+            if train:
+                return a_holder.mask(a.detach(), d, generator=gen)
+            return topk_mask(a.detach(), d, dims, generator=gen)
+
+        cfg = _Cfg(self, self._kind, self.method, w_mask, act_mask_fn, d)
+        y = self._swat_apply(x, cfg)
+        if not train:
+            return y
+        self.iteration += 1
+        st = {"iteration": self.iteration, "density": d}
+        if self.method != "meprop":
+            st["weight_threshold"] = _scalar(self._w_holder.threshold)
+            st["activation_threshold"] = _scalar(self._a_holder.threshold)
+            st["recomputed"] = bool(self._w_holder.recomputed)
+        st.update(cfg.stats)
+        self.stats = st
+        return y
+
+    def extra_swat_repr(self) -> str:
+        s = f"sparsity={self._sparsity:g}, method={self.method}"
+        if self.period != 1:
+            s += f", period={self.period}"
+        if self.structured:
+            s += ", structured=True"
+        if self.dims != "nchw":
+            s += f", dims={self.dims}"
+        if self.mask_update:
+            s += ", mask_update=True"
+        return s
+
+
+def _scalar(t):
+    if t is None:
+        return None
+    if t.numel() == 1:
+        return float(t.reshape(()))
+    return t.detach().clone()
+
+
+class SwatConv2d(SwatLayer, nn.Conv2d):
+    """``nn.Conv2d`` with SWAT sparsity (see the module docstring for the keywords)."""
+
+    _kind = "conv"
+
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups=1,
+        bias=True,
+        padding_mode="zeros",
+        device=None,
+        dtype=None,
+        *,
+        sparsity=0.0,
+        method="swat",
+        period=1,
+        structured=False,
+        dims="nchw",
+        mask_update=False,
+        freeze_after_epoch=None,
+        seed=0,
+    ):
+        nn.Conv2d.__init__(
+            self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+            padding_mode, device, dtype,
+        )  # fmt: skip
+        self._swat_init(
+            sparsity, method, period, structured, dims, mask_update, freeze_after_epoch, seed
+        )
+
+    @property
+    def _fn_padding(self):
+        return self.padding if self.padding_mode == "zeros" else (0, 0)
+
+    def _pad(self, x):
+        if self.padding_mode == "zeros":
+            return x
+        return F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+
+    def _dense_forward(self, x):
+        return nn.Conv2d.forward(self, x)
+
+    def _call(self, x, w, b):
+        return F.conv2d(self._pad(x), w, b, self.stride, self._fn_padding, self.dilation, self.groups)
+
+    def _swat_apply(self, x, cfg):
+        return SwatFunction.apply(self._pad(x), self.weight, self.bias, cfg)
+
+    def forward(self, x):
+        return self._swat_forward(x)
+
+    def extra_repr(self):
+        return nn.Conv2d.extra_repr(self) + ", " + self.extra_swat_repr()
+
+    @classmethod
+    def from_dense(cls, m: nn.Conv2d, **kw) -> SwatConv2d:
+        """A SWAT twin of ``m`` sharing its parameters (no copy, so optimizers stay valid)."""
+        new = cls(
+            m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation,
+            m.groups, m.bias is not None, m.padding_mode, device="meta", **kw,
+        )  # fmt: skip
+        new.weight = m.weight
+        new.bias = m.bias
+        new.train(m.training)
+        return new
+
+
+class SwatLinear(SwatLayer, nn.Linear):
+    """``nn.Linear`` with SWAT sparsity (see the module docstring for the keywords).
+
+    Inputs with more than two dimensions are flattened to ``[-1, in_features]`` first; the
+    activation selection group ``"chw"`` / ``"hw"`` is then one row.
+    """
+
+    _kind = "linear"
+
+    def __init__(
+        self,
+        in_features,
+        out_features,
+        bias=True,
+        device=None,
+        dtype=None,
+        *,
+        sparsity=0.0,
+        method="swat",
+        period=1,
+        structured=False,
+        dims="nchw",
+        mask_update=False,
+        freeze_after_epoch=None,
+        seed=0,
+    ):
+        nn.Linear.__init__(self, in_features, out_features, bias, device, dtype)
+        self._swat_init(
+            sparsity, method, period, structured, dims, mask_update, freeze_after_epoch, seed
+        )
+
+    def _dense_forward(self, x):
+        return nn.Linear.forward(self, x)
+
+    def _call(self, x, w, b):
+        return F.linear(x, w, b)
+
+    def _swat_apply(self, x, cfg):
+        if x.ndim == 2:
+            return SwatFunction.apply(x, self.weight, self.bias, cfg)
+        lead = x.shape[:-1]
+        y = SwatFunction.apply(x.reshape(-1, x.shape[-1]), self.weight, self.bias, cfg)
+        return y.reshape(*lead, y.shape[-1])
+
+    def forward(self, x):
+        return self._swat_forward(x)
+
+    def extra_repr(self):
+        return nn.Linear.extra_repr(self) + ", " + self.extra_swat_repr()
+
+    @classmethod
+    def from_dense(cls, m: nn.Linear, **kw) -> SwatLinear:
+        """A SWAT twin of ``m`` sharing its parameters (no copy, so optimizers stay valid)."""
+        new = cls(m.in_features, m.out_features, m.bias is not None, device="meta", **kw)
+        new.weight = m.weight
+        new.bias = m.bias
+        new.train(m.training)
+        return new

@@ -1,0 +1,312 @@
+"""Top-K sparsification (SWAT paper §3, Appendix A.1, A.5, A.6).
+
+Kept count
+    A selection group of ``n`` elements at density ``d`` keeps exactly ``k = kept_count(n, d)``
+    elements: ``k = ceil(d * n)`` clamped to ``[0, n]``. ``d * n`` is rounded to 6 decimals before
+    the ceiling, so that floating-point noise such as ``(1 - 0.3) * 10 == 7.000000000000001`` does
+    not keep an extra element (``kept_count(10, 1 - 0.3) == 7``).
+
+Tie rule (docs/core-interface.md, shared with the integer reference and the hardware)
+    With ``t`` the k-th largest magnitude of the group, keep every element with ``|x| > t``; of
+    the elements with ``|x| == t`` keep the first ``k - count(|x| > t)`` in row-major (C)
+    flattening order of the group. Zero is a legal magnitude: if ``t == 0`` the kept set contains
+    zeros (so the non-zero count of the result is ``<= k``).
+
+Threshold by selection
+    ``t`` is found with ``torch.kthvalue`` (a selection, O(n) average), never by a full sort.
+
+Selection groups (``dims``, Appendix A.5, Fig. 9)
+    ``"nchw"``: the whole tensor is one group. ``"chw"``: one group per index of dim 0 (per
+    sample for activations, per filter for weights). ``"hw"``: one group per index of dims 0 and
+    1 (per sample-and-channel / per filter-and-channel); needs ``x.ndim >= 3``. ``"random"``: the
+    null hypothesis of Fig. 9 -- a uniformly random subset of ``k`` elements of the whole tensor
+    (seeded with ``generator=``).
+
+Held thresholds (Top-K period P, Appendix A.6)
+    :class:`ThresholdHolder` recomputes the threshold every ``P`` calls and holds it in between.
+    On a recompute call the selection is the exact Top-K above (exact count, tie rule). On a held
+    call the mask is ``|x| >= t_held`` (every tie at the held threshold is kept; zeros are never
+    counted as kept when ``t_held == 0``), so the kept count follows the data and fluctuates
+    around ``k`` as in the paper's Fig. 10.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = [
+    "DIMS",
+    "kept_count",
+    "kth_magnitude",
+    "topk",
+    "topk_mask",
+    "topk_channels",
+    "topk_channels_mask",
+    "channel_l1",
+    "ThresholdHolder",
+    "check_density",
+    "check_finite",
+]
+
+DIMS = ("nchw", "chw", "hw", "random")
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def check_density(density) -> float:
+    """Return ``density`` as a float after checking it lies in ``[0, 1]``."""
+    try:
+        d = float(density)
+    except (TypeError, ValueError):
+        raise ValueError(f"density must be a number in [0, 1], got {density!r}") from None
+    if not (0.0 <= d <= 1.0) or math.isnan(d):
+        raise ValueError(f"density must lie in [0, 1], got {density!r}")
+    return d
+
+
+def check_dims(dims: str) -> str:
+    if dims not in DIMS:
+        raise ValueError(f"unknown dims {dims!r}; expected one of {', '.join(DIMS)}")
+    return dims
+
+
+def check_finite(x: torch.Tensor, what: str = "input") -> None:
+    """Raise ``ValueError`` if ``x`` holds a NaN (Top-K of NaN is undefined)."""
+    if x.is_floating_point() and bool(torch.isnan(x).any()):
+        raise ValueError(f"{what} contains NaN; Top-K selection is undefined for NaN")
+
+
+def kept_count(n: int, density: float) -> int:
+    """``ceil(density * n)`` clamped to ``[0, n]`` (``d * n`` rounded to 6 decimals first)."""
+    d = check_density(density)
+    if n <= 0:
+        return 0
+    return max(0, min(int(n), math.ceil(round(d * n, 6))))
+
+
+def _magnitude(x: torch.Tensor) -> torch.Tensor:
+    if x.is_floating_point():
+        return x.abs()
+    # |-128| does not fit int8: widen integers first.
+    return x.to(torch.int64).abs()
+
+
+# --------------------------------------------------------------------------- selection core
+
+
+def kth_magnitude(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th largest absolute value of ``x`` (0-dim tensor), by selection (``kthvalue``)."""
+    n = x.numel()
+    if not isinstance(k, int) or isinstance(k, bool):
+        raise ValueError(f"k must be an int, got {k!r}")
+    if not 1 <= k <= n:
+        raise ValueError(f"k must lie in [1, {n}] for a tensor of {n} elements, got {k}")
+    check_finite(x)
+    a = _magnitude(x).reshape(-1)
+    return torch.kthvalue(a, n - k + 1).values
+
+
+def _select_rows(a: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact Top-K of every row of the magnitude matrix ``a`` ``[G, n]``.
+
+    Returns ``(mask [G, n] bool, thresholds [G])`` following the stream-order tie rule.
+    """
+    g, n = a.shape
+    if k <= 0:
+        return torch.zeros_like(a, dtype=torch.bool), torch.full((g,), math.inf, dtype=torch.float64)
+    if k >= n:
+        t = a.min(dim=1).values if n else torch.zeros(g, dtype=a.dtype)
+        return torch.ones_like(a, dtype=torch.bool), t
+    t = torch.kthvalue(a, n - k + 1, dim=1).values  # k-th largest per row
+    tc = t.unsqueeze(1)
+    gt = a > tc
+    ge = a >= tc
+    n_ge = ge.sum(dim=1)
+    if bool((n_ge == k).all()):  # no surplus ties anywhere: |x| >= t is exactly k elements
+        return ge, t
+    eq = ge & ~gt
+    need = (k - gt.sum(dim=1)).unsqueeze(1)
+    rank = torch.cumsum(eq.to(torch.int32), dim=1)  # 1-based rank among ties, stream order
+    return gt | (eq & (rank <= need)), t
+
+
+def _groups(x: torch.Tensor, dims: str) -> int:
+    if dims in ("nchw", "random"):
+        return 1
+    if x.ndim < 1:
+        raise ValueError(f"dims={dims!r} needs at least 1 dimension, got a 0-dim tensor")
+    if dims == "chw":
+        return x.shape[0]
+    if x.ndim < 3:
+        raise ValueError(
+            f"dims='hw' needs a tensor with >= 3 dimensions (N, C, spatial...), got shape "
+            f"{tuple(x.shape)}"
+        )
+    return x.shape[0] * x.shape[1]
+
+
+def topk_mask(
+    x: torch.Tensor,
+    density: float,
+    dims: str = "nchw",
+    *,
+    generator: torch.Generator | None = None,
+    return_threshold: bool = False,
+):
+    """Boolean mask of the elements :func:`topk` keeps (same shape as ``x``).
+
+    With ``return_threshold=True`` also returns the per-group thresholds (shape ``[G]``; for
+    ``"random"`` the threshold is that of the random scores and not meaningful).
+    """
+    d = check_density(density)
+    check_dims(dims)
+    check_finite(x)
+    g = _groups(x, dims)
+    n = x.numel() // g if g else 0
+    k = kept_count(n, d)
+    if dims == "random":
+        scores = torch.rand(x.shape, generator=generator, dtype=torch.float32).reshape(1, -1)
+        mask, t = _select_rows(scores, k)
+    else:
+        mask, t = _select_rows(_magnitude(x).reshape(g, n), k)
+    mask = mask.reshape(x.shape)
+    return (mask, t) if return_threshold else mask
+
+
+def topk(
+    x: torch.Tensor,
+    density: float,
+    dims: str = "nchw",
+    *,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Keep the ``ceil(density * n)`` largest-magnitude elements of each group, zero the rest."""
+    mask = topk_mask(x, density, dims, generator=generator)
+    return torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+# --------------------------------------------------------------------------- structured
+
+
+def channel_l1(w: torch.Tensor) -> torch.Tensor:
+    """L1 norms of the ``[R, S]`` kernel slices of ``w`` ``[F, C, R, S]`` -> ``[F, C]``.
+
+    A 2-D weight ``[F, C]`` (linear layer) has 1x1 slices: the norms are ``|w|``.
+    """
+    if w.ndim < 2:
+        raise ValueError(f"structured Top-K needs a weight of >= 2 dimensions, got {tuple(w.shape)}")
+    a = _magnitude(w)
+    if w.ndim == 2:
+        return a
+    return a.reshape(w.shape[0], w.shape[1], -1).sum(dim=2)
+
+
+def topk_channels_mask(w: torch.Tensor, density: float, *, return_threshold: bool = False):
+    """Mask (shape of ``w``) of the kept ``(f, c)`` slices, see :func:`topk_channels`."""
+    d = check_density(density)
+    check_finite(w, "weight")
+    norms = channel_l1(w)
+    k = kept_count(norms.numel(), d)
+    m, t = _select_rows(norms.reshape(1, -1), k)
+    m = m.reshape(norms.shape)
+    if w.ndim > 2:
+        m = m.reshape(*norms.shape, *([1] * (w.ndim - 2))).expand(w.shape)
+    return (m, t) if return_threshold else m
+
+
+def topk_channels(w: torch.Tensor, density: float) -> torch.Tensor:
+    """Structured Top-K (paper §3.3.1, Appendix A.1).
+
+    One threshold for the layer over the L1 norms of the ``[R, S]`` slices of ``w``
+    ``[F, C, R, S]``: keeps the ``ceil(density * F * C)`` slices ``(f, c)`` with the largest L1
+    norm (ties in row-major ``(f, c)`` order), zeroes the others. Different filters may keep
+    different channels.
+    """
+    m = topk_channels_mask(w, density)
+    return torch.where(m, w, torch.zeros((), dtype=w.dtype, device=w.device))
+
+
+# --------------------------------------------------------------------------- periodic Top-K
+
+
+class ThresholdHolder:
+    """Top-K with a threshold recomputed every ``period`` calls (Appendix A.6).
+
+    ``mask(x, density)`` on call ``i`` (counting from 0): if ``i % period == 0`` (or nothing is
+    held yet, or the group layout changed, e.g. a smaller last batch with per-sample groups) the
+    exact Top-K mask is computed and its per-group threshold ``t`` (the k-th largest magnitude)
+    is stored; otherwise the mask is ``|x| >= t`` with the held ``t`` (ties at ``t`` all kept;
+    zeros are not kept when ``t == 0``). ``structured=True`` selects on the ``[R, S]`` slice L1
+    norms (weights only). ``advance=False`` peeks without counting a call (used in eval mode).
+    """
+
+    def __init__(self, period: int = 1, dims: str = "nchw", structured: bool = False):
+        if not isinstance(period, int) or isinstance(period, bool) or period < 1:
+            raise ValueError(f"period must be an int >= 1, got {period!r}")
+        self.period = period
+        self.dims = check_dims(dims)
+        self.structured = bool(structured)
+        self.calls = 0
+        self.threshold: torch.Tensor | None = None
+        self._groups: int | None = None
+        self.recomputed = False  # whether the last call recomputed the threshold
+
+    def reset(self) -> None:
+        self.calls = 0
+        self.threshold = None
+        self._groups = None
+
+    def mask(
+        self,
+        x: torch.Tensor,
+        density: float,
+        *,
+        advance: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        if self.structured:
+            groups = 1
+        else:
+            groups = _groups(x, self.dims)
+        due = (
+            self.threshold is None
+            or self.calls % self.period == 0
+            or groups != self._groups
+            or self.dims == "random"  # a random subset has no magnitude threshold to hold
+        )
+        if advance:
+            self.calls += 1
+        self.recomputed = due
+        if due:
+            if self.structured:
+                m, t = topk_channels_mask(x, density, return_threshold=True)
+            else:
+                m, t = topk_mask(x, density, self.dims, generator=generator, return_threshold=True)
+            self.threshold = t.detach().clone()
+            self._groups = groups
+            return m
+        check_finite(x)
+        t = self.threshold
+        if self.structured:
+            norms = channel_l1(x)
+            m = (norms >= t) & (norms > 0)
+            if x.ndim > 2:
+                m = m.reshape(*norms.shape, *([1] * (x.ndim - 2))).expand(x.shape)
+            return m
+        a = _magnitude(x).reshape(groups, -1)
+        if not a.is_floating_point():
+            a = a.double()
+        t = t.to(a.dtype).reshape(groups, 1)
+        return ((a >= t) & (a > 0)).reshape(x.shape)
+
+    def state_dict(self) -> dict:
+        return {"period": self.period, "calls": self.calls, "threshold": self.threshold}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.period = int(state["period"])
+        self.calls = int(state["calls"])
+        self.threshold = state["threshold"]
+        self._groups = None if self.threshold is None else int(self.threshold.numel())

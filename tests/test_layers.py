@@ -1,0 +1,295 @@
+"""SWAT layers: forward/backward against independent formulas, methods, period, ablations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.grad import conv2d_input, conv2d_weight
+
+from sw.layers import SwatConv2d, SwatLinear, pack, unpack
+from sw.topk import kept_count, topk_channels, topk_mask
+
+
+def ref_topk(x, d):
+    """Reference Top-K by a stable full sort (independent of sw.topk's selection code)."""
+    flat = x.detach().reshape(-1)
+    k = kept_count(flat.numel(), d)
+    order = sorted(range(flat.numel()), key=lambda i: (-abs(flat[i].item()), i))
+    m = torch.zeros(flat.numel(), dtype=torch.bool)
+    m[order[:k]] = True
+    return torch.where(m.reshape(x.shape), x.detach(), torch.zeros(()))
+
+
+def make_conv(seed=0, **kw):
+    torch.manual_seed(seed)
+    conv_kw = {k: kw.pop(k) for k in list(kw) if k in ("stride", "padding", "dilation", "groups",
+                                                           "bias")}
+    return SwatConv2d(4, 6, 3, **conv_kw, **kw)
+
+
+CONV_CASES = [
+    dict(stride=1, padding=1),
+    dict(stride=2, padding=1),
+    dict(stride=1, padding=0, dilation=2),
+    dict(stride=1, padding=1, groups=2),
+    dict(stride=2, padding=1, bias=False),
+]
+
+
+@pytest.mark.parametrize("geom", CONV_CASES)
+def test_swat_conv_matches_formulas(geom):
+    d = 0.3
+    layer = make_conv(sparsity=1 - d, method="swat", **geom)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 4, 9, 9, generator=g, requires_grad=True)
+    y = layer(x)
+    gy = torch.randn(y.shape, generator=g)
+    y.backward(gy)
+    st, pad, dil, grp = layer.stride, layer.padding, layer.dilation, layer.groups
+    ws = ref_topk(layer.weight, d)
+    as_ = ref_topk(x, d)
+    y_ref = torch.nn.functional.conv2d(x.detach(), ws, layer.bias, st, pad, dil, grp)
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(x.grad, conv2d_input(x.shape, ws, gy, st, pad, dil, grp))
+    torch.testing.assert_close(layer.weight.grad,
+                               conv2d_weight(as_, layer.weight.shape, gy, st, pad, dil, grp))
+    if layer.bias is not None:
+        torch.testing.assert_close(layer.bias.grad, gy.sum((0, 2, 3)))
+    # every weight gets a gradient, not only the active ones
+    inactive = ws == 0
+    assert (layer.weight.grad[inactive] != 0).float().mean() > 0.5
+    assert layer.stats["weight_density"] == pytest.approx(
+        kept_count(layer.weight.numel(), d) / layer.weight.numel())
+
+
+def test_swat_differs_from_dense_weight_grad():
+    layer = make_conv(sparsity=0.8, padding=1)
+    x = torch.randn(2, 4, 6, 6, requires_grad=True)
+    layer(x).sum().backward()
+    dense_gw = conv2d_weight(x.detach(), layer.weight.shape, torch.ones(2, 6, 6, 6), 1, 1)
+    assert not torch.allclose(layer.weight.grad, dense_gw)
+
+
+def test_swat_linear_matches_matmul():
+    d = 0.25
+    torch.manual_seed(0)
+    layer = SwatLinear(12, 5, sparsity=1 - d)
+    x = torch.randn(7, 12, requires_grad=True)
+    y = layer(x)
+    gy = torch.randn_like(y)
+    y.backward(gy)
+    ws, as_ = ref_topk(layer.weight, d), ref_topk(x, d)
+    torch.testing.assert_close(y, x.detach() @ ws.t() + layer.bias.detach())
+    torch.testing.assert_close(x.grad, gy @ ws)
+    torch.testing.assert_close(layer.weight.grad, gy.t() @ as_)
+    torch.testing.assert_close(layer.bias.grad, gy.sum(0))
+
+
+def test_linear_3d_input():
+    torch.manual_seed(0)
+    layer = SwatLinear(6, 3, sparsity=0.5)
+    x = torch.randn(2, 4, 6, requires_grad=True)
+    y = layer(x)
+    assert y.shape == (2, 4, 3)
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+
+
+def test_saw_dense_forward_sparse_backward():
+    d = 0.2
+    layer = make_conv(sparsity=1 - d, method="saw", padding=1)
+    x = torch.randn(2, 4, 5, 5, requires_grad=True)
+    y = layer(x)
+    torch.testing.assert_close(
+        y, torch.nn.functional.conv2d(x.detach(), layer.weight.detach(), layer.bias, 1, 1))
+    gy = torch.randn_like(y)
+    y.backward(gy)
+    ws, as_ = ref_topk(layer.weight, d), ref_topk(x, d)
+    torch.testing.assert_close(x.grad, conv2d_input(x.shape, ws, gy, 1, 1))
+    torch.testing.assert_close(layer.weight.grad, conv2d_weight(as_, layer.weight.shape, gy, 1, 1))
+
+
+def test_meprop_sparse_output_gradient():
+    d = 0.3
+    layer = make_conv(sparsity=1 - d, method="meprop", padding=1)
+    x = torch.randn(2, 4, 5, 5, requires_grad=True)
+    y = layer(x)
+    torch.testing.assert_close(
+        y, torch.nn.functional.conv2d(x.detach(), layer.weight.detach(), layer.bias, 1, 1))
+    gy = torch.randn_like(y)
+    y.backward(gy)
+    gs = ref_topk(gy, d)
+    w = layer.weight.detach()
+    torch.testing.assert_close(x.grad, conv2d_input(x.shape, w, gs, 1, 1))
+    torch.testing.assert_close(layer.weight.grad, conv2d_weight(x.detach(), w.shape, gs, 1, 1))
+    torch.testing.assert_close(layer.bias.grad, gs.sum((0, 2, 3)))
+
+
+def test_dense_method_equals_nn_conv2d_exactly():
+    torch.manual_seed(3)
+    ref = nn.Conv2d(4, 6, 3, stride=2, padding=1)
+    layer = SwatConv2d(4, 6, 3, stride=2, padding=1, method="dense", sparsity=0.9)
+    layer.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 4, 8, 8)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y1, y2 = ref(x1), layer(x2)
+    assert torch.equal(y1, y2)
+    gy = torch.randn_like(y1)
+    y1.backward(gy)
+    y2.backward(gy)
+    assert torch.equal(x1.grad, x2.grad)
+    assert torch.equal(ref.weight.grad, layer.weight.grad)
+    assert torch.equal(ref.bias.grad, layer.bias.grad)
+
+
+def test_density_one_equals_dense():
+    torch.manual_seed(3)
+    ref = nn.Linear(5, 4)
+    layer = SwatLinear.from_dense(ref, sparsity=0.0)
+    x = torch.randn(3, 5)
+    assert torch.equal(ref(x), layer(x))
+
+
+def test_gradcheck_input_float64():
+    # y = conv(x, Ws) is linear in x and Ws does not depend on x: the input gradient is exact.
+    torch.manual_seed(0)
+    layer = SwatConv2d(2, 3, 3, padding=1, sparsity=0.6, dtype=torch.float64)
+    layer.weight.requires_grad_(False)
+    layer.bias.requires_grad_(False)
+    x = torch.randn(2, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(layer, (x,))
+
+
+def test_gradcheck_full_at_density_one_float64():
+    torch.manual_seed(0)
+    layer = SwatLinear(4, 3, sparsity=0.0, dtype=torch.float64)
+    layer._sparsity = 0.0
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, w, b: torch.nn.functional.linear(a, w, b),
+                                    (x, layer.weight, layer.bias))
+    # and the SWAT function itself at density 1 through a tiny sparsity (every element kept)
+    layer2 = SwatLinear(4, 3, sparsity=1e-9, dtype=torch.float64)
+    assert torch.autograd.gradcheck(layer2, (x,))
+
+
+def test_structured_weights():
+    d = 0.5
+    layer = make_conv(sparsity=1 - d, structured=True, padding=1)
+    x = torch.randn(2, 4, 5, 5, requires_grad=True)
+    y = layer(x)
+    gy = torch.randn_like(y)
+    y.backward(gy)
+    ws = topk_channels(layer.weight.detach(), d)
+    torch.testing.assert_close(y, torch.nn.functional.conv2d(x.detach(), ws, layer.bias, 1, 1))
+    torch.testing.assert_close(x.grad, conv2d_input(x.shape, ws, gy, 1, 1))
+    # slices are all-zero or all-kept; 12 of the 24 (f, c) slices kept
+    nz = (ws.abs().sum((2, 3)) > 0)
+    assert int(nz.sum()) == 12
+    # activations stay fine-grained
+    torch.testing.assert_close(layer.weight.grad,
+                               conv2d_weight(ref_topk(x, d), layer.weight.shape, gy, 1, 1))
+
+
+def test_period_holds_threshold():
+    layer = make_conv(sparsity=0.9, period=3, padding=1)
+    x = torch.randn(2, 4, 5, 5)
+    layer(x.requires_grad_())
+    t0 = layer.stats["weight_threshold"]
+    a0 = layer.stats["activation_threshold"]
+    assert layer.stats["recomputed"]
+    with torch.no_grad():
+        layer.weight.mul_(3.0)  # much larger weights: a held threshold keeps many more
+    layer(x)
+    assert not layer.stats["recomputed"]
+    assert layer.stats["weight_threshold"] == t0
+    assert layer.stats["weight_density"] > 0.3
+    layer(2 * x)
+    assert layer.stats["activation_threshold"] == a0
+    assert layer.stats["activation_density"] > 0.3
+    layer(x)  # iteration 3 -> recompute
+    assert layer.stats["recomputed"]
+    assert layer.stats["weight_threshold"] == pytest.approx(3 * t0, rel=1e-5)
+    assert layer.stats["weight_density"] == pytest.approx(
+        kept_count(layer.weight.numel(), 0.1) / layer.weight.numel())
+
+
+def test_mask_update_masks_inactive_gradients():
+    layer = make_conv(sparsity=0.7, mask_update=True, padding=1)
+    x = torch.randn(2, 4, 5, 5)
+    layer(x).sum().backward()
+    active = topk_mask(layer.weight.detach(), 0.3)
+    assert torch.all(layer.weight.grad[~active] == 0)
+    assert (layer.weight.grad[active] != 0).all()
+
+
+def test_freeze_topology():
+    layer = make_conv(sparsity=0.8, freeze_after_epoch=2, padding=1)
+    layer.set_epoch(1)
+    assert not layer.topology_frozen
+    layer.set_epoch(2)
+    assert layer.topology_frozen
+    m0 = layer.weight_mask().clone()
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn_like(layer.weight))
+    assert torch.equal(layer.weight_mask(), m0)
+    x = torch.randn(2, 4, 5, 5)
+    y = layer(x)
+    ws = torch.where(m0, layer.weight.detach(), torch.zeros(()))
+    torch.testing.assert_close(y, torch.nn.functional.conv2d(x, ws, layer.bias, 1, 1))
+    layer.unfreeze_topology()
+    assert not torch.equal(layer.weight_mask(), m0)
+
+
+def test_eval_mode_sparse_weights_no_state_change():
+    layer = make_conv(sparsity=0.9, padding=1, period=5)
+    layer.eval()
+    x = torch.randn(1, 4, 5, 5)
+    with torch.no_grad():
+        y = layer(x)
+    ws = ref_topk(layer.weight, 0.1)
+    torch.testing.assert_close(y, torch.nn.functional.conv2d(x, ws, layer.bias, 1, 1))
+    assert layer.iteration == 0 and layer._w_holder.threshold is None
+
+
+def test_pack_roundtrip_both_formats():
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(3, 50, generator=g)
+    for d in (0.01, 0.5):
+        m = topk_mask(x, d)
+        v, code, fmt = pack(x, m)
+        assert fmt == ("idx" if d == 0.01 else "bits")
+        torch.testing.assert_close(unpack(v, code, fmt, x.shape), torch.where(m, x, 0.0))
+
+
+def test_random_dims_layer_is_seeded():
+    a = make_conv(sparsity=0.5, dims="random", seed=1, padding=1)
+    b = make_conv(sparsity=0.5, dims="random", seed=1, padding=1)
+    x = torch.randn(1, 4, 5, 5)
+    assert torch.equal(a(x), b(x))
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="sparsity"):
+        SwatConv2d(2, 2, 3, sparsity=1.0)
+    with pytest.raises(ValueError, match="sparsity"):
+        SwatLinear(2, 2, sparsity=-0.1)
+    with pytest.raises(ValueError, match="unknown method"):
+        SwatLinear(2, 2, method="rigl")
+    with pytest.raises(ValueError, match="unknown dims"):
+        SwatLinear(2, 2, dims="xyz")
+    with pytest.raises(ValueError, match="period"):
+        SwatLinear(2, 2, period=0)
+    layer = SwatLinear(3, 2, sparsity=0.5)
+    x = torch.randn(2, 3)
+    x[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        layer(x)
+
+
+def test_is_drop_in_subclass():
+    layer = SwatConv2d(3, 4, 3, sparsity=0.5)
+    assert isinstance(layer, nn.Conv2d)
+    assert isinstance(SwatLinear(3, 4), nn.Linear)
+    layer.double()  # nn.Module._apply still works
+    assert layer.weight.dtype == torch.float64
