@@ -1,0 +1,391 @@
+"""Compressed-S loader: reads the CSC blob of ``sw.compress`` from the S buffer and feeds the
+non-zeros ``(k, v)`` of dynamically assigned work items to the PE columns.
+
+A *work item* is a pair (M-tile ``mt``, output column ``n``) of the whole GEMM, in the order
+``(0, 0), (0, 1), … (0, N-1), (1, 0), …``. A dispatcher (one S read port) reads the header, then
+the column pointers, one per cycle, checks them and pushes item descriptors — S entry address
+range, D base address ``mt*K`` and C address ``mt*N + n`` — into a small FIFO: the pointers of
+the next items are prefetched while the current ones stream. A PE column takes the head of the
+FIFO in the same cycle in which it issues the last entry of its current item (shared work
+counter, lowest column first on a tie), so item switches cost no cycle and a column never waits
+for the others at M-tile boundaries; only the end of the GEMM has a tail.
+
+Each PE column has its own S read port and issues one entry read per cycle. Two cycles later
+the entry leaves on ``out[j]`` (``always_ready``: no backpressure) with the D address
+``mt*K + k``, the value, and the ``first``/``last`` flags of its item. An empty item (column
+without non-zeros) issues one *zero token* (``v = 0``, ``first = last = 1``) so that its C word
+is written as zero. ``hold_free[j]`` low holds back the last entry (or zero token) of an item:
+the core's credit for the PE column's result holding register.
+
+Checks (error table of ``docs/core-interface.md``): 8 (shape does not fit the buffers), 4
+(``s_len`` larger than the buffer or too small for the header), 1 (magic), 2 (header ``K``/``N``),
+4 (``4 + N + nnz > s_len``), then while streaming: 3 (each pointer read: ``ptr[0] = 0``,
+``ptr[n] <= ptr[n+1] <= nnz``, ``ptr[N] = nnz``; only checked pointers are ever used, so every
+entry read is inside ``[4+N, 4+N+nnz) ⊆ [0, s_len)``), 5, 6, 7 (each entry, before it leaves).
+The first error found is kept (sticky ``error_code``), all issuing stops, in-flight entries
+already checked drain, and ``busy`` falls: the operation never hangs and never produces an
+address out of bounds.
+
+Latency: start → first entry read: 2 (fit) + 4 (header) + 2 (first pointers) cycles.
+Throughput: one entry per cycle per PE column; one descriptor per cycle from the dispatcher.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.memory import ReadPort
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2, exact_log2
+
+__all__ = ["Loader", "token_layout", "MAGIC", "ERR"]
+
+MAGIC = 0x53574154
+ERR = dict(none=0, magic=1, shape=2, ptr=3, trunc=4, index=5, order=6, entry=7, fit=8)
+
+
+def token_layout(d_aw: int, c_aw: int) -> data.StructLayout:
+    """Payload of ``Loader.out[j]``: ``daddr`` (D word ``mt*K + k``), ``v`` (int8), ``first``,
+    ``last`` (of the work item), ``caddr`` (C word ``mt*N + n`` of the item)."""
+    return data.StructLayout({
+        "daddr": d_aw, "v": signed(8), "first": 1, "last": 1, "caddr": c_aw,
+    })
+
+
+def _check_depth(name, val, minimum=2):
+    if not isinstance(val, int) or val < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, not {val!r}")
+
+
+class Loader(wiring.Component):
+    """Compressed-S loader and dynamic work dispatcher.
+
+    Parameters
+    ----------
+    rows : int
+        PE rows (M-tile height); a power of two.
+    cols : int
+        PE columns (number of ``out`` streams and of entry read ports).
+    d_depth, s_depth, c_depth : int
+        Words of the D, S and C buffers (>= 2; used for address widths and the fit check).
+    fifo_depth : int
+        Descriptor prefetch FIFO depth (>= 2).
+
+    Members
+    -------
+    start : In(1) — pulse: samples ``m``, ``k``, ``n``, ``s_len``, clears the error, begins.
+    m, k, n : In(16); s_len : In(ceil_log2(s_depth) + 1)
+    s_rd : In(ReadPort.Signature(addr_width=ceil_log2(s_depth), shape=32)).array(cols + 1)
+        S buffer read ports (sync, latency 1); ``s_rd[cols]`` is the dispatcher's.
+    out : Out(stream.Signature(token_layout, always_ready=True)).array(cols)
+    hold_free : In(cols) — column ``j`` may issue the last entry / zero token of an item.
+    busy : Out(1) — the operation is running or entries are in flight.
+    error : Out(1); error_code : Out(4) — sticky until the next ``start``.
+    col_busy, col_stall, col_idle : Out(cols) — per column, this cycle: issuing an entry;
+        work pending but not issuing (also during the header); no work left.
+    col_fin : Out(cols) — column issued the last entry (or zero token) of an item this cycle.
+
+    Latency / throughput: see the module docstring.
+    """
+
+    def __init__(self, *, rows: int, cols: int, d_depth: int, s_depth: int, c_depth: int,
+                 fifo_depth: int = 4):
+        if not isinstance(rows, int) or rows < 1 or rows & (rows - 1):
+            raise ValueError(f"rows must be a power of two >= 1, not {rows!r}")
+        if not isinstance(cols, int) or cols < 1:
+            raise ValueError(f"cols must be a positive integer, not {cols!r}")
+        _check_depth("d_depth", d_depth)
+        _check_depth("s_depth", s_depth, 8)
+        _check_depth("c_depth", c_depth)
+        _check_depth("fifo_depth", fifo_depth)
+        self.rows, self.cols = rows, cols
+        self.d_depth, self.s_depth, self.c_depth = d_depth, s_depth, c_depth
+        self.fifo_depth = fifo_depth
+        self.d_aw, self.s_aw, self.c_aw = ceil_log2(d_depth), ceil_log2(s_depth), ceil_log2(c_depth)
+        super().__init__({
+            "start": In(1),
+            "m": In(16), "k": In(16), "n": In(16),
+            "s_len": In(self.s_aw + 1),
+            "s_rd": In(ReadPort.Signature(addr_width=self.s_aw, shape=32)).array(cols + 1),
+            "out": Out(stream.Signature(token_layout(self.d_aw, self.c_aw),
+                                        always_ready=True)).array(cols),
+            "hold_free": In(cols),
+            "busy": Out(1),
+            "error": Out(1),
+            "error_code": Out(4),
+            "col_busy": Out(cols), "col_stall": Out(cols), "col_idle": Out(cols),
+            "col_fin": Out(cols),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cols, s_aw, d_aw, c_aw = self.cols, self.s_aw, self.d_aw, self.c_aw
+        sa_w = s_aw + 1
+
+        # ---- latched operation parameters
+        r_m = Signal(16)
+        r_k = Signal(16)
+        r_n = Signal(16)
+        r_slen = Signal(s_aw + 1)
+        mtiles = Signal(17)
+        dprod = Signal(33)
+        cprod = Signal(33)
+        nnz = Signal(32)
+        eoff = Signal(17)  # 4 + N: address of entry 0
+
+        # ---- error (sticky, first one kept)
+        err_code = Signal(4)
+        new_err = Signal(4)  # combinational: an error found this cycle (0: none)
+        m.d.comb += [self.error.eq(err_code != 0), self.error_code.eq(err_code)]
+        with m.If(self.start):
+            m.d.sync += err_code.eq(0)
+        with m.Elif((err_code == 0) & (new_err != 0)):
+            m.d.sync += err_code.eq(new_err)
+        stop = Signal()
+        m.d.comb += stop.eq((err_code != 0) | (new_err != 0))
+
+        # ---- descriptor FIFO
+        desc_layout = data.StructLayout({"sa": sa_w, "se": sa_w, "dbase": d_aw, "caddr": c_aw})
+        fifo = m.submodules.fifo = ResetInserter(self.start)(
+            SyncFIFO(width=desc_layout.size, depth=self.fifo_depth))
+        fifo_w = data.View(desc_layout, fifo.w_data)
+        fifo_r = data.View(desc_layout, fifo.r_data)
+
+        # ---- dispatcher state
+        dport = self.s_rd[cols]
+        p = Signal(17)          # next pointer index to read
+        tile = Signal(17)
+        dbase = Signal(d_aw)
+        cbase = Signal(c_aw)
+        disp_done = Signal()
+        rd_valid = Signal()
+        rd_p = Signal(17)
+        rd_dbase = Signal(d_aw)
+        rd_cbase = Signal(c_aw)
+        prev = Signal(32)
+        running = Signal()      # in RUN state
+        queue_empty = Signal()  # no descriptor left to hand out
+        cols_idle = Signal()    # no PE column holds an item
+
+        m.d.comb += dport.en.eq(1)
+        m.d.sync += rd_valid.eq(0)
+
+        with m.FSM(name="ctl") as fsm:
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.next = "FIT"
+            with m.State("FIT"):
+                m.d.sync += [dprod.eq(mtiles * r_k), cprod.eq(mtiles * r_n)]
+                m.next = "FIT2"
+            with m.State("FIT2"):
+                with m.If((r_m == 0) | (r_k == 0) | (r_n == 0) |
+                          (dprod > self.d_depth) | (cprod > self.c_depth)):
+                    m.d.comb += new_err.eq(ERR["fit"])
+                    m.next = "END"
+                with m.Elif((r_slen > self.s_depth) | (r_slen < 3)):
+                    m.d.comb += new_err.eq(ERR["trunc"])
+                    m.next = "END"
+                with m.Else():
+                    m.d.comb += dport.addr.eq(0)
+                    m.next = "HDR1"
+            with m.State("HDR1"):
+                with m.If(dport.data != MAGIC):
+                    m.d.comb += new_err.eq(ERR["magic"])
+                    m.next = "END"
+                with m.Else():
+                    m.d.comb += dport.addr.eq(1)
+                    m.next = "HDR2"
+            with m.State("HDR2"):
+                with m.If(dport.data != Cat(r_k, r_n)):
+                    m.d.comb += new_err.eq(ERR["shape"])
+                    m.next = "END"
+                with m.Else():
+                    m.d.comb += dport.addr.eq(2)
+                    m.next = "HDR3"
+            with m.State("HDR3"):
+                m.d.sync += [
+                    nnz.eq(dport.data), eoff.eq(r_n + 4),
+                    p.eq(0), tile.eq(1), dbase.eq(0), cbase.eq(0), disp_done.eq(0),
+                    prev.eq(0),
+                ]
+                with m.If((dport.data + r_n + 4) > r_slen):
+                    m.d.comb += new_err.eq(ERR["trunc"])
+                    m.next = "END"
+                with m.Else():
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += running.eq(1)
+                with m.If(stop | (queue_empty & cols_idle)):
+                    m.next = "END"
+            with m.State("END"):
+                with m.If(self.start):
+                    m.next = "FIT"
+        with m.If(self.start):
+            m.d.sync += [
+                r_m.eq(self.m), r_k.eq(self.k), r_n.eq(self.n), r_slen.eq(self.s_len),
+                mtiles.eq((self.m + (self.rows - 1)) >> exact_log2(self.rows)),
+            ]
+
+        # ---- dispatcher: pointer reads (RUN)
+        room = Signal()
+        m.d.comb += room.eq((fifo.level + rd_valid) < self.fifo_depth)
+        with m.If(running & ~disp_done & ~stop & room):
+            m.d.comb += dport.addr.eq(p + 3)
+            m.d.sync += [rd_valid.eq(1), rd_p.eq(p), rd_dbase.eq(dbase), rd_cbase.eq(cbase)]
+            with m.If(p == r_n):
+                with m.If(tile == mtiles):
+                    m.d.sync += disp_done.eq(1)
+                with m.Else():
+                    m.d.sync += [
+                        tile.eq(tile + 1), dbase.eq(dbase + r_k), cbase.eq(cbase + r_n),
+                        p.eq(1),
+                    ]
+            with m.Else():
+                m.d.sync += p.eq(p + 1)
+        pdata = dport.data
+        pstart = Signal(32)
+        m.d.comb += pstart.eq(Mux(rd_p == 1, 0, prev))
+        pbad = Signal()
+        m.d.comb += pbad.eq(Mux(rd_p == 0, pdata != 0,
+                                (pdata < pstart) | (pdata > nnz) | ((rd_p == r_n) & (pdata != nnz))))
+        with m.If(rd_valid & running & (err_code == 0)):
+            with m.If(pbad):
+                m.d.comb += new_err.eq(ERR["ptr"])
+            with m.Else():
+                m.d.sync += prev.eq(pdata)
+                with m.If(rd_p != 0):
+                    m.d.comb += [
+                        fifo.w_en.eq(1),
+                        fifo_w.sa.eq(eoff + pstart),
+                        fifo_w.se.eq(eoff + pdata),
+                        fifo_w.dbase.eq(rd_dbase),
+                        fifo_w.caddr.eq(rd_cbase + rd_p - 1),
+                    ]
+        m.d.comb += queue_empty.eq(disp_done & ~rd_valid & ~fifo.r_rdy)
+
+        # ---- PE column issue
+        grant_taken = Const(0)
+        in_flight = []
+        col_err = []
+        cv_all = []
+        for j in range(cols):
+            port = self.s_rd[j]
+            cv = Signal(name=f"cv_{j}")
+            sa = Signal(sa_w, name=f"sa_{j}")
+            se = Signal(sa_w, name=f"se_{j}")
+            cdb = Signal(d_aw, name=f"dbase_{j}")
+            cca = Signal(c_aw, name=f"caddr_{j}")
+            fpend = Signal(name=f"fpend_{j}")
+            cv_all.append(cv)
+            is_empty = Signal(name=f"empty_{j}")
+            is_last = Signal(name=f"islast_{j}")
+            m.d.comb += [is_empty.eq(sa == se), is_last.eq((sa + 1)[:sa_w] == se)]
+            can = Signal(name=f"can_{j}")
+            m.d.comb += can.eq(cv & running & ~stop)
+            issue_e = Signal(name=f"issue_e_{j}")
+            issue_z = Signal(name=f"issue_z_{j}")
+            fin = Signal(name=f"fin_{j}")
+            m.d.comb += [
+                issue_e.eq(can & ~is_empty & (~is_last | self.hold_free[j])),
+                issue_z.eq(can & is_empty & self.hold_free[j]),
+                fin.eq((issue_e & is_last) | issue_z),
+                self.col_fin[j].eq(fin),
+                port.en.eq(1),
+                port.addr.eq(sa),
+            ]
+            want = Signal(name=f"want_{j}")
+            grant = Signal(name=f"grant_{j}")
+            m.d.comb += [
+                want.eq((~cv | fin) & running & ~stop),
+                grant.eq(want & fifo.r_rdy & ~grant_taken),
+            ]
+            grant_taken = grant_taken | grant
+            with m.If(issue_e):
+                m.d.sync += [sa.eq(sa + 1), fpend.eq(0)]
+            with m.If(grant):
+                m.d.sync += [
+                    cv.eq(1), sa.eq(fifo_r.sa), se.eq(fifo_r.se), cdb.eq(fifo_r.dbase),
+                    cca.eq(fifo_r.caddr), fpend.eq(1),
+                ]
+            with m.Elif(fin | ~running):
+                m.d.sync += cv.eq(0)
+
+            # status for the counters
+            m.d.comb += [
+                self.col_busy[j].eq(issue_e),
+                self.col_idle[j].eq((~cv & queue_empty & running) | fsm.ongoing("END")),
+            ]
+            m.d.comb += self.col_stall[j].eq(~fsm.ongoing("IDLE") & ~self.col_busy[j]
+                                             & ~self.col_idle[j])
+
+            # stage 1: S read in flight
+            s1_valid = Signal(name=f"s1_valid_{j}")
+            s1_zero = Signal(name=f"s1_zero_{j}")
+            s1_first = Signal(name=f"s1_first_{j}")
+            s1_last = Signal(name=f"s1_last_{j}")
+            s1_dbase = Signal(d_aw, name=f"s1_dbase_{j}")
+            s1_caddr = Signal(c_aw, name=f"s1_caddr_{j}")
+            m.d.sync += [
+                s1_valid.eq(issue_e | issue_z), s1_zero.eq(issue_z),
+                s1_first.eq(fpend | issue_z), s1_last.eq(fin),
+                s1_dbase.eq(cdb), s1_caddr.eq(cca),
+            ]
+            # stage 2: entry registered, checked, out
+            s2_valid = Signal(name=f"s2_valid_{j}")
+            s2_zero = Signal(name=f"s2_zero_{j}")
+            s2_first = Signal(name=f"s2_first_{j}")
+            s2_last = Signal(name=f"s2_last_{j}")
+            s2_dbase = Signal(d_aw, name=f"s2_dbase_{j}")
+            s2_caddr = Signal(c_aw, name=f"s2_caddr_{j}")
+            s2_word = Signal(32, name=f"s2_word_{j}")
+            prev_k = Signal(16, name=f"prev_k_{j}")
+            m.d.sync += [
+                s2_valid.eq(s1_valid & ~self.start), s2_zero.eq(s1_zero),
+                s2_first.eq(s1_first), s2_last.eq(s1_last),
+                s2_dbase.eq(s1_dbase), s2_caddr.eq(s1_caddr),
+                s2_word.eq(Mux(s1_zero, 0, port.data)),
+            ]
+            kk = s2_word[0:16]
+            vv = s2_word[16:24]
+            rsv = s2_word[24:32]
+            e5 = Signal(name=f"e5_{j}")
+            e6 = Signal(name=f"e6_{j}")
+            e7 = Signal(name=f"e7_{j}")
+            chk = s2_valid & ~s2_zero
+            m.d.comb += [
+                e5.eq(chk & (kk >= r_k)),
+                e6.eq(chk & ~s2_first & (kk <= prev_k)),
+                e7.eq(chk & ((vv == 0) | (rsv != 0))),
+            ]
+            with m.If(s2_valid):
+                m.d.sync += prev_k.eq(kk)
+            out = self.out[j]
+            m.d.comb += [
+                out.valid.eq(s2_valid & ~e5 & ~e6 & ~e7),
+                out.payload.daddr.eq((s2_dbase + kk)[:d_aw]),
+                out.payload.v.eq(vv),
+                out.payload.first.eq(s2_first),
+                out.payload.last.eq(s2_last),
+                out.payload.caddr.eq(s2_caddr),
+            ]
+            col_err.append((e5, e6, e7))
+            in_flight += [s1_valid, s2_valid]
+
+        m.d.comb += fifo.r_en.eq(grant_taken)
+
+        # entry errors: lowest code of any column this cycle
+        any5 = Cat(*[e[0] for e in col_err]).any()
+        any6 = Cat(*[e[1] for e in col_err]).any()
+        any7 = Cat(*[e[2] for e in col_err]).any()
+        with m.If(err_code == 0):
+            with m.If(any5):
+                m.d.comb += new_err.eq(ERR["index"])
+            with m.Elif(any6):
+                m.d.comb += new_err.eq(ERR["order"])
+            with m.Elif(any7):
+                m.d.comb += new_err.eq(ERR["entry"])
+
+        # ---- end of the operation
+        m.d.comb += cols_idle.eq(~Cat(*cv_all).any())
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE") & ~fsm.ongoing("END")
+                                 | Cat(*in_flight).any())
+        return m

@@ -1,0 +1,156 @@
+"""Sparse PE array: ``rows × cols`` int8 MACs with int32 accumulators.
+
+Each PE column ``j`` receives one effectual operand pair per cycle on ``inp[j]`` — a D column
+slice (``rows`` int8 lanes), one non-zero S value ``v`` and the ``first``/``last`` flags of the
+output column (work item) it belongs to — and every PE ``(i, j)`` does ``acc[i] += d[i] * v``.
+Only effectual work is presented, so only effectual work takes cycles. When the ``last``
+operand of an item has been accumulated, the column's sums move to a holding register (the
+second buffer of the double-buffered accumulators) and leave on ``out[j]`` while the
+accumulators already serve the next item.
+
+Pipeline per column (all stages registered, no stall)::
+
+    inp ──► S0 operand regs ──► S1 product regs (d·v, 16 bit) ──► S2 acc (32 bit) / hold ──► out
+
+Latency: an operand accepted in cycle ``t`` is in the accumulator at the end of cycle ``t+2``;
+for a ``last`` operand ``out.valid`` rises in cycle ``t+3``. Throughput: one operand per cycle per
+column, i.e. ``rows*cols`` MACs per cycle.
+
+The input streams are ``always_ready`` (the pipeline never stalls). The producer must not let a
+``last`` operand reach S2 while the holding register is still full: the core keeps at most one
+unfinished result per column (credit), see ``hw.core``. Should it happen anyway, the sticky
+``overflow`` flag rises (never in correct operation; the tests check it stays low).
+"""
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["PEArray", "operand_layout", "result_layout"]
+
+
+def operand_layout(rows: int, tag_width: int) -> data.StructLayout:
+    """Payload of ``inp[j]``: ``d`` (``rows`` int8 lanes, lane ``i`` in bits ``8i+7:8i``),
+    ``v`` (int8), ``first``, ``last``, ``tag`` (passed through to the result, e.g. C address)."""
+    return data.StructLayout({
+        "d": rows * 8,
+        "v": signed(8),
+        "first": 1,
+        "last": 1,
+        "tag": max(tag_width, 1),
+    })
+
+
+def result_layout(rows: int, tag_width: int) -> data.StructLayout:
+    """Payload of ``out[j]``: ``c`` (``rows`` int32 lanes, lane ``i`` in bits ``32i+31:32i``) and
+    the ``tag`` of the item's last operand."""
+    return data.StructLayout({"c": rows * 32, "tag": max(tag_width, 1)})
+
+
+class PEArray(wiring.Component):
+    """``rows × cols`` output-stationary int8 MAC array with double-buffered int32 accumulators.
+
+    Parameters
+    ----------
+    rows : int
+        PEs per column (lanes of D per operand), >= 1.
+    cols : int
+        PE columns (independent work items), >= 1.
+    tag_width : int
+        Width of the tag carried from ``last`` operand to result.
+
+    Members
+    -------
+    inp : ``In(stream.Signature(operand_layout, always_ready=True)).array(cols)``
+    out : ``Out(stream.Signature(result_layout)).array(cols)``
+    busy : ``Out(1)`` — some operand or result is in flight (pipeline or holding register).
+    overflow : ``Out(1)`` — sticky: a result arrived while the holding register was full.
+    clear : ``In(1)`` — drop everything in flight and clear ``overflow`` (start of an operation).
+
+    Notes
+    -----
+    Latency 3 cycles from a ``last`` operand to ``out.valid``; throughput one operand per cycle
+    per column. Accumulation wraps modulo 2**32 (no overflow possible for K <= 65535).
+    """
+
+    def __init__(self, *, rows: int, cols: int, tag_width: int = 16):
+        for name, val in (("rows", rows), ("cols", cols), ("tag_width", tag_width)):
+            if not isinstance(val, int) or val < 1:
+                raise ValueError(f"PEArray: {name} must be a positive integer, not {val!r}")
+        self.rows, self.cols, self.tag_width = rows, cols, tag_width
+        super().__init__({
+            "inp": In(stream.Signature(operand_layout(rows, tag_width), always_ready=True)).array(cols),
+            "out": Out(stream.Signature(result_layout(rows, tag_width))).array(cols),
+            "busy": Out(1),
+            "overflow": Out(1),
+            "clear": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols = self.rows, self.cols
+        busy_terms = []
+        ovf_terms = []
+        for j in range(cols):
+            inp, out = self.inp[j], self.out[j]
+            # S0: operand registers
+            s0_valid = Signal(name=f"s0_valid_{j}")
+            s0_d = Signal(rows * 8, name=f"s0_d_{j}")
+            s0_v = Signal(signed(8), name=f"s0_v_{j}")
+            s0_first = Signal(name=f"s0_first_{j}")
+            s0_last = Signal(name=f"s0_last_{j}")
+            s0_tag = Signal(self.tag_width, name=f"s0_tag_{j}")
+            m.d.sync += [
+                s0_valid.eq(inp.valid & ~self.clear),
+                s0_d.eq(inp.payload.d),
+                s0_v.eq(inp.payload.v),
+                s0_first.eq(inp.payload.first),
+                s0_last.eq(inp.payload.last),
+                s0_tag.eq(inp.payload.tag),
+            ]
+            # S1: products
+            s1_valid = Signal(name=f"s1_valid_{j}")
+            s1_first = Signal(name=f"s1_first_{j}")
+            s1_last = Signal(name=f"s1_last_{j}")
+            s1_tag = Signal(self.tag_width, name=f"s1_tag_{j}")
+            s1_p = [Signal(signed(16), name=f"s1_p_{i}_{j}") for i in range(rows)]
+            m.d.sync += [
+                s1_valid.eq(s0_valid & ~self.clear),
+                s1_first.eq(s0_first),
+                s1_last.eq(s0_last),
+                s1_tag.eq(s0_tag),
+            ]
+            for i in range(rows):
+                m.d.sync += s1_p[i].eq(s0_d[8 * i:8 * i + 8].as_signed() * s0_v)
+            # S2: accumulators and holding register (double buffer)
+            acc = [Signal(signed(32), name=f"acc_{i}_{j}") for i in range(rows)]
+            nxt = [Signal(signed(32), name=f"nxt_{i}_{j}") for i in range(rows)]
+            hold = [Signal(signed(32), name=f"hold_{i}_{j}") for i in range(rows)]
+            hold_valid = Signal(name=f"hold_valid_{j}")
+            hold_tag = Signal(self.tag_width, name=f"hold_tag_{j}")
+            for i in range(rows):
+                m.d.comb += nxt[i].eq(Mux(s1_first, s1_p[i], (acc[i] + s1_p[i])[:32]))
+                with m.If(s1_valid):
+                    m.d.sync += acc[i].eq(nxt[i])
+            m.d.comb += [
+                out.valid.eq(hold_valid),
+                out.payload.tag.eq(hold_tag),
+            ]
+            for i in range(rows):
+                m.d.comb += out.payload.c[32 * i:32 * i + 32].eq(hold[i])
+            with m.If(out.ready):
+                m.d.sync += hold_valid.eq(0)
+            with m.If(s1_valid & s1_last):
+                m.d.sync += [hold_valid.eq(1), hold_tag.eq(s1_tag)]
+                m.d.sync += [hold[i].eq(nxt[i]) for i in range(rows)]
+            with m.If(self.clear):
+                m.d.sync += hold_valid.eq(0)
+            ovf_terms.append(s1_valid & s1_last & hold_valid & ~out.ready)
+            busy_terms += [s0_valid, s1_valid, hold_valid]
+        m.d.comb += self.busy.eq(Cat(*busy_terms).any())
+        with m.If(Cat(*ovf_terms).any()):
+            m.d.sync += self.overflow.eq(1)
+        with m.If(self.clear):
+            m.d.sync += self.overflow.eq(0)
+        return m
+
