@@ -1,0 +1,86 @@
+"""sw.intref: integer GEMM reference, D/C buffer layouts, cycle-free core model."""
+
+import numpy as np
+import pytest
+import torch
+
+from sw import compress, intref
+
+
+def test_gemm_matches_int64():
+    rng = np.random.default_rng(0)
+    d = rng.integers(-128, 128, (7, 33)).astype(np.int8)
+    s = rng.integers(-128, 128, (33, 5)).astype(np.int8)
+    c = intref.gemm(d, s)
+    assert c.dtype == np.int32
+    np.testing.assert_array_equal(c, d.astype(np.int64) @ s.astype(np.int64))
+    ct = intref.gemm(torch.from_numpy(d), torch.from_numpy(s))
+    np.testing.assert_array_equal(ct, c)
+
+
+def test_gemm_extremes_no_int8_overflow():
+    d = np.full((2, 1000), -128, dtype=np.int8)
+    s = np.full((1000, 2), -128, dtype=np.int8)
+    assert intref.gemm(d, s)[0, 0] == 128 * 128 * 1000  # would wrap in int8/int16 arithmetic
+
+
+def test_gemm_rejects():
+    with pytest.raises(ValueError, match="chain"):
+        intref.gemm(np.zeros((2, 3), np.int8), np.zeros((2, 3), np.int8))
+    with pytest.raises(ValueError, match="int8 range"):
+        intref.gemm(np.full((1, 1), 300), np.ones((1, 1), np.int8))
+    with pytest.raises(ValueError, match="integer"):
+        intref.gemm(np.ones((1, 1)), np.ones((1, 1)))
+    with pytest.raises(ValueError, match="int32"):
+        big = np.full((1, 140000), -128, dtype=np.int16)
+        intref.gemm(big.astype(np.int64), big.T.astype(np.int64))
+
+
+@pytest.mark.parametrize("rows", [1, 2, 4, 8])
+def test_pack_unpack(rows):
+    rng = np.random.default_rng(rows)
+    m, k = 2 * rows + 1, 5
+    d = rng.integers(-128, 128, (m, k)).astype(np.int8)
+    w = intref.pack_d(d, rows)
+    assert len(w) == -(-m // rows) * k
+    for mt in range(-(-m // rows)):
+        for kk in range(k):
+            for i in range(rows):
+                lane = (w[mt * k + kk] >> (8 * i)) & 0xFF
+                ref = int(d[mt * rows + i, kk]) & 0xFF if mt * rows + i < m else 0
+                assert lane == ref
+    c = rng.integers(-(2**31), 2**31, (m, 3)).astype(np.int32)
+    cw = []
+    for mt in range(-(-m // rows)):
+        for n in range(3):
+            word = 0
+            for i in range(rows):
+                r = mt * rows + i
+                word |= (int(c[r, n]) & 0xFFFFFFFF if r < m else 0) << (32 * i)
+            cw.append(word)
+    np.testing.assert_array_equal(intref.unpack_c(cw, m, 3, rows), c)
+
+
+def test_core_model():
+    rng = np.random.default_rng(1)
+    s = rng.integers(-128, 128, (9, 4)).astype(np.int8)
+    s[rng.random(s.shape) < 0.6] = 0
+    d = rng.integers(-128, 128, (5, 9)).astype(np.int8)
+    w = [int(x) for x in compress.words(compress.encode(s))]
+    r = intref.core_model(d, w, m=5, k=9, n=4, rows=2)
+    assert r.error_codes == {0}
+    np.testing.assert_array_equal(r.c, intref.gemm(d, s))
+    assert intref.core_model(d, w, m=5, k=9, n=4, rows=2, c_depth=4).error_codes == {8}
+    assert intref.core_model(d, w, m=5, k=9, n=4, s_len=len(w) - 1).error_codes == {4}
+    bad = list(w); bad[0] = 0
+    assert intref.core_model(d, bad, m=5, k=9, n=4).error_codes == {1}
+    assert intref.core_model(d, w, m=5, k=8, n=4).error_codes == {2}
+    bad = list(w); bad[3] = 1
+    assert intref.core_model(d, bad, m=5, k=9, n=4).error_codes == {3}
+    # longer s_len than the blob is fine for the hardware
+    r = intref.core_model(d, w + [0, 0], m=5, k=9, n=4)
+    assert r.error_codes == {0}
+
+
+def test_ideal_cycles():
+    assert intref.ideal_cycles(64, 3686, 8, 8) == 8 * 3686 / 8
