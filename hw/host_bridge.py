@@ -1,0 +1,292 @@
+"""Byte-stream command protocol -> ``SwatCore`` ports (Amaranth 0.5).
+
+The framing, opcodes and replies are specified in ``docs/host-protocol.md``; the constants below
+are the single source of truth that ``sim.fpga`` (the host driver) imports. In short: every
+command is one opcode byte followed by a fixed number of little-endian argument bytes (and, for
+the two burst writes, the data words); every command gets exactly one reply that starts with a
+status byte. An unknown opcode is answered with ``ERR_OPCODE`` and the parser returns to idle; a
+frame that stalls for ``timeout`` clock cycles is abandoned with ``ERR_TIMEOUT``; nothing waits
+forever.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = [
+    "HostBridge", "connect_core", "CORE_PORTS_IN", "CORE_PORTS_OUT",
+    "OP_NOP", "OP_INFO", "OP_WRITE_D", "OP_WRITE_S", "OP_READ_C", "OP_SET_SHAPE", "OP_START",
+    "OP_STATUS", "ARG_BYTES", "ST_OK", "ERR_OPCODE", "ERR_BUSY", "ERR_RANGE", "ERR_TIMEOUT",
+    "INFO_BYTES", "STATUS_BYTES", "PROTOCOL_VERSION",
+]
+
+PROTOCOL_VERSION = 1
+
+OP_NOP = 0x00
+OP_INFO = 0x01
+OP_WRITE_D = 0x02
+OP_WRITE_S = 0x03
+OP_READ_C = 0x04
+OP_SET_SHAPE = 0x05
+OP_START = 0x06
+OP_STATUS = 0x07
+
+#: argument bytes after the opcode (burst data of WRITE_D / WRITE_S follows the arguments)
+ARG_BYTES = {
+    OP_NOP: 0, OP_INFO: 0, OP_WRITE_D: 4, OP_WRITE_S: 4, OP_READ_C: 4, OP_SET_SHAPE: 8,
+    OP_START: 0, OP_STATUS: 0,
+}
+
+ST_OK = 0x00
+ERR_OPCODE = 0x80
+ERR_BUSY = 0x81
+ERR_RANGE = 0x82
+ERR_TIMEOUT = 0x83
+
+#: reply lengths including the status byte
+INFO_BYTES = 18
+STATUS_BYTES = 19
+
+#: core ports the bridge drives / reads (names per docs/core-interface.md)
+CORE_PORTS_IN = ("d_we", "d_addr", "d_data", "s_we", "s_addr", "s_data", "c_addr",
+                 "m", "k", "n", "s_len", "start")
+CORE_PORTS_OUT = ("c_data", "busy", "done", "error", "error_code", "cycles", "busy_cycles",
+                  "stall_cycles", "idle_cycles")
+
+
+def _abits(depth: int) -> int:
+    return max(1, (depth - 1).bit_length())
+
+
+def connect_core(m: Module, bridge: "HostBridge", core) -> None:
+    """Wire ``bridge`` to a core with the ports of docs/core-interface.md (widths may differ)."""
+    for name in CORE_PORTS_IN:
+        m.d.comb += getattr(core, name).eq(getattr(bridge, name))
+    for name in CORE_PORTS_OUT:
+        m.d.comb += getattr(bridge, name).eq(getattr(core, name))
+
+
+class HostBridge(wiring.Component):
+    """Command parser between a byte stream pair (``rx`` in, ``tx`` out) and the core's ports.
+
+    Parameters mirror the core's (``rows``, ``cols``, ``d_depth``, ``s_depth``, ``c_depth``);
+    ``timeout`` is the inter-byte timeout in clock cycles, ``clk_hz`` is reported by INFO.
+    """
+
+    def __init__(self, *, rows: int, cols: int, d_depth: int, s_depth: int, c_depth: int,
+                 timeout: int = 1 << 20, clk_hz: int = 0):
+        for name, depth in (("d_depth", d_depth), ("s_depth", s_depth), ("c_depth", c_depth)):
+            if not 1 <= depth <= 0xFFFF:
+                raise ValueError(f"{name} must be in 1..65535, not {depth}")
+        self.rows, self.cols = rows, cols
+        self.d_depth, self.s_depth, self.c_depth = d_depth, s_depth, c_depth
+        self.timeout = timeout
+        self.clk_hz = int(clk_hz)
+        super().__init__({
+            "rx": In(stream.Signature(8)),
+            "tx": Out(stream.Signature(8)),
+            # core side
+            "d_we": Out(1), "d_addr": Out(_abits(d_depth)), "d_data": Out(rows * 8),
+            "s_we": Out(1), "s_addr": Out(_abits(s_depth)), "s_data": Out(32),
+            "c_addr": Out(_abits(c_depth)), "c_data": In(rows * 32),
+            "m": Out(16), "k": Out(16), "n": Out(16), "s_len": Out(_abits(s_depth) + 1),
+            "start": Out(1),
+            "busy": In(1), "done": In(1), "error": In(1), "error_code": In(4),
+            "cycles": In(32), "busy_cycles": In(32), "stall_cycles": In(32),
+            "idle_cycles": In(32),
+            # UART receiver flags
+            "rx_overrun": In(1), "rx_frame_error": In(1), "rx_clear": Out(1),
+        })
+
+    def info_value(self) -> int:
+        """The INFO reply as a little-endian integer (status byte first)."""
+        fields = [
+            (ST_OK, 1), (int.from_bytes(b"SWAT", "little"), 4), (PROTOCOL_VERSION, 1),
+            (self.rows, 1), (self.cols, 1), (self.d_depth, 2), (self.s_depth, 2),
+            (self.c_depth, 2), (self.clk_hz & 0xFFFFFFFF, 4),
+        ]
+        value, shift = 0, 0
+        for v, n in fields:
+            value |= v << shift
+            shift += 8 * n
+        assert shift == 8 * INFO_BYTES
+        return value
+
+    def elaborate(self, platform):
+        m = Module()
+        rows = self.rows
+        tx_bytes = max(rows * 4, STATUS_BYTES, INFO_BYTES)
+        word_bits = max(rows * 8, 32)
+
+        op = Signal(8)
+        args = Signal(64)
+        argidx = Signal(range(9))
+        nargs = Signal(range(9))
+        addr = Signal(17)
+        count = Signal(16)
+        status = Signal(8)
+        word = Signal(word_bits)
+        wbyte = Signal(range(max(rows, 4)))
+        txbuf = Signal(8 * tx_bytes)
+        txleft = Signal(range(tx_bytes + 1))
+        then_c = Signal()
+        timer = Signal(range(self.timeout + 1))
+        timed_out = Signal()  # sticky, cleared by STATUS
+
+        arg_addr = args[0:16]
+        arg_count = args[16:32]
+        end = Signal(17)
+        m.d.comb += end.eq(arg_addr + arg_count)
+
+        # registered, default-low pulses
+        m.d.sync += [self.d_we.eq(0), self.s_we.eq(0), self.start.eq(0), self.rx_clear.eq(0)]
+        m.d.comb += [
+            self.tx.payload.eq(txbuf[0:8]),
+            self.c_addr.eq(addr),
+        ]
+        with m.Switch(op):
+            for code, n in ARG_BYTES.items():
+                with m.Case(code):
+                    m.d.comb += nargs.eq(n)
+            with m.Default():
+                m.d.comb += nargs.eq(0)
+
+        def reply(code):
+            m.d.sync += [txbuf.eq(code), txleft.eq(1), then_c.eq(0)]
+            m.next = "SEND"
+
+        def receiving():
+            """Common to every state that waits for a frame byte: ready, and the timeout."""
+            m.d.comb += self.rx.ready.eq(1)
+            with m.If(self.rx.valid):
+                m.d.sync += timer.eq(self.timeout)
+            with m.Elif(timer == 0):
+                m.d.sync += timed_out.eq(1)
+                reply(ERR_TIMEOUT)
+            with m.Else():
+                m.d.sync += timer.eq(timer - 1)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.rx.ready.eq(1)
+                m.d.sync += timer.eq(self.timeout)
+                with m.If(self.rx.valid):
+                    m.d.sync += [op.eq(self.rx.payload), argidx.eq(0), args.eq(0)]
+                    m.next = "ARGS"
+
+            with m.State("ARGS"):
+                with m.If(argidx == nargs):
+                    m.next = "DISPATCH"
+                with m.Else():
+                    receiving()
+                    with m.If(self.rx.valid):
+                        with m.Switch(argidx):
+                            for i in range(8):
+                                with m.Case(i):
+                                    m.d.sync += args[8 * i:8 * i + 8].eq(self.rx.payload)
+                        m.d.sync += argidx.eq(argidx + 1)
+
+            with m.State("DISPATCH"):
+                m.d.sync += [addr.eq(arg_addr), count.eq(arg_count), wbyte.eq(0)]
+                with m.Switch(op):
+                    with m.Case(OP_NOP):
+                        reply(ST_OK)
+                    with m.Case(OP_INFO):
+                        m.d.sync += [txbuf.eq(Const(self.info_value(), 8 * tx_bytes)),
+                                     txleft.eq(INFO_BYTES), then_c.eq(0)]
+                        m.next = "SEND"
+                    with m.Case(OP_WRITE_D, OP_WRITE_S):
+                        depth = Signal(17)
+                        m.d.comb += depth.eq(Mux(op == OP_WRITE_D, self.d_depth, self.s_depth))
+                        with m.If(self.busy):
+                            m.d.sync += status.eq(ERR_BUSY)
+                        with m.Elif(end > depth):
+                            m.d.sync += status.eq(ERR_RANGE)
+                        with m.Else():
+                            m.d.sync += status.eq(ST_OK)
+                        with m.If(arg_count == 0):
+                            m.next = "REPLY_STATUS"
+                        with m.Else():
+                            m.next = "DATA"
+                    with m.Case(OP_READ_C):
+                        with m.If(end > self.c_depth):
+                            reply(ERR_RANGE)
+                        with m.Else():
+                            m.d.sync += [txbuf.eq(ST_OK), txleft.eq(1),
+                                         then_c.eq(arg_count != 0)]
+                            m.next = "SEND"
+                    with m.Case(OP_SET_SHAPE):
+                        s_len = args[48:64]
+                        with m.If(s_len > self.s_depth):
+                            reply(ERR_RANGE)
+                        with m.Else():
+                            m.d.sync += [
+                                self.m.eq(args[0:16]), self.k.eq(args[16:32]),
+                                self.n.eq(args[32:48]), self.s_len.eq(s_len),
+                            ]
+                            reply(ST_OK)
+                    with m.Case(OP_START):
+                        with m.If(self.busy):
+                            reply(ERR_BUSY)
+                        with m.Else():
+                            m.d.sync += self.start.eq(1)
+                            reply(ST_OK)
+                    with m.Case(OP_STATUS):
+                        flags = Cat(self.busy, self.done, self.error, self.rx_overrun,
+                                    self.rx_frame_error, timed_out)
+                        m.d.sync += [
+                            txbuf.eq(Cat(Const(ST_OK, 8), flags,
+                                         Const(0, 2), self.error_code, Const(0, 4),
+                                         self.cycles, self.busy_cycles, self.stall_cycles,
+                                         self.idle_cycles)),
+                            txleft.eq(STATUS_BYTES), then_c.eq(0),
+                            self.rx_clear.eq(1), timed_out.eq(0),
+                        ]
+                        m.next = "SEND"
+                    with m.Default():
+                        reply(ERR_OPCODE)
+
+            with m.State("DATA"):
+                receiving()
+                last = Signal()
+                m.d.comb += last.eq(Mux(op == OP_WRITE_D, wbyte == rows - 1, wbyte == 3))
+                with m.If(self.rx.valid):
+                    shifted = Cat(word[8:], self.rx.payload)
+                    m.d.sync += [word.eq(shifted), wbyte.eq(wbyte + 1)]
+                    with m.If(last):
+                        ok = status == ST_OK
+                        m.d.sync += [
+                            wbyte.eq(0), addr.eq(addr + 1), count.eq(count - 1),
+                            self.d_addr.eq(addr), self.s_addr.eq(addr),
+                            self.d_data.eq(shifted[word_bits - rows * 8:]),
+                            self.s_data.eq(shifted[word_bits - 32:]),
+                            self.d_we.eq(ok & (op == OP_WRITE_D)),
+                            self.s_we.eq(ok & (op == OP_WRITE_S)),
+                        ]
+                        with m.If(count == 1):
+                            m.next = "REPLY_STATUS"
+
+            with m.State("REPLY_STATUS"):
+                reply(status)
+
+            with m.State("SEND"):
+                m.d.comb += self.tx.valid.eq(1)
+                with m.If(self.tx.ready):
+                    m.d.sync += [txbuf.eq(txbuf >> 8), txleft.eq(txleft - 1)]
+                    with m.If(txleft == 1):
+                        with m.If(then_c):
+                            m.next = "C_WAIT"
+                        with m.Else():
+                            m.next = "IDLE"
+
+            # c_addr follows ``addr`` combinationally; c_data is valid the cycle after.
+            with m.State("C_WAIT"):
+                m.next = "C_LATCH"
+            with m.State("C_LATCH"):
+                m.d.sync += [
+                    txbuf.eq(self.c_data), txleft.eq(rows * 4),
+                    addr.eq(addr + 1), count.eq(count - 1), then_c.eq(count != 1),
+                ]
+                m.next = "SEND"
+        return m
+

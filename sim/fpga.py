@@ -1,0 +1,402 @@
+"""Host-side driver for the SWAT core behind the UART bridge (``docs/host-protocol.md``).
+
+The driver talks to any byte-stream object with ``write(bytes)`` and ``read(n) -> bytes`` (a
+``serial.Serial`` from pyserial works as is; a short read means timeout). ``run_gemm_fpga(port,
+d, s)`` runs ``C = D @ S`` and returns a result with the same fields as ``sim.run_gemm``: ``c``
+(int32, bit-exact with ``d.astype(int64) @ s.astype(int64)``), ``cycles`` and ``macs``. GEMMs
+larger than the core's buffers are split into tiles over ``M``, ``N`` and ``K`` (partial sums over
+``K`` tiles are added on the host); ``cycles`` and the counters are summed over the tiles.
+
+:class:`SimUartPort` is such a byte stream backed by an Amaranth simulation of a design with a
+UART ``rx``/``tx`` pin pair (e.g. :class:`hw.board_top.SwatSystem`), so the same driver is tested
+against the gateware bit by bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+import time
+from collections import deque
+
+import numpy as np
+
+from hw.host_bridge import (
+    ARG_BYTES,
+    ERR_BUSY,
+    ERR_OPCODE,
+    ERR_RANGE,
+    ERR_TIMEOUT,
+    INFO_BYTES,
+    OP_INFO,
+    OP_NOP,
+    OP_READ_C,
+    OP_SET_SHAPE,
+    OP_START,
+    OP_STATUS,
+    OP_WRITE_D,
+    OP_WRITE_S,
+    ST_OK,
+    STATUS_BYTES,
+)
+
+__all__ = [
+    "BridgeError", "CoreError", "CoreInfo", "CoreStatus", "FpgaGemmResult", "SwatFpga",
+    "SimUartPort", "encode_s", "run_gemm_fpga",
+]
+
+S_MAGIC = 0x53574154
+_ERR_NAMES = {ERR_OPCODE: "unknown opcode", ERR_BUSY: "core busy", ERR_RANGE: "out of range",
+              ERR_TIMEOUT: "frame timeout"}
+CORE_ERRORS = {
+    1: "bad magic", 2: "K/N in the header differ from the shape registers",
+    3: "bad column pointers", 4: "truncated blob", 5: "entry index >= K",
+    6: "entry indices not strictly increasing", 7: "entry value 0 or reserved bits set",
+    8: "shape does not fit the buffers",
+}
+
+
+class BridgeError(RuntimeError):
+    """The bridge answered with an error status (``.status``)."""
+
+    def __init__(self, op: int, status: int):
+        self.op, self.status = op, status
+        super().__init__(f"opcode 0x{op:02x}: bridge status 0x{status:02x} "
+                         f"({_ERR_NAMES.get(status, 'unexpected reply')})")
+
+
+class CoreError(RuntimeError):
+    """The core finished with its sticky error flag set (``.code``, docs/core-interface.md)."""
+
+    def __init__(self, code: int):
+        self.code = code
+        super().__init__(f"core error {code}: {CORE_ERRORS.get(code, 'unknown')}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CoreInfo:
+    version: int
+    rows: int
+    cols: int
+    d_depth: int
+    s_depth: int
+    c_depth: int
+    clk_hz: int
+
+
+@dataclasses.dataclass(frozen=True)
+class CoreStatus:
+    busy: bool
+    done: bool
+    error: bool
+    rx_overrun: bool
+    rx_frame_error: bool
+    timed_out: bool
+    error_code: int
+    cycles: int
+    busy_cycles: int
+    stall_cycles: int
+    idle_cycles: int
+
+
+@dataclasses.dataclass
+class FpgaGemmResult:
+    """Same fields as ``sim.run_gemm``'s result, plus the PE counters and the tiling used."""
+
+    c: np.ndarray
+    cycles: int
+    macs: int
+    busy_cycles: int = 0
+    stall_cycles: int = 0
+    idle_cycles: int = 0
+    tiles: int = 0
+    seconds: float = 0.0
+
+
+def encode_s(s: np.ndarray) -> np.ndarray:
+    """Compressed (CSC) words of int8 ``s [K, N]`` per docs/core-interface.md, as uint32."""
+    s = np.asarray(s)
+    if s.ndim != 2:
+        raise ValueError("S must be 2-D")
+    K, N = s.shape
+    if not (0 < K <= 0xFFFF and 0 < N <= 0xFFFF):
+        raise ValueError(f"shape {s.shape} does not fit 16-bit K/N")
+    if s.min(initial=0) < -128 or s.max(initial=0) > 127:
+        raise ValueError("S must hold int8 values")
+    cols = [np.flatnonzero(s[:, n]) for n in range(N)]
+    ptr = np.concatenate([[0], np.cumsum([len(c) for c in cols])]).astype(np.uint32)
+    nnz = int(ptr[-1])
+    entries = np.empty(nnz, dtype=np.uint32)
+    for n, idx in enumerate(cols):
+        vals = s[idx, n].astype(np.int64) & 0xFF
+        entries[ptr[n]:ptr[n + 1]] = idx.astype(np.uint32) | (vals.astype(np.uint32) << 16)
+    head = np.array([S_MAGIC, K | (N << 16), nnz], dtype=np.uint32)
+    return np.concatenate([head, ptr, entries]).astype(np.uint32)
+
+
+class SwatFpga:
+    """One command per method; every method reads the full reply before returning."""
+
+    def __init__(self, port, *, poll_limit: int = 1_000_000):
+        self.port = port
+        self.poll_limit = poll_limit
+        self._info: CoreInfo | None = None
+
+    # -- framing -------------------------------------------------------------------------
+    def _read(self, n: int) -> bytes:
+        data = self.port.read(n)
+        if len(data) != n:
+            raise TimeoutError(f"expected {n} reply bytes, got {len(data)}: {bytes(data)!r}")
+        return bytes(data)
+
+    def _command(self, op: int, args: bytes = b"", payload: bytes = b"") -> int:
+        """Send a frame and return its status byte (the reply's first byte)."""
+        assert len(args) == ARG_BYTES[op]
+        self.port.write(bytes([op]) + args + payload)
+        return self._read(1)[0]
+
+    def _check(self, op: int, status: int) -> None:
+        if status != ST_OK:
+            raise BridgeError(op, status)
+
+    # -- commands ------------------------------------------------------------------------
+    def nop(self) -> None:
+        self._check(OP_NOP, self._command(OP_NOP))
+
+    def resync(self, attempts: int = 4) -> None:
+        """Recover from a desynchronised link: drain, then NOP until a clean ``ST_OK``."""
+        for _ in range(attempts):
+            self.port.read(4096)  # drain whatever is pending (relies on the port's timeout)
+            self.port.write(bytes([OP_NOP]))
+            reply = self.port.read(1)
+            if reply == bytes([ST_OK]):
+                return
+        raise TimeoutError("bridge does not answer NOP")
+
+    def info(self) -> CoreInfo:
+        status = self._command(OP_INFO)
+        self._check(OP_INFO, status)
+        body = self._read(INFO_BYTES - 1)
+        magic, ver, rows, cols, dd, sd, cd, clk = struct.unpack("<4sBBBHHHI", body)
+        if magic != b"SWAT":
+            raise BridgeError(OP_INFO, magic[0])
+        self._info = CoreInfo(ver, rows, cols, dd, sd, cd, clk)
+        return self._info
+
+    @property
+    def core(self) -> CoreInfo:
+        return self._info if self._info is not None else self.info()
+
+    def write_d(self, addr: int, words: np.ndarray) -> None:
+        """``words``: uint8/int8 array ``[count, rows]`` (byte lane ``i`` = row ``i``)."""
+        words = np.ascontiguousarray(words).astype(np.uint8, copy=False)
+        count = words.shape[0]
+        args = struct.pack("<HH", addr, count)
+        self._check(OP_WRITE_D, self._command(OP_WRITE_D, args, words.tobytes()))
+
+    def write_s(self, addr: int, words: np.ndarray) -> None:
+        words = np.asarray(words, dtype="<u4")
+        args = struct.pack("<HH", addr, len(words))
+        self._check(OP_WRITE_S, self._command(OP_WRITE_S, args, words.tobytes()))
+
+    def read_c(self, addr: int, count: int) -> np.ndarray:
+        """C words ``[addr, addr+count)`` as int32 ``[count, rows]``."""
+        rows = self.core.rows
+        status = self._command(OP_READ_C, struct.pack("<HH", addr, count))
+        self._check(OP_READ_C, status)
+        body = self._read(count * rows * 4)
+        return np.frombuffer(body, dtype="<i4").reshape(count, rows).astype(np.int32)
+
+    def set_shape(self, m: int, k: int, n: int, s_len: int) -> None:
+        args = struct.pack("<HHHH", m, k, n, s_len)
+        self._check(OP_SET_SHAPE, self._command(OP_SET_SHAPE, args))
+
+    def start(self) -> None:
+        self._check(OP_START, self._command(OP_START))
+
+    def status(self) -> CoreStatus:
+        status = self._command(OP_STATUS)
+        self._check(OP_STATUS, status)
+        flags, code, cyc, busy, stall, idle = struct.unpack("<BBIIII", self._read(STATUS_BYTES - 1))
+        return CoreStatus(
+            bool(flags & 1), bool(flags & 2), bool(flags & 4), bool(flags & 8),
+            bool(flags & 16), bool(flags & 32), code & 0xF, cyc, busy, stall, idle)
+
+    def wait_done(self) -> CoreStatus:
+        for _ in range(self.poll_limit):
+            st = self.status()
+            if not st.busy and (st.done or st.error):
+                return st
+        raise TimeoutError(f"core still busy after {self.poll_limit} polls")
+
+    # -- one GEMM ------------------------------------------------------------------------
+    def gemm(self, d: np.ndarray, s: np.ndarray) -> FpgaGemmResult:
+        d = np.asarray(d)
+        s = np.asarray(s)
+        if d.ndim != 2 or s.ndim != 2 or d.shape[1] != s.shape[0]:
+            raise ValueError(f"shapes {d.shape} @ {s.shape} do not chain")
+        for name, x in (("D", d), ("S", s)):
+            if x.size and (x.min() < -128 or x.max() > 127):
+                raise ValueError(f"{name} must hold int8 values")
+        M, K = d.shape
+        N = s.shape[1]
+        info = self.core
+        rows = info.rows
+        t0 = time.perf_counter()
+        acc = np.zeros((M, N), dtype=np.int64)
+        res = FpgaGemmResult(c=acc, cycles=0, macs=int(M * np.count_nonzero(s)))
+        if M == 0 or N == 0 or K == 0:
+            res.c = acc.astype(np.int32)
+            return res
+        # K tiles: one row group of D must fit, and one full S column must fit the S buffer.
+        k_tile = max(1, min(K, info.d_depth, info.s_depth - 6, 0xFFFF))
+        for k0 in range(0, K, k_tile):
+            k1 = min(K, k0 + k_tile)
+            s_k = s[k0:k1]
+            for n0, n1 in self._n_tiles(s_k, info):
+                words = encode_s(s_k[:, n0:n1])
+                self.write_s(0, words)
+                groups = max(1, min(info.d_depth // (k1 - k0), info.c_depth // (n1 - n0)))
+                m_tile = groups * rows
+                for m0 in range(0, M, m_tile):
+                    m1 = min(M, m0 + m_tile)
+                    out = self._run_tile(d[m0:m1, k0:k1], n1 - n0, len(words))
+                    acc[m0:m1, n0:n1] += out.c
+                    res.cycles += out.cycles
+                    res.busy_cycles += out.busy_cycles
+                    res.stall_cycles += out.stall_cycles
+                    res.idle_cycles += out.idle_cycles
+                    res.tiles += 1
+        res.c = acc.astype(np.int32)
+        res.seconds = time.perf_counter() - t0
+        return res
+
+    @staticmethod
+    def _n_tiles(s: np.ndarray, info: CoreInfo):
+        """Greedy column chunks whose compressed blob fits the S buffer and C fits C."""
+        nnz = np.count_nonzero(s, axis=0)
+        n0 = 0
+        N = s.shape[1]
+        while n0 < N:
+            n1, used = n0, 4
+            while n1 < N and used + 1 + nnz[n1] <= info.s_depth and n1 - n0 < info.c_depth:
+                used += 1 + int(nnz[n1])
+                n1 += 1
+            if n1 == n0:
+                raise ValueError(f"column {n0} of S does not fit the S buffer")
+            yield n0, n1
+            n0 = n1
+
+    def _run_tile(self, d: np.ndarray, n: int, s_len: int) -> FpgaGemmResult:
+        rows = self.core.rows
+        M, K = d.shape
+        groups = -(-M // rows)
+        dp = np.zeros((groups * rows, K), dtype=np.int64)
+        dp[:M] = d
+        # word a = mt*K + k, lane i = D[mt*rows + i, k]
+        words = dp.reshape(groups, rows, K).transpose(0, 2, 1).reshape(groups * K, rows)
+        self.write_d(0, (words & 0xFF).astype(np.uint8))
+        self.set_shape(M, K, n, s_len)
+        self.start()
+        st = self.wait_done()
+        if st.error:
+            raise CoreError(st.error_code)
+        cw = self.read_c(0, groups * n)  # word a = mt*N + n
+        c = cw.reshape(groups, n, rows).transpose(0, 2, 1).reshape(groups * rows, n)[:M]
+        return FpgaGemmResult(c=c.astype(np.int64), cycles=st.cycles, macs=0,
+                              busy_cycles=st.busy_cycles, stall_cycles=st.stall_cycles,
+                              idle_cycles=st.idle_cycles)
+
+
+def run_gemm_fpga(port, d: np.ndarray, s: np.ndarray) -> FpgaGemmResult:
+    """``C = D @ S`` on the FPGA (or a simulation of it) behind the byte stream ``port``."""
+    return SwatFpga(port).gemm(d, s)
+
+
+class SimUartPort:
+    """A byte stream into an Amaranth simulation of a design with UART pins.
+
+    ``dut`` is simulated with a ``sync`` clock; ``rx``/``tx`` are the design's UART input and
+    output signals (host → design on ``rx``). ``read(n)`` runs the simulation until ``n`` bytes
+    have come out of ``tx`` or ``timeout_cycles`` passed without a new byte; ``write`` queues
+    bytes that a host-side UART model shifts into ``rx`` at ``divisor`` clocks per bit.
+    """
+
+    PERIOD = 1e-6
+
+    def __init__(self, dut, rx, tx, *, divisor: int, timeout_cycles: int = 20_000,
+                 vcd: str | None = None):
+        from amaranth.sim import Simulator
+
+        self.divisor = divisor
+        self.timeout_cycles = timeout_cycles
+        self._rx, self._tx = rx, tx
+        self._to_dut: deque[int] = deque()
+        self._from_dut = bytearray()
+        self.sim = Simulator(dut)
+        self.sim.add_clock(self.PERIOD)
+        self.sim.add_testbench(self._host_tx, background=True)
+        self.sim.add_testbench(self._host_rx, background=True)
+        self._vcd = None
+        if vcd:
+            self._vcd = self.sim.write_vcd(vcd)
+            self._vcd.__enter__()
+        self.cycles = 0
+
+    def close(self):
+        if self._vcd is not None:
+            self._vcd.__exit__(None, None, None)
+            self._vcd = None
+
+    # Both host-side models wake once per bit (``ctx.delay``), a quarter clock period off the
+    # clock edges, instead of once per clock cycle: the design itself dominates the run time.
+    async def _host_tx(self, ctx):
+        bit_time = self.divisor * self.PERIOD
+        ctx.set(self._rx, 1)
+        await ctx.delay(self.PERIOD / 4)
+        while True:
+            if not self._to_dut:
+                await ctx.delay(bit_time)
+                continue
+            byte = self._to_dut.popleft()
+            for bit in [0, *((byte >> i) & 1 for i in range(8)), 1]:
+                ctx.set(self._rx, bit)
+                await ctx.delay(bit_time)
+
+    async def _host_rx(self, ctx):
+        bit_time = self.divisor * self.PERIOD
+        while True:
+            await ctx.negedge(self._tx)
+            await ctx.delay(bit_time / 2 + self.PERIOD / 4)
+            if ctx.get(self._tx):
+                continue  # glitch
+            value = 0
+            for i in range(8):
+                await ctx.delay(bit_time)
+                value |= ctx.get(self._tx) << i
+            await ctx.delay(bit_time)
+            if ctx.get(self._tx):  # stop bit
+                self._from_dut.append(value)
+
+    def write(self, data: bytes) -> int:
+        self._to_dut.extend(bytes(data))
+        return len(data)
+
+    def _run(self, cycles: int) -> None:
+        now = self.sim._engine.now / 1e15
+        self.sim.run_until(now + cycles * self.PERIOD)
+        self.cycles += cycles
+
+    def read(self, n: int) -> bytes:
+        step = 10 * self.divisor
+        idle = 0
+        have = len(self._from_dut)
+        while len(self._from_dut) < n and idle < self.timeout_cycles:
+            self._run(step)
+            if len(self._from_dut) > have or self._to_dut:
+                have, idle = len(self._from_dut), 0
+            else:
+                idle += step
+        out = bytes(self._from_dut[:n])
+        del self._from_dut[:n]
+        return out
