@@ -59,14 +59,18 @@ class SwatCore(wiring.Component):
     def __init__(self, *, rows: int = 8, cols: int = 8, d_depth: int = 4608,
                  s_depth: int = 8192, c_depth: int = 512):
         # validation (clear errors); Loader re-checks the same
-        if not isinstance(rows, int) or rows < 1 or rows & (rows - 1):
-            raise ValueError(f"SwatCore: rows must be a power of two >= 1, not {rows!r}")
-        if not isinstance(cols, int) or cols < 1:
-            raise ValueError(f"SwatCore: cols must be a positive integer, not {cols!r}")
-        for name, val, lo in (("d_depth", d_depth, 2), ("s_depth", s_depth, 8),
-                              ("c_depth", c_depth, 2)):
-            if not isinstance(val, int) or val < lo:
-                raise ValueError(f"SwatCore: {name} must be an integer >= {lo}, not {val!r}")
+        try:
+            if not isinstance(rows, int) or rows < 1 or rows & (rows - 1):
+                raise ValueError(f"SwatCore: rows must be a power of two >= 1, not {rows!r}")
+            if not isinstance(cols, int) or cols < 1:
+                raise ValueError(f"SwatCore: cols must be a positive integer, not {cols!r}")
+            for name, val, lo in (("d_depth", d_depth, 2), ("s_depth", s_depth, 8),
+                                  ("c_depth", c_depth, 2)):
+                if not isinstance(val, int) or val < lo:
+                    raise ValueError(f"SwatCore: {name} must be an integer >= {lo}, not {val!r}")
+        except ValueError:
+            self._MustUse__silence = True  # no "never used" warning for a rejected object
+            raise
         self.rows, self.cols = rows, cols
         self.d_depth, self.s_depth, self.c_depth = d_depth, s_depth, c_depth
         self.d_aw, self.s_aw, self.c_aw = ceil_log2(d_depth), ceil_log2(s_depth), ceil_log2(c_depth)

@@ -89,14 +89,18 @@ class Loader(wiring.Component):
 
     def __init__(self, *, rows: int, cols: int, d_depth: int, s_depth: int, c_depth: int,
                  fifo_depth: int = 4):
-        if not isinstance(rows, int) or rows < 1 or rows & (rows - 1):
-            raise ValueError(f"rows must be a power of two >= 1, not {rows!r}")
-        if not isinstance(cols, int) or cols < 1:
-            raise ValueError(f"cols must be a positive integer, not {cols!r}")
-        _check_depth("d_depth", d_depth)
-        _check_depth("s_depth", s_depth, 8)
-        _check_depth("c_depth", c_depth)
-        _check_depth("fifo_depth", fifo_depth)
+        try:
+            if not isinstance(rows, int) or rows < 1 or rows & (rows - 1):
+                raise ValueError(f"rows must be a power of two >= 1, not {rows!r}")
+            if not isinstance(cols, int) or cols < 1:
+                raise ValueError(f"cols must be a positive integer, not {cols!r}")
+            _check_depth("d_depth", d_depth)
+            _check_depth("s_depth", s_depth, 8)
+            _check_depth("c_depth", c_depth)
+            _check_depth("fifo_depth", fifo_depth)
+        except ValueError:
+            self._MustUse__silence = True  # no "never used" warning for a rejected object
+            raise
         self.rows, self.cols = rows, cols
         self.d_depth, self.s_depth, self.c_depth = d_depth, s_depth, c_depth
         self.fifo_depth = fifo_depth

@@ -76,6 +76,7 @@ class PEArray(wiring.Component):
     def __init__(self, *, rows: int, cols: int, tag_width: int = 16):
         for name, val in (("rows", rows), ("cols", cols), ("tag_width", tag_width)):
             if not isinstance(val, int) or val < 1:
+                self._MustUse__silence = True  # no "never used" warning for a rejected object
                 raise ValueError(f"PEArray: {name} must be a positive integer, not {val!r}")
         self.rows, self.cols, self.tag_width = rows, cols, tag_width
         super().__init__({
