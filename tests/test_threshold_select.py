@@ -229,3 +229,149 @@ def test_scenarios(lanes, stalls):
     dut, bench = make_bench(lanes, stall, stall, seed=lanes * 10 + stalls, log=log)
     run_sim(dut, bench)
     assert len(log) == 2 * len(SCENARIOS)
+
+
+# ---------------------------------------------------------------------------- modes and errors
+
+
+async def drain_after_error(ctx, tb, queue_left):
+    """An errored DUT must accept (and discard) every remaining beat, one per input cycle."""
+    dut = tb.dut
+    payload = dut.i.payload.as_value()
+    for word in queue_left:
+        ctx.set(dut.i.valid, 1)
+        ctx.set(payload, word)
+        assert ctx.get(dut.i.ready), "errored unit does not accept input (producer would hang)"
+        assert ctx.get(dut.done) and ctx.get(dut.error)
+        await ctx.tick()
+    ctx.set(dut.i.valid, 0)
+
+
+def make_error_bench(stall, seed, log):
+    lanes = 4
+    dut = ThresholdSelect(lanes=lanes, depth=96)
+    tb = TB(dut, in_stall=stall, out_stall=stall, seed=seed)
+    rng = np.random.default_rng(seed)
+
+    async def expect_error(ctx, code, streams, **kw):
+        writes, _, used = await tb.op(ctx, streams=streams, **kw)
+        assert ctx.get(dut.error) == 1
+        assert ctx.get(dut.error_code) == code, (ctx.get(dut.error_code), code)
+        assert ctx.get(dut.done) == 1 and ctx.get(dut.busy) == 0
+        queue = [b for s in streams for b in s]
+        await drain_after_error(ctx, tb, queue[used:])
+        log.append(code)
+        return writes
+
+    async def good_full(ctx, rows, cols, k, kind="ties"):
+        s = tensor(rng, rows, cols, kind)
+        st = tb.beats(int_topk.stream_order(s))
+        writes, _, _ = await tb.op(ctx, mode=Mode.FULL, keep=k, rows=rows, cols=cols,
+                                   streams=(st, st))
+        assert ctx.get(dut.error_code) == ErrorCode.NONE
+        t, ties = int_topk.threshold_int(s, k)
+        check_blob(writes, s, t, ties)
+        return s
+
+    async def bench(ctx):
+        s = tensor(rng, 6, 5, "ties")
+        st = tb.beats(int_topk.stream_order(s))
+        # held mode before any threshold exists
+        await expect_error(ctx, ErrorCode.NO_THRESHOLD, (st,), mode=Mode.HELD, rows=6, cols=5)
+        assert ctx.get(dut.held_valid) == 0
+        # k > n, zero shapes
+        await expect_error(ctx, ErrorCode.KEEP, (st, st), mode=Mode.FULL, keep=31, rows=6, cols=5)
+        await expect_error(ctx, ErrorCode.KEEP, (st,), mode=Mode.THRESHOLD, keep=31, rows=6,
+                           cols=5)
+        await expect_error(ctx, ErrorCode.SHAPE, (st,), mode=Mode.FULL, keep=0, rows=0, cols=5)
+        await expect_error(ctx, ErrorCode.SHAPE, (st,), mode=Mode.GIVEN, rows=6, cols=0)
+        # given threshold out of range
+        await expect_error(ctx, ErrorCode.BAD_THRESHOLD, (st,), mode=Mode.GIVEN, rows=6, cols=5,
+                           t_in=129, ties_in=0)
+        # stream too short / too long in pass 1: the histogram is left dirty on purpose
+        short = tb.beats(int_topk.stream_order(s), drop=2)
+        await expect_error(ctx, ErrorCode.SHORT, (short, st), mode=Mode.FULL, keep=7, rows=6,
+                           cols=5)
+        await good_full(ctx, 6, 5, 12)  # dirty histogram must have been cleared
+        long = tb.beats(int_topk.stream_order(s), extra=2)
+        await expect_error(ctx, ErrorCode.LONG, (long, st), mode=Mode.FULL, keep=7, rows=6,
+                           cols=5)
+        await good_full(ctx, 5, 6, 30)
+        # too short / too long in pass 2 (the replay)
+        await expect_error(ctx, ErrorCode.SHORT, (st, short), mode=Mode.FULL, keep=7, rows=6,
+                           cols=5)
+        await expect_error(ctx, ErrorCode.LONG, (long,), mode=Mode.HELD, rows=6, cols=5)
+        # a last flag on a single-beat stream that should be longer
+        one = tb.beats(int_topk.stream_order(s)[:lanes])
+        await expect_error(ctx, ErrorCode.SHORT, (one,), mode=Mode.THRESHOLD, keep=1, rows=6,
+                           cols=5)
+        # blob does not fit depth=96: header+pointers, then entries
+        big = rng.integers(1, 128, size=(9, 10))
+        bst = tb.beats(int_topk.stream_order(big))
+        await expect_error(ctx, ErrorCode.OVERFLOW, (bst,), mode=Mode.GIVEN, rows=1, cols=93)
+        writes = await expect_error(ctx, ErrorCode.OVERFLOW, (bst, bst), mode=Mode.FULL, keep=90,
+                                    rows=9, cols=10)
+        assert all(a < 96 for a, _ in writes)
+        # k = 83 fits exactly (4 + 10 + 82 = 96 words, one of the kept is the 83rd): 82 fit
+        s_fit = await good_full(ctx, 9, 10, 82, kind="uniform")
+        # THRESHOLD then HELD on the same tensor == FULL
+        st_fit = tb.beats(int_topk.stream_order(s_fit))
+        await tb.op(ctx, mode=Mode.THRESHOLD, keep=40, rows=9, cols=10, streams=(st_fit,))
+        assert ctx.get(dut.error_code) == ErrorCode.NONE
+        t, ties = int_topk.threshold_int(s_fit, 40)
+        assert (ctx.get(dut.threshold), ctx.get(dut.ties), ctx.get(dut.held_valid)) == (t, ties, 1)
+        writes, _, _ = await tb.op(ctx, mode=Mode.HELD, rows=9, cols=10, streams=(st_fit,))
+        got = check_blob(writes, s_fit, t, ties)
+        np.testing.assert_array_equal(
+            got, np.frombuffer(int_topk.compress_selected(s_fit, 40), dtype="<u4"))
+        # GIVEN: any pair, including more ties than exist and the all-keeping (0, n)
+        for t_in, ties_in in [(7, 2), (3, 1000), (0, 90), (128, 0), (128, 5), (50, 0)]:
+            writes, _, _ = await tb.op(ctx, mode=Mode.GIVEN, rows=9, cols=10, t_in=t_in,
+                                       ties_in=ties_in, streams=(st_fit,))
+            assert (ctx.get(dut.threshold), ctx.get(dut.ties)) == (t_in, ties_in)
+            exp = expected_words(s_fit, t_in, ties_in)
+            if len(exp) <= 96:
+                assert ctx.get(dut.error_code) == ErrorCode.NONE
+                check_blob(writes, s_fit, t_in, ties_in)
+            else:
+                assert ctx.get(dut.error_code) == ErrorCode.OVERFLOW
+        log.append("ok")
+
+    return dut, bench
+
+
+@pytest.mark.parametrize("stalls", [False, True], ids=["nostall", "stall"])
+def test_errors_and_modes(stalls):
+    log = []
+    dut, bench = make_error_bench(0.3 if stalls else 0.0, seed=7 + stalls, log=log)
+    run_sim(dut, bench)
+    assert log[-1] == "ok"
+
+
+def test_cycles_match_model():
+    """No stalls, density low enough that each beat brings at most one write: the model holds."""
+    lanes, rows, cols = 4, 16, 6
+    dut = ThresholdSelect(lanes=lanes, depth=512)
+    tb = TB(dut)
+    s = np.zeros((rows, cols), dtype=np.int64)
+    s[::5, :] = 9  # one survivor every 5 elements in stream order, all kept
+    k = int((s != 0).sum())
+    res = {}
+
+    async def bench(ctx):
+        st = tb.beats(int_topk.stream_order(s))
+        w, cyc, _ = await tb.op(ctx, mode=Mode.FULL, keep=k, rows=rows, cols=cols, streams=(st, st))
+        res["full"] = (cyc, ctx.get(dut.cycles))
+        check_blob(w, s, *int_topk.threshold_int(s, k))
+        w, cyc, _ = await tb.op(ctx, mode=Mode.THRESHOLD, keep=k, rows=rows, cols=cols,
+                                streams=(st,))
+        res["thr"] = (cyc, ctx.get(dut.cycles))
+
+    run_sim(dut, bench)
+    n = rows * cols
+    assert res["full"][0] == res["full"][1]
+    model = estimate_cycles(rows, cols, lanes, nnz=k)
+    assert abs(res["full"][1] - model) <= 4, (res, model)
+    model = estimate_cycles(rows, cols, lanes, mode=Mode.THRESHOLD)
+    assert abs(res["thr"][1] - model) <= 4, (res, model)
+    assert res["thr"][1] <= n // lanes + BINS + 10
