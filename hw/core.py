@@ -48,6 +48,8 @@ class SwatCore(wiring.Component):
         Words of the S buffer (the compressed blob must fit), >= 8.
     c_depth : int
         Words of the C buffer (``ceil(M/rows) * N`` must fit).
+    hold_depth : int
+        Finished results each PE column can hold while waiting for the C write port (default 2).
 
     Members
     -------
@@ -57,7 +59,7 @@ class SwatCore(wiring.Component):
     """
 
     def __init__(self, *, rows: int = 8, cols: int = 8, d_depth: int = 4608,
-                 s_depth: int = 8192, c_depth: int = 512):
+                 s_depth: int = 8192, c_depth: int = 512, hold_depth: int = 2):
         # validation (clear errors); Loader re-checks the same
         try:
             if not isinstance(rows, int) or rows < 1 or rows & (rows - 1):
@@ -65,13 +67,13 @@ class SwatCore(wiring.Component):
             if not isinstance(cols, int) or cols < 1:
                 raise ValueError(f"SwatCore: cols must be a positive integer, not {cols!r}")
             for name, val, lo in (("d_depth", d_depth, 2), ("s_depth", s_depth, 8),
-                                  ("c_depth", c_depth, 2)):
+                                  ("c_depth", c_depth, 2), ("hold_depth", hold_depth, 1)):
                 if not isinstance(val, int) or val < lo:
                     raise ValueError(f"SwatCore: {name} must be an integer >= {lo}, not {val!r}")
         except ValueError:
             self._MustUse__silence = True  # no "never used" warning for a rejected object
             raise
-        self.rows, self.cols = rows, cols
+        self.rows, self.cols, self.hold_depth = rows, cols, hold_depth
         self.d_depth, self.s_depth, self.c_depth = d_depth, s_depth, c_depth
         self.d_aw, self.s_aw, self.c_aw = ceil_log2(d_depth), ceil_log2(s_depth), ceil_log2(c_depth)
         super().__init__({
@@ -98,7 +100,8 @@ class SwatCore(wiring.Component):
         m.submodules.c_mem = c_mem = self.c_mem
         m.submodules.loader = ld = Loader(rows=rows, cols=cols, d_depth=self.d_depth,
                                           s_depth=self.s_depth, c_depth=self.c_depth)
-        m.submodules.pe = pe = PEArray(rows=rows, cols=cols, tag_width=self.c_aw)
+        m.submodules.pe = pe = PEArray(rows=rows, cols=cols, tag_width=self.c_aw,
+                                          hold_depth=self.hold_depth)
 
         # ---- host write ports, C read port
         dw = d_mem.write_port()
@@ -147,15 +150,17 @@ class SwatCore(wiring.Component):
                 inp.payload.tag.eq(t_caddr),
             ]
             tok_any.append(t_valid)
-            # credit: one unfinished result per column (the holding register)
-            owed = Signal(name=f"owed_{j}")
-            with m.If(ld.col_fin[j]):
-                m.d.sync += owed.eq(1)
-            with m.Elif(pe.out[j].valid & pe.out[j].ready):
-                m.d.sync += owed.eq(0)
+            # credit: at most hold_depth unfinished results per column (holding queue)
+            owed = Signal(range(self.hold_depth + 1), name=f"owed_{j}")
+            inc = ld.col_fin[j]
+            dec = pe.out[j].valid & pe.out[j].ready
             with m.If(start):
                 m.d.sync += owed.eq(0)
-            m.d.comb += ld.hold_free[j].eq(~owed)
+            with m.Elif(inc & ~dec):
+                m.d.sync += owed.eq(owed + 1)
+            with m.Elif(dec & ~inc):
+                m.d.sync += owed.eq(owed - 1)
+            m.d.comb += ld.hold_free[j].eq(owed < self.hold_depth)
 
         # ---- C write arbitration (lowest column first)
         cw = c_mem.write_port()

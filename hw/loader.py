@@ -145,7 +145,7 @@ class Loader(wiring.Component):
         with m.Elif((err_code == 0) & (new_err != 0)):
             m.d.sync += err_code.eq(new_err)
         stop = Signal()
-        m.d.comb += stop.eq((err_code != 0) | (new_err != 0))
+        m.d.comb += stop.eq(err_code != 0)  # registered: keeps error checks off the issue path
 
         # ---- descriptor FIFO
         desc_layout = data.StructLayout({"sa": sa_w, "se": sa_w, "dbase": d_aw, "caddr": c_aw})

@@ -16,13 +16,15 @@ Latency: an operand accepted in cycle ``t`` is in the accumulator at the end of 
 for a ``last`` operand ``out.valid`` rises in cycle ``t+3``. Throughput: one operand per cycle per
 column, i.e. ``rows*cols`` MACs per cycle.
 
-The input streams are ``always_ready`` (the pipeline never stalls). The producer must not let a
-``last`` operand reach S2 while the holding register is still full: the core keeps at most one
-unfinished result per column (credit), see ``hw.core``. Should it happen anyway, the sticky
-``overflow`` flag rises (never in correct operation; the tests check it stays low).
+The input streams are ``always_ready`` (the pipeline never stalls). The holding register is a
+queue of ``hold_depth`` results per column; the producer must keep at most ``hold_depth``
+unfinished results per column (items whose ``last`` operand was sent but whose result has not
+left on ``out``): the core does so with a credit counter, see ``hw.core``. Should a result
+arrive at a full queue anyway, the sticky ``overflow`` flag rises (never in correct operation;
+the tests check it stays low).
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -58,6 +60,9 @@ class PEArray(wiring.Component):
         PE columns (independent work items), >= 1.
     tag_width : int
         Width of the tag carried from ``last`` operand to result.
+    hold_depth : int
+        Results a column can hold while waiting for ``out.ready`` (>= 1; default 2, so that
+        items shorter than the ~7-cycle credit round trip of the core do not stall).
 
     Members
     -------
@@ -73,12 +78,14 @@ class PEArray(wiring.Component):
     per column. Accumulation wraps modulo 2**32 (no overflow possible for K <= 65535).
     """
 
-    def __init__(self, *, rows: int, cols: int, tag_width: int = 16):
-        for name, val in (("rows", rows), ("cols", cols), ("tag_width", tag_width)):
+    def __init__(self, *, rows: int, cols: int, tag_width: int = 16, hold_depth: int = 2):
+        for name, val in (("rows", rows), ("cols", cols), ("tag_width", tag_width),
+                          ("hold_depth", hold_depth)):
             if not isinstance(val, int) or val < 1:
                 self._MustUse__silence = True  # no "never used" warning for a rejected object
                 raise ValueError(f"PEArray: {name} must be a positive integer, not {val!r}")
         self.rows, self.cols, self.tag_width = rows, cols, tag_width
+        self.hold_depth = hold_depth
         super().__init__({
             "inp": In(stream.Signature(operand_layout(rows, tag_width), always_ready=True)).array(cols),
             "out": Out(stream.Signature(result_layout(rows, tag_width))).array(cols),
@@ -126,28 +133,47 @@ class PEArray(wiring.Component):
             # S2: accumulators and holding register (double buffer)
             acc = [Signal(signed(32), name=f"acc_{i}_{j}") for i in range(rows)]
             nxt = [Signal(signed(32), name=f"nxt_{i}_{j}") for i in range(rows)]
-            hold = [Signal(signed(32), name=f"hold_{i}_{j}") for i in range(rows)]
-            hold_valid = Signal(name=f"hold_valid_{j}")
-            hold_tag = Signal(self.tag_width, name=f"hold_tag_{j}")
+            # holding queue of hold_depth results: slot 0 is the head (out), slot 1 behind it
+            hd = self.hold_depth
+            hold = [[Signal(signed(32), name=f"hold{h}_{i}_{j}") for i in range(rows)]
+                    for h in range(hd)]
+            hold_valid = [Signal(name=f"hold{h}_valid_{j}") for h in range(hd)]
+            hold_tag = [Signal(self.tag_width, name=f"hold{h}_tag_{j}") for h in range(hd)]
             for i in range(rows):
                 m.d.comb += nxt[i].eq(Mux(s1_first, s1_p[i], (acc[i] + s1_p[i])[:32]))
                 with m.If(s1_valid):
                     m.d.sync += acc[i].eq(nxt[i])
             m.d.comb += [
-                out.valid.eq(hold_valid),
-                out.payload.tag.eq(hold_tag),
+                out.valid.eq(hold_valid[0]),
+                out.payload.tag.eq(hold_tag[0]),
             ]
             for i in range(rows):
-                m.d.comb += out.payload.c[32 * i:32 * i + 32].eq(hold[i])
-            with m.If(out.ready):
-                m.d.sync += hold_valid.eq(0)
-            with m.If(s1_valid & s1_last):
-                m.d.sync += [hold_valid.eq(1), hold_tag.eq(s1_tag)]
-                m.d.sync += [hold[i].eq(nxt[i]) for i in range(rows)]
+                m.d.comb += out.payload.c[32 * i:32 * i + 32].eq(hold[0][i])
+            pop = Signal(name=f"pop_{j}")
+            push = Signal(name=f"push_{j}")
+            m.d.comb += [pop.eq(out.valid & out.ready), push.eq(s1_valid & s1_last)]
+            # occupancy after the pop, per slot
+            occ = [Signal(name=f"occ{h}_{j}") for h in range(hd)]
+            for h in range(hd):
+                nxt_valid = hold_valid[h + 1] if h + 1 < hd else 0
+                m.d.comb += occ[h].eq(Mux(pop, nxt_valid, hold_valid[h]))
+                with m.If(pop):  # shift towards the head
+                    m.d.sync += hold_valid[h].eq(nxt_valid)
+                    if h + 1 < hd:
+                        m.d.sync += [hold[h][i].eq(hold[h + 1][i]) for i in range(rows)]
+                        m.d.sync += hold_tag[h].eq(hold_tag[h + 1])
+            with m.If(push):  # into the first free slot after the pop
+                placed = Const(0)
+                for h in range(hd):
+                    with m.If(~occ[h] & ~placed):
+                        m.d.sync += [hold_valid[h].eq(1), hold_tag[h].eq(s1_tag)]
+                        m.d.sync += [hold[h][i].eq(nxt[i]) for i in range(rows)]
+                    placed = placed | ~occ[h]
             with m.If(self.clear):
-                m.d.sync += hold_valid.eq(0)
-            ovf_terms.append(s1_valid & s1_last & hold_valid & ~out.ready)
-            busy_terms += [s0_valid, s1_valid, hold_valid]
+                m.d.sync += [v.eq(0) for v in hold_valid]
+            full = occ[hd - 1]
+            ovf_terms.append(push & full)
+            busy_terms += [s0_valid, s1_valid, *hold_valid]
         m.d.comb += self.busy.eq(Cat(*busy_terms).any())
         with m.If(Cat(*ovf_terms).any()):
             m.d.sync += self.overflow.eq(1)

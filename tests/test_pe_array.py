@@ -9,10 +9,12 @@ from hw.pe_array import PEArray
 
 
 class PETB:
-    """Testbench: one producer per PE column (credit: one unfinished result), one consumer."""
+    """Testbench: one producer per PE column (credit: hold_depth unfinished results), one
+    consumer with random ready."""
 
-    def __init__(self, rows, cols, seed=0):
-        self.dut = PEArray(rows=rows, cols=cols, tag_width=8)
+    def __init__(self, rows, cols, seed=0, hold_depth=2):
+        self.dut = PEArray(rows=rows, cols=cols, tag_width=8, hold_depth=hold_depth)
+        self.hold_depth = hold_depth
         self.rows, self.cols = rows, cols
         self.rng = np.random.default_rng(seed)
         self.sim = Simulator(self.dut)
@@ -41,7 +43,7 @@ class PETB:
                 self.expected[j].append(([int(x) for x in (d * v[:, None]).sum(0)], tag))
                 for idx in range(len(v)):
                     last = idx == len(v) - 1
-                    while self.rng.random() < gap_p or (last and self.owed[j]):
+                    while self.rng.random() < gap_p or (last and self.owed[j] >= self.hold_depth):
                         ctx.set(inp.valid, 0)
                         await ctx.tick()
                     word = 0
@@ -77,8 +79,8 @@ class PETB:
         return tb
 
 
-def _run(rows, cols, seed, gap_p, ready_p, count=12):
-    tb = PETB(rows, cols, seed)
+def _run(rows, cols, seed, gap_p, ready_p, count=12, hold_depth=2):
+    tb = PETB(rows, cols, seed, hold_depth)
     for j in range(cols):
         tb.sim.add_testbench(tb.producer(j, tb.make_items(count), gap_p))
     tb.sim.add_testbench(tb.consumer(ready_p), background=True)
@@ -104,19 +106,29 @@ def test_random_gaps_and_stalls():
     _run(rows=3, cols=3, seed=2, gap_p=0.3, ready_p=0.4)
 
 
+def test_hold_depth_one_and_three():
+    _run(rows=2, cols=2, seed=4, gap_p=0.1, ready_p=0.3, hold_depth=1)
+    _run(rows=2, cols=2, seed=5, gap_p=0.0, ready_p=0.2, hold_depth=3)
+
+
 def test_single_pe():
     _run(rows=1, cols=1, seed=3, gap_p=0.2, ready_p=0.7)
 
 
-def test_overflow_flag_and_clear():
-    dut = PEArray(rows=1, cols=1)
+@pytest.mark.parametrize("hold_depth", [1, 2])
+def test_overflow_flag_and_clear(hold_depth):
+    dut = PEArray(rows=1, cols=1, hold_depth=hold_depth)
     sim = Simulator(dut)
     sim.add_clock(1e-8)
 
     async def tb(ctx):
         inp = dut.inp[0]
         ctx.set(dut.out[0].ready, 0)
-        for _ in range(2):  # two single-operand items, result never drained
+        for t in range(hold_depth + 1):  # single-operand items, results never drained
+            if t == hold_depth:
+                ctx.set(inp.valid, 0)
+                await ctx.tick().repeat(3)
+                assert ctx.get(dut.overflow) == 0  # full, not yet overflowing
             ctx.set(inp.valid, 1)
             ctx.set(inp.payload, {"d": 3, "v": 5, "first": 1, "last": 1, "tag": 0})
             await ctx.tick()
