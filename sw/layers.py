@@ -67,6 +67,21 @@ __all__ = ["METHODS", "SwatConv2d", "SwatLinear", "SwatLayer", "pack", "unpack",
 
 METHODS = ("swat", "saw", "meprop", "dense")
 
+_DENSE_OVERRIDE = [False]
+
+
+class dense_forward:
+    """Context manager: every SWAT layer runs its plain dense forward (used for shape probing)."""
+
+    def __enter__(self):
+        self._prev = _DENSE_OVERRIDE[0]
+        _DENSE_OVERRIDE[0] = True
+        return self
+
+    def __exit__(self, *exc):
+        _DENSE_OVERRIDE[0] = self._prev
+        return False
+
 
 def check_sparsity(sparsity) -> float:
     try:
@@ -202,6 +217,7 @@ class SwatFunction(torch.autograd.Function):
         ws = torch.where(w_mask, weight, torch.zeros((), dtype=weight.dtype))
         y = _fwd(layer, kind, x, ws if method == "swat" else weight, bias)
         w_vals, w_code, ctx.w_fmt = pack(weight, w_mask)
+        w_vals._swat_role = w_code._swat_role = "weight"  # for sw.memory's accounting
         # Activations: Top-K, then keep only the non-zeros (a kept zero needs no storage).
         if weight.requires_grad:
             a_mask = cfg.act_mask_fn(x)
@@ -349,6 +365,8 @@ class SwatLayer:
     # ---- forward
     def _swat_forward(self, x: torch.Tensor) -> torch.Tensor:
         d = self.density
+        if _DENSE_OVERRIDE[0]:
+            return self._dense_forward(x)
         if self.method == "dense" or (d >= 1.0 and self._frozen_mask is None):
             if self.training and torch.is_grad_enabled():
                 self.iteration += 1
