@@ -22,7 +22,7 @@ tail of the last items.
 """
 
 from amaranth.hdl import Cat, Module, Signal
-from amaranth.lib import wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -50,6 +50,11 @@ class SwatCore(wiring.Component):
         Words of the C buffer (``ceil(M/rows) * N`` must fit).
     hold_depth : int
         Finished results each PE column can hold while waiting for the C write port (default 2).
+    sel_lanes : int
+        0 (default): no threshold-select unit. ``> 0``: include a
+        :class:`~hw.threshold_select.ThresholdSelect` with that many int8 lanes per beat and its
+        ``sel_*`` ports: the host streams a dense ``S[K, N]`` in (column by column) and the
+        survivors of Top-K land compressed in the S buffer (see ``docs/core-interface.md``).
 
     Members
     -------
@@ -59,7 +64,8 @@ class SwatCore(wiring.Component):
     """
 
     def __init__(self, *, rows: int = 8, cols: int = 8, d_depth: int = 4608,
-                 s_depth: int = 8192, c_depth: int = 512, hold_depth: int = 2):
+                 s_depth: int = 8192, c_depth: int = 512, hold_depth: int = 2,
+                 sel_lanes: int = 0):
         # validation (clear errors); Loader re-checks the same
         try:
             if not isinstance(rows, int) or rows < 1 or rows & (rows - 1):
@@ -67,16 +73,18 @@ class SwatCore(wiring.Component):
             if not isinstance(cols, int) or cols < 1:
                 raise ValueError(f"SwatCore: cols must be a positive integer, not {cols!r}")
             for name, val, lo in (("d_depth", d_depth, 2), ("s_depth", s_depth, 8),
-                                  ("c_depth", c_depth, 2), ("hold_depth", hold_depth, 1)):
+                                  ("c_depth", c_depth, 2), ("hold_depth", hold_depth, 1),
+                                  ("sel_lanes", sel_lanes, 0)):
                 if not isinstance(val, int) or val < lo:
                     raise ValueError(f"SwatCore: {name} must be an integer >= {lo}, not {val!r}")
         except ValueError:
             self._MustUse__silence = True  # no "never used" warning for a rejected object
             raise
         self.rows, self.cols, self.hold_depth = rows, cols, hold_depth
+        self.sel_lanes = sel_lanes
         self.d_depth, self.s_depth, self.c_depth = d_depth, s_depth, c_depth
         self.d_aw, self.s_aw, self.c_aw = ceil_log2(d_depth), ceil_log2(s_depth), ceil_log2(c_depth)
-        super().__init__({
+        members = {
             "d_we": In(1), "d_addr": In(self.d_aw), "d_data": In(rows * 8),
             "s_we": In(1), "s_addr": In(self.s_aw), "s_data": In(32),
             "c_addr": In(self.c_aw), "c_data": Out(rows * 32),
@@ -86,7 +94,21 @@ class SwatCore(wiring.Component):
             "busy": Out(1), "done": Out(1), "error": Out(1), "error_code": Out(4),
             "cycles": Out(32), "busy_cycles": Out(32), "stall_cycles": Out(32),
             "idle_cycles": Out(32),
-        })
+        }
+        self.sel = None
+        if sel_lanes:
+            from .threshold_select import ErrorCode, Mode, ThresholdSelect
+            self.sel = ThresholdSelect(lanes=sel_lanes, depth=s_depth)
+            members.update({
+                "sel_i": In(stream.Signature(self.sel.in_layout)),
+                "sel_start": In(1), "sel_mode": In(Mode), "sel_keep": In(32),
+                "sel_t_in": In(8), "sel_ties_in": In(32),
+                "sel_busy": Out(1), "sel_done": Out(1), "sel_error": Out(1),
+                "sel_error_code": Out(ErrorCode),
+                "sel_threshold": Out(8), "sel_ties": Out(32), "sel_held_valid": Out(1),
+                "sel_nnz": Out(32), "sel_s_len": Out(32), "sel_cycles": Out(32),
+            })
+        super().__init__(members)
         # memories are created here so that testbenches can preload them (ctx.set(mem.data[a], v))
         self.d_mem = Memory(shape=rows * 8, depth=d_depth, init=[])
         self.s_mem = Memory(shape=32, depth=s_depth, init=[])
@@ -110,6 +132,29 @@ class SwatCore(wiring.Component):
             dw.en.eq(self.d_we), dw.addr.eq(self.d_addr), dw.data.eq(self.d_data),
             sw_.en.eq(self.s_we), sw_.addr.eq(self.s_addr), sw_.data.eq(self.s_data),
         ]
+        sel_busy = Signal()
+        if self.sel is not None:
+            # threshold-select unit: writes its blob into the S buffer (host writes first)
+            m.submodules.sel = ts = self.sel
+            wiring.connect(m, wiring.flipped(self.sel_i), ts.i)
+            m.d.comb += [
+                ts.start.eq(self.sel_start & ~self.busy),
+                ts.mode.eq(self.sel_mode), ts.keep.eq(self.sel_keep),
+                ts.rows.eq(self.k), ts.cols.eq(self.n),
+                ts.t_in.eq(self.sel_t_in), ts.ties_in.eq(self.sel_ties_in),
+                ts.o.ready.eq(~self.s_we),
+                sel_busy.eq(ts.busy | ts.o.valid),
+                self.sel_busy.eq(sel_busy),
+                self.sel_done.eq(ts.done & ~ts.o.valid),
+                self.sel_error.eq(ts.error), self.sel_error_code.eq(ts.error_code),
+                self.sel_threshold.eq(ts.threshold), self.sel_ties.eq(ts.ties),
+                self.sel_held_valid.eq(ts.held_valid),
+                self.sel_nnz.eq(ts.nnz), self.sel_s_len.eq(ts.s_len),
+                self.sel_cycles.eq(ts.cycles),
+            ]
+            with m.If(~self.s_we & ts.o.valid):
+                m.d.comb += [sw_.en.eq(1), sw_.addr.eq(ts.o.payload.addr),
+                             sw_.data.eq(ts.o.payload.data)]
         cr = c_mem.read_port()
         m.d.comb += [cr.addr.eq(self.c_addr), self.c_data.eq(cr.data)]
 
@@ -118,7 +163,7 @@ class SwatCore(wiring.Component):
             wiring.connect(m, ld.s_rd[j], s_mem.read_port())
 
         start = Signal()
-        m.d.comb += start.eq(self.start & ~self.busy)
+        m.d.comb += start.eq(self.start & ~self.busy & ~sel_busy)
         m.d.comb += [
             ld.start.eq(start), ld.m.eq(self.m), ld.k.eq(self.k), ld.n.eq(self.n),
             ld.s_len.eq(self.s_len), pe.clear.eq(start),
