@@ -35,6 +35,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,7 +213,9 @@ def _number(name: str, value, *, lo=None, hi=None, lo_open=False, hi_open=False)
     if lo_bad or hi_bad:
         lb = "(" if lo_open else "["
         rb = ")" if hi_open else "]"
-        rng = f"{lb}{'-inf' if lo is None else lo:g}, {'inf' if hi is None else hi:g}{rb}"
+        lo_s = "-inf" if lo is None else f"{lo:g}"
+        hi_s = "inf" if hi is None else f"{hi:g}"
+        rng = f"{lb}{lo_s}, {hi_s}{rb}"
         raise ConfigError(f"--{name} must lie in {rng}, got {value!r}")
     return v
 
@@ -491,13 +494,14 @@ def _check_batch(x: torch.Tensor, loss: torch.Tensor, epoch: int, batch: int) ->
 
 
 def train(config: TrainConfig | dict | None = None, *,
-          callback: Callable[[StepInfo], None] | None = None, model: nn.Module | None = None,
-          dataset=None, **overrides) -> TrainResult:
+          callback: Callable[[StepInfo], None] | None = None, net: nn.Module | None = None,
+          data=None, **overrides) -> TrainResult:
     """Train per ``config`` (plus keyword ``overrides``); see the module docstring.
 
-    ``model`` / ``dataset`` replace the ones ``config`` names (the model is still SWAT-ified per
-    ``config.method``). Under ``torchrun`` (``WORLD_SIZE > 1``) the process group is set up here
-    (gloo) and torn down at the end.
+    ``net`` (an ``nn.Module``) / ``data`` (a :class:`sw.data.Dataset`) replace the model and
+    dataset ``config`` names (``net`` is still SWAT-ified per ``config.method``). Under
+    ``torchrun`` (``WORLD_SIZE > 1``) the process group is set up here (gloo) and torn down at
+    the end.
     """
     from . import models
     from .checkpoint import atomic_save, get_rng_state, load_checkpoint, set_rng_state
@@ -506,7 +510,7 @@ def train(config: TrainConfig | dict | None = None, *,
     cfg = _as_config(config, overrides).resolved()
     d = _init_distributed()
     try:
-        return _train(cfg, d, callback, model, dataset, models, load_dataset, atomic_save,
+        return _train(cfg, d, callback, net, data, models, load_dataset, atomic_save,
                       get_rng_state, load_checkpoint, set_rng_state)
     finally:
         if d.owned and dist.is_initialized():
@@ -536,9 +540,7 @@ def _train(cfg, d, callback, model, dataset, models, load_dataset, atomic_save, 
                                 weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
     model = apply_method(model, cfg, optimizer)
     steps_per_epoch = ds.num_batches("train", local_bs, d.world_size)
-    total = cfg.epochs * steps_per_epoch
-    if cfg.max_steps is not None:
-        total = min(total, cfg.max_steps)
+    total = cfg.epochs * steps_per_epoch  # the schedule's horizon; max_steps only stops early
     sched = torch.optim.lr_scheduler.LambdaLR(
         optimizer, LRSchedule(cfg.schedule, steps_per_epoch, total, cfg.milestones, cfg.gamma,
                               cfg.warmup_epochs))
@@ -724,7 +726,9 @@ def capture_step(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, 
                 p.grad = None
         inputs = inputs.detach().requires_grad_(False)
         loss = loss_fn(model(inputs), targets)
-        loss.backward()
+        with warnings.catch_warnings():  # the first layer's input needs no gradient
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            loss.backward()
         for name, m in model.named_modules():
             if name in records:
                 records[name]["grad_weight"] = m.weight.grad.detach().clone()

@@ -1,0 +1,210 @@
+"""Training loop, CLI validation, resume and capture_step (sw.train)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from sw import train as T
+from sw.checkpoint import load_checkpoint
+
+
+def _swat_available():
+    try:
+        import sw.layers  # noqa: F401
+        import sw.swatify  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_swat = pytest.mark.skipif(not _swat_available(), reason="sw.layers / sw.swatify missing")
+METHOD = "swat" if _swat_available() else "dense"
+
+
+def _state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+# ------------------------------------------------------------------ learning
+
+
+@needs_swat
+def test_digits_swat_u_90_learns():
+    calls = []
+    res = T.train(dataset="digits", method="swat", sparsity=0.9, epochs=3,
+                  callback=lambda info: calls.append((info.step, info.loss)))
+    assert res.final["test_acc"] > 0.8  # chance is 0.1
+    assert len(calls) == res.steps == 3 * 23 and calls[-1][0] == res.steps
+    layers = res.final["layers"]
+    first, *rest = layers  # SWAT-U: first layer dense, the others at 90 %
+    assert layers[first]["weight_sparsity"] == 0.0
+    for name in rest:
+        assert layers[name]["weight_sparsity"] == pytest.approx(0.9, abs=0.01)
+        assert layers[name]["activation_sparsity"] >= 0.85
+        assert layers[name]["weight_threshold"] > 0
+
+
+def test_digits_dense_learns():
+    res = T.train(dataset="digits", method="dense", epochs=2)
+    assert res.final["test_acc"] > 0.8
+    assert [r["epoch"] for r in res.history] == [1, 2]
+
+
+# ------------------------------------------------------------------ resume
+
+
+@pytest.mark.parametrize("cut", [23, 10])  # an epoch boundary, and the middle of epoch 1
+def test_resume_is_bit_identical(tmp_path, cut):
+    cfg = dict(dataset="digits", method=METHOD, sparsity=0.9, period=3, epochs=2,
+               plots=False, seed=7)
+    straight = T.train(cfg, out=str(tmp_path / "a"))
+    T.train(cfg, out=str(tmp_path / "b"), max_steps=cut)
+    ckpt = load_checkpoint(tmp_path / "b")
+    assert ckpt["step"] == cut and ckpt["data"] == {"seed": 7, "epoch": cut // 23,
+                                                    "batch": cut % 23}
+    resumed = T.train(cfg, out=str(tmp_path / "b"), resume="auto")
+    assert resumed.steps == straight.steps == 46
+    _assert_same(_state(straight.model), _state(resumed.model))
+    _assert_same(straight.optimizer.state_dict()["state"][0],
+                 resumed.optimizer.state_dict()["state"][0])
+    assert [r["test_acc"] for r in straight.history] == [r["test_acc"] for r in resumed.history]
+    assert straight.history[-1]["train_loss"] == resumed.history[-1]["train_loss"]
+
+
+def test_resume_rejects_a_different_run(tmp_path):
+    T.train(dataset="digits", method="dense", epochs=1, out=str(tmp_path), plots=False)
+    with pytest.raises(T.ConfigError, match=r"different seed \(0 vs 1\)"):
+        T.train(dataset="digits", method="dense", epochs=2, out=str(tmp_path), seed=1,
+                resume="auto")
+
+
+def test_outputs_metrics_plots_checkpoint(tmp_path):
+    res = T.train(dataset="digits", method=METHOD, epochs=2, out=str(tmp_path))
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"checkpoint.pt", "metrics.json", "metrics.csv", "accuracy.png", "loss.png"} <= names
+    if METHOD == "swat":
+        assert {"sparsity.png", "thresholds.png"} <= names
+    hist = json.loads((tmp_path / "metrics.json").read_text())
+    assert [r["epoch"] for r in hist] == [1, 2] and hist == json.loads(json.dumps(res.history))
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("epoch,step,lr,train_loss,train_acc")
+    ck = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert {"model", "optimizer", "scheduler", "rng", "data", "swat", "history"} <= set(ck)
+    assert set(ck["rng"][0]) == {"torch", "numpy", "python"}
+
+
+# ------------------------------------------------------------------ validation
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "resnet19"], "unknown model 'resnet19'"),
+    (["--dataset", "mnist"], "--dataset: unknown value 'mnist'"),
+    (["--method", "prune"], "--method: unknown value 'prune'"),
+    (["--distribution", "normal"], "--distribution: unknown value 'normal'"),
+    (["--topk-dims", "nc"], "--topk-dims: unknown value 'nc'"),
+    (["--sparsity", "1"], r"--sparsity must lie in \[0, 1\), got 1.0"),
+    (["--sparsity", "-0.1"], r"--sparsity must lie in \[0, 1\)"),
+    (["--sparsity", "nan"], "--sparsity must be finite"),
+    (["--sparsity", "ninety"], "--sparsity must be a number, got 'ninety'"),
+    (["--lr", "0"], r"--lr must lie in \(0, inf\]"),
+    (["--lr", "inf"], "--lr must be finite"),
+    (["--period", "0"], "--period must be >= 1"),
+    (["--period", "1.5"], "--period must be an integer"),
+    (["--epochs", "0"], "--epochs must be >= 1"),
+    (["--batch-size", "-4"], "--batch-size must be >= 1"),
+    (["--milestones", "5,2"], "--milestones must be increasing"),
+    (["--momentum", "1.2"], r"--momentum must lie in \[0, 1\)"),
+    (["--model", "resnet18"], "resnet18 takes 3-channel inputs but dataset digits has 1"),
+    (["--dataset", "cifar10", "--data-dir", "/nonexistent/cifar"],
+     "cifar10 not found in /nonexistent/cifar"),
+])
+def test_cli_rejects_bad_arguments(args, message, capsys, tmp_path):
+    assert T.main([*args, "--out", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("swat-train: error: ")
+    import re
+
+    assert re.search(message, err), err
+
+
+def test_config_api_validation():
+    with pytest.raises(T.ConfigError, match="unknown training option"):
+        T.train({"dataset": "digits", "sparsty": 0.9})
+    with pytest.raises(T.ConfigError, match="--resume without a path needs --out"):
+        T.TrainConfig(resume="auto").resolved()
+    c = T.TrainConfig(dataset="cifar10", model="wrn16_8").resolved()
+    assert (c.epochs, c.batch_size, c.lr, c.nesterov, c.gamma, c.milestones) == \
+        (200, 128, 0.1, True, 0.2, [60, 120, 160])  # paper Table 12
+    c = T.TrainConfig(dataset="cifar100", model="densenet121").resolved()
+    assert (c.epochs, c.batch_size, c.weight_decay, c.milestones) == (150, 64, 5e-4, [50, 100])
+
+
+def test_nan_inputs_and_divergence_are_named():
+    x = torch.zeros(2, 1, 8, 8)
+    x[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite values in the inputs of epoch 3 batch 4"):
+        T._check_batch(x, torch.tensor(float("nan")), 3, 4)
+    with pytest.raises(FloatingPointError, match="loss became inf at epoch 0 batch 1"):
+        T._check_batch(torch.zeros(1), torch.tensor(float("inf")), 0, 1)
+
+
+def test_lr_schedule():
+    s = T.LRSchedule("step", steps_per_epoch=10, total_steps=150, milestones=[5, 10], gamma=0.1)
+    assert [s(e * 10) for e in (0, 4, 5, 9, 10, 14)] == pytest.approx([1, 1, .1, .1, .01, .01])
+    w = T.LRSchedule("constant", 10, 100, [], 0.1, warmup_epochs=1)
+    assert w(0) == pytest.approx(0.1) and w(9) == 1.0 and w(50) == 1.0
+    c = T.LRSchedule("cosine", 10, 100, [], 0.1)
+    assert c(0) == 1.0 and c(50) == pytest.approx(0.5) and c(100) == pytest.approx(0.0)
+
+
+def test_module_entry_point(tmp_path):
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "sw.train", "--method", "dense", "--epochs", "1",
+                        "--max-steps", "5", "--no-plots", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "final: epoch 1 step 5" in r.stdout
+    assert (out / "checkpoint.pt").is_file() and (out / "metrics.csv").is_file()
+
+
+# ------------------------------------------------------------------ one step's tensors
+
+
+@needs_swat
+def test_capture_step_returns_the_three_passes():
+    from sw import models
+    from sw.data import load_digits
+    from sw.swatify import swatify
+
+    torch.manual_seed(0)
+    model = swatify(models.build("digits_cnn", 10), 0.9)
+    ds = load_digits()
+    x, y = next(ds.batches("train", 32))
+    rec = T.capture_step(model, x, y)
+    names = [n for n in rec if n != "__loss__"]
+    assert names == ["features.0", "features.3", "features.7", "classifier"]
+    for n in names:
+        r = rec[n]
+        assert r["grad_output"].shape == r["output"].shape
+        assert r["grad_weight"].shape == r["weight"].shape
+    assert rec["features.0"]["grad_input"] is None  # inputs need no gradient
+    r = rec["features.3"]
+    assert r["grad_input"].shape == r["input"].shape
+    assert float(r["weight_mask"].float().mean()) == pytest.approx(0.1, abs=0.01)
+    assert int((r["sparse_input"] != 0).sum()) <= r["input"].numel() * 0.1 + 1
+    # the dense output gradient and the sparse operands reproduce the layer's weight gradient
+    gw = torch.nn.grad.conv2d_weight(r["sparse_input"], r["weight"].shape, r["grad_output"],
+                                     padding=1)
+    assert torch.allclose(gw, r["grad_weight"], atol=1e-5)
+    gi = torch.nn.grad.conv2d_input(r["input"].shape, r["sparse_weight"], r["grad_output"],
+                                    padding=1)
+    assert torch.allclose(gi, r["grad_input"], atol=1e-5)
