@@ -16,8 +16,9 @@ within a Top-K period (paper Appendix A.6) only pass 2 runs (:attr:`Mode.HELD`, 
 :attr:`Mode.GIVEN` with a per-layer pair kept by the host).
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
 from amaranth.lib import data, enum, memory, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
@@ -86,6 +87,28 @@ def estimate_cycles(rows, cols, lanes, *, mode=Mode.FULL, nnz=None):
     return total
 
 
+def chain(m, row0, col0, rows, prefix, lanes):
+    """``(row, col, ends, next)`` of every lane of a beat whose lane 0 sits at ``(row0, col0)``
+    of a matrix with ``rows`` rows streamed column by column (a beat crosses several columns
+    when ``rows < lanes``); ``ends[j]`` marks the last row of a column, ``next`` is the position
+    after the beat."""
+    r_i, c_i, end_i = [], [], []
+    r, c = row0, col0
+    for j in range(lanes):
+        rj = Signal(16, name=f"{prefix}_row{j}")
+        cj = Signal(17, name=f"{prefix}_col{j}")
+        ej = Signal(name=f"{prefix}_end{j}")
+        m.d.comb += [rj.eq(r), cj.eq(c), ej.eq(rj == rows - 1)]
+        r_i.append(rj)
+        c_i.append(cj)
+        end_i.append(ej)
+        r = Mux(ej, 0, rj + 1)
+        c = cj + ej
+    next_row, next_col = Signal(16, name=f"{prefix}_next_row"), Signal(17, name=f"{prefix}_next_col")
+    m.d.comb += [next_row.eq(r), next_col.eq(c)]
+    return r_i, c_i, end_i, (next_row, next_col)
+
+
 class ThresholdSelect(wiring.Component):
     """Top-K threshold select + CSC compressor of an int8 matrix ``S[K, N]`` streamed by columns.
 
@@ -141,13 +164,16 @@ class ThresholdSelect(wiring.Component):
     a cycle). See :func:`estimate_cycles`.
     """
 
-    def __init__(self, *, lanes=8, depth=1 << 16):
+    def __init__(self, *, lanes=8, depth=1 << 16, fifo_depth=16):
         if not isinstance(lanes, int) or lanes < 1:
             raise ValueError(f"lanes must be a positive int, got {lanes!r}")
         if not isinstance(depth, int) or depth < 5:
             raise ValueError(f"depth must be an int >= 5, got {depth!r}")
+        if not isinstance(fifo_depth, int) or fifo_depth < 2:
+            raise ValueError(f"fifo_depth must be an int >= 2, got {fifo_depth!r}")
         self.lanes = lanes
         self.depth = depth
+        self.fifo_depth = fifo_depth
         self.addr_width = max(1, ceil_log2(depth))
         self.in_layout = data.StructLayout({
             "data": data.ArrayLayout(signed(8), lanes),
@@ -242,34 +268,58 @@ class ThresholdSelect(wiring.Component):
         nnz = Signal(33)
         m.d.comb += [self.nnz.eq(nnz), self.s_len.eq(nnz + cols + 4)]
 
-        # pending writes of the last accepted beat: per lane an entry and a column pointer
-        pe_v = Signal(L)
-        pp_v = Signal(L)
-        pe_addr = [Signal(self.addr_width, name=f"pe_addr{j}") for j in range(L)]
-        pe_data = [Signal(32, name=f"pe_data{j}") for j in range(L)]
-        pp_addr = [Signal(self.addr_width, name=f"pp_addr{j}") for j in range(L)]
-        pp_data = [Signal(32, name=f"pp_data{j}") for j in range(L)]
+        # Records of accepted beats that carry at least one write go through a FIFO to the
+        # serializer, which emits one write a cycle: entries and column pointers in stream order.
+        # A record holds the lane values, which lanes emit an entry, which lanes end a column,
+        # and the (row, col) of lane 0; the serializer recomputes rows/cols per lane, and since
+        # entries leave in stream order the entry address and pointer value come from a counter.
+        rec_layout = data.StructLayout({
+            "x": data.ArrayLayout(unsigned(8), L),
+            "emit": unsigned(L),
+            "ends": unsigned(L),
+            "row": unsigned(16),
+            "col": unsigned(17),
+        })
+        fifo_flush = Signal()
+        m.submodules.rec_fifo = rec_fifo = ResetInserter(fifo_flush)(
+            SyncFIFOBuffered(width=rec_layout.size, depth=self.fifo_depth))
+        rec_in = data.View(rec_layout, rec_fifo.w_data)
+        cur = Signal(rec_layout)  # record being serialized
+        cur_e = Signal(L)  # entries still to write
+        cur_p = Signal(L)  # pointers still to write
+        ent_count = Signal(33)  # entries written so far (stream order)
         req = Signal(2 * L)
-        m.d.comb += req.eq(Cat(*[Cat(pe_v[j], pp_v[j]) for j in range(L)]))
+        m.d.comb += req.eq(Cat(*[Cat(cur_e[j], cur_p[j]) for j in range(L)]))
         grant = Signal(2 * L)
         m.d.comb += grant.eq(req & (~req + 1))  # lowest set bit first = stream order
+        s_rows, s_cols, _, _ = chain(m, cur.row, cur.col, rows, "s", L)
         ser_addr = Signal(self.addr_width)
         ser_data = Signal(32)
-        m.d.comb += [
-            ser_addr.eq(0), ser_data.eq(0),
-        ]
+        ser_is_ent = Signal()
+        m.d.comb += ser_is_ent.eq(Cat(*[grant[2 * j] for j in range(L)]) != 0)
         for j in range(L):
             with m.If(grant[2 * j]):
-                m.d.comb += [ser_addr.eq(pe_addr[j]), ser_data.eq(pe_data[j])]
+                m.d.comb += [ser_addr.eq(cols + 4 + ent_count),
+                             ser_data.eq(Cat(s_rows[j], cur.x[j], Const(0, 8)))]
             with m.If(grant[2 * j + 1]):
-                m.d.comb += [ser_addr.eq(pp_addr[j]), ser_data.eq(pp_data[j])]
+                m.d.comb += [ser_addr.eq(s_cols[j] + 4), ser_data.eq(ent_count)]
         ser_take = Signal()
-        # after this cycle nothing is left pending
+        # after this cycle nothing of the current record is left: load the next one
         ser_free = Signal()
         m.d.comb += ser_free.eq((req & ~Mux(ser_take, grant, 0)) == 0)
-        with m.If(ser_take):
-            m.d.sync += [pe_v.eq(pe_v & ~Cat(*[grant[2 * j] for j in range(L)])),
-                         pp_v.eq(pp_v & ~Cat(*[grant[2 * j + 1] for j in range(L)]))]
+        m.d.comb += rec_fifo.r_en.eq(ser_free)
+        with m.If(ser_take & ser_is_ent):
+            m.d.sync += ent_count.eq(ent_count + 1)
+        with m.If(ser_free & rec_fifo.r_rdy):
+            rec_out = data.View(rec_layout, rec_fifo.r_data)
+            m.d.sync += [cur.eq(rec_out), cur_e.eq(rec_out.emit), cur_p.eq(rec_out.ends)]
+        with m.Elif(ser_take):
+            m.d.sync += [cur_e.eq(cur_e & ~Cat(*[grant[2 * j] for j in range(L)])),
+                         cur_p.eq(cur_p & ~Cat(*[grant[2 * j + 1] for j in range(L)]))]
+        with m.If(fifo_flush):
+            m.d.sync += [cur_e.eq(0), cur_p.eq(0)]
+        ser_empty = Signal()
+        m.d.comb += ser_empty.eq((req == 0) & (rec_fifo.level == 0))
 
         # header writes
         hdr_idx = Signal(2)
@@ -312,29 +362,9 @@ class ThresholdSelect(wiring.Component):
         m.d.comb += emit.eq(Cat(*[(gt[j] | keep_eq[j]) & (self.i.payload.data[j] != 0)
                                   for j in range(L)]))
         ties_used = sum((keep_eq[j] for j in range(L)), Const(0, 8))
-        r_i, c_i, end_i = [], [], []
-        r, c = row, col
-        for j in range(L):
-            rj = Signal(16, name=f"r{j}")
-            cj = Signal(17, name=f"c{j}")
-            ej = Signal(name=f"end{j}")
-            m.d.comb += [rj.eq(r), cj.eq(c), ej.eq(rj == rows - 1)]
-            r_i.append(rj)
-            c_i.append(cj)
-            end_i.append(ej)
-            r = Mux(ej, 0, rj + 1)
-            c = cj + ej
-        next_row, next_col = Signal(16), Signal(17)
-        m.d.comb += [next_row.eq(r), next_col.eq(c)]
-        prefix = nnz
-        e_excl = []
-        e_incl = []
-        for j in range(L):
-            e_excl.append(prefix)
-            prefix = prefix + emit[j]
-            e_incl.append(prefix)
+        r_i, c_i, end_i, (next_row, next_col) = chain(m, row, col, rows, "i", L)
         nnz_next = Signal(33)
-        m.d.comb += nnz_next.eq(prefix)
+        m.d.comb += nnz_next.eq(nnz + sum((emit[j] for j in range(L)), Const(0, 8)))
         overflow = Signal()
         m.d.comb += overflow.eq(nnz_next + cols + 4 > self.depth)
 
@@ -346,6 +376,7 @@ class ThresholdSelect(wiring.Component):
 
         def fail(code):
             m.d.sync += err.eq(code)
+            m.d.comb += fifo_flush.eq(1)
             m.next = "ERROR"
 
         def fail_length():
@@ -359,8 +390,8 @@ class ThresholdSelect(wiring.Component):
                 m.d.sync += [
                     mode.eq(self.mode), keep.eq(self.keep), rows.eq(self.rows),
                     cols.eq(self.cols), err.eq(ErrorCode.NONE), cycles.eq(0),
-                    pe_v.eq(0), pp_v.eq(0),
                 ]
+                m.d.comb += fifo_flush.eq(1)
                 m.next = "SETUP"
 
         n_comb = Signal(32)
@@ -439,38 +470,36 @@ class ThresholdSelect(wiring.Component):
                     m.next = "DONE"
 
             with m.State("P2_INIT"):
-                m.d.sync += [remaining.eq(n), row.eq(0), col.eq(0), nnz.eq(0),
+                m.d.sync += [remaining.eq(n), row.eq(0), col.eq(0), nnz.eq(0), ent_count.eq(0),
                              t_cur.eq(held_t), ties_left.eq(held_ties)]
                 m.next = "PASS2"
 
             with m.State("PASS2"):
-                m.d.comb += self.i.ready.eq(ser_free)
-                with m.If(self.i.valid & ser_free):
+                m.d.comb += self.i.ready.eq(rec_fifo.w_rdy)
+                with m.If(self.i.valid & rec_fifo.w_rdy):
                     with m.If(~last_ok):
                         fail_length()
                     with m.Elif(overflow):
                         fail(ErrorCode.OVERFLOW)
                     with m.Else():
+                        ends = Cat(*[end_i[j] & lane_valid[j] for j in range(L)])
                         m.d.sync += [
                             remaining.eq(remaining - L),
                             row.eq(next_row), col.eq(next_col), nnz.eq(nnz_next),
                             ties_left.eq(ties_left - ties_used),
-                            pe_v.eq(emit),
-                            pp_v.eq(Cat(*[end_i[j] & lane_valid[j] for j in range(L)])),
                         ]
-                        for j in range(L):
-                            x = self.i.payload.data[j]
-                            m.d.sync += [
-                                pe_addr[j].eq(cols + 4 + e_excl[j]),
-                                pe_data[j].eq(Cat(r_i[j], x.as_unsigned(), Const(0, 8))),
-                                pp_addr[j].eq(c_i[j] + 4),
-                                pp_data[j].eq(e_incl[j]),
-                            ]
+                        m.d.comb += [
+                            rec_fifo.w_en.eq((emit | ends) != 0),
+                            rec_in.emit.eq(emit), rec_in.ends.eq(ends),
+                            rec_in.row.eq(row), rec_in.col.eq(col),
+                        ]
+                        m.d.comb += [rec_in.x[j].eq(self.i.payload.data[j].as_unsigned())
+                                     for j in range(L)]
                         with m.If(final_beat):
                             m.next = "P2_FLUSH"
 
             with m.State("P2_FLUSH"):
-                with m.If(req == 0):
+                with m.If(ser_empty):
                     m.d.sync += hdr_idx.eq(0)
                     m.next = "HEADER"
 
@@ -494,7 +523,7 @@ class ThresholdSelect(wiring.Component):
             m.d.sync += cycles.eq(cycles + 1)
         m.d.comb += [
             self.busy.eq(~idle),
-            self.done.eq(fsm.ongoing("DONE") | (fsm.ongoing("ERROR") & (req == 0))),
+            self.done.eq(fsm.ongoing("DONE") | fsm.ongoing("ERROR")),
         ]
 
         # ---------------------------------------------------------------- RAM port muxing

@@ -184,8 +184,8 @@ def _keep(spec, n, rng):
     return min(spec, n)
 
 
-def make_bench(lanes, in_stall, out_stall, seed, log):
-    dut = ThresholdSelect(lanes=lanes, depth=512)
+def make_bench(lanes, in_stall, out_stall, seed, log, fifo_depth=16):
+    dut = ThresholdSelect(lanes=lanes, depth=512, fifo_depth=fifo_depth)
     tb = TB(dut, in_stall=in_stall, out_stall=out_stall, seed=seed)
     rng = np.random.default_rng(seed)
 
@@ -226,7 +226,9 @@ def make_bench(lanes, in_stall, out_stall, seed, log):
 def test_scenarios(lanes, stalls):
     log = []
     stall = 0.3 if stalls else 0.0
-    dut, bench = make_bench(lanes, stall, stall, seed=lanes * 10 + stalls, log=log)
+    # with stalls the record FIFO is minimal so that it fills up and backpressures the input
+    dut, bench = make_bench(lanes, stall, stall, seed=lanes * 10 + stalls, log=log,
+                            fifo_depth=2 if stalls else 16)
     run_sim(dut, bench)
     assert len(log) == 2 * len(SCENARIOS)
 
