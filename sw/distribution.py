@@ -26,9 +26,10 @@ density is used for a layer's weights and its input activations (paper §3.3.2).
     does); ``layer_densities(..., "momentum", optimizer=...)`` is one such step without
     applying it.
 
-``keep_dense`` names layers forced to density 1.0; for ``"erk"`` / ``"momentum"`` they are
-taken out of the budget like a saturated layer (the others stay at ``(1 - sparsity)`` overall
-over the remaining layers).
+``keep_dense`` names layers forced to density 1.0. For ``"erk"`` they stay in the budget like a
+saturated layer (as in RigL: their extra kept weights are paid for by the others, so the total
+is still ``(1 - sparsity)`` of all layers). For ``"momentum"`` they are fixed at 1.0 and the
+redistribution preserves the kept total of the other layers.
 """
 
 from __future__ import annotations
