@@ -59,7 +59,10 @@ def layer_angles(layer: nn.Module, x: torch.Tensor, density: float | None = None
             raise ValueError("density is needed for a layer that is not a SWAT layer")
     dims = getattr(layer, "_eff_dims", "nchw")
     w = layer.weight.detach()
-    ws = topk_channels(w, density) if getattr(layer, "structured", False) else topk(w, density, dims)
+    if getattr(layer, "structured", False):
+        ws = topk_channels(w, density)
+    else:
+        ws = topk(w, density, dims)
     if isinstance(layer, nn.Linear) and x.ndim > 2:
         x = x.reshape(-1, x.shape[-1])
     return {"weight": angle(w, ws), "activation": sparsification_angle(x, density, dims)}
@@ -71,7 +74,8 @@ def model_angles(model: nn.Module, *inputs, density: float | None = None) -> dic
     found: dict = {}
     handles = []
     for name, m in model.named_modules():
-        if isinstance(m, SwatLayer) or (density is not None and isinstance(m, (nn.Conv2d, nn.Linear))):
+        plain = density is not None and isinstance(m, (nn.Conv2d, nn.Linear))
+        if isinstance(m, SwatLayer) or plain:
             if isinstance(m, SwatLayer) and density is None and m.density >= 1.0:
                 continue
 

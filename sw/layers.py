@@ -489,7 +489,8 @@ class SwatConv2d(SwatLayer, nn.Conv2d):
         return nn.Conv2d.forward(self, x)
 
     def _call(self, x, w, b):
-        return F.conv2d(self._pad(x), w, b, self.stride, self._fn_padding, self.dilation, self.groups)
+        x = self._pad(x)
+        return F.conv2d(x, w, b, self.stride, self._fn_padding, self.dilation, self.groups)
 
     def _swat_apply(self, x, cfg):
         return SwatFunction.apply(self._pad(x), self.weight, self.bias, cfg)

@@ -148,7 +148,9 @@ def measure(model: nn.Module, *inputs, backward: bool = True, loss_fn=None) -> M
     return rep
 
 
-def activation_saving(dense: MemoryReport, sparse: MemoryReport, *, relu_mask: bool = True) -> float:
+def activation_saving(
+    dense: MemoryReport, sparse: MemoryReport, *, relu_mask: bool = True
+) -> float:
     """Fraction of saved-activation bytes SWAT removes: ``1 - sparse / dense``.
 
     ``relu_mask=True`` compares ``activation_bytes_relu_mask`` (see the module docstring),

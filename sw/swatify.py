@@ -58,9 +58,10 @@ def swatify(
     check_method(method)
     if not isinstance(model, nn.Module):
         raise ValueError(f"swatify needs an nn.Module, got {type(model).__name__}")
-    if distribution == "momentum" and optimizer is None:
-        # SWAT-M starts from the same density everywhere (first layer in the budget); the
-        # training loop then calls sw.distribution.redistribute(model, optimizer).
+    if distribution == "momentum" and (optimizer is None or not optimizer.state):
+        # SWAT-M starts from the same density everywhere (first layer in the budget; an optimizer
+        # without state has no momentum yet); the training loop then calls
+        # sw.distribution.redistribute(model, optimizer) periodically.
         dens = {n: 1.0 - float(sparsity) for n in prunable_layers(model)}
         dens.update({n: 1.0 for n in keep_dense})
     else:

@@ -116,7 +116,8 @@ def _select_rows(a: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """
     g, n = a.shape
     if k <= 0:
-        return torch.zeros_like(a, dtype=torch.bool), torch.full((g,), math.inf, dtype=torch.float64)
+        none = torch.zeros_like(a, dtype=torch.bool)
+        return none, torch.full((g,), math.inf, dtype=torch.float64)
     if k >= n:
         t = a.min(dim=1).values if n else torch.zeros(g, dtype=a.dtype)
         return torch.ones_like(a, dtype=torch.bool), t
@@ -197,7 +198,9 @@ def channel_l1(w: torch.Tensor) -> torch.Tensor:
     A 2-D weight ``[F, C]`` (linear layer) has 1x1 slices: the norms are ``|w|``.
     """
     if w.ndim < 2:
-        raise ValueError(f"structured Top-K needs a weight of >= 2 dimensions, got {tuple(w.shape)}")
+        raise ValueError(
+            f"structured Top-K needs a weight of >= 2 dimensions, got {tuple(w.shape)}"
+        )
     a = _magnitude(w)
     if w.ndim == 2:
         return a

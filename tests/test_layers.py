@@ -13,10 +13,10 @@ from sw.topk import kept_count, topk_channels, topk_mask
 
 def ref_topk(x, d):
     """Reference Top-K by a stable full sort (independent of sw.topk's selection code)."""
-    flat = x.detach().reshape(-1)
-    k = kept_count(flat.numel(), d)
-    order = sorted(range(flat.numel()), key=lambda i: (-abs(flat[i].item()), i))
-    m = torch.zeros(flat.numel(), dtype=torch.bool)
+    flat = x.detach().reshape(-1).tolist()
+    k = kept_count(len(flat), d)
+    order = sorted(range(len(flat)), key=lambda i: (-abs(flat[i]), i))
+    m = torch.zeros(len(flat), dtype=torch.bool)
     m[order[:k]] = True
     return torch.where(m.reshape(x.shape), x.detach(), torch.zeros(()))
 
@@ -157,8 +157,8 @@ def test_gradcheck_input_float64():
     layer = SwatConv2d(2, 3, 3, padding=1, sparsity=0.6, dtype=torch.float64)
     layer.weight.requires_grad_(False)
     layer.bias.requires_grad_(False)
-    x = torch.randn(2, 2, 4, 4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(layer, (x,))
+    x = torch.randn(1, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(layer, (x,), fast_mode=True)
 
 
 def test_gradcheck_full_at_density_one_float64():
