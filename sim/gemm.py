@@ -1,0 +1,345 @@
+"""``sim.run_gemm``: one sparse GEMM ``C = D @ S`` on the Verilator model of the core.
+
+>>> import numpy as np, sim
+>>> d = np.random.randint(-128, 128, (16, 64), dtype=np.int8)
+>>> s = np.random.randint(-128, 128, (64, 24), dtype=np.int8)
+>>> s[np.random.rand(*s.shape) < 0.9] = 0
+>>> r = sim.run_gemm(d, s)                        # builds (or reuses) the 8x8 model
+>>> bool((r.c == d.astype(np.int64) @ s.astype(np.int64)).all())
+True
+
+The model is built on first use (``sim.verilate``, cached under ``build/sim``), so nothing but
+``pip install -e .`` is needed. :func:`run_gemms` runs many GEMMs in *one* simulator process
+(starting the simulator costs ~1-2 s): the operands go to the cocotb bench
+(``sim/tb/cocotb_gemm.py``) in an ``.npz`` file named by environment variables, and the results
+come back the same way.
+
+Host-side tiling
+----------------
+The core's buffers hold ``d_depth`` D words (``ceil(M/rows)·K`` are needed), ``s_depth``
+compressed-S words (``4 + N + nnz``) and ``c_depth`` C words (``ceil(M/rows)·N``). Larger GEMMs
+are split on the host: ``K`` into blocks of at most ``min(d_depth, s_depth - 5)`` rows, the
+columns of each K block into groups whose compressed blob and C words fit, and ``M`` into row
+blocks (multiples of ``rows``) that fit the D and C buffers. Each block is one core operation;
+partial sums of K blocks are added on the host. ``cycles`` and the busy/stall/idle counters are
+the sums over the operations (the cost of reloading buffers between operations is not counted:
+the core's counter runs from ``start`` to ``done``). ``runs`` says how many operations it took.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import verilate
+from .bench import REWRITE_ENV, SimulationError, run_bench
+from .tb.driver import pack_d, unpack_c
+
+__all__ = ["GemmResult", "BatchStats", "SimulationError", "run_gemm", "run_gemms", "run_raw",
+           "plan", "LAST_BATCH"]
+
+
+@dataclass
+class GemmResult:
+    """Result of one GEMM on the RTL model."""
+
+    c: np.ndarray  # int32 [M, N]
+    cycles: int  # core clock cycles, start to done, summed over the operations
+    macs: int  # effectual MACs: M * nnz(S)
+    busy_cycles: int = 0  # sum over PE columns of cycles issuing an effectual entry
+    stall_cycles: int = 0  # ... with work but not issuing
+    idle_cycles: int = 0  # ... with no work left
+    runs: int = 1  # core operations (more than one when tiled)
+    rows: int = 8
+    cols: int = 8
+    shape: tuple = ()  # (M, K, N)
+    nnz: int = 0
+    error_code: int = 0
+
+    @property
+    def pes(self) -> int:
+        return self.rows * self.cols
+
+    @property
+    def ideal_cycles(self) -> float:
+        """``macs / PEs``: the compute bound."""
+        return self.macs / self.pes
+
+    @property
+    def utilization(self) -> float:
+        """``macs / (PEs · cycles)``."""
+        return self.macs / (self.pes * self.cycles) if self.cycles else 0.0
+
+    @property
+    def density(self) -> float:
+        k, n = self.shape[1], self.shape[2]
+        return self.nnz / (k * n) if k * n else 0.0
+
+
+@dataclass
+class BatchStats:
+    """Timing of one simulator invocation."""
+
+    jobs: int = 0
+    runs: int = 0
+    cycles: int = 0
+    wall: float = 0.0  # whole call, incl. simulator start
+    bench: float = 0.0  # inside the cocotb bench
+    io: float = 0.0  # of which buffer preload / readback
+    preload: list = field(default_factory=list)
+
+    @property
+    def cycles_per_second(self) -> float:
+        """Simulated core cycles per second of simulation (bench time minus buffer I/O)."""
+        t = self.bench - self.io
+        return self.cycles / t if t > 0 else float("nan")
+
+
+LAST_BATCH = BatchStats()
+
+
+# --------------------------------------------------------------------------------------------
+# planning
+
+
+def _limits(model) -> dict:
+    a = model.attrs
+    return {"rows": a["rows"], "cols": a.get("cols", 1), "d": a["d_depth"], "s": a["s_depth"],
+            "c": a["c_depth"], "s_len_max": (1 << model.ports.get("s_len", 32)) - 1}
+
+
+def plan(m: int, k: int, n: int, col_nnz_fn, lim: dict) -> list[tuple[slice, slice, slice]]:
+    """Blocks ``(mb, kb, nb)`` that each fit the core's buffers (see the module docstring)."""
+    rows = lim["rows"]
+    s_cap = min(lim["s"], lim["s_len_max"])
+    kmax = max(1, min(k, lim["d"], s_cap - 5, 0xFFFF))
+    blocks = []
+    for k0 in range(0, k, kmax):
+        kb = slice(k0, min(k, k0 + kmax))
+        klen = kb.stop - kb.start
+        col_nnz = col_nnz_fn(kb)
+        groups = []
+        n0, used, cnt = 0, 0, 0
+        for j in range(n):
+            need = int(col_nnz[j]) + 1
+            if cnt and (4 + used + need > s_cap or cnt + 1 > lim["c"] or cnt + 1 > 0xFFFF):
+                groups.append(slice(n0, j))
+                n0, used, cnt = j, 0, 0
+            used += need
+            cnt += 1
+        groups.append(slice(n0, n))
+        for nb in groups:
+            ncols = nb.stop - nb.start
+            mt = max(1, min(lim["d"] // klen, lim["c"] // ncols, 0xFFFF // rows))
+            mrows = mt * rows
+            for m0 in range(0, m, mrows):
+                blocks.append((slice(m0, min(m, m0 + mrows)), kb, nb))
+    return blocks
+
+
+def _encode(s_block: np.ndarray) -> np.ndarray:
+    from sw.compress import encode
+
+    return np.frombuffer(encode(np.ascontiguousarray(s_block)), dtype="<u4").copy()
+
+
+# --------------------------------------------------------------------------------------------
+# the simulator invocation
+
+
+def simulate(model, runs: np.ndarray, d_blobs: dict, s_blobs: dict, *, mode: str = "auto",
+             module: str = "sim.tb.cocotb_gemm", extra_env: dict | None = None,
+             keep: bool = False):
+    """Run ``runs`` (``[R, 7]``: m, k, n, d_id, s_id, s_len, read_c) in one simulator process.
+
+    Returns ``(stats [R, 6], {run: C words}, info dict)``.
+    """
+    root = verilate.build_root() / "runs"
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="gemm-", dir=root))
+    try:
+        jobs = tmp / "jobs.npz"
+        out = tmp / "out.npz"
+        arrays = {"runs": np.asarray(runs, dtype=np.int64).reshape(-1, 7)}
+        arrays.update({f"d_{i}": v for i, v in d_blobs.items()})
+        arrays.update({f"s_{i}": v for i, v in s_blobs.items()})
+        np.savez(jobs, **arrays)
+        env = {"SWAT_TB_JOBS": str(jobs), "SWAT_TB_OUT": str(out), "SWAT_TB_MODE": mode}
+        env.update(extra_env or {})
+        res = run_bench(model, module, env, workdir=tmp)
+        if res.failed or not out.exists():
+            raise SimulationError(
+                f"the GEMM bench failed:\n{res.summary()}\nlog tail:\n{res.log[-4000:]}")
+        with np.load(out) as data:
+            stats = data["stats"]
+            cs = {int(key[2:]): data[key] for key in data.files if key.startswith("c_")}
+            info = {"bench": float(data["wall"]), "io": float(data["io"]),
+                    "preload": data["preload"].tolist()}
+        return stats, cs, info
+    finally:
+        if not keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _model(rows, cols, model):
+    if model is not None:
+        return model
+    return verilate.core_model(rows, cols)
+
+
+def run_gemms(jobs, *, rows: int = 8, cols: int = 8, model=None, mode: str = "auto",
+              check: bool = True) -> list[GemmResult]:
+    """Run many GEMMs ``[(d, s), ...]`` in one simulator invocation; one :class:`GemmResult` each.
+
+    ``check`` raises :class:`SimulationError` when the core reports an error code.
+    """
+    global LAST_BATCH
+    t0 = time.monotonic()
+    model = _model(rows, cols, model)
+    lim = _limits(model)
+    rows, cols = lim["rows"], lim["cols"]
+    runs, d_blobs, s_blobs, owners = [], {}, {}, []
+    metas = []
+    for j, (d, s) in enumerate(jobs):
+        d = np.asarray(d)
+        s = np.asarray(s)
+        if d.dtype != np.int8 or s.dtype != np.int8:
+            raise TypeError(f"job {j}: D and S must be int8 arrays, got {d.dtype}, {s.dtype}")
+        if d.ndim != 2 or s.ndim != 2 or d.shape[1] != s.shape[0]:
+            raise ValueError(f"job {j}: shapes {d.shape} @ {s.shape} do not chain")
+        m, k = d.shape
+        n = s.shape[1]
+        nz = s != 0
+        nnz = int(nz.sum())
+        metas.append((m, k, n, nnz))
+        if m == 0 or n == 0:
+            continue
+        if k == 0:  # nothing to compute; C is zero and no core operation is needed
+            continue
+        blocks = plan(m, k, n, lambda kb, nz=nz: nz[kb].sum(axis=0), lim)
+        # order: reuse whichever buffer costs more to rewrite
+        d_cache, s_cache = {}, {}
+        for mb, kb, nb in blocks:
+            dkey = (mb.start, kb.start)
+            skey = (kb.start, nb.start)
+            if dkey not in d_cache:
+                d_cache[dkey] = len(d_blobs)
+                d_blobs[len(d_blobs)] = pack_d(d[mb, kb], rows)
+            if skey not in s_cache:
+                s_cache[skey] = len(s_blobs)
+                s_blobs[len(s_blobs)] = _encode(s[kb, nb])
+            sid = s_cache[skey]
+            runs.append([mb.stop - mb.start, kb.stop - kb.start, nb.stop - nb.start,
+                         d_cache[dkey], sid, len(s_blobs[sid]), 1])
+            owners.append((j, mb, nb))
+    # group runs by D block to avoid rewriting D for every column group
+    order = sorted(range(len(runs)), key=lambda r: (owners[r][0], runs[r][3], runs[r][4]))
+    runs = [runs[r] for r in order]
+    owners = [owners[r] for r in order]
+    results = [
+        GemmResult(c=np.zeros((m, n), dtype=np.int64), cycles=0, macs=m * nnz, runs=0,
+                   rows=rows, cols=cols, shape=(m, k, n), nnz=nnz)
+        for (m, k, n, nnz) in metas
+    ]
+    info = {"bench": 0.0, "io": 0.0, "preload": []}
+    if runs:
+        stats, cs, info = simulate(model, np.array(runs), d_blobs, s_blobs, mode=mode)
+        for r, (j, mb, nb) in enumerate(owners):
+            res = results[j]
+            cyc, busy, stall, idle, err, code = (int(x) for x in stats[r])
+            if err:
+                res.error_code = code
+                if check:
+                    raise SimulationError(
+                        f"job {j}: the core reported error code {code} on block "
+                        f"M[{mb.start}:{mb.stop}] N[{nb.start}:{nb.stop}] (shape {res.shape})"
+                    )
+                continue
+            res.cycles += cyc
+            res.busy_cycles += busy
+            res.stall_cycles += stall
+            res.idle_cycles += idle
+            res.runs += 1
+            words = cs[r]
+            res.c[mb, nb] += unpack_c(words, mb.stop - mb.start, nb.stop - nb.start, rows)
+    for res in results:
+        res.c = res.c.astype(np.int32)
+    LAST_BATCH = BatchStats(
+        jobs=len(results), runs=len(runs), cycles=sum(r.cycles for r in results),
+        wall=time.monotonic() - t0, bench=info["bench"], io=info["io"],
+        preload=info["preload"],
+    )
+    return results
+
+
+def run_gemm(d, s, *, rows: int = 8, cols: int = 8, model=None, mode: str = "auto") -> GemmResult:
+    """``C = D @ S`` on the RTL core (``CONTRACT.md``): ``D [M, K]`` and ``S [K, N]`` int8."""
+    return run_gemms([(d, s)], rows=rows, cols=cols, model=model, mode=mode)[0]
+
+
+def run_raw(model, items, *, mode: str = "auto", extra_env=None):
+    """Low-level: run hand-made buffer contents (e.g. malformed S streams).
+
+    ``items``: dicts with ``d`` (D buffer words ``[w, rows]`` int8, or a D matrix via
+    ``pack_d``), ``s`` (uint32 words), ``m``, ``k``, ``n``, optional ``s_len`` and ``read_c``.
+    Returns a list of ``(stats dict, C words or None)``.
+    """
+    runs, d_blobs, s_blobs = [], {}, {}
+    for i, it in enumerate(items):
+        d_blobs[i] = np.asarray(it["d"], dtype=np.int8)
+        s_blobs[i] = np.asarray(it["s"], dtype=np.uint32)
+        runs.append([it["m"], it["k"], it["n"], i, i,
+                     it.get("s_len", len(s_blobs[i])), int(it.get("read_c", 1))])
+    stats, cs, _ = simulate(model, np.array(runs), d_blobs, s_blobs, mode=mode,
+                            extra_env=extra_env)
+    keys = ("cycles", "busy", "stall", "idle", "error", "code")
+    return [({k: int(v) for k, v in zip(keys, stats[r], strict=True)}, cs.get(r))
+            for r in range(len(runs))]
+
+
+def main(argv=None) -> int:
+    """``python -m sim.gemm [--array RxC] [M K N density]``: one random GEMM, with timing."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m sim.gemm")
+    ap.add_argument("shape", nargs="*", type=float, default=[64, 576, 64, 0.1])
+    ap.add_argument("--array", type=verilate.parse_array, default=(8, 8))
+    ap.add_argument("--mode", default="auto", choices=["auto", "preload", "ports"])
+    ap.add_argument("--repeat", type=int, default=1)
+    args = ap.parse_args(argv)
+    m, k, n = (int(x) for x in args.shape[:3])
+    density = args.shape[3] if len(args.shape) > 3 else 0.1
+    rng = np.random.default_rng(0)
+    jobs = []
+    for _ in range(args.repeat):
+        d = rng.integers(-127, 128, (m, k), dtype=np.int8)
+        s = rng.integers(-127, 128, (k, n), dtype=np.int8)
+        s[rng.random((k, n)) >= density] = 0
+        jobs.append((d, s))
+    res = run_gemms(jobs, rows=args.array[0], cols=args.array[1], mode=args.mode)
+    ok = all((r.c == d.astype(np.int64) @ s.astype(np.int64)).all()
+             for r, (d, s) in zip(res, jobs, strict=True))
+    b = LAST_BATCH
+    r = res[0]
+    print(json.dumps({
+        "shape": [m, k, n], "density": r.density, "cycles": r.cycles, "macs": r.macs,
+        "utilization": round(r.utilization, 4), "runs": r.runs, "bit_exact": bool(ok),
+        "batch_cycles": b.cycles, "wall_s": round(b.wall, 3), "bench_s": round(b.bench, 3),
+        "io_s": round(b.io, 3), "sim_cycles_per_s": round(b.cycles_per_second),
+        "preload": b.preload,
+    }, indent=1))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("COCOTB_REWRITE_ASSERTION_FILES", REWRITE_ENV[
+        "COCOTB_REWRITE_ASSERTION_FILES"])
+    sys.exit(main())

