@@ -26,7 +26,7 @@ The first error found is kept (sticky ``error_code``), all issuing stops, in-fli
 already checked drain, and ``busy`` falls: the operation never hangs and never produces an
 address out of bounds.
 
-Latency: start → first entry read: 2 (fit) + 4 (header) + 2 (first pointers) cycles.
+Latency: start → first entry read: 2 (fit) + 5 (header) + 3 (first pointers) cycles.
 Throughput: one entry per cycle per PE column; one descriptor per cycle from the dispatcher.
 """
 
@@ -161,10 +161,17 @@ class Loader(wiring.Component):
         dbase = Signal(d_aw)
         cbase = Signal(c_aw)
         disp_done = Signal()
-        rd_valid = Signal()
+        rd_valid = Signal()     # stage A: pointer read issued last cycle
         rd_p = Signal(17)
         rd_dbase = Signal(d_aw)
         rd_cbase = Signal(c_aw)
+        pv = Signal()           # stage B: pointer word registered in pd
+        pv_p = Signal(17)
+        pv_dbase = Signal(d_aw)
+        pv_cbase = Signal(c_aw)
+        pd = Signal(32)         # dispatcher read data, registered (off the BRAM output path)
+        m.d.sync += [pd.eq(dport.data), pv.eq(rd_valid & ~self.start), pv_p.eq(rd_p),
+                     pv_dbase.eq(rd_dbase), pv_cbase.eq(rd_cbase)]
         prev = Signal(32)
         running = Signal()      # in RUN state
         queue_empty = Signal()  # no descriptor left to hand out
@@ -190,28 +197,30 @@ class Loader(wiring.Component):
                     m.next = "END"
                 with m.Else():
                     m.d.comb += dport.addr.eq(0)
-                    m.next = "HDR1"
-            with m.State("HDR1"):
-                with m.If(dport.data != MAGIC):
+                    m.next = "HDR0"
+            with m.State("HDR0"):
+                m.d.comb += dport.addr.eq(1)
+                m.next = "HDR1"
+            with m.State("HDR1"):  # pd = word 0
+                m.d.comb += dport.addr.eq(2)
+                with m.If(pd != MAGIC):
                     m.d.comb += new_err.eq(ERR["magic"])
                     m.next = "END"
                 with m.Else():
-                    m.d.comb += dport.addr.eq(1)
                     m.next = "HDR2"
-            with m.State("HDR2"):
-                with m.If(dport.data != Cat(r_k, r_n)):
+            with m.State("HDR2"):  # pd = word 1
+                with m.If(pd != Cat(r_k, r_n)):
                     m.d.comb += new_err.eq(ERR["shape"])
                     m.next = "END"
                 with m.Else():
-                    m.d.comb += dport.addr.eq(2)
                     m.next = "HDR3"
-            with m.State("HDR3"):
+            with m.State("HDR3"):  # pd = word 2
                 m.d.sync += [
-                    nnz.eq(dport.data), eoff.eq(r_n + 4),
+                    nnz.eq(pd), eoff.eq(r_n + 4),
                     p.eq(0), tile.eq(1), dbase.eq(0), cbase.eq(0), disp_done.eq(0),
                     prev.eq(0),
                 ]
-                with m.If((dport.data + r_n + 4) > r_slen):
+                with m.If((pd + r_n + 4) > r_slen):
                     m.d.comb += new_err.eq(ERR["trunc"])
                     m.next = "END"
                 with m.Else():
@@ -231,7 +240,7 @@ class Loader(wiring.Component):
 
         # ---- dispatcher: pointer reads (RUN)
         room = Signal()
-        m.d.comb += room.eq((fifo.level + rd_valid) < self.fifo_depth)
+        m.d.comb += room.eq((fifo.level + rd_valid + pv) < self.fifo_depth)
         with m.If(running & ~disp_done & ~stop & room):
             m.d.comb += dport.addr.eq(p + 3)
             m.d.sync += [rd_valid.eq(1), rd_p.eq(p), rd_dbase.eq(dbase), rd_cbase.eq(cbase)]
@@ -245,26 +254,26 @@ class Loader(wiring.Component):
                     ]
             with m.Else():
                 m.d.sync += p.eq(p + 1)
-        pdata = dport.data
+        pdata = pd
         pstart = Signal(32)
-        m.d.comb += pstart.eq(Mux(rd_p == 1, 0, prev))
+        m.d.comb += pstart.eq(Mux(pv_p == 1, 0, prev))
         pbad = Signal()
-        m.d.comb += pbad.eq(Mux(rd_p == 0, pdata != 0,
-                                (pdata < pstart) | (pdata > nnz) | ((rd_p == r_n) & (pdata != nnz))))
-        with m.If(rd_valid & running & (err_code == 0)):
+        m.d.comb += pbad.eq(Mux(pv_p == 0, pdata != 0,
+                                (pdata < pstart) | (pdata > nnz) | ((pv_p == r_n) & (pdata != nnz))))
+        with m.If(pv & running & (err_code == 0)):
             with m.If(pbad):
                 m.d.comb += new_err.eq(ERR["ptr"])
             with m.Else():
                 m.d.sync += prev.eq(pdata)
-                with m.If(rd_p != 0):
+                with m.If(pv_p != 0):
                     m.d.comb += [
                         fifo.w_en.eq(1),
                         fifo_w.sa.eq(eoff + pstart),
                         fifo_w.se.eq(eoff + pdata),
-                        fifo_w.dbase.eq(rd_dbase),
-                        fifo_w.caddr.eq(rd_cbase + rd_p - 1),
+                        fifo_w.dbase.eq(pv_dbase),
+                        fifo_w.caddr.eq(pv_cbase + pv_p - 1),
                     ]
-        m.d.comb += queue_empty.eq(disp_done & ~rd_valid & ~fifo.r_rdy)
+        m.d.comb += queue_empty.eq(disp_done & ~rd_valid & ~pv & ~fifo.r_rdy)
 
         # ---- PE column issue
         grant_taken = Const(0)
