@@ -414,6 +414,19 @@ def _init_distributed() -> _Dist:
     return _Dist()
 
 
+def _sync_buffers(model: nn.Module, d: _Dist) -> None:
+    """Average floating-point buffers (BatchNorm running statistics) over the ranks, so every
+    rank evaluates and checkpoints the same model (each rank updates them from its own shard;
+    DDP only re-broadcasts rank 0's at the next forward)."""
+    if d.world_size == 1:
+        return
+    with torch.no_grad():
+        for b in model.buffers():
+            if b.is_floating_point():
+                dist.all_reduce(b)
+                b.div_(d.world_size)
+
+
 def _all_reduce_sum(values: list[float], d: _Dist) -> list[float]:
     if d.world_size == 1:
         return values
@@ -633,6 +646,7 @@ def _train(cfg, d, callback, model, dataset, models, load_dataset, atomic_save, 
                 break
         bar.close()
         acc["time"] += time.perf_counter() - t0
+        _sync_buffers(model, d)
         complete = batch >= steps_per_epoch
         loss_sum, correct, count = _all_reduce_sum([acc["loss"], acc["correct"], acc["count"]], d)
         if (cfg.distribution == "momentum" and cfg.method != "dense" and complete
