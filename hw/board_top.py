@@ -146,7 +146,7 @@ class _BoardTop(Elaboratable):
         m.domains.sync = ClockDomain("sync")
         self._clocking(m, platform)
         m.submodules.system = system = self.system()
-        uart = platform.request("uart", 0, dir={"rx": "-", "tx": "-"})
+        uart = platform.request("uart", 0, dir="-")
         m.submodules.rx_buf = rx_buf = io.Buffer("i", uart.rx)
         m.submodules.tx_buf = tx_buf = io.Buffer("o", uart.tx)
         m.d.comb += [system.rx.eq(rx_buf.i), tx_buf.o.eq(system.tx)]
@@ -180,8 +180,8 @@ class ICEBreakerTop(_BoardTop):
     def _clocking(self, m, platform):
         p = self.pll
         clk12 = platform.request("clk12", dir="-")
-        locked = Signal()
-        clk = Signal()
+        locked = Signal(name="pll_locked")
+        clk = Signal(name="pll_clk")
         m.submodules.pll = Instance(
             "SB_PLL40_PAD",
             p_FEEDBACK_PATH="SIMPLE",
@@ -211,8 +211,8 @@ class ULX3STop(_BoardTop):
         p = self.pll
         clk25 = platform.request("clk25", dir="-")
         m.submodules.clk25_buf = clk_buf = io.Buffer("i", clk25)
-        locked = Signal()
-        clk = Signal()
+        locked = Signal(name="pll_locked")
+        clk = Signal(name="pll_clk")
         m.submodules.pll = Instance(
             "EHXPLLL",
             p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
