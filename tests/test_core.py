@@ -194,6 +194,8 @@ def _malformed_cases():
     cases.append(("index", bad, None, None, 5))
     bad = list(w); bad[e0 + 1] = (bad[e0 + 1] & ~0xFFFF) | 0
     cases.append(("order", bad, None, None, 6))
+    bad = list(w); bad[e0 + 1] = (bad[e0 + 1] & ~0xFFFF) | 1
+    cases.append(("duplicate", bad, None, None, 6))
     bad = list(w); bad[e0 + 2] &= 0xFF00FFFF
     cases.append(("zero_value", bad, None, None, 7))
     bad = list(w); bad[e0] |= 1 << 30

@@ -149,6 +149,7 @@ def _cases():
     mut(lambda b: None, 4, s_len=len(w) - 1)
     mut(lambda b: b.__setitem__(e0 + 3, b[e0 + 3] & ~0xFFFF | 3), 5)
     mut(lambda b: b.__setitem__(e0 + 1, b[e0 + 1] & ~0xFFFF | 0), 6)
+    mut(lambda b: b.__setitem__(e0 + 1, b[e0 + 1] & ~0xFFFF | 1), 6)  # duplicate index
     mut(lambda b: b.__setitem__(e0 + 4, b[e0 + 4] & 0xFF00FFFF), 7)
     mut(lambda b: None, 8, shape=(3, K, 0))
     mut(lambda b: None, 8, shape=(300, K, N))
