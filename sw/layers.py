@@ -140,7 +140,7 @@ def unpack(values: torch.Tensor, code: torch.Tensor, fmt: str, shape) -> torch.T
     if fmt == "idx":
         out[code.long()] = values
     else:
-        out[_unpackbits(code, n)] = values
+        out.masked_scatter_(_unpackbits(code, n), values)
     return out.reshape(shape)
 
 
@@ -227,7 +227,7 @@ class SwatFunction(torch.autograd.Function):
         else:  # no weight gradient wanted: the activations need not be kept at all
             a_vals = a_code = x.new_zeros(0)
             ctx.a_fmt = None
-        cfg.stats["weight_density"] = int(w_mask.sum()) / max(1, weight.numel())
+        cfg.stats["weight_density"] = w_vals.numel() / max(1, weight.numel())
         ctx.save_for_backward(w_vals, w_code, a_vals, a_code)
         return y
 
@@ -402,8 +402,8 @@ class SwatLayer:
 
         def act_mask_fn(a):
             if train:
-                return a_holder.mask(a.detach(), d, generator=gen)
-            return topk_mask(a.detach(), d, dims, generator=gen)
+                return a_holder.mask(a.detach(), d, generator=gen, check=False)
+            return topk_mask(a.detach(), d, dims, generator=gen, _check=False)
 
         cfg = _Cfg(self, self._kind, self.method, w_mask, act_mask_fn, d)
         y = self._swat_apply(x, cfg)

@@ -75,7 +75,11 @@ def check_dims(dims: str) -> str:
 
 def check_finite(x: torch.Tensor, what: str = "input") -> None:
     """Raise ``ValueError`` if ``x`` holds a NaN (Top-K of NaN is undefined)."""
-    if x.is_floating_point() and bool(torch.isnan(x).any()):
+    # One reduction first (a NaN anywhere makes the sum NaN; so may inf - inf), then the exact
+    # test only when the cheap one fires.
+    if x.is_floating_point() and x.numel() and bool(torch.isnan(x.sum())) and bool(
+        torch.isnan(x).any()
+    ):
         raise ValueError(f"{what} contains NaN; Top-K selection is undefined for NaN")
 
 
@@ -123,11 +127,11 @@ def _select_rows(a: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.ones_like(a, dtype=torch.bool), t
     t = torch.kthvalue(a, n - k + 1, dim=1).values  # k-th largest per row
     tc = t.unsqueeze(1)
-    gt = a > tc
     ge = a >= tc
-    n_ge = ge.sum(dim=1)
+    n_ge = torch.count_nonzero(ge, dim=1)
     if bool((n_ge == k).all()):  # no surplus ties anywhere: |x| >= t is exactly k elements
         return ge, t
+    gt = a > tc
     eq = ge & ~gt
     need = (k - gt.sum(dim=1)).unsqueeze(1)
     rank = torch.cumsum(eq.to(torch.int32), dim=1)  # 1-based rank among ties, stream order
@@ -156,6 +160,7 @@ def topk_mask(
     *,
     generator: torch.Generator | None = None,
     return_threshold: bool = False,
+    _check: bool = True,
 ):
     """Boolean mask of the elements :func:`topk` keeps (same shape as ``x``).
 
@@ -164,7 +169,8 @@ def topk_mask(
     """
     d = check_density(density)
     check_dims(dims)
-    check_finite(x)
+    if _check:
+        check_finite(x)
     g = _groups(x, dims)
     n = x.numel() // g if g else 0
     k = kept_count(n, d)
@@ -207,10 +213,13 @@ def channel_l1(w: torch.Tensor) -> torch.Tensor:
     return a.reshape(w.shape[0], w.shape[1], -1).sum(dim=2)
 
 
-def topk_channels_mask(w: torch.Tensor, density: float, *, return_threshold: bool = False):
+def topk_channels_mask(
+    w: torch.Tensor, density: float, *, return_threshold: bool = False, _check: bool = True
+):
     """Mask (shape of ``w``) of the kept ``(f, c)`` slices, see :func:`topk_channels`."""
     d = check_density(density)
-    check_finite(w, "weight")
+    if _check:
+        check_finite(w, "weight")
     norms = channel_l1(w)
     k = kept_count(norms.numel(), d)
     m, t = _select_rows(norms.reshape(1, -1), k)
@@ -269,6 +278,7 @@ class ThresholdHolder:
         *,
         advance: bool = True,
         generator: torch.Generator | None = None,
+        check: bool = True,
     ) -> torch.Tensor:
         if self.structured:
             groups = 1
@@ -285,13 +295,17 @@ class ThresholdHolder:
         self.recomputed = due
         if due:
             if self.structured:
-                m, t = topk_channels_mask(x, density, return_threshold=True)
+                m, t = topk_channels_mask(x, density, return_threshold=True, _check=check)
             else:
-                m, t = topk_mask(x, density, self.dims, generator=generator, return_threshold=True)
+                m, t = topk_mask(
+                    x, density, self.dims, generator=generator, return_threshold=True,
+                    _check=check,
+                )  # fmt: skip
             self.threshold = t.detach().clone()
             self._groups = groups
             return m
-        check_finite(x)
+        if check:
+            check_finite(x)
         t = self.threshold
         if self.structured:
             norms = channel_l1(x)
