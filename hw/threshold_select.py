@@ -185,12 +185,16 @@ class ThresholdSelect(wiring.Component):
     """
 
     def __init__(self, *, lanes=8, depth=1 << 16, fifo_depth=16):
+        problem = None
         if not isinstance(lanes, int) or lanes < 1:
-            raise ValueError(f"lanes must be a positive int, got {lanes!r}")
-        if not isinstance(depth, int) or depth < 5:
-            raise ValueError(f"depth must be an int >= 5, got {depth!r}")
-        if not isinstance(fifo_depth, int) or fifo_depth < 2:
-            raise ValueError(f"fifo_depth must be an int >= 2, got {fifo_depth!r}")
+            problem = f"lanes must be a positive int, got {lanes!r}"
+        elif not isinstance(depth, int) or depth < 5:
+            problem = f"depth must be an int >= 5, got {depth!r}"
+        elif not isinstance(fifo_depth, int) or fifo_depth < 2:
+            problem = f"fifo_depth must be an int >= 2, got {fifo_depth!r}"
+        if problem:
+            self._MustUse__silence = True  # never elaborated: no UnusedElaboratable warning
+            raise ValueError(problem)
         self.lanes = lanes
         self.depth = depth
         self.fifo_depth = fifo_depth
