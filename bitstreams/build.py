@@ -54,6 +54,7 @@ class BoardConfig:
     s_depth: int
     c_depth: int
     synth_opts: str = ""
+    script_after_read: str = ""  # yosys commands between read_rtlil and synth_*
     note: str = ""
 
     def platform(self):
@@ -87,6 +88,9 @@ BOARDS = {
         name="icebreaker", title="iCEBreaker (iCE40UP5K-SG48)", device="iCE40UP5K-SG48",
         f_mhz=30.0, rows=4, cols=2, d_depth=256, s_depth=256, c_depth=128,
         synth_opts="-dsp",
+        # The loader's two 17x16 shape-check multipliers would take 2 of the 8 SB_MAC16s;
+        # lower them to LUT logic so that all 8 DSPs go to the PE array.
+        script_after_read="techmap -map +/techmap.v top.system.core.loader/t:$mul",
     ),
     # ECP5 LFE5U-85F on the ULX3S: package CABGA381, speed grade 6 (the slowest ECP5 grade).
     "ulx3s": BoardConfig(
@@ -286,8 +290,10 @@ def build_board(cfg: BoardConfig, args, env) -> dict:
     top = cfg.top(baud=args.baud)
     platform = cfg.platform()
     nextpnr_opts = f"--report report.json --timing-allow-fail --seed {args.seed}"
-    plan = platform.build(top, name="top", do_build=False, synth_opts=cfg.synth_opts,
-                          nextpnr_opts=nextpnr_opts)
+    overrides = dict(synth_opts=cfg.synth_opts, nextpnr_opts=nextpnr_opts)
+    if cfg.script_after_read:
+        overrides["script_after_read"] = cfg.script_after_read
+    plan = platform.build(top, name="top", do_build=False, **overrides)
     plan.extract(str(build_dir))
     steps["elaborate"] = time.monotonic() - t0
     log(f"[{cfg.name}] elaborated in {steps['elaborate']:.1f} s -> {build_dir}")
@@ -318,6 +324,7 @@ def build_board(cfg: BoardConfig, args, env) -> dict:
             "rows": cfg.rows, "cols": cfg.cols, "pes": cfg.rows * cfg.cols,
             "d_depth": cfg.d_depth, "s_depth": cfg.s_depth, "c_depth": cfg.c_depth,
             "baud": args.baud, "uart_divisor": top.divisor, "synth_opts": cfg.synth_opts,
+            "yosys_script_after_read": cfg.script_after_read,
             "nextpnr_opts": nextpnr_opts,
         },
         "clock": {
