@@ -294,28 +294,31 @@ def _swat_layers(model: nn.Module) -> dict[str, nn.Module]:
     return {n: m for n, m in model.named_modules() if isinstance(m, SwatLayer)}
 
 
-def apply_method(model: nn.Module, config: TrainConfig, optimizer=None) -> nn.Module:
-    """SWAT-ify ``model`` in place per ``config`` (``method="dense"`` leaves it untouched)."""
+def apply_method(model: nn.Module, config: TrainConfig) -> nn.Module:
+    """SWAT-ify ``model`` in place per ``config`` (``method="dense"`` leaves it untouched).
+
+    SWAT-M (``distribution="momentum"``) starts with density ``1 - sparsity`` in every layer
+    (there is no momentum yet); :func:`train` then moves density between layers by momentum
+    every ``redistribute_every`` epochs (:func:`sw.distribution.redistribute`).
+    """
     if config.method == "dense":
         return model
-    from .swatify import swatify
+    from .swatify import set_densities, swat_layers, swatify
 
-    kw: dict[str, Any] = dict(method=config.method, distribution=config.distribution,
-                              period=config.period, structured=config.structured,
-                              dims=config.topk_dims, seed=config.seed)
+    dist_ = "uniform" if config.distribution == "momentum" else config.distribution
+    swatify(model, config.sparsity, method=config.method, distribution=dist_,
+            period=config.period, structured=config.structured, dims=config.topk_dims,
+            seed=config.seed)
     if config.distribution == "momentum":
-        kw["optimizer"] = optimizer
-    return swatify(model, config.sparsity, **kw)
+        set_densities(model, {n: 1.0 - config.sparsity for n in swat_layers(model)})
+    return model
 
 
-def _redistribute(model: nn.Module, config: TrainConfig, optimizer) -> None:
-    """SWAT-M: move density between layers by the momentum of their weights."""
-    from .distribution import layer_densities
-    from .swatify import set_densities
+def _redistribute(model: nn.Module, optimizer) -> None:
+    """SWAT-M: move density between layers by the momentum of their active weights."""
+    from .distribution import redistribute
 
-    dens = layer_densities(model, config.sparsity, "momentum", optimizer=optimizer)
-    layers = _swat_layers(model)
-    set_densities(model, {n: d for n, d in dens.items() if n in layers})
+    redistribute(model, optimizer)
 
 
 def _swat_state(model: nn.Module) -> dict:
@@ -551,7 +554,7 @@ def _train(cfg, d, callback, model, dataset, models, load_dataset, atomic_save, 
     opt_params = list(model.parameters())
     optimizer = torch.optim.SGD(opt_params, lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
-    model = apply_method(model, cfg, optimizer)
+    model = apply_method(model, cfg)
     steps_per_epoch = ds.num_batches("train", local_bs, d.world_size)
     total = cfg.epochs * steps_per_epoch  # the schedule's horizon; max_steps only stops early
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -651,7 +654,7 @@ def _train(cfg, d, callback, model, dataset, models, load_dataset, atomic_save, 
         loss_sum, correct, count = _all_reduce_sum([acc["loss"], acc["correct"], acc["count"]], d)
         if (cfg.distribution == "momentum" and cfg.method != "dense" and complete
                 and (epoch + 1) % cfg.redistribute_every == 0):
-            _redistribute(model, cfg, optimizer)
+            _redistribute(model, optimizer)
         rec = {"epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"],
                "train_loss": loss_sum / max(1.0, count), "train_acc": correct / max(1.0, count),
                **evaluate(model, ds, batch_size=cfg.eval_batch_size, rank=d.rank,

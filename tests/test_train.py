@@ -208,3 +208,13 @@ def test_capture_step_returns_the_three_passes():
     gi = torch.nn.grad.conv2d_input(r["input"].shape, r["sparse_weight"], r["grad_output"],
                                     padding=1)
     assert torch.allclose(gi, r["grad_input"], atol=1e-5)
+
+
+@needs_swat
+def test_swat_m_redistributes_density_by_momentum():
+    res = T.train(dataset="digits", distribution="momentum", sparsity=0.9, epochs=1)
+    dens = {n: r["density"] for n, r in res.final["layers"].items()}
+    assert len(set(dens.values())) > 1  # no longer uniform
+    sizes = {n: m.weight.numel() for n, m in res.model.named_modules() if n in dens}
+    kept = sum(dens[n] * sizes[n] for n in dens)
+    assert kept == pytest.approx(0.1 * sum(sizes.values()), rel=1e-6)  # budget preserved
