@@ -111,7 +111,8 @@ def chain(m, row0, col0, rows, prefix, lanes):
         end_i.append(ej)
         r = Mux(ej, 0, rj + 1)
         c = cj + ej
-    next_row, next_col = Signal(16, name=f"{prefix}_next_row"), Signal(17, name=f"{prefix}_next_col")
+    next_row = Signal(16, name=f"{prefix}_next_row")
+    next_col = Signal(17, name=f"{prefix}_next_col")
     m.d.comb += [next_row.eq(r), next_col.eq(c)]
     return r_i, c_i, end_i, (next_row, next_col)
 

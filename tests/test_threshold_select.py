@@ -89,8 +89,10 @@ class TB:
         payload = dut.i.payload.as_value()
         out_payload = dut.o.payload.as_value()
         amask = (1 << self.aw) - 1
+        offered = None
+        pending = False  # a beat offered and not yet taken stays offered (stream rule)
         while True:
-            in_valid = pos < len(queue) and self.rng.random() >= self.in_stall
+            in_valid = pos < len(queue) and (pending or self.rng.random() >= self.in_stall)
             ctx.set(dut.i.valid, in_valid)
             if in_valid:
                 ctx.set(payload, queue[pos])
@@ -98,11 +100,20 @@ class TB:
             ctx.set(dut.o.ready, out_ready)
             if ctx.get(dut.done):
                 break
+            pending = in_valid
             if in_valid and ctx.get(dut.i.ready):
                 pos += 1
-            if out_ready and ctx.get(dut.o.valid):
+                pending = False
+            o_valid = ctx.get(dut.o.valid)
+            if offered is not None:
+                assert o_valid and ctx.get(out_payload) == offered, "o dropped/changed a write"
+            offered = None
+            if o_valid:
                 v = ctx.get(out_payload)
-                writes.append((v & amask, v >> self.aw))
+                if out_ready:
+                    writes.append((v & amask, v >> self.aw))
+                else:
+                    offered = v
             await ctx.tick()
             n_cyc += 1
             assert n_cyc < limit, "DUT hung"
@@ -117,7 +128,8 @@ def writes_to_words(writes, nwords):
         assert a < nwords, f"write to address {a} outside the blob of {nwords} words"
         assert mem[a] is None, f"address {a} written twice"
         mem[a] = d
-    assert None not in mem, f"blob words never written: {[i for i, w in enumerate(mem) if w is None]}"
+    missing = [i for i, w in enumerate(mem) if w is None]
+    assert not missing, f"blob words never written: {missing}"
     return np.array(mem, dtype=np.uint32)
 
 
