@@ -467,6 +467,8 @@ class TrainResult:
     steps: int
     out: Path | None = None
     final: dict = field(default_factory=dict)  # last history record
+    rank: int = 0
+    world_size: int = 1
 
 
 @torch.no_grad()
@@ -682,7 +684,8 @@ def _train(cfg, d, callback, model, dataset, models, load_dataset, atomic_save, 
         plot_history(history, out)
     return TrainResult(model=model, history=history, config=cfg, optimizer=optimizer,
                        scheduler=sched, dataset=ds, steps=step, out=out,
-                       final=history[-1] if history else {})
+                       final=history[-1] if history else {}, rank=d.rank,
+                       world_size=d.world_size)
 
 
 # --------------------------------------------------------------------------- one step's tensors
@@ -895,7 +898,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FloatingPointError) as e:
         print(f"swat-train: error: {e}", file=sys.stderr)
         return 1
-    if res.final and (not dist.is_initialized() or dist.get_rank() == 0):
+    if res.final and res.rank == 0:
         f = res.final
         print(f"final: epoch {f['epoch']} step {res.steps} test acc {f['test_acc']:.4f} "
               f"test loss {f['test_loss']:.4f}" + (f" -> {res.out}" if res.out else ""))
