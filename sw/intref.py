@@ -7,6 +7,8 @@
   (``docs/core-interface.md``, error table) in the order the hardware performs them.
 * :func:`pack_d` / :func:`unpack_c` — the D and C buffer word layouts of the core.
 * :func:`ideal_cycles` — the compute bound ``mtiles * nnz / cols`` of the core's dataflow.
+* :func:`schedule_cycles` — an event model of the core's dynamic schedule (items handed to the
+  first free PE column, one C write per cycle), within a few percent of the RTL's ``cycles``.
 
 The threshold-select (Top-K) integer reference lives in ``sw.int_topk``.
 """
@@ -17,7 +19,8 @@ import numpy as np
 
 from . import compress as _c
 
-__all__ = ["gemm", "pack_d", "unpack_c", "core_model", "ideal_cycles", "CoreResult"]
+__all__ = ["gemm", "pack_d", "unpack_c", "core_model", "ideal_cycles", "schedule_cycles",
+           "CoreResult"]
 
 _I32_MIN, _I32_MAX = -(1 << 31), (1 << 31) - 1
 
@@ -83,6 +86,38 @@ def unpack_c(words, m: int, n: int, rows: int) -> np.ndarray:
 def ideal_cycles(m: int, nnz: int, rows: int, cols: int) -> float:
     """Lower bound of the core's dataflow: every (M-tile, non-zero) pair takes one PE-column cycle."""
     return math.ceil(m / rows) * nnz / cols
+
+
+def schedule_cycles(s, m: int, rows: int = 8, cols: int = 8, *, start_latency: int = 12,
+                    drain_latency: int = 8) -> int:
+    """Estimated ``cycles`` of one ``SwatCore`` operation on ``S`` (dense ``[K, N]`` array).
+
+    Work items ``(mt, n)`` in order go to the PE column that becomes free first (lowest index
+    on a tie); an item takes ``nnz(S[:, n])`` cycles (one for an empty column's zero token);
+    each finished item needs one cycle of the single C write port. Constants: ``start_latency``
+    (``start`` → first entry read) and ``drain_latency`` (last entry read → ``done``).
+    """
+    import heapq
+
+    s = _np(s)
+    lens = np.maximum((s != 0).sum(axis=0), 1).astype(int)
+    mtiles = -(-m // rows)
+    free = [(start_latency, j) for j in range(cols)]
+    heapq.heapify(free)
+    ends = []
+    t_disp = start_latency
+    for _ in range(mtiles):
+        for n_len in lens:
+            t_free, j = heapq.heappop(free)
+            t0 = max(t_free, t_disp)
+            t_disp = t0 + 1 if t0 == t_disp else t_disp  # one descriptor per cycle
+            t1 = t0 + int(n_len)
+            ends.append(t1)
+            heapq.heappush(free, (t1, j))
+    port = 0
+    for e in sorted(ends):
+        port = max(port, e) + 1
+    return int(port - 1 + drain_latency)
 
 
 class CoreResult:

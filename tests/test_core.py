@@ -302,6 +302,8 @@ def test_utilization_sparse():
         check_result(tb, ctx, d, s, st, m, n)
         util = m * int((s != 0).sum()) / (16 * st["cycles"])
         assert util > 0.8, (util, st)
+        est = intref.schedule_cycles(s, m, 4, 4)
+        assert abs(st["cycles"] - est) <= 0.05 * est + 4, (st["cycles"], est)
 
     tb.run(body)
 

@@ -84,3 +84,19 @@ def test_core_model():
 
 def test_ideal_cycles():
     assert intref.ideal_cycles(64, 3686, 8, 8) == 8 * 3686 / 8
+
+
+def test_schedule_cycles():
+    s = np.ones((10, 8), dtype=np.int8)
+    # 2 M-tiles x 8 items of 10 entries on 4 columns: 4 rounds of 10 cycles, then the four
+    # results that finish together leave through the one C port in 4 cycles
+    assert intref.schedule_cycles(s, 16, rows=8, cols=4, start_latency=0, drain_latency=0) == 43
+    # empty columns still cost one cycle each (zero token) and one C write; dispatch is one
+    # item per cycle, so 8 columns start staggered and the port keeps up
+    z = np.zeros((10, 8), dtype=np.int8)
+    assert intref.schedule_cycles(z, 8, rows=8, cols=8, start_latency=0, drain_latency=0) == 8
+    # one long column dominates: dynamic assignment hides the short ones beside it
+    s = np.zeros((100, 8), dtype=np.int8)
+    s[:, 0] = 1
+    s[0, 1:] = 1
+    assert intref.schedule_cycles(s, 8, rows=8, cols=2, start_latency=0, drain_latency=0) == 100
