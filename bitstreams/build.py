@@ -22,7 +22,6 @@ import datetime
 import json
 import os
 import re
-import shlex
 import subprocess
 import sys
 import threading
@@ -318,7 +317,7 @@ def build_board(cfg: BoardConfig, args, env) -> dict:
         "board": cfg.name,
         "title": cfg.title,
         "device": cfg.device,
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M"),
         "git_commit": _git("rev-parse", "--short", "HEAD"),
         "config": {
             "rows": cfg.rows, "cols": cfg.cols, "pes": cfg.rows * cfg.cols,
@@ -475,7 +474,7 @@ def render_readme() -> str:
     for r in reps:
         c, clk, u = r["config"], r["clock"], r.get("utilization", {})
 
-        def uu(name):
+        def uu(name, u=u):
             x = u.get(name)
             return f"{x['used']}/{x['available']}" if x else "-"
 
