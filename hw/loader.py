@@ -259,7 +259,8 @@ class Loader(wiring.Component):
         m.d.comb += pstart.eq(Mux(pv_p == 1, 0, prev))
         pbad = Signal()
         m.d.comb += pbad.eq(Mux(pv_p == 0, pdata != 0,
-                                (pdata < pstart) | (pdata > nnz) | ((pv_p == r_n) & (pdata != nnz))))
+                                (pdata < pstart) | (pdata > nnz)
+                                | ((pv_p == r_n) & (pdata != nnz))))
         with m.If(pv & running & (err_code == 0)):
             with m.If(pbad):
                 m.d.comb += new_err.eq(ERR["ptr"])

@@ -87,7 +87,8 @@ class PEArray(wiring.Component):
         self.rows, self.cols, self.tag_width = rows, cols, tag_width
         self.hold_depth = hold_depth
         super().__init__({
-            "inp": In(stream.Signature(operand_layout(rows, tag_width), always_ready=True)).array(cols),
+            "inp": In(stream.Signature(operand_layout(rows, tag_width),
+                                       always_ready=True)).array(cols),
             "out": Out(stream.Signature(result_layout(rows, tag_width))).array(cols),
             "busy": Out(1),
             "overflow": Out(1),

@@ -162,17 +162,23 @@ def decode(blob, shape) -> np.ndarray:
     res = ent >> 24
     bad = np.nonzero(k >= K)[0]
     if len(bad):
-        problems.append((ERR_INDEX, f"index range: entry {int(bad[0])} has k={int(k[bad[0]])} >= K={K}"))
+        i = int(bad[0])
+        problems.append((ERR_INDEX, f"index range: entry {i} has k={int(k[i])} >= K={K}"))
     col = np.repeat(np.arange(N), np.diff(ptr))
     same_col = col[1:] == col[:-1]
     bad = np.nonzero(same_col & (k[1:] <= k[:-1]))[0]
     if len(bad):
-        problems.append((ERR_ORDER, f"ordering: indices not strictly increasing in column {int(col[bad[0] + 1])} at entry {int(bad[0]) + 1}"))
+        i = int(bad[0]) + 1
+        problems.append((ERR_ORDER, f"ordering: indices not strictly increasing in column "
+                                    f"{int(col[i])} at entry {i}"))
     bad = np.nonzero((v == 0) | (res != 0))[0]
     if len(bad):
-        problems.append((ERR_ENTRY, f"zero value or reserved bits: entry {int(bad[0])} = 0x{int(ent[bad[0]]):08x}"))
+        i = int(bad[0])
+        problems.append((ERR_ENTRY, f"zero value or reserved bits: entry {i} = "
+                                    f"0x{int(ent[i]):08x}"))
     if len(w) > need:
-        problems.append((ERR_NONE, f"trailing data: {len(w) - need} words past the end of the blob"))
+        problems.append((ERR_NONE, f"trailing data: {len(w) - need} words past the end of "
+                                   "the blob"))
     if problems:
         raise DecodeError(problems)
     out = np.zeros((K, N), dtype=np.int8)

@@ -84,7 +84,7 @@ def unpack_c(words, m: int, n: int, rows: int) -> np.ndarray:
 
 
 def ideal_cycles(m: int, nnz: int, rows: int, cols: int) -> float:
-    """Lower bound of the core's dataflow: every (M-tile, non-zero) pair takes one PE-column cycle."""
+    """Lower bound of the core's dataflow: one PE-column cycle per (M-tile, non-zero) pair."""
     return math.ceil(m / rows) * nnz / cols
 
 

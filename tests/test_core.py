@@ -174,31 +174,43 @@ def _malformed_cases():
     w = _blob_words(s)
     e0 = 4 + N  # first entry
     cases = []
-    bad = list(w); bad[0] ^= 1
+    bad = list(w)
+    bad[0] ^= 1
     cases.append(("magic", bad, None, None, 1))
-    bad = list(w); bad[1] = K + 1 | N << 16
+    bad = list(w)
+    bad[1] = K + 1 | N << 16
     cases.append(("shape", bad, None, None, 2))
-    bad = list(w); bad[3] = 1
+    bad = list(w)
+    bad[3] = 1
     cases.append(("ptr0", bad, None, None, 3))
-    bad = list(w); bad[4], bad[5] = bad[5], bad[4]
+    bad = list(w)
+    bad[4], bad[5] = bad[5], bad[4]
     cases.append(("ptr_decreasing", bad, None, None, 3))
-    bad = list(w); bad[3 + N] -= 1
+    bad = list(w)
+    bad[3 + N] -= 1
     cases.append(("ptr_end", bad, None, None, 3))
-    bad = list(w); bad[5] = 0xFFFF_FFF0
+    bad = list(w)
+    bad[5] = 0xFFFF_FFF0
     cases.append(("ptr_huge", bad, None, None, 3))
     cases.append(("truncated", list(w), len(w) - 1, None, 4))
     cases.append(("truncated_header", list(w), 2, None, 4))
-    bad = list(w); bad[2] = 5000
+    bad = list(w)
+    bad[2] = 5000
     cases.append(("nnz_huge", bad, None, None, 4))
-    bad = list(w); bad[e0 + 1] = (bad[e0 + 1] & ~0xFFFF) | K
+    bad = list(w)
+    bad[e0 + 1] = (bad[e0 + 1] & ~0xFFFF) | K
     cases.append(("index", bad, None, None, 5))
-    bad = list(w); bad[e0 + 1] = (bad[e0 + 1] & ~0xFFFF) | 0
+    bad = list(w)
+    bad[e0 + 1] = (bad[e0 + 1] & ~0xFFFF) | 0
     cases.append(("order", bad, None, None, 6))
-    bad = list(w); bad[e0 + 1] = (bad[e0 + 1] & ~0xFFFF) | 1
+    bad = list(w)
+    bad[e0 + 1] = (bad[e0 + 1] & ~0xFFFF) | 1
     cases.append(("duplicate", bad, None, None, 6))
-    bad = list(w); bad[e0 + 2] &= 0xFF00FFFF
+    bad = list(w)
+    bad[e0 + 2] &= 0xFF00FFFF
     cases.append(("zero_value", bad, None, None, 7))
-    bad = list(w); bad[e0] |= 1 << 30
+    bad = list(w)
+    bad[e0] |= 1 << 30
     cases.append(("reserved", bad, None, None, 7))
     cases.append(("fit_m0", list(w), None, (0, K, N), 8))
     cases.append(("fit_k0", list(w), None, (3, 0, N), 8))

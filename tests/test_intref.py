@@ -72,10 +72,12 @@ def test_core_model():
     np.testing.assert_array_equal(r.c, intref.gemm(d, s))
     assert intref.core_model(d, w, m=5, k=9, n=4, rows=2, c_depth=4).error_codes == {8}
     assert intref.core_model(d, w, m=5, k=9, n=4, s_len=len(w) - 1).error_codes == {4}
-    bad = list(w); bad[0] = 0
+    bad = list(w)
+    bad[0] = 0
     assert intref.core_model(d, bad, m=5, k=9, n=4).error_codes == {1}
     assert intref.core_model(d, w, m=5, k=8, n=4).error_codes == {2}
-    bad = list(w); bad[3] = 1
+    bad = list(w)
+    bad[3] = 1
     assert intref.core_model(d, bad, m=5, k=9, n=4).error_codes == {3}
     # longer s_len than the blob is fine for the hardware
     r = intref.core_model(d, w + [0, 0], m=5, k=9, n=4)

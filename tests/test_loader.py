@@ -51,7 +51,7 @@ class LoaderTB:
             ctx.set(ld.start, 1)
             await ctx.tick()
             ctx.set(ld.start, 0)
-            for cyc in range(max_cycles):
+            for cyc in range(max_cycles):  # noqa: B007 (cyc is reported below)
                 hf = [bool(self.rng.random() < self.hold_p) for _ in range(self.cols)]
                 ctx.set(ld.hold_free, sum(b << j for j, b in enumerate(hf)))
                 fin = ctx.get(ld.col_fin)
