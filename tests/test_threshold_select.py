@@ -185,6 +185,8 @@ SCENARIOS = [
     (9, 1, "const", 4),
     (13, 3, "uniform", "rand"),
     (2, 11, "ties", 1),
+    (24, 10, "uniform", 24),  # density 0.1, bursts of survivors through the record FIFO
+    (7, 9, "extreme", "rand"),
 ]
 
 
