@@ -54,6 +54,7 @@ class BoardConfig:
     c_depth: int
     synth_opts: str = ""
     script_after_read: str = ""  # yosys commands between read_rtlil and synth_*
+    dsp_budget: int | None = None  # lower the narrowest multipliers to LUTs beyond this many
     note: str = ""
 
     def platform(self):
@@ -87,9 +88,10 @@ BOARDS = {
         name="icebreaker", title="iCEBreaker (iCE40UP5K-SG48)", device="iCE40UP5K-SG48",
         f_mhz=30.0, rows=4, cols=2, d_depth=256, s_depth=256, c_depth=128,
         synth_opts="-dsp",
-        # The loader's two 17x16 shape-check multipliers would take 2 of the 8 SB_MAC16s;
-        # lower them to LUT logic so that all 8 DSPs go to the PE array.
-        script_after_read="techmap -map +/techmap.v top.system.core.loader/t:$mul",
+        # 8 PE multipliers (8x8) + the loader's two 17x16 shape-check multipliers = 10 > 8
+        # SB_MAC16s: the narrowest ones beyond the budget are lowered to LUT logic first
+        # (an 8x8 multiplier costs far fewer LUTs than a 17x16 one).
+        dsp_budget=8,
     ),
     # ECP5 LFE5U-85F on the ULX3S: package CABGA381, speed grade 6 (the slowest ECP5 grade).
     "ulx3s": BoardConfig(
@@ -150,7 +152,24 @@ def plan_commands(script: Path) -> list[str]:
             if line.strip().startswith('"$')]
 
 
-def run_step(label: str, cmd: str, cwd: Path, env, logfile: Path) -> float:
+def run_step(label: str, cmd: str, cwd: Path, env, logfile: Path, retries: int = 1) -> float:
+    """Run one plan command; a crash by signal (the WebAssembly tools have been seen to die
+    with SIGBUS under memory pressure) is retried ``retries`` times."""
+    for attempt in range(retries + 1):
+        try:
+            return _run_step(label, cmd, cwd, env, logfile)
+        except _Crashed as exc:
+            if attempt == retries:
+                raise RuntimeError(str(exc)) from None
+            log(f"{label}: crashed ({exc.args[0].splitlines()[0]}), retrying")
+    raise AssertionError
+
+
+class _Crashed(RuntimeError):
+    pass
+
+
+def _run_step(label: str, cmd: str, cwd: Path, env, logfile: Path) -> float:
     t0 = time.monotonic()
     log(f"{label}: {cmd}")
     done = threading.Event()
@@ -169,7 +188,8 @@ def run_step(label: str, cmd: str, cwd: Path, env, logfile: Path) -> float:
     dt = time.monotonic() - t0
     if proc.returncode != 0:
         tail = logfile.read_text(errors="replace").splitlines()[-25:]
-        raise RuntimeError(f"{label} failed (exit {proc.returncode}) after {dt:.0f} s:\n"
+        exc_type = _Crashed if proc.returncode >= 128 or proc.returncode < 0 else RuntimeError
+        raise exc_type(f"{label} failed (exit {proc.returncode}) after {dt:.0f} s:\n"
                            + "\n".join(tail))
     log(f"{label}: done in {dt:.1f} s")
     return dt
@@ -224,6 +244,39 @@ def summarize_cells(board: str, cells: dict[str, int]) -> dict[str, int]:
         "DSP": cells.get("MULT18X18D", 0),
         "BRAM": cells.get("DP16KD", 0),
     }
+
+
+def multipliers(il_text: str) -> list[tuple[str, str, int, int, int]]:
+    """``(module, cell, a_width, b_width, y_width)`` of every ``$mul`` cell in RTLIL text."""
+    out = []
+    module = cell = None
+    params: dict[str, int] = {}
+    for line in il_text.splitlines():
+        t = line.strip()
+        if t.startswith("module "):
+            module = t.split(None, 1)[1].lstrip("\\")
+        elif t.startswith("cell $mul "):
+            cell, params = t.split()[2], {}
+        elif cell and t.startswith("parameter \\") and t.split()[1][1:] in (
+                "A_WIDTH", "B_WIDTH", "Y_WIDTH"):
+            params[t.split()[1][1:]] = int(t.split()[2])
+        elif cell and t == "end":
+            out.append((module, cell, params.get("A_WIDTH", 0), params.get("B_WIDTH", 0),
+                        params.get("Y_WIDTH", 0)))
+            cell = None
+    return out
+
+
+def dsp_lowering_script(il_text: str, budget: int) -> tuple[str, list]:
+    """yosys commands that lower the narrowest DSP-sized multipliers beyond ``budget`` to
+    LUT logic (``techmap`` with the generic map, before ``synth_ice40 -dsp`` sees them)."""
+    muls = [m for m in multipliers(il_text) if min(m[2], m[3]) >= 2 and m[4] >= 11]
+    excess = len(muls) - budget
+    if excess <= 0:
+        return "", []
+    lowered = sorted(muls, key=lambda m: m[2] * m[3])[:excess]
+    sel = " ".join(f"{mod}/{cell}" for mod, cell, *_ in lowered)
+    return f"techmap -map +/techmap.v {sel}", lowered
 
 
 def critical_path(report: dict) -> list[dict]:
@@ -294,6 +347,14 @@ def build_board(cfg: BoardConfig, args, env) -> dict:
         overrides["script_after_read"] = cfg.script_after_read
     plan = platform.build(top, name="top", do_build=False, **overrides)
     plan.extract(str(build_dir))
+    lowered = []
+    if cfg.dsp_budget is not None:
+        script, lowered = dsp_lowering_script((build_dir / "top.il").read_text(), cfg.dsp_budget)
+        if script:
+            ys = build_dir / "top.ys"
+            ys.write_text(ys.read_text().replace("# (script_after_read placeholder)", script))
+            log(f"[{cfg.name}] {len(lowered)} multiplier(s) beyond the {cfg.dsp_budget} DSPs "
+                f"go to LUTs: {script}")
     steps["elaborate"] = time.monotonic() - t0
     log(f"[{cfg.name}] elaborated in {steps['elaborate']:.1f} s -> {build_dir}")
 
@@ -324,6 +385,8 @@ def build_board(cfg: BoardConfig, args, env) -> dict:
             "d_depth": cfg.d_depth, "s_depth": cfg.s_depth, "c_depth": cfg.c_depth,
             "baud": args.baud, "uart_divisor": top.divisor, "synth_opts": cfg.synth_opts,
             "yosys_script_after_read": cfg.script_after_read,
+            "dsp_budget": cfg.dsp_budget,
+            "multipliers_in_luts": [f"{mod}/{cell} ({a}x{b})" for mod, cell, a, b, _ in lowered],
             "nextpnr_opts": nextpnr_opts,
         },
         "clock": {
