@@ -105,7 +105,7 @@ def decode_words(words, shape):
     return s
 
 
-@SETTINGS
+@settings(SETTINGS, max_examples=60)
 @given(data=st.data())
 def test_compress_selected(data):
     s = data.draw(int8_arrays(ndim=2))
@@ -185,3 +185,18 @@ def test_int16():
     for k in (0, 1, 77, 250, 500):
         mask = int_topk.select_mask(q, k, bits=16)
         np.testing.assert_array_equal(mask, sort_based_mask(q, k))
+
+
+@SETTINGS
+@given(data=st.data())
+def test_matches_pytorch_golden_model(data):
+    """The integer reference and ``sw.topk.topk_mask`` (whole tensor) keep the same set."""
+    import torch
+
+    from sw.topk import topk_mask
+
+    q = data.draw(int8_arrays())
+    d = data.draw(st.sampled_from([0.0, 0.05, 0.1, 0.3, 0.5, 0.9, 1.0]))
+    k = int_topk.k_from_density(d, q.size)
+    ref = topk_mask(torch.from_numpy(q.copy()), d, "nchw").numpy()
+    np.testing.assert_array_equal(int_topk.select_mask(q, k), ref)
