@@ -39,7 +39,7 @@ class SwatCore(wiring.Component):
     Parameters
     ----------
     rows : int
-        PE rows (M-tile height, D/C lanes per word); a power of two.
+        PE rows (M-tile height, D/C lanes per word), >= 1.
     cols : int
         PE columns (work items processed in parallel), >= 1.
     d_depth : int
@@ -68,8 +68,8 @@ class SwatCore(wiring.Component):
                  sel_lanes: int = 0):
         # validation (clear errors); Loader re-checks the same
         try:
-            if not isinstance(rows, int) or rows < 1 or rows & (rows - 1):
-                raise ValueError(f"SwatCore: rows must be a power of two >= 1, not {rows!r}")
+            if not isinstance(rows, int) or rows < 1:
+                raise ValueError(f"SwatCore: rows must be a positive integer, not {rows!r}")
             if not isinstance(cols, int) or cols < 1:
                 raise ValueError(f"SwatCore: cols must be a positive integer, not {cols!r}")
             for name, val, lo in (("d_depth", d_depth, 2), ("s_depth", s_depth, 8),

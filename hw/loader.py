@@ -19,14 +19,19 @@ the core's credit for the PE column's result holding register.
 
 Checks (error table of ``docs/core-interface.md``): 8 (shape does not fit the buffers), 4
 (``s_len`` larger than the buffer or too small for the header), 1 (magic), 2 (header ``K``/``N``),
-4 (``4 + N + nnz > s_len``), then while streaming: 3 (each pointer read: ``ptr[0] = 0``,
-``ptr[n] <= ptr[n+1] <= nnz``, ``ptr[N] = nnz``; only checked pointers are ever used, so every
-entry read is inside ``[4+N, 4+N+nnz) ⊆ [0, s_len)``), 5, 6, 7 (each entry, before it leaves).
+4 (``4 + N + nnz > s_len``) — reported in this order of precedence — then while streaming:
+3 (each pointer read: ``ptr[0] = 0``, ``ptr[n] <= ptr[n+1] <= nnz``, ``ptr[N] = nnz``; only
+checked pointers are ever used, so every entry read is inside ``[4+N, 4+N+nnz) ⊆ [0, s_len)``),
+5, 6, 7 (each entry, before it leaves).
 The first error found is kept (sticky ``error_code``), all issuing stops, in-flight entries
 already checked drain, and ``busy`` falls: the operation never hangs and never produces an
 address out of bounds.
 
-Latency: start → first entry read: 2 (fit) + 5 (header) + 3 (first pointers) cycles.
+The fit check needs no multiplier: it adds ``K`` and ``N`` once per M-tile, one tile per cycle,
+while the header is read (``max(5, ceil(M/rows) + 1)`` cycles before the first pointer read).
+
+Latency: start → first entry read: ``max(6, ceil(M/rows) + 2)`` (header, fit) + 3 (first
+pointers) + 2 cycles.
 Throughput: one entry per cycle per PE column; one descriptor per cycle from the dispatcher.
 """
 
@@ -35,7 +40,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import ceil_log2, exact_log2
+from amaranth.utils import ceil_log2
 
 __all__ = ["Loader", "token_layout", "MAGIC", "ERR"]
 
@@ -62,7 +67,7 @@ class Loader(wiring.Component):
     Parameters
     ----------
     rows : int
-        PE rows (M-tile height); a power of two.
+        PE rows (M-tile height), >= 1.
     cols : int
         PE columns (number of ``out`` streams and of entry read ports).
     d_depth, s_depth, c_depth : int
@@ -90,8 +95,8 @@ class Loader(wiring.Component):
     def __init__(self, *, rows: int, cols: int, d_depth: int, s_depth: int, c_depth: int,
                  fifo_depth: int = 4):
         try:
-            if not isinstance(rows, int) or rows < 1 or rows & (rows - 1):
-                raise ValueError(f"rows must be a power of two >= 1, not {rows!r}")
+            if not isinstance(rows, int) or rows < 1:
+                raise ValueError(f"rows must be a positive integer, not {rows!r}")
             if not isinstance(cols, int) or cols < 1:
                 raise ValueError(f"cols must be a positive integer, not {cols!r}")
             _check_depth("d_depth", d_depth)
@@ -131,8 +136,6 @@ class Loader(wiring.Component):
         r_n = Signal(16)
         r_slen = Signal(s_aw + 1)
         mtiles = Signal(17)
-        dprod = Signal(33)
-        cprod = Signal(33)
         nnz = Signal(32)
         eoff = Signal(17)  # 4 + N: address of entry 0
 
@@ -180,62 +183,76 @@ class Loader(wiring.Component):
         m.d.comb += dport.en.eq(1)
         m.d.sync += rd_valid.eq(0)
 
+        # ---- fit check without multipliers: one M-tile per cycle, in parallel with the header
+        # reads; mtiles = ceil(m / rows) falls out of the same loop (rows need not be 2**n)
+        f_row = Signal(range(65536 + self.rows))  # rows covered by the tiles counted so far
+        f_d = Signal(range(self.d_depth + 65536))  # tiles * K (stops once above d_depth)
+        f_c = Signal(range(self.c_depth + 65536))  # tiles * N
+        f_busy = Signal()
+        f_bad = Signal()
+        with m.If(self.start):
+            m.d.sync += [f_row.eq(0), f_d.eq(0), f_c.eq(0), mtiles.eq(0), f_busy.eq(1),
+                         f_bad.eq((self.m == 0) | (self.k == 0) | (self.n == 0))]
+        with m.Elif(f_busy):
+            with m.If(f_bad | (f_row >= r_m)):
+                m.d.sync += f_busy.eq(0)
+            with m.Else():
+                m.d.sync += [f_row.eq(f_row + self.rows), f_d.eq(f_d + r_k),
+                             f_c.eq(f_c + r_n), mtiles.eq(mtiles + 1)]
+                with m.If((f_d + r_k > self.d_depth) | (f_c + r_n > self.c_depth)):
+                    m.d.sync += f_bad.eq(1)
+        hdr_code = Signal(4)    # first header error (reported after the fit check)
+
         with m.FSM(name="ctl") as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.next = "FIT"
-            with m.State("FIT"):
-                m.d.sync += [dprod.eq(mtiles * r_k), cprod.eq(mtiles * r_n)]
-                m.next = "FIT2"
-            with m.State("FIT2"):
-                with m.If((r_m == 0) | (r_k == 0) | (r_n == 0) |
-                          (dprod > self.d_depth) | (cprod > self.c_depth)):
-                    m.d.comb += new_err.eq(ERR["fit"])
-                    m.next = "END"
-                with m.Elif((r_slen > self.s_depth) | (r_slen < 3)):
-                    m.d.comb += new_err.eq(ERR["trunc"])
-                    m.next = "END"
-                with m.Else():
-                    m.d.comb += dport.addr.eq(0)
                     m.next = "HDR0"
             with m.State("HDR0"):
-                m.d.comb += dport.addr.eq(1)
+                m.d.comb += dport.addr.eq(0)
+                m.d.sync += hdr_code.eq(Mux((r_slen > self.s_depth) | (r_slen < 3),
+                                            ERR["trunc"], 0))
                 m.next = "HDR1"
-            with m.State("HDR1"):  # pd = word 0
+            with m.State("HDR1"):
+                m.d.comb += dport.addr.eq(1)
+                m.next = "HDR2"
+            with m.State("HDR2"):  # pd = word 0
                 m.d.comb += dport.addr.eq(2)
-                with m.If(pd != MAGIC):
-                    m.d.comb += new_err.eq(ERR["magic"])
-                    m.next = "END"
-                with m.Else():
-                    m.next = "HDR2"
-            with m.State("HDR2"):  # pd = word 1
-                with m.If(pd != Cat(r_k, r_n)):
-                    m.d.comb += new_err.eq(ERR["shape"])
-                    m.next = "END"
-                with m.Else():
-                    m.next = "HDR3"
-            with m.State("HDR3"):  # pd = word 2
+                with m.If((hdr_code == 0) & (pd != MAGIC)):
+                    m.d.sync += hdr_code.eq(ERR["magic"])
+                m.next = "HDR3"
+            with m.State("HDR3"):  # pd = word 1
+                with m.If((hdr_code == 0) & (pd != Cat(r_k, r_n))):
+                    m.d.sync += hdr_code.eq(ERR["shape"])
+                m.next = "HDR4"
+            with m.State("HDR4"):  # pd = word 2
                 m.d.sync += [
                     nnz.eq(pd), eoff.eq(r_n + 4),
                     p.eq(0), tile.eq(1), dbase.eq(0), cbase.eq(0), disp_done.eq(0),
                     prev.eq(0),
                 ]
-                with m.If((pd + r_n + 4) > r_slen):
-                    m.d.comb += new_err.eq(ERR["trunc"])
-                    m.next = "END"
-                with m.Else():
-                    m.next = "RUN"
+                with m.If((hdr_code == 0) & ((pd + r_n + 4) > r_slen)):
+                    m.d.sync += hdr_code.eq(ERR["trunc"])
+                m.next = "JOIN"
+            with m.State("JOIN"):  # wait for the fit loop; fit errors take precedence
+                with m.If(~f_busy):
+                    with m.If(f_bad):
+                        m.d.comb += new_err.eq(ERR["fit"])
+                        m.next = "END"
+                    with m.Elif(hdr_code != 0):
+                        m.d.comb += new_err.eq(hdr_code)
+                        m.next = "END"
+                    with m.Else():
+                        m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += running.eq(1)
                 with m.If(stop | (queue_empty & cols_idle)):
                     m.next = "END"
             with m.State("END"):
                 with m.If(self.start):
-                    m.next = "FIT"
+                    m.next = "HDR0"
         with m.If(self.start):
             m.d.sync += [
                 r_m.eq(self.m), r_k.eq(self.k), r_n.eq(self.n), r_slen.eq(self.s_len),
-                mtiles.eq((self.m + (self.rows - 1)) >> exact_log2(self.rows)),
             ]
 
         # ---- dispatcher: pointer reads (RUN)

@@ -91,7 +91,7 @@ def check_result(tb, ctx, d, s, st, m, n):
     assert st["cycles"] >= mt * nnz / cols
 
 
-@pytest.mark.parametrize("rows,cols,seed", [(1, 1, 0), (2, 3, 1), (4, 2, 2), (4, 4, 3)])
+@pytest.mark.parametrize("rows,cols,seed", [(1, 1, 0), (2, 3, 1), (4, 2, 2), (4, 4, 3), (3, 2, 4)])
 def test_random_ragged(rows, cols, seed):
     """Several back-to-back operations with random (ragged) shapes and densities."""
     rng = np.random.default_rng(seed)
@@ -292,7 +292,7 @@ def test_start_ignored_while_busy():
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_parameter_validation():
     with pytest.raises(ValueError, match="rows"):
-        SwatCore(rows=3, cols=2)
+        SwatCore(rows=0, cols=2)
     with pytest.raises(ValueError, match="cols"):
         SwatCore(rows=2, cols=0)
     with pytest.raises(ValueError, match="s_depth"):
