@@ -380,6 +380,8 @@ def build_board(cfg: BoardConfig, args, env) -> dict:
         "device": cfg.device,
         "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M"),
         "git_commit": _git("rev-parse", "--short", "HEAD"),
+        "git_uncommitted": (_git("status", "--porcelain", "--", "hw", "bitstreams/build.py")
+                            or "").splitlines(),
         "config": {
             "rows": cfg.rows, "cols": cfg.cols, "pes": cfg.rows * cfg.cols,
             "d_depth": cfg.d_depth, "s_depth": cfg.s_depth, "c_depth": cfg.c_depth,
@@ -559,8 +561,10 @@ def render_readme() -> str:
         "",
         "- The ULX3S carries an LFE5U-85F in speed grade 6 (`-6BG381C`), the slowest ECP5 grade; "
         "nextpnr is run with `--speed 6`.",
-        "- The iCEBreaker build maps the PE multipliers to the UP5K's SB_MAC16 DSPs "
-        "(`synth_ice40 -dsp`); its PLL takes the 12 MHz oscillator on pin 35 (SB_PLL40_PAD).",
+        "- The iCEBreaker build maps the PE multipliers to the UP5K's 8 SB_MAC16 DSPs "
+        "(`synth_ice40 -dsp`); multipliers beyond 8 are lowered to LUTs before synthesis, "
+        "narrowest first (`dsp_budget` in `build.py`). Its PLL takes the 12 MHz oscillator on "
+        "pin 35 (SB_PLL40_PAD).",
         "- OrangeCrab 85F is not built: its amaranth-boards platform has no UART resource "
         "(USB only), so the bridge has no pins there.",
         "- The D and S buffers have one read port per PE column; yosys implements each as one "

@@ -31,8 +31,9 @@ class SwatSystem(wiring.Component):
                             c_depth=c_depth)
         self.core = core
         self.divisor = divisor
-        # default inter-byte timeout: 64 byte times (~5.6 ms at 115200 baud)
-        self.timeout = timeout if timeout is not None else 64 * 10 * divisor
+        # default inter-byte timeout: 1000 byte times (~87 ms at 115200 baud), long enough for
+        # USB-serial packet gaps inside a burst, short enough for a quick resynchronisation
+        self.timeout = timeout if timeout is not None else 1000 * 10 * divisor
         self.clk_hz = clk_hz
         super().__init__({
             "rx": In(1, init=1),
