@@ -13,7 +13,7 @@ lowest column first.
 Pipeline of one entry (cycle of the S read = 0)::
 
     0 S read  1 S data→reg  2 check, D read  3 D data→PE  4 operand reg  5 product  6 acc/hold
-    7 C write (if granted)
+    7 C arbitration (if granted)  8 C write
 
 Latency: ``start`` → first entry read 8 cycles; last entry read → ``done`` about 8 cycles.
 Throughput: one effectual entry per PE column per cycle (``rows*cols`` MACs per cycle), so an
@@ -21,7 +21,7 @@ operation takes about ``ceil(M/rows) * nnz(S) / cols`` cycles plus the start lat
 tail of the last items.
 """
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -207,17 +207,23 @@ class SwatCore(wiring.Component):
                 m.d.sync += owed.eq(owed - 1)
             m.d.comb += ld.hold_free[j].eq(owed < self.hold_depth)
 
-        # ---- C write arbitration (lowest column first)
+        # ---- C write arbitration (lowest column first), one-hot AND-OR select, registered
         cw = c_mem.write_port()
-        taken = 0
+        cw_en = Signal()
+        cw_addr = Signal(self.c_aw)
+        cw_data = Signal(rows * 32)
+        taken = Const(0)
+        sel_addr, sel_data = Const(0, self.c_aw), Const(0, rows * 32)
         for j in range(cols):
             o = pe.out[j]
             g = Signal(name=f"cgrant_{j}")
             m.d.comb += g.eq(o.valid & ~taken)
             taken = taken | o.valid
             m.d.comb += o.ready.eq(g)
-            with m.If(g):
-                m.d.comb += [cw.en.eq(1), cw.addr.eq(o.payload.tag), cw.data.eq(o.payload.c)]
+            sel_addr = sel_addr | Mux(g, o.payload.tag, 0)
+            sel_data = sel_data | Mux(g, o.payload.c, 0)
+        m.d.sync += [cw_en.eq(taken), cw_addr.eq(sel_addr), cw_data.eq(sel_data)]
+        m.d.comb += [cw.en.eq(cw_en), cw.addr.eq(cw_addr), cw.data.eq(cw_data)]
 
         # ---- control, status, counters
         busy = Signal()
@@ -242,7 +248,7 @@ class SwatCore(wiring.Component):
                 ic.eq(ic + _popcount(ld.col_idle)),
             ]
             settling = Signal()
-            m.d.comb += settling.eq(ld.busy | pe.busy | Cat(*tok_any).any())
+            m.d.comb += settling.eq(ld.busy | pe.busy | Cat(*tok_any).any() | cw_en)
             with m.If(~settling):
                 m.d.sync += [busy.eq(0), done.eq(1)]
         return m

@@ -151,7 +151,7 @@ class Loader(wiring.Component):
         m.d.comb += stop.eq(err_code != 0)  # registered: keeps error checks off the issue path
 
         # ---- descriptor FIFO
-        desc_layout = data.StructLayout({"sa": sa_w, "se": sa_w, "dbase": d_aw, "caddr": c_aw})
+        desc_layout = data.StructLayout({"sa": sa_w, "len": sa_w, "dbase": d_aw, "caddr": c_aw})
         fifo = m.submodules.fifo = ResetInserter(self.start)(
             SyncFIFO(width=desc_layout.size, depth=self.fifo_depth))
         fifo_w = data.View(desc_layout, fifo.w_data)
@@ -287,7 +287,7 @@ class Loader(wiring.Component):
                     m.d.comb += [
                         fifo.w_en.eq(1),
                         fifo_w.sa.eq(eoff + pstart),
-                        fifo_w.se.eq(eoff + pdata),
+                        fifo_w.len.eq(pdata - pstart),
                         fifo_w.dbase.eq(pv_dbase),
                         fifo_w.caddr.eq(pv_cbase + pv_p - 1),
                     ]
@@ -302,14 +302,15 @@ class Loader(wiring.Component):
             port = self.s_rd[j]
             cv = Signal(name=f"cv_{j}")
             sa = Signal(sa_w, name=f"sa_{j}")
-            se = Signal(sa_w, name=f"se_{j}")
             cdb = Signal(d_aw, name=f"dbase_{j}")
             cca = Signal(c_aw, name=f"caddr_{j}")
             fpend = Signal(name=f"fpend_{j}")
             cv_all.append(cv)
+            # entries left in the item, with registered "0 left" / "1 left" flags (keeps the
+            # address compare off the issue → grant → FIFO path)
+            left = Signal(sa_w, name=f"left_{j}")
             is_empty = Signal(name=f"empty_{j}")
             is_last = Signal(name=f"islast_{j}")
-            m.d.comb += [is_empty.eq(sa == se), is_last.eq((sa + 1)[:sa_w] == se)]
             can = Signal(name=f"can_{j}")
             m.d.comb += can.eq(cv & running & ~stop)
             issue_e = Signal(name=f"issue_e_{j}")
@@ -331,11 +332,14 @@ class Loader(wiring.Component):
             ]
             grant_taken = grant_taken | grant
             with m.If(issue_e):
-                m.d.sync += [sa.eq(sa + 1), fpend.eq(0)]
+                m.d.sync += [sa.eq(sa + 1), fpend.eq(0), left.eq(left - 1),
+                             is_empty.eq(left == 1), is_last.eq(left == 2)]
             with m.If(grant):
+                n_left = fifo_r.len
                 m.d.sync += [
-                    cv.eq(1), sa.eq(fifo_r.sa), se.eq(fifo_r.se), cdb.eq(fifo_r.dbase),
+                    cv.eq(1), sa.eq(fifo_r.sa), cdb.eq(fifo_r.dbase),
                     cca.eq(fifo_r.caddr), fpend.eq(1),
+                    left.eq(n_left), is_empty.eq(n_left == 0), is_last.eq(n_left == 1),
                 ]
             with m.Elif(fin | ~running):
                 m.d.sync += cv.eq(0)
