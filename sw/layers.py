@@ -229,6 +229,9 @@ class SwatFunction(torch.autograd.Function):
             ctx.a_fmt = None
         cfg.stats["weight_density"] = w_vals.numel() / max(1, weight.numel())
         ctx.save_for_backward(w_vals, w_code, a_vals, a_code)
+        # Nothing but the compact tensors may outlive the forward (the bool weight mask would
+        # be hidden from saved-tensor accounting): the backward rebuilds the mask from w_code.
+        cfg.w_mask = cfg.act_mask_fn = None
         return y
 
     @staticmethod

@@ -104,3 +104,15 @@ def test_bad_arguments():
         count(small_net(), SHAPE, convention="exact")
     with pytest.raises(ValueError, match="density"):
         count(small_net(), SHAPE, densities={"3": 1.5})
+
+
+def test_resnet18_cifar_90_uniform():
+    models = pytest.importorskip("sw.models")
+    m = sw.swatify(models.build("resnet18", num_classes=10), 0.9)
+    t = count(m, (128, 3, 32, 32)).totals
+    # every layer but the (small) dense first one at 10 % density: just under 90 %
+    first = count(m, (128, 3, 32, 32))[0]
+    expect = 0.9 * (1 - first.training / t["training"])
+    assert t["training_reduction"] == pytest.approx(expect)
+    assert 0.89 < t["training_reduction"] < 0.9
+    assert 0.40 < t["act_memory_saving"] < 0.5  # paper-style "Act↓"

@@ -293,3 +293,83 @@ def test_is_drop_in_subclass():
     assert isinstance(SwatLinear(3, 4), nn.Linear)
     layer.double()  # nn.Module._apply still works
     assert layer.weight.dtype == torch.float64
+
+
+@pytest.mark.parametrize("dims", ["chw", "hw"])
+def test_dims_variants_in_layer(dims):
+    d = 0.25
+    layer = make_conv(sparsity=1 - d, dims=dims, padding=1)
+    x = torch.randn(3, 4, 5, 5, requires_grad=True)
+    y = layer(x)
+    gy = torch.randn_like(y)
+    y.backward(gy)
+    ws = torch.where(topk_mask(layer.weight.detach(), d, dims), layer.weight.detach(), 0.0)
+    as_ = torch.where(topk_mask(x.detach(), d, dims), x.detach(), 0.0)
+    torch.testing.assert_close(y, torch.nn.functional.conv2d(x.detach(), ws, layer.bias, 1, 1))
+    torch.testing.assert_close(x.grad, conv2d_input(x.shape, ws, gy, 1, 1))
+    torch.testing.assert_close(layer.weight.grad, conv2d_weight(as_, layer.weight.shape, gy, 1, 1))
+    # every group (sample, or sample-and-channel) keeps its own quota of activations
+    groups = 3 if dims == "chw" else 12
+    per_group = (as_ != 0).reshape(groups, -1).sum(1)
+    assert (per_group == kept_count(as_.numel() // groups, d)).all()
+
+
+def test_linear_hw_means_per_row():
+    torch.manual_seed(0)
+    layer = SwatLinear(10, 3, sparsity=0.7, dims="hw")
+    x = torch.randn(4, 10, requires_grad=True)
+    layer(x).sum().backward()
+    as_ = torch.where(topk_mask(x.detach(), 0.3, "chw"), x.detach(), 0.0)
+    torch.testing.assert_close(layer.weight.grad, torch.ones(4, 3).t() @ as_)
+
+
+def test_structured_period_holds_norm_threshold():
+    layer = make_conv(sparsity=0.5, structured=True, period=2, padding=1)
+    x = torch.randn(1, 4, 5, 5)
+    layer(x.requires_grad_())
+    t0 = layer.stats["weight_threshold"]
+    norms = layer.weight.detach().abs().sum((2, 3))
+    assert t0 == pytest.approx(float(norms.reshape(-1).sort(descending=True).values[11]))
+    with torch.no_grad():
+        layer.weight.mul_(0.5)  # all norms halve: the held threshold keeps fewer slices
+    layer(x)
+    assert not layer.stats["recomputed"]
+    assert layer.stats["weight_density"] < 0.5
+
+
+def test_reflect_padding_matches_formula():
+    torch.manual_seed(0)
+    layer = SwatConv2d(2, 3, 3, padding=1, padding_mode="reflect", sparsity=0.5)
+    x = torch.randn(1, 2, 5, 5, requires_grad=True)
+    y = layer(x)
+    ws = ref_topk(layer.weight, 0.5)
+    xp = torch.nn.functional.pad(x.detach(), (1, 1, 1, 1), mode="reflect")
+    torch.testing.assert_close(y, torch.nn.functional.conv2d(xp, ws, layer.bias))
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+
+
+def test_smaller_last_batch_with_held_per_sample_thresholds():
+    layer = make_conv(sparsity=0.5, dims="chw", period=10, padding=1)
+    layer(torch.randn(4, 4, 5, 5, requires_grad=True))
+    y = layer(torch.randn(3, 4, 5, 5, requires_grad=True))  # group layout changed: recompute
+    assert layer._a_holder.recomputed and not layer._w_holder.recomputed
+    assert y.shape[0] == 3 and layer._a_holder.threshold.numel() == 3
+
+
+def test_swat_training_reduces_loss():
+    torch.manual_seed(0)
+    net = nn.Sequential(SwatConv2d(1, 4, 3, padding=1, sparsity=0.0), nn.ReLU(),
+                        SwatConv2d(4, 4, 3, padding=1, sparsity=0.8), nn.ReLU(),
+                        nn.Flatten(), SwatLinear(4 * 36, 2, sparsity=0.8))
+    x = torch.randn(32, 1, 6, 6)
+    t = (x[:, 0, :3].sum((1, 2)) > x[:, 0, 3:].sum((1, 2))).long()
+    opt = torch.optim.SGD(net.parameters(), lr=0.2, momentum=0.9)
+    losses = []
+    for _ in range(25):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(net(x), t)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert min(losses[-5:]) < 0.3 * losses[0]

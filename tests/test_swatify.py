@@ -112,3 +112,20 @@ def test_swatify_callable_after_submodule_import():
     assert callable(sw.swatify)
     assert isinstance(sw.swatify(net(), 0.5)[3][0], SwatConv2d)
     assert callable(mod.swatify)
+
+
+def test_resnet18_from_registry():
+    models = pytest.importorskip("sw.models")
+    m = models.build("resnet18", num_classes=10)
+    n_conv = sum(isinstance(x, nn.Conv2d) for x in m.modules())
+    n_bn = sum(isinstance(x, nn.BatchNorm2d) for x in m.modules())
+    sw.swatify(m, 0.9)
+    layers = swat_layers(m)
+    assert len(layers) == n_conv + 1  # every conv + the classifier
+    assert sum(type(x) is nn.BatchNorm2d for x in m.modules()) == n_bn
+    first = next(iter(layers.values()))
+    assert first.density == 1.0
+    assert all(lay.density == pytest.approx(0.1) for lay in list(layers.values())[1:])
+    x = torch.randn(2, 3, 4, 4)
+    m(x).sum().backward()
+    assert all(lay.weight.grad is not None for lay in layers.values())
