@@ -208,6 +208,10 @@ def count(
             seen[n] = (tuple(x.shape), tuple(out.shape))
 
     _probe_shapes(model, shape, hook)
+    if isinstance(densities, dict):
+        unknown = sorted(set(densities) - set(seen))
+        if unknown:
+            raise ValueError(f"densities name layers that are not Conv2d/Linear: {unknown}")
 
     report = FlopReport()
     batch = shape[0]

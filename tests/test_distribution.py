@@ -8,6 +8,7 @@ from torch import nn
 
 import sw
 from sw.distribution import budget, layer_densities, redistribute
+from sw.swatify import swat_layers
 
 
 def net():
@@ -78,14 +79,14 @@ def test_momentum_needs_optimizer():
 
 def test_momentum_redistribution():
     m = sw.swatify(net(), 0.8, distribution="momentum")
-    assert all(layer.density == pytest.approx(0.2) for layer in sw.swatify.swat_layers(m).values())
+    assert all(layer.density == pytest.approx(0.2) for layer in swat_layers(m).values())
     opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
     m(torch.randn(2, 3, 4, 4)).sum().backward()
     opt.step()
     # large momentum in layer "4", tiny elsewhere
-    for name, mod in sw.swatify.swat_layers(m).items():
+    for name, mod in swat_layers(m).items():
         opt.state[mod.weight]["momentum_buffer"].fill_(10.0 if name == "4" else 0.01)
-    before = {n: mod.density for n, mod in sw.swatify.swat_layers(m).items()}
+    before = {n: mod.density for n, mod in swat_layers(m).items()}
     kept0, total = budget(m, before)
     new = redistribute(m, opt)
     kept1, _ = budget(m, new)
@@ -101,7 +102,7 @@ def test_momentum_caps_at_one():
     opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
     m(torch.randn(2, 3, 4, 4)).sum().backward()
     opt.step()
-    for name, mod in sw.swatify.swat_layers(m).items():
+    for name, mod in swat_layers(m).items():
         opt.state[mod.weight]["momentum_buffer"].fill_(100.0 if name == "0" else 0.01)
     new = redistribute(m, opt, prune_rate=0.9)
     assert new["0"] == pytest.approx(1.0)

@@ -104,6 +104,8 @@ def test_bad_arguments():
         count(small_net(), SHAPE, convention="exact")
     with pytest.raises(ValueError, match="density"):
         count(small_net(), SHAPE, densities={"3": 1.5})
+    with pytest.raises(ValueError, match="not Conv2d/Linear"):
+        count(small_net(), SHAPE, densities={"1": 0.5})
 
 
 def test_resnet18_cifar_90_uniform():
