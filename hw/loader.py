@@ -27,11 +27,12 @@ The first error found is kept (sticky ``error_code``), all issuing stops, in-fli
 already checked drain, and ``busy`` falls: the operation never hangs and never produces an
 address out of bounds.
 
-The fit check needs no multiplier: it adds ``K`` and ``N`` once per M-tile, one tile per cycle,
-while the header is read (``max(5, ceil(M/rows) + 1)`` cycles before the first pointer read).
+The fit check needs no multiplier: it adds ``8K`` and ``8N`` per cycle while all of the next
+8 M-tiles are needed, then ``K`` and ``N`` per remaining tile, while the header is read
+(about ``max(6, ceil(M/rows)/8 + 9)`` cycles before the first pointer read).
 
-Latency: start → first entry read: ``max(6, ceil(M/rows) + 2)`` (header, fit) + 3 (first
-pointers) + 2 cycles.
+Latency: start → first entry read: about ``max(6, ceil(M/rows)/8 + 9)`` (header, fit) + 3
+(first pointers) + 2 cycles.
 Throughput: one entry per cycle per PE column; one descriptor per cycle from the dispatcher.
 """
 
@@ -183,11 +184,13 @@ class Loader(wiring.Component):
         m.d.comb += dport.en.eq(1)
         m.d.sync += rd_valid.eq(0)
 
-        # ---- fit check without multipliers: one M-tile per cycle, in parallel with the header
-        # reads; mtiles = ceil(m / rows) falls out of the same loop (rows need not be 2**n)
-        f_row = Signal(range(65536 + self.rows))  # rows covered by the tiles counted so far
-        f_d = Signal(range(self.d_depth + 65536))  # tiles * K (stops once above d_depth)
-        f_c = Signal(range(self.c_depth + 65536))  # tiles * N
+        # ---- fit check without multipliers: M-tiles are counted 8 at a time while all 8 are
+        # needed, then one at a time, in parallel with the header reads; mtiles = ceil(m / rows)
+        # falls out of the same loop (rows need not be a power of two)
+        big = 8
+        f_row = Signal(range(65536 + big * self.rows))  # rows covered by the tiles counted
+        f_d = Signal(range(self.d_depth + big * 65536))  # tiles * K (stops once above d_depth)
+        f_c = Signal(range(self.c_depth + big * 65536))  # tiles * N
         f_busy = Signal()
         f_bad = Signal()
         with m.If(self.start):
@@ -196,6 +199,11 @@ class Loader(wiring.Component):
         with m.Elif(f_busy):
             with m.If(f_bad | (f_row >= r_m)):
                 m.d.sync += f_busy.eq(0)
+            with m.Elif(f_row + (big - 1) * self.rows < r_m):  # the next 8 tiles are all needed
+                m.d.sync += [f_row.eq(f_row + big * self.rows), f_d.eq(f_d + r_k * big),
+                             f_c.eq(f_c + r_n * big), mtiles.eq(mtiles + big)]
+                with m.If((f_d + r_k * big > self.d_depth) | (f_c + r_n * big > self.c_depth)):
+                    m.d.sync += f_bad.eq(1)
             with m.Else():
                 m.d.sync += [f_row.eq(f_row + self.rows), f_d.eq(f_d + r_k),
                              f_c.eq(f_c + r_n), mtiles.eq(mtiles + 1)]

@@ -10,7 +10,7 @@ from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
 from hw.loader import Loader
-from sw import compress
+from sw import compress, intref
 
 
 class LoaderDUT(Elaboratable):
@@ -162,3 +162,24 @@ def test_error_codes(case):
     tb = LoaderTB(words, rows=2, cols=2, hold_p=0.7)
     res = tb.run(m, k, n, len(words) if s_len is None else s_len, max_cycles=300)
     assert res["error_code"] == code
+
+
+@pytest.mark.parametrize("rows,m,d_tiles,c_tiles", [
+    (1, 20, 20, 64), (1, 21, 20, 64), (1, 20, 12, 64), (1, 20, 19, 64), (1, 16, 15, 64),
+    (1, 16, 16, 64), (3, 50, 17, 64),
+    (3, 49, 17, 64), (3, 52, 18, 17), (2, 16, 8, 8), (2, 17, 8, 64),
+])
+def test_fit_check_many_tiles(rows, m, d_tiles, c_tiles):
+    """The multiplier-free fit check (8 tiles a step, then single tiles) at its boundaries."""
+    s = np.array([[0, 3, 0, 1], [-128, 0, 0, 2], [5, 127, 0, 0]], dtype=np.int8)
+    k, n = s.shape
+    w = compress.words(compress.encode(s))
+    d_depth, c_depth = d_tiles * k, c_tiles * n
+    tb = LoaderTB(w, rows=rows, cols=2, d_depth=d_depth, c_depth=c_depth)
+    res = tb.run(m, k, n, len(w))
+    ref = intref.core_model(None, w, m=m, k=k, n=n, rows=rows, d_depth=d_depth,
+                            c_depth=c_depth)
+    assert ref.error_codes in ({0}, {8})
+    assert res["error_code"] in ref.error_codes, (res, ref)
+    if res["error_code"] == 0:
+        assert tb.items() == expected_items(s, m, rows)
