@@ -17,6 +17,7 @@ default to the YoWASP wrappers.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -195,6 +196,35 @@ def _run_step(label: str, cmd: str, cwd: Path, env, logfile: Path) -> float:
     return dt
 
 
+class _heavy_lock:
+    """One place-and-route at a time on this machine (``flock`` on a file in the temp dir),
+    so that ``--board all`` and concurrent invocations do not run two nextpnr at once."""
+
+    def __init__(self, label):
+        import tempfile
+
+        self.label = label
+        self.path = Path(tempfile.gettempdir()) / "swat-bitstreams-nextpnr.lock"
+
+    def __enter__(self):
+        import fcntl
+
+        self.fh = open(self.path, "w")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            log(f"{self.label}: waiting for another nextpnr run to finish")
+            fcntl.flock(self.fh, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        import fcntl
+
+        fcntl.flock(self.fh, fcntl.LOCK_UN)
+        self.fh.close()
+        return False
+
+
 # -- report parsing -----------------------------------------------------------------------
 
 def parse_yosys_stat(rpt: Path) -> dict[str, int]:
@@ -363,9 +393,11 @@ def build_board(cfg: BoardConfig, args, env) -> dict:
         cmds = cmds[:1]
     names = ["yosys", "nextpnr", "pack"]
     for i, cmd in enumerate(cmds):
-        label = f"[{cfg.name}] step {i + 2}/{len(cmds) + 1} {names[i] if i < 3 else cmd}"
-        steps[names[i] if i < 3 else f"step{i}"] = run_step(
-            label, cmd, build_dir, env, build_dir / f"step{i + 1}_{names[i]}.log")
+        name = names[i] if i < 3 else f"step{i}"
+        label = f"[{cfg.name}] step {i + 2}/{len(cmds) + 1} {name}"
+        with _heavy_lock(label) if name == "nextpnr" else contextlib.nullcontext():
+            logfile = build_dir / f"step{i + 1}_{name}.log"
+            steps[name] = run_step(label, cmd, build_dir, env, logfile)
     total = time.monotonic() - t_start
 
     cells = parse_yosys_stat(build_dir / "top.rpt")

@@ -57,7 +57,7 @@ def test_board_configs_construct():
         assert abs(top.f_sync - cfg.f_mhz * 1e6) < 1e3
         sysm = top.system()
         assert (sysm.core.rows, sysm.core.cols) == (cfg.rows, cfg.cols)
-        for obj in (sysm, sysm.core):  # constructed only, not elaborated: no warning
+        for obj in (top, sysm, sysm.core):  # constructed only, not elaborated: no warning
             obj._MustUse__silence = True
 
 
