@@ -63,7 +63,16 @@ from .topk import (
     topk_mask,
 )
 
-__all__ = ["METHODS", "SwatConv2d", "SwatLinear", "SwatLayer", "pack", "unpack", "check_sparsity"]
+__all__ = [
+    "METHODS",
+    "SwatConv2d",
+    "SwatLinear",
+    "SwatLayer",
+    "MaskReLU",
+    "pack",
+    "unpack",
+    "check_sparsity",
+]
 
 METHODS = ("swat", "saw", "meprop", "dense")
 
@@ -575,3 +584,38 @@ class SwatLinear(SwatLayer, nn.Linear):
         new.bias = m.bias
         new.train(m.training)
         return new
+
+
+# --------------------------------------------------------------------------- bit-mask ReLU
+
+
+class _MaskReLUFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        y = x.clamp_min(0)
+        ctx.n = x.numel()
+        ctx.shape = tuple(x.shape)
+        ctx.save_for_backward(_packbits(y > 0))
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (bits,) = ctx.saved_tensors
+        m = _unpackbits(bits, ctx.n).reshape(ctx.shape)
+        return torch.where(m, g, torch.zeros((), dtype=g.dtype))
+
+
+class MaskReLU(nn.ReLU):
+    """``nn.ReLU`` that saves only a 1-bit mask ``y > 0`` for its backward (not its output).
+
+    A stock ReLU keeps its dense output alive for the backward; once a SWAT layer stores its
+    own compact Top-K copy of that output, the ReLU's copy is the only dense one left and
+    cancels SWAT's activation-memory saving (see :mod:`sw.memory`). Forward values and
+    gradients equal ``nn.ReLU``'s exactly (gradient 0 at ``x == 0``, like PyTorch). Always
+    out-of-place (``inplace`` is accepted and ignored).
+    """
+
+    def forward(self, x):
+        if not torch.is_grad_enabled() or not x.requires_grad:
+            return torch.relu(x)
+        return _MaskReLUFunction.apply(x)

@@ -12,7 +12,14 @@ from __future__ import annotations
 
 from torch import nn
 
-from .layers import SwatConv2d, SwatLayer, SwatLinear, check_method, check_sparsity
+from .layers import (
+    MaskReLU,
+    SwatConv2d,
+    SwatLayer,
+    SwatLinear,
+    check_method,
+    check_sparsity,
+)
 
 __all__ = [
     "swatify",
@@ -44,13 +51,17 @@ def swatify(
     keep_dense=(),
     optimizer=None,
     seed: int = 0,
+    mask_relu: bool = False,
 ) -> nn.Module:
     """Replace every Conv2d/Linear of ``model`` in place by its SWAT twin; returns ``model``.
 
     ``sparsity`` in ``[0, 1)`` is the target (see :mod:`sw.distribution` for how
     ``distribution`` spreads it). ``keep_dense`` names layers to leave dense (density 1.0) on top
     of the distribution's choice (e.g. the WRN first/last layers of the paper's Table 12).
-    Already-SWAT layers are reconfigured, not wrapped twice.
+    Already-SWAT layers are reconfigured, not wrapped twice. ``mask_relu=True`` also replaces
+    every ``nn.ReLU`` module by :class:`sw.layers.MaskReLU` (saves a 1-bit mask instead of its
+    dense output, so the saved-activation memory really shrinks; functional ``F.relu`` calls
+    inside other modules are not reached).
     """
     from .distribution import layer_densities, prunable_layers
 
@@ -91,7 +102,13 @@ def swatify(
         new = cls.from_dense(m, sparsity=sp, **kw)
         new.distribution = distribution
         _set_submodule(model, name, new)
-    model.swat_config = dict(sparsity=sparsity, distribution=distribution, **kw)
+    if mask_relu:
+        relus = [n for n, m in model.named_modules() if type(m) is nn.ReLU and n]
+        for name in relus:
+            _set_submodule(model, name, MaskReLU())
+    model.swat_config = dict(
+        sparsity=sparsity, distribution=distribution, mask_relu=mask_relu, **kw
+    )
     return model
 
 
