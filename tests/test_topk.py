@@ -192,3 +192,28 @@ def test_threshold_holder_same_data_same_mask():
 def test_threshold_holder_bad_period():
     with pytest.raises(ValueError, match="period"):
         ThresholdHolder(period=0)
+
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 5), min_size=3, max_size=4),
+    density=st.floats(0.0, 1.0),
+    dims=st.sampled_from(["nchw", "chw", "hw"]),
+    seed=st.integers(0, 2**16),
+    levels=st.integers(1, 6),
+)
+def test_property_matches_sorted_reference(shape, density, dims, seed, levels):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(-levels, levels + 1, shape, generator=g).float()  # many ties and zeros
+    m = topk_mask(x, density, dims)
+    groups = {"nchw": 1, "chw": shape[0], "hw": shape[0] * shape[1]}[dims]
+    xg, mg = x.reshape(groups, -1), m.reshape(groups, -1)
+    for i in range(groups):
+        assert torch.equal(mg[i], reference_mask(xg[i], density))
+    y = topk(x, density, dims)
+    assert torch.equal(y, torch.where(m, x, 0.0))
