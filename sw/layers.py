@@ -331,6 +331,11 @@ class SwatLayer:
     def density(self, value) -> None:
         self.sparsity = 1.0 - float(value)
 
+    @property
+    def effective_dims(self) -> str:
+        """The Top-K selection group actually used (``"hw"`` means ``"chw"`` for linear)."""
+        return self._eff_dims
+
     # ---- topology freezing (Fig. 8)
     def freeze_topology(self) -> None:
         """Fix the current Top-K weight mask for all later iterations."""

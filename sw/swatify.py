@@ -140,7 +140,10 @@ def set_densities(model: nn.Module, densities: dict) -> None:
     for name, d in densities.items():
         if name not in layers:
             raise ValueError(f"no SWAT layer named {name!r}")
-        layers[name].sparsity = max(0.0, 1.0 - float(d))
+        d = float(d)
+        if not 0.0 < d <= 1.0:
+            raise ValueError(f"density of {name!r} must lie in (0, 1], got {d}")
+        layers[name].sparsity = max(0.0, 1.0 - d)
 
 
 # `import sw.swatify` binds the *module* to the attribute `sw.swatify`, shadowing the lazy export

@@ -129,3 +129,15 @@ def test_resnet18_from_registry():
     x = torch.randn(2, 3, 4, 4)
     m(x).sum().backward()
     assert all(lay.weight.grad is not None for lay in layers.values())
+
+
+def test_set_densities():
+    from sw.swatify import set_densities
+
+    m = sw.swatify(net(), 0.5)
+    set_densities(m, {"3.0": 0.25, "6": 1.0})
+    assert m[3][0].density == pytest.approx(0.25) and m[6].density == 1.0
+    with pytest.raises(ValueError, match="no SWAT layer"):
+        set_densities(m, {"1": 0.5})
+    with pytest.raises(ValueError, match="density"):
+        set_densities(m, {"6": 0.0})
