@@ -526,11 +526,13 @@ def train(config: TrainConfig | dict | None = None, *,
     from .data import load_dataset
 
     cfg = _as_config(config, overrides).resolved()
+    threads = torch.get_num_threads()
     d = _init_distributed()
     try:
         return _train(cfg, d, callback, net, data, models, load_dataset, atomic_save,
                       get_rng_state, load_checkpoint, set_rng_state)
     finally:
+        torch.set_num_threads(threads)  # --threads applies to this run only
         if d.owned and dist.is_initialized():
             dist.destroy_process_group()
 

@@ -6,6 +6,15 @@ import torch
 from sw import models
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # forward passes of the big models: one thread is fastest on a shared, loaded CPU
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def n_params(m):
     return sum(p.numel() for p in m.parameters())
 
