@@ -406,3 +406,39 @@ def test_converts_to_verilog():
     with pytest.raises(ValueError):
         ThresholdSelect(depth=4)
     assert estimate_cycles(576, 64, 8, nnz=3687) == 9369
+
+
+def measure(rows=576, cols=64, lanes=8, densities=(0.1,), seed=1):
+    """Cycles of FULL and HELD on a normal-ish int8 ``S[rows, cols]`` (not part of the suite:
+    ~20-40 s of CPU per density for 576 x 64). Returns {(mode, density): (rtl, model)}."""
+    rng = np.random.default_rng(seed)
+    s = np.clip(np.round(rng.normal(0, 30, size=(rows, cols))), -127, 127).astype(np.int64)
+    res = {}
+    for d in densities:
+        dut = ThresholdSelect(lanes=lanes, depth=1 << 16)
+        tb = TB(dut)
+        k = int_topk.k_from_density(d, rows * cols)
+
+        async def bench(ctx, d=d, k=k, dut=dut, tb=tb):
+            st = tb.beats(int_topk.stream_order(s))
+            w, _, _ = await tb.op(ctx, mode=Mode.FULL, keep=k, rows=rows, cols=cols,
+                                  streams=(st, st))
+            got = check_blob(w, s, *int_topk.threshold_int(s, k))
+            nnz = int(got[2])
+            res[("FULL", d)] = (ctx.get(dut.cycles), estimate_cycles(rows, cols, lanes, nnz=nnz))
+            await tb.op(ctx, mode=Mode.HELD, rows=rows, cols=cols, streams=(st,))
+            res[("HELD", d)] = (ctx.get(dut.cycles),
+                                estimate_cycles(rows, cols, lanes, mode=Mode.HELD, nnz=nnz))
+
+        run_sim(dut, bench)
+    return res
+
+
+if __name__ == "__main__":  # python tests/test_threshold_select.py [rows cols lanes density...]
+    import sys
+
+    args = sys.argv[1:]
+    r, c, ln = (int(a) for a in args[:3]) if len(args) >= 3 else (576, 64, 8)
+    ds = tuple(float(a) for a in args[3:]) or (0.1,)
+    for key, (rtl, model) in measure(r, c, ln, ds).items():
+        print(f"{key[0]:5s} density {key[1]:.2f}: {rtl} cycles (model {model})")
