@@ -173,10 +173,10 @@ class ThresholdSelect(wiring.Component):
 
     Throughput and latency: pass 1 accepts one beat (``lanes`` elements) every cycle; its scan
     adds ``BINS + 3`` cycles. Pass 2 accepts one beat a cycle while the record FIFO has room and
-    writes one word a cycle, so it takes ``max(beats, nnz + N)`` cycles plus a few. The first
-    write leaves a few (3) cycles after the beat that causes it; the header is written last, after
-    every entry and pointer, so ``done`` means the whole blob is in the S buffer. See
-    :func:`estimate_cycles`.
+    writes one word a cycle, so it takes ``max(beats, nnz + N)`` cycles plus a few. A write
+    leaves a few cycles (record FIFO latency) after the beat that causes it; the header is
+    written last, after every entry and pointer, so ``done`` means the whole blob is in the S
+    buffer. See :func:`estimate_cycles`.
 
     Integration into the core: connect ``o`` to the S buffer write port (``s_we = o.valid``,
     ``s_addr = o.payload.addr``, ``s_data = o.payload.data``, ``o.ready = 1`` or an arbiter
