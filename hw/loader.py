@@ -94,7 +94,7 @@ class Loader(wiring.Component):
     """
 
     def __init__(self, *, rows: int, cols: int, d_depth: int, s_depth: int, c_depth: int,
-                 fifo_depth: int = 4):
+                 fifo_depth: int = 6):
         try:
             if not isinstance(rows, int) or rows < 1:
                 raise ValueError(f"rows must be a positive integer, not {rows!r}")
@@ -264,8 +264,11 @@ class Loader(wiring.Component):
             ]
 
         # ---- dispatcher: pointer reads (RUN)
+        c_valid = Signal()      # stage C: checked pointer / descriptor registered
+        c_bad = Signal()
+        c_desc = Signal(desc_layout)
         room = Signal()
-        m.d.comb += room.eq((fifo.level + rd_valid + pv) < self.fifo_depth)
+        m.d.comb += room.eq((fifo.level + rd_valid + pv + c_valid) < self.fifo_depth)
         with m.If(running & ~disp_done & ~stop & room):
             m.d.comb += dport.addr.eq(p + 3)
             m.d.sync += [rd_valid.eq(1), rd_p.eq(p), rd_dbase.eq(dbase), rd_cbase.eq(cbase)]
@@ -279,6 +282,8 @@ class Loader(wiring.Component):
                     ]
             with m.Else():
                 m.d.sync += p.eq(p + 1)
+        # stage C: pointer checked and descriptor formed into registers (BRAM → pd → checks →
+        # cv_* → FIFO, so no compare or adder sits in front of the FIFO's LUT RAM write)
         pdata = pd
         pstart = Signal(32)
         m.d.comb += pstart.eq(Mux(pv_p == 1, 0, prev))
@@ -286,20 +291,21 @@ class Loader(wiring.Component):
         m.d.comb += pbad.eq(Mux(pv_p == 0, pdata != 0,
                                 (pdata < pstart) | (pdata > nnz)
                                 | ((pv_p == r_n) & (pdata != nnz))))
-        with m.If(pv & running & (err_code == 0)):
-            with m.If(pbad):
+        m.d.sync += [
+            c_valid.eq(pv & (pv_p != 0) & ~self.start), c_bad.eq(pbad),
+            c_desc.sa.eq(eoff + pstart), c_desc.len.eq(pdata - pstart),
+            c_desc.dbase.eq(pv_dbase), c_desc.caddr.eq(pv_cbase + pv_p - 1),
+        ]
+        with m.If(pv):
+            m.d.sync += prev.eq(pdata)
+            with m.If(pv_p == 0):  # ptr[0] produces no descriptor: flag it here
+                m.d.sync += [c_valid.eq(pbad & ~self.start), c_bad.eq(pbad)]
+        with m.If(c_valid & running & (err_code == 0)):
+            with m.If(c_bad):
                 m.d.comb += new_err.eq(ERR["ptr"])
             with m.Else():
-                m.d.sync += prev.eq(pdata)
-                with m.If(pv_p != 0):
-                    m.d.comb += [
-                        fifo.w_en.eq(1),
-                        fifo_w.sa.eq(eoff + pstart),
-                        fifo_w.len.eq(pdata - pstart),
-                        fifo_w.dbase.eq(pv_dbase),
-                        fifo_w.caddr.eq(pv_cbase + pv_p - 1),
-                    ]
-        m.d.comb += queue_empty.eq(disp_done & ~rd_valid & ~pv & ~fifo.r_rdy)
+                m.d.comb += [fifo.w_en.eq(1), fifo_w.eq(c_desc)]
+        m.d.comb += queue_empty.eq(disp_done & ~rd_valid & ~pv & ~c_valid & ~fifo.r_rdy)
 
         # ---- PE column issue
         grant_taken = Const(0)
