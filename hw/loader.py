@@ -31,7 +31,7 @@ The fit check needs no multiplier: it adds ``8K`` and ``8N`` per cycle while all
 8 M-tiles are needed, then ``K`` and ``N`` per remaining tile, while the header is read
 (about ``max(6, ceil(M/rows)/8 + 9)`` cycles before the first pointer read).
 
-Latency: start → first entry read: about ``max(6, ceil(M/rows)/8 + 9)`` (header, fit) + 3
+Latency: start → first entry read: about ``max(6, ceil(M/rows)/8 + 9)`` (header, fit) + 4
 (first pointers) + 2 cycles.
 Throughput: one entry per cycle per PE column; one descriptor per cycle from the dispatcher.
 """

@@ -88,7 +88,7 @@ def ideal_cycles(m: int, nnz: int, rows: int, cols: int) -> float:
     return math.ceil(m / rows) * nnz / cols
 
 
-def schedule_cycles(s, m: int, rows: int = 8, cols: int = 8, *, start_latency: int = 12,
+def schedule_cycles(s, m: int, rows: int = 8, cols: int = 8, *, start_latency: int = 13,
                     drain_latency: int = 8) -> int:
     """Estimated ``cycles`` of one ``SwatCore`` operation on ``S`` (dense ``[K, N]`` array).
 
