@@ -218,6 +218,10 @@ class ThresholdSelect(wiring.Component):
             "cols": In(16),
             "t_in": In(8),
             "ties_in": In(32),
+            "transpose": In(1),
+            "cut_row_in": In(16),
+            "cut_col_in": In(16),
+            "cut_any_in": In(1),
             "busy": Out(1),
             "done": Out(1),
             "error": Out(1),
@@ -225,6 +229,9 @@ class ThresholdSelect(wiring.Component):
             "threshold": Out(8, init=BINS - 1),
             "ties": Out(32),
             "held_valid": Out(1),
+            "cut_row": Out(16),
+            "cut_col": Out(16),
+            "cut_any": Out(1),
             "nnz": Out(32),
             "s_len": Out(32),
             "cycles": Out(32),
@@ -282,6 +289,13 @@ class ThresholdSelect(wiring.Component):
         held_t = Signal(8, init=BINS - 1)
         held_ties = Signal(32)
         held_valid = Signal()
+        # position (row, col) of the last tie kept by the last non-transposed pass 2
+        cut_row = Signal(16)
+        cut_col = Signal(16)
+        cut_any = Signal()
+        transpose = Signal()
+        m.d.comb += [self.cut_row.eq(cut_row), self.cut_col.eq(cut_col),
+                     self.cut_any.eq(cut_any)]
         m.d.comb += [self.threshold.eq(held_t), self.ties.eq(held_ties),
                      self.held_valid.eq(held_valid)]
 
@@ -378,16 +392,20 @@ class ThresholdSelect(wiring.Component):
         gt = Signal(L)
         m.d.comb += [eq.eq(Cat(*[(mags[j] == t_cur) & lane_valid[j] for j in range(L)])),
                      gt.eq(Cat(*[(mags[j] > t_cur) & lane_valid[j] for j in range(L)]))]
+        r_i, c_i, end_i, (next_row, next_col) = chain(m, row, col, rows, "i", L)
         keep_eq = Signal(L)
         emit = Signal(L)
         rank = Const(0, 8)
         for j in range(L):
-            m.d.comb += keep_eq[j].eq(eq[j] & (rank < ties_left))
+            # transposed: S is the transpose of the matrix the cut was taken on; lane (r, c) is
+            # (c, r) there, at stream position r * rows' + c: keep it iff not after the cut
+            before_cut = cut_any & ((r_i[j] < cut_col) |
+                                    ((r_i[j] == cut_col) & (c_i[j] <= cut_row)))
+            m.d.comb += keep_eq[j].eq(eq[j] & Mux(transpose, before_cut, rank < ties_left))
             rank = rank + eq[j]
         m.d.comb += emit.eq(Cat(*[(gt[j] | keep_eq[j]) & (self.i.payload.data[j] != 0)
                                   for j in range(L)]))
         ties_used = sum((keep_eq[j] for j in range(L)), Const(0, 8))
-        r_i, c_i, end_i, (next_row, next_col) = chain(m, row, col, rows, "i", L)
         nnz_next = Signal(33)
         m.d.comb += nnz_next.eq(nnz + sum((emit[j] for j in range(L)), Const(0, 8)))
         overflow = Signal()
@@ -414,6 +432,8 @@ class ThresholdSelect(wiring.Component):
             with m.If(self.start):
                 m.d.sync += [
                     mode.eq(self.mode), keep.eq(self.keep), rows.eq(self.rows),
+                    transpose.eq(self.transpose & ((self.mode == Mode.HELD) |
+                                                   (self.mode == Mode.GIVEN))),
                     cols.eq(self.cols), err.eq(ErrorCode.NONE), cycles.eq(0),
                     n.eq(0), mul_a.eq(self.cols), mul_b.eq(self.rows),
                 ]
@@ -458,6 +478,8 @@ class ThresholdSelect(wiring.Component):
                 with m.Else():
                     with m.If(mode == Mode.GIVEN):
                         m.d.sync += [held_t.eq(self.t_in), held_ties.eq(self.ties_in),
+                                     cut_row.eq(self.cut_row_in), cut_col.eq(self.cut_col_in),
+                                     cut_any.eq(self.cut_any_in),
                                      held_valid.eq(1)]
                     m.next = "P2_INIT"
 
@@ -508,6 +530,8 @@ class ThresholdSelect(wiring.Component):
             with m.State("P2_INIT"):
                 m.d.sync += [remaining.eq(n), row.eq(0), col.eq(0), nnz.eq(0), ent_count.eq(0),
                              t_cur.eq(held_t), ties_left.eq(held_ties)]
+                with m.If(~transpose):
+                    m.d.sync += cut_any.eq(0)
                 m.next = "PASS2"
 
             with m.State("PASS2"):
@@ -524,6 +548,11 @@ class ThresholdSelect(wiring.Component):
                             row.eq(next_row), col.eq(next_col), nnz.eq(nnz_next),
                             ties_left.eq(ties_left - ties_used),
                         ]
+                        with m.If(~transpose):
+                            for j in range(L):  # the highest kept tie of the beat wins
+                                with m.If(keep_eq[j]):
+                                    m.d.sync += [cut_any.eq(1), cut_row.eq(r_i[j]),
+                                                 cut_col.eq(c_i[j])]
                         m.d.comb += [
                             rec_fifo.w_en.eq((emit | ends) != 0),
                             rec_in.emit.eq(emit), rec_in.ends.eq(ends),

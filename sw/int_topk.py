@@ -21,6 +21,15 @@ matrix *column by column*: stream order is the column-major (Fortran) order of `
 row-major order of ``S.T``. In the forward pass ``S = Wsᵀ`` so the stream is the row-major order of
 the weight tensor ``W[F, K]`` itself, the same order ``sw.topk`` uses on the weights.
 
+Transposed blob (input-gradient pass)
+-------------------------------------
+The forward GEMM uses ``S = Wsᵀ`` and the input-gradient GEMM ``S = Ws``, the transpose. Streaming
+the transpose re-orders the ties, so a tie budget would pick other ties there. Instead the
+hardware remembers the *cut*: the position ``(row, col)`` in ``S`` of the last tie it kept
+(:func:`last_kept_tie`), and in transposed mode keeps a tie of ``S.T`` iff its position in ``S``'s
+stream order is not after the cut, which reproduces the forward mask exactly
+(:func:`compress_transposed`).
+
 Held threshold (Top-K period, paper Appendix A.6)
 -------------------------------------------------
 Within a Top-K period only the keep/compress pass runs, with the ``(t, ties)`` computed at the
@@ -47,6 +56,8 @@ __all__ = [
     "stream_order",
     "compress_selected",
     "compress_threshold",
+    "last_kept_tie",
+    "compress_transposed",
     "encode_csc_words",
     "blob_words",
 ]
@@ -220,3 +231,32 @@ def compress_selected(q2d, k):
     """
     t, ties = threshold_int(q2d, k)
     return compress_threshold(q2d, t, ties)
+
+
+def last_kept_tie(q2d, t, ties):
+    """``(row, col)`` in ``S[K, N]`` of the last tie (``|x| == t``) kept in stream order, or
+    ``None`` when no tie is kept -- the hardware's ``cut_row, cut_col, cut_any``."""
+    s = _as_int_array(q2d, 8)
+    if s.ndim != 2:
+        raise ValueError(f"expected a 2-D [K, N] matrix, got shape {s.shape}")
+    keep_t = select_mask_threshold(s.T, t, ties)  # [N, K], stream order
+    tie_t = keep_t & (np.abs(s.T) == int(t))
+    idx = np.flatnonzero(tie_t)
+    if idx.size == 0:
+        return None
+    col, row = divmod(int(idx[-1]), s.shape[0])
+    return row, col
+
+
+def compress_transposed(q2d, t, ties):
+    """Blob of ``S.T`` (``[N, K]``) keeping exactly the elements the selection on ``S`` keeps.
+
+    What the hardware writes in transposed mode when ``S.T`` is streamed column by column with
+    the cut of ``S`` (:func:`last_kept_tie`): ``decode(blob, (N, K)) == decode(
+    compress_threshold(S, t, ties), (K, N)).T``.
+    """
+    s = _as_int_array(q2d, 8)
+    if s.ndim != 2:
+        raise ValueError(f"expected a 2-D [K, N] matrix, got shape {s.shape}")
+    keep = select_mask_threshold(s.T, t, ties).T
+    return encode_csc_words(np.where(keep, s, 0).T).astype("<u4").tobytes()

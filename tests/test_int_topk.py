@@ -200,3 +200,23 @@ def test_matches_pytorch_golden_model(data):
     k = int_topk.k_from_density(d, q.size)
     ref = topk_mask(torch.from_numpy(q.copy()), d, "nchw").numpy()
     np.testing.assert_array_equal(int_topk.select_mask(q, k), ref)
+
+
+@settings(SETTINGS, max_examples=60)
+@given(data=st.data())
+def test_transposed_blob_same_mask(data):
+    s = data.draw(int8_arrays(ndim=2))
+    k = data.draw(st.integers(0, s.size))
+    t, ties = int_topk.threshold_int(s, k)
+    fwd = decode_words(np.frombuffer(int_topk.compress_threshold(s, t, ties), "<u4"), s.shape)
+    bwd = decode_words(np.frombuffer(int_topk.compress_transposed(s, t, ties), "<u4"),
+                       s.T.shape)
+    np.testing.assert_array_equal(bwd, fwd.T)
+    # the cut rule: a tie of S.T at (r, c) is kept iff S's stream position of (c, r) <= cut's
+    cut = int_topk.last_kept_tie(s, t, ties)
+    K = s.shape[0]
+    mag = np.abs(s.astype(np.int64))
+    fmask = int_topk.select_mask_threshold(s.T, t, ties).T  # forward keep mask, [K, N]
+    for r, c in zip(*np.nonzero(mag.T == t), strict=True):
+        kept = cut is not None and r * K + c <= cut[1] * K + cut[0]
+        assert kept == fmask[c, r]

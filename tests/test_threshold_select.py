@@ -65,7 +65,7 @@ class TB:
         return out
 
     async def op(self, ctx, *, mode, keep=0, rows=1, cols=1, t_in=0, ties_in=0, streams=(),
-                 max_cycles=None):
+                 transpose=0, cut=None, max_cycles=None):
         """Start one operation, feed ``streams`` (lists of beats), collect writes until ``done``.
 
         Returns ``(writes, cycles_seen, consumed)`` where ``writes`` is a list of (addr, data)
@@ -78,6 +78,10 @@ class TB:
         ctx.set(dut.cols, cols)
         ctx.set(dut.t_in, t_in)
         ctx.set(dut.ties_in, ties_in)
+        ctx.set(dut.transpose, transpose)
+        ctx.set(dut.cut_any_in, cut is not None)
+        ctx.set(dut.cut_row_in, cut[0] if cut else 0)
+        ctx.set(dut.cut_col_in, cut[1] if cut else 0)
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
@@ -135,6 +139,18 @@ def writes_to_words(writes, nwords):
 
 def expected_words(s, t, ties):
     return np.frombuffer(int_topk.compress_threshold(s, t, ties), dtype="<u4")
+
+
+def get_cut(ctx, dut):
+    return (ctx.get(dut.cut_row), ctx.get(dut.cut_col)) if ctx.get(dut.cut_any) else None
+
+
+def check_transposed(writes, s, t, ties):
+    """Blob of ``s.T`` with the mask the selection on ``s`` keeps."""
+    exp = np.frombuffer(int_topk.compress_transposed(s, t, ties), dtype="<u4")
+    got = writes_to_words(writes, len(exp))
+    np.testing.assert_array_equal(got, exp)
+    return got
 
 
 def check_blob(writes, s, t, ties):
@@ -223,6 +239,14 @@ def make_bench(lanes, in_stall, out_stall, seed, log, fifo_depth=16):
             kept = int(int_topk.select_mask(s.T, k).sum())
             assert kept == k
             log.append(("full", lanes, rows, cols, k, cyc))
+            assert get_cut(ctx, dut) == int_topk.last_kept_tie(s, t, ties)
+            # the transpose (input-gradient S) with the held cut: the very same mask
+            stt = tb.beats(int_topk.stream_order(s.T))
+            writes, _, _ = await tb.op(ctx, mode=Mode.HELD, rows=cols, cols=rows, transpose=1,
+                                       streams=(stt,))
+            assert ctx.get(dut.error_code) == ErrorCode.NONE
+            check_transposed(writes, s, t, ties)
+            assert get_cut(ctx, dut) == int_topk.last_kept_tie(s, t, ties)  # unchanged
             # HELD on a perturbed tensor: same (t, ties), rule of sw.int_topk
             s2 = np.clip(s + rng.integers(-2, 3, size=s.shape), -128, 127)
             st2 = tb.beats(int_topk.stream_order(s2))
@@ -231,6 +255,14 @@ def make_bench(lanes, in_stall, out_stall, seed, log, fifo_depth=16):
             assert ctx.get(dut.error_code) == ErrorCode.NONE
             check_blob(writes, s2, t, ties)
             log.append(("held", lanes, rows, cols, k, cyc))
+            cut2 = int_topk.last_kept_tie(s2, t, ties)
+            assert get_cut(ctx, dut) == cut2
+            # GIVEN, transposed, with the pair and cut passed in from outside
+            st2t = tb.beats(int_topk.stream_order(s2.T))
+            writes, _, _ = await tb.op(ctx, mode=Mode.GIVEN, rows=cols, cols=rows, transpose=1,
+                                       t_in=t, ties_in=ties, cut=cut2, streams=(st2t,))
+            assert ctx.get(dut.error_code) == ErrorCode.NONE
+            check_transposed(writes, s2, t, ties)
 
     return dut, bench
 
