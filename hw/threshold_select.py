@@ -35,7 +35,8 @@ class Mode(enum.Enum, shape=2):
 
     #: Pass 1 then pass 2 (the stream is sent twice); the new ``(t, ties)`` is held.
     FULL = 0
-    #: Pass 2 only, with the held ``(t, ties)`` (inside a Top-K period).
+    #: Pass 2 only, with the held ``(t, ties)`` (inside a Top-K period, or with ``transpose``
+    #: for the transposed blob of the matrix just selected).
     HELD = 1
     #: Pass 1 only: compute and hold ``(t, ties)``, write nothing.
     THRESHOLD = 2
@@ -156,6 +157,18 @@ class ThresholdSelect(wiring.Component):
         ``K`` and ``N``.
     t_in, ties_in : ``In(8)``, ``In(32)``
         Threshold pair for mode GIVEN (``t_in <= 128``).
+    transpose : ``In(1)``
+        Modes HELD and GIVEN: the stream is the *transpose* ``S'.T`` of a matrix ``S'`` whose
+        selection was made before (input-gradient ``S = Ws`` after forward ``S' = Wsᵀ``). Ties
+        are then kept by the cut instead of the tie budget: a tie at ``(r, c)`` of the stream's
+        matrix is kept iff ``(c, r)`` of ``S'`` is not after the cut in ``S'``'s stream order
+        (``r < cut_col``, or ``r == cut_col`` and ``c <= cut_row``). The blob is exactly
+        ``sw.int_topk.compress_transposed(S', t, ties)``: the same kept set as the forward one.
+    cut_row_in, cut_col_in, cut_any_in : ``In(16)``, ``In(16)``, ``In(1)``
+        The cut for GIVEN (with ``transpose``; without it they are overwritten by the pass).
+    cut_row, cut_col, cut_any : ``Out(16)``, ``Out(16)``, ``Out(1)``
+        The held cut: ``(row, col)`` of the last tie kept by the last non-transposed pass 2,
+        ``cut_any = 0`` if it kept none (``sw.int_topk.last_kept_tie``).
     busy, done : ``Out(1)``
         ``busy`` while an operation runs; ``done`` from its end until the next ``start``.
     error, error_code : ``Out(1)``, ``Out(ErrorCode)``
