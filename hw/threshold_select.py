@@ -13,7 +13,10 @@ and finds the threshold ``t`` and the number ``ties`` of ``|x| == t`` elements t
 ``|x| == t`` in stream order, drops kept zeros, and writes the entries and column pointers; the
 header (magic, shape, ``nnz``, ``ptr[0]``) is written last. The ``(t, ties)`` pair is held, so
 within a Top-K period (paper Appendix A.6) only pass 2 runs (:attr:`Mode.HELD`, or
-:attr:`Mode.GIVEN` with a per-layer pair kept by the host).
+:attr:`Mode.GIVEN` with a per-layer pair kept by the host). With ``transpose`` a pass 2 writes
+the blob of the transposed matrix (input-gradient ``S = Ws``) with exactly the kept set of the
+last non-transposed pass 2, using the position of its last kept tie (the "cut"); THRESHOLD does
+not update the cut, so run a non-transposed pass 2 on the forward matrix first.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
