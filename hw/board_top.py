@@ -193,7 +193,8 @@ class ICEBreakerTop(_BoardTop):
             o_PLLOUTGLOBAL=clk, o_LOCK=locked,
         )
         m.d.comb += ClockSignal("sync").eq(clk)
-        platform.add_clock_constraint(clk, self.f_sync)
+        # no explicit constraint on the PLL output: nextpnr derives it from the oscillator's
+        # (``set_frequency clk12``) and the PLL parameters, and names the net itself
         # iCE40 BRAMs read as zero for ~3 us after configuration: hold reset >= 20 us
         self._reset(m, platform, locked, max(16, int(20e-6 * self.f_sync)))
 
@@ -231,5 +232,5 @@ class ULX3STop(_BoardTop):
             a_ICP_CURRENT="12", a_LPF_RESISTOR="8",
         )
         m.d.comb += ClockSignal("sync").eq(clk)
-        platform.add_clock_constraint(clk, self.f_sync)
+        # constraint derived by nextpnr from FREQUENCY PORT clk25 through the PLL
         self._reset(m, platform, locked, 64)

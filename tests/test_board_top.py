@@ -32,7 +32,7 @@ def test_icebreaker_top_prepares(with_core):
     files = _prepare(ICEBreakerPlatform(), top, synth_opts="-dsp")
     pcf = files["top.pcf"]
     assert "set_io uart_0__rx__io 6" in pcf and "set_io uart_0__tx__io 9" in pcf
-    assert "set_frequency pll_clk 30.0" in pcf
+    assert "set_frequency clk12_0__io 12.0" in pcf  # PLL output: derived by nextpnr
     il = files["top.il"]
     assert "SB_PLL40_PAD" in il and "\\DIVF 7'1001111" in il
 
@@ -46,7 +46,7 @@ def test_ulx3s_top_prepares(with_core):
     files = _prepare(ULX3S_85F_Platform(), top)
     lpf = files["top.lpf"]
     assert 'LOCATE COMP "uart_0__rx__io" SITE "M1"' in lpf
-    assert 'FREQUENCY NET "pll_clk" 100000000.0 HZ' in lpf
+    assert 'FREQUENCY PORT "clk25_0__io" 25000000.0 HZ' in lpf
     assert "EHXPLLL" in files["top.il"]
     assert "--85k" in files["build_top.sh"] and "--speed 6" in files["build_top.sh"]
 
