@@ -18,7 +18,8 @@ Host-side tiling
 ----------------
 The core's buffers hold ``d_depth`` D words (``ceil(M/rows)·K`` are needed), ``s_depth``
 compressed-S words (``4 + N + nnz``) and ``c_depth`` C words (``ceil(M/rows)·N``). Larger GEMMs
-are split on the host: ``K`` into blocks of at most ``min(d_depth, s_depth - 5)`` rows, the
+are split on the host: ``K`` into equal blocks of at most ``min(d_depth, s_depth - 5)`` rows
+(shorter when ``S`` is so dense that fewer than ``2·cols`` columns would fit one blob), the
 columns of each K block into groups whose compressed blob and C words fit, and ``M`` into row
 blocks (multiples of ``rows``) that fit the D and C buffers. Each block is one core operation;
 partial sums of K blocks are added on the host. ``cycles`` and the busy/stall/idle counters are
@@ -41,7 +42,7 @@ import numpy as np
 
 from . import verilate
 from .bench import REWRITE_ENV, SimulationError, run_bench
-from .tb.driver import pack_d, unpack_c
+from .tb.driver import encode_words, pack_d, unpack_c
 
 __all__ = ["GemmResult", "BatchStats", "SimulationError", "run_gemm", "run_gemms", "run_raw",
            "plan", "LAST_BATCH"]
@@ -121,6 +122,15 @@ def plan(m: int, k: int, n: int, col_nnz_fn, lim: dict) -> list[tuple[slice, sli
     rows = lim["rows"]
     s_cap = min(lim["s"], lim["s_len_max"])
     kmax = max(1, min(k, lim["d"], s_cap - 5, 0xFFFF))
+    # dense columns: shorten the K blocks so that at least 2*cols columns fit one S blob,
+    # otherwise a dense S would run one column at a time and idle most PE columns
+    target = min(n, 2 * lim["cols"])
+    dens_max = float(np.max(col_nnz_fn(slice(0, k)))) / k if k else 0.0
+    if dens_max > 0:
+        fit = int(((s_cap - 4) / target - 1) / dens_max)
+        kmax = max(1, min(kmax, max(fit, 64)))
+    nkb = -(-k // kmax)
+    kmax = -(-k // nkb)  # equal blocks
     blocks = []
     for k0 in range(0, k, kmax):
         kb = slice(k0, min(k, k0 + kmax))
@@ -146,9 +156,7 @@ def plan(m: int, k: int, n: int, col_nnz_fn, lim: dict) -> list[tuple[slice, sli
 
 
 def _encode(s_block: np.ndarray) -> np.ndarray:
-    from sw.compress import encode
-
-    return np.frombuffer(encode(np.ascontiguousarray(s_block)), dtype="<u4").copy()
+    return encode_words(s_block)
 
 
 # --------------------------------------------------------------------------------------------
@@ -157,10 +165,11 @@ def _encode(s_block: np.ndarray) -> np.ndarray:
 
 def simulate(model, runs: np.ndarray, d_blobs: dict, s_blobs: dict, *, mode: str = "auto",
              module: str = "sim.tb.cocotb_gemm", extra_env: dict | None = None,
-             keep: bool = False):
+             keep: bool = False, progress=None):
     """Run ``runs`` (``[R, 7]``: m, k, n, d_id, s_id, s_len, read_c) in one simulator process.
 
-    Returns ``(stats [R, 6], {run: C words}, info dict)``.
+    Returns ``(stats [R, 6], {run: C words}, info dict)``. ``progress(runs_done)`` is called
+    from time to time while the simulator runs.
     """
     root = verilate.build_root() / "runs"
     root.mkdir(parents=True, exist_ok=True)
@@ -174,7 +183,26 @@ def simulate(model, runs: np.ndarray, d_blobs: dict, s_blobs: dict, *, mode: str
         np.savez(jobs, **arrays)
         env = {"SWAT_TB_JOBS": str(jobs), "SWAT_TB_OUT": str(out), "SWAT_TB_MODE": mode}
         env.update(extra_env or {})
-        res = run_bench(model, module, env, workdir=tmp)
+        if progress is None:
+            res = run_bench(model, module, env, workdir=tmp)
+        else:
+            import concurrent.futures
+
+            prog = tmp / "progress"
+            env["SWAT_TB_PROGRESS"] = str(prog)
+            with concurrent.futures.ThreadPoolExecutor(1) as ex:
+                fut = ex.submit(run_bench, model, module, env, workdir=tmp)
+                while True:
+                    try:
+                        res = fut.result(timeout=0.3)
+                        break
+                    except concurrent.futures.TimeoutError:
+                        try:
+                            done_runs = int(prog.read_text().split()[0])
+                        except (OSError, ValueError, IndexError):
+                            continue
+                        progress(done_runs)
+            progress(len(arrays["runs"]))
         if res.failed or not out.exists():
             raise SimulationError(
                 f"the GEMM bench failed:\n{res.summary()}\nlog tail:\n{res.log[-4000:]}")
@@ -196,10 +224,11 @@ def _model(rows, cols, model):
 
 
 def run_gemms(jobs, *, rows: int = 8, cols: int = 8, model=None, mode: str = "auto",
-              check: bool = True) -> list[GemmResult]:
+              check: bool = True, progress=None) -> list[GemmResult]:
     """Run many GEMMs ``[(d, s), ...]`` in one simulator invocation; one :class:`GemmResult` each.
 
     ``check`` raises :class:`SimulationError` when the core reports an error code.
+    ``progress(jobs_done, jobs)`` is called while the simulator runs (e.g. to move a tqdm bar).
     """
     global LAST_BATCH
     t0 = time.monotonic()
@@ -251,7 +280,15 @@ def run_gemms(jobs, *, rows: int = 8, cols: int = 8, model=None, mode: str = "au
     ]
     info = {"bench": 0.0, "io": 0.0, "preload": []}
     if runs:
-        stats, cs, info = simulate(model, np.array(runs), d_blobs, s_blobs, mode=mode)
+        cb = None
+        if progress is not None:
+            ends = np.cumsum(np.bincount([o[0] for o in owners], minlength=len(metas)))
+
+            def cb(runs_done):
+                progress(int(np.searchsorted(ends, runs_done, side="right")), len(metas))
+
+        stats, cs, info = simulate(model, np.array(runs), d_blobs, s_blobs, mode=mode,
+                                   progress=cb)
         for r, (j, mb, nb) in enumerate(owners):
             res = results[j]
             cyc, busy, stall, idle, err, code = (int(x) for x in stats[r])

@@ -240,8 +240,8 @@ def _params_tag(params: dict) -> str:
 
 def _component_attrs(comp, ports: dict) -> dict:
     attrs = {}
-    for name in ("rows", "cols", "d_depth", "s_depth", "c_depth", "width", "depth", "max_n",
-                 "max_len", "bits"):
+    for name in ("rows", "cols", "d_depth", "s_depth", "c_depth", "hold_depth", "sel_lanes",
+                 "lanes", "depth", "addr_width"):
         v = getattr(comp, name, None)
         if isinstance(v, int) and not isinstance(v, bool):
             attrs[name] = v
@@ -260,13 +260,16 @@ def elaborate(design: str, params: dict) -> tuple[str, dict, list, dict]:
     d = DESIGNS[design]
     comp = d.factory(**params)
     text = verilog.convert(comp, name=d.toplevel, emit_src=False)
+    # only the top module's ports and memories (submodules may exist, e.g. FIFOs)
+    top = re.search(rf"^module {re.escape(d.toplevel)}\b.*?^endmodule", text, re.M | re.S)
+    top_text = top.group(0) if top else text
     ports = {}
-    for m in PORT_RE.finditer(text):
+    for m in PORT_RE.finditer(top_text):
         width = int(m.group(2)) + 1 if m.group(2) is not None else 1
         ports[m.group(3)] = width
     memories = [
         {"name": m.group(2), "width": int(m.group(1)) + 1, "depth": int(m.group(3)) + 1}
-        for m in MEM_RE.finditer(text)
+        for m in MEM_RE.finditer(top_text)
     ]
     return text, ports, memories, _component_attrs(comp, ports)
 

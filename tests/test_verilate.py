@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 
@@ -13,7 +14,7 @@ from sim import verilate
 def test_parse_array():
     assert verilate.parse_array("8x8") == (8, 8)
     assert verilate.parse_array(" 4X16 ") == (4, 16)
-    with pytest.raises(Exception):
+    with pytest.raises(argparse.ArgumentTypeError):
         verilate.parse_array("8")
 
 

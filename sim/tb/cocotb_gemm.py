@@ -11,6 +11,7 @@ Driven by :func:`sim.gemm.run_gemms` through environment variables:
                   of each run with read_c; ``wall`` seconds spent in the bench.
 ``SWAT_TB_META``  the model's ``model.json`` (buffer geometry, memory names).
 ``SWAT_TB_MODE``  ``auto`` (preload memories when possible), ``preload`` or ``ports``.
+``SWAT_TB_PROGRESS`` optional file the bench rewrites with "<runs done> <runs>" (progress bars).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ async def run_jobs(dut):
     out = {}
     cur_d = cur_s = None
     t_io = 0.0
+    progress = os.environ.get("SWAT_TB_PROGRESS")
+    t_prog = 0.0
     for r, (m, k, n, d_id, s_id, s_len, read_c) in enumerate(runs.tolist()):
         t1 = time.perf_counter()
         if d_id != cur_d:
@@ -53,5 +56,10 @@ async def run_jobs(dut):
             t1 = time.perf_counter()
             out[f"c_{r}"] = await drv.read_c(-(-m // drv.rows) * n)
             t_io += time.perf_counter() - t1
+        if progress and time.perf_counter() - t_prog > 0.25:
+            t_prog = time.perf_counter()
+            with open(progress + ".tmp", "w") as fh:
+                fh.write(f"{r + 1} {len(runs)}\n")
+            os.replace(progress + ".tmp", progress)
     np.savez(os.environ["SWAT_TB_OUT"], stats=stats, wall=time.perf_counter() - t0, io=t_io,
              preload=np.array([bool(drv.dmem), bool(drv.smem), bool(drv.cmem)]), **out)

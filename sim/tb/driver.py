@@ -236,6 +236,33 @@ class CoreDriver:
 
 # -- host-side packing shared by the benches and sim.gemm ------------------------------------
 
+MAGIC = 0x53574154
+
+
+def encode_words(s: np.ndarray) -> np.ndarray:
+    """Compressed-S words (uint32) of int8 ``S [K, N]``: the bytes of ``sw.compress.encode``.
+
+    A numpy-only twin (``sw.compress`` imports torch, which costs seconds inside the simulator);
+    ``tests/test_gemm.py`` checks that both produce identical blobs.
+    """
+    s = np.asarray(s)
+    k, n = s.shape
+    if not (0 < k <= 0xFFFF and 0 < n <= 0xFFFF):
+        raise ValueError(f"shape {s.shape} does not fit the 16-bit header fields")
+    st = s.T
+    nz_n, nz_k = np.nonzero(st)  # column-major over s, rows increasing within a column
+    vals = st[nz_n, nz_k].astype(np.int64)
+    nnz = len(vals)
+    w = np.empty(4 + n + nnz, dtype=np.uint32)
+    w[0] = MAGIC
+    w[1] = k | (n << 16)
+    w[2] = nnz
+    w[3] = 0
+    w[4:4 + n] = np.cumsum(np.bincount(nz_n, minlength=n))
+    w[4 + n:] = (nz_k.astype(np.int64) | ((vals & 0xFF) << 16)).astype(np.uint32)
+    return w
+
+
 
 def pack_d(d: np.ndarray, rows: int) -> np.ndarray:
     """``D [M, K]`` int8 -> D buffer words ``[ceil(M/rows)*K, rows]`` (word ``mt*K + k``)."""

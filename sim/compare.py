@@ -1,0 +1,489 @@
+"""The main job: RTL cycles of the three SWAT training passes against the FLOP model.
+
+``python -m sim.compare`` (``nox -s compare``, console script ``swat-compare``):
+
+1. train the digits CNN a few hundred steps with SWAT-U at 90 % sparsity (``sw.train.train``);
+   ``--model resnet18`` instead builds the CIFAR ResNet-18 (SWAT-U, initial weights, batch 1,
+   one random CIFAR-shaped input: the shapes and sparsities are what matter for cycles);
+2. take one training step's tensors of every Conv2d/Linear layer (``sw.train.capture_step``):
+   inputs ``A``, weights ``W``, output gradients ``dY``; convolutions are lowered with im2col
+   (``torch.nn.functional.unfold``);
+3. quantize them (``sw.quant``, symmetric per tensor) and apply Top-K *on the integers* with
+   the hardware's tie rule (``sw.int_topk``: the kept set the threshold-select unit produces),
+   at each layer's density (the dense first layer of SWAT-U keeps everything);
+4. run the three GEMMs of every layer on the Verilator model of the core (``sim.run_gemms``, one
+   simulator process for everything), check each bit for bit against ``sw.intref.gemm`` and
+   also run the same GEMMs with the *dense* operands (no Top-K) for the speedup;
+5. write ``results/compare.{csv,json,md}`` and the plots ``rtl_vs_flops.png`` and
+   ``speedup_sweep.png`` (the latter from the 64×576 @ 576×64 sweep, :mod:`sim.sweep`).
+
+Passes (``CONTRACT.md``): forward ``D = A [M, K]``, ``S = Wsᵀ [K, F]``; input gradient
+``D = dY [M, F]``, ``S = Ws [F, K]`` (skipped for the first layer, whose input needs no
+gradient); weight gradient ``D = dYᵀ [F, M]``, ``S = As [M, K]``.
+
+Threshold-select cycles: the cycles the threshold-select unit needs to select and compress ``W``
+(streamed as ``S = Wᵀ``) and ``A`` (one column per sample) are given by
+``hw.threshold_select.estimate_cycles`` (mode FULL: histogram pass + compress pass, 8 lanes), the
+unit's documented cycle formula, which ``tests/test_sim_select.py`` checks against the unit's
+RTL. It is reported next to the GEMM cycles, not added to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import verilate
+
+PASSES = ("forward", "backward_input", "backward_weight")
+FLOP_KEY = {"forward": "forward", "backward_input": "backward_input",
+            "backward_weight": "backward_weight"}
+SELECT_LANES = 8
+
+
+# --------------------------------------------------------------------------------------------
+# capturing one training step
+
+
+def _digits_step(sparsity: float, steps: int, seed: int, log):
+    import torch
+
+    from sw import train as swtrain
+
+    captured = {}
+
+    def cb(info):
+        captured["inputs"] = info.inputs.detach().clone()
+        captured["targets"] = info.targets.detach().clone()
+
+    t0 = time.monotonic()
+    res = swtrain.train(dataset="digits", method="swat", distribution="uniform",
+                        sparsity=sparsity, max_steps=steps, seed=seed, plots=False,
+                        callback=cb)
+    acc = res.final.get("test_acc", res.final.get("test_accuracy"))
+    log(f"trained digits CNN (SWAT-U, sparsity {sparsity:.2f}) for {res.steps} steps in "
+        f"{time.monotonic() - t0:.1f} s" + (f", test accuracy {acc}" if acc is not None else ""))
+    model = res.model
+    torch.manual_seed(seed)
+    recs = swtrain.capture_step(model, captured["inputs"], captured["targets"])
+    shape = tuple(captured["inputs"].shape)
+    info = {"model": "digits_cnn", "steps": res.steps, "batch": shape[0],
+            "final": {k: v for k, v in res.final.items() if isinstance(v, int | float)}}
+    return model, recs, shape, info
+
+
+def _resnet18_step(sparsity: float, seed: int, log):
+    import torch
+
+    from sw import models, swatify
+    from sw import train as swtrain
+
+    torch.manual_seed(seed)
+    model = models.build("resnet18", num_classes=10)
+    swatify(model, sparsity, method="swat", distribution="uniform")
+    x = torch.randn(1, 3, 32, 32)
+    y = torch.tensor([3])
+    recs = swtrain.capture_step(model, x, y)
+    log("ResNet-18 (CIFAR shapes, SWAT-U, initial weights), one step on a random batch of 1")
+    return model, recs, (1, 3, 32, 32), {"model": "resnet18", "steps": 0, "batch": 1}
+
+
+# --------------------------------------------------------------------------------------------
+# lowering a layer to its three GEMMs
+
+
+def _quant(x):
+    from sw.quant import quantize
+
+    q, scale = quantize(np.asarray(x, dtype=np.float64))
+    return q.astype(np.int8), float(scale)
+
+
+def _int_topk(q: np.ndarray, density: float, groups: int = 1) -> np.ndarray:
+    """Top-K of int8 ``q`` per group (row-major stream order) with the hardware's tie rule."""
+    from sw import int_topk
+
+    if density >= 1.0:
+        return q
+    flat = q.reshape(groups, -1)
+    out = np.zeros_like(flat)
+    for g in range(groups):
+        keep = int_topk.select_mask(flat[g], int_topk.k_from_density(density, flat.shape[1]))
+        out[g] = np.where(keep, flat[g], 0)
+    return out.reshape(q.shape)
+
+
+def _groups(dims: str, shape) -> int:
+    if dims in ("nchw", "random"):
+        return 1
+    if dims == "chw":
+        return shape[0]
+    if dims == "hw":
+        return shape[0] * shape[1] if len(shape) > 2 else shape[0]
+    return 1
+
+
+def _im2col(x, module):
+    """``[B, C, H, W]`` -> ``[B*L, C*R*S]`` (rows: output pixels, columns: patch elements)."""
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.as_tensor(x, dtype=torch.float64)
+    cols = F.unfold(t, module.kernel_size, dilation=module.dilation, padding=module.padding,
+                    stride=module.stride)
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1]).numpy()
+
+
+def _fold(cols, module, in_shape):
+    import torch
+    import torch.nn.functional as F
+
+    b = in_shape[0]
+    t = torch.as_tensor(cols).reshape(b, -1, cols.shape[1]).transpose(1, 2)
+    return F.fold(t, in_shape[2:], module.kernel_size, dilation=module.dilation,
+                  padding=module.padding, stride=module.stride).numpy()
+
+
+def layer_jobs(name: str, module, rec: dict, density: float, dims: str) -> list[dict]:
+    """The three GEMMs of one layer: int8 operands, scales, dense twins and float references."""
+    import torch
+
+    conv = isinstance(module, torch.nn.Conv2d)
+    if conv and module.groups != 1:
+        raise NotImplementedError(f"{name}: grouped convolutions are not lowered")
+    a = rec["input"].double().numpy()
+    w = rec["weight"].double().numpy()
+    dy = rec["grad_output"].double().numpy()
+    f = w.shape[0]
+    qa, sa = _quant(a)
+    qw, sw_ = _quant(w.reshape(f, -1))
+    qdy, sdy = _quant(dy)
+    qws = _int_topk(qw, density, _groups(dims, w.shape) if dims != "nchw" else 1)
+    qas = _int_topk(qa, density, _groups(dims, a.shape))
+    if conv:
+        a_col = _im2col(qa, module).astype(np.int8)
+        as_col = _im2col(qas, module).astype(np.int8)
+        dy_col = np.ascontiguousarray(dy.transpose(0, 2, 3, 1).reshape(-1, f))
+        qdy_col = np.ascontiguousarray(qdy.transpose(0, 2, 3, 1).reshape(-1, f))
+    else:
+        a_col, as_col = qa.reshape(qa.shape[0], -1), qas.reshape(qas.shape[0], -1)
+        dy_col, qdy_col = dy.reshape(-1, f), qdy.reshape(-1, f)
+    m, k = a_col.shape
+    # golden references (float, from the PyTorch model of this step)
+    y_ref = rec["output"].double().numpy()
+    if module.bias is not None:
+        bshape = (1, -1, 1, 1) if conv else (1, -1)
+        y_ref = y_ref - module.bias.detach().double().numpy().reshape(bshape)
+    y_ref = y_ref.transpose(0, 2, 3, 1).reshape(-1, f) if conv else y_ref.reshape(-1, f)
+    gi = rec.get("grad_input")
+    dw_ref = rec["grad_weight"].double().numpy().reshape(f, -1)
+    base = {"layer": name, "kind": "conv" if conv else "linear", "density": density}
+    jobs = [dict(base, **{
+        "pass": "forward", "d": np.ascontiguousarray(a_col), "s": np.ascontiguousarray(qws.T),
+        "s_dense": np.ascontiguousarray(qw.T), "scale": sa * sw_, "ref": y_ref,
+    })]
+    if gi is not None:
+        jobs.append(dict(base, **{
+            "pass": "backward_input", "d": qdy_col, "s": np.ascontiguousarray(qws),
+            "s_dense": np.ascontiguousarray(qw), "scale": sdy * sw_,
+            "ref": gi.double().numpy(), "fold": (module, tuple(a.shape)) if conv else None,
+        }))
+    jobs.append(dict(base, **{
+        "pass": "backward_weight", "d": np.ascontiguousarray(qdy_col.T),
+        "s": np.ascontiguousarray(as_col), "s_dense": np.ascontiguousarray(a_col),
+        "scale": sdy * sa, "ref": dw_ref,
+    }))
+    for j in jobs:
+        j["shape"] = (j["d"].shape[0], j["d"].shape[1], j["s"].shape[1])
+        j["select"] = {
+            "w": _select_cycles(qw.T.shape, int((qws != 0).sum())),
+            "a": _select_cycles((a[0].size, a.shape[0]), int((qas != 0).sum())),
+        }
+    del m, k, dy_col
+    return jobs
+
+
+def _select_cycles(shape, nnz) -> int:
+    from hw.threshold_select import estimate_cycles
+
+    return int(estimate_cycles(shape[0], shape[1], SELECT_LANES, nnz=nnz))
+
+
+def _rel_err(job, c) -> float:
+    out = c.astype(np.float64) * job["scale"]
+    if job.get("fold"):
+        module, in_shape = job["fold"]
+        out = _fold(out, module, in_shape)
+    ref = np.asarray(job["ref"], dtype=np.float64).reshape(out.shape)
+    den = float(np.linalg.norm(ref))
+    return float(np.linalg.norm(out - ref) / den) if den else float(np.linalg.norm(out))
+
+
+# --------------------------------------------------------------------------------------------
+# the job
+
+
+def _densities(model) -> dict:
+    from sw.layers import SwatLayer
+
+    out = {}
+    for name, m in model.named_modules():
+        if isinstance(m, SwatLayer):
+            dense = getattr(m, "method", "swat") == "dense"
+            out[name] = (1.0 if dense else float(m.density), getattr(m, "_eff_dims", "nchw"))
+    return out
+
+
+def run(args) -> dict:
+    import torch
+    from tqdm import tqdm
+
+    from sw import flops, intref
+
+    from . import gemm as gemm_mod
+
+    t_start = time.monotonic()
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, cols = args.array
+    pes = rows * cols
+
+    def log(msg):
+        tqdm.write(f"[compare] {msg}")
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    if args.model == "resnet18":
+        model, recs, in_shape, info = _resnet18_step(1 - args.density, args.seed, log)
+    else:
+        model, recs, in_shape, info = _digits_step(1 - args.density, args.steps, args.seed, log)
+    dens = _densities(model)
+    modules = dict(model.named_modules())
+    flop = {r.name: r for r in flops.count(model, in_shape, convention="gemm")}
+
+    t0 = time.monotonic()
+    jobs = []
+    names = [n for n in recs if n in modules and n != "__loss__"]
+    with tqdm(total=len(names) * 3, desc="lower layers x passes", unit="gemm",
+              disable=args.quiet) as bar:
+        for name in names:
+            density, dims = dens.get(name, (1.0, "nchw"))
+            for j in layer_jobs(name, modules[name], recs[name], density, dims):
+                jobs.append(j)
+                bar.update(1)
+            bar.update(3 - sum(1 for j in jobs if j["layer"] == name))
+    t_lower = time.monotonic() - t0
+    log(f"{len(jobs)} GEMMs from {len(names)} layers lowered in {t_lower:.1f} s; "
+        f"model {rows}x{cols}: building or reusing")
+    model_rtl = verilate.core_model(rows, cols, quiet=False)
+
+    gemms = [(j["d"], j["s"]) for j in jobs] + [(j["d"], j["s_dense"]) for j in jobs]
+    labels = [f"{j['layer']}:{j['pass']}" for j in jobs]
+    t0 = time.monotonic()
+    with tqdm(total=len(gemms), desc="RTL layers x passes (sparse, then dense)", unit="gemm",
+              disable=args.quiet) as bar:
+        def prog(done, total):
+            bar.n = done
+            if done < len(labels):
+                bar.set_postfix_str(labels[done], refresh=False)
+            bar.refresh()
+
+        results = gemm_mod.run_gemms(gemms, model=model_rtl, progress=prog)
+    t_sim = time.monotonic() - t0
+    batch = gemm_mod.LAST_BATCH
+    sparse_res, dense_res = results[:len(jobs)], results[len(jobs):]
+
+    rows_out = []
+    for j, r, rd in zip(jobs, sparse_res, dense_res, strict=True):
+        ref = intref.gemm(j["d"], j["s"])
+        exact = bool(np.array_equal(r.c.astype(np.int64), ref))
+        fl = flop.get(j["layer"])
+        m, k, n = j["shape"]
+        row = {
+            "layer": j["layer"], "pass": j["pass"], "M": m, "K": k, "N": n,
+            "density": round(j["density"], 4), "s_density": round(r.density, 4),
+            "dense_macs": m * k * n,
+            "flop_dense": int(getattr(fl, FLOP_KEY[j["pass"]])) if fl else None,
+            "flop_sparse": float(getattr(fl, FLOP_KEY[j["pass"]] + "_sparse")) if fl else None,
+            "effectual_macs": r.macs,
+            "rtl_cycles": r.cycles,
+            "ideal_cycles": round(r.macs / pes, 1),
+            "flop_cycles": (round(float(getattr(fl, FLOP_KEY[j["pass"]] + "_sparse")) / pes, 1)
+                            if fl else None),
+            "utilization": round(r.utilization, 4),
+            "dense_rtl_cycles": rd.cycles,
+            "speedup": round(rd.cycles / r.cycles, 3) if r.cycles else None,
+            "max_speedup": round(rd.macs / r.macs, 3) if r.macs else None,
+            "core_runs": r.runs,
+            "stall_cycles": r.stall_cycles, "idle_cycles": r.idle_cycles,
+            "select_w_cycles": j["select"]["w"], "select_a_cycles": j["select"]["a"],
+            "bit_exact": exact,
+            "rel_err_vs_float": round(_rel_err(j, r.c), 6),
+        }
+        rows_out.append(row)
+
+    tot = {
+        "rtl_cycles": sum(r["rtl_cycles"] for r in rows_out),
+        "dense_rtl_cycles": sum(r["dense_rtl_cycles"] for r in rows_out),
+        "effectual_macs": sum(r["effectual_macs"] for r in rows_out),
+        "dense_macs": sum(r["dense_macs"] for r in rows_out),
+        "flop_sparse": sum(r["flop_sparse"] or 0 for r in rows_out),
+        "flop_dense": sum(r["flop_dense"] or 0 for r in rows_out),
+    }
+    tot["utilization"] = round(tot["effectual_macs"] / (pes * tot["rtl_cycles"]), 4) \
+        if tot["rtl_cycles"] else 0
+    tot["speedup"] = round(tot["dense_rtl_cycles"] / tot["rtl_cycles"], 3) \
+        if tot["rtl_cycles"] else 0
+    tot["all_bit_exact"] = all(r["bit_exact"] for r in rows_out)
+    summary = {
+        "model": info["model"], "sparsity": 1 - args.density, "array": f"{rows}x{cols}",
+        "train_steps": info["steps"], "batch": info["batch"], "gemms": len(jobs),
+        "totals": tot,
+        "simulation": {
+            "core_operations": batch.runs, "simulated_cycles": batch.cycles,
+            "sim_wall_s": round(t_sim, 2), "bench_s": round(batch.bench, 2),
+            "preload_io_s": round(batch.io, 2),
+            "cycles_per_s": round(batch.cycles_per_second),
+            "lowering_s": round(t_lower, 2), "total_wall_s": None,
+        },
+        "threshold_select": "hw.threshold_select.estimate_cycles (mode FULL, 8 lanes), the "
+                            "unit's cycle formula checked against its RTL by "
+                            "tests/test_sim_select.py; not added to the GEMM cycles",
+        "train": info.get("final", {}),
+    }
+    sweep = None
+    if not args.no_sweep:
+        from . import sweep as sweep_mod
+
+        log("sweep: 64x576 @ 576x64 at sparsity 0..95 %")
+        sweep = sweep_mod.run_sweep(array=args.array, out=out_dir, quiet=True,
+                                    model=model_rtl)
+    summary["simulation"]["total_wall_s"] = round(time.monotonic() - t_start, 1)
+    write_outputs(out_dir, rows_out, summary, sweep, args)
+    if not tot["all_bit_exact"]:
+        bad = [f"{r['layer']}:{r['pass']}" for r in rows_out if not r["bit_exact"]]
+        raise SystemExit(f"RTL results differ from the integer reference: {bad}")
+    return {"rows": rows_out, "summary": summary, "sweep": sweep}
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.3e}"
+    return str(v)
+
+
+def write_outputs(out: Path, rows, summary, sweep, args) -> None:
+    stem = out / ("compare" if args.model == "digits" else f"compare_{args.model}")
+    with open(stem.with_suffix(".csv"), "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    stem.with_suffix(".json").write_text(json.dumps({"summary": summary, "layers": rows},
+                                                    indent=1))
+    cols = ["layer", "pass", "M", "K", "N", "s_density", "dense_macs", "flop_sparse",
+            "effectual_macs", "rtl_cycles", "ideal_cycles", "utilization", "dense_rtl_cycles",
+            "speedup", "select_w_cycles", "select_a_cycles", "bit_exact", "rel_err_vs_float"]
+    t = summary["totals"]
+    s = summary["simulation"]
+    lines = [
+        f"# RTL vs FLOP model: {summary['model']}, SWAT-U at {summary['sparsity']:.0%} sparsity,"
+        f" {summary['array']} core",
+        "",
+        f"{summary['gemms']} GEMMs (3 passes per layer), one training step "
+        f"(batch {summary['batch']}, after {summary['train_steps']} training steps). "
+        f"All bit-exact vs `sw.intref.gemm`: **{t['all_bit_exact']}**.",
+        "",
+        f"Totals: RTL cycles {t['rtl_cycles']:,}; same core on the dense operands "
+        f"{t['dense_rtl_cycles']:,} (speedup **{t['speedup']}×**); effectual MACs "
+        f"{t['effectual_macs']:,} of {t['dense_macs']:,} dense; FLOP model (sparse) "
+        f"{t['flop_sparse']:,.0f}; utilization **{t['utilization']:.1%}**.",
+        "",
+        f"Simulation: {s['core_operations']} core operations, {s['simulated_cycles']:,} cycles "
+        f"in {s['sim_wall_s']} s ({s['cycles_per_s']:,} simulated cycles/s excluding buffer "
+        f"preload of {s['preload_io_s']} s); whole job {s['total_wall_s']} s.",
+        "",
+        "Threshold-select cycles: " + summary["threshold_select"] + ".",
+        "",
+        "| " + " | ".join(cols) + " |",
+        "|" + "---|" * len(cols),
+    ]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
+    lines += ["", "Columns: `effectual_macs` = M·nnz(S) (the core's work); `flop_sparse` = "
+              "`sw.flops.count(..., convention=\"gemm\")` sparse MACs (density × dense); "
+              "`ideal_cycles` = effectual MACs / PEs; `utilization` = effectual MACs / (PEs · "
+              "RTL cycles); `speedup` = RTL cycles on the dense operands (quantized, no Top-K; "
+              "zeros such as ReLU's are still skipped) / RTL cycles; `rel_err_vs_float` = "
+              "‖dequantized RTL result − float golden model‖ / ‖golden‖."]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    _plots(out, rows, sweep, summary, args)
+
+
+def _plots(out: Path, rows, sweep, summary, args) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    suffix = "" if args.model == "digits" else f"_{args.model}"
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    labels = [f"{r['layer']}\n{r['pass'].replace('backward_', 'bw_')}" for r in rows]
+    x = np.arange(len(rows))
+    ax.bar(x - 0.2, [r["rtl_cycles"] for r in rows], 0.4, label="RTL cycles")
+    ax.bar(x + 0.2, [r["flop_cycles"] or r["ideal_cycles"] for r in rows], 0.4,
+           label="FLOP model (sparse MACs / PEs)")
+    ax.set_yscale("log")
+    ax.set_xticks(x, labels, rotation=90, fontsize=6 if len(rows) > 30 else 8)
+    ax.set_ylabel("cycles")
+    ax.set_title(f"{summary['model']}: RTL cycles vs FLOP estimate per layer and pass "
+                 f"({summary['array']}, {summary['sparsity']:.0%} sparsity)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / f"rtl_vs_flops{suffix}.png", dpi=120)
+    plt.close(fig)
+    if sweep:
+        from .sweep import plot_sweep
+
+        plot_sweep(sweep, out / "speedup_sweep.png")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="swat-compare", description=__doc__.split("\n")[0])
+    ap.add_argument("--model", choices=["digits", "resnet18"], default="digits")
+    ap.add_argument("--sparsity", type=float, default=0.9, help="SWAT-U sparsity (default 0.9)")
+    ap.add_argument("--array", type=verilate.parse_array, default=(8, 8), help="PE array RxC")
+    ap.add_argument("--out", default="results", help="output folder (default results/)")
+    ap.add_argument("--steps", type=int, default=300, help="digits training steps")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sweep", action="store_true",
+                    help="only the 64x576 @ 576x64 sparsity sweep (python -m sim.sweep)")
+    ap.add_argument("--no-sweep", action="store_true", help="skip the sweep after the layers")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = ap.parse_args(argv)
+    if not 0 <= args.sparsity < 1:
+        ap.error("--sparsity must lie in [0, 1)")
+    args.density = 1 - args.sparsity
+    os.environ.setdefault("COCOTB_REWRITE_ASSERTION_FILES", "test_*.py cocotb_*.py")
+    if args.sweep:
+        from .sweep import main as sweep_main
+
+        return sweep_main(["--array", f"{args.array[0]}x{args.array[1]}", "--out", args.out])
+    t0 = time.monotonic()
+    res = run(args)
+    s = res["summary"]
+    t = s["totals"]
+    print(f"{s['model']}: {s['gemms']} GEMMs bit-exact={t['all_bit_exact']}; RTL cycles "
+          f"{t['rtl_cycles']:,} vs dense {t['dense_rtl_cycles']:,} (speedup {t['speedup']}x), "
+          f"utilization {t['utilization']:.1%}; {s['simulation']['cycles_per_s']:,} cycles/s; "
+          f"wall {time.monotonic() - t0:.1f} s -> {Path(args.out).resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

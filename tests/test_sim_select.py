@@ -1,0 +1,27 @@
+"""Regressions of the threshold-select unit on its Verilator model: ``sim/tb/cocotb_select.py``
+(bit-exact vs ``sw.int_topk``, random valid/ready stalls, every error code)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sim import bench, verilate
+
+pytestmark = pytest.mark.slow
+
+LANES, DEPTH = 8, 8192
+
+
+@pytest.fixture(scope="session")
+def select_model():
+    return verilate.build("select", lanes=LANES, depth=DEPTH)
+
+
+@pytest.mark.xdist_group("sim-select")
+def test_select_regressions(select_model):
+    res = bench.run_bench(select_model, "sim.tb.cocotb_select", {"SWAT_TB_CASES": "12"},
+                          seed=4321)
+    assert res.tests, "the bench ran no tests:\n" + res.log[-3000:]
+    assert not res.failed, res.summary()
+    assert {"random_full_selections", "stalls_on_both_streams", "held_and_given_thresholds",
+            "error_codes"} <= {t[0] for t in res.tests}
