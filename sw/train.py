@@ -103,7 +103,7 @@ class TrainConfig:
     period: int = 1
     structured: bool = False
     topk_dims: str = "nchw"
-    epochs: int | None = None
+    epochs: int | None = None  # None with max_steps: as many as max_steps needs
     max_steps: int | None = None  # stop after this many optimisation steps (may cut an epoch)
     batch_size: int | None = None  # global batch (split over DDP ranks)
     lr: float | None = None
@@ -140,8 +140,9 @@ class TrainConfig:
         except (ValueError, TypeError) as e:
             raise ConfigError(f"--model: {e}") from None
         md = _MODEL_DEFAULTS.get(c.model, {}) if c.dataset != "digits" else {}
+        auto_epochs = c.epochs is None and c.max_steps is not None
         for key in ("epochs", "batch_size", "lr", "weight_decay"):
-            if getattr(c, key) is None:
+            if getattr(c, key) is None and not (key == "epochs" and auto_epochs):
                 setattr(c, key, md.get(key, dd[key]))
         if c.nesterov is None:
             c.nesterov = bool(md.get("nesterov", False))
@@ -153,7 +154,8 @@ class TrainConfig:
         c.schedule = _choice("schedule", c.schedule, SCHEDULES)
         c.sparsity = _number("sparsity", c.sparsity, lo=0.0, hi=1.0, hi_open=True)
         c.period = _integer("period", c.period, lo=1)
-        c.epochs = _integer("epochs", c.epochs, lo=1)
+        if not auto_epochs:
+            c.epochs = _integer("epochs", c.epochs, lo=1)
         if c.max_steps is not None:
             c.max_steps = _integer("max-steps", c.max_steps, lo=1)
         c.batch_size = _integer("batch-size", c.batch_size, lo=1)
@@ -173,9 +175,10 @@ class TrainConfig:
             c.threads = _integer("threads", c.threads, lo=1)
         if c.nesterov and c.momentum == 0:
             raise ConfigError("--nesterov needs a momentum > 0")
+        c._milestones_frac = tuple(md.get("milestones_frac", (1 / 3, 2 / 3)))
         if c.milestones is None:
-            frac = md.get("milestones_frac", (1 / 3, 2 / 3))
-            c.milestones = sorted({max(1, round(f * c.epochs)) for f in frac})
+            if c.epochs is not None:
+                c.milestones = sorted({max(1, round(f * c.epochs)) for f in c._milestones_frac})
         else:
             ms = [_integer("milestones", m, lo=1) for m in c.milestones]
             if ms != sorted(ms):
@@ -560,6 +563,11 @@ def _train(cfg, d, callback, model, dataset, models, load_dataset, atomic_save, 
                                 weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
     model = apply_method(model, cfg)
     steps_per_epoch = ds.num_batches("train", local_bs, d.world_size)
+    if cfg.epochs is None:  # max_steps without epochs: just enough epochs
+        cfg.epochs = math.ceil(cfg.max_steps / steps_per_epoch)
+        if cfg.milestones is None:
+            frac = getattr(cfg, "_milestones_frac", (1 / 3, 2 / 3))
+            cfg.milestones = sorted({max(1, round(f * cfg.epochs)) for f in frac})
     total = cfg.epochs * steps_per_epoch  # the schedule's horizon; max_steps only stops early
     sched = torch.optim.lr_scheduler.LambdaLR(
         optimizer, LRSchedule(cfg.schedule, steps_per_epoch, total, cfg.milestones, cfg.gamma,

@@ -218,3 +218,9 @@ def test_swat_m_redistributes_density_by_momentum():
     sizes = {n: m.weight.numel() for n, m in res.model.named_modules() if n in dens}
     kept = sum(dens[n] * sizes[n] for n in dens)
     assert kept == pytest.approx(0.1 * sum(sizes.values()), rel=1e-6)  # budget preserved
+
+
+def test_max_steps_without_epochs_runs_enough_epochs():
+    res = T.train(dataset="digits", method="dense", max_steps=30, plots=False)
+    assert res.steps == 30 and res.config.epochs == 2  # 23 steps per epoch
+    assert [r["complete"] for r in res.history] == [True, False]
