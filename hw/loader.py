@@ -188,27 +188,26 @@ class Loader(wiring.Component):
         # needed, then one at a time, in parallel with the header reads; mtiles = ceil(m / rows)
         # falls out of the same loop (rows need not be a power of two)
         big = 8
-        f_row = Signal(range(65536 + big * self.rows))  # rows covered by the tiles counted
+        f_left = Signal(signed(18))  # rows of M not yet covered by counted tiles
         f_d = Signal(range(self.d_depth + big * 65536))  # tiles * K (stops once above d_depth)
         f_c = Signal(range(self.c_depth + big * 65536))  # tiles * N
         f_busy = Signal()
         f_bad = Signal()
         with m.If(self.start):
-            m.d.sync += [f_row.eq(0), f_d.eq(0), f_c.eq(0), mtiles.eq(0), f_busy.eq(1),
+            m.d.sync += [f_left.eq(self.m), f_d.eq(0), f_c.eq(0), mtiles.eq(0), f_busy.eq(1),
                          f_bad.eq((self.m == 0) | (self.k == 0) | (self.n == 0))]
         with m.Elif(f_busy):
-            with m.If(f_bad | (f_row >= r_m)):
+            # registered sums compared with constants; additions steered by constant compares
+            with m.If(f_bad | (f_d > self.d_depth) | (f_c > self.c_depth)):
+                m.d.sync += [f_bad.eq(1), f_busy.eq(0)]
+            with m.Elif(f_left <= 0):
                 m.d.sync += f_busy.eq(0)
-            with m.Elif(f_row + (big - 1) * self.rows < r_m):  # the next 8 tiles are all needed
-                m.d.sync += [f_row.eq(f_row + big * self.rows), f_d.eq(f_d + r_k * big),
+            with m.Elif(f_left > (big - 1) * self.rows):  # the next 8 tiles are all needed
+                m.d.sync += [f_left.eq(f_left - big * self.rows), f_d.eq(f_d + r_k * big),
                              f_c.eq(f_c + r_n * big), mtiles.eq(mtiles + big)]
-                with m.If((f_d + r_k * big > self.d_depth) | (f_c + r_n * big > self.c_depth)):
-                    m.d.sync += f_bad.eq(1)
             with m.Else():
-                m.d.sync += [f_row.eq(f_row + self.rows), f_d.eq(f_d + r_k),
+                m.d.sync += [f_left.eq(f_left - self.rows), f_d.eq(f_d + r_k),
                              f_c.eq(f_c + r_n), mtiles.eq(mtiles + 1)]
-                with m.If((f_d + r_k > self.d_depth) | (f_c + r_n > self.c_depth)):
-                    m.d.sync += f_bad.eq(1)
         hdr_code = Signal(4)    # first header error (reported after the fit check)
 
         with m.FSM(name="ctl") as fsm:
