@@ -289,10 +289,13 @@ def run(args) -> dict:
     with tqdm(total=len(gemms), desc="RTL layers x passes (sparse, then dense)", unit="gemm",
               disable=args.quiet) as bar:
         def prog(done, total):
-            bar.n = done
-            if done < len(labels):
-                bar.set_postfix_str(labels[done], refresh=False)
-            bar.refresh()
+            if done == bar.n:
+                return
+            if done < len(gemms):
+                lab = labels[done % len(labels)]
+                bar.set_postfix_str(lab + (" dense" if done >= len(labels) else ""),
+                                    refresh=False)
+            bar.update(done - bar.n)
 
         results = gemm_mod.run_gemms(gemms, model=model_rtl, progress=prog)
     t_sim = time.monotonic() - t0
@@ -350,6 +353,7 @@ def run(args) -> dict:
             "sim_wall_s": round(t_sim, 2), "bench_s": round(batch.bench, 2),
             "preload_io_s": round(batch.io, 2),
             "cycles_per_s": round(batch.cycles_per_second),
+            "cycles_per_cpu_s": round(batch.cycles_per_cpu_second),
             "lowering_s": round(t_lower, 2), "total_wall_s": None,
         },
         "threshold_select": "hw.threshold_select.estimate_cycles (mode FULL, 8 lanes), the "
@@ -405,7 +409,8 @@ def write_outputs(out: Path, rows, summary, sweep, args) -> None:
         f"{t['flop_sparse']:,.0f}; utilization **{t['utilization']:.1%}**.",
         "",
         f"Simulation: {s['core_operations']} core operations, {s['simulated_cycles']:,} cycles "
-        f"in {s['sim_wall_s']} s ({s['cycles_per_s']:,} simulated cycles/s excluding buffer "
+        f"in {s['sim_wall_s']} s ({s['cycles_per_s']:,} simulated cycles per wall second, "
+        f"{s['cycles_per_cpu_s']:,} per CPU second of the simulator, excluding buffer "
         f"preload of {s['preload_io_s']} s); whole job {s['total_wall_s']} s.",
         "",
         "Threshold-select cycles: " + summary["threshold_select"] + ".",

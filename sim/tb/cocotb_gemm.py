@@ -29,6 +29,7 @@ from sim.tb.driver import CoreDriver
 @cocotb.test()
 async def run_jobs(dut):
     t0 = time.perf_counter()
+    c0 = time.process_time()
     meta = json.loads(open(os.environ["SWAT_TB_META"]).read())
     drv = CoreDriver(dut, meta, os.environ.get("SWAT_TB_MODE", "auto"))
     await drv.start()
@@ -38,10 +39,12 @@ async def run_jobs(dut):
     out = {}
     cur_d = cur_s = None
     t_io = 0.0
+    c_io = 0.0
     progress = os.environ.get("SWAT_TB_PROGRESS")
     t_prog = 0.0
     for r, (m, k, n, d_id, s_id, s_len, read_c) in enumerate(runs.tolist()):
         t1 = time.perf_counter()
+        c1 = time.process_time()
         if d_id != cur_d:
             await drv.write_d(jobs[f"d_{d_id}"])
             cur_d = d_id
@@ -50,16 +53,20 @@ async def run_jobs(dut):
             await drv.write_s(s_words)
             cur_s = s_id
         t_io += time.perf_counter() - t1
+        c_io += time.process_time() - c1
         st = await drv.run(m, k, n, s_len)
         stats[r] = (st["cycles"], st["busy"], st["stall"], st["idle"], st["error"], st["code"])
         if read_c and not st["error"]:
             t1 = time.perf_counter()
+            c1 = time.process_time()
             out[f"c_{r}"] = await drv.read_c(-(-m // drv.rows) * n)
             t_io += time.perf_counter() - t1
+            c_io += time.process_time() - c1
         if progress and time.perf_counter() - t_prog > 0.25:
             t_prog = time.perf_counter()
             with open(progress + ".tmp", "w") as fh:
                 fh.write(f"{r + 1} {len(runs)}\n")
             os.replace(progress + ".tmp", progress)
     np.savez(os.environ["SWAT_TB_OUT"], stats=stats, wall=time.perf_counter() - t0, io=t_io,
+             cpu=time.process_time() - c0, cpu_io=c_io,
              preload=np.array([bool(drv.dmem), bool(drv.smem), bool(drv.cmem)]), **out)
