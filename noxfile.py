@@ -27,7 +27,7 @@ def _install(session: nox.Session, extras: str = "") -> None:
 def tests(session: nox.Session) -> None:
     """The whole test suite (pytest, in parallel on every core)."""
     _install(session, "dev")
-    args = session.posargs or ["-n", "auto", "--dist", "loadgroup"]
+    args = session.posargs or ["-n", "auto", "--dist", "loadgroup", "--durations=15"]
     # pytest exits 5 when it collected nothing; tests/conftest.py then prints "NO TESTS RAN",
     # which .ci/run reports, so an empty run is neither a silent pass nor a failure.
     session.run("pytest", *args, env=SIM_ENV, success_codes=[0, 5])
