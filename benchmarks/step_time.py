@@ -27,8 +27,9 @@ def add_arguments(p) -> None:
     p.add_argument("--periods", default="1,100", help="comma-separated Top-K periods")
     p.add_argument("--method", default="swat")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per configuration")
-    p.add_argument("--iters", type=int, default=4, help="timed rounds")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--iters", type=int, default=3, help="timed rounds")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (1: CPU time = work done, robust on a shared machine)")
     p.add_argument("--seed", type=int, default=0)
 
 
