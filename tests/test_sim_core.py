@@ -1,10 +1,14 @@
 """Regressions of the core on its Verilator model: cocotb bench ``sim/tb/cocotb_core.py``.
 
 One simulator process per array size runs every cocotb test of the bench; the model comes from
-the build cache (``sim.verilate``), so it is compiled once for the whole suite.
+the build cache (``sim.verilate``), so it is compiled once for the whole suite. The default 8×8
+core is the one ``sim.run_gemm`` and the compare job use; ``SWAT_SIM_ARRAYS=4x4,8x8`` adds other
+arrays (each costs a Verilator build of a few minutes on a 2-core machine).
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -12,7 +16,8 @@ from sim import bench, verilate
 
 pytestmark = pytest.mark.slow
 
-ARRAYS = {"4x4": (4, 4), "8x8": (8, 8)}
+ARRAYS = {a.strip(): verilate.parse_array(a) for a in
+          os.environ.get("SWAT_SIM_ARRAYS", "8x8").split(",") if a.strip()}
 
 
 @pytest.fixture(scope="session", params=list(ARRAYS))
