@@ -224,3 +224,24 @@ def test_max_steps_without_epochs_runs_enough_epochs():
     res = T.train(dataset="digits", method="dense", max_steps=30, plots=False)
     assert res.steps == 30 and res.config.epochs == 2  # 23 steps per epoch
     assert [r["complete"] for r in res.history] == [True, False]
+
+
+def test_cifar10_cli_run_on_a_tiny_fake_dataset(tmp_path, capsys):
+    import pickle
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for f in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(folder / f, "wb") as fh:
+            pickle.dump({b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8),
+                         b"labels": rng.integers(0, 10, 4).tolist()}, fh)
+    argv = ["--dataset", "cifar10", "--data-dir", str(tmp_path), "--model", "resnet18",
+            "--method", METHOD, "--batch-size", "10", "--epochs", "1", "--threads", "1",
+            "--out", str(tmp_path / "run"), "--no-progress", "--no-plots", "--quiet"]
+    assert T.main(argv) == 0
+    assert "final: epoch 1 step 2" in capsys.readouterr().out  # 20 images / batch 10
+    ck = load_checkpoint(tmp_path / "run")
+    assert ck["config"]["milestones"] == [1] and ck["config"]["lr"] == 0.1
