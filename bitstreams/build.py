@@ -103,6 +103,11 @@ BOARDS = {
 }
 
 
+#: hand-written reading of the latest report per board (what limits it, what would fix it);
+#: copied into report.json/report.md. Keep it in step with the figures when rebuilding.
+ANALYSIS: dict[str, str] = {}
+
+
 def log(msg: str) -> None:
     print(f"[{datetime.datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -444,6 +449,7 @@ def build_board(cfg: BoardConfig, args, env) -> dict:
         "synth_only": bool(args.synth_only),
         "toolchain": toolchain_versions(env, cfg.name),
         "note": cfg.note,
+        "analysis": ANALYSIS.get(cfg.name, ""),
     }
     if not args.synth_only:
         (outdir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -487,6 +493,13 @@ def _util_rows(rep):
     return rows
 
 
+def _short(name: str, limit: int = 90) -> str:
+    """nextpnr net names of carry chains repeat ``_SB_CARRY_CO_CI`` dozens of times."""
+    name = re.sub(r"((?:_SB_CARRY_CO_CI|_CCU2C_COUT_CIN)+)",
+                  lambda m: f"{m.group(0)[:16]}(x{m.group(0).count('_CI')})", name)
+    return name if len(name) <= limit else name[:limit // 2] + "…" + name[-limit // 2:]
+
+
 def render_md(rep: dict) -> str:
     c, clk = rep["config"], rep["clock"]
     lines = [
@@ -525,10 +538,15 @@ def render_md(rep: dict) -> str:
             f"{cp['logic_levels']} logic levels, {cp['routing_ns']} ns of it routing; from "
             f"`{cp['startpoint']}` to `{cp['endpoint']}`.",
         ]
-        nets = [n for n in cp["nets"] if n]
+        nets = [_short(n) for n in cp["nets"] if n]
+        if len(nets) > 12:
+            nets = nets[:6] + ["..."] + nets[-6:]
         if nets:
-            lines.append("Nets on it: " + ", ".join(f"`{n}`" for n in nets[:12])
-                         + (" ..." if len(nets) > 12 else ""))
+            lines.append("")
+            lines.append("Nets on it (yosys/nextpnr names, shortened): "
+                         + ", ".join(n if n == "..." else f"`{n}`" for n in nets))
+    if rep.get("analysis"):
+        lines += ["", "## Analysis", "", rep["analysis"]]
     lines += ["", "## Utilization (nextpnr)", "", "| resource | used | available | % |",
               "| --- | ---: | ---: | ---: |"]
     for n, used, avail, pct in _util_rows(rep):
@@ -602,8 +620,34 @@ def render_readme() -> str:
         "- The D and S buffers have one read port per PE column; yosys implements each as one "
         "BRAM copy per column, which is what limits the buffer depths.",
         "- nextpnr runs with `--timing-allow-fail`: a missed target still yields a bitstream "
-        "(run it at a lower PLL frequency, `--freq`) and the report states the miss.",
+        "(rebuild it at a PLL frequency below the achieved Fmax with `--freq`) and the report "
+        "states the miss. Only one nextpnr runs at a time (file lock in the temp directory).",
+        "",
+        "## On a board",
+        "",
+        "```sh",
+        "iceprog bitstreams/icebreaker/build/top.bin                 # iCEBreaker",
+        "openFPGALoader -b ulx3s bitstreams/ulx3s/build/top.bit      # ULX3S",
+        "```",
+        "",
+        "```python",
+        "import numpy as np, serial                    # pyserial",
+        "from sim.fpga import SwatFpga, run_gemm_fpga",
+        "port = serial.Serial('/dev/ttyUSB1', 115200, timeout=1)",
+        "print(SwatFpga(port).info())                  # rows, cols, buffer depths, clock",
+        "res = run_gemm_fpga(port, d, s)               # d [M,K] int8, s [K,N] int8",
+        "assert (res.c == d.astype(np.int64) @ s.astype(np.int64)).all()",
+        "print(res.cycles, res.macs)",
+        "```",
+        "",
+        "The same driver runs against the simulated gateware in the tests "
+        "(`tests/test_host_bridge.py`, `sim.fpga.SimUartPort`).",
     ]
+    analyses = [(r["board"], r.get("analysis")) for r in reps if r.get("analysis")]
+    if analyses:
+        lines += ["", "## Analysis", ""]
+        for board, text in analyses:
+            lines += [f"**{board}.** {text}", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -627,7 +671,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     sys.path.insert(0, str(REPO))
-    if args.readme_only:
+    if args.readme_only:  # re-render report.md from report.json (+ ANALYSIS) and README.md
+        for p in sorted(HERE.glob("*/report.json")):
+            rep = json.loads(p.read_text())
+            rep["analysis"] = ANALYSIS.get(rep["board"], rep.get("analysis", ""))
+            p.write_text(json.dumps(rep, indent=2) + "\n")
+            (p.parent / "report.md").write_text(render_md(rep))
         (HERE / "README.md").write_text(render_readme())
         return 0
     if args.board == "orangecrab":
