@@ -13,7 +13,8 @@
    at each layer's density (the dense first layer of SWAT-U keeps everything);
 4. run the three GEMMs of every layer on the Verilator model of the core (``sim.run_gemms``, one
    simulator process for everything), check each bit for bit against ``sw.intref.gemm`` and
-   also run the same GEMMs with the *dense* operands (no Top-K) for the speedup;
+   also run the same GEMMs with the *dense* operands (no Top-K) for the speedup (cycles only:
+   of the M blocks over one S block only one runs, see ``run_gemms(cycles_only=...)``);
 5. write ``results/compare.{csv,json,md}`` and the plots ``rtl_vs_flops.png`` and
    ``speedup_sweep.png`` (the latter from the 64×576 @ 576×64 sweep, :mod:`sim.sweep`).
 
@@ -306,7 +307,8 @@ def run(args) -> dict:
                                     refresh=False)
             bar.update(done - bar.n)
 
-        results = gemm_mod.run_gemms(gemms, model=model_rtl, progress=prog)
+        results = gemm_mod.run_gemms(gemms, model=model_rtl, progress=prog,
+                                     cycles_only=[False] * len(jobs) + [True] * len(jobs))
     t_sim = time.monotonic() - t0
     batch = gemm_mod.LAST_BATCH
     sparse_res, dense_res = results[:len(jobs)], results[len(jobs):]

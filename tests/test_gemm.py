@@ -119,3 +119,18 @@ def test_rejects_bad_operands():
     with pytest.raises(ValueError):
         gemm.run_gemms([(np.zeros((2, 3), np.int8), np.zeros((2, 2), np.int8))],
                        model=object())
+
+
+@pytest.mark.slow
+def test_cycles_only_counts_the_same_cycles(model8):
+    """The dense baselines skip M blocks that repeat an S block: the cycle count is unchanged."""
+    rng = np.random.default_rng(7)
+    jobs = [(_rand(rng, (300, 500)), _rand(rng, (500, 40), 0.7)),
+            (_rand(rng, (700, 200)), _rand(rng, (200, 20)))]
+    full = gemm.run_gemms(jobs, model=model8)
+    fast = gemm.run_gemms(jobs, model=model8, cycles_only=True)
+    for a, b in zip(full, fast, strict=True):
+        assert a.runs == b.runs > 1
+        assert (a.cycles, a.busy_cycles, a.stall_cycles, a.idle_cycles) == \
+            (b.cycles, b.busy_cycles, b.stall_cycles, b.idle_cycles)
+        assert b.cycles_only and not a.cycles_only

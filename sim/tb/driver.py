@@ -114,8 +114,17 @@ class CoreDriver:
             "m", "k", "n", "s_len", "start", "busy", "done", "error", "error_code", "cycles",
             "busy_cycles", "stall_cycles", "idle_cycles")}
         self.p = p
-        self._dmem_cache = None
+        self._raw: dict = {}
         self.clock = None
+
+    def _elems(self, mem, base: int, count: int) -> list:
+        """Raw simulator handles of ``mem[base .. base+count-1]`` (cached; cocotb's Python handle
+        objects are skipped: creating one per memory word costs ~0.1 ms)."""
+        cache = self._raw.setdefault(id(mem), [])
+        if len(cache) < base + count:
+            raw = mem._handle
+            cache.extend(raw.get_handle_by_index(a) for a in range(len(cache), base + count))
+        return cache[base:base + count]
 
     # -- setup -----------------------------------------------------------------------------
     async def start(self):
@@ -143,17 +152,18 @@ class CoreDriver:
         if self.dmem:
             fmt = f"0{self.rows * 8}b"
             for mem in self.dmem:
-                for a, v in enumerate(ints, base):
-                    mem[a]._handle.set_signal_val_binstr(0, format(v, fmt))
+                hs = self._elems(mem, base, len(ints))
+                for h, v in zip(hs, ints, strict=True):
+                    h.set_signal_val_binstr(0, format(v, fmt))
         else:
             await self._write_port("d", ints, base)
 
     async def write_s(self, words: np.ndarray, base: int = 0):
         ints = np.asarray(words, dtype=np.uint32).tolist()
         if self.smem:
-            mem = self.smem[0]
-            for a, v in enumerate(ints, base):
-                mem[a]._handle.set_signal_val_int(0, v - (1 << 32) if v >= 1 << 31 else v)
+            hs = self._elems(self.smem[0], base, len(ints))
+            for h, v in zip(hs, ints, strict=True):
+                h.set_signal_val_int(0, v - (1 << 32) if v >= 1 << 31 else v)
         else:
             await self._write_port("s", ints, base)
 
@@ -172,10 +182,8 @@ class CoreDriver:
         out = bytearray()
         nb = self.rows * 4
         if self.cmem:
-            mem = self.cmem[0]
-            for a in range(base, base + count):
-                s = mem[a]._handle.get_signal_val_binstr()
-                out += int(s, 2).to_bytes(nb, "little")
+            for h in self._elems(self.cmem[0], base, count):
+                out += int(h.get_signal_val_binstr(), 2).to_bytes(nb, "little")
         else:
             caddr, cdata = self.p["c_addr"], self.p["c_data"]
             clk = RisingEdge(self.dut.clk)
