@@ -55,6 +55,7 @@ class BoardConfig:
     c_depth: int
     synth_opts: str = ""
     script_after_read: str = ""  # yosys commands between read_rtlil and synth_*
+    nextpnr_extra: str = ""
     dsp_budget: int | None = None  # lower the narrowest multipliers to LUTs beyond this many
     note: str = ""
 
@@ -95,10 +96,11 @@ BOARDS = {
         dsp_budget=8,
     ),
     # ECP5 LFE5U-85F on the ULX3S: package CABGA381, speed grade 6 (the slowest ECP5 grade).
+    # router2: router1 spent > 15 min of rip-ups on this design on the shared build machine.
     "ulx3s": BoardConfig(
         name="ulx3s", title="ULX3S 85F (LFE5U-85F-6BG381C, speed grade 6)",
         device="LFE5U-85F-6BG381C", f_mhz=100.0, rows=8, cols=8, d_depth=1024,
-        s_depth=2048, c_depth=512,
+        s_depth=2048, c_depth=512, nextpnr_extra="--router router2",
     ),
 }
 
@@ -282,22 +284,27 @@ def summarize_cells(board: str, cells: dict[str, int]) -> dict[str, int]:
 
 
 def multipliers(il_text: str) -> list[tuple[str, str, int, int, int]]:
-    """``(module, cell, a_width, b_width, y_width)`` of every ``$mul`` cell in RTLIL text."""
+    """``(module, cell, a_width, b_width, y_width)`` of every ``$mul`` cell in RTLIL text whose
+    operands are both signals (yosys turns a multiplication by a constant into shifts/adds)."""
     out = []
     module = cell = None
     params: dict[str, int] = {}
+    const = False
     for line in il_text.splitlines():
         t = line.strip()
         if t.startswith("module "):
             module = t.split(None, 1)[1].lstrip("\\")
         elif t.startswith("cell $mul "):
-            cell, params = t.split()[2], {}
+            cell, params, const = t.split()[2], {}, False
         elif cell and t.startswith("parameter \\") and t.split()[1][1:] in (
                 "A_WIDTH", "B_WIDTH", "Y_WIDTH"):
             params[t.split()[1][1:]] = int(t.split()[2])
+        elif cell and t.startswith(("connect \\A ", "connect \\B ")):
+            const |= bool(re.fullmatch(r"\d+'[01xz]+", t.split(None, 2)[2]))
         elif cell and t == "end":
-            out.append((module, cell, params.get("A_WIDTH", 0), params.get("B_WIDTH", 0),
-                        params.get("Y_WIDTH", 0)))
+            if not const:
+                out.append((module, cell, params.get("A_WIDTH", 0), params.get("B_WIDTH", 0),
+                            params.get("Y_WIDTH", 0)))
             cell = None
     return out
 
@@ -377,6 +384,8 @@ def build_board(cfg: BoardConfig, args, env) -> dict:
     top = cfg.top(baud=args.baud)
     platform = cfg.platform()
     nextpnr_opts = f"--report report.json --timing-allow-fail --seed {args.seed}"
+    if cfg.nextpnr_extra:
+        nextpnr_opts += " " + cfg.nextpnr_extra
     overrides = dict(synth_opts=cfg.synth_opts, nextpnr_opts=nextpnr_opts)
     if cfg.script_after_read:
         overrides["script_after_read"] = cfg.script_after_read
