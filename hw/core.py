@@ -12,8 +12,11 @@ lowest column first.
 
 Pipeline of one entry (cycle of the S read = 0)::
 
-    0 S read  1 S data→reg  2 check, D read  3 D data→PE  4 operand reg  5 product  6 acc/hold
-    7 C arbitration (if granted)  8 C write
+    0 S read  1 S data→reg  2 check→reg  3 D read  4 D data→reg  5 operand reg  6 product
+    7 acc/hold  8 C arbitration (if granted)  9 C write
+
+Every block-RAM output goes straight into a register (ECP5 block RAM has a long clock-to-output
+and the read-port copies spread over the die), so no logic follows a BRAM in the same cycle.
 
 Latency: ``start`` → first entry read 8 cycles; last entry read → ``done`` about 8 cycles.
 Throughput: one effectual entry per PE column per cycle (``rows*cols`` MACs per cycle), so an
@@ -185,16 +188,27 @@ class SwatCore(wiring.Component):
                 t_first.eq(tok.payload.first), t_last.eq(tok.payload.last),
                 t_caddr.eq(tok.payload.caddr),
             ]
+            # D data straight into a register (no logic after the block RAM output)
+            u_valid = Signal(name=f"u_valid_{j}")
+            u_d = Signal(rows * 8, name=f"u_d_{j}")
+            u_v = Signal(8, name=f"u_v_{j}")
+            u_first = Signal(name=f"u_first_{j}")
+            u_last = Signal(name=f"u_last_{j}")
+            u_caddr = Signal(self.c_aw, name=f"u_caddr_{j}")
+            m.d.sync += [
+                u_valid.eq(t_valid & ~start), u_d.eq(drd.data), u_v.eq(t_v),
+                u_first.eq(t_first), u_last.eq(t_last), u_caddr.eq(t_caddr),
+            ]
             inp = pe.inp[j]
             m.d.comb += [
-                inp.valid.eq(t_valid),
-                inp.payload.d.eq(drd.data),
-                inp.payload.v.eq(t_v),
-                inp.payload.first.eq(t_first),
-                inp.payload.last.eq(t_last),
-                inp.payload.tag.eq(t_caddr),
+                inp.valid.eq(u_valid),
+                inp.payload.d.eq(u_d),
+                inp.payload.v.eq(u_v),
+                inp.payload.first.eq(u_first),
+                inp.payload.last.eq(u_last),
+                inp.payload.tag.eq(u_caddr),
             ]
-            tok_any.append(t_valid)
+            tok_any += [t_valid, u_valid]
             # credit: at most hold_depth unfinished results per column (holding queue)
             owed = Signal(range(self.hold_depth + 1), name=f"owed_{j}")
             inc = ld.col_fin[j]

@@ -10,8 +10,9 @@ FIFO in the same cycle in which it issues the last entry of its current item (sh
 counter, lowest column first on a tie), so item switches cost no cycle and a column never waits
 for the others at M-tile boundaries; only the end of the GEMM has a tail.
 
-Each PE column has its own S read port and issues one entry read per cycle. Two cycles later
-the entry leaves on ``out[j]`` (``always_ready``: no backpressure) with the D address
+Each PE column has its own S read port and issues one entry read per cycle. Three cycles later
+(BRAM → register with no logic between, for the slow block-RAM clock-to-output of ECP5 → checks
+→ register) the entry leaves on ``out[j]`` (``always_ready``: no backpressure) with the D address
 ``mt*K + k``, the value, and the ``first``/``last`` flags of its item. An empty item (column
 without non-zeros) issues one *zero token* (``v = 0``, ``first = last = 1``) so that its C word
 is written as zero. ``hold_free[j]`` low holds back the last entry (or zero token) of an item:
@@ -390,11 +391,12 @@ class Loader(wiring.Component):
                 s2_valid.eq(s1_valid & ~self.start), s2_zero.eq(s1_zero),
                 s2_first.eq(s1_first), s2_last.eq(s1_last),
                 s2_dbase.eq(s1_dbase), s2_caddr.eq(s1_caddr),
-                s2_word.eq(Mux(s1_zero, 0, port.data)),
+                s2_word.eq(port.data),  # nothing between the BRAM output and this FF
             ]
-            kk = s2_word[0:16]
-            vv = s2_word[16:24]
-            rsv = s2_word[24:32]
+            word = Mux(s2_zero, 0, s2_word)
+            kk = word[0:16]
+            vv = word[16:24]
+            rsv = word[24:32]
             e5 = Signal(name=f"e5_{j}")
             e6 = Signal(name=f"e6_{j}")
             e7 = Signal(name=f"e7_{j}")
@@ -406,17 +408,22 @@ class Loader(wiring.Component):
             ]
             with m.If(s2_valid):
                 m.d.sync += prev_k.eq(kk)
+            # stage 3: checked token with its D address, registered (the D read port is fed
+            # straight from these FFs)
             out = self.out[j]
-            m.d.comb += [
-                out.valid.eq(s2_valid & ~e5 & ~e6 & ~e7),
-                out.payload.daddr.eq((s2_dbase + kk)[:d_aw]),
-                out.payload.v.eq(vv),
-                out.payload.first.eq(s2_first),
-                out.payload.last.eq(s2_last),
-                out.payload.caddr.eq(s2_caddr),
+            s3_valid = Signal(name=f"s3_valid_{j}")
+            s3 = Signal(out.payload.shape(), name=f"s3_{j}")
+            m.d.sync += [
+                s3_valid.eq(s2_valid & ~e5 & ~e6 & ~e7 & ~self.start),
+                s3.daddr.eq((s2_dbase + kk)[:d_aw]),
+                s3.v.eq(vv),
+                s3.first.eq(s2_first),
+                s3.last.eq(s2_last),
+                s3.caddr.eq(s2_caddr),
             ]
+            m.d.comb += [out.valid.eq(s3_valid), out.payload.eq(s3)]
             col_err.append((e5, e6, e7))
-            in_flight += [s1_valid, s2_valid]
+            in_flight += [s1_valid, s2_valid, s3_valid]
 
         m.d.comb += fifo.r_en.eq(grant_taken)
 
