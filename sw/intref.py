@@ -89,13 +89,16 @@ def ideal_cycles(m: int, nnz: int, rows: int, cols: int) -> float:
 
 
 def schedule_cycles(s, m: int, rows: int = 8, cols: int = 8, *, start_latency: int = 13,
-                    drain_latency: int = 8) -> int:
+                    drain_latency: int = 10) -> int:
     """Estimated ``cycles`` of one ``SwatCore`` operation on ``S`` (dense ``[K, N]`` array).
 
     Work items ``(mt, n)`` in order go to the PE column that becomes free first (lowest index
     on a tie); an item takes ``nnz(S[:, n])`` cycles (one for an empty column's zero token);
     each finished item needs one cycle of the single C write port. Constants: ``start_latency``
     (``start`` → first entry read) and ``drain_latency`` (last entry read → ``done``).
+    Not modelled: the per-column result credit (``hold_depth`` results in flight, ~11-cycle
+    round trip), which slows items shorter than about ``11 / hold_depth`` entries when there are
+    too few PE columns to saturate the C port; the estimate is then low.
     """
     import heapq
 
