@@ -56,6 +56,7 @@ class BoardConfig:
     synth_opts: str = ""
     script_after_read: str = ""  # yosys commands between read_rtlil and synth_*
     nextpnr_extra: str = ""
+    core_extra: dict = dataclasses.field(default_factory=dict)  # more SwatCore keywords
     dsp_budget: int | None = None  # lower the narrowest multipliers to LUTs beyond this many
     note: str = ""
 
@@ -79,7 +80,7 @@ class BoardConfig:
             kw["core"] = core
         else:
             kw.update(rows=self.rows, cols=self.cols, d_depth=self.d_depth,
-                      s_depth=self.s_depth, c_depth=self.c_depth)
+                      s_depth=self.s_depth, c_depth=self.c_depth, **self.core_extra)
         return cls(**kw)
 
 
@@ -431,6 +432,7 @@ def build_board(cfg: BoardConfig, args, env) -> dict:
         "config": {
             "rows": cfg.rows, "cols": cfg.cols, "pes": cfg.rows * cfg.cols,
             "d_depth": cfg.d_depth, "s_depth": cfg.s_depth, "c_depth": cfg.c_depth,
+            "core_extra": cfg.core_extra,
             "baud": args.baud, "uart_divisor": top.divisor, "synth_opts": cfg.synth_opts,
             "yosys_script_after_read": cfg.script_after_read,
             "dsp_budget": cfg.dsp_budget,
@@ -671,6 +673,7 @@ def main(argv=None) -> int:
     ap.add_argument("--d-depth", type=int)
     ap.add_argument("--s-depth", type=int)
     ap.add_argument("--c-depth", type=int)
+    ap.add_argument("--hold-depth", type=int, help="SwatCore hold_depth (result queue)")
     ap.add_argument("--baud", type=int, default=115200)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--synth-only", action="store_true",
@@ -706,6 +709,8 @@ def main(argv=None) -> int:
                 setattr(cfg, field, v)
         if args.freq is not None:
             cfg.f_mhz = args.freq
+        if args.hold_depth is not None:
+            cfg.core_extra = {**cfg.core_extra, "hold_depth": args.hold_depth}
         try:
             rep = build_board(cfg, args, env)
         except Exception as exc:  # keep going with the next board, report at the end

@@ -23,12 +23,12 @@ class SwatSystem(wiring.Component):
     ``hw.core.SwatCore`` is built from the keyword arguments."""
 
     def __init__(self, *, divisor: int, core=None, rows=8, cols=8, d_depth=512, s_depth=512,
-                 c_depth=256, timeout=None, clk_hz=0):
+                 c_depth=256, timeout=None, clk_hz=0, **core_extra):
         if core is None:
             from .core import SwatCore
 
             core = SwatCore(rows=rows, cols=cols, d_depth=d_depth, s_depth=s_depth,
-                            c_depth=c_depth)
+                            c_depth=c_depth, **core_extra)
         self.core = core
         self.divisor = divisor
         # default inter-byte timeout: 1000 byte times (~87 ms at 115200 baud), long enough for

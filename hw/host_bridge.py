@@ -143,7 +143,12 @@ class HostBridge(wiring.Component):
         m.d.comb += [
             self.tx.payload.eq(txbuf[0:8]),
             self.c_addr.eq(addr),
+            self.d_addr.eq(addr), self.s_addr.eq(addr),
+            self.d_data.eq(word[word_bits - rows * 8:]),
+            self.s_data.eq(word[word_bits - 32:]),
         ]
+        with m.If(self.d_we | self.s_we):
+            m.d.sync += addr.eq(addr + 1)
         with m.Switch(op):
             for code, n in ARG_BYTES.items():
                 with m.Case(code):
@@ -255,11 +260,10 @@ class HostBridge(wiring.Component):
                     m.d.sync += [word.eq(shifted), wbyte.eq(wbyte + 1)]
                     with m.If(last):
                         ok = status == ST_OK
+                        # the write happens next cycle from ``word``/``addr`` (comb outputs),
+                        # then ``addr`` advances (below); the next byte is >= 40 cycles away
                         m.d.sync += [
-                            wbyte.eq(0), addr.eq(addr + 1), count.eq(count - 1),
-                            self.d_addr.eq(addr), self.s_addr.eq(addr),
-                            self.d_data.eq(shifted[word_bits - rows * 8:]),
-                            self.s_data.eq(shifted[word_bits - 32:]),
+                            wbyte.eq(0), count.eq(count - 1),
                             self.d_we.eq(ok & (op == OP_WRITE_D)),
                             self.s_we.eq(ok & (op == OP_WRITE_S)),
                         ]
