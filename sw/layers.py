@@ -49,10 +49,12 @@ activation is sparsified (nothing is saved for a backward).
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.utils import _pair
 
 from .topk import (
     ThresholdHolder,
@@ -112,18 +114,79 @@ def check_method(method) -> str:
 
 _BITS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
 
+# Bit packing 8 bools at a time in int64 arithmetic (little-endian byte order, MSB-first bits,
+# the same layout as ``numpy.packbits``): multiplying the 8 bytes (0/1) of a word by _GATHER
+# collects byte i into bit 63 - i (no carries), so the top byte is the packed byte; _SPREAD
+# replicates a byte into all 8 bytes and _SELECT keeps bit 7 - i in byte i.
+_GATHER = 0x8040201008040201 - (1 << 64)
+_SPREAD = 0x0101010101010101
+_SELECT = 0x0102040810204080
+_ROUND = 0x7F7F7F7F7F7F7F7F
+_LITTLE = __import__("sys").byteorder == "little"
+
 
 def _packbits(m: torch.Tensor) -> torch.Tensor:
     m = m.reshape(-1)
     pad = (-m.numel()) % 8
     if pad:
         m = torch.cat([m, m.new_zeros(pad)])
-    return (m.view(-1, 8).to(torch.uint8) * _BITS.to(m.device)).sum(dim=1, dtype=torch.uint8)
+    if not _LITTLE or m.dtype != torch.bool:
+        return (m.view(-1, 8).to(torch.uint8) * _BITS.to(m.device)).sum(dim=1, dtype=torch.uint8)
+    words = m.contiguous().view(torch.uint8).view(torch.int64)
+    return torch.bitwise_right_shift(words * _GATHER, 56).to(torch.uint8)
 
 
 def _unpackbits(p: torch.Tensor, n: int) -> torch.Tensor:
-    bits = (p.unsqueeze(1) & _BITS.to(p.device)) != 0
-    return bits.reshape(-1)[:n]
+    if not _LITTLE:
+        bits = (p.unsqueeze(1) & _BITS.to(p.device)) != 0
+        return bits.reshape(-1)[:n]
+    w = p.to(torch.int64)
+    w *= _SPREAD
+    w &= _SELECT  # byte i holds 0 or a single bit
+    w += _ROUND  # ... so adding 0x7F sets bit 7 of the byte iff the bit was set (no carry out)
+    w >>= 7
+    w &= _SPREAD
+    return w.view(torch.bool).reshape(-1)[:n]
+
+
+_TLS = threading.local()
+
+
+def _scratch(like: torch.Tensor, n: int) -> torch.Tensor:
+    """A per-thread reusable buffer of at least ``n`` elements (dtype/device of ``like``)."""
+    bufs = getattr(_TLS, "bufs", None)
+    if bufs is None:
+        bufs = _TLS.bufs = {}
+    key = (like.dtype, like.device)
+    buf = bufs.get(key)
+    if buf is None or buf.numel() < n:
+        buf = bufs[key] = torch.empty(n, dtype=like.dtype, device=like.device)
+    return buf
+
+
+def _flatnonzero(m: torch.Tensor) -> torch.Tensor:
+    return torch.nonzero(m.reshape(-1)).reshape(-1)
+
+
+def _compact(x: torch.Tensor, mask, idx, drop_zeros: bool):
+    """``(values, code, fmt, mask)`` of the kept set given as a bool ``mask`` and/or ascending
+    flat indices ``idx`` (see :func:`pack`). With ``drop_zeros`` kept zeros are not stored. The
+    returned ``mask`` is the (possibly rebuilt) bool mask of the stored set, or ``None`` if the
+    index format was chosen and no mask existed."""
+    n = x.numel()
+    if idx is None:
+        idx = _flatnonzero(mask)
+    values = x.take(idx)
+    if drop_zeros and values.numel() and not bool(values.all()):
+        nz = values != 0
+        idx, values, mask = idx[nz], values[nz], None
+    k = values.numel()
+    if 4 * k < (n + 7) // 8 and n < 2**31:
+        return values, idx.to(torch.int32), "idx", mask
+    if mask is None:
+        mask = torch.zeros(n, dtype=torch.bool, device=x.device)
+        mask[idx] = True
+    return values, _packbits(mask), "bits", mask
 
 
 def pack(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -133,19 +196,17 @@ def pack(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     ``fmt == "idx"``: ``code`` holds the int32 flat indices of the kept elements. The cheaper of
     the two is chosen (indices win below ~1/32 density).
     """
-    n = x.numel()
-    flat = mask.reshape(-1)
-    values = x.reshape(-1)[flat]
-    k = values.numel()
-    if 4 * k < (n + 7) // 8 and n < 2**31:
-        return values, flat.nonzero().reshape(-1).to(torch.int32), "idx"
-    return values, _packbits(flat), "bits"
+    values, code, fmt, _ = _compact(x, mask.reshape(-1), None, False)
+    return values, code, fmt
 
 
-def unpack(values: torch.Tensor, code: torch.Tensor, fmt: str, shape) -> torch.Tensor:
-    """Inverse of :func:`pack`: the dense tensor of ``shape``."""
+def unpack(values: torch.Tensor, code: torch.Tensor, fmt: str, shape, out=None) -> torch.Tensor:
+    """Inverse of :func:`pack`: the dense tensor of ``shape`` (written into ``out`` if given)."""
     n = math.prod(shape)
-    out = values.new_zeros(n)
+    if out is None:
+        out = values.new_zeros(n)
+    else:
+        out = out.reshape(-1)[:n].zero_()
     if fmt == "idx":
         out[code.long()] = values
     else:
@@ -202,6 +263,26 @@ def _bwd_weight(layer, kind, a, w_shape, g):
     return g.t() @ a
 
 
+def _bwd_both(layer, kind, x_shape, a, w, g, need_x, need_w):
+    """``(dA, dW)`` (``None`` where not wanted) in one backward call.
+
+    For a convolution this is one ``aten.convolution_backward`` with the real sparse operands,
+    the routine the dense layer's autograd uses (the separate ``torch.nn.grad`` helpers pass
+    expanded placeholder tensors and take a slower path).
+    """
+    if kind != "conv" or isinstance(layer._fn_padding, str):
+        gx = _bwd_input(layer, kind, x_shape, w, g) if need_x else None
+        gw = _bwd_weight(layer, kind, a, w.shape, g) if need_w else None
+        return gx, gw
+    if a is None:
+        a = g.new_empty(1).expand(x_shape)
+    gx, gw, _ = torch.ops.aten.convolution_backward(
+        g, a, w, None, _pair(layer.stride), _pair(layer._fn_padding), _pair(layer.dilation),
+        False, [0, 0], layer.groups, (need_x, need_w, False),
+    )  # fmt: skip
+    return gx, gw
+
+
 def _bias_grad(kind, g):
     if kind == "conv":
         return g.sum(dim=(0, 2, 3))
@@ -222,16 +303,21 @@ class SwatFunction(torch.autograd.Function):
             y = _fwd(layer, kind, x, weight, bias)
             ctx.save_for_backward(x, weight)
             return y
-        w_mask = cfg.w_mask
-        ws = torch.where(w_mask, weight, torch.zeros((), dtype=weight.dtype))
+        w_mask, w_idx = cfg.w_mask
+        w_vals, w_code, ctx.w_fmt, w_mask = _compact(weight, w_mask, w_idx, False)
+        if method == "swat":
+            if w_mask is not None:
+                ws = torch.where(w_mask.reshape(weight.shape), weight,
+                                 torch.zeros((), dtype=weight.dtype))
+            else:
+                ws = weight.new_zeros(weight.shape)
+                ws.reshape(-1)[w_code.long()] = w_vals
         y = _fwd(layer, kind, x, ws if method == "swat" else weight, bias)
-        w_vals, w_code, ctx.w_fmt = pack(weight, w_mask)
         w_vals._swat_role = w_code._swat_role = "weight"  # for sw.memory's accounting
         # Activations: Top-K, then keep only the non-zeros (a kept zero needs no storage).
         if weight.requires_grad:
-            a_mask = cfg.act_mask_fn(x)
-            a_nz = a_mask & (x != 0)
-            a_vals, a_code, ctx.a_fmt = pack(x, a_nz)
+            a_mask, a_idx = cfg.act_mask_fn(x)
+            a_vals, a_code, ctx.a_fmt, _ = _compact(x, a_mask, a_idx, True)
             cfg.stats["activation_density"] = a_vals.numel() / max(1, x.numel())
         else:  # no weight gradient wanted: the activations need not be kept at all
             a_vals = a_code = x.new_zeros(0)
@@ -263,11 +349,16 @@ class SwatFunction(torch.autograd.Function):
             return gx, gw, gb, None
         w_vals, w_code, a_vals, a_code = ctx.saved_tensors
         ws = unpack(w_vals, w_code, ctx.w_fmt, ctx.w_shape)
-        if need_x:
-            gx = _bwd_input(layer, kind, ctx.x_shape, ws, g)
+        a_s = None
         if need_w:
-            a_s = unpack(a_vals, a_code, ctx.a_fmt, ctx.x_shape)
-            gw = _bwd_weight(layer, kind, a_s, ctx.w_shape, g)
+            # The dense As lives only for this call: unpack it into a reused buffer (a fresh
+            # large allocation page-faults on every step). Not when the backward is itself
+            # recorded (create_graph), where it could be saved for a double backward.
+            out = None if torch.is_grad_enabled() else _scratch(a_vals, math.prod(ctx.x_shape))
+            a_s = unpack(a_vals, a_code, ctx.a_fmt, ctx.x_shape, out=out)
+        if need_x or need_w:
+            gx, gw = _bwd_both(layer, kind, ctx.x_shape, a_s, ws, g, need_x, need_w)
+        if need_w:
             if layer.mask_update:
                 gw = gw * unpack_mask(w_code, ctx.w_fmt, ctx.w_shape).to(gw.dtype)
         if need_b and ctx.has_bias:
@@ -409,18 +500,18 @@ class SwatLayer:
             if self.method == "meprop":
                 w_mask = None
             elif self._frozen_mask is not None:
-                w_mask = self._frozen_mask
+                w_mask = (self._frozen_mask, None)
                 self._w_holder.recomputed = False
             elif train:
-                w_mask = self._w_holder.mask(self.weight.detach(), d, generator=gen)
+                w_mask = self._w_holder.select(self.weight.detach(), d, generator=gen)
             else:
-                w_mask = self._exact_weight_mask()
+                w_mask = (self._exact_weight_mask(), None)
         a_holder, dims = self._a_holder, self._eff_dims
 
-        def act_mask_fn(a):
+        def act_mask_fn(a):  # -> (mask, idx), see ThresholdHolder.select
             if train:
-                return a_holder.mask(a.detach(), d, generator=gen, check=False)
-            return topk_mask(a.detach(), d, dims, generator=gen, _check=False)
+                return a_holder.select(a.detach(), d, generator=gen, check=False)
+            return topk_mask(a.detach(), d, dims, generator=gen, _check=False), None
 
         cfg = _Cfg(self, self._kind, self.method, w_mask, act_mask_fn, d)
         y = self._swat_apply(x, cfg)

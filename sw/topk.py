@@ -14,6 +14,12 @@ Tie rule (docs/core-interface.md, shared with the integer reference and the hard
 
 Threshold by selection
     ``t`` is found with ``torch.kthvalue`` (a selection, O(n) average), never by a full sort.
+    Whole-tensor groups (``"nchw"``) of floating-point tensors with at least ``_FAST_MIN``
+    elements take a faster exact route (:func:`_flat_topk`): a strided sample of ``|x|`` brackets
+    the threshold, one pass collects the candidates ``|x| >= lo`` (about ``k`` plus a small
+    margin), and the k-th largest and the tie rule are resolved on those candidates only. The
+    result (kept set, threshold) is identical to the plain selection; if the bracket misses, the
+    plain selection runs.
 
 Selection groups (``dims``, Appendix A.5, Fig. 9)
     ``"nchw"``: the whole tensor is one group. ``"chw"``: one group per index of dim 0 (per
@@ -98,7 +104,104 @@ def _magnitude(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.int64).abs()
 
 
+# --------------------------------------------------------------------------- scratch memory
+
+import threading
+
+_TLS = threading.local()
+
+
+def _abs_scratch(x: torch.Tensor) -> torch.Tensor:
+    """``|x|`` flattened, written into a per-thread reusable buffer (not a fresh allocation).
+
+    Large fresh allocations are returned to the OS and page-fault again on every use, which
+    costs more than the ``abs`` itself; the buffer is only used inside one call, never returned.
+    """
+    n = x.numel()
+    key = (x.dtype, x.device)
+    bufs = getattr(_TLS, "abs", None)
+    if bufs is None:
+        bufs = _TLS.abs = {}
+    buf = bufs.get(key)
+    if buf is None or buf.numel() < n:
+        buf = bufs[key] = torch.empty(n, dtype=x.dtype, device=x.device)
+    a = buf[:n]
+    torch.abs(x.reshape(-1), out=a)
+    return a
+
+
 # --------------------------------------------------------------------------- selection core
+
+_FAST_MIN = 1 << 15  # groups smaller than this use the plain selection
+_SAMPLE = 1 << 14  # strided sample size of the fast path
+_Z = 5.0  # bracket half-width in binomial standard deviations
+
+
+def _flat_topk(a: torch.Tensor, k: int):
+    """Exact Top-K of the 1-D magnitude tensor ``a`` (``0 < k < n``) by a sampled bracket.
+
+    Returns ``(idx, t)``: the int64 flat indices of the kept elements (ascending, exactly ``k``,
+    stream-order tie rule) and the k-th largest magnitude ``t`` (0-dim); ``None`` when the
+    bracket missed (the caller then runs the plain selection).
+    """
+    n = a.numel()
+    stride = max(1, n // _SAMPLE) | 1  # odd: does not alias power-of-two layouts
+    s = a[::stride]
+    m = s.numel()
+    p = k / n
+    sd = math.sqrt(max(p * (1.0 - p), 1.0 / m) * m)
+    j_lo = min(m, math.ceil(p * m + _Z * sd) + 1)  # rank (from the top) of the lower bound
+    j_hi = max(1, math.floor(p * m - _Z * sd))  # rank of the upper bound
+    lo = torch.kthvalue(s, m - j_lo + 1).values
+    idx = torch.nonzero(a >= lo).reshape(-1)
+    c = idx.numel()
+    if c < k:
+        return None
+    cand = a.take(idx)
+    if c == k:
+        t = cand.min()
+        keep = None
+    else:
+        hi = torch.kthvalue(s, m - j_hi + 1).values
+        above = cand > hi
+        n_hi = int(torch.count_nonzero(above))
+        r = k - n_hi  # rank of t among the candidates <= hi
+        if n_hi < k:
+            band = cand[~above]
+            t = torch.kthvalue(band, band.numel() - r + 1).values
+        else:  # the bracket's top was too low: select among all candidates
+            t = torch.kthvalue(cand, c - k + 1).values
+        keep = cand >= t
+        n_ge = int(torch.count_nonzero(keep))
+        if n_ge != k:  # surplus ties at t: keep the first in stream order (idx ascending)
+            gt = cand > t
+            eq = keep & ~gt
+            need = k - (n_ge - int(torch.count_nonzero(eq)))
+            rank = torch.cumsum(eq.to(torch.int32), dim=0)
+            keep = gt | (eq & (rank <= need))
+        idx = idx[keep]
+    return idx, t
+
+
+def _flat_select(x: torch.Tensor, k: int, *, check: bool = True):
+    """``(idx, t)`` of the exact whole-tensor Top-K of ``x`` (fast path), or ``None``.
+
+    ``None`` when the fast path does not apply (small or integer tensor, ``k`` at a bound) or its
+    bracket missed; the caller then uses :func:`_select_rows`.
+    """
+    n = x.numel()
+    if not x.is_floating_point() or n < _FAST_MIN or not 0 < k < n:
+        return None
+    if check:
+        check_finite(x)
+    return _flat_topk(_abs_scratch(x), k)
+
+
+def _mask_from_idx(idx: torch.Tensor, shape, device=None) -> torch.Tensor:
+    m = torch.zeros(math.prod(shape), dtype=torch.bool, device=device or idx.device)
+    m[idx] = True
+    return m.reshape(shape)
+
 
 
 def kth_magnitude(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -174,7 +277,11 @@ def topk_mask(
     g = _groups(x, dims)
     n = x.numel() // g if g else 0
     k = kept_count(n, d)
-    if dims == "random":
+    fast = _flat_select(x, k, check=False) if dims == "nchw" else None
+    if fast is not None:
+        idx, t = fast
+        mask, t = _mask_from_idx(idx, (x.numel(),), x.device), t.reshape(1)
+    elif dims == "random":
         scores = torch.rand(x.shape, generator=generator, dtype=torch.float32).reshape(1, -1)
         mask, t = _select_rows(scores, k)
     else:
@@ -280,6 +387,26 @@ class ThresholdHolder:
         generator: torch.Generator | None = None,
         check: bool = True,
     ) -> torch.Tensor:
+        m, idx = self.select(x, density, advance=advance, generator=generator, check=check)
+        if m is None:
+            m = _mask_from_idx(idx, tuple(x.shape), x.device)
+        return m
+
+    def select(
+        self,
+        x: torch.Tensor,
+        density: float,
+        *,
+        advance: bool = True,
+        generator: torch.Generator | None = None,
+        check: bool = True,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The kept set of :meth:`mask` as ``(mask, idx)``; at least one is not ``None``.
+
+        ``mask`` is the bool mask (shape of ``x``), ``idx`` the ascending int64 flat indices of
+        the kept elements; whichever the selection produced anyway is returned (the fast exact
+        path yields indices, the held path a mask), so callers convert only if they need to.
+        """
         if self.structured:
             groups = 1
         else:
@@ -294,6 +421,13 @@ class ThresholdHolder:
             self.calls += 1
         self.recomputed = due
         if due:
+            if not self.structured and self.dims == "nchw":
+                fast = _flat_select(x, kept_count(x.numel(), density), check=check)
+                if fast is not None:
+                    idx, t = fast
+                    self.threshold = t.detach().reshape(1).clone()
+                    self._groups = groups
+                    return None, idx
             if self.structured:
                 m, t = topk_channels_mask(x, density, return_threshold=True, _check=check)
             else:
@@ -303,7 +437,7 @@ class ThresholdHolder:
                 )  # fmt: skip
             self.threshold = t.detach().clone()
             self._groups = groups
-            return m
+            return m, None
         if check:
             check_finite(x)
         t = self.threshold
@@ -312,12 +446,18 @@ class ThresholdHolder:
             m = (norms >= t) & (norms > 0)
             if x.ndim > 2:
                 m = m.reshape(*norms.shape, *([1] * (x.ndim - 2))).expand(x.shape)
-            return m
+            return m, None
+        if groups == 1 and x.is_floating_point():
+            a = _abs_scratch(x)
+            tt = t.to(a.dtype).reshape(())
+            # t > 0 implies |x| > 0; only a zero threshold needs the explicit zero exclusion
+            m = a >= tt if bool(tt > 0) else a > 0
+            return m.reshape(x.shape), None
         a = _magnitude(x).reshape(groups, -1)
         if not a.is_floating_point():
             a = a.double()
         t = t.to(a.dtype).reshape(groups, 1)
-        return ((a >= t) & (a > 0)).reshape(x.shape)
+        return ((a >= t) & (a > 0)).reshape(x.shape), None
 
     def state_dict(self) -> dict:
         return {"period": self.period, "calls": self.calls, "threshold": self.threshold}
