@@ -283,8 +283,9 @@ def run_gemms(jobs, *, rows: int = 8, cols: int = 8, model=None, mode: str = "au
                     mults[seen[ckey]] += 1
                     continue
                 seen[ckey] = len(runs)
-            dkey = (mb.start, kb.start)
-            skey = (kb.start, nb.start)
+            # M blocks of different column groups can differ in height: key on both ends
+            dkey = (mb.start, mb.stop, kb.start, kb.stop)
+            skey = (kb.start, kb.stop, nb.start, nb.stop)
             if dkey not in d_cache:
                 d_cache[dkey] = len(d_blobs)
                 d_blobs[len(d_blobs)] = pack_d(d[mb, kb], rows)

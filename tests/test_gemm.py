@@ -87,6 +87,8 @@ def test_batch_with_tiling_and_edge_cases(model8):
         (_rand(rng, (200, 600)), _rand(rng, (600, 70), 0.1)),  # M tiles beyond c/d depth
         (_rand(rng, (9, 5000)), _rand(rng, (5000, 9), 0.05)),  # K beyond d_depth
         (_rand(rng, (8, 64)), _rand(rng, (64, 600), 0.3)),  # N beyond c_depth
+        # N beyond c_depth with M > rows: the column groups get M blocks of different height
+        (_rand(rng, (100, 64)), _rand(rng, (64, 576), 0.1)),
         (_rand(rng, (16, 300)), _rand(rng, (300, 40))),  # dense S: more than one blob
         (_rand(rng, (5, 7)), np.zeros((7, 3), np.int8)),  # all-zero S
         (np.full((9, 33), -128, np.int8), np.full((33, 9), -128, np.int8)),
@@ -97,8 +99,8 @@ def test_batch_with_tiling_and_edge_cases(model8):
     for (d, s), r in zip(jobs, res, strict=True):
         ref = d.astype(np.int64) @ s.astype(np.int64)
         assert np.array_equal(r.c.astype(np.int64), ref), r.shape
-    assert res[0].runs > 1 and res[1].runs > 1 and res[2].runs > 1
-    assert res[4].macs == 0
+    assert res[0].runs > 1 and res[1].runs > 1 and res[2].runs > 1 and res[3].runs > 1
+    assert res[5].macs == 0
 
 
 @pytest.mark.slow
