@@ -152,12 +152,16 @@ def _unpackbits(p: torch.Tensor, n: int) -> torch.Tensor:
 _TLS = threading.local()
 
 
-def _scratch(like: torch.Tensor, n: int) -> torch.Tensor:
-    """A per-thread reusable buffer of at least ``n`` elements (dtype/device of ``like``)."""
+def _scratch(like: torch.Tensor, n: int, slot: str = "a") -> torch.Tensor:
+    """A per-thread reusable buffer of at least ``n`` elements (dtype/device of ``like``).
+
+    For dense operands that live only inside one forward or backward call (large fresh
+    allocations page-fault on every step); ``slot`` separates operands alive at the same time.
+    """
     bufs = getattr(_TLS, "bufs", None)
     if bufs is None:
         bufs = _TLS.bufs = {}
-    key = (like.dtype, like.device)
+    key = (slot, like.dtype, like.device)
     buf = bufs.get(key)
     if buf is None or buf.numel() < n:
         buf = bufs[key] = torch.empty(n, dtype=like.dtype, device=like.device)
@@ -305,13 +309,12 @@ class SwatFunction(torch.autograd.Function):
             return y
         w_mask, w_idx = cfg.w_mask
         w_vals, w_code, ctx.w_fmt, w_mask = _compact(weight, w_mask, w_idx, False)
-        if method == "swat":
+        if method == "swat":  # Ws only feeds this forward (no grad recorded here): scratch
+            ws = _scratch(weight, weight.numel(), "w")[: weight.numel()].view(weight.shape)
             if w_mask is not None:
-                ws = torch.where(w_mask.reshape(weight.shape), weight,
-                                 torch.zeros((), dtype=weight.dtype))
+                torch.where(w_mask.reshape(weight.shape), weight, weight.new_zeros(()), out=ws)
             else:
-                ws = weight.new_zeros(weight.shape)
-                ws.reshape(-1)[w_code.long()] = w_vals
+                ws.zero_().view(-1)[w_code.long()] = w_vals
         y = _fwd(layer, kind, x, ws if method == "swat" else weight, bias)
         w_vals._swat_role = w_code._swat_role = "weight"  # for sw.memory's accounting
         # Activations: Top-K, then keep only the non-zeros (a kept zero needs no storage).
@@ -348,13 +351,15 @@ class SwatFunction(torch.autograd.Function):
                 gb = _bias_grad(kind, gs)
             return gx, gw, gb, None
         w_vals, w_code, a_vals, a_code = ctx.saved_tensors
-        ws = unpack(w_vals, w_code, ctx.w_fmt, ctx.w_shape)
+        rec = torch.is_grad_enabled()  # backward recorded (create_graph): no shared buffers
+        ws = unpack(w_vals, w_code, ctx.w_fmt, ctx.w_shape,
+                    out=None if rec else _scratch(w_vals, math.prod(ctx.w_shape), "w"))
         a_s = None
         if need_w:
             # The dense As lives only for this call: unpack it into a reused buffer (a fresh
             # large allocation page-faults on every step). Not when the backward is itself
             # recorded (create_graph), where it could be saved for a double backward.
-            out = None if torch.is_grad_enabled() else _scratch(a_vals, math.prod(ctx.x_shape))
+            out = None if rec else _scratch(a_vals, math.prod(ctx.x_shape), "a")
             a_s = unpack(a_vals, a_code, ctx.a_fmt, ctx.x_shape, out=out)
         if need_x or need_w:
             gx, gw = _bwd_both(layer, kind, ctx.x_shape, a_s, ws, g, need_x, need_w)
