@@ -421,8 +421,9 @@ def build(design: str | None = None, *, public: str = "ports", quiet: bool = Tru
                         tmpo = cache / f"{o}.{os.getpid()}.tmp"
                         shutil.copy2(bdir / o, tmpo)
                         tmpo.replace(cache / o)
-            # object files are not needed to run; keep the executable and the logs
-            for f in bdir.glob("*.o"):
+            # object files, archives and precompiled headers (~140 MB for the 8x8 core) are not
+            # needed to run; keep the executable, the sources and the logs
+            for f in [*bdir.glob("*.gch"), *bdir.glob("*.a"), *bdir.glob("*.o")]:
                 f.unlink()
             built_now = True
             model = Model(design, toplevel, bdir, params, ports, memories, attrs, key, public,
