@@ -150,8 +150,8 @@ def _flat_topk(a: torch.Tensor, k: int):
     m = s.numel()
     p = k / n
     sd = math.sqrt(max(p * (1.0 - p), 1.0 / m) * m)
-    j_lo = min(m, math.ceil(p * m + _Z * sd) + 1)  # rank (from the top) of the lower bound
-    j_hi = max(1, math.floor(p * m - _Z * sd))  # rank of the upper bound
+    j_lo = min(m, max(1, math.ceil(p * m + _Z * sd) + 1))  # rank (from the top) of lo
+    j_hi = min(m, max(1, math.floor(p * m - _Z * sd)))  # rank of the upper bound hi
     lo = torch.kthvalue(s, m - j_lo + 1).values
     idx = torch.nonzero(a >= lo).reshape(-1)
     c = idx.numel()

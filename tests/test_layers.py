@@ -373,3 +373,66 @@ def test_swat_training_reduces_loss():
         opt.step()
         losses.append(loss.item())
     assert min(losses[-5:]) < 0.3 * losses[0]
+
+
+def sorted_ref_topk(x, d):
+    """Reference Top-K for large tensors: stable descending sort of |x| (ties in stream order)."""
+    flat = x.detach().reshape(-1)
+    k = kept_count(flat.numel(), d)
+    m = torch.zeros(flat.numel(), dtype=torch.bool)
+    m[torch.sort(-flat.abs(), stable=True).indices[:k]] = True
+    return torch.where(m.reshape(x.shape), x.detach(), torch.zeros(()))
+
+
+@pytest.mark.parametrize("period", [1, 3])
+def test_large_conv_fast_path_matches_formulas(period):
+    # input and weight above sw.topk._FAST_MIN: the sampled-bracket selection, the compact
+    # packing and the reused backward buffers are all exercised; half the input is zeros.
+    torch.manual_seed(3)
+    layer = SwatConv2d(64, 64, 3, padding=1, stride=2, sparsity=0.9, period=period)
+    d = 0.1
+    g = torch.Generator().manual_seed(5)
+    for step in range(3):
+        x = torch.relu(torch.randn(2, 64, 16, 16, generator=g)).requires_grad_()
+        y = layer(x)
+        gy = torch.randn(y.shape, generator=g)
+        y.backward(gy)
+        if step % period == 0:  # recompute step: exact Top-K of weights and activations
+            ws, as_ = sorted_ref_topk(layer.weight, d), sorted_ref_topk(x, d)
+        else:  # held thresholds
+            tw, ta = layer.stats["weight_threshold"], layer.stats["activation_threshold"]
+            w = layer.weight.detach()
+            ws = torch.where(w.abs() >= tw, w, 0.0)
+            as_ = torch.where(x.detach().abs() >= ta, x.detach(), 0.0)
+        y_ref = torch.nn.functional.conv2d(x.detach(), ws, layer.bias, 2, 1)
+        torch.testing.assert_close(y, y_ref, rtol=0, atol=1e-5)
+        torch.testing.assert_close(x.grad, conv2d_input(x.shape, ws, gy, 2, 1))
+        torch.testing.assert_close(layer.weight.grad,
+                                   conv2d_weight(as_, layer.weight.shape, gy, 2, 1))
+        assert layer.stats["activation_density"] == (as_ != 0).sum().item() / x.numel()
+        layer.weight.grad = None
+
+
+def test_packbits_layout_and_roundtrip():
+    from sw.layers import _packbits, _unpackbits
+
+    g = torch.Generator().manual_seed(6)
+    for n in (1, 7, 8, 9, 64, 1001):
+        m = torch.rand(n, generator=g) < 0.3
+        p = _packbits(m)
+        ref = [sum(int(b) << (7 - j) for j, b in enumerate(m[i:i + 8].tolist()))
+               for i in range(0, n, 8)]
+        assert p.dtype == torch.uint8 and p.tolist() == ref  # MSB first
+        assert torch.equal(_unpackbits(p, n), m)
+
+
+def test_backward_with_create_graph_matches():
+    torch.manual_seed(0)
+    layer = SwatConv2d(8, 8, 3, padding=1, sparsity=0.5)
+    x = torch.randn(2, 8, 6, 6, requires_grad=True)
+    y = layer(x)
+    (gx,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+    x2 = x.detach().clone().requires_grad_()
+    layer.reset_thresholds()
+    (gx2,) = torch.autograd.grad(layer(x2).sum(), x2)
+    torch.testing.assert_close(gx, gx2)

@@ -217,3 +217,71 @@ def test_property_matches_sorted_reference(shape, density, dims, seed, levels):
         assert torch.equal(mg[i], reference_mask(xg[i], density))
     y = topk(x, density, dims)
     assert torch.equal(y, torch.where(m, x, 0.0))
+
+
+# --------------------------------------------------------------------------- fast exact path
+
+
+def sorted_reference_mask(x: torch.Tensor, density: float) -> torch.Tensor:
+    """Reference for large tensors: stable descending sort of |x| (ties in stream order)."""
+    flat = x.reshape(-1)
+    k = kept_count(flat.numel(), density)
+    order = torch.sort(-flat.abs().double(), stable=True).indices[:k]
+    m = torch.zeros(flat.numel(), dtype=torch.bool)
+    m[order] = True
+    return m.reshape(x.shape)
+
+
+def _large_cases():
+    g = torch.Generator().manual_seed(11)
+    n = 40_000  # above sw.topk._FAST_MIN: the sampled-bracket path
+    return {
+        "randn": torch.randn(4, 10, 1000, generator=g),
+        "relu": torch.relu(torch.randn(n, generator=g)),  # half zeros
+        "few_levels": torch.randint(-3, 4, (n,), generator=g).float(),  # massive ties
+        "all_zero": torch.zeros(n),
+        "mostly_zero": torch.cat([torch.zeros(n - 500), torch.randn(500, generator=g)]),
+        "float64": torch.randn(n, generator=g, dtype=torch.float64),
+        "sorted": torch.linspace(-1, 1, n),  # strided sample of a monotone layout
+    }
+
+
+@pytest.mark.parametrize("case", list(_large_cases()))
+@pytest.mark.parametrize("density", [0.0005, 0.01, 0.1, 0.5, 0.97])
+def test_fast_path_matches_sorted_reference(case, density):
+    x = _large_cases()[case]
+    m, t = topk_mask(x, density, return_threshold=True)
+    ref = sorted_reference_mask(x, density)
+    assert torch.equal(m, ref)
+    k = kept_count(x.numel(), density)
+    assert t.shape == (1,) and t.dtype == x.dtype
+    assert t.item() == kth_magnitude(x, k).item()
+
+
+def test_fast_path_bracket_miss_falls_back(monkeypatch):
+    import sw.topk as tk
+
+    x = _large_cases()["randn"]
+    monkeypatch.setattr(tk, "_Z", -50.0)  # a bracket that cannot contain the threshold
+    k = kept_count(x.numel(), 0.1)
+    assert tk._flat_topk(x.abs().reshape(-1), k) is None
+    assert torch.equal(topk_mask(x, 0.1), sorted_reference_mask(x, 0.1))
+
+
+def test_holder_select_fast_and_held_paths():
+    g = torch.Generator().manual_seed(12)
+    x = torch.relu(torch.randn(8, 8, 32, 32, generator=g))
+    h = ThresholdHolder(period=2)
+    m, idx = h.select(x, 0.1)
+    assert m is None and idx is not None  # fast exact path hands back indices
+    ref = sorted_reference_mask(x, 0.1)
+    assert torch.equal(idx, ref.reshape(-1).nonzero().reshape(-1))
+    t = h.threshold
+    x2 = 1.5 * x
+    m2, idx2 = h.select(x2, 0.1)  # held: |x| >= t, zeros never kept
+    assert idx2 is None and torch.equal(m2, (x2.abs() >= t) & (x2 != 0))
+    h.threshold = torch.zeros(1)
+    h.calls = 1
+    m3, _ = h.select(x2, 0.1)  # held zero threshold: every non-zero, no zero
+    assert torch.equal(m3, x2 != 0)
+    assert torch.equal(ThresholdHolder(period=1).mask(x, 0.1), ref)
