@@ -111,7 +111,25 @@ BOARDS = {
 
 #: hand-written reading of the latest report per board (what limits it, what would fix it);
 #: copied into report.json/report.md. Keep it in step with the figures when rebuilding.
-ANALYSIS: dict[str, str] = {}
+ANALYSIS: dict[str, str] = {
+    "ulx3s": (
+        "The 8x8 array fits easily (19 % of the LUTs, 64 of 156 multipliers, 76 of 208 DP16KD: "
+        "the D and S buffers are one BRAM copy per PE column) but closes at 53.1 MHz against "
+        "the 100 MHz requested, a miss of 46.9 MHz (47 %). The critical path (18.8 ns) runs "
+        "from a PE column's result-holding valid bit (`core.pe.hold0_valid_*`) through the "
+        "lowest-column-first grant of the single C write port into the 256-bit C write data "
+        "register (`core.cw_data`): only 6 logic levels, but 16.9 ns of it is routing, because "
+        "eight 256-bit hold registers spread over the die meet in one mux. What would fix it "
+        "(hw/core.py, not this package): register the grant one cycle before the data mux "
+        "(arbitrate on registered valids, select data from the registered grant), or split the "
+        "mux into a two-level tree with a register between the levels; the C write path is "
+        "off the MAC loop, so one or two extra cycles per result word cost nearly nothing. "
+        "The pre-route estimate after placement was 61.9 MHz. Until then the board runs at "
+        "`--freq 50`. This build's PLL ran its VCO at 400 MHz (CLKOP_DIV 4, legal but at the "
+        "bottom of the range); `ecp5_pll_params` now prefers the VCO nearest 600 MHz "
+        "(CLKOP_DIV 6), as ecppll does."
+    ),
+}
 
 
 def log(msg: str) -> None:

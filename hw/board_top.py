@@ -93,7 +93,7 @@ def ice40_pll_params(f_in: float, f_out: float) -> dict:
 
 def ecp5_pll_params(f_in: float, f_out: float) -> dict:
     """EHXPLLL parameters (feedback from CLKOP) closest to ``f_out`` (the ecppll rules)."""
-    best = None
+    best, best_key = None, None
     for clki_div in range(1, 129):
         f_pfd = f_in / clki_div
         if not 3.125e6 <= f_pfd <= 400e6:
@@ -104,7 +104,10 @@ def ecp5_pll_params(f_in: float, f_out: float) -> dict:
                 f_vco = f * clkop_div
                 if not 400e6 <= f_vco <= 800e6:
                     continue
-                if best is None or abs(f - f_out) < abs(best["f_out"] - f_out):
+                # closest frequency first, then the VCO nearest the middle of its range
+                key = (abs(f - f_out), abs(f_vco - 600e6))
+                if best is None or key < best_key:
+                    best_key = key
                     best = dict(CLKI_DIV=clki_div, CLKFB_DIV=clkfb_div, CLKOP_DIV=clkop_div,
                                 f_out=f, f_vco=f_vco)
     if best is None:
