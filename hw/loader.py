@@ -422,7 +422,16 @@ class Loader(wiring.Component):
                 s3.caddr.eq(s2_caddr),
             ]
             m.d.comb += [out.valid.eq(s3_valid), out.payload.eq(s3)]
-            col_err.append((e5, e6, e7))
+            # error flags registered per column before they are merged across columns (the
+            # merge is off the check path; the error is raised one cycle later, which is
+            # harmless: the bad entry itself never leaves, see s3_valid)
+            r5 = Signal(name=f"r5_{j}")
+            r6 = Signal(name=f"r6_{j}")
+            r7 = Signal(name=f"r7_{j}")
+            m.d.sync += [r5.eq(e5 & ~self.start), r6.eq(e6 & ~self.start),
+                         r7.eq(e7 & ~self.start)]
+            col_err.append((r5, r6, r7))
+            in_flight += [r5, r6, r7]
             in_flight += [s1_valid, s2_valid, s3_valid]
 
         m.d.comb += fifo.r_en.eq(grant_taken)
