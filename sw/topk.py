@@ -39,6 +39,7 @@ Held thresholds (Top-K period P, Appendix A.6)
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 
@@ -105,8 +106,6 @@ def _magnitude(x: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- scratch memory
-
-import threading
 
 _TLS = threading.local()
 
