@@ -112,6 +112,26 @@ BOARDS = {
 #: hand-written reading of the latest report per board (what limits it, what would fix it);
 #: copied into report.json/report.md. Keep it in step with the figures when rebuilding.
 ANALYSIS: dict[str, str] = {
+    "icebreaker": (
+        "4x2 (8 PEs, one SB_MAC16 each, all 8 DSPs) is the largest array that fits the UP5K: "
+        "4787 of 5280 LCs (91 %), 18 of 30 EBR. It needs `hold_depth=1` (one-deep PE result "
+        "queue): with the default 2 the same array needs 5318 LCs, and 8x1 needs 5997 (wider "
+        "C/hold registers); a third PE column would add ~1000 LCs. It closes at 25.5 MHz "
+        "against the 30 MHz requested, a miss of 4.5 MHz (15 %). The critical path (39.2 ns, "
+        "12 logic levels, 26.1 ns of it routing) starts at the loader's entry pipeline "
+        "(`core.loader.s2_*`, `prev_k_*`: the strictly-increasing-index and index < K checks of "
+        "each S entry), goes through the error detection (`f_bad`, new error code) and ends on "
+        "the enable of the core's sticky `error_code` register (nextpnr names the net after the "
+        "bridge-side alias `system.bridge.error_code`). What would fix it (hw/loader.py): "
+        "register the per-entry check results and raise the sticky error one cycle later (the "
+        "operation ends early anyway, so one more cycle is harmless), and compare indices at "
+        "`ceil_log2(K_max)` bits rather than 16; at 91 % LC use the router also pays for "
+        "congestion, so any LC saving helps. A bitstream rebuilt with `--freq 24` stays inside "
+        "the measured Fmax (not built here). An earlier core version (before the loader's "
+        "timing rework) fitted 4x2 with `hold_depth=2` at 4949 LCs and reached 21.4 MHz. "
+        "Build times were measured on a 2-core machine shared with five other jobs (the "
+        "nextpnr step waited ~18 min for the ECP5 run's lock; its own run took 339 s)."
+    ),
     "ulx3s": (
         "The 8x8 array fits easily (19 % of the LUTs, 64 of 156 multipliers, 76 of 208 DP16KD: "
         "the D and S buffers are one BRAM copy per PE column) but closes at 53.1 MHz against "
