@@ -455,8 +455,9 @@ def _plots(out: Path, rows, sweep, summary, args) -> None:
     import matplotlib.pyplot as plt
 
     suffix = "" if args.model == "digits" else f"_{args.model}"
-    fig, ax = plt.subplots(figsize=(9, 4.8))
-    labels = [f"{r['layer']}\n{r['pass'].replace('backward_', 'bw_')}" for r in rows]
+    # One rotated single-line label per bar; the figure widens with the number of bars.
+    fig, ax = plt.subplots(figsize=(max(9.0, 0.16 * len(rows) + 2), 5.5))
+    labels = [f"{r['layer']} {r['pass'].replace('backward_', 'bw_')}" for r in rows]
     x = np.arange(len(rows))
     ax.bar(x - 0.2, [r["rtl_cycles"] for r in rows], 0.4, label="RTL cycles")
     ax.bar(x + 0.2, [r["flop_cycles"] or r["ideal_cycles"] for r in rows], 0.4,
