@@ -25,15 +25,7 @@ __all__ = ["gemm", "pack_d", "unpack_c", "core_model", "ideal_cycles", "schedule
 _I32_MIN, _I32_MAX = -(1 << 31), (1 << 31) - 1
 
 
-def _np(x):
-    try:
-        import torch
-
-        if isinstance(x, torch.Tensor):
-            return x.detach().cpu().numpy()
-    except ImportError:  # pragma: no cover
-        pass
-    return np.asarray(x)
+_np = _c._as_numpy
 
 
 def gemm(d, s) -> np.ndarray:
