@@ -9,6 +9,7 @@ import torch
 
 from sw import train as T
 from sw.checkpoint import load_checkpoint
+from sw.train.loop import check_batch
 
 
 def _swat_available():
@@ -152,9 +153,9 @@ def test_nan_inputs_and_divergence_are_named():
     x = torch.zeros(2, 1, 8, 8)
     x[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN or infinite values in the inputs of epoch 3 batch 4"):
-        T._check_batch(x, torch.tensor(float("nan")), 3, 4)
+        check_batch(x, torch.tensor(float("nan")), 3, 4)
     with pytest.raises(FloatingPointError, match="loss became inf at epoch 0 batch 1"):
-        T._check_batch(torch.zeros(1), torch.tensor(float("inf")), 0, 1)
+        check_batch(torch.zeros(1), torch.tensor(float("inf")), 0, 1)
 
 
 def test_lr_schedule():
