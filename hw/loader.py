@@ -44,10 +44,10 @@ from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-__all__ = ["Loader", "token_layout", "MAGIC", "ERR"]
+from .contract.blob import MAGIC
+from .contract.codes import LoaderError
 
-MAGIC = 0x53574154
-ERR = dict(none=0, magic=1, shape=2, ptr=3, trunc=4, index=5, order=6, entry=7, fit=8)
+__all__ = ["Loader", "token_layout", "MAGIC", "LoaderError"]
 
 
 def token_layout(d_aw: int, c_aw: int) -> data.StructLayout:
@@ -218,7 +218,7 @@ class Loader(wiring.Component):
             with m.State("HDR0"):
                 m.d.comb += dport.addr.eq(0)
                 m.d.sync += hdr_code.eq(Mux((r_slen > self.s_depth) | (r_slen < 3),
-                                            ERR["trunc"], 0))
+                                            int(LoaderError.TRUNC), 0))
                 m.next = "HDR1"
             with m.State("HDR1"):
                 m.d.comb += dport.addr.eq(1)
@@ -226,11 +226,11 @@ class Loader(wiring.Component):
             with m.State("HDR2"):  # pd = word 0
                 m.d.comb += dport.addr.eq(2)
                 with m.If((hdr_code == 0) & (pd != MAGIC)):
-                    m.d.sync += hdr_code.eq(ERR["magic"])
+                    m.d.sync += hdr_code.eq(LoaderError.MAGIC)
                 m.next = "HDR3"
             with m.State("HDR3"):  # pd = word 1
                 with m.If((hdr_code == 0) & (pd != Cat(r_k, r_n))):
-                    m.d.sync += hdr_code.eq(ERR["shape"])
+                    m.d.sync += hdr_code.eq(LoaderError.SHAPE)
                 m.next = "HDR4"
             with m.State("HDR4"):  # pd = word 2
                 m.d.sync += [
@@ -239,12 +239,12 @@ class Loader(wiring.Component):
                     prev.eq(0),
                 ]
                 with m.If((hdr_code == 0) & ((pd + r_n + 4) > r_slen)):
-                    m.d.sync += hdr_code.eq(ERR["trunc"])
+                    m.d.sync += hdr_code.eq(LoaderError.TRUNC)
                 m.next = "JOIN"
             with m.State("JOIN"):  # wait for the fit loop; fit errors take precedence
                 with m.If(~f_busy):
                     with m.If(f_bad):
-                        m.d.comb += new_err.eq(ERR["fit"])
+                        m.d.comb += new_err.eq(LoaderError.FIT)
                         m.next = "END"
                     with m.Elif(hdr_code != 0):
                         m.d.comb += new_err.eq(hdr_code)
@@ -302,7 +302,7 @@ class Loader(wiring.Component):
                 m.d.sync += [c_valid.eq(pbad & ~self.start), c_bad.eq(pbad)]
         with m.If(c_valid & running & (err_code == 0)):
             with m.If(c_bad):
-                m.d.comb += new_err.eq(ERR["ptr"])
+                m.d.comb += new_err.eq(LoaderError.PTR)
             with m.Else():
                 m.d.comb += [fifo.w_en.eq(1), fifo_w.eq(c_desc)]
         m.d.comb += queue_empty.eq(disp_done & ~rd_valid & ~pv & ~c_valid & ~fifo.r_rdy)
@@ -442,11 +442,11 @@ class Loader(wiring.Component):
         any7 = Cat(*[e[2] for e in col_err]).any()
         with m.If(err_code == 0):
             with m.If(any5):
-                m.d.comb += new_err.eq(ERR["index"])
+                m.d.comb += new_err.eq(LoaderError.INDEX)
             with m.Elif(any6):
-                m.d.comb += new_err.eq(ERR["order"])
+                m.d.comb += new_err.eq(LoaderError.ORDER)
             with m.Elif(any7):
-                m.d.comb += new_err.eq(ERR["entry"])
+                m.d.comb += new_err.eq(LoaderError.ENTRY)
 
         # ---- end of the operation
         m.d.comb += cols_idle.eq(~Cat(*cv_all).any())

@@ -25,77 +25,37 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from .contract.blob import MAGIC
+from .contract.codes import BINS, SelectError, SelectMode
+from .contract.cycles import select_cycles
+
 __all__ = ["Mode", "ErrorCode", "ThresholdSelect", "estimate_cycles", "MAGIC", "BINS"]
 
-#: First word of a compressed-S blob ("SWAT").
-MAGIC = 0x53574154
-#: Number of magnitude bins of int8 (``|x|`` in ``0 .. 128``).
-BINS = 129
+
+def _signal_enum(name, py_enum, shape):
+    """An Amaranth enumeration ``name`` (usable as a port/signal shape) with the members of the
+    plain ``IntEnum`` ``py_enum`` of ``hw.contract.codes``: the numbers are defined there only."""
+    namespace = enum.EnumType.__prepare__(name, (enum.Enum,), shape=shape)
+    for member in py_enum:
+        namespace[member.name] = member.value
+    namespace["__module__"] = __name__
+    namespace["__qualname__"] = name
+    cls = enum.EnumType(name, (enum.Enum,), namespace, shape=shape)
+    cls.__doc__ = py_enum.__doc__
+    return cls
 
 
-class Mode(enum.Enum, shape=2):
-    """Operation selected by :attr:`ThresholdSelect.mode` at :attr:`ThresholdSelect.start`."""
-
-    #: Pass 1 then pass 2 (the stream is sent twice); the new ``(t, ties)`` is held.
-    FULL = 0
-    #: Pass 2 only, with the held ``(t, ties)`` (inside a Top-K period, or with ``transpose``
-    #: for the transposed blob of the matrix just selected).
-    HELD = 1
-    #: Pass 1 only: compute and hold ``(t, ties)``, write nothing.
-    THRESHOLD = 2
-    #: Pass 2 only, with ``(t_in, ties_in)`` from the ports; they become the held pair.
-    GIVEN = 3
-
-
-class ErrorCode(enum.Enum, shape=4):
-    """Sticky error code (:attr:`ThresholdSelect.error_code`), cleared by the next ``start``."""
-
-    NONE = 0
-    #: ``rows == 0`` or ``cols == 0``.
-    SHAPE = 1
-    #: ``keep > rows * cols`` (modes FULL and THRESHOLD).
-    KEEP = 2
-    #: a beat with ``last`` arrived before the ``rows * cols``-th element (stream too short).
-    SHORT = 3
-    #: the beat holding the ``rows * cols``-th element had no ``last`` (stream too long).
-    LONG = 4
-    #: the blob (``4 + cols + nnz`` words) does not fit ``depth`` words.
-    OVERFLOW = 5
-    #: mode HELD but no threshold has been computed or given since reset.
-    NO_THRESHOLD = 6
-    #: mode GIVEN with ``t_in > 128``.
-    BAD_THRESHOLD = 7
+#: Operation selected by :attr:`ThresholdSelect.mode` at :attr:`ThresholdSelect.start`
+#: (members and meaning: :class:`hw.contract.codes.SelectMode`).
+Mode = _signal_enum("Mode", SelectMode, 2)
+#: Sticky error code (:attr:`ThresholdSelect.error_code`), cleared by the next ``start``
+#: (members and meaning: :class:`hw.contract.codes.SelectError`).
+ErrorCode = _signal_enum("ErrorCode", SelectError, 4)
 
 
 def estimate_cycles(rows, cols, lanes, *, mode=Mode.FULL, nnz=None):
-    """Cycles from ``start`` to ``done`` with an always-valid input and an always-ready output.
-
-    With ``beats = ceil(rows * cols / lanes)``:
-
-    * setup: ``3 + bit_length(rows)`` cycles (``n = rows * cols`` by shift-and-add, checks);
-    * pass 1: ``beats + 2`` (two-stage histogram pipeline), then the scan ``BINS + 3 = 132``;
-    * pass 2: ``max(beats, nnz + cols) + 2``, then 4 header writes. The output writes one word
-      a cycle (``nnz`` entries and ``cols`` column pointers); a record FIFO (``fifo_depth``)
-      absorbs bursts, so pass 2 is input-bound while the writes average below one per beat
-      (e.g. density < ``1 / lanes``) and output-bound above.
-
-    ``nnz`` defaults to ``rows * cols`` (worst case). The tests check the RTL against this model.
-    Measured (lanes 8, ``S`` 576 x 64): density 0.1 FULL 9373 cycles (model 9369), HELD 4630
-    (model 4627); density 0.3 (output-bound) FULL 15889 (15885), HELD 11146 (11143).
-    """
-    n = rows * cols
-    beats = -(-n // lanes)
-    pass1 = beats + 2 + BINS + 3
-    if nnz is None:
-        nnz = n
-    pass2 = max(beats, nnz + cols) + 2 + 4
-    mode = Mode(mode)
-    total = 3 + int(rows).bit_length()  # start, n = rows * cols by shift-and-add, checks
-    if mode in (Mode.FULL, Mode.THRESHOLD):
-        total += pass1
-    if mode != Mode.THRESHOLD:
-        total += pass2
-    return total
+    """Cycles from ``start`` to ``done``: :func:`hw.contract.cycles.select_cycles`."""
+    return select_cycles(rows, cols, lanes, mode=mode, nnz=nnz)
 
 
 def chain(m, row0, col0, rows, prefix, lanes):

@@ -24,7 +24,7 @@ gradient); weight gradient ``D = dYᵀ [F, M]``, ``S = As [M, K]``.
 
 Threshold-select cycles: the cycles the threshold-select unit needs to select and compress ``W``
 (streamed as ``S = Wᵀ``) and ``A`` (one column per sample) are given by
-``hw.threshold_select.estimate_cycles`` (mode FULL: histogram pass + compress pass, 8 lanes), the
+``hw.contract.cycles.select_cycles`` (mode FULL: histogram pass + compress pass, 8 lanes), the
 unit's documented cycle formula, which ``tests/test_sim_select.py`` checks against the unit's
 RTL. It is reported next to the GEMM cycles, not added to them.
 """
@@ -221,9 +221,9 @@ def layer_jobs(name: str, module, rec: dict, density: float, dims: str) -> list[
 
 
 def _select_cycles(shape, nnz) -> int:
-    from hw.threshold_select import estimate_cycles
+    from hw.contract.cycles import select_cycles
 
-    return int(estimate_cycles(shape[0], shape[1], SELECT_LANES, nnz=nnz))
+    return int(select_cycles(shape[0], shape[1], SELECT_LANES, nnz=nnz))
 
 
 def _rel_err(job, c) -> float:
@@ -327,7 +327,8 @@ def run(args) -> dict:
             "flop_sparse": float(getattr(fl, FLOP_KEY[j["pass"]] + "_sparse")) if fl else None,
             "effectual_macs": r.macs,
             "rtl_cycles": r.cycles,
-            "ideal_cycles": round(r.macs / pes, 1),
+            "ideal_cycles": round(r.ideal_cycles, 1),
+            "mac_bound_cycles": round(r.mac_bound_cycles, 1),
             "flop_cycles": (round(float(getattr(fl, FLOP_KEY[j["pass"]] + "_sparse")) / pes, 1)
                             if fl else None),
             "utilization": round(r.utilization, 4),
@@ -369,7 +370,7 @@ def run(args) -> dict:
             "cycles_per_cpu_s": round(batch.cycles_per_cpu_second),
             "lowering_s": round(t_lower, 2), "total_wall_s": None,
         },
-        "threshold_select": "hw.threshold_select.estimate_cycles (mode FULL, 8 lanes), the "
+        "threshold_select": "hw.contract.cycles.select_cycles (mode FULL, 8 lanes), the "
                             "unit's cycle formula checked against its RTL by "
                             "tests/test_sim_select.py; not added to the GEMM cycles",
         "train": info.get("final", {}),
@@ -436,8 +437,10 @@ def write_outputs(out: Path, rows, summary, sweep, args) -> None:
         lines.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
     lines += ["", "Columns: `effectual_macs` = M·nnz(S) (the core's work); `flop_sparse` = "
               "`sw.flops.count(..., convention=\"gemm\")` sparse MACs (density × dense); "
-              "`ideal_cycles` = effectual MACs / PEs; `utilization` = effectual MACs / (PEs · "
-              "RTL cycles); `speedup` = RTL cycles on the dense operands (quantized, no Top-K; "
+              "`ideal_cycles` = ceil(M/rows)·nnz(S)/cols, the dataflow bound; "
+              "`mac_bound_cycles` = effectual MACs / PEs (equal when rows divides M); "
+              "`utilization` = effectual MACs / (PEs · RTL cycles); `speedup` = RTL cycles on "
+              "the dense operands (quantized, no Top-K; "
               "zeros such as ReLU's are still skipped) / RTL cycles; `rel_err_vs_float` = "
               "‖dequantized RTL result − float golden model‖ / ‖golden‖ (includes the few "
               "near-threshold elements where the integer Top-K keeps a different element than "

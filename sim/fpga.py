@@ -21,6 +21,10 @@ from collections import deque
 
 import numpy as np
 
+from hw.contract.blob import encode_words
+from hw.contract.codes import LoaderError
+from hw.contract.tiling import limits, plan_for
+from hw.contract.words import m_tiles, pack_d, unpack_c
 from hw.host_bridge import (
     ARG_BYTES,
     ERR_BUSY,
@@ -45,15 +49,9 @@ __all__ = [
     "SimUartPort", "encode_s", "run_gemm_fpga",
 ]
 
-S_MAGIC = 0x53574154
 _ERR_NAMES = {ERR_OPCODE: "unknown opcode", ERR_BUSY: "core busy", ERR_RANGE: "out of range",
               ERR_TIMEOUT: "frame timeout"}
-CORE_ERRORS = {
-    1: "bad magic", 2: "K/N in the header differ from the shape registers",
-    3: "bad column pointers", 4: "truncated blob", 5: "entry index >= K",
-    6: "entry indices not strictly increasing", 7: "entry value 0 or reserved bits set",
-    8: "shape does not fit the buffers",
-}
+CORE_ERRORS = {int(e): e.text for e in LoaderError if e}
 
 
 class BridgeError(RuntimeError):
@@ -113,25 +111,8 @@ class FpgaGemmResult:
     seconds: float = 0.0
 
 
-def encode_s(s: np.ndarray) -> np.ndarray:
-    """Compressed (CSC) words of int8 ``s [K, N]`` per docs/core-interface.md, as uint32."""
-    s = np.asarray(s)
-    if s.ndim != 2:
-        raise ValueError("S must be 2-D")
-    K, N = s.shape
-    if not (0 < K <= 0xFFFF and 0 < N <= 0xFFFF):
-        raise ValueError(f"shape {s.shape} does not fit 16-bit K/N")
-    if s.min(initial=0) < -128 or s.max(initial=0) > 127:
-        raise ValueError("S must hold int8 values")
-    cols = [np.flatnonzero(s[:, n]) for n in range(N)]
-    ptr = np.concatenate([[0], np.cumsum([len(c) for c in cols])]).astype(np.uint32)
-    nnz = int(ptr[-1])
-    entries = np.empty(nnz, dtype=np.uint32)
-    for n, idx in enumerate(cols):
-        vals = s[idx, n].astype(np.int64) & 0xFF
-        entries[ptr[n]:ptr[n + 1]] = idx.astype(np.uint32) | (vals.astype(np.uint32) << 16)
-    head = np.array([S_MAGIC, K | (N << 16), nnz], dtype=np.uint32)
-    return np.concatenate([head, ptr, entries]).astype(np.uint32)
+#: Compressed (CSC) words of int8 ``s [K, N]`` (``hw.contract.blob``), as uint32.
+encode_s = encode_words
 
 
 class SwatFpga:
@@ -248,61 +229,36 @@ class SwatFpga:
         if M == 0 or N == 0 or K == 0:
             res.c = acc.astype(np.int32)
             return res
-        # K tiles: one row group of D must fit, and one full S column must fit the S buffer.
-        k_tile = max(1, min(K, info.d_depth, info.s_depth - 6, 0xFFFF))
-        for k0 in range(0, K, k_tile):
-            k1 = min(K, k0 + k_tile)
-            s_k = s[k0:k1]
-            for n0, n1 in self._n_tiles(s_k, info):
-                words = encode_s(s_k[:, n0:n1])
+        lim = limits(rows=rows, cols=info.cols, d_depth=info.d_depth, s_depth=info.s_depth,
+                     c_depth=info.c_depth)
+        loaded = None
+        for mb, kb, nb in plan_for(M, s, lim):
+            if loaded != (kb, nb):  # blocks over one S block are consecutive: write S once
+                words = encode_s(s[kb, nb])
                 self.write_s(0, words)
-                groups = max(1, min(info.d_depth // (k1 - k0), info.c_depth // (n1 - n0)))
-                m_tile = groups * rows
-                for m0 in range(0, M, m_tile):
-                    m1 = min(M, m0 + m_tile)
-                    out = self._run_tile(d[m0:m1, k0:k1], n1 - n0, len(words))
-                    acc[m0:m1, n0:n1] += out.c
-                    res.cycles += out.cycles
-                    res.busy_cycles += out.busy_cycles
-                    res.stall_cycles += out.stall_cycles
-                    res.idle_cycles += out.idle_cycles
-                    res.tiles += 1
+                loaded = (kb, nb)
+            out = self._run_tile(d[mb, kb], nb.stop - nb.start, len(words))
+            acc[mb, nb] += out.c
+            res.cycles += out.cycles
+            res.busy_cycles += out.busy_cycles
+            res.stall_cycles += out.stall_cycles
+            res.idle_cycles += out.idle_cycles
+            res.tiles += 1
         res.c = acc.astype(np.int32)
         res.seconds = time.perf_counter() - t0
         return res
 
-    @staticmethod
-    def _n_tiles(s: np.ndarray, info: CoreInfo):
-        """Greedy column chunks whose compressed blob fits the S buffer and C fits C."""
-        nnz = np.count_nonzero(s, axis=0)
-        n0 = 0
-        N = s.shape[1]
-        while n0 < N:
-            n1, used = n0, 4
-            while n1 < N and used + 1 + nnz[n1] <= info.s_depth and n1 - n0 < info.c_depth:
-                used += 1 + int(nnz[n1])
-                n1 += 1
-            if n1 == n0:
-                raise ValueError(f"column {n0} of S does not fit the S buffer")
-            yield n0, n1
-            n0 = n1
-
     def _run_tile(self, d: np.ndarray, n: int, s_len: int) -> FpgaGemmResult:
         rows = self.core.rows
         M, K = d.shape
-        groups = -(-M // rows)
-        dp = np.zeros((groups * rows, K), dtype=np.int64)
-        dp[:M] = d
-        # word a = mt*K + k, lane i = D[mt*rows + i, k]
-        words = dp.reshape(groups, rows, K).transpose(0, 2, 1).reshape(groups * K, rows)
-        self.write_d(0, (words & 0xFF).astype(np.uint8))
+        groups = m_tiles(M, rows)
+        self.write_d(0, pack_d(d.astype(np.int8), rows).view(np.uint8))
         self.set_shape(M, K, n, s_len)
         self.start()
         st = self.wait_done()
         if st.error:
             raise CoreError(st.error_code)
-        cw = self.read_c(0, groups * n)  # word a = mt*N + n
-        c = cw.reshape(groups, n, rows).transpose(0, 2, 1).reshape(groups * rows, n)[:M]
+        c = unpack_c(self.read_c(0, groups * n), M, n, rows)
         return FpgaGemmResult(c=c.astype(np.int64), cycles=st.cycles, macs=0,
                               busy_cycles=st.busy_cycles, stall_cycles=st.stall_cycles,
                               idle_cycles=st.idle_cycles)

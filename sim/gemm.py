@@ -16,15 +16,12 @@ come back the same way.
 
 Host-side tiling
 ----------------
-The core's buffers hold ``d_depth`` D words (``ceil(M/rows)·K`` are needed), ``s_depth``
-compressed-S words (``4 + N + nnz``) and ``c_depth`` C words (``ceil(M/rows)·N``). Larger GEMMs
-are split on the host: ``K`` into equal blocks of at most ``min(d_depth, s_depth - 5)`` rows
-(shorter when ``S`` is so dense that fewer than ``2·cols`` columns would fit one blob), the
-columns of each K block into groups whose compressed blob and C words fit, and ``M`` into row
-blocks (multiples of ``rows``) that fit the D and C buffers. Each block is one core operation;
-partial sums of K blocks are added on the host. ``cycles`` and the busy/stall/idle counters are
-the sums over the operations (the cost of reloading buffers between operations is not counted:
-the core's counter runs from ``start`` to ``done``). ``runs`` says how many operations it took.
+GEMMs larger than the core's buffers are split on the host by the contract's planner
+(:func:`hw.contract.tiling.plan`, re-exported here as ``plan``). Each block is one core
+operation; partial sums of K blocks are added on the host. ``cycles`` and the busy/stall/idle
+counters are the sums over the operations (the cost of reloading buffers between operations is
+not counted: the core's counter runs from ``start`` to ``done``). ``runs`` says how many
+operations it took.
 """
 
 from __future__ import annotations
@@ -40,9 +37,13 @@ from pathlib import Path
 
 import numpy as np
 
+from hw.contract.blob import encode_words
+from hw.contract.cycles import ideal_cycles, mac_bound_cycles
+from hw.contract.tiling import limits, plan
+from hw.contract.words import pack_d, unpack_c
+
 from . import verilate
 from .bench import REWRITE_ENV, SimulationError, run_bench
-from .tb.driver import encode_words, pack_d, unpack_c
 
 __all__ = ["GemmResult", "BatchStats", "SimulationError", "run_gemm", "run_gemms", "run_raw",
            "plan", "LAST_BATCH"]
@@ -72,8 +73,13 @@ class GemmResult:
 
     @property
     def ideal_cycles(self) -> float:
-        """``macs / PEs``: the compute bound."""
-        return self.macs / self.pes
+        """Dataflow bound ``ceil(M/rows) · nnz / cols`` (``hw.contract.cycles``)."""
+        return ideal_cycles(self.shape[0], self.nnz, self.rows, self.cols) if self.shape else 0.0
+
+    @property
+    def mac_bound_cycles(self) -> float:
+        """MAC bound ``macs / PEs``, the reference of :attr:`utilization`."""
+        return mac_bound_cycles(self.macs, self.pes)
 
     @property
     def utilization(self) -> float:
@@ -122,46 +128,9 @@ LAST_BATCH = BatchStats()
 
 def _limits(model) -> dict:
     a = model.attrs
-    return {"rows": a["rows"], "cols": a.get("cols", 1), "d": a["d_depth"], "s": a["s_depth"],
-            "c": a["c_depth"], "s_len_max": (1 << model.ports.get("s_len", 32)) - 1}
-
-
-def plan(m: int, k: int, n: int, col_nnz_fn, lim: dict) -> list[tuple[slice, slice, slice]]:
-    """Blocks ``(mb, kb, nb)`` that each fit the core's buffers (see the module docstring)."""
-    rows = lim["rows"]
-    s_cap = min(lim["s"], lim["s_len_max"])
-    kmax = max(1, min(k, lim["d"], s_cap - 5, 0xFFFF))
-    # dense columns: shorten the K blocks so that at least 2*cols columns fit one S blob,
-    # otherwise a dense S would run one column at a time and idle most PE columns
-    target = min(n, 2 * lim["cols"])
-    dens_max = float(np.max(col_nnz_fn(slice(0, k)))) / k if k else 0.0
-    if dens_max > 0:
-        fit = int(((s_cap - 4) / target - 1) / dens_max)
-        kmax = max(1, min(kmax, max(fit, 64)))
-    nkb = -(-k // kmax)
-    kmax = -(-k // nkb)  # equal blocks
-    blocks = []
-    for k0 in range(0, k, kmax):
-        kb = slice(k0, min(k, k0 + kmax))
-        klen = kb.stop - kb.start
-        col_nnz = col_nnz_fn(kb)
-        groups = []
-        n0, used, cnt = 0, 0, 0
-        for j in range(n):
-            need = int(col_nnz[j]) + 1
-            if cnt and (4 + used + need > s_cap or cnt + 1 > lim["c"] or cnt + 1 > 0xFFFF):
-                groups.append(slice(n0, j))
-                n0, used, cnt = j, 0, 0
-            used += need
-            cnt += 1
-        groups.append(slice(n0, n))
-        for nb in groups:
-            ncols = nb.stop - nb.start
-            mt = max(1, min(lim["d"] // klen, lim["c"] // ncols, 0xFFFF // rows))
-            mrows = mt * rows
-            for m0 in range(0, m, mrows):
-                blocks.append((slice(m0, min(m, m0 + mrows)), kb, nb))
-    return blocks
+    return limits(rows=a["rows"], cols=a.get("cols", 1), d_depth=a["d_depth"],
+                  s_depth=a["s_depth"], c_depth=a["c_depth"],
+                  s_len_max=(1 << model.ports.get("s_len", 32)) - 1)
 
 
 def _encode(s_block: np.ndarray) -> np.ndarray:

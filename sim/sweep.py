@@ -48,7 +48,6 @@ def run_sweep(*, array=(8, 8), sparsities=SPARSITIES, shape=SHAPE, seed=0, out=N
     res = gemm.run_gemms(jobs, model=model)
     wall = time.monotonic() - t0
     batch = gemm.LAST_BATCH
-    pes = array[0] * array[1]
     dense = res[0].cycles
     rows = []
     for sp, (dd, s), r in zip(sps, jobs, res, strict=True):
@@ -56,7 +55,7 @@ def run_sweep(*, array=(8, 8), sparsities=SPARSITIES, shape=SHAPE, seed=0, out=N
                                     @ s.astype(np.int64)))
         rows.append({
             "sparsity": sp, "density": round(r.density, 4), "nnz": r.nnz, "cycles": r.cycles,
-            "ideal_cycles": round(r.macs / pes, 1), "utilization": round(r.utilization, 4),
+            "ideal_cycles": round(r.ideal_cycles, 1), "utilization": round(r.utilization, 4),
             "speedup": round(dense / r.cycles, 3), "max_speedup": round(1 / (1 - sp), 2)
             if sp < 1 else None, "core_runs": r.runs, "bit_exact": exact,
         })

@@ -1,187 +1,32 @@
-"""Compressed sparse ``S`` (CSC) as read by the gateware loader.
+"""Compressed sparse ``S`` (CSC) as read by the gateware loader: the public names.
 
-Layout (little-endian 32-bit words, see ``docs/core-interface.md``):
-
-====================  ===========================================================
-word                  content
-====================  ===========================================================
-0                     magic ``0x53574154`` ("SWAT")
-1                     ``K`` in bits 15:0, ``N`` in bits 31:16
-2                     ``nnz``
-3 … 3+N               column pointers ``ptr[0..N]`` (``ptr[0] = 0``, non-decreasing,
-                      ``ptr[N] = nnz``)
-4+N … 3+N+nnz         entries: bits 15:0 row ``k`` (< ``K``), bits 23:16 value (int8,
-                      never 0), bits 31:24 zero; ``k`` strictly increasing per column
-====================  ===========================================================
-
-:func:`decode` rejects every violation with a :class:`DecodeError` (a ``ValueError``) whose
-message names each violation found and whose ``codes`` attribute lists the matching hardware
-error codes (the loader's error table). A blob longer than the layout needs is also rejected
-by :func:`decode` ("trailing data", no hardware code: the hardware reads ``s_len`` words and
-ignores any past the end of the blob).
+The format, the encoder and the validating decoder are defined once, in
+:mod:`hw.contract.blob` (layout table in its docstring and in ``docs/core-interface.md``); the
+error codes in :class:`hw.contract.codes.LoaderError`. This module keeps the public names of
+the golden model working: ``sw.compress.encode(s)`` / ``sw.compress.decode(blob, shape)`` with
+``decode(encode(s), s.shape) == s``, ``DecodeError`` (a ``ValueError`` whose ``codes`` list
+the loader's error codes) and the ``ERR_*`` constants (members of ``LoaderError``).
 """
 
-import sys
-
-import numpy as np
+from hw.contract.blob import (
+    MAGIC,
+    MAX_DIM,
+    DecodeError,
+    blob_len,
+    decode,
+    encode,
+    to_bytes,
+    words,
+)
+from hw.contract.codes import LoaderError
 
 __all__ = [
-    "MAGIC", "DecodeError", "encode", "decode", "words", "to_bytes", "blob_len",
+    "MAGIC", "MAX_DIM", "DecodeError", "encode", "decode", "words", "to_bytes", "blob_len",
     "ERR_NONE", "ERR_MAGIC", "ERR_SHAPE", "ERR_PTR", "ERR_TRUNC", "ERR_INDEX",
     "ERR_ORDER", "ERR_ENTRY", "ERR_FIT",
 ]
 
-MAGIC = 0x53574154
+ERR_NONE, ERR_MAGIC, ERR_SHAPE = LoaderError.NONE, LoaderError.MAGIC, LoaderError.SHAPE
+ERR_PTR, ERR_TRUNC, ERR_INDEX = LoaderError.PTR, LoaderError.TRUNC, LoaderError.INDEX
+ERR_ORDER, ERR_ENTRY, ERR_FIT = LoaderError.ORDER, LoaderError.ENTRY, LoaderError.FIT
 
-ERR_NONE, ERR_MAGIC, ERR_SHAPE, ERR_PTR, ERR_TRUNC = 0, 1, 2, 3, 4
-ERR_INDEX, ERR_ORDER, ERR_ENTRY, ERR_FIT = 5, 6, 7, 8
-
-MAX_DIM = 0xFFFF
-
-
-class DecodeError(ValueError):
-    """A malformed compressed blob. ``codes`` lists the hardware error codes (sorted)."""
-
-    def __init__(self, problems):
-        self.problems = list(problems)  # [(code, text)]
-        self.codes = sorted({c for c, _ in self.problems})
-        super().__init__("; ".join(t for _, t in self.problems))
-
-
-def _as_numpy(s):
-    """``s`` as a numpy array. A torch tensor can only exist if torch is already imported, so
-    torch is looked up in ``sys.modules`` rather than imported (importing it costs seconds, e.g.
-    inside the simulator)."""
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(s, torch.Tensor):
-        return s.detach().cpu().numpy()
-    return np.asarray(s)
-
-
-def blob_len(n: int, nnz: int) -> int:
-    """Number of 32-bit words of a blob with ``n`` columns and ``nnz`` entries."""
-    return 4 + n + nnz
-
-
-def encode(s) -> bytes:
-    """Encode a 2-D int8 matrix ``S[K, N]`` (numpy or torch) into the compressed format.
-
-    Values must be integers in ``[-128, 127]``; ``K`` and ``N`` at most 65535.
-    """
-    a = _as_numpy(s)
-    if a.ndim != 2:
-        raise ValueError(f"encode: S must be 2-D, got shape {a.shape}")
-    if a.dtype.kind not in "iu":
-        if a.dtype.kind == "f" and np.all(np.mod(a, 1) == 0):
-            pass
-        else:
-            raise ValueError(f"encode: S must hold integers, got dtype {a.dtype}")
-    a = a.astype(np.int64)
-    if a.size and (a.min() < -128 or a.max() > 127):
-        raise ValueError("encode: values outside int8 range [-128, 127]")
-    K, N = a.shape
-    if K > MAX_DIM or N > MAX_DIM:
-        raise ValueError(f"encode: K={K}, N={N}: both must be <= {MAX_DIM}")
-    cols_k, cols_n = np.nonzero(a.T)  # column-major order: (n, k) sorted by n then k
-    n_idx, k_idx = cols_k, cols_n
-    vals = a[k_idx, n_idx]
-    nnz = len(vals)
-    ptr = np.zeros(N + 1, dtype=np.int64)
-    np.cumsum(np.bincount(n_idx, minlength=N), out=ptr[1:])
-    entries = (k_idx.astype(np.uint64) | ((vals.astype(np.int64) & 0xFF).astype(np.uint64) << 16))
-    w = np.concatenate([
-        np.array([MAGIC, K | (N << 16), nnz], dtype=np.uint64),
-        ptr.astype(np.uint64),
-        entries,
-    ]).astype("<u4")
-    return w.tobytes()
-
-
-def words(blob) -> np.ndarray:
-    """View a blob (bytes-like) as little-endian ``uint32`` words (a copy, native order)."""
-    b = bytes(blob)
-    if len(b) % 4:
-        raise ValueError(f"blob length {len(b)} is not a multiple of 4 bytes")
-    return np.frombuffer(b, dtype="<u4").astype(np.uint32)
-
-
-def to_bytes(w) -> bytes:
-    """Inverse of :func:`words`: 32-bit words to a little-endian blob."""
-    return np.asarray(w, dtype=np.uint64).astype("<u4").tobytes()
-
-
-def decode(blob, shape) -> np.ndarray:
-    """Decode a blob into a dense ``int8`` matrix of ``shape == (K, N)``.
-
-    Raises
-    ------
-    DecodeError (ValueError)
-        naming every violation found: bad magic, shape mismatch, column pointers, truncated,
-        index range, index ordering, zero value / reserved bits, trailing data.
-    """
-    K, N = (int(x) for x in shape)
-    b = bytes(blob)
-    problems = []
-    if len(b) % 4:
-        problems.append((ERR_TRUNC, f"truncated: blob length {len(b)} not a multiple of 4"))
-        b = b[: len(b) - len(b) % 4]
-    w = np.frombuffer(b, dtype="<u4").astype(np.int64)
-    if len(w) < 3:
-        problems.append((ERR_TRUNC, f"truncated: {len(w)} words, header needs 3"))
-        raise DecodeError(problems)
-    if w[0] != MAGIC:
-        problems.append((ERR_MAGIC, f"bad magic 0x{int(w[0]):08x} (expected 0x{MAGIC:08x})"))
-    hk, hn = int(w[1]) & 0xFFFF, int(w[1]) >> 16
-    if (hk, hn) != (K, N):
-        problems.append((ERR_SHAPE, f"shape mismatch: header K={hk}, N={hn}, expected {K}, {N}"))
-    nnz = int(w[2])
-    if problems:  # header unusable: stop here
-        raise DecodeError(problems)
-    if len(w) < 4 + N:
-        problems.append((ERR_TRUNC, f"truncated: {len(w)} words, pointers need {4 + N}"))
-        raise DecodeError(problems)
-    ptr = w[3 : 4 + N]
-    bad_ptr = []
-    if ptr[0] != 0:
-        bad_ptr.append(f"ptr[0]={int(ptr[0])} != 0")
-    dec = np.nonzero(np.diff(ptr) < 0)[0]
-    if len(dec):
-        bad_ptr.append(f"decreasing at column {int(dec[0])}")
-    if ptr[N] != nnz:
-        bad_ptr.append(f"ptr[N]={int(ptr[N])} != nnz={nnz}")
-    if bad_ptr:
-        problems.append((ERR_PTR, "column pointers: " + ", ".join(bad_ptr)))
-    need = blob_len(N, nnz)
-    if len(w) < need:
-        problems.append((ERR_TRUNC, f"truncated: {len(w)} words, layout needs {need}"))
-    if problems:
-        raise DecodeError(problems)
-    ent = w[4 + N : need]
-    k = ent & 0xFFFF
-    v = (ent >> 16) & 0xFF
-    v = np.where(v >= 128, v - 256, v)
-    res = ent >> 24
-    bad = np.nonzero(k >= K)[0]
-    if len(bad):
-        i = int(bad[0])
-        problems.append((ERR_INDEX, f"index range: entry {i} has k={int(k[i])} >= K={K}"))
-    col = np.repeat(np.arange(N), np.diff(ptr))
-    same_col = col[1:] == col[:-1]
-    bad = np.nonzero(same_col & (k[1:] <= k[:-1]))[0]
-    if len(bad):
-        i = int(bad[0]) + 1
-        problems.append((ERR_ORDER, f"ordering: indices not strictly increasing in column "
-                                    f"{int(col[i])} at entry {i}"))
-    bad = np.nonzero((v == 0) | (res != 0))[0]
-    if len(bad):
-        i = int(bad[0])
-        problems.append((ERR_ENTRY, f"zero value or reserved bits: entry {i} = "
-                                    f"0x{int(ent[i]):08x}"))
-    if len(w) > need:
-        problems.append((ERR_NONE, f"trailing data: {len(w) - need} words past the end of "
-                                   "the blob"))
-    if problems:
-        raise DecodeError(problems)
-    out = np.zeros((K, N), dtype=np.int8)
-    out[k, col] = v.astype(np.int8)
-    return out

@@ -44,6 +44,8 @@ import math
 
 import numpy as np
 
+from hw.contract.blob import MAGIC, blob_len, encode_words
+
 __all__ = [
     "MAGIC",
     "k_from_density",
@@ -61,10 +63,6 @@ __all__ = [
     "encode_csc_words",
     "blob_words",
 ]
-
-#: First word of a compressed-S blob ("SWAT").
-MAGIC = 0x53574154
-
 
 def _check_bits(bits):
     if not isinstance(bits, int) or not 2 <= bits <= 16:
@@ -179,15 +177,14 @@ def stream_order(q2d):
 
 def blob_words(shape, nnz):
     """Number of 32-bit words of a compressed-S blob: ``4 + N + nnz``."""
-    return 4 + int(shape[1]) + int(nnz)
+    return blob_len(int(shape[1]), int(nnz))
 
 
 def encode_csc_words(s):
     """Compressed-S words (uint32 array) of a sparse int8 matrix ``s[K, N]``.
 
-    An independent implementation of the layout of ``docs/core-interface.md`` (the same bytes as
-    ``sw.compress.encode``): magic, ``K | N << 16``, ``nnz``, ``ptr[0..N]``, then one word per
-    non-zero ``row | (value & 0xff) << 16`` in column-major order.
+    The encoder of :mod:`hw.contract.blob` (the bytes of ``sw.compress.encode``), after this
+    module's range check; ``K`` and ``N`` must be in ``1 .. 65535``.
     """
     s = _as_int_array(s, 8)
     if s.ndim != 2:
@@ -195,19 +192,7 @@ def encode_csc_words(s):
     K, N = s.shape
     if not (0 < K < 1 << 16 and 0 < N < 1 << 16):
         raise ValueError(f"shape {s.shape} does not fit the 16-bit header fields")
-    st = s.T  # [N, K]: row n of st is column n of s
-    nz_n, nz_k = np.nonzero(st)  # row-major over st = column-major over s, rows increasing
-    vals = st[nz_n, nz_k]
-    nnz = len(vals)
-    ptr = np.zeros(N + 1, dtype=np.int64)
-    ptr[1:] = np.cumsum(np.bincount(nz_n, minlength=N))
-    words = np.empty(blob_words(s.shape, nnz), dtype=np.uint32)
-    words[0] = MAGIC
-    words[1] = K | (N << 16)
-    words[2] = nnz
-    words[3 : 4 + N] = ptr
-    words[4 + N :] = (nz_k.astype(np.int64) | ((vals & 0xFF) << 16)).astype(np.uint32)
-    return words
+    return encode_words(s)
 
 
 def compress_threshold(q2d, t, ties):

@@ -13,11 +13,12 @@
 The threshold-select (Top-K) integer reference lives in ``sw.int_topk``.
 """
 
-import math
-
 import numpy as np
 
-from . import compress as _c
+from hw.contract import words as _words
+from hw.contract.blob import MAGIC, DecodeError, as_numpy, decode, to_bytes
+from hw.contract.codes import LoaderError
+from hw.contract.cycles import ideal_cycles, schedule_cycles
 
 __all__ = ["gemm", "pack_d", "unpack_c", "core_model", "ideal_cycles", "schedule_cycles",
            "CoreResult"]
@@ -25,7 +26,7 @@ __all__ = ["gemm", "pack_d", "unpack_c", "core_model", "ideal_cycles", "schedule
 _I32_MIN, _I32_MAX = -(1 << 31), (1 << 31) - 1
 
 
-_np = _c._as_numpy
+_np = as_numpy
 
 
 def gemm(d, s) -> np.ndarray:
@@ -49,70 +50,14 @@ def gemm(d, s) -> np.ndarray:
 
 
 def pack_d(d, rows: int) -> list[int]:
-    """D buffer words: word ``mt*K + k`` holds byte lane ``i`` = ``D[mt*rows + i, k]``."""
-    d = _np(d).astype(np.int64)
-    M, K = d.shape
-    mtiles = -(-M // rows)
-    pad = np.zeros((mtiles * rows, K), dtype=np.int64)
-    pad[:M] = d
-    lanes = (pad & 0xFF).reshape(mtiles, rows, K)  # [mt, i, k]
-    words = np.zeros((mtiles, K), dtype=object)
-    for i in range(rows):
-        words = words + (lanes[:, i, :].astype(object) << (8 * i))
-    return [int(w) for w in words.reshape(-1)]
+    """D buffer words as ints: word ``mt*K + k`` holds byte lane ``i`` = ``D[mt*rows + i, k]``
+    (the layout of :mod:`hw.contract.words`)."""
+    return _words.d_ints(_words.pack_d(_np(d).astype(np.int8), rows))
 
 
 def unpack_c(words, m: int, n: int, rows: int) -> np.ndarray:
     """Inverse of the C buffer layout: word ``mt*N + n``, lane ``i`` = ``C[mt*rows + i, n]``."""
-    mtiles = -(-m // rows)
-    c = np.zeros((mtiles * rows, n), dtype=np.int64)
-    for mt in range(mtiles):
-        for col in range(n):
-            w = int(words[mt * n + col])
-            for i in range(rows):
-                lane = (w >> (32 * i)) & 0xFFFFFFFF
-                c[mt * rows + i, col] = lane - (1 << 32) if lane >> 31 else lane
-    return c[:m].astype(np.int32)
-
-
-def ideal_cycles(m: int, nnz: int, rows: int, cols: int) -> float:
-    """Lower bound of the core's dataflow: one PE-column cycle per (M-tile, non-zero) pair."""
-    return math.ceil(m / rows) * nnz / cols
-
-
-def schedule_cycles(s, m: int, rows: int = 8, cols: int = 8, *, start_latency: int = 13,
-                    drain_latency: int = 10) -> int:
-    """Estimated ``cycles`` of one ``SwatCore`` operation on ``S`` (dense ``[K, N]`` array).
-
-    Work items ``(mt, n)`` in order go to the PE column that becomes free first (lowest index
-    on a tie); an item takes ``nnz(S[:, n])`` cycles (one for an empty column's zero token);
-    each finished item needs one cycle of the single C write port. Constants: ``start_latency``
-    (``start`` → first entry read) and ``drain_latency`` (last entry read → ``done``).
-    Not modelled: the per-column result credit (``hold_depth`` results in flight, ~11-cycle
-    round trip), which slows items shorter than about ``11 / hold_depth`` entries when there are
-    too few PE columns to saturate the C port; the estimate is then low.
-    """
-    import heapq
-
-    s = _np(s)
-    lens = np.maximum((s != 0).sum(axis=0), 1).astype(int)
-    mtiles = -(-m // rows)
-    free = [(start_latency, j) for j in range(cols)]
-    heapq.heapify(free)
-    ends = []
-    t_disp = start_latency
-    for _ in range(mtiles):
-        for n_len in lens:
-            t_free, j = heapq.heappop(free)
-            t0 = max(t_free, t_disp)
-            t_disp = t0 + 1 if t0 == t_disp else t_disp  # one descriptor per cycle
-            t1 = t0 + int(n_len)
-            ends.append(t1)
-            heapq.heappush(free, (t1, j))
-    port = 0
-    for e in sorted(ends):
-        port = max(port, e) + 1
-    return int(port - 1 + drain_latency)
+    return _words.unpack_c(words, m, n, rows)
 
 
 class CoreResult:
@@ -154,21 +99,21 @@ def core_model(d, s_words, *, m, k, n, s_len=None, rows=8, d_depth=None, s_depth
     if (m == 0 or k == 0 or n == 0
             or (d_depth is not None and mtiles * k > d_depth)
             or (c_depth is not None and mtiles * n > c_depth)):
-        return CoreResult(None, {_c.ERR_FIT})
+        return CoreResult(None, {LoaderError.FIT})
     if (s_depth is not None and s_len > s_depth) or s_len < 3 or s_len > len(s_words):
-        return CoreResult(None, {_c.ERR_TRUNC})
+        return CoreResult(None, {LoaderError.TRUNC})
     w = s_words[:s_len]
-    if w[0] != _c.MAGIC:
-        return CoreResult(None, {_c.ERR_MAGIC})
+    if w[0] != MAGIC:
+        return CoreResult(None, {LoaderError.MAGIC})
     if (w[1] & 0xFFFF, w[1] >> 16) != (k, n):
-        return CoreResult(None, {_c.ERR_SHAPE})
+        return CoreResult(None, {LoaderError.SHAPE})
     nnz = w[2]
     if 4 + n + nnz > s_len:
-        return CoreResult(None, {_c.ERR_TRUNC})
+        return CoreResult(None, {LoaderError.TRUNC})
     try:
-        s = _c.decode(_c.to_bytes(w[: 4 + n + nnz]), (k, n))
-    except _c.DecodeError as e:
+        s = decode(to_bytes(w[: 4 + n + nnz]), (k, n))
+    except DecodeError as e:
         return CoreResult(None, set(e.codes))
     if d is None:
-        return CoreResult(None, {_c.ERR_NONE})
-    return CoreResult(gemm(d, s), {_c.ERR_NONE})
+        return CoreResult(None, {LoaderError.NONE})
+    return CoreResult(gemm(d, s), {LoaderError.NONE})

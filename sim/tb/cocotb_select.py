@@ -14,6 +14,7 @@ import os
 import cocotb
 import numpy as np
 
+from hw.contract.codes import SelectError
 from sim.tb.select_driver import SelectDriver, blob_from_writes
 from sw import int_topk
 
@@ -21,8 +22,7 @@ META = json.loads(open(os.environ["SWAT_TB_META"]).read()) if "SWAT_TB_META" in 
     else None
 CASES = int(os.environ.get("SWAT_TB_CASES", "12"))
 
-ERR = {"NONE": 0, "SHAPE": 1, "KEEP": 2, "SHORT": 3, "LONG": 4, "OVERFLOW": 5,
-       "NO_THRESHOLD": 6, "BAD_THRESHOLD": 7}
+ERR = SelectError.__members__
 
 
 def _rng():
@@ -70,7 +70,7 @@ def _check(res, q, expect_blob: bytes, what: str, t=None, ties=None):
 @cocotb.test()
 async def random_full_selections(dut):
     """Mode FULL on random tensors and densities, no stalls; cycles vs ``estimate_cycles``."""
-    from hw.threshold_select import estimate_cycles
+    from hw.contract.cycles import select_cycles as estimate_cycles
 
     drv = await _setup(dut)
     rng = _rng()
@@ -163,9 +163,9 @@ async def error_codes(dut):
         res = await drv.op(s, rng=rng, max_cycles=200_000, **kw)
         if res["timed_out"]:
             failures.append(f"{name}: done never came")
-        elif res["code"] != ERR[code] or not res["error"]:
+        elif res["code"] != int(ERR[code]) or not res["error"]:
             failures.append(f"{name}: error={res['error']} code={res['code']}, "
-                            f"expected {ERR[code]} ({code})")
+                            f"expected {int(ERR[code])} ({code})")
         # the next good operation works
         q = _random_q(rng, 12, 4, "uniform")
         good = await drv.op(q, mode="FULL", keep=7)

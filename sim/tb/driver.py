@@ -18,8 +18,15 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
 
+from hw.contract.blob import MAGIC, encode_words
+from hw.contract.codes import TIMEOUT_CODE
+from hw.contract.words import pack_d, unpack_c
+
+# the buffer layouts and the blob encoder are the contract's; re-exported for the benches
+__all__ = ["CoreDriver", "PERIOD_NS", "TIMEOUT_CODE", "MAGIC", "encode_words", "pack_d",
+           "unpack_c"]
+
 PERIOD_NS = 10
-TIMEOUT_CODE = 15  # reported in place of error_code when done never came
 
 
 def _find(dut, name: str):
@@ -240,49 +247,3 @@ class CoreDriver:
             mt = -(-m // self.rows)
             c = await self.read_c(mt * n)
         return c, stats
-
-
-# -- host-side packing shared by the benches and sim.gemm ------------------------------------
-
-MAGIC = 0x53574154
-
-
-def encode_words(s: np.ndarray) -> np.ndarray:
-    """Compressed-S words (uint32) of int8 ``S [K, N]``: the bytes of ``sw.compress.encode``.
-
-    A numpy-only twin (``sw.compress`` imports torch, which costs seconds inside the simulator);
-    ``tests/test_gemm.py`` checks that both produce identical blobs.
-    """
-    s = np.asarray(s)
-    k, n = s.shape
-    if not (0 < k <= 0xFFFF and 0 < n <= 0xFFFF):
-        raise ValueError(f"shape {s.shape} does not fit the 16-bit header fields")
-    st = s.T
-    nz_n, nz_k = np.nonzero(st)  # column-major over s, rows increasing within a column
-    vals = st[nz_n, nz_k].astype(np.int64)
-    nnz = len(vals)
-    w = np.empty(4 + n + nnz, dtype=np.uint32)
-    w[0] = MAGIC
-    w[1] = k | (n << 16)
-    w[2] = nnz
-    w[3] = 0
-    w[4:4 + n] = np.cumsum(np.bincount(nz_n, minlength=n))
-    w[4 + n:] = (nz_k.astype(np.int64) | ((vals & 0xFF) << 16)).astype(np.uint32)
-    return w
-
-
-
-def pack_d(d: np.ndarray, rows: int) -> np.ndarray:
-    """``D [M, K]`` int8 -> D buffer words ``[ceil(M/rows)*K, rows]`` (word ``mt*K + k``)."""
-    m, k = d.shape
-    mt = -(-m // rows)
-    pad = np.zeros((mt * rows, k), dtype=np.int8)
-    pad[:m] = d
-    return np.ascontiguousarray(pad.reshape(mt, rows, k).transpose(0, 2, 1).reshape(mt * k, rows))
-
-
-def unpack_c(words: np.ndarray, m: int, n: int, rows: int) -> np.ndarray:
-    """C buffer words ``[ceil(M/rows)*N, rows]`` -> ``C [M, N]`` int32."""
-    mt = -(-m // rows)
-    c = words.reshape(mt, n, rows).transpose(0, 2, 1).reshape(mt * rows, n)
-    return np.ascontiguousarray(c[:m])

@@ -15,9 +15,10 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
+from hw.contract.codes import SelectMode
 from sim.tb.driver import PERIOD_NS, _Setter
 
-MODES = {"FULL": 0, "HELD": 1, "THRESHOLD": 2, "GIVEN": 3}
+MODES = SelectMode.__members__
 
 
 class SelectDriver:
@@ -61,7 +62,7 @@ class SelectDriver:
         "threshold", "ties", "nnz", "s_len", "held_valid", "sim_cycles", "beats_sent"}``."""
         p = self.p
         k, n = s.shape if shape is None else shape
-        mode_v = MODES[mode] if isinstance(mode, str) else int(mode)
+        mode_v = int(MODES[mode]) if isinstance(mode, str) else int(mode)
         stream = self.beats(s) if beats is None else beats
         if passes is None:
             passes = 2 if mode_v == 0 else 1

@@ -1,0 +1,60 @@
+"""The D and C buffer word layouts of the core (``docs/core-interface.md``).
+
+``D [M, K]`` is stored M-tile by M-tile: word ``mt*K + k`` holds, in byte lane ``i`` (lane 0
+least significant), ``D[mt*rows + i, k]`` (rows past ``M`` are zero). ``C [M, N]`` comes back
+the same way with 32-bit lanes: word ``mt*N + n``, lane ``i`` = ``C[mt*rows + i, n]``.
+
+Two representations of a buffer word are in use, and both are defined here: a ``[words,
+rows]`` lane array (what the simulators write through memory handles and the UART bridge
+sends) and one Python ``int`` per word (what an Amaranth testbench writes to a wide memory).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["m_tiles", "pack_d", "d_ints", "unpack_c", "c_lanes"]
+
+
+def m_tiles(m: int, rows: int) -> int:
+    """Number of M-tiles ``ceil(m / rows)``."""
+    return -(-int(m) // int(rows))
+
+
+def pack_d(d, rows: int) -> np.ndarray:
+    """``D [M, K]`` int8 -> D buffer words ``[ceil(M/rows)*K, rows]`` int8 (lane = row)."""
+    d = np.asarray(d)
+    m, k = d.shape
+    mt = m_tiles(m, rows)
+    pad = np.zeros((mt * rows, k), dtype=np.int8)
+    pad[:m] = d
+    return np.ascontiguousarray(pad.reshape(mt, rows, k).transpose(0, 2, 1).reshape(mt * k, rows))
+
+
+def d_ints(lanes) -> list[int]:
+    """D buffer words ``[count, rows]`` (byte lanes) -> one unsigned ``int`` per word."""
+    raw = np.ascontiguousarray(np.asarray(lanes).astype(np.int8)).view(np.uint8)
+    return [int.from_bytes(row.tobytes(), "little") for row in raw]
+
+
+def c_lanes(words, rows: int) -> np.ndarray:
+    """C buffer words as wide unsigned ``int``s -> ``[count, rows]`` int32 lanes."""
+    mask = 0xFFFFFFFF
+    ints = [int(w) for w in words]
+    out = np.array([[(w >> (32 * i)) & mask for i in range(rows)] for w in ints],
+                   dtype=np.uint64).reshape(len(ints), rows)
+    return out.astype(np.uint32).view(np.int32)
+
+
+def unpack_c(words, m: int, n: int, rows: int) -> np.ndarray:
+    """C buffer words -> ``C [M, N]`` int32.
+
+    ``words`` is a ``[ceil(M/rows)*N, rows]`` lane array, or a sequence of wide ``int``s (one
+    per word, see :func:`c_lanes`).
+    """
+    a = np.asarray(words) if isinstance(words, np.ndarray) else None
+    if a is None or a.ndim != 2:
+        a = c_lanes(words, rows)
+    mt = m_tiles(m, rows)
+    c = a.reshape(mt, n, rows).transpose(0, 2, 1).reshape(mt * rows, n)
+    return np.ascontiguousarray(c[:m]).astype(np.int32, copy=False)

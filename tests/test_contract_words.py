@@ -1,0 +1,28 @@
+"""hw.contract.words: the D and C buffer layouts, in both word representations."""
+
+import numpy as np
+
+from hw.contract.words import c_lanes, d_ints, m_tiles, pack_d, unpack_c
+
+
+def test_pack_d_layout():
+    rng = np.random.default_rng(0)
+    d = rng.integers(-128, 128, (13, 7)).astype(np.int8)
+    w = pack_d(d, 4)
+    assert w.shape == (m_tiles(13, 4) * 7, 4)
+    assert w[7 + 3, 1] == d[4 + 1, 3]  # word mt*K + k, lane i = D[mt*rows + i, k]
+    assert (w[3 * 7:, 1:] == 0).all()  # rows past M are zero
+    ints = d_ints(w)
+    assert ints[7 + 3] >> 8 & 0xFF == int(d[5, 3]) & 0xFF
+
+
+def test_unpack_c_both_representations():
+    rng = np.random.default_rng(1)
+    c = rng.integers(-(2**31), 2**31, (13, 5)).astype(np.int32)
+    pad = np.zeros((16, 5), np.int32)
+    pad[:13] = c
+    lanes = pad.reshape(4, 4, 5).transpose(0, 2, 1).reshape(20, 4)
+    assert np.array_equal(unpack_c(lanes, 13, 5, 4), c)
+    wide = [sum((int(v) & 0xFFFFFFFF) << (32 * i) for i, v in enumerate(row)) for row in lanes]
+    assert np.array_equal(c_lanes(wide, 4), lanes)
+    assert np.array_equal(unpack_c(wide, 13, 5, 4), c)
