@@ -16,7 +16,7 @@ The threshold-select (Top-K) integer reference lives in ``sw.int_topk``.
 import numpy as np
 
 from hw.contract import words as _words
-from hw.contract.blob import MAGIC, DecodeError, as_numpy, decode, to_bytes
+from hw.contract.blob import MAGIC, as_numpy, decode, to_bytes
 from hw.contract.codes import LoaderError
 from hw.contract.cycles import ideal_cycles, schedule_cycles
 
@@ -60,6 +60,43 @@ def unpack_c(words, m: int, n: int, rows: int) -> np.ndarray:
     return _words.unpack_c(words, m, n, rows)
 
 
+def _stream_error_codes(w, k: int, n: int, nnz: int) -> set:
+    """Codes the loader may report for the pointers and entries of a blob whose header is good.
+
+    The dispatcher checks the pointers in order; the first bad one (``ptr[0] != 0``, a pointer
+    below its predecessor or above ``nnz``, ``ptr[N] != nnz``) is error 3. Column ``c``'s
+    entries stream only once ``ptr[c]`` and ``ptr[c+1]`` passed, and may be checked before the
+    dispatcher reaches a later bad pointer. Each column stops at its first bad entry, whose
+    code is the lowest of its violations (5 index >= K, 6 not increasing, 7 zero value or
+    reserved bits). Several columns run at once, so any of their codes may come first.
+    """
+    ptr = w[3 : 4 + n]
+    bad_ptr = None
+    for i, p in enumerate(ptr):
+        prev = ptr[i - 1] if i else 0
+        if (p != 0 if i == 0 else (p < prev or p > nnz or (i == n and p != nnz))):
+            bad_ptr = i
+            break
+    codes = set() if bad_ptr is None else {LoaderError.PTR}
+    checked = n if bad_ptr is None else max(0, bad_ptr - 1)  # columns with both pointers good
+    base = 4 + n
+    for c in range(checked):
+        prev_k = None
+        for e in w[base + ptr[c] : base + ptr[c + 1]]:
+            kk, vv, rsv = e & 0xFFFF, (e >> 16) & 0xFF, e >> 24
+            if kk >= k:
+                codes.add(LoaderError.INDEX)
+            elif prev_k is not None and kk <= prev_k:
+                codes.add(LoaderError.ORDER)
+            elif vv == 0 or rsv:
+                codes.add(LoaderError.ENTRY)
+            else:
+                prev_k = kk
+                continue
+            break
+    return codes
+
+
 class CoreResult:
     """Outcome of :func:`core_model`: ``c`` (``[M, N]`` int32, or ``None`` on error),
     ``error_codes`` (set of codes the hardware may report; ``{0}`` when well formed)."""
@@ -89,8 +126,9 @@ def core_model(d, s_words, *, m, k, n, s_len=None, rows=8, d_depth=None, s_depth
     CoreResult
         ``c`` is ``D @ S`` when well formed. On a malformed blob, ``error_codes`` holds every code
         the hardware may report: header and fit errors are found in a fixed order (8, 4 for
-        ``s_len``, 1, 2, 4, then pointers/entries); several pointer and entry violations in
-        different columns may be found in any order, as the hardware visits columns dynamically.
+        ``s_len``, 1, 2, 4, then pointers/entries); pointer and entry violations are found
+        while streaming, in an order that depends on the schedule (see
+        :func:`_stream_error_codes`).
     """
     s_words = [int(w) & 0xFFFFFFFF for w in s_words]
     if s_len is None:
@@ -110,10 +148,10 @@ def core_model(d, s_words, *, m, k, n, s_len=None, rows=8, d_depth=None, s_depth
     nnz = w[2]
     if 4 + n + nnz > s_len:
         return CoreResult(None, {LoaderError.TRUNC})
-    try:
-        s = decode(to_bytes(w[: 4 + n + nnz]), (k, n))
-    except DecodeError as e:
-        return CoreResult(None, set(e.codes))
+    codes = _stream_error_codes(w, k, n, nnz)
+    if codes:
+        return CoreResult(None, codes)
+    s = decode(to_bytes(w[: 4 + n + nnz]), (k, n))
     if d is None:
         return CoreResult(None, {LoaderError.NONE})
     return CoreResult(gemm(d, s), {LoaderError.NONE})

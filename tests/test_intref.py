@@ -102,3 +102,31 @@ def test_schedule_cycles():
     s[:, 0] = 1
     s[0, 1:] = 1
     assert intref.schedule_cycles(s, 8, rows=8, cols=2, start_latency=0, drain_latency=0) == 100
+
+
+REPRO_13_8 = [0x53574154, 0x00060001, 1, 0, 1, 1, 1, 1, 1, 2, 0]  # issue 13 item 8
+
+
+def test_core_model_pointer_and_entry_violations():
+    """Column 0's entry (value 0) streams before the dispatcher reaches the bad ``ptr[6]``:
+    the RTL may report 7 as well as 3."""
+    r = intref.core_model(None, REPRO_13_8, m=1, k=1, n=6, s_len=11)
+    assert r.error_codes == {3, 7}
+
+
+def test_core_model_columns_after_a_bad_pointer_never_stream():
+    w = list(REPRO_13_8)
+    w[4] = 2  # ptr[1] = 2 > nnz: column 0 never gets a descriptor
+    assert intref.core_model(None, w, m=1, k=1, n=6, s_len=11).error_codes == {3}
+
+
+def test_core_model_a_column_stops_at_its_first_bad_entry():
+    s = np.zeros((4, 2), dtype=np.int8)
+    s[[0, 2], 0] = 5
+    s[[1, 3], 1] = 7
+    w = [int(x) for x in compress.words(compress.encode(s))]
+    w[6] |= 9  # column 0, entry 0: index 9 >= K
+    w[7] &= 0xFFFF  # column 0, entry 1: value 0 (never reached: the column stopped)
+    assert intref.core_model(None, w, m=1, k=4, n=2).error_codes == {5}
+    w[9] |= 1 << 24  # column 1, entry 1: reserved bits
+    assert intref.core_model(None, w, m=1, k=4, n=2).error_codes == {5, 7}

@@ -42,11 +42,15 @@ HEADER_WORDS = 3
 
 
 class DecodeError(ValueError):
-    """A malformed compressed blob. ``codes`` lists the hardware error codes (sorted)."""
+    """A malformed compressed blob (or unusable arguments to :func:`decode`).
+
+    ``problems`` lists ``(code, text)`` pairs; ``codes`` the hardware error codes among them
+    (sorted; an argument error such as a list instead of bytes has no hardware code).
+    """
 
     def __init__(self, problems):
-        self.problems = list(problems)  # [(code, text)]
-        self.codes = sorted({int(c) for c, _ in self.problems})
+        self.problems = list(problems)  # [(code or None, text)]
+        self.codes = sorted({int(c) for c, _ in self.problems if c is not None})
         super().__init__("; ".join(t for _, t in self.problems))
 
 
@@ -118,17 +122,46 @@ def to_bytes(w) -> bytes:
     return np.asarray(w, dtype=np.uint64).astype("<u4").tobytes()
 
 
+def _check_blob(blob) -> bytes:
+    """``blob`` as bytes if it is bytes-like (anything with the buffer protocol), else a
+    :class:`DecodeError`: a list of words or an ``int`` is not a blob (``bytes(5)`` would be
+    five zero bytes)."""
+    if isinstance(blob, (bytes, bytearray, memoryview)) or (
+            isinstance(blob, np.ndarray) and blob.dtype != object):
+        return bytes(blob)
+    raise DecodeError([(None, f"decode: blob must be bytes-like (bytes, bytearray, memoryview), "
+                              f"got {type(blob).__name__}")])
+
+
+def _check_shape(shape) -> tuple[int, int]:
+    """``(K, N)`` as two ints in ``[0, MAX_DIM]``, else a :class:`DecodeError`."""
+    try:
+        k, n = shape
+    except (TypeError, ValueError):
+        k = n = None
+    if not all(isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+               for x in (k, n)):
+        raise DecodeError([(None, f"decode: shape must be two integers (K, N), got {shape!r}")])
+    if not (0 <= k <= MAX_DIM and 0 <= n <= MAX_DIM):
+        raise DecodeError([(None, f"decode: shape ({k}, {n}) outside [0, {MAX_DIM}]")])
+    return int(k), int(n)
+
+
 def decode(blob, shape) -> np.ndarray:
     """Decode a blob into a dense ``int8`` matrix of ``shape == (K, N)``.
+
+    ``blob`` is bytes-like (``bytes``, ``bytearray``, ``memoryview``, a numpy array's
+    buffer); ``shape`` two integers in ``[0, 65535]``.
 
     Raises
     ------
     DecodeError (ValueError)
         naming every violation found: bad magic, shape mismatch, column pointers, truncated,
-        index range, index ordering, zero value / reserved bits, trailing data.
+        index range, index ordering, zero value / reserved bits, trailing data; or an argument
+        that is not a blob or not a shape (with no hardware code).
     """
-    K, N = (int(x) for x in shape)
-    b = bytes(blob)
+    K, N = _check_shape(shape)
+    b = _check_blob(blob)
     E = LoaderError
     problems = []
     if len(b) % 4:
