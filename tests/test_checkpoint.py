@@ -53,8 +53,71 @@ def test_load_checkpoint_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint.pt"):
         ck.load_checkpoint(tmp_path)  # a folder means <folder>/checkpoint.pt
     torch.save({"something": 1}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="not a SWAT training checkpoint"):
+    with pytest.raises(ck.CheckpointError, match=f"^{tmp_path / 'other.pt'} is not a SWAT "
+                       "checkpoint$"):
         ck.load_checkpoint(tmp_path / "other.pt")
-    (tmp_path / "junk.pt").write_bytes(b"\x00garbage")
-    with pytest.raises(ValueError, match="cannot read checkpoint"):
+
+
+@pytest.mark.parametrize("content", [b"\x00garbage", bytes(range(256)) * 40,
+                                     b"epoch,step,lr\n1,23,0.1\n", b"PK\x03\x04junk"])
+def test_random_bytes_or_text_are_not_a_checkpoint(tmp_path, content):
+    (tmp_path / "junk.pt").write_bytes(content)
+    with pytest.raises(ck.CheckpointError) as e:
         ck.load_checkpoint(tmp_path / "junk.pt")
+    assert str(e.value) == f"{tmp_path / 'junk.pt'} is not a SWAT checkpoint"  # no torch advice
+
+
+def test_empty_file_says_it_is_empty(tmp_path):
+    (tmp_path / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(ck.CheckpointError) as e:
+        ck.load_checkpoint(tmp_path)
+    assert str(e.value) == f"{tmp_path / 'checkpoint.pt'} is empty (0 bytes), not a SWAT checkpoint"
+
+
+def _saved(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    ck.atomic_save({"format": ck.FORMAT, "version": 1, "w": torch.linspace(-1, 1, 1000)}, path)
+    return path, bytearray(path.read_bytes())
+
+
+def test_every_single_bit_flip_in_the_payload_is_caught(tmp_path):
+    path, data = _saved(tmp_path)
+    start = data.index(b"\n") + 1
+    step = max(1, (len(data) - start) // 97)
+    for pos in range(start, len(data), step):  # ~100 positions spread over the whole payload
+        for bit in (0, 7):
+            bad = bytearray(data)
+            bad[pos] ^= 1 << bit
+            path.write_bytes(bad)
+            with pytest.raises(ck.CheckpointError) as e:
+                ck.load_checkpoint(path)
+            assert str(e.value) == (f"{path} is corrupt: its SHA-256 checksum does not match "
+                                    "the contents (damaged on disk or in a copy)")
+
+
+def test_truncated_and_damaged_header(tmp_path):
+    path, data = _saved(tmp_path)
+    path.write_bytes(data[:-10])
+    with pytest.raises(ck.CheckpointError, match=r"is truncated or damaged: \d+ bytes of data, "
+                       r"the header says \d+$"):
+        ck.load_checkpoint(path)
+    path.write_bytes(data.replace(b"sha256=", b"sha265="))
+    with pytest.raises(ck.CheckpointError, match=r"is not a SWAT checkpoint \(damaged header\)$"):
+        ck.load_checkpoint(path)
+
+
+def test_header_and_legacy_files(tmp_path):
+    path, data = _saved(tmp_path)
+    assert data.startswith(b"SWAT-CHECKPOINT 2 sha256=")
+    legacy = tmp_path / "legacy.pt"  # written before the header: loads, unverified
+    torch.save({"format": ck.FORMAT, "version": 1, "v": 3}, legacy)
+    assert ck.load_checkpoint(legacy)["v"] == 3
+
+
+def test_stale_temporaries(tmp_path):
+    (tmp_path / ".checkpoint.pt.abc123.tmp").write_bytes(b"x")
+    (tmp_path / ".metrics.json.q.tmp").write_bytes(b"x")
+    (tmp_path / "checkpoint.pt").write_bytes(b"x")
+    found = ck.stale_temporaries(tmp_path, "checkpoint.pt")
+    assert found == [tmp_path / ".checkpoint.pt.abc123.tmp"]
+    assert ck.stale_temporaries(tmp_path / "missing", "checkpoint.pt") == []

@@ -17,6 +17,7 @@ The package has one module per job:
 ``config``     :class:`TrainConfig` (typed, validated by ``resolved()``), defaults, ConfigError
 ``cli``        the ``swat-train`` argument parser and :func:`main`
 ``loop``       :func:`train`, the epoch/step loop, :func:`evaluate`, :class:`TrainResult`
+``outdir``     the run folder: checked before training, stale temporary files, ``--force``
 ``swat_state`` SWAT-ifying a model per the config, the SWAT layers' checkpointed state, stats
 ``schedule``   :class:`LRSchedule`, the per-iteration learning-rate multiplier
 ``capture``    :func:`capture_step`, one step's tensors per layer

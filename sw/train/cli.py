@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/swat", help="folder for checkpoint, metrics, plots")
     p.add_argument("--resume", nargs="?", const="auto", default=None,
                    help="resume from a checkpoint (no value: <out>/checkpoint.pt)")
+    p.add_argument("--force", action="store_true",
+                   help="start again in an --out that already holds a run (removes its "
+                        "checkpoint and metrics)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     p.add_argument("--quiet", action="store_true", help="no per-epoch summary lines")
@@ -101,7 +104,7 @@ def config_from_args(argv: list[str] | None = None) -> TrainConfig:
         warmup_epochs=_parse_num("warmup-epochs", a.warmup_epochs, float),
         label_smoothing=_parse_num("label-smoothing", a.label_smoothing, float),
         seed=_parse_num("seed", a.seed, int), threads=_parse_num("threads", a.threads, int),
-        out=a.out, resume=a.resume,
+        out=a.out, resume=a.resume, force=a.force,
         progress=not a.no_progress, verbose=not a.quiet, plots=not a.no_plots,
     )
 

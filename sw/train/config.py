@@ -76,6 +76,7 @@ class TrainConfig:
     seed: int = 0
     out: str | None = None
     resume: str | None = None  # checkpoint file or run folder ("auto": <out>/checkpoint.pt)
+    force: bool = False  # start again in an ``out`` that already holds a run (no resume)
     progress: bool = False
     verbose: bool = False
     plots: bool = True
@@ -140,7 +141,7 @@ class TrainConfig:
             if ms != sorted(ms):
                 raise ConfigError(f"--milestones must be increasing, got {ms}")
             c.milestones = ms
-        for key in ("structured", "progress", "verbose", "plots", "nesterov"):
+        for key in ("structured", "progress", "verbose", "plots", "nesterov", "force"):
             v = getattr(c, key)
             if not isinstance(v, bool):
                 raise ConfigError(f"--{key} must be true or false, got {v!r}")

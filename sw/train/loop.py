@@ -36,6 +36,7 @@ from ..checkpoint import (
 from ..data import load_dataset
 from .config import ConfigError, TrainConfig, as_config, default_milestones
 from .ddp import Dist, all_reduce_sum, init_distributed, sync_buffers
+from .outdir import prepare_out
 from .schedule import LRSchedule
 from .swat_state import LayerStats, apply_method, load_swat_state, swat_layers, swat_state
 
@@ -150,6 +151,12 @@ class _Run:
             raise ConfigError(f"--batch-size {cfg.batch_size} is not divisible by the "
                               f"{d.world_size} processes")
         self.cfg, self.d = cfg, d
+        self.out = Path(cfg.out) if cfg.out else None
+        removed = prepare_out(self.out, resume=cfg.resume is not None, force=cfg.force,
+                              main=d.main)
+        if removed:
+            self.log(f"removed {len(removed)} temporary file(s) of an interrupted write in "
+                     f"{self.out}")
         self.local_bs = cfg.batch_size // d.world_size
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
@@ -174,7 +181,6 @@ class _Run:
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, LRSchedule(cfg.schedule, self.steps_per_epoch, total,
                                        cfg.milestones, cfg.gamma, cfg.warmup_epochs))
-        self.out = Path(cfg.out) if cfg.out else None
         # the position: next epoch and batch, steps done, records, the unfinished epoch's sums
         self.epoch, self.start_batch, self.step = 0, 0, 0
         self.history: list[dict] = []
@@ -201,6 +207,11 @@ class _Run:
         self.history = [r for r in ck["history"] if r.get("complete", True)]
         rngs = ck["rng"]
         set_rng_state(rngs[self.d.rank] if len(rngs) == self.d.world_size else rngs[0])
+        if self.epoch >= cfg.epochs or self._finished():
+            limit = (f"--max-steps {cfg.max_steps}" if self._finished()
+                     else f"--epochs {cfg.epochs}")
+            raise ConfigError(f"--resume {path}: the run is already finished ({limit} reached "
+                              f"at step {self.step}); raise {limit.split()[0]} to train further")
 
     def save_checkpoint(self) -> None:
         rng = get_rng_state()
