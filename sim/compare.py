@@ -291,7 +291,7 @@ def run(args) -> dict:
     t_lower = time.monotonic() - t0
     log(f"{len(jobs)} GEMMs from {len(names)} layers lowered in {t_lower:.1f} s; "
         f"model {rows}x{cols}: building or reusing")
-    model_rtl = verilate.core_model(rows, cols, quiet=False)
+    model_rtl = verilate.harness_model(rows, cols, quiet=False)
 
     gemms = [(j["d"], j["s"]) for j in jobs] + [(j["d"], j["s_dense"]) for j in jobs]
     labels = [f"{j['layer']}:{j['pass']}" for j in jobs]

@@ -94,23 +94,35 @@ class GemmResult:
 
 @dataclass
 class BatchStats:
-    """Timing of one simulator invocation."""
+    """Timing of one :func:`run_gemms` call (over all its simulator processes)."""
 
     jobs: int = 0
     runs: int = 0
-    cycles: int = 0
-    wall: float = 0.0  # whole call, incl. simulator start
-    bench: float = 0.0  # inside the cocotb bench
-    io: float = 0.0  # of which buffer preload / readback
-    cpu: float = 0.0  # CPU seconds of the simulator process inside the bench
-    cpu_io: float = 0.0  # of which buffer preload / readback
+    cycles: int = 0  # clock cycles simulated (core operations, resets, port accesses)
+    wall: float = 0.0  # whole call, incl. planning, packing and simulator start
+    bench: float = 0.0  # wall time of the simulation (first request to last answer)
+    io: float = 0.0  # of which buffer preload / readback (cocotb engine only; inside for C++)
+    cpu: float = 0.0  # CPU seconds of the simulator processes
+    cpu_io: float = 0.0  # of which buffer preload / readback (cocotb engine only)
     preload: list = field(default_factory=list)
+    engine: str = "harness"  # "harness" (C++ loop) or "cocotb"
+    processes: list = field(default_factory=list)  # per simulator process: cycles, wall, cpu
+    lost_workers: list = field(default_factory=list)  # Dask workers that died (work rerun)
 
     @property
     def cycles_per_second(self) -> float:
-        """Simulated core cycles per wall second of simulation (bench time minus buffer I/O)."""
+        """Simulated cycles per wall second of *one* simulator process, preload included
+        (cycles / wall of each process, averaged over the processes weighted by cycles)."""
+        procs = [p for p in self.processes if p["wall"] > 0]
+        if procs:
+            return sum(p["cycles"] for p in procs) / sum(p["wall"] for p in procs)
         t = self.bench - self.io
         return self.cycles / t if t > 0 else float("nan")
+
+    @property
+    def aggregate_cycles_per_second(self) -> float:
+        """Simulated cycles per wall second of the whole simulation (all processes)."""
+        return self.cycles / self.bench if self.bench > 0 else float("nan")
 
     @property
     def cycles_per_cpu_second(self) -> float:
@@ -142,13 +154,44 @@ def _encode(s_block: np.ndarray) -> np.ndarray:
 
 
 def simulate(model, runs: np.ndarray, d_blobs: dict, s_blobs: dict, *, mode: str = "auto",
-             module: str = "sim.tb.cocotb_gemm", extra_env: dict | None = None,
-             keep: bool = False, progress=None):
-    """Run ``runs`` (``[R, 7]``: m, k, n, d_id, s_id, s_len, read_c) in one simulator process.
+             progress=None, sim=None, parallel=None, describe=None):
+    """Run ``runs`` (``[R, 7]``: m, k, n, d_id, s_id, s_len, read_c) on the core.
 
-    Returns ``(stats [R, 6], {run: C words}, info dict)``. ``progress(runs_done)`` is called
-    from time to time while the simulator runs.
+    On a harness model (:mod:`sim.harness`): in ``sim`` (a running :class:`~sim.harness.CoreSim`)
+    or a simulator process started for the call, or spread over a Dask cluster when
+    ``parallel`` is given (see :func:`sim.cluster.run_distributed`). On a cocotb model: in one
+    cocotb simulator process (:func:`simulate_cocotb`). Returns ``(stats [R, 6], {run: C
+    words}, info dict)``. ``progress(runs_done)`` is called while the simulator runs.
     """
+    if model.kind == "cocotb":
+        return simulate_cocotb(model, runs, d_blobs, s_blobs, mode=mode, progress=progress)
+    ports = mode == "ports"
+    if parallel is not None and len(runs) > 1:
+        from . import cluster
+
+        return cluster.run_distributed(model, runs, d_blobs, s_blobs, parallel, ports=ports,
+                                       progress=progress)
+    from .harness import CoreSim
+
+    own = sim is None
+    core = CoreSim(model) if own else sim
+    try:
+        stats, cs, info = core.run_ops(runs, d_blobs, s_blobs, ports=ports, progress=progress,
+                                       describe=describe)
+    finally:
+        if own:
+            core.close()
+    proc = {"cycles": info["ticks"], "wall": info["wall"], "cpu": info["cpu"],
+            "runs": len(runs), "pid": core.pid if not own else None}
+    return stats, cs, {"bench": info["wall"], "io": 0.0, "cpu": info["cpu"], "cpu_io": 0.0,
+                       "preload": [not ports] * 3, "ticks": info["ticks"],
+                       "processes": [proc], "lost_workers": []}
+
+
+def simulate_cocotb(model, runs: np.ndarray, d_blobs: dict, s_blobs: dict, *,
+                    mode: str = "auto", module: str = "sim.tb.cocotb_gemm",
+                    extra_env: dict | None = None, keep: bool = False, progress=None):
+    """:func:`simulate` through the cocotb bench ``sim/tb/cocotb_gemm.py`` (one process)."""
     root = verilate.build_root() / "runs"
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="gemm-", dir=root))
@@ -196,15 +239,23 @@ def simulate(model, runs: np.ndarray, d_blobs: dict, s_blobs: dict, *, mode: str
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _model(rows, cols, model):
-    if model is not None:
-        return model
-    return verilate.core_model(rows, cols)
+def _model(rows, cols, model, engine):
+    if engine not in ("harness", "cocotb"):
+        raise ValueError(f"engine must be 'harness' or 'cocotb', not {engine!r}")
+    if model is None:
+        if engine == "cocotb":
+            return verilate.core_model(rows, cols)
+        return verilate.harness_model(rows, cols)
+    if engine == "harness" and getattr(model, "kind", "harness") == "cocotb":
+        # the same design and parameters, in the C++ harness
+        return verilate.build(model.design, kind="harness", **model.params)
+    return model
 
 
 def run_gemms(jobs, *, rows: int = 8, cols: int = 8, model=None, mode: str = "auto",
-              check: bool = True, progress=None, cycles_only=False) -> list[GemmResult]:
-    """Run many GEMMs ``[(d, s), ...]`` in one simulator invocation; one :class:`GemmResult` each.
+              check: bool = True, progress=None, cycles_only=False, sim=None,
+              parallel=None, engine: str = "harness", labels=None) -> list[GemmResult]:
+    """Run many GEMMs ``[(d, s), ...]``; one :class:`GemmResult` each.
 
     ``check`` raises :class:`SimulationError` when the core reports an error code.
     ``progress(jobs_done, jobs)`` is called while the simulator runs (e.g. to move a tqdm bar).
@@ -212,6 +263,14 @@ def run_gemms(jobs, *, rows: int = 8, cols: int = 8, model=None, mode: str = "au
     blocks of equal height over the same S block only the first runs (the core's timing does
     not depend on D's values) and its counters are multiplied; ``c`` stays zero. Used for the
     dense baselines of large models.
+
+    Where it runs: ``engine="harness"`` (default) the C++ harness (:mod:`sim.harness`): in
+    ``sim``, a :class:`~sim.harness.CoreSim` the caller keeps across calls, or in a process
+    started for this call; with ``parallel`` (a ``dask.distributed.Client``, a scheduler
+    address ``"tcp://host:port"`` or a number of local processes, see :mod:`sim.cluster`) the
+    core operations are spread over the cluster's workers, one simulator process each, with
+    results identical to a serial run. ``engine="cocotb"``: the cocotb bench (slower; for
+    comparison). ``labels`` (one per job) name the GEMM in error messages.
     """
     global LAST_BATCH
     t0 = time.monotonic()
@@ -222,7 +281,9 @@ def run_gemms(jobs, *, rows: int = 8, cols: int = 8, model=None, mode: str = "au
             raise TypeError(f"job {j}: D and S must be int8 arrays, got {d.dtype}, {s.dtype}")
         if d.ndim != 2 or s.ndim != 2 or d.shape[1] != s.shape[0]:
             raise ValueError(f"job {j}: shapes {d.shape} @ {s.shape} do not chain")
-    model = _model(rows, cols, model)
+    if sim is not None:
+        model = sim.model
+    model = _model(rows, cols, model, engine)
     lim = _limits(model)
     rows, cols = lim["rows"], lim["cols"]
     runs, d_blobs, s_blobs, owners, mults = [], {}, {}, [], []
@@ -276,7 +337,8 @@ def run_gemms(jobs, *, rows: int = 8, cols: int = 8, model=None, mode: str = "au
                    rows=rows, cols=cols, shape=(m, k, n), nnz=nnz)
         for (m, k, n, nnz) in metas
     ]
-    info = {"bench": 0.0, "io": 0.0, "cpu": 0.0, "cpu_io": 0.0, "preload": []}
+    info = {"bench": 0.0, "io": 0.0, "cpu": 0.0, "cpu_io": 0.0, "preload": [], "ticks": 0,
+            "processes": [], "lost_workers": []}
     if runs:
         cb = None
         if progress is not None:
@@ -285,16 +347,23 @@ def run_gemms(jobs, *, rows: int = 8, cols: int = 8, model=None, mode: str = "au
             def cb(runs_done):
                 progress(int(np.searchsorted(ends, runs_done, side="right")), len(metas))
 
+        def describe(r):
+            j, mb, nb = owners[r]
+            lab = f" ({labels[j]})" if labels is not None else ""
+            return (f"core operation {r + 1} of {len(runs)}: GEMM {j}{lab} shape "
+                    f"{results[j].shape}, block M[{mb.start}:{mb.stop}] N[{nb.start}:{nb.stop}]")
+
         stats, cs, info = simulate(model, np.array(runs), d_blobs, s_blobs, mode=mode,
-                                   progress=cb)
+                                   progress=cb, sim=sim, parallel=parallel, describe=describe)
         for r, (j, mb, nb) in enumerate(owners):
             res = results[j]
             cyc, busy, stall, idle, err, code = (int(x) for x in stats[r])
             if err:
                 res.error_code = code
                 if check:
+                    lab = f" ({labels[j]})" if labels is not None else ""
                     raise SimulationError(
-                        f"job {j}: the core reported error code {code} on block "
+                        f"job {j}{lab}: the core reported error code {code} on block "
                         f"M[{mb.start}:{mb.stop}] N[{nb.start}:{nb.stop}] (shape {res.shape})"
                     )
                 continue
@@ -310,18 +379,22 @@ def run_gemms(jobs, *, rows: int = 8, cols: int = 8, model=None, mode: str = "au
     for j, res in enumerate(results):
         res.cycles_only = only[j]
         res.c = res.c.astype(np.int32)
+    cycles = info.get("ticks") or (sum(int(stats[r][0]) for r in range(len(runs))) if runs
+                                   else 0)
     LAST_BATCH = BatchStats(
-        jobs=len(results), runs=len(runs),
-        cycles=sum(int(stats[r][0]) for r in range(len(runs))) if runs else 0,
+        jobs=len(results), runs=len(runs), cycles=int(cycles),
         wall=time.monotonic() - t0, bench=info["bench"], io=info["io"], cpu=info["cpu"],
-        cpu_io=info["cpu_io"], preload=info["preload"],
+        cpu_io=info["cpu_io"], preload=info["preload"], engine=model.kind.split("-")[0],
+        processes=info.get("processes", []), lost_workers=info.get("lost_workers", []),
     )
     return results
 
 
-def run_gemm(d, s, *, rows: int = 8, cols: int = 8, model=None, mode: str = "auto") -> GemmResult:
+def run_gemm(d, s, *, rows: int = 8, cols: int = 8, model=None, mode: str = "auto",
+             sim=None, engine: str = "harness") -> GemmResult:
     """``C = D @ S`` on the RTL core (``CONTRACT.md``): ``D [M, K]`` and ``S [K, N]`` int8."""
-    return run_gemms([(d, s)], rows=rows, cols=cols, model=model, mode=mode)[0]
+    return run_gemms([(d, s)], rows=rows, cols=cols, model=model, mode=mode, sim=sim,
+                     engine=engine)[0]
 
 
 def run_raw(model, items, *, mode: str = "auto", extra_env=None):
@@ -337,8 +410,11 @@ def run_raw(model, items, *, mode: str = "auto", extra_env=None):
         s_blobs[i] = np.asarray(it["s"], dtype=np.uint32)
         runs.append([it["m"], it["k"], it["n"], i, i,
                      it.get("s_len", len(s_blobs[i])), int(it.get("read_c", 1))])
-    stats, cs, _ = simulate(model, np.array(runs), d_blobs, s_blobs, mode=mode,
-                            extra_env=extra_env)
+    if model.kind == "cocotb":
+        stats, cs, _ = simulate_cocotb(model, np.array(runs), d_blobs, s_blobs, mode=mode,
+                                       extra_env=extra_env)
+    else:
+        stats, cs, _ = simulate(model, np.array(runs), d_blobs, s_blobs, mode=mode)
     keys = ("cycles", "busy", "stall", "idle", "error", "code")
     return [({k: int(v) for k, v in zip(keys, stats[r], strict=True)}, cs.get(r))
             for r in range(len(runs))]

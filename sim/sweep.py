@@ -43,7 +43,7 @@ def run_sweep(*, array=(8, 8), sparsities=SPARSITIES, shape=SHAPE, seed=0, out=N
     d = rng.integers(-128, 128, (m, k)).astype(np.int8)
     sps = sorted(set([0.0, *sparsities]))
     jobs = [(d, make_s(rng, k, n, 1 - sp)) for sp in sps]
-    model = model or verilate.core_model(*array)
+    model = model or verilate.harness_model(*array)
     t0 = time.monotonic()
     res = gemm.run_gemms(jobs, model=model)
     wall = time.monotonic() - t0

@@ -1,4 +1,5 @@
-"""sim.run_gemm / run_gemms: the contract of CONTRACT.md, batching, host-side tiling."""
+"""sim.run_gemm / run_gemms: the contract of CONTRACT.md, batching, host-side tiling, the C++
+harness engine against the cocotb one."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def test_plan_fits_the_buffers():
 
 @pytest.fixture(scope="session")
 def model8():
-    return verilate.core_model(8, 8)
+    return verilate.harness_model(8, 8)
 
 
 @pytest.mark.slow
@@ -136,3 +137,95 @@ def test_cycles_only_counts_the_same_cycles(model8):
         assert (a.cycles, a.busy_cycles, a.stall_cycles, a.idle_cycles) == \
             (b.cycles, b.busy_cycles, b.stall_cycles, b.idle_cycles)
         assert b.cycles_only and not a.cycles_only
+
+
+def _batch(rng):
+    return [
+        (_rand(rng, (200, 600)), _rand(rng, (600, 70), 0.1)),
+        (_rand(rng, (9, 5000)), _rand(rng, (5000, 9), 0.05)),
+        (_rand(rng, (100, 64)), _rand(rng, (64, 576), 0.1)),
+        (_rand(rng, (16, 300)), _rand(rng, (300, 40))),
+        (np.full((9, 33), -128, np.int8), np.full((33, 9), 127, np.int8)),
+    ]
+
+
+def _same(a, b):
+    assert np.array_equal(a.c, b.c)
+    assert (a.cycles, a.busy_cycles, a.stall_cycles, a.idle_cycles, a.runs) == \
+        (b.cycles, b.busy_cycles, b.stall_cycles, b.idle_cycles, b.runs)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("sim-core")
+def test_harness_equals_the_cocotb_engine(model8):
+    """The C++ loop and the cocotb bench drive the same core: identical C and counters."""
+    jobs = _batch(np.random.default_rng(8))
+    fast = gemm.run_gemms(jobs, model=model8)
+    assert gemm.LAST_BATCH.engine == "harness"
+    assert gemm.LAST_BATCH.cycles >= sum(r.cycles for r in fast)
+    slow = gemm.run_gemms(jobs, model=verilate.core_model(8, 8), engine="cocotb")
+    assert gemm.LAST_BATCH.engine == "cocotb"
+    for a, b in zip(fast, slow, strict=True):
+        _same(a, b)
+
+
+@pytest.mark.slow
+def test_persistent_simulator_serves_batch_after_batch(model8):
+    from sim.harness import CoreSim
+
+    rng = np.random.default_rng(9)
+    jobs = _batch(rng)
+    ref = gemm.run_gemms(jobs, model=model8)
+    with CoreSim(model8, label="test") as core:
+        pid = core.pid
+        for _ in range(2):
+            again = gemm.run_gemms(jobs, sim=core)
+            for a, b in zip(ref, again, strict=True):
+                _same(a, b)
+        assert core.pid == pid and core.alive
+    assert core.proc is None
+
+
+@pytest.mark.slow
+def test_dead_simulator_is_reported_with_what_it_was_doing(model8):
+    import signal
+
+    from sim.harness import CoreSim, SimulatorDied
+
+    rng = np.random.default_rng(10)
+    core = CoreSim(model8, label="test")
+    try:
+        core.proc.send_signal(signal.SIGKILL)
+        core.proc.wait()
+        with pytest.raises(SimulatorDied) as err:
+            gemm.run_gemms(_batch(rng)[:1], sim=core, labels=["layer1:forward"])
+        msg = str(err.value)
+        assert f"simulator process {core.pid} [test]" in msg
+        assert "killed by signal 9" in msg
+        assert "at core operation 1 of 4: GEMM 0 (layer1:forward) shape (200, 600, 70)" in msg
+    finally:
+        core.close()
+
+
+@pytest.mark.slow
+def test_harness_sentinel_and_reset(model8):
+    """C words outside an operation's result keep what was there (here a sentinel)."""
+    from sim.harness import CoreSim
+
+    rng = np.random.default_rng(11)
+    d, s = _rand(rng, (10, 20)), _rand(rng, (20, 3), 0.5)
+    sentinel = np.full(8, -0x5A5A5A5B, np.int32)
+    with CoreSim(model8) as core:
+        core.fill_c(sentinel)
+        core.write_d(pack_d(d, 8))
+        words = encode_words(s)
+        core.write_s(words)
+        st, c = core.run(10, 20, 3, len(words))
+        assert st["error"] == 0 and c.shape == (2 * 3, 8)
+        assert np.array_equal(unpack_c(c, 10, 3, 8), d.astype(np.int32) @ s.astype(np.int32))
+        rest = core.read_c(core.c_depth - 6, base=6)
+        assert (rest == sentinel).all()
+        assert np.array_equal(core.read_c(6, ports=True), c)
+        t = core.ticks
+        core.reset()
+        assert core.ticks == t + 3

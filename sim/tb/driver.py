@@ -21,6 +21,7 @@ from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
 from hw.contract.blob import MAGIC, encode_words
 from hw.contract.codes import TIMEOUT_CODE
 from hw.contract.words import pack_d, unpack_c
+from sim import coreports
 
 # the buffer layouts and the blob encoder are the contract's; re-exported for the benches
 __all__ = ["CoreDriver", "PERIOD_NS", "TIMEOUT_CODE", "MAGIC", "encode_words", "pack_d",
@@ -116,7 +117,9 @@ class CoreDriver:
                 raise RuntimeError(
                     f"cannot preload: D memories {self.dmem_names}, S memories {self.smem_names}"
                 )
-        p = {name: _Setter(getattr(dut, name)) for name in (
+        # Verilog names from the one table the C++ harness uses too (sim/coreports.py)
+        names = coreports.resolve(self.ports, mems)
+        p = {name: _Setter(getattr(dut, names[name])) for name in (
             "d_we", "d_addr", "d_data", "s_we", "s_addr", "s_data", "c_addr", "c_data",
             "m", "k", "n", "s_len", "start", "busy", "done", "error", "error_code", "cycles",
             "busy_cycles", "stall_cycles", "idle_cycles")}
