@@ -7,8 +7,9 @@ are made public) all take the Verilog names from here, so a renamed port of ``hw
 :data:`PORTS` alone.
 
 Each logical name maps to a tuple of candidate Verilog names, tried in order against the ports
-the elaborated Verilog actually has (:func:`resolve`), so both the old and the new spelling
-work while the rename lands.
+the elaborated Verilog actually has (:func:`resolve`): the flat names of the first core and the
+flattened ``wiring.Signature`` names (``d_write__en``, ``ctrl__start``, ... see
+``hw.core_port_names``) both work while the rename lands.
 """
 
 from __future__ import annotations
@@ -17,27 +18,32 @@ from __future__ import annotations
 PORTS: dict[str, tuple[str, ...]] = {
     "clk": ("clk",),
     "rst": ("rst",),
-    "d_we": ("d_we",),
-    "d_addr": ("d_addr",),
-    "d_data": ("d_data",),
-    "s_we": ("s_we",),
-    "s_addr": ("s_addr",),
-    "s_data": ("s_data",),
-    "c_addr": ("c_addr",),
-    "c_data": ("c_data",),
-    "m": ("m",),
-    "k": ("k",),
-    "n": ("n",),
-    "s_len": ("s_len",),
-    "start": ("start",),
-    "busy": ("busy",),
-    "done": ("done",),
-    "error": ("error",),
-    "error_code": ("error_code",),
-    "cycles": ("cycles",),
-    "busy_cycles": ("busy_cycles",),
-    "stall_cycles": ("stall_cycles",),
-    "idle_cycles": ("idle_cycles",),
+    "d_we": ("d_we", "d_write__en"),
+    "d_addr": ("d_addr", "d_write__addr"),
+    "d_data": ("d_data", "d_write__data"),
+    "s_we": ("s_we", "s_write__en"),
+    "s_addr": ("s_addr", "s_write__addr"),
+    "s_data": ("s_data", "s_write__data"),
+    "c_addr": ("c_addr", "c_read__addr"),
+    "c_data": ("c_data", "c_read__data"),
+    "m": ("m", "ctrl__m"),
+    "k": ("k", "ctrl__k"),
+    "n": ("n", "ctrl__n"),
+    "s_len": ("s_len", "ctrl__s_len"),
+    "start": ("start", "ctrl__start"),
+    "busy": ("busy", "ctrl__busy"),
+    "done": ("done", "ctrl__done"),
+    "error": ("error", "ctrl__error"),
+    "error_code": ("error_code", "ctrl__error_code"),
+    "cycles": ("cycles", "ctrl__cycles"),
+    "busy_cycles": ("busy_cycles", "ctrl__busy_cycles"),
+    "stall_cycles": ("stall_cycles", "ctrl__stall_cycles"),
+    "idle_cycles": ("idle_cycles", "ctrl__idle_cycles"),
+}
+
+#: ports the harness drives to a constant 1 when the core has them (a read port's enable)
+ENABLES: dict[str, tuple[str, ...]] = {
+    "c_en": ("c_read__en",),
 }
 
 #: buffer -> candidate names of the top module's memory array holding it
@@ -70,6 +76,8 @@ def resolve(ports: dict, memories: list | None = None) -> dict:
         if hit is None:
             raise PortError(f"the core has no port for {logical!r} (tried {', '.join(cands)})")
         out[logical] = hit
+    for logical, cands in ENABLES.items():
+        out[logical] = next((c for c in cands if c in have), None)
     mem_names = {_bare(m["name"]) for m in (memories or [])}
     for buf, cands in MEMORIES.items():
         out[f"mem_{buf}"] = next((c for c in cands if c in mem_names), None)

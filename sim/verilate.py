@@ -391,6 +391,9 @@ def harness_config(toplevel: str, ports: dict, memories: list, attrs: dict) -> s
     ]
     for logical in coreports.PORTS:
         lines.append(f"#define PORT_{logical.upper()}(t) (t)->{names[logical]}")
+    for logical in coreports.ENABLES:
+        if names[logical] is not None:
+            lines.append(f"#define PORT_{logical.upper()}(t) (t)->{names[logical]}")
     for buf in "dsc":
         mem = names[f"mem_{buf}"]
         if mem is not None:

@@ -90,7 +90,7 @@ def test_harness_config_names_the_ports_from_one_table():
 
     del ports["done"]
     with pytest.raises(coreports.PortError, match=r"^the core has no port for 'done' "
-                                                  r"\(tried done\)$"):
+                                                  r"\(tried done, ctrl__done\)$"):
         verilate.harness_config("swat_core", ports, mems, attrs)
 
 

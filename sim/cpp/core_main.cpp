@@ -107,6 +107,9 @@ struct Harness {
         PORT_M(top) = 0; PORT_K(top) = 0; PORT_N(top) = 0; PORT_S_LEN(top) = 0;
         put(PORT_D_DATA(top), zeros(), DBYTES);
         PORT_S_DATA(top) = 0;
+#ifdef PORT_C_EN
+        PORT_C_EN(top) = 1;  // the C read port's enable (a top input starts at 0)
+#endif
     }
     static const uint8_t* zeros() { static uint8_t z[256] = {0}; return z; }
     inline void tick() {

@@ -123,6 +123,8 @@ class CoreDriver:
             "d_we", "d_addr", "d_data", "s_we", "s_addr", "s_data", "c_addr", "c_data",
             "m", "k", "n", "s_len", "start", "busy", "done", "error", "error_code", "cycles",
             "busy_cycles", "stall_cycles", "idle_cycles")}
+        if names["c_en"]:  # a read-port enable: held at 1
+            p["c_en"] = _Setter(getattr(dut, names["c_en"]))
         self.p = p
         self._raw: dict = {}
         self.clock = None
@@ -144,6 +146,8 @@ class CoreDriver:
         for name in ("d_we", "s_we", "start", "c_addr", "d_addr", "s_addr", "d_data", "s_data",
                      "m", "k", "n", "s_len"):
             self.p[name].set(0)
+        if "c_en" in self.p:
+            self.p["c_en"].set(1)
         dut.rst.value = 1
         await ClockCycles(dut.clk, 3)
         dut.rst.value = 0
