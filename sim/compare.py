@@ -8,7 +8,8 @@
 2. take one training step's tensors of every Conv2d/Linear layer (``sw.train.capture_step``):
    inputs ``A``, weights ``W``, output gradients ``dY``; convolutions are lowered with im2col
    (``torch.nn.functional.unfold``);
-3. quantize them (``sw.quant``, symmetric per tensor) and apply Top-K *on the integers* with
+3. lower each layer to its GEMMs (``sw.lowering``): quantize (``sw.quant``, symmetric per
+   tensor) and apply Top-K *on the integers* with
    the hardware's tie rule (``sw.int_topk``: the kept set the threshold-select unit produces),
    at each layer's density (the dense first layer of SWAT-U keeps everything);
 4. run the three GEMMs of every layer on the Verilator model of the core (``sim.run_gemms``, one
@@ -41,12 +42,11 @@ from pathlib import Path
 
 import numpy as np
 
+from sw import lowering
+
 from . import verilate
 
-PASSES = ("forward", "backward_input", "backward_weight")
-FLOP_KEY = {"forward": "forward", "backward_input": "backward_input",
-            "backward_weight": "backward_weight"}
-SELECT_LANES = 8
+PASSES = lowering.PASSES
 
 
 # --------------------------------------------------------------------------------------------
@@ -97,158 +97,7 @@ def _resnet18_step(sparsity: float, seed: int, log):
 
 
 # --------------------------------------------------------------------------------------------
-# lowering a layer to its three GEMMs
-
-
-def _quant(x):
-    from sw.quant import quantize
-
-    q, scale = quantize(np.asarray(x, dtype=np.float64))
-    return q.astype(np.int8), float(scale)
-
-
-def _int_topk(q: np.ndarray, density: float, groups: int = 1) -> np.ndarray:
-    """Top-K of int8 ``q`` per group (row-major stream order) with the hardware's tie rule."""
-    from sw import int_topk
-
-    if density >= 1.0:
-        return q
-    flat = q.reshape(groups, -1)
-    out = np.zeros_like(flat)
-    for g in range(groups):
-        keep = int_topk.select_mask(flat[g], int_topk.k_from_density(density, flat.shape[1]))
-        out[g] = np.where(keep, flat[g], 0)
-    return out.reshape(q.shape)
-
-
-def _groups(dims: str, shape) -> int:
-    if dims in ("nchw", "random"):
-        return 1
-    if dims == "chw":
-        return shape[0]
-    if dims == "hw":
-        return shape[0] * shape[1] if len(shape) > 2 else shape[0]
-    return 1
-
-
-def _im2col(x, module):
-    """``[B, C, H, W]`` -> ``[B*L, C*R*S]`` (rows: output pixels, columns: patch elements)."""
-    import torch
-    import torch.nn.functional as F
-
-    t = torch.as_tensor(x, dtype=torch.float64)
-    cols = F.unfold(t, module.kernel_size, dilation=module.dilation, padding=module.padding,
-                    stride=module.stride)
-    return cols.transpose(1, 2).reshape(-1, cols.shape[1]).numpy()
-
-
-def _fold(cols, module, in_shape):
-    import torch
-    import torch.nn.functional as F
-
-    b = in_shape[0]
-    t = torch.as_tensor(cols).reshape(b, -1, cols.shape[1]).transpose(1, 2)
-    return F.fold(t, in_shape[2:], module.kernel_size, dilation=module.dilation,
-                  padding=module.padding, stride=module.stride).numpy()
-
-
-def layer_jobs(name: str, module, rec: dict, density: float, dims: str) -> list[dict]:
-    """The three GEMMs of one layer: int8 operands, scales, dense twins and float references."""
-    import torch
-
-    conv = isinstance(module, torch.nn.Conv2d)
-    if conv and module.groups != 1:
-        raise NotImplementedError(f"{name}: grouped convolutions are not lowered")
-    a = rec["input"].double().numpy()
-    w = rec["weight"].double().numpy()
-    dy = rec["grad_output"].double().numpy()
-    f = w.shape[0]
-    qa, sa = _quant(a)
-    qw, sw_ = _quant(w.reshape(f, -1))
-    qdy, sdy = _quant(dy)
-    qws = _int_topk(qw, density, _groups(dims, w.shape) if dims != "nchw" else 1)
-    qas = _int_topk(qa, density, _groups(dims, a.shape))
-    # the golden model's own (float Top-K) masks on the same integers: isolates quantization
-    wm = rec.get("weight_mask")
-    am = rec.get("activation_mask")
-    qws_g = qws if wm is None else np.where(wm.numpy().reshape(f, -1), qw, 0).astype(np.int8)
-    qas_g = qas if am is None else np.where(am.numpy(), qa, 0).astype(np.int8)
-    if conv:
-        a_col = _im2col(qa, module).astype(np.int8)
-        as_col = _im2col(qas, module).astype(np.int8)
-        as_col_g = _im2col(qas_g, module).astype(np.int8)
-        dy_col = np.ascontiguousarray(dy.transpose(0, 2, 3, 1).reshape(-1, f))
-        qdy_col = np.ascontiguousarray(qdy.transpose(0, 2, 3, 1).reshape(-1, f))
-    else:
-        a_col, as_col = qa.reshape(qa.shape[0], -1), qas.reshape(qas.shape[0], -1)
-        as_col_g = qas_g.reshape(qas_g.shape[0], -1)
-        dy_col, qdy_col = dy.reshape(-1, f), qdy.reshape(-1, f)
-    m, k = a_col.shape
-    # golden references (float, from the PyTorch model of this step)
-    y_ref = rec["output"].double().numpy()
-    if module.bias is not None:
-        bshape = (1, -1, 1, 1) if conv else (1, -1)
-        y_ref = y_ref - module.bias.detach().double().numpy().reshape(bshape)
-    y_ref = y_ref.transpose(0, 2, 3, 1).reshape(-1, f) if conv else y_ref.reshape(-1, f)
-    gi = rec.get("grad_input")
-    dw_ref = rec["grad_weight"].double().numpy().reshape(f, -1)
-    base = {"layer": name, "kind": "conv" if conv else "linear", "density": density}
-    jobs = [dict(base, **{
-        "pass": "forward", "d": np.ascontiguousarray(a_col), "s": np.ascontiguousarray(qws.T),
-        "s_dense": np.ascontiguousarray(qw.T), "scale": sa * sw_, "ref": y_ref,
-        "s_golden": qws_g.T,
-    })]
-    if gi is not None:
-        jobs.append(dict(base, **{
-            "pass": "backward_input", "d": qdy_col, "s": np.ascontiguousarray(qws),
-            "s_dense": np.ascontiguousarray(qw), "scale": sdy * sw_,
-            "ref": gi.double().numpy(), "fold": (module, tuple(a.shape)) if conv else None,
-            "s_golden": qws_g,
-        }))
-    jobs.append(dict(base, **{
-        "pass": "backward_weight", "d": np.ascontiguousarray(qdy_col.T),
-        "s": np.ascontiguousarray(as_col), "s_dense": np.ascontiguousarray(a_col),
-        "scale": sdy * sa, "ref": dw_ref, "s_golden": as_col_g,
-    }))
-    for j in jobs:
-        j["shape"] = (j["d"].shape[0], j["d"].shape[1], j["s"].shape[1])
-        j["select"] = {
-            "w": _select_cycles(qw.T.shape, int((qws != 0).sum())),
-            "a": _select_cycles((a[0].size, a.shape[0]), int((qas != 0).sum())),
-        }
-    del m, k, dy_col
-    return jobs
-
-
-def _select_cycles(shape, nnz) -> int:
-    from hw.contract.cycles import select_cycles
-
-    return int(select_cycles(shape[0], shape[1], SELECT_LANES, nnz=nnz))
-
-
-def _rel_err(job, c) -> float:
-    out = c.astype(np.float64) * job["scale"]
-    if job.get("fold"):
-        module, in_shape = job["fold"]
-        out = _fold(out, module, in_shape)
-    ref = np.asarray(job["ref"], dtype=np.float64).reshape(out.shape)
-    den = float(np.linalg.norm(ref))
-    return float(np.linalg.norm(out - ref) / den) if den else float(np.linalg.norm(out))
-
-
-# --------------------------------------------------------------------------------------------
 # the job
-
-
-def _densities(model) -> dict:
-    from sw.layers import SwatLayer
-
-    out = {}
-    for name, m in model.named_modules():
-        if isinstance(m, SwatLayer):
-            dense = getattr(m, "method", "swat") == "dense"
-            out[name] = (1.0 if dense else float(m.density), getattr(m, "_eff_dims", "nchw"))
-    return out
 
 
 def run(args) -> dict:
@@ -273,7 +122,7 @@ def run(args) -> dict:
         model, recs, in_shape, info = _resnet18_step(1 - args.density, args.seed, log)
     else:
         model, recs, in_shape, info = _digits_step(1 - args.density, args.steps, args.seed, log)
-    dens = _densities(model)
+    dens = lowering.layer_selection(model)
     modules = dict(model.named_modules())
     flop = {r.name: r for r in flops.count(model, in_shape, convention="gemm")}
 
@@ -284,17 +133,17 @@ def run(args) -> dict:
               disable=args.quiet) as bar:
         for name in names:
             density, dims = dens.get(name, (1.0, "nchw"))
-            for j in layer_jobs(name, modules[name], recs[name], density, dims):
+            for j in lowering.layer_jobs(name, modules[name], recs[name], density, dims):
                 jobs.append(j)
                 bar.update(1)
-            bar.update(3 - sum(1 for j in jobs if j["layer"] == name))
+            bar.update(3 - sum(1 for j in jobs if j.layer == name))
     t_lower = time.monotonic() - t0
     log(f"{len(jobs)} GEMMs from {len(names)} layers lowered in {t_lower:.1f} s; "
         f"model {rows}x{cols}: building or reusing")
     model_rtl = verilate.harness_model(rows, cols, quiet=False)
 
-    gemms = [(j["d"], j["s"]) for j in jobs] + [(j["d"], j["s_dense"]) for j in jobs]
-    labels = [f"{j['layer']}:{j['pass']}" for j in jobs]
+    gemms = [(j.d, j.s) for j in jobs] + [(j.d, j.s_dense) for j in jobs]
+    labels = [j.label for j in jobs]
     t0 = time.monotonic()
     with tqdm(total=len(gemms), desc="RTL layers x passes (sparse, then dense)", unit="gemm",
               disable=args.quiet) as bar:
@@ -310,26 +159,26 @@ def run(args) -> dict:
         results = gemm_mod.run_gemms(gemms, model=model_rtl, progress=prog,
                                      cycles_only=[False] * len(jobs) + [True] * len(jobs))
     t_sim = time.monotonic() - t0
-    batch = gemm_mod.LAST_BATCH
+    batch = results.stats
     sparse_res, dense_res = results[:len(jobs)], results[len(jobs):]
 
     rows_out = []
     for j, r, rd in zip(jobs, sparse_res, dense_res, strict=True):
-        ref = intref.gemm(j["d"], j["s"])
+        ref = intref.gemm(j.d, j.s)
         exact = bool(np.array_equal(r.c.astype(np.int64), ref))
-        fl = flop.get(j["layer"])
-        m, k, n = j["shape"]
+        fl = flop.get(j.layer)
+        m, k, n = j.shape
         row = {
-            "layer": j["layer"], "pass": j["pass"], "M": m, "K": k, "N": n,
-            "density": round(j["density"], 4), "s_density": round(r.density, 4),
+            "layer": j.layer, "pass": j.pass_name, "M": m, "K": k, "N": n,
+            "density": round(j.density, 4), "s_density": round(r.density, 4),
             "dense_macs": m * k * n,
-            "flop_dense": int(getattr(fl, FLOP_KEY[j["pass"]])) if fl else None,
-            "flop_sparse": float(getattr(fl, FLOP_KEY[j["pass"]] + "_sparse")) if fl else None,
+            "flop_dense": int(getattr(fl, j.pass_name)) if fl else None,
+            "flop_sparse": float(getattr(fl, j.pass_name + "_sparse")) if fl else None,
             "effectual_macs": r.macs,
             "rtl_cycles": r.cycles,
             "ideal_cycles": round(r.ideal_cycles, 1),
             "mac_bound_cycles": round(r.mac_bound_cycles, 1),
-            "flop_cycles": (round(float(getattr(fl, FLOP_KEY[j["pass"]] + "_sparse")) / pes, 1)
+            "flop_cycles": (round(float(getattr(fl, j.pass_name + "_sparse")) / pes, 1)
                             if fl else None),
             "utilization": round(r.utilization, 4),
             "dense_rtl_cycles": rd.cycles,
@@ -337,11 +186,11 @@ def run(args) -> dict:
             "max_speedup": round(rd.macs / r.macs, 3) if r.macs else None,
             "core_runs": r.runs,
             "stall_cycles": r.stall_cycles, "idle_cycles": r.idle_cycles,
-            "select_w_cycles": j["select"]["w"], "select_a_cycles": j["select"]["a"],
+            "select_w_cycles": j.select_w_cycles, "select_a_cycles": j.select_a_cycles,
             "bit_exact": exact,
-            "rel_err_vs_float": round(_rel_err(j, r.c), 6),
-            "rel_err_quant_only": round(_rel_err(j, j["d"].astype(np.float64)
-                                                 @ j["s_golden"].astype(np.float64)), 6),
+            "rel_err_vs_float": round(j.rel_err(r.c), 6),
+            "rel_err_quant_only": round(j.rel_err(j.d.astype(np.float64)
+                                                  @ j.s_golden.astype(np.float64)), 6),
         }
         rows_out.append(row)
 

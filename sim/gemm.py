@@ -45,8 +45,8 @@ from hw.contract.words import pack_d, unpack_c
 from . import verilate
 from .bench import REWRITE_ENV, SimulationError, run_bench
 
-__all__ = ["GemmResult", "BatchStats", "SimulationError", "run_gemm", "run_gemms", "run_raw",
-           "plan", "LAST_BATCH"]
+__all__ = ["GemmResult", "BatchStats", "GemmBatch", "SimulationError", "run_gemm", "run_gemms",
+           "run_raw", "plan"]
 
 
 @dataclass
@@ -131,7 +131,13 @@ class BatchStats:
         return self.cycles / t if t > 0 else float("nan")
 
 
-LAST_BATCH = BatchStats()
+class GemmBatch(list):
+    """What :func:`run_gemms` returns: the list of :class:`GemmResult` (one per job, in order)
+    with the :class:`BatchStats` of the simulator invocation as ``stats``."""
+
+    def __init__(self, results, stats: BatchStats):
+        super().__init__(results)
+        self.stats = stats
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,8 +260,9 @@ def _model(rows, cols, model, engine):
 
 def run_gemms(jobs, *, rows: int = 8, cols: int = 8, model=None, mode: str = "auto",
               check: bool = True, progress=None, cycles_only=False, sim=None,
-              parallel=None, engine: str = "harness", labels=None) -> list[GemmResult]:
-    """Run many GEMMs ``[(d, s), ...]``; one :class:`GemmResult` each.
+              parallel=None, engine: str = "harness", labels=None) -> GemmBatch:
+    """Run many GEMMs ``[(d, s), ...]``; one :class:`GemmResult` each, returned as a
+    :class:`GemmBatch` (a list with the batch's timing as ``.stats``).
 
     ``check`` raises :class:`SimulationError` when the core reports an error code.
     ``progress(jobs_done, jobs)`` is called while the simulator runs (e.g. to move a tqdm bar).
@@ -272,7 +279,6 @@ def run_gemms(jobs, *, rows: int = 8, cols: int = 8, model=None, mode: str = "au
     results identical to a serial run. ``engine="cocotb"``: the cocotb bench (slower; for
     comparison). ``labels`` (one per job) name the GEMM in error messages.
     """
-    global LAST_BATCH
     t0 = time.monotonic()
     jobs = list(jobs)
     for j, (d, s) in enumerate(jobs):
@@ -381,13 +387,12 @@ def run_gemms(jobs, *, rows: int = 8, cols: int = 8, model=None, mode: str = "au
         res.c = res.c.astype(np.int32)
     cycles = info.get("ticks") or (sum(int(stats[r][0]) for r in range(len(runs))) if runs
                                    else 0)
-    LAST_BATCH = BatchStats(
+    return GemmBatch(results, BatchStats(
         jobs=len(results), runs=len(runs), cycles=int(cycles),
         wall=time.monotonic() - t0, bench=info["bench"], io=info["io"], cpu=info["cpu"],
         cpu_io=info["cpu_io"], preload=info["preload"], engine=model.kind.split("-")[0],
         processes=info.get("processes", []), lost_workers=info.get("lost_workers", []),
-    )
-    return results
+    ))
 
 
 def run_gemm(d, s, *, rows: int = 8, cols: int = 8, model=None, mode: str = "auto",
@@ -442,7 +447,7 @@ def main(argv=None) -> int:
     res = run_gemms(jobs, rows=args.array[0], cols=args.array[1], mode=args.mode)
     ok = all((r.c == d.astype(np.int64) @ s.astype(np.int64)).all()
              for r, (d, s) in zip(res, jobs, strict=True))
-    b = LAST_BATCH
+    b = res.stats
     r = res[0]
     print(json.dumps({
         "shape": [m, k, n], "density": r.density, "cycles": r.cycles, "macs": r.macs,

@@ -47,7 +47,7 @@ def run_sweep(*, array=(8, 8), sparsities=SPARSITIES, shape=SHAPE, seed=0, out=N
     t0 = time.monotonic()
     res = gemm.run_gemms(jobs, model=model)
     wall = time.monotonic() - t0
-    batch = gemm.LAST_BATCH
+    batch = res.stats
     dense = res[0].cycles
     rows = []
     for sp, (dd, s), r in zip(sps, jobs, res, strict=True):

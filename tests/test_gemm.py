@@ -96,7 +96,8 @@ def test_batch_with_tiling_and_edge_cases(model8):
         (_rand(rng, (0, 4)), _rand(rng, (4, 4))),  # empty M
     ]
     res = gemm.run_gemms(jobs, model=model8)
-    assert gemm.LAST_BATCH.preload == [True, True, True]
+    assert res.stats.preload == [True, True, True]
+    assert res.stats.jobs == len(jobs) and res.stats.runs == sum(r.runs for r in res)
     for (d, s), r in zip(jobs, res, strict=True):
         ref = d.astype(np.int64) @ s.astype(np.int64)
         assert np.array_equal(r.c.astype(np.int64), ref), r.shape
@@ -109,8 +110,9 @@ def test_ports_mode_gives_the_same_cycles(model8):
     rng = np.random.default_rng(6)
     d, s = _rand(rng, (16, 40)), _rand(rng, (40, 16), 0.3)
     a = gemm.run_gemm(d, s, model=model8)
-    b = gemm.run_gemm(d, s, model=model8, mode="ports")
-    assert gemm.LAST_BATCH.preload == [False, False, False]
+    batch = gemm.run_gemms([(d, s)], model=model8, mode="ports")
+    b = batch[0]
+    assert batch.stats.preload == [False, False, False]
     assert np.array_equal(a.c, b.c)
     assert (a.cycles, a.busy_cycles, a.stall_cycles) == (b.cycles, b.busy_cycles, b.stall_cycles)
 
@@ -161,10 +163,10 @@ def test_harness_equals_the_cocotb_engine(model8):
     """The C++ loop and the cocotb bench drive the same core: identical C and counters."""
     jobs = _batch(np.random.default_rng(8))
     fast = gemm.run_gemms(jobs, model=model8)
-    assert gemm.LAST_BATCH.engine == "harness"
-    assert gemm.LAST_BATCH.cycles >= sum(r.cycles for r in fast)
+    assert fast.stats.engine == "harness"
+    assert fast.stats.cycles >= sum(r.cycles for r in fast)
     slow = gemm.run_gemms(jobs, model=verilate.core_model(8, 8), engine="cocotb")
-    assert gemm.LAST_BATCH.engine == "cocotb"
+    assert slow.stats.engine == "cocotb"
     for a, b in zip(fast, slow, strict=True):
         _same(a, b)
 

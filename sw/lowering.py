@@ -1,0 +1,303 @@
+"""Lowering a SWAT layer's training step to the integer GEMMs the core computes.
+
+The core computes ``C = D @ S`` on int8 operands (``docs/contract.md``). One training step of a
+Conv2d/Linear layer is three such GEMMs (after im2col for a convolution):
+
+=====================  ==========================  ==========================  ============
+pass                   D                           S                           C
+=====================  ==========================  ==========================  ============
+``forward``            activations ``A [M, K]``    ``Wsᵀ [K, F]``              ``Y [M, F]``
+``backward_input``     ``dY [M, F]``               ``Ws [F, K]``               ``dA [M, K]``
+``backward_weight``    ``dYᵀ [F, M]``              ``As [M, K]``               ``dW [F, K]``
+=====================  ==========================  ==========================  ============
+
+Each operand is quantized on its own (:func:`quantize`: symmetric per tensor, ``sw.quant``);
+``Ws`` and ``As`` are the Top-K of the *integers* with the hardware's tie rule
+(:func:`int_topk`, ``sw.int_topk``: the kept set the threshold-select unit produces) at the
+layer's density. :func:`quantize_layer` does this once per layer (:class:`LayerOperands`);
+:func:`forward_job`, :func:`backward_input_job` and :func:`backward_weight_job` make one typed
+:class:`GemmJob` each, so a training backend can lower one pass at a time and a report
+(``sim.compare``) all three with :func:`layer_jobs`. A job carries what is needed to check and
+use its result: the dequantization scale, the col2im (``fold``) of a convolution's input
+gradient and, when the golden model's step was captured, the float reference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from hw.contract.cycles import select_cycles
+
+__all__ = ["PASSES", "SELECT_LANES", "GemmJob", "LayerOperands", "quantize", "int_topk",
+           "topk_groups", "im2col", "fold", "quantize_layer", "forward_job",
+           "backward_input_job", "backward_weight_job", "layer_jobs", "layer_selection"]
+
+#: The three GEMMs of a layer, in the order a step runs them.
+PASSES = ("forward", "backward_input", "backward_weight")
+#: Lanes of the threshold-select unit assumed for its cycle count.
+SELECT_LANES = 8
+
+
+@dataclasses.dataclass(eq=False)
+class GemmJob:
+    """One GEMM ``C = D @ S`` of one layer and pass, with everything needed to use ``C``.
+
+    ``d`` and ``s`` are the int8 operands the core gets; ``s_dense`` is ``S`` without Top-K
+    (the same core on it gives the speedup baseline; natural zeros such as ReLU's remain);
+    ``scale`` dequantizes ``C`` (``C * scale`` approximates the float result); ``fold`` is
+    ``(module, input shape)`` when ``C`` is an im2col matrix to fold back (a convolution's input
+    gradient). ``ref`` is the float result of the golden model's step and ``s_golden`` ``S``
+    with the golden model's own (float Top-K) masks, when known. ``select_w_cycles`` /
+    ``select_a_cycles``: threshold-select cycles to select and compress ``W`` and ``A`` of the
+    layer (``hw.contract.cycles.select_cycles``, mode FULL).
+    """
+
+    layer: str
+    pass_name: str
+    kind: str
+    density: float
+    d: np.ndarray
+    s: np.ndarray
+    s_dense: np.ndarray
+    scale: float
+    fold: tuple | None = None
+    ref: np.ndarray | None = None
+    s_golden: np.ndarray | None = None
+    select_w_cycles: int = 0
+    select_a_cycles: int = 0
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(M, K, N)``."""
+        return self.d.shape[0], self.d.shape[1], self.s.shape[1]
+
+    @property
+    def label(self) -> str:
+        return f"{self.layer}:{self.pass_name}"
+
+    def dequantize(self, c) -> np.ndarray:
+        """``C * scale`` as float64, folded back to the input's layout for ``fold`` jobs."""
+        out = np.asarray(c, dtype=np.float64) * self.scale
+        if self.fold is not None:
+            module, in_shape = self.fold
+            out = fold(out, module, in_shape)
+        return out
+
+    def rel_err(self, c) -> float:
+        """``‖dequantize(c) − ref‖ / ‖ref‖`` (needs ``ref``)."""
+        out = self.dequantize(c)
+        ref = np.asarray(self.ref, dtype=np.float64).reshape(out.shape)
+        den = float(np.linalg.norm(ref))
+        return float(np.linalg.norm(out - ref) / den) if den else float(np.linalg.norm(out))
+
+
+@dataclasses.dataclass(eq=False)
+class LayerOperands:
+    """The quantized operands of one layer's step (:func:`quantize_layer`).
+
+    ``qa`` (activations as given), ``qw`` (``[F, C·R·S]``), ``qdy`` (``None`` when no output
+    gradient was given), their scales, the Top-K'd ``qws`` and ``qas``, and the GEMM layouts
+    ``a_col`` / ``as_col`` (im2col for a convolution) and ``qdy_col`` (``[M, F]``).
+    """
+
+    name: str
+    module: object
+    density: float
+    conv: bool
+    a_shape: tuple
+    qa: np.ndarray
+    sa: float
+    qw: np.ndarray
+    sw: float
+    qws: np.ndarray
+    qas: np.ndarray
+    a_col: np.ndarray
+    as_col: np.ndarray
+    qdy: np.ndarray | None = None
+    sdy: float = 1.0
+    qdy_col: np.ndarray | None = None
+    select_w_cycles: int = 0
+    select_a_cycles: int = 0
+
+
+def quantize(x) -> tuple[np.ndarray, float]:
+    """``(q int8, scale)`` of ``x`` by ``sw.quant.quantize`` (symmetric, per tensor)."""
+    from sw.quant import quantize as _quantize
+
+    q, scale = _quantize(np.asarray(x, dtype=np.float64))
+    return q.astype(np.int8), float(scale)
+
+
+def int_topk(q: np.ndarray, density: float, groups: int = 1) -> np.ndarray:
+    """Top-K of int8 ``q`` per group (row-major stream order) with the hardware's tie rule."""
+    from sw import int_topk as _it
+
+    if density >= 1.0:
+        return q
+    flat = q.reshape(groups, -1)
+    out = np.zeros_like(flat)
+    for g in range(groups):
+        keep = _it.select_mask(flat[g], _it.k_from_density(density, flat.shape[1]))
+        out[g] = np.where(keep, flat[g], 0)
+    return out.reshape(q.shape)
+
+
+def topk_groups(dims: str, shape) -> int:
+    """Number of selection groups of ``sw.topk``'s ``dims`` for a tensor of ``shape``."""
+    if dims == "chw":
+        return shape[0]
+    if dims == "hw":
+        return shape[0] * shape[1] if len(shape) > 2 else shape[0]
+    return 1  # "nchw", "random" (the random null hypothesis is lowered as magnitude Top-K)
+
+
+def im2col(x, module) -> np.ndarray:
+    """``[B, C, H, W]`` -> ``[B*L, C*R*S]`` (rows: output pixels, columns: patch elements)."""
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.as_tensor(np.asarray(x), dtype=torch.float64)
+    cols = F.unfold(t, module.kernel_size, dilation=module.dilation, padding=module.padding,
+                    stride=module.stride)
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1]).numpy()
+
+
+def fold(cols, module, in_shape) -> np.ndarray:
+    """Inverse layout of :func:`im2col` with overlapping patches summed (col2im)."""
+    import torch
+    import torch.nn.functional as F
+
+    b = in_shape[0]
+    t = torch.as_tensor(cols).reshape(b, -1, cols.shape[1]).transpose(1, 2)
+    return F.fold(t, in_shape[2:], module.kernel_size, dilation=module.dilation,
+                  padding=module.padding, stride=module.stride).numpy()
+
+
+def _np64(x):
+    if x is None:
+        return None
+    if hasattr(x, "detach"):
+        return x.detach().double().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _is_conv(module) -> bool:
+    import torch
+
+    return isinstance(module, torch.nn.Conv2d)
+
+
+def quantize_layer(name: str, module, a, w, dy=None, *, density: float = 1.0,
+                   dims: str = "nchw") -> LayerOperands:
+    """Quantize one layer's ``A``, ``W`` (and ``dY``) and apply the integer Top-K.
+
+    ``a``, ``w``, ``dy`` are float tensors or arrays (``dy`` may be ``None`` to lower the
+    forward pass only); ``density`` and ``dims`` are the layer's (:func:`layer_selection`).
+    """
+    conv = _is_conv(module)
+    if conv and module.groups != 1:
+        raise NotImplementedError(f"{name}: grouped convolutions are not lowered")
+    a, w, dy = _np64(a), _np64(w), _np64(dy)
+    f = w.shape[0]
+    qa, sa = quantize(a)
+    qw, sw_ = quantize(w.reshape(f, -1))
+    qws = int_topk(qw, density, topk_groups(dims, w.shape) if dims != "nchw" else 1)
+    qas = int_topk(qa, density, topk_groups(dims, a.shape))
+    if conv:
+        a_col = im2col(qa, module).astype(np.int8)
+        as_col = im2col(qas, module).astype(np.int8)
+    else:
+        a_col, as_col = qa.reshape(qa.shape[0], -1), qas.reshape(qas.shape[0], -1)
+    ops = LayerOperands(
+        name=name, module=module, density=density, conv=conv, a_shape=tuple(a.shape),
+        qa=qa, sa=sa, qw=qw, sw=sw_, qws=qws, qas=qas,
+        a_col=np.ascontiguousarray(a_col), as_col=np.ascontiguousarray(as_col),
+        select_w_cycles=int(select_cycles(qw.shape[1], qw.shape[0], SELECT_LANES,
+                                          nnz=int((qws != 0).sum()))),
+        select_a_cycles=int(select_cycles(a[0].size, a.shape[0], SELECT_LANES,
+                                          nnz=int((qas != 0).sum()))),
+    )
+    if dy is not None:
+        ops.qdy, ops.sdy = quantize(dy)
+        q = ops.qdy
+        ops.qdy_col = np.ascontiguousarray(q.transpose(0, 2, 3, 1).reshape(-1, f) if conv
+                                           else q.reshape(-1, f))
+    return ops
+
+
+def _job(ops: LayerOperands, pass_name, d, s, s_dense, scale, **kw) -> GemmJob:
+    return GemmJob(layer=ops.name, pass_name=pass_name, kind="conv" if ops.conv else "linear",
+                   density=ops.density, d=np.ascontiguousarray(d), s=np.ascontiguousarray(s),
+                   s_dense=np.ascontiguousarray(s_dense), scale=scale,
+                   select_w_cycles=ops.select_w_cycles, select_a_cycles=ops.select_a_cycles,
+                   **kw)
+
+
+def _need_dy(ops: LayerOperands, pass_name: str) -> None:
+    if ops.qdy_col is None:
+        raise ValueError(f"{ops.name}: {pass_name} needs the output gradient dY")
+
+
+def forward_job(ops: LayerOperands, **kw) -> GemmJob:
+    """``Y = A @ Wsᵀ`` (``kw``: ``ref``, ``s_golden``)."""
+    return _job(ops, "forward", ops.a_col, ops.qws.T, ops.qw.T, ops.sa * ops.sw, **kw)
+
+
+def backward_input_job(ops: LayerOperands, **kw) -> GemmJob:
+    """``dA = dY @ Ws`` (folded back to the input's layout for a convolution)."""
+    _need_dy(ops, "backward_input")
+    fold_ = (ops.module, ops.a_shape) if ops.conv else None
+    return _job(ops, "backward_input", ops.qdy_col, ops.qws, ops.qw, ops.sdy * ops.sw,
+                fold=fold_, **kw)
+
+
+def backward_weight_job(ops: LayerOperands, **kw) -> GemmJob:
+    """``dW = dYᵀ @ As``."""
+    _need_dy(ops, "backward_weight")
+    return _job(ops, "backward_weight", ops.qdy_col.T, ops.as_col, ops.a_col, ops.sdy * ops.sa,
+                **kw)
+
+
+def layer_jobs(name: str, module, rec: dict, density: float, dims: str) -> list[GemmJob]:
+    """The GEMMs of one layer from a captured step (``sw.train.capture_step`` record):
+    forward, input gradient (not for a layer whose input needs no gradient) and weight
+    gradient, with the float references and the golden model's masks."""
+    ops = quantize_layer(name, module, rec["input"], rec["weight"], rec["grad_output"],
+                         density=density, dims=dims)
+    f = ops.qw.shape[0]
+    # the golden model's own (float Top-K) masks on the same integers: isolates quantization
+    wm, am = rec.get("weight_mask"), rec.get("activation_mask")
+    qws_g = ops.qws if wm is None else np.where(_np64(wm).reshape(f, -1) != 0, ops.qw, 0)
+    qas_g = ops.qas if am is None else np.where(_np64(am) != 0, ops.qa, 0)
+    qws_g = qws_g.astype(np.int8)
+    if ops.conv:
+        as_col_g = im2col(qas_g.astype(np.int8), module).astype(np.int8)
+    else:
+        as_col_g = qas_g.reshape(qas_g.shape[0], -1).astype(np.int8)
+    y_ref = _np64(rec["output"])
+    if module.bias is not None:
+        bshape = (1, -1, 1, 1) if ops.conv else (1, -1)
+        y_ref = y_ref - _np64(module.bias).reshape(bshape)
+    y_ref = y_ref.transpose(0, 2, 3, 1).reshape(-1, f) if ops.conv else y_ref.reshape(-1, f)
+    jobs = [forward_job(ops, ref=y_ref, s_golden=np.ascontiguousarray(qws_g.T))]
+    gi = rec.get("grad_input")
+    if gi is not None:
+        jobs.append(backward_input_job(ops, ref=_np64(gi), s_golden=qws_g))
+    jobs.append(backward_weight_job(ops, ref=_np64(rec["grad_weight"]).reshape(f, -1),
+                                    s_golden=as_col_g))
+    return jobs
+
+
+def layer_selection(model) -> dict[str, tuple[float, str]]:
+    """``{qualified name: (density, dims)}`` of the SWAT layers of ``model`` (density 1 for a
+    dense one); layers not listed are lowered dense."""
+    from sw.layers import SwatLayer
+
+    out = {}
+    for name, m in model.named_modules():
+        if isinstance(m, SwatLayer):
+            dense = getattr(m, "method", "swat") == "dense"
+            out[name] = (1.0 if dense else float(m.density), getattr(m, "_eff_dims", "nchw"))
+    return out
