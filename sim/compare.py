@@ -157,7 +157,9 @@ def run(args) -> dict:
             bar.update(done - bar.n)
 
         results = gemm_mod.run_gemms(gemms, model=model_rtl, progress=prog,
-                                     cycles_only=[False] * len(jobs) + [True] * len(jobs))
+                                     cycles_only=[False] * len(jobs) + [True] * len(jobs),
+                                     parallel=getattr(args, "client", None),
+                                     labels=labels + [f"{lab} dense" for lab in labels])
     t_sim = time.monotonic() - t0
     batch = results.stats
     sparse_res, dense_res = results[:len(jobs)], results[len(jobs):]
@@ -217,6 +219,9 @@ def run(args) -> dict:
             "preload_io_s": round(batch.io, 2),
             "cycles_per_s": round(batch.cycles_per_second),
             "cycles_per_cpu_s": round(batch.cycles_per_cpu_second),
+            "processes": len(batch.processes),
+            "aggregate_cycles_per_s": round(batch.aggregate_cycles_per_second),
+            "lost_workers": batch.lost_workers,
             "lowering_s": round(t_lower, 2), "total_wall_s": None,
         },
         "threshold_select": "hw.contract.cycles.select_cycles (mode FULL, 8 lanes), the "
@@ -230,7 +235,7 @@ def run(args) -> dict:
 
         log("sweep: 64x576 @ 576x64 at sparsity 0..95 %")
         sweep = sweep_mod.run_sweep(array=args.array, out=out_dir, quiet=True,
-                                    model=model_rtl)
+                                    model=model_rtl, parallel=getattr(args, "client", None))
     summary["simulation"]["total_wall_s"] = round(time.monotonic() - t_start, 1)
     write_outputs(out_dir, rows_out, summary, sweep, args)
     if not tot["all_bit_exact"]:
@@ -341,7 +346,13 @@ def main(argv=None) -> int:
                     help="only the 64x576 @ 576x64 sparsity sweep (python -m sim.sweep)")
     ap.add_argument("--no-sweep", action="store_true", help="skip the sweep after the layers")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="local simulator processes (default: one per core; 1 = serial)")
+    ap.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                    help="spread the GEMMs over the workers of this running Dask scheduler")
     args = ap.parse_args(argv)
+    if args.workers < 0:
+        ap.error("--workers must be >= 0")
     if not 0 <= args.sparsity < 1:
         ap.error("--sparsity must lie in [0, 1)")
     args.density = 1 - args.sparsity
@@ -351,12 +362,16 @@ def main(argv=None) -> int:
 
         return sweep_main(["--array", f"{args.array[0]}x{args.array[1]}", "--out", args.out])
     t0 = time.monotonic()
-    res = run(args)
+    from .cluster import for_args
+
+    with for_args(args.workers, args.scheduler) as args.client:
+        res = run(args)
     s = res["summary"]
     t = s["totals"]
     print(f"{s['model']}: {s['gemms']} GEMMs bit-exact={t['all_bit_exact']}; RTL cycles "
           f"{t['rtl_cycles']:,} vs dense {t['dense_rtl_cycles']:,} (speedup {t['speedup']}x), "
-          f"utilization {t['utilization']:.1%}; {s['simulation']['cycles_per_s']:,} cycles/s; "
+          f"utilization {t['utilization']:.1%}; {s['simulation']['cycles_per_s']:,} simulated "
+          f"cycles/s per simulator process ({s['simulation']['processes']} processes); "
           f"wall {time.monotonic() - t0:.1f} s -> {Path(args.out).resolve()}")
     return 0
 

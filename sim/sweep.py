@@ -35,7 +35,7 @@ def make_s(rng, k, n, density):
 
 
 def run_sweep(*, array=(8, 8), sparsities=SPARSITIES, shape=SHAPE, seed=0, out=None,
-              quiet=False, model=None) -> list[dict]:
+              quiet=False, model=None, parallel=None) -> list[dict]:
     from . import gemm
 
     m, k, n = shape
@@ -45,7 +45,7 @@ def run_sweep(*, array=(8, 8), sparsities=SPARSITIES, shape=SHAPE, seed=0, out=N
     jobs = [(d, make_s(rng, k, n, 1 - sp)) for sp in sps]
     model = model or verilate.harness_model(*array)
     t0 = time.monotonic()
-    res = gemm.run_gemms(jobs, model=model)
+    res = gemm.run_gemms(jobs, model=model, parallel=parallel)
     wall = time.monotonic() - t0
     batch = res.stats
     dense = res[0].cycles

@@ -1,0 +1,140 @@
+"""sim.cluster: GEMMs spread over a real Dask scheduler and two workers on localhost."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sim import cluster, gemm, verilate
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dask")]
+
+
+def _rand(rng, shape, density=1.0):
+    a = rng.integers(-128, 128, shape).astype(np.int8)
+    if density < 1:
+        a[rng.random(shape) >= density] = 0
+    return a
+
+
+def _jobs():
+    rng = np.random.default_rng(21)
+    return [(_rand(rng, (200, 600)), _rand(rng, (600, 70), 0.1)),
+            (_rand(rng, (64, 576)), _rand(rng, (576, 64), 0.2)),
+            (_rand(rng, (100, 64)), _rand(rng, (64, 576), 0.1)),
+            (_rand(rng, (16, 300)), _rand(rng, (300, 40)))]
+
+
+def _dask(*args):
+    exe = Path(sys.executable).with_name("dask")
+    cmd = [str(exe)] if exe.is_file() else [sys.executable, "-m", "distributed.cli.dask_spec"]
+    return cmd + list(args)
+
+
+@pytest.fixture(scope="module")
+def scheduler(tmp_path_factory):
+    """``dask scheduler`` and two ``dask worker`` processes (one thread each) on 127.0.0.1."""
+    verilate.harness_model(8, 8)  # built once here, reused by the workers from the cache
+    tmp = tmp_path_factory.mktemp("dask")
+    sfile = tmp / "scheduler.json"
+    env = dict(os.environ)
+    repo = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH")) if p)
+    env["SWAT_SIM_BUILD"] = str(verilate.build_root())
+    logs = [open(tmp / f"{name}.log", "w") for name in ("scheduler", "worker0", "worker1")]
+    procs = [subprocess.Popen(_dask("scheduler", "--host", "127.0.0.1", "--port", "0",
+                                    "--no-dashboard", "--scheduler-file", str(sfile)),
+                              env=env, stdout=logs[0], stderr=subprocess.STDOUT)]
+    try:
+        for _ in range(300):
+            if sfile.exists() and sfile.stat().st_size:
+                break
+            time.sleep(0.1)
+        address = json.loads(sfile.read_text())["address"]
+        for i in (1, 2):
+            procs.append(subprocess.Popen(
+                _dask("worker", address, "--nthreads", "1", "--host", "127.0.0.1",
+                      "--no-dashboard", "--name", f"w{i}"),
+                env=env, stdout=logs[i], stderr=subprocess.STDOUT))
+        from distributed import Client
+
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(2, timeout=120)
+        yield address
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for f in logs:
+            f.close()
+
+
+def _same(a, b):
+    assert np.array_equal(a.c, b.c)
+    assert (a.cycles, a.busy_cycles, a.stall_cycles, a.idle_cycles, a.runs) == \
+        (b.cycles, b.busy_cycles, b.stall_cycles, b.idle_cycles, b.runs)
+
+
+def test_two_workers_give_the_serial_results(scheduler):
+    jobs = _jobs()
+    serial = gemm.run_gemms(jobs)
+    spread = gemm.run_gemms(jobs, parallel=scheduler, cycles_only=[False, True, False, False])
+    stats = gemm.LAST_BATCH
+    assert len(stats.processes) == 2  # both workers simulated
+    assert sum(p["runs"] for p in stats.processes) == stats.runs
+    assert stats.lost_workers == []
+    for j, (a, b) in enumerate(zip(serial, spread, strict=True)):
+        if j == 1:  # cycles only: same counters, no C
+            assert (a.cycles, a.busy_cycles, a.runs) == (b.cycles, b.busy_cycles, b.runs)
+        else:
+            _same(a, b)
+
+
+def test_a_worker_that_dies_is_reported_and_its_work_rerun(scheduler, tmp_path, monkeypatch,
+                                                           capsys):
+    jobs = _jobs()
+    serial = gemm.run_gemms(jobs)
+    marker = tmp_path / "killed"
+    monkeypatch.setattr(cluster, "run_distributed",
+                        functools.partial(cluster.run_distributed, kill_once=str(marker)))
+    spread = gemm.run_gemms(jobs, parallel=scheduler)
+    assert marker.exists()  # one worker process exited in the middle of a task
+    lost = gemm.LAST_BATCH.lost_workers
+    assert len(lost) == 1 and lost[0].startswith("tcp://127.0.0.1:")
+    assert (f"sim.cluster: worker {lost[0]} left the cluster while simulating; Dask reruns "
+            f"its core operations elsewhere") in capsys.readouterr().err
+    for a, b in zip(serial, spread, strict=True):
+        _same(a, b)
+
+
+def test_unreachable_scheduler_is_one_clear_error():
+    with pytest.raises(gemm.SimulationError, match=r"^cannot reach the Dask scheduler at "
+                                                   r"tcp://127\.0\.0\.1:9: Timed out trying "
+                                                   r"to connect to tcp://127\.0\.0\.1:9 "
+                                                   r"after 2(\.0)? s$"):
+        cluster.resolve_client("tcp://127.0.0.1:9", timeout=2)
+
+
+def test_chunks_cover_every_operation_once():
+    rng = np.random.default_rng(3)
+    runs = np.zeros((37, 7), dtype=np.int64)
+    runs[:, 0] = rng.integers(1, 200, 37)
+    runs[:, 2] = rng.integers(1, 60, 37)
+    runs[:, 5] = runs[:, 2] + 4 + rng.integers(0, 3000, 37)
+    for parts in (1, 2, 8, 100):
+        chunks = cluster._chunks(runs, parts, 8, 8)
+        assert chunks[0][0] == 0 and chunks[-1][1] == 37
+        assert all(a < b == c for (a, b), (c, _) in zip(chunks, chunks[1:], strict=False))
+        assert len(chunks) <= min(parts, 37)
