@@ -91,7 +91,7 @@ def test_two_workers_give_the_serial_results(scheduler):
     jobs = _jobs()
     serial = gemm.run_gemms(jobs)
     spread = gemm.run_gemms(jobs, parallel=scheduler, cycles_only=[False, True, False, False])
-    stats = gemm.LAST_BATCH
+    stats = spread.stats
     assert len(stats.processes) == 2  # both workers simulated
     assert sum(p["runs"] for p in stats.processes) == stats.runs
     assert stats.lost_workers == []
@@ -111,7 +111,7 @@ def test_a_worker_that_dies_is_reported_and_its_work_rerun(scheduler, tmp_path, 
                         functools.partial(cluster.run_distributed, kill_once=str(marker)))
     spread = gemm.run_gemms(jobs, parallel=scheduler)
     assert marker.exists()  # one worker process exited in the middle of a task
-    lost = gemm.LAST_BATCH.lost_workers
+    lost = spread.stats.lost_workers
     assert len(lost) == 1 and lost[0].startswith("tcp://127.0.0.1:")
     assert (f"sim.cluster: worker {lost[0]} left the cluster while simulating; Dask reruns "
             f"its core operations elsewhere") in capsys.readouterr().err
