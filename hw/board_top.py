@@ -11,6 +11,7 @@ from amaranth.lib import io, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
+from .core_port_names import core_member
 from .host_bridge import HostBridge, connect_core
 from .uart import UARTRx, UARTTx, divisor_for
 
@@ -58,8 +59,9 @@ class SwatSystem(wiring.Component):
             bridge.rx_overrun.eq(rx.overrun),
             bridge.rx_frame_error.eq(rx.frame_error),
             rx.clear.eq(bridge.rx_clear),
-            self.busy.eq(core.busy), self.done.eq(core.done), self.error.eq(core.error),
-            self.error_code.eq(core.error_code),
+            self.busy.eq(core_member(core, "busy")), self.done.eq(core_member(core, "done")),
+            self.error.eq(core_member(core, "error")),
+            self.error_code.eq(core_member(core, "error_code")),
         ]
         connect_core(m, bridge, core)
         return m

@@ -26,12 +26,14 @@ tail of the last items.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
-from amaranth.lib import stream, wiring
-from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory, ReadPort, WritePort
+from amaranth.lib.wiring import Out
 from amaranth.utils import ceil_log2
 
+from .core_ports import ControlSignature, SelectSignature
 from .loader import Loader
+from .params import check_int
 from .pe_array import PEArray
 
 __all__ = ["SwatCore"]
@@ -47,71 +49,58 @@ class SwatCore(wiring.Component):
     cols : int
         PE columns (work items processed in parallel), >= 1.
     d_depth : int
-        Words of the D buffer (``ceil(M/rows) * K`` must fit).
+        Words of the D buffer (``ceil(M/rows) * K`` must fit), >= 2.
     s_depth : int
         Words of the S buffer (the compressed blob must fit), >= 8.
     c_depth : int
-        Words of the C buffer (``ceil(M/rows) * N`` must fit).
+        Words of the C buffer (``ceil(M/rows) * N`` must fit), >= 2.
     hold_depth : int
         Finished results each PE column can hold while waiting for the C write port (default 2).
     sel_lanes : int
         0 (default): no threshold-select unit. ``> 0``: include a
         :class:`~hw.threshold_select.ThresholdSelect` with that many int8 lanes per beat and its
-        ``sel_*`` ports: the host streams a dense ``S[K, N]`` in (column by column) and the
+        ``sel`` ports: the host streams a dense ``S[K, N]`` in (column by column) and the
         survivors of Top-K land compressed in the S buffer (see ``docs/core-interface.md``).
 
     Members
     -------
-    See ``docs/core-interface.md`` (port table). All ports are synchronous to ``sync``.
+    d_write : Out(WritePort.Signature(addr_width=ceil_log2(d_depth), shape=rows*8))
+        Host writes of D words.
+    s_write : Out(WritePort.Signature(addr_width=ceil_log2(s_depth), shape=32))
+        Host writes of compressed-S words.
+    c_read : Out(ReadPort.Signature(addr_width=ceil_log2(c_depth), shape=rows*32))
+        Host reads of C words (data the cycle after the address, while ``en``).
+    ctrl : Out(ControlSignature(ceil_log2(s_depth) + 1))
+        Operation control and status (``hw.core_ports``).
+    sel : Out(SelectSignature(...)), only with ``sel_lanes > 0``
+        The threshold-select unit's host ports (``hw.core_ports``).
 
+    All are synchronous to ``sync``; ``docs/core-interface.md`` has the semantics.
     Latency / throughput: see the module docstring.
     """
 
     def __init__(self, *, rows: int = 8, cols: int = 8, d_depth: int = 4608,
                  s_depth: int = 8192, c_depth: int = 512, hold_depth: int = 2,
                  sel_lanes: int = 0):
-        # validation (clear errors); Loader re-checks the same
-        try:
-            if not isinstance(rows, int) or rows < 1:
-                raise ValueError(f"SwatCore: rows must be a positive integer, not {rows!r}")
-            if not isinstance(cols, int) or cols < 1:
-                raise ValueError(f"SwatCore: cols must be a positive integer, not {cols!r}")
-            for name, val, lo in (("d_depth", d_depth, 2), ("s_depth", s_depth, 8),
-                                  ("c_depth", c_depth, 2), ("hold_depth", hold_depth, 1),
-                                  ("sel_lanes", sel_lanes, 0)):
-                if not isinstance(val, int) or val < lo:
-                    raise ValueError(f"SwatCore: {name} must be an integer >= {lo}, not {val!r}")
-        except ValueError:
-            self._MustUse__silence = True  # no "never used" warning for a rejected object
-            raise
-        self.rows, self.cols, self.hold_depth = rows, cols, hold_depth
-        self.sel_lanes = sel_lanes
-        self.d_depth, self.s_depth, self.c_depth = d_depth, s_depth, c_depth
+        self.rows = check_int("SwatCore", "rows", rows, minimum=1)
+        self.cols = check_int("SwatCore", "cols", cols, minimum=1)
+        self.d_depth = check_int("SwatCore", "d_depth", d_depth, minimum=2)
+        self.s_depth = check_int("SwatCore", "s_depth", s_depth, minimum=8)
+        self.c_depth = check_int("SwatCore", "c_depth", c_depth, minimum=2)
+        self.hold_depth = check_int("SwatCore", "hold_depth", hold_depth, minimum=1)
+        self.sel_lanes = check_int("SwatCore", "sel_lanes", sel_lanes, minimum=0)
         self.d_aw, self.s_aw, self.c_aw = ceil_log2(d_depth), ceil_log2(s_depth), ceil_log2(c_depth)
         members = {
-            "d_we": In(1), "d_addr": In(self.d_aw), "d_data": In(rows * 8),
-            "s_we": In(1), "s_addr": In(self.s_aw), "s_data": In(32),
-            "c_addr": In(self.c_aw), "c_data": Out(rows * 32),
-            "m": In(16), "k": In(16), "n": In(16),
-            "s_len": In(self.s_aw + 1),
-            "start": In(1),
-            "busy": Out(1), "done": Out(1), "error": Out(1), "error_code": Out(4),
-            "cycles": Out(32), "busy_cycles": Out(32), "stall_cycles": Out(32),
-            "idle_cycles": Out(32),
+            "d_write": Out(WritePort.Signature(addr_width=self.d_aw, shape=rows * 8)),
+            "s_write": Out(WritePort.Signature(addr_width=self.s_aw, shape=32)),
+            "c_read": Out(ReadPort.Signature(addr_width=self.c_aw, shape=rows * 32)),
+            "ctrl": Out(ControlSignature(self.s_aw + 1)),
         }
-        self.sel = None
+        self.sel_unit = None
         if sel_lanes:
-            from .threshold_select import ErrorCode, Mode, ThresholdSelect
-            self.sel = ThresholdSelect(lanes=sel_lanes, depth=s_depth)
-            members.update({
-                "sel_i": In(stream.Signature(self.sel.in_layout)),
-                "sel_start": In(1), "sel_mode": In(Mode), "sel_keep": In(32),
-                "sel_t_in": In(8), "sel_ties_in": In(32),
-                "sel_busy": Out(1), "sel_done": Out(1), "sel_error": Out(1),
-                "sel_error_code": Out(ErrorCode),
-                "sel_threshold": Out(8), "sel_ties": Out(32), "sel_held_valid": Out(1),
-                "sel_nnz": Out(32), "sel_s_len": Out(32), "sel_cycles": Out(32),
-            })
+            from .threshold_select import ThresholdSelect
+            self.sel_unit = ThresholdSelect(lanes=sel_lanes, depth=s_depth)
+            members["sel"] = Out(SelectSignature(self.sel_unit.in_layout))
         super().__init__(members)
         # memories are created here so that testbenches can preload them (ctx.set(mem.data[a], v))
         self.d_mem = Memory(shape=rows * 8, depth=d_depth, init=[])
@@ -120,96 +109,38 @@ class SwatCore(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        rows, cols = self.rows, self.cols
+        rows, cols, ctrl = self.rows, self.cols, self.ctrl
         m.submodules.d_mem = d_mem = self.d_mem
         m.submodules.s_mem = s_mem = self.s_mem
         m.submodules.c_mem = c_mem = self.c_mem
         m.submodules.loader = ld = Loader(rows=rows, cols=cols, d_depth=self.d_depth,
                                           s_depth=self.s_depth, c_depth=self.c_depth)
         m.submodules.pe = pe = PEArray(rows=rows, cols=cols, tag_width=self.c_aw,
-                                          hold_depth=self.hold_depth)
+                                       hold_depth=self.hold_depth)
 
-        # ---- host write ports, C read port
-        dw = d_mem.write_port()
-        sw_ = s_mem.write_port()
-        m.d.comb += [
-            dw.en.eq(self.d_we), dw.addr.eq(self.d_addr), dw.data.eq(self.d_data),
-            sw_.en.eq(self.s_we), sw_.addr.eq(self.s_addr), sw_.data.eq(self.s_data),
-        ]
-        sel_busy = Signal()
-        if self.sel is not None:
-            # threshold-select unit: writes its blob into the S buffer (host writes first)
-            m.submodules.sel = ts = self.sel
-            wiring.connect(m, wiring.flipped(self.sel_i), ts.i)
-            m.d.comb += [
-                ts.start.eq(self.sel_start & ~self.busy),
-                ts.mode.eq(self.sel_mode), ts.keep.eq(self.sel_keep),
-                ts.rows.eq(self.k), ts.cols.eq(self.n),
-                ts.t_in.eq(self.sel_t_in), ts.ties_in.eq(self.sel_ties_in),
-                ts.o.ready.eq(~self.s_we),
-                sel_busy.eq(ts.busy | ts.o.valid),
-                self.sel_busy.eq(sel_busy),
-                self.sel_done.eq(ts.done & ~ts.o.valid),
-                self.sel_error.eq(ts.error), self.sel_error_code.eq(ts.error_code),
-                self.sel_threshold.eq(ts.threshold), self.sel_ties.eq(ts.ties),
-                self.sel_held_valid.eq(ts.held_valid),
-                self.sel_nnz.eq(ts.nnz), self.sel_s_len.eq(ts.s_len),
-                self.sel_cycles.eq(ts.cycles),
-            ]
-            with m.If(~self.s_we & ts.o.valid):
-                m.d.comb += [sw_.en.eq(1), sw_.addr.eq(ts.o.payload.addr),
-                             sw_.data.eq(ts.o.payload.data)]
-        cr = c_mem.read_port()
-        m.d.comb += [cr.addr.eq(self.c_addr), self.c_data.eq(cr.data)]
+        # ---- host ports of the buffers
+        wiring.connect(m, wiring.flipped(self.d_write), d_mem.write_port())
+        s_write = s_mem.write_port()
+        m.d.comb += [s_write.en.eq(self.s_write.en), s_write.addr.eq(self.s_write.addr),
+                     s_write.data.eq(self.s_write.data)]
+        wiring.connect(m, wiring.flipped(self.c_read), c_mem.read_port())
+        sel_busy = self._select_unit(m, s_write)
 
         # ---- loader on S
         for j in range(cols + 1):
             wiring.connect(m, ld.s_rd[j], s_mem.read_port())
-
         start = Signal()
-        m.d.comb += start.eq(self.start & ~self.busy & ~sel_busy)
+        m.d.comb += start.eq(ctrl.start & ~ctrl.busy & ~sel_busy)
         m.d.comb += [
-            ld.start.eq(start), ld.m.eq(self.m), ld.k.eq(self.k), ld.n.eq(self.n),
-            ld.s_len.eq(self.s_len), pe.clear.eq(start),
+            ld.start.eq(start), ld.m.eq(ctrl.m), ld.k.eq(ctrl.k), ld.n.eq(ctrl.n),
+            ld.s_len.eq(ctrl.s_len), pe.clear.eq(start),
         ]
 
-        # ---- D read stage, operand to the PE array; credits
-        tok_any = []
+        # ---- D read stage, operands to the PE array; result credits
+        in_flight = []
         for j in range(cols):
-            tok = ld.out[j]
-            drd = d_mem.read_port()
-            t_valid = Signal(name=f"t_valid_{j}")
-            t_v = Signal(8, name=f"t_v_{j}")
-            t_first = Signal(name=f"t_first_{j}")
-            t_last = Signal(name=f"t_last_{j}")
-            t_caddr = Signal(self.c_aw, name=f"t_caddr_{j}")
-            m.d.comb += drd.addr.eq(tok.payload.daddr)
-            m.d.sync += [
-                t_valid.eq(tok.valid & ~start), t_v.eq(tok.payload.v),
-                t_first.eq(tok.payload.first), t_last.eq(tok.payload.last),
-                t_caddr.eq(tok.payload.caddr),
-            ]
-            # D data straight into a register (no logic after the block RAM output)
-            u_valid = Signal(name=f"u_valid_{j}")
-            u_d = Signal(rows * 8, name=f"u_d_{j}")
-            u_v = Signal(8, name=f"u_v_{j}")
-            u_first = Signal(name=f"u_first_{j}")
-            u_last = Signal(name=f"u_last_{j}")
-            u_caddr = Signal(self.c_aw, name=f"u_caddr_{j}")
-            m.d.sync += [
-                u_valid.eq(t_valid & ~start), u_d.eq(drd.data), u_v.eq(t_v),
-                u_first.eq(t_first), u_last.eq(t_last), u_caddr.eq(t_caddr),
-            ]
-            inp = pe.inp[j]
-            m.d.comb += [
-                inp.valid.eq(u_valid),
-                inp.payload.d.eq(u_d),
-                inp.payload.v.eq(u_v),
-                inp.payload.first.eq(u_first),
-                inp.payload.last.eq(u_last),
-                inp.payload.tag.eq(u_caddr),
-            ]
-            tok_any += [t_valid, u_valid]
+            in_flight += self._operand_fetch(m, j, start, ld.out[j], d_mem.read_port(),
+                                             pe.inp[j])
             # credit: at most hold_depth unfinished results per column (holding queue)
             owed = Signal(range(self.hold_depth + 1), name=f"owed_{j}")
             inc = ld.col_fin[j]
@@ -223,50 +154,101 @@ class SwatCore(wiring.Component):
             m.d.comb += ld.hold_free[j].eq(owed < self.hold_depth)
 
         # ---- C write arbitration (lowest column first), one-hot AND-OR select, registered
-        cw = c_mem.write_port()
-        cw_en = Signal()
-        cw_addr = Signal(self.c_aw)
-        cw_data = Signal(rows * 32)
+        c_write = c_mem.write_port()
+        c_we = Signal()
+        c_addr = Signal(self.c_aw)
+        c_data = Signal(rows * 32)
         taken = Const(0)
         sel_addr, sel_data = Const(0, self.c_aw), Const(0, rows * 32)
         for j in range(cols):
-            o = pe.out[j]
-            g = Signal(name=f"cgrant_{j}")
-            m.d.comb += g.eq(o.valid & ~taken)
-            taken = taken | o.valid
-            m.d.comb += o.ready.eq(g)
-            sel_addr = sel_addr | Mux(g, o.payload.tag, 0)
-            sel_data = sel_data | Mux(g, o.payload.c, 0)
-        m.d.sync += [cw_en.eq(taken), cw_addr.eq(sel_addr), cw_data.eq(sel_data)]
-        m.d.comb += [cw.en.eq(cw_en), cw.addr.eq(cw_addr), cw.data.eq(cw_data)]
+            res = pe.out[j]
+            grant = Signal(name=f"c_grant_{j}")
+            m.d.comb += grant.eq(res.valid & ~taken)
+            taken = taken | res.valid
+            m.d.comb += res.ready.eq(grant)
+            sel_addr = sel_addr | Mux(grant, res.payload.tag, 0)
+            sel_data = sel_data | Mux(grant, res.payload.c, 0)
+        m.d.sync += [c_we.eq(taken), c_addr.eq(sel_addr), c_data.eq(sel_data)]
+        m.d.comb += [c_write.en.eq(c_we), c_write.addr.eq(c_addr), c_write.data.eq(c_data)]
 
         # ---- control, status, counters
-        busy = Signal()
-        done = Signal()
-        m.d.comb += [
-            self.busy.eq(busy), self.done.eq(done),
-            self.error.eq(ld.error), self.error_code.eq(ld.error_code),
-        ]
-        cyc = Signal(32)
-        bc = Signal(32)
-        sc = Signal(32)
-        ic = Signal(32)
-        m.d.comb += [self.cycles.eq(cyc), self.busy_cycles.eq(bc), self.stall_cycles.eq(sc),
-                     self.idle_cycles.eq(ic)]
+        m.d.comb += [ctrl.error.eq(ld.error), ctrl.error_code.eq(ld.error_code)]
         with m.If(start):
-            m.d.sync += [busy.eq(1), done.eq(0), cyc.eq(0), bc.eq(0), sc.eq(0), ic.eq(0)]
-        with m.Elif(busy):
+            m.d.sync += [ctrl.busy.eq(1), ctrl.done.eq(0), ctrl.cycles.eq(0),
+                         ctrl.busy_cycles.eq(0), ctrl.stall_cycles.eq(0), ctrl.idle_cycles.eq(0)]
+        with m.Elif(ctrl.busy):
             m.d.sync += [
-                cyc.eq(cyc + 1),
-                bc.eq(bc + _popcount(ld.col_busy)),
-                sc.eq(sc + _popcount(ld.col_stall)),
-                ic.eq(ic + _popcount(ld.col_idle)),
+                ctrl.cycles.eq(ctrl.cycles + 1),
+                ctrl.busy_cycles.eq(ctrl.busy_cycles + _popcount(ld.col_busy)),
+                ctrl.stall_cycles.eq(ctrl.stall_cycles + _popcount(ld.col_stall)),
+                ctrl.idle_cycles.eq(ctrl.idle_cycles + _popcount(ld.col_idle)),
             ]
             settling = Signal()
-            m.d.comb += settling.eq(ld.busy | pe.busy | Cat(*tok_any).any() | cw_en)
+            m.d.comb += settling.eq(ld.busy | pe.busy | Cat(*in_flight).any() | c_we)
             with m.If(~settling):
-                m.d.sync += [busy.eq(0), done.eq(1)]
+                m.d.sync += [ctrl.busy.eq(0), ctrl.done.eq(1)]
         return m
+
+    def _select_unit(self, m, s_write):
+        """Instantiate the threshold-select unit (if any) writing into the S buffer after the
+        host's writes; return its busy signal (``start`` is ignored while it is high)."""
+        sel_busy = Signal()
+        if self.sel_unit is None:
+            return sel_busy
+        sel, ctrl = self.sel, self.ctrl
+        m.submodules.sel = unit = self.sel_unit
+        wiring.connect(m, wiring.flipped(sel.i), unit.i)
+        m.d.comb += [
+            unit.start.eq(sel.start & ~ctrl.busy),
+            unit.mode.eq(sel.mode), unit.keep.eq(sel.keep),
+            unit.rows.eq(ctrl.k), unit.cols.eq(ctrl.n),
+            unit.t_in.eq(sel.t_in), unit.ties_in.eq(sel.ties_in),
+            unit.o.ready.eq(~self.s_write.en),
+            sel_busy.eq(unit.busy | unit.o.valid),
+            sel.busy.eq(sel_busy),
+            sel.done.eq(unit.done & ~unit.o.valid),
+            sel.error.eq(unit.error), sel.error_code.eq(unit.error_code),
+            sel.threshold.eq(unit.threshold), sel.ties.eq(unit.ties),
+            sel.held_valid.eq(unit.held_valid),
+            sel.nnz.eq(unit.nnz), sel.s_len.eq(unit.s_len), sel.cycles.eq(unit.cycles),
+        ]
+        with m.If(~self.s_write.en & unit.o.valid):
+            m.d.comb += [s_write.en.eq(1), s_write.addr.eq(unit.o.payload.addr),
+                         s_write.data.eq(unit.o.payload.data)]
+        return sel_busy
+
+    def _operand_fetch(self, m, j, start, token, d_read, operand):
+        """PE column ``j``: D read at the token's address, D data straight into a register
+        (no logic after the block-RAM output), operand to the PE array. Returns the valid
+        bits in flight."""
+        rows, c_aw = self.rows, self.c_aw
+        tok_valid = Signal(name=f"tok_valid_{j}")
+        tok_v = Signal(8, name=f"tok_v_{j}")
+        tok_first = Signal(name=f"tok_first_{j}")
+        tok_last = Signal(name=f"tok_last_{j}")
+        tok_caddr = Signal(c_aw, name=f"tok_caddr_{j}")
+        m.d.comb += d_read.addr.eq(token.payload.daddr)
+        m.d.sync += [
+            tok_valid.eq(token.valid & ~start), tok_v.eq(token.payload.v),
+            tok_first.eq(token.payload.first), tok_last.eq(token.payload.last),
+            tok_caddr.eq(token.payload.caddr),
+        ]
+        op_valid = Signal(name=f"op_valid_{j}")
+        op_d = Signal(rows * 8, name=f"op_d_{j}")
+        op_v = Signal(8, name=f"op_v_{j}")
+        op_first = Signal(name=f"op_first_{j}")
+        op_last = Signal(name=f"op_last_{j}")
+        op_caddr = Signal(c_aw, name=f"op_caddr_{j}")
+        m.d.sync += [
+            op_valid.eq(tok_valid & ~start), op_d.eq(d_read.data), op_v.eq(tok_v),
+            op_first.eq(tok_first), op_last.eq(tok_last), op_caddr.eq(tok_caddr),
+        ]
+        m.d.comb += [
+            operand.valid.eq(op_valid), operand.payload.d.eq(op_d),
+            operand.payload.v.eq(op_v), operand.payload.first.eq(op_first),
+            operand.payload.last.eq(op_last), operand.payload.tag.eq(op_caddr),
+        ]
+        return [tok_valid, op_valid]
 
 
 def _popcount(v):

@@ -13,6 +13,8 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .core_port_names import core_member
+
 __all__ = [
     "HostBridge", "connect_core", "CORE_PORTS_IN", "CORE_PORTS_OUT",
     "OP_NOP", "OP_INFO", "OP_WRITE_D", "OP_WRITE_S", "OP_READ_C", "OP_SET_SHAPE", "OP_START",
@@ -61,9 +63,9 @@ def _abits(depth: int) -> int:
 def connect_core(m: Module, bridge: "HostBridge", core) -> None:
     """Wire ``bridge`` to a core with the ports of docs/core-interface.md (widths may differ)."""
     for name in CORE_PORTS_IN:
-        m.d.comb += getattr(core, name).eq(getattr(bridge, name))
+        m.d.comb += core_member(core, name).eq(getattr(bridge, name))
     for name in CORE_PORTS_OUT:
-        m.d.comb += getattr(bridge, name).eq(getattr(core, name))
+        m.d.comb += getattr(bridge, name).eq(core_member(core, name))
 
 
 class HostBridge(wiring.Component):

@@ -28,6 +28,8 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .params import check_int
+
 __all__ = ["PEArray", "operand_layout", "result_layout"]
 
 
@@ -81,9 +83,7 @@ class PEArray(wiring.Component):
     def __init__(self, *, rows: int, cols: int, tag_width: int = 16, hold_depth: int = 2):
         for name, val in (("rows", rows), ("cols", cols), ("tag_width", tag_width),
                           ("hold_depth", hold_depth)):
-            if not isinstance(val, int) or val < 1:
-                self._MustUse__silence = True  # no "never used" warning for a rejected object
-                raise ValueError(f"PEArray: {name} must be a positive integer, not {val!r}")
+            check_int("PEArray", name, val, minimum=1)
         self.rows, self.cols, self.tag_width = rows, cols, tag_width
         self.hold_depth = hold_depth
         super().__init__({

@@ -41,6 +41,7 @@ from hw.contract.blob import encode_words
 from hw.contract.cycles import ideal_cycles, mac_bound_cycles
 from hw.contract.tiling import limits, plan
 from hw.contract.words import pack_d, unpack_c
+from hw.core_port_names import FLAT_NAMES
 
 from . import verilate
 from .bench import REWRITE_ENV, SimulationError, run_bench
@@ -148,7 +149,7 @@ def _limits(model) -> dict:
     a = model.attrs
     return limits(rows=a["rows"], cols=a.get("cols", 1), d_depth=a["d_depth"],
                   s_depth=a["s_depth"], c_depth=a["c_depth"],
-                  s_len_max=(1 << model.ports.get("s_len", 32)) - 1)
+                  s_len_max=(1 << model.ports.get(FLAT_NAMES["s_len"], 32)) - 1)
 
 
 def _encode(s_block: np.ndarray) -> np.ndarray:

@@ -250,9 +250,12 @@ def _component_attrs(comp, ports: dict) -> dict:
         if isinstance(v, int) and not isinstance(v, bool):
             attrs[name] = v
     # fall back to the address widths for buffer depths
+    from hw.core_port_names import FLAT_NAMES
+
     for buf in ("d", "s", "c"):
-        if f"{buf}_depth" not in attrs and f"{buf}_addr" in ports:
-            attrs[f"{buf}_depth"] = 1 << ports[f"{buf}_addr"]
+        addr = FLAT_NAMES[f"{buf}_addr"]
+        if f"{buf}_depth" not in attrs and addr in ports:
+            attrs[f"{buf}_depth"] = 1 << ports[addr]
     return attrs
 
 

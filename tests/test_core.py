@@ -1,6 +1,9 @@
 """SwatCore in the Amaranth simulator: bit-exact against sw.intref.gemm, ragged shapes, edge
 values, every error code ends the operation (done) instead of hanging, counters, host ports."""
 
+import gc
+import re
+
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
@@ -33,20 +36,21 @@ class CoreTB:
     async def write_ports(self, ctx, d_words, s_words):
         dut = self.dut
         for a, v in enumerate(d_words):
-            ctx.set(dut.d_we, 1), ctx.set(dut.d_addr, a), ctx.set(dut.d_data, v)
+            ctx.set(dut.d_write.en, 1), ctx.set(dut.d_write.addr, a), ctx.set(dut.d_write.data, v)
             await ctx.tick()
-        ctx.set(dut.d_we, 0)
+        ctx.set(dut.d_write.en, 0)
         for a, v in enumerate(s_words):
-            ctx.set(dut.s_we, 1), ctx.set(dut.s_addr, a), ctx.set(dut.s_data, int(v))
+            ctx.set(dut.s_write.en, 1), ctx.set(dut.s_write.addr, a)
+            ctx.set(dut.s_write.data, int(v))
             await ctx.tick()
-        ctx.set(dut.s_we, 0)
+        ctx.set(dut.s_write.en, 0)
 
     async def read_c_ports(self, ctx, count):
         out = []
         for a in range(count):
-            ctx.set(self.dut.c_addr, a)
+            ctx.set(self.dut.c_read.addr, a)
             await ctx.tick()
-            out.append(ctx.get(self.dut.c_data))
+            out.append(ctx.get(self.dut.c_read.data))
         return out
 
     def read_c(self, ctx, count):
@@ -55,20 +59,21 @@ class CoreTB:
     async def op(self, ctx, m, k, n, s_len, max_cycles=20000):
         """Start one operation, wait for done; returns the status dict."""
         dut = self.dut
-        ctx.set(dut.m, m), ctx.set(dut.k, k), ctx.set(dut.n, n), ctx.set(dut.s_len, s_len)
-        ctx.set(dut.start, 1)
+        ctrl = dut.ctrl
+        ctx.set(ctrl.m, m), ctx.set(ctrl.k, k), ctx.set(ctrl.n, n), ctx.set(ctrl.s_len, s_len)
+        ctx.set(dut.ctrl.start, 1)
         await ctx.tick()
-        ctx.set(dut.start, 0)
-        assert ctx.get(dut.busy) == 1 and ctx.get(dut.done) == 0
+        ctx.set(dut.ctrl.start, 0)
+        assert ctx.get(dut.ctrl.busy) == 1 and ctx.get(dut.ctrl.done) == 0
         for _ in range(max_cycles):
-            if ctx.get(dut.done):
+            if ctx.get(dut.ctrl.done):
                 break
             # start is ignored while busy
             await ctx.tick()
         else:
             raise AssertionError(f"core hung: no done within {max_cycles} cycles")
-        assert ctx.get(dut.busy) == 0
-        return {name: ctx.get(getattr(dut, name)) for name in
+        assert ctx.get(dut.ctrl.busy) == 0
+        return {name: ctx.get(getattr(dut.ctrl, name)) for name in
                 ("cycles", "busy_cycles", "stall_cycles", "idle_cycles", "error", "error_code")}
 
 
@@ -158,7 +163,7 @@ def test_host_ports():
         # done stays high until the next start
         for _ in range(3):
             await ctx.tick()
-            assert ctx.get(tb.dut.done) == 1
+            assert ctx.get(tb.dut.ctrl.done) == 1
 
     tb.run(body)
 
@@ -274,15 +279,16 @@ def test_start_ignored_while_busy():
     async def body(ctx):
         dut = tb.dut
         tb.preload(ctx, intref.pack_d(d, 2), w)
-        ctx.set(dut.m, m), ctx.set(dut.k, k), ctx.set(dut.n, n), ctx.set(dut.s_len, len(w))
-        ctx.set(dut.start, 1)
+        ctrl = dut.ctrl
+        ctx.set(ctrl.m, m), ctx.set(ctrl.k, k), ctx.set(ctrl.n, n), ctx.set(ctrl.s_len, len(w))
+        ctx.set(dut.ctrl.start, 1)
         await ctx.tick()
         # keep start high and change the shape: must be ignored
-        ctx.set(dut.n, 1)
+        ctx.set(dut.ctrl.n, 1)
         for _ in range(10):
             await ctx.tick()
-        ctx.set(dut.start, 0)
-        await ctx.tick().until(dut.done)
+        ctx.set(dut.ctrl.start, 0)
+        await ctx.tick().until(dut.ctrl.done)
         c = intref.unpack_c(tb.read_c(ctx, 2 * n), m, n, 2)
         np.testing.assert_array_equal(c, intref.gemm(d, s))
 
@@ -290,13 +296,37 @@ def test_start_ignored_while_busy():
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
-def test_parameter_validation():
-    with pytest.raises(ValueError, match="rows"):
-        SwatCore(rows=0, cols=2)
-    with pytest.raises(ValueError, match="cols"):
-        SwatCore(rows=2, cols=0)
-    with pytest.raises(ValueError, match="s_depth"):
-        SwatCore(rows=2, cols=2, s_depth=4)
+@pytest.mark.parametrize("kwargs,exc,msg", [
+    (dict(rows=0), ValueError, "SwatCore: rows must be >= 1, not 0"),
+    (dict(cols=0), ValueError, "SwatCore: cols must be >= 1, not 0"),
+    (dict(s_depth=4), ValueError, "SwatCore: s_depth must be >= 8, not 4"),
+    (dict(c_depth=1), ValueError, "SwatCore: c_depth must be >= 2, not 1"),
+    (dict(hold_depth=0), ValueError, "SwatCore: hold_depth must be >= 1, not 0"),
+    (dict(sel_lanes=-1), ValueError, "SwatCore: sel_lanes must be >= 0, not -1"),
+    (dict(rows=2.0), TypeError, "SwatCore: rows must be an int, not 2.0"),
+    (dict(d_depth="64"), TypeError, "SwatCore: d_depth must be an int, not '64'"),
+    (dict(cols=True), TypeError, "SwatCore: cols must be an int, not True"),
+])
+def test_parameter_validation(kwargs, exc, msg):
+    with pytest.raises(exc) as info:
+        SwatCore(**{"rows": 2, "cols": 2, **kwargs})
+    assert str(info.value) == msg
+    del info
+    gc.collect()  # the rejected object goes while this test's warning filter holds
+
+
+def test_flat_port_names():
+    """Every name of hw.core_port_names is a top-level port of the converted core."""
+    from amaranth.back import rtlil
+
+    from hw.core_port_names import FLAT_NAMES, SELECT_FLAT_NAMES
+
+    text = rtlil.convert(SwatCore(rows=2, cols=2, d_depth=64, s_depth=64, c_depth=16,
+                                  sel_lanes=4), name="top")
+    top = text[text.index("module \\top"):]
+    top = top[:top.index("\nend\n")]
+    wires = set(re.findall(r"^  wire width \d+ (?:input|output) \d+ +\\(\S+)$", top, re.M))
+    assert set(FLAT_NAMES.values()) | set(SELECT_FLAT_NAMES.values()) <= wires
 
 
 def test_utilization_sparse():
@@ -349,28 +379,28 @@ def test_threshold_select_into_s_buffer():
 
     async def body(ctx):
         tb.preload(ctx, intref.pack_d(d, rows), [])
-        ctx.set(dut.k, k), ctx.set(dut.n, n), ctx.set(dut.sel_keep, keep)
-        ctx.set(dut.sel_mode, Mode.FULL)
-        ctx.set(dut.sel_start, 1)
+        ctx.set(dut.ctrl.k, k), ctx.set(dut.ctrl.n, n), ctx.set(dut.sel.keep, keep)
+        ctx.set(dut.sel.mode, Mode.FULL)
+        ctx.set(dut.sel.start, 1)
         await ctx.tick()
-        ctx.set(dut.sel_start, 0)
+        ctx.set(dut.sel.start, 0)
         queue = beats + beats
-        payload = dut.sel_i.payload.as_value()
+        payload = dut.sel.i.payload.as_value()
         for _ in range(5000):
-            if ctx.get(dut.sel_done):
+            if ctx.get(dut.sel.done):
                 break
             valid = bool(queue) and rng.random() < 0.7
-            ctx.set(dut.sel_i.valid, valid)
+            ctx.set(dut.sel.i.valid, valid)
             if valid:
                 ctx.set(payload, queue[0])
-            if valid and ctx.get(dut.sel_i.ready):
+            if valid and ctx.get(dut.sel.i.ready):
                 queue.pop(0)
             await ctx.tick()
         else:
             raise AssertionError("threshold select hung")
-        ctx.set(dut.sel_i.valid, 0)
-        assert ctx.get(dut.sel_error) == 0 and not queue
-        s_len = ctx.get(dut.sel_s_len)
+        ctx.set(dut.sel.i.valid, 0)
+        assert ctx.get(dut.sel.error) == 0 and not queue
+        s_len = ctx.get(dut.sel.s_len)
         blob = compress.to_bytes([ctx.get(dut.s_mem.data[a]) for a in range(s_len)])
         np.testing.assert_array_equal(compress.decode(blob, (k, n)), s_sel)
         st = await tb.op(ctx, m, k, n, s_len)

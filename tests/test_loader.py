@@ -2,6 +2,8 @@
 its entries in order, first/last flags, zero tokens for empty columns; random hold_free
 stalls; every error code; never hangs; addresses always in bounds."""
 
+import gc
+
 import numpy as np
 import pytest
 from amaranth.hdl import Elaboratable, Module
@@ -183,3 +185,19 @@ def test_fit_check_many_tiles(rows, m, d_tiles, c_tiles):
     assert res["error_code"] in ref.error_codes, (res, ref)
     if res["error_code"] == 0:
         assert tb.items() == expected_items(s, m, rows)
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+@pytest.mark.parametrize("kwargs,exc,msg", [
+    (dict(cols=0), ValueError, "Loader: cols must be >= 1, not 0"),
+    (dict(s_depth=7), ValueError, "Loader: s_depth must be >= 8, not 7"),
+    (dict(fifo_depth=1), ValueError, "Loader: fifo_depth must be >= 2, not 1"),
+    (dict(rows="2"), TypeError, "Loader: rows must be an int, not '2'"),
+])
+def test_parameter_validation(kwargs, exc, msg):
+    args = {**dict(rows=2, cols=2, d_depth=64, s_depth=64, c_depth=16), **kwargs}
+    with pytest.raises(exc) as info:
+        Loader(**args)
+    assert str(info.value) == msg
+    del info
+    gc.collect()  # the rejected object goes while this test's warning filter holds

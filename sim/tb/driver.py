@@ -228,7 +228,7 @@ class CoreDriver:
         if not (p["done"].get() and not p["busy"].get()):
             if timeout_cycles is None:
                 timeout_cycles = 64 * (m + 8) * (k + 8) * (n + 8) // max(1, self.rows) + 10_000
-            res = await First(RisingEdge(self.dut.done),
+            res = await First(RisingEdge(p["done"].h),
                               Timer(timeout_cycles * PERIOD_NS, unit="ns"))
             timed_out = not p["done"].get()
         stats = {

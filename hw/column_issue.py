@@ -1,0 +1,181 @@
+"""``ColumnIssue``: streams the entries of one PE column's work items and checks them.
+
+A PE column asks for a work item (``desc.ready``) when it has none or issues the last entry of
+its current one this cycle, so item switches cost no cycle. It reads one entry a cycle from its
+own S read port; the entry word goes straight into a register (nothing follows the block-RAM
+output in the same cycle), is checked — index ``< K`` (error 5), strictly increasing within the
+item (6), value non-zero and reserved bits zero (7) — and leaves registered on ``out`` with the D
+address ``mt*K + k``, the value and the item's ``first``/``last`` flags. A bad entry never leaves;
+its error flag is registered before the loader merges the columns' flags. An item without
+entries sends one *zero token* (``v = 0``, ``first = last = 1``) so that its C word is written.
+``hold_free`` low holds back the last entry (or zero token) of an item: the core's credit for the
+PE column's result queue.
+
+Latency: entry read → token on ``out`` 3 cycles; error flag 3 cycles after the read.
+Throughput: one entry per cycle.
+"""
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import ReadPort
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from .dispatcher import descriptor_layout
+from .params import check_int
+
+__all__ = ["ColumnIssue", "token_layout"]
+
+
+def token_layout(d_aw: int, c_aw: int) -> data.StructLayout:
+    """Payload of a column's tokens: ``daddr`` (D word ``mt*K + k``), ``v`` (int8), ``first``,
+    ``last`` (of the work item), ``caddr`` (C word ``mt*N + n`` of the item)."""
+    from amaranth.hdl import signed
+
+    return data.StructLayout({
+        "daddr": d_aw, "v": signed(8), "first": 1, "last": 1, "caddr": c_aw,
+    })
+
+
+class ColumnIssue(wiring.Component):
+    """Entry issue and checks of one PE column.
+
+    Parameters
+    ----------
+    d_depth, s_depth, c_depth : int
+        Words of the D, S and C buffers (address widths).
+
+    Members
+    -------
+    start : In(1) — drops what is in flight.
+    running : In(1) — items may be taken and issued (loader state RUN).
+    stop : In(1) — an error is registered: issue nothing more.
+    k : In(16) — the operation's K (index check).
+    desc : In(stream.Signature(descriptor_layout)) — the next work item (``ready``: wanted).
+    hold_free : In(1) — the last entry / zero token of an item may issue.
+    s_rd : In(ReadPort.Signature(ceil_log2(s_depth), 32)) — this column's S read port.
+    out : Out(stream.Signature(token_layout, always_ready=True)) — checked tokens.
+    has_item : Out(1) — the column holds a work item.
+    issuing : Out(1) — an entry read is issued this cycle (not a zero token).
+    finishing : Out(1) — the last entry or zero token of an item is issued this cycle.
+    bad_index, bad_order, bad_value : Out(1) — registered entry errors (5, 6, 7).
+    in_flight : Out(1) — reads, tokens or error flags are still in the pipeline.
+    """
+
+    def __init__(self, *, d_depth: int, s_depth: int, c_depth: int):
+        check_int("ColumnIssue", "d_depth", d_depth, minimum=2)
+        check_int("ColumnIssue", "s_depth", s_depth, minimum=8)
+        check_int("ColumnIssue", "c_depth", c_depth, minimum=2)
+        self.s_aw, self.d_aw, self.c_aw = (ceil_log2(s_depth), ceil_log2(d_depth),
+                                           ceil_log2(c_depth))
+        super().__init__({
+            "start": In(1), "running": In(1), "stop": In(1), "k": In(16),
+            "desc": In(stream.Signature(descriptor_layout(self.s_aw, self.d_aw, self.c_aw))),
+            "hold_free": In(1),
+            "s_rd": In(ReadPort.Signature(addr_width=self.s_aw, shape=32)),
+            "out": Out(stream.Signature(token_layout(self.d_aw, self.c_aw), always_ready=True)),
+            "has_item": Out(1), "issuing": Out(1), "finishing": Out(1),
+            "bad_index": Out(1), "bad_order": Out(1), "bad_value": Out(1), "in_flight": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        d_aw, c_aw, sa_w = self.d_aw, self.c_aw, self.s_aw + 1
+        port, desc, start = self.s_rd, self.desc, self.start
+
+        # the current item: next entry address, bases, entries left with registered "none
+        # left" / "one left" flags (keeps the count compare off the issue → grant path)
+        entry = Signal(sa_w)
+        d_base = Signal(d_aw)
+        c_addr = Signal(c_aw)
+        first_pending = Signal()
+        left = Signal(sa_w)
+        no_entries = Signal()
+        one_left = Signal()
+        has_item = self.has_item
+        can = Signal()
+        issue_entry = Signal()
+        issue_zero = Signal()
+        m.d.comb += [
+            can.eq(has_item & self.running & ~self.stop),
+            issue_entry.eq(can & ~no_entries & (~one_left | self.hold_free)),
+            issue_zero.eq(can & no_entries & self.hold_free),
+            self.finishing.eq((issue_entry & one_left) | issue_zero),
+            self.issuing.eq(issue_entry),
+            port.en.eq(1), port.addr.eq(entry),
+            desc.ready.eq((~has_item | self.finishing) & self.running & ~self.stop),
+        ]
+        with m.If(issue_entry):
+            m.d.sync += [entry.eq(entry + 1), first_pending.eq(0), left.eq(left - 1),
+                         no_entries.eq(left == 1), one_left.eq(left == 2)]
+        with m.If(desc.valid & desc.ready):
+            count = desc.payload.count
+            m.d.sync += [
+                has_item.eq(1), entry.eq(desc.payload.entry), d_base.eq(desc.payload.d_base),
+                c_addr.eq(desc.payload.c_addr), first_pending.eq(1),
+                left.eq(count), no_entries.eq(count == 0), one_left.eq(count == 1),
+            ]
+        with m.Elif(self.finishing | ~self.running):
+            m.d.sync += has_item.eq(0)
+
+        # stage 1: S read in flight
+        read_valid = Signal()
+        read_zero = Signal()
+        read_first = Signal()
+        read_last = Signal()
+        read_d_base = Signal(d_aw)
+        read_c_addr = Signal(c_aw)
+        m.d.sync += [
+            read_valid.eq(issue_entry | issue_zero), read_zero.eq(issue_zero),
+            read_first.eq(first_pending | issue_zero), read_last.eq(self.finishing),
+            read_d_base.eq(d_base), read_c_addr.eq(c_addr),
+        ]
+        # stage 2: entry word registered (nothing between the BRAM output and this FF), checked
+        word_valid = Signal()
+        word_zero = Signal()
+        word_first = Signal()
+        word_last = Signal()
+        word_d_base = Signal(d_aw)
+        word_c_addr = Signal(c_aw)
+        raw_word = Signal(32)
+        prev_index = Signal(16)
+        m.d.sync += [
+            word_valid.eq(read_valid & ~start), word_zero.eq(read_zero),
+            word_first.eq(read_first), word_last.eq(read_last),
+            word_d_base.eq(read_d_base), word_c_addr.eq(read_c_addr),
+            raw_word.eq(port.data),
+        ]
+        word = Mux(word_zero, 0, raw_word)
+        index, value, reserved = word[0:16], word[16:24], word[24:32]
+        bad_index = Signal()
+        bad_order = Signal()
+        bad_value = Signal()
+        checked = word_valid & ~word_zero
+        m.d.comb += [
+            bad_index.eq(checked & (index >= self.k)),
+            bad_order.eq(checked & ~word_first & (index <= prev_index)),
+            bad_value.eq(checked & ((value == 0) | (reserved != 0))),
+        ]
+        with m.If(word_valid):
+            m.d.sync += prev_index.eq(index)
+        # stage 3: checked token with its D address, registered (the D read port is fed
+        # straight from these FFs)
+        out = self.out
+        token_valid = Signal()
+        token = Signal(out.payload.shape())
+        m.d.sync += [
+            token_valid.eq(word_valid & ~bad_index & ~bad_order & ~bad_value & ~start),
+            token.daddr.eq((word_d_base + index)[:d_aw]),
+            token.v.eq(value),
+            token.first.eq(word_first),
+            token.last.eq(word_last),
+            token.caddr.eq(word_c_addr),
+        ]
+        m.d.comb += [out.valid.eq(token_valid), out.payload.eq(token)]
+        # error flags registered before the loader merges the columns (the error is raised
+        # one cycle later, which is harmless: the bad entry itself never leaves)
+        m.d.sync += [self.bad_index.eq(bad_index & ~start), self.bad_order.eq(bad_order & ~start),
+                     self.bad_value.eq(bad_value & ~start)]
+        m.d.comb += self.in_flight.eq(self.bad_index | self.bad_order | self.bad_value
+                                      | read_valid | word_valid | token_valid)
+        return m

@@ -1,0 +1,93 @@
+"""The host-side interfaces of :class:`hw.core.SwatCore` as ``wiring.Signature`` s.
+
+Each signature is written from the core's side (like Amaranth's memory port signatures, whose
+``addr`` is ``In``): the core holds ``Out(sig)``, a host such as the UART bridge or a testbench
+stand-in holds ``In(sig)``, and ``wiring.connect(m, host.ctrl, core.ctrl)`` wires them.
+
+The top-level Verilog ports are the flattened member paths joined by ``__`` (Amaranth's
+convention): ``ctrl.start`` is the port ``ctrl__start``. ``hw.core_port_names.FLAT_NAMES`` maps
+the names of the original flat port list to these, so that harnesses driving the Verilated core
+take every name from that one table.
+"""
+
+from __future__ import annotations
+
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .core_port_names import FLAT_NAMES, SELECT_FLAT_NAMES, verilog_name
+
+__all__ = ["ControlSignature", "SelectSignature", "FLAT_NAMES", "SELECT_FLAT_NAMES",
+           "verilog_name"]
+
+
+class ControlSignature(wiring.Signature):
+    """Operation control and status of the core (``ctrl``).
+
+    Members (as the core sees them)
+    -------------------------------
+    start : In(1)
+        One-cycle pulse; samples ``m``, ``k``, ``n``, ``s_len``; ignored while busy.
+    m, k, n : In(16)
+        GEMM shape.
+    s_len : In(s_len_width)
+        Number of valid compressed-S words.
+    busy, done, error : Out(1)
+        Running; finished (until the next ``start``); sticky error of the last operation.
+    error_code : Out(4)
+        ``hw.contract`` loader error code (0: none).
+    cycles, busy_cycles, stall_cycles, idle_cycles : Out(32)
+        Counters of the last operation (``docs/core-interface.md``).
+    """
+
+    def __init__(self, s_len_width: int):
+        self.s_len_width = s_len_width
+        super().__init__({
+            "start": In(1), "m": In(16), "k": In(16), "n": In(16), "s_len": In(s_len_width),
+            "busy": Out(1), "done": Out(1), "error": Out(1), "error_code": Out(4),
+            "cycles": Out(32), "busy_cycles": Out(32), "stall_cycles": Out(32),
+            "idle_cycles": Out(32),
+        })
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other.s_len_width == self.s_len_width
+
+    def __repr__(self):
+        return f"ControlSignature({self.s_len_width})"
+
+
+class SelectSignature(wiring.Signature):
+    """Host ports of the threshold-select unit inside the core (``sel``, ``sel_lanes > 0``).
+
+    Members (as the core sees them)
+    -------------------------------
+    i : In(stream.Signature(in_layout))
+        Dense ``S`` beats into the unit; ``in_layout`` is the unit's
+        (``hw.threshold_select.ThresholdSelect(...).in_layout``).
+    start : In(1); mode : In(Mode); keep : In(32); t_in : In(8); ties_in : In(32)
+        As the unit's members of the same names; its ``rows``/``cols`` are the core's
+        ``ctrl.k``/``ctrl.n``.
+    busy, done, error : Out(1); error_code : Out(ErrorCode)
+        ``busy`` includes S-buffer writes still pending; ``done`` means the blob is written.
+    threshold : Out(8); ties : Out(32); held_valid : Out(1); nnz, s_len, cycles : Out(32)
+        As the unit's members of the same names.
+    """
+
+    def __init__(self, in_layout):
+        from .threshold_select import ErrorCode, Mode
+
+        self.in_layout = in_layout
+        super().__init__({
+            "i": In(stream.Signature(in_layout)),
+            "start": In(1), "mode": In(Mode), "keep": In(32), "t_in": In(8),
+            "ties_in": In(32),
+            "busy": Out(1), "done": Out(1), "error": Out(1), "error_code": Out(ErrorCode),
+            "threshold": Out(8), "ties": Out(32), "held_valid": Out(1),
+            "nnz": Out(32), "s_len": Out(32), "cycles": Out(32),
+        })
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other.in_layout == self.in_layout
+
+    def __repr__(self):
+        return f"SelectSignature({self.in_layout!r})"

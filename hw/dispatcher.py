@@ -1,0 +1,212 @@
+"""``Dispatcher``: the loader's header reader and work-item queue.
+
+With one S-buffer read port it reads the blob header (magic, ``K | N << 16``, ``nnz``), checks
+it against the shape registers and ``s_len``, waits for the :class:`~hw.fit_check.FitCheck`,
+then reads the column pointers one per cycle — ``ptr[0]`` once, ``ptr[n+1]`` for each work item
+(M-tile ``mt``, column ``n``), ``ptr[n]`` being the previous read — checks each and pushes an item
+descriptor (entry address, entry count, D base ``mt*K``, C address ``mt*N + n``) into a FIFO.
+Pointers of the next items are read while the current ones stream. Only checked pointers make
+descriptors, so every entry address handed out lies in ``[4+N, 4+N+nnz) ⊆ [0, s_len)``.
+
+Pipeline of a pointer (all registered): read issued → BRAM word registered → checked and the
+descriptor formed into registers → FIFO. Header errors are reported after the fit check, in the
+order fit (8), ``s_len`` (4), magic (1), shape (2), blob longer than ``s_len`` (4).
+
+Latency: ``start`` → first descriptor in the FIFO about ``max(6, ceil(mtiles/8) + 3) + 4``
+cycles. Throughput: one descriptor per cycle while the FIFO has room.
+"""
+
+from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.memory import ReadPort
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from .contract.blob import MAGIC
+from .contract.codes import LoaderError
+from .params import check_int
+
+__all__ = ["Dispatcher", "descriptor_layout"]
+
+
+def descriptor_layout(s_aw: int, d_aw: int, c_aw: int) -> data.StructLayout:
+    """A work item: ``entry`` (S word of its first entry), ``count`` (entries), ``d_base``
+    (D word ``mt*K``), ``c_addr`` (C word ``mt*N + n``)."""
+    return data.StructLayout({"entry": s_aw + 1, "count": s_aw + 1, "d_base": d_aw,
+                              "c_addr": c_aw})
+
+
+class Dispatcher(wiring.Component):
+    """Header checks and work-item descriptors of one loader operation.
+
+    Parameters
+    ----------
+    d_depth, s_depth, c_depth : int
+        Words of the D, S and C buffers (address widths; ``s_depth`` bounds ``s_len``).
+    fifo_depth : int
+        Descriptors prefetched, >= 2.
+
+    Members
+    -------
+    start : In(1) — begin (the shape inputs are sampled by the loader at the same edge).
+    k, n : In(16); s_len : In(ceil_log2(s_depth) + 1) — the operation's registered shape.
+    fit_busy, fit_bad : In(1); mtiles : In(17) — the :class:`~hw.fit_check.FitCheck`'s result.
+    stop : In(1) — an error is registered: issue nothing more.
+    cols_idle : In(1) — no PE column holds an item (the end test).
+    s_rd : In(ReadPort.Signature(ceil_log2(s_depth), 32)) — the dispatcher's S read port.
+    desc : Out(stream.Signature(descriptor_layout)) — the prefetch FIFO's head.
+    error : Out(4) — an error found this cycle (``LoaderError``; 0: none), combinational.
+    running : Out(1) — work items are being handed out (state RUN).
+    idle, ended : Out(1) — states IDLE (before the first ``start``) and END.
+    queue_empty : Out(1) — every descriptor of the operation has been taken.
+    """
+
+    def __init__(self, *, d_depth: int, s_depth: int, c_depth: int, fifo_depth: int = 6):
+        self.d_depth = check_int("Dispatcher", "d_depth", d_depth, minimum=2)
+        self.s_depth = check_int("Dispatcher", "s_depth", s_depth, minimum=8)
+        self.c_depth = check_int("Dispatcher", "c_depth", c_depth, minimum=2)
+        self.fifo_depth = check_int("Dispatcher", "fifo_depth", fifo_depth, minimum=2)
+        self.s_aw, self.d_aw, self.c_aw = (ceil_log2(s_depth), ceil_log2(d_depth),
+                                           ceil_log2(c_depth))
+        self.layout = descriptor_layout(self.s_aw, self.d_aw, self.c_aw)
+        super().__init__({
+            "start": In(1), "k": In(16), "n": In(16), "s_len": In(self.s_aw + 1),
+            "fit_busy": In(1), "fit_bad": In(1), "mtiles": In(17),
+            "stop": In(1), "cols_idle": In(1),
+            "s_rd": In(ReadPort.Signature(addr_width=self.s_aw, shape=32)),
+            "desc": Out(stream.Signature(self.layout)),
+            "error": Out(4), "running": Out(1), "idle": Out(1), "ended": Out(1),
+            "queue_empty": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        port, d_aw, c_aw = self.s_rd, self.d_aw, self.c_aw
+        k, n = self.k, self.n
+
+        fifo = m.submodules.fifo = ResetInserter(self.start)(
+            SyncFIFO(width=self.layout.size, depth=self.fifo_depth))
+        fifo_in = data.View(self.layout, fifo.w_data)
+        m.d.comb += [self.desc.valid.eq(fifo.r_rdy), self.desc.payload.eq(fifo.r_data),
+                     fifo.r_en.eq(self.desc.ready)]
+
+        nnz = Signal(32)
+        entry0 = Signal(17)     # 4 + N: S word of entry 0
+        next_ptr = Signal(17)   # index of the next pointer to read
+        tile = Signal(17)       # M-tile of the next pointer read, counted from 1
+        d_base = Signal(d_aw)
+        c_base = Signal(c_aw)
+        all_read = Signal()     # every pointer of every M-tile has been read
+        # stage A: pointer read issued last cycle
+        read_valid = Signal()
+        read_ptr = Signal(17)
+        read_d_base = Signal(d_aw)
+        read_c_base = Signal(c_aw)
+        # stage B: the pointer word registered straight from the BRAM output
+        word_valid = Signal()
+        word_ptr = Signal(17)
+        word_d_base = Signal(d_aw)
+        word_c_base = Signal(c_aw)
+        word = Signal(32)
+        m.d.sync += [word.eq(port.data), word_valid.eq(read_valid & ~self.start),
+                     word_ptr.eq(read_ptr), word_d_base.eq(read_d_base),
+                     word_c_base.eq(read_c_base)]
+        prev_word = Signal(32)  # the pointer read before (start of the item)
+        header_error = Signal(4)  # first header error (reported after the fit check)
+
+        m.d.comb += port.en.eq(1)
+        m.d.sync += read_valid.eq(0)
+        with m.FSM(name="ctl") as fsm:
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.next = "HDR0"
+            with m.State("HDR0"):
+                m.d.comb += port.addr.eq(0)
+                m.d.sync += header_error.eq(Mux((self.s_len > self.s_depth) | (self.s_len < 3),
+                                                int(LoaderError.TRUNC), 0))
+                m.next = "HDR1"
+            with m.State("HDR1"):
+                m.d.comb += port.addr.eq(1)
+                m.next = "HDR2"
+            with m.State("HDR2"):  # word = blob word 0
+                m.d.comb += port.addr.eq(2)
+                with m.If((header_error == 0) & (word != MAGIC)):
+                    m.d.sync += header_error.eq(LoaderError.MAGIC)
+                m.next = "HDR3"
+            with m.State("HDR3"):  # word = blob word 1
+                with m.If((header_error == 0) & (word != Cat(k, n))):
+                    m.d.sync += header_error.eq(LoaderError.SHAPE)
+                m.next = "HDR4"
+            with m.State("HDR4"):  # word = blob word 2
+                m.d.sync += [
+                    nnz.eq(word), entry0.eq(n + 4), next_ptr.eq(0), tile.eq(1), d_base.eq(0),
+                    c_base.eq(0), all_read.eq(0), prev_word.eq(0),
+                ]
+                with m.If((header_error == 0) & ((word + n + 4) > self.s_len)):
+                    m.d.sync += header_error.eq(LoaderError.TRUNC)
+                m.next = "JOIN"
+            with m.State("JOIN"):  # wait for the fit check; its error takes precedence
+                with m.If(~self.fit_busy):
+                    with m.If(self.fit_bad):
+                        m.d.comb += self.error.eq(LoaderError.FIT)
+                        m.next = "END"
+                    with m.Elif(header_error != 0):
+                        m.d.comb += self.error.eq(header_error)
+                        m.next = "END"
+                    with m.Else():
+                        m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += self.running.eq(1)
+                with m.If(self.stop | (self.queue_empty & self.cols_idle)):
+                    m.next = "END"
+            with m.State("END"):
+                with m.If(self.start):
+                    m.next = "HDR0"
+        m.d.comb += [self.idle.eq(fsm.ongoing("IDLE")), self.ended.eq(fsm.ongoing("END"))]
+
+        # ---- pointer reads (RUN), while the FIFO has room for what is in flight
+        desc_valid = Signal()   # stage C: checked pointer / descriptor registered
+        desc_bad = Signal()
+        desc = Signal(self.layout)
+        room = Signal()
+        m.d.comb += room.eq((fifo.level + read_valid + word_valid + desc_valid)
+                            < self.fifo_depth)
+        with m.If(self.running & ~all_read & ~self.stop & room):
+            m.d.comb += port.addr.eq(next_ptr + 3)
+            m.d.sync += [read_valid.eq(1), read_ptr.eq(next_ptr), read_d_base.eq(d_base),
+                         read_c_base.eq(c_base)]
+            with m.If(next_ptr == n):
+                with m.If(tile == self.mtiles):
+                    m.d.sync += all_read.eq(1)
+                with m.Else():
+                    m.d.sync += [tile.eq(tile + 1), d_base.eq(d_base + k),
+                                 c_base.eq(c_base + n), next_ptr.eq(1)]
+            with m.Else():
+                m.d.sync += next_ptr.eq(next_ptr + 1)
+
+        # stage C: pointer checked and descriptor formed into registers (no compare or adder
+        # in front of the FIFO's LUT-RAM write)
+        item_start = Signal(32)
+        m.d.comb += item_start.eq(Mux(word_ptr == 1, 0, prev_word))
+        ptr_bad = Signal()
+        m.d.comb += ptr_bad.eq(Mux(word_ptr == 0, word != 0,
+                                   (word < item_start) | (word > nnz)
+                                   | ((word_ptr == n) & (word != nnz))))
+        m.d.sync += [
+            desc_valid.eq(word_valid & (word_ptr != 0) & ~self.start), desc_bad.eq(ptr_bad),
+            desc.entry.eq(entry0 + item_start), desc.count.eq(word - item_start),
+            desc.d_base.eq(word_d_base), desc.c_addr.eq(word_c_base + word_ptr - 1),
+        ]
+        with m.If(word_valid):
+            m.d.sync += prev_word.eq(word)
+            with m.If(word_ptr == 0):  # ptr[0] makes no descriptor: only its check counts
+                m.d.sync += [desc_valid.eq(ptr_bad & ~self.start), desc_bad.eq(ptr_bad)]
+        with m.If(desc_valid & self.running & ~self.stop):
+            with m.If(desc_bad):
+                m.d.comb += self.error.eq(LoaderError.PTR)
+            with m.Else():
+                m.d.comb += [fifo.w_en.eq(1), fifo_in.eq(desc)]
+        m.d.comb += self.queue_empty.eq(all_read & ~read_valid & ~word_valid & ~desc_valid
+                                        & ~fifo.r_rdy)
+        return m

@@ -1,0 +1,51 @@
+"""Constructor-argument checks shared by the gateware components.
+
+Every component of ``hw/`` takes integer parameters (array size, buffer depths, lanes). A wrong
+*type* is a programming error and raises :class:`TypeError`; a value out of *range* raises
+:class:`ValueError`. Both messages name the component and the parameter, so that the first line
+of a traceback (or the one line a command-line tool prints) says what to fix:
+
+>>> check_int("SwatCore", "rows", 0, minimum=1)
+Traceback (most recent call last):
+...
+ValueError: SwatCore: rows must be >= 1, not 0
+
+A component whose constructor raised was never elaborated, so Amaranth warns about an unused
+elaboratable when it is collected; tests that construct rejected objects silence that with
+``@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["check_int"]
+
+
+def check_int(owner: str, name: str, value, *, minimum: int | None = None,
+              maximum: int | None = None) -> int:
+    """Return ``value`` if it is an ``int`` (not a ``bool``) within ``[minimum, maximum]``.
+
+    Parameters
+    ----------
+    owner : str
+        Component name for the message (e.g. ``"SwatCore"``).
+    name : str
+        Parameter name for the message.
+    value : object
+        The argument to check.
+    minimum, maximum : int, optional
+        Inclusive bounds; ``None`` leaves that side open.
+
+    Raises
+    ------
+    TypeError
+        ``"{owner}: {name} must be an int, not {value!r}"``.
+    ValueError
+        ``"{owner}: {name} must be >= {minimum}, not {value}"`` (or ``<= {maximum}``).
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{owner}: {name} must be an int, not {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{owner}: {name} must be >= {minimum}, not {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{owner}: {name} must be <= {maximum}, not {value}")
+    return value
