@@ -375,6 +375,12 @@ def _cxx_type(width: int) -> str:
         else "QData" if width <= 64 else f"VlWide<{(width + 31) // 32}>"
 
 
+def _cxx_name(name: str) -> str:
+    """Verilator's C++ member name of a port: a ``__`` in a Verilog name (flattened signature
+    members such as ``ctrl__start``) is escaped as ``___05F``."""
+    return name.replace("__", "___05F")
+
+
 def harness_config(toplevel: str, ports: dict, memories: list, attrs: dict) -> str:
     """``harness_config.h``: the model's class, geometry and the C++ names of the ports and
     buffer memories the harness touches (names from :mod:`sim.coreports`)."""
@@ -393,10 +399,10 @@ def harness_config(toplevel: str, ports: dict, memories: list, attrs: dict) -> s
         f"#define DBYTES {(rows * 8 + 7) // 8}", f"#define CBYTES {(rows * 32 + 7) // 8}",
     ]
     for logical in coreports.PORTS:
-        lines.append(f"#define PORT_{logical.upper()}(t) (t)->{names[logical]}")
+        lines.append(f"#define PORT_{logical.upper()}(t) (t)->{_cxx_name(names[logical])}")
     for logical in coreports.ENABLES:
         if names[logical] is not None:
-            lines.append(f"#define PORT_{logical.upper()}(t) (t)->{names[logical]}")
+            lines.append(f"#define PORT_{logical.upper()}(t) (t)->{_cxx_name(names[logical])}")
     for buf in "dsc":
         mem = names[f"mem_{buf}"]
         if mem is not None:
