@@ -6,6 +6,8 @@ and status LEDs) and is what the simulation tests drive. :class:`ICEBreakerTop` 
 (and, on iCE40, long enough for the BRAMs to wake up) and the pin buffers.
 """
 
+import functools
+
 from amaranth.hdl import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Signal
 from amaranth.lib import io, wiring
 from amaranth.lib.cdc import ResetSynchronizer
@@ -124,11 +126,26 @@ class _BoardTop(Elaboratable):
     clk_in_hz: float
 
     def __init__(self, *, f_sync: float, baud: int = 115200, **core_kwargs):
-        self.pll = self._pll_params(f_sync)
-        self.f_sync = self.pll["f_out"]
+        # PLL and divisor are worked out on first use: a constructor that raised would leave
+        # a half-made elaboratable behind (and an "unused" warning at exit)
+        self.f_requested = f_sync
         self.baud = baud
-        self.divisor = divisor_for(self.f_sync, baud)
         self.core_kwargs = core_kwargs
+
+    @functools.cached_property
+    def pll(self) -> dict:
+        """PLL parameters for the requested clock (``f_out`` is what the PLL makes)."""
+        return self._pll_params(self.f_requested)
+
+    @property
+    def f_sync(self) -> float:
+        """The ``sync`` clock in Hz: the PLL's output nearest the requested frequency."""
+        return self.pll["f_out"]
+
+    @property
+    def divisor(self) -> int:
+        """UART clocks per bit at ``f_sync``; raises if ``baud`` is unreachable."""
+        return divisor_for(self.f_sync, self.baud)
 
     def system(self):
         """The :class:`SwatSystem` (``core=`` in the constructor's keywords injects a core)."""
@@ -148,10 +165,11 @@ class _BoardTop(Elaboratable):
         m.submodules.reset_sync = ResetSynchronizer(~ready, domain="sync")
 
     def elaborate(self, platform):
+        system = self.system()  # first: it raises for an unreachable clock or baud rate
         m = Module()
         m.domains.sync = ClockDomain("sync")
         self._clocking(m, platform)
-        m.submodules.system = system = self.system()
+        m.submodules.system = system
         uart = platform.request("uart", 0, dir="-")
         m.submodules.rx_buf = rx_buf = io.Buffer("i", uart.rx)
         m.submodules.tx_buf = tx_buf = io.Buffer("o", uart.tx)

@@ -1,0 +1,125 @@
+"""bitstreams.build: one board through a fake toolchain (seeds, provenance, files written) and
+the command line."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bitstreams import build, runner
+from bitstreams.boards import configure
+from bitstreams.provenance import rtlil_digest
+
+FAKE_TOOL = """#!{python}
+import json, pathlib, subprocess, sys
+tool, args = pathlib.Path(sys.argv[0]).name, sys.argv[1:]
+if tool == "yosys":
+    pathlib.Path("top.rpt").write_text("=== top ===\\n   Number of cells: 3\\n"
+                                       "     LUT4 2\\n     MULT18X18D 1\\n")
+    pathlib.Path("top.json").write_text("{{}}")
+    # a commit lands while the build runs: the report must name the one before
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
+                    "--allow-empty", "-m", "later"], cwd={repo!r}, check=True)
+elif tool == "nextpnr":
+    seed = int(args[args.index("--seed") + 1])
+    fmax = {{"$glbnet$clk": {{"achieved": {{1: 41.0, 2: 47.5, 3: 44.0}}[seed],
+                               "constraint": 100.0}}}}
+    pathlib.Path("report.json").write_text(json.dumps({{
+        "fmax": fmax, "utilization": {{"TRELLIS_COMB": {{"used": 9, "available": 99}}}},
+        "critical_paths": [{{"from": "posedge clk", "to": "posedge clk", "path": [
+            {{"type": "routing", "net": f"net{{seed}}", "delay": 2.0,
+              "from": {{"cell": f"start{{seed}}", "port": "Q"}},
+              "to": {{"cell": "end", "port": "D"}}}}]}}]}}))
+    pathlib.Path(args[args.index("--textcfg") + 1]).write_text(f"config of seed {{seed}}")
+elif tool == "pack":
+    src = pathlib.Path(args[args.index("--input") + 1]).read_text()
+    pathlib.Path(args[args.index("--bit") + 1]).write_text("bitstream from " + src)
+"""
+
+
+def _git(repo, *args):
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                          cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def fake_repo(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    (repo / "bitstreams").mkdir(parents=True)
+    (repo / "hw.py").write_text("")
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "built")
+    monkeypatch.setattr(build, "REPO", repo)
+    monkeypatch.setattr(build, "HERE", repo / "bitstreams")
+    monkeypatch.setattr(runner.nextpnr_lock, "path", tmp_path / "nextpnr.lock")
+    env = {"PATH": "/bin:/usr/bin"}
+    for var, name in (("YOSYS", "yosys"), ("NEXTPNR_ECP5", "nextpnr"), ("ECPPACK", "pack")):
+        tool = tmp_path / "tools" / name
+        tool.parent.mkdir(exist_ok=True)
+        tool.write_text(FAKE_TOOL.format(python=sys.executable, repo=str(repo)))
+        tool.chmod(0o755)
+        env[var] = str(tool)
+    return repo, env
+
+
+def test_build_board_with_seeds(fake_repo):
+    repo, env = fake_repo
+    built = _git(repo, "rev-parse", "HEAD")
+    (repo / "hw.py").write_text("changed = True\n")
+    board = configure("ulx3s", rows=2, cols=2, d_depth=64, s_depth=64, c_depth=32)
+    rep = build.build_board(board, baud=115200, seeds=[1, 2, 3], synth_only=False, env=env)
+
+    assert _git(repo, "rev-parse", "HEAD") != built  # three commits landed meanwhile
+    assert (rep["git_commit_full"], rep["git_commit"]) == (built, built[:7])
+    assert rep["git_uncommitted"] == [" M hw.py"]
+    build_dir = repo / "bitstreams" / "ulx3s" / "build"
+    assert rep["rtlil_sha256"] == rtlil_digest((build_dir / "top.il").read_text())
+
+    assert [s["achieved_fmax_mhz"] for s in rep["seeds"]] == [41.0, 47.5, 44.0]
+    assert [s["startpoint"] for s in rep["seeds"]] == ["start1.Q", "start2.Q", "start3.Q"]
+    assert rep["fmax_spread_mhz"] == {"min": 41.0, "median": 44.0, "max": 47.5}
+    clk = rep["clock"]
+    assert (clk["seed"], clk["achieved_fmax_mhz"], clk["met"]) == (2, 47.5, False)
+    assert clk["slack_mhz"] == -52.5 and "--seed 2" in rep["config"]["nextpnr_opts"]
+    assert rep["critical_paths"][0]["nets"] == ["net2"]
+    assert (build_dir / "top.bit").read_text() == "bitstream from config of seed 2"
+    assert rep["bitstream"] == "bitstreams/ulx3s/build/top.bit"
+    assert rep["yosys_cells"]["DSP"] == 1 and rep["utilization"]["TRELLIS_COMB"]["used"] == 9
+    assert set(rep["build_seconds"]) == {"elaborate", "yosys", "nextpnr seed 1",
+                                         "nextpnr seed 2", "nextpnr seed 3", "pack", "total"}
+    assert json.loads((repo / "bitstreams" / "ulx3s" / "report.json").read_text()) == rep
+    md = (repo / "bitstreams" / "ulx3s" / "report.md").read_text()
+    assert f"from commit `{built[:7]}` with uncommitted changes (`M hw.py`)" in md
+
+
+def test_render_only(fake_repo, monkeypatch):
+    repo, _ = fake_repo
+    here = repo / "bitstreams"
+    (here / "readme.in.md").write_text("# Boards\n\n{table}\n\n{analysis}\n")
+    assert build.main(["--render-only"]) == 0
+    assert (here / "README.md").read_text().startswith("# Boards\n\n| board |")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seeds", "1,x"], "argument --seeds: not a comma-separated list of integers: '1,x'"),
+    (["--seeds", "2,2"], "argument --seeds: repeated seed in '2,2'"),
+    (["--board", "orangecrab"], "argument --board: invalid choice: 'orangecrab'"),
+])
+def test_bad_arguments(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        build.parse_args(argv)
+    assert e.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith(
+        f"python -m bitstreams.build: error: {message}")
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_failed_board_is_one_line(fake_repo, monkeypatch, capsys):
+    """A board that cannot be built fails with one line and exit 1, no traceback."""
+    monkeypatch.setattr(build, "render_all", lambda: None)
+    assert build.main(["--board", "icebreaker", "--baud", "10000000", "--synth-only"]) == 1
+    out = [line.split("] ", 1)[1] for line in capsys.readouterr().out.splitlines()]
+    assert out[1:] == ["[icebreaker] FAILED: ValueError: 30000000.0 Hz is too slow for "
+                       "10000000 baud (divisor 3 < 4)", "failed boards: icebreaker"]
