@@ -58,13 +58,17 @@ def _elaborate(board: Board, baud: int, seed: int, build_dir: Path):
 
 
 def _place_and_route(board: Board, cmd: str, seed: int, build_dir: Path, env: dict) -> dict:
-    """One nextpnr run in ``build/seed<N>/`` (inputs linked from ``build/``)."""
+    """One nextpnr run in ``build/seed<N>/`` (inputs hard-linked from ``build/``: the
+    WebAssembly tools may open nothing outside their working directory, symlinks included)."""
     seed_dir = build_dir / f"seed{seed}"
     shutil.rmtree(seed_dir, ignore_errors=True)
     seed_dir.mkdir()
     for f in build_dir.iterdir():
         if f.is_file() and f.name.startswith("top."):
-            (seed_dir / f.name).symlink_to(f)
+            try:
+                os.link(f, seed_dir / f.name)
+            except OSError:  # another file system
+                shutil.copyfile(f, seed_dir / f.name)
     label = f"[{board.name}] nextpnr seed {seed}"
     with runner.nextpnr_lock(label):
         seconds = runner.run_step(label, runner.with_seed(cmd, seed), seed_dir, env,

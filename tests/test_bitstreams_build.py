@@ -14,7 +14,9 @@ from bitstreams.provenance import rtlil_digest
 FAKE_TOOL = """#!{python}
 import json, pathlib, subprocess, sys
 tool, args = pathlib.Path(sys.argv[0]).name, sys.argv[1:]
-if tool == "yosys":
+if args in (["-V"], ["--version"]):
+    print(f"fake {{tool}} 1.0")
+elif tool == "yosys":
     pathlib.Path("top.rpt").write_text("=== top ===\\n   Number of cells: 3\\n"
                                        "     LUT4 2\\n     MULT18X18D 1\\n")
     pathlib.Path("top.json").write_text("{{}}")
@@ -71,7 +73,7 @@ def test_build_board_with_seeds(fake_repo):
     board = configure("ulx3s", rows=2, cols=2, d_depth=64, s_depth=64, c_depth=32)
     rep = build.build_board(board, baud=115200, seeds=[1, 2, 3], synth_only=False, env=env)
 
-    assert _git(repo, "rev-parse", "HEAD") != built  # three commits landed meanwhile
+    assert _git(repo, "rev-list", "--count", f"{built}..HEAD") == "1"  # landed meanwhile
     assert (rep["git_commit_full"], rep["git_commit"]) == (built, built[:7])
     assert rep["git_uncommitted"] == [" M hw.py"]
     build_dir = repo / "bitstreams" / "ulx3s" / "build"
@@ -89,6 +91,8 @@ def test_build_board_with_seeds(fake_repo):
     assert rep["yosys_cells"]["DSP"] == 1 and rep["utilization"]["TRELLIS_COMB"]["used"] == 9
     assert set(rep["build_seconds"]) == {"elaborate", "yosys", "nextpnr seed 1",
                                          "nextpnr seed 2", "nextpnr seed 3", "pack", "total"}
+    assert (rep["toolchain"]["yosys"], rep["toolchain"]["nextpnr"]) == ("fake yosys 1.0",
+                                                                      "fake nextpnr 1.0")
     assert json.loads((repo / "bitstreams" / "ulx3s" / "report.json").read_text()) == rep
     md = (repo / "bitstreams" / "ulx3s" / "report.md").read_text()
     assert f"from commit `{built[:7]}` with uncommitted changes (`M hw.py`)" in md
