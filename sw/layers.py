@@ -20,8 +20,14 @@ keyword-only constructor arguments:
     Top-K period P (Appendix A.6): thresholds of weights and activations are recomputed on every
     P-th training forward and held in between (see :class:`sw.topk.ThresholdHolder`).
 ``structured``
-    channel Top-K of the weights over the L1 norms of their ``[R, S]`` slices
-    (:func:`sw.topk.topk_channels`); activations stay fine-grained (Appendix A.1).
+    ``True`` / ``"channel"``: channel Top-K of the weights over the L1 norms of their ``[R, S]``
+    slices (:func:`sw.topk.topk_channels`); ``"filter"``: whole filters by their L1 norms
+    (:func:`sw.topk.topk_filters`, the authors' ``drop_structured_filter``). Activations stay
+    fine-grained (Appendix A.1); a linear layer's weights are selected element-wise.
+``ties``
+    ``"exact"`` (default): exactly ``k`` kept per group, ties in stream order (the hardware's
+    rule); ``"keep"``: every element ``>=`` the k-th magnitude, as the authors' code (float
+    model only, see :mod:`sw.topk`).
 ``dims``
     Top-K selection group for weights and activations (Appendix A.5): ``"nchw"`` (paper default),
     ``"chw"``, ``"hw"``, ``"random"``. Linear layers have no spatial dims: ``"hw"`` means
@@ -60,8 +66,11 @@ from .topk import (
     ThresholdHolder,
     check_dims,
     check_finite,
+    check_structure,
+    check_ties,
     topk,
     topk_channels_mask,
+    topk_filters_mask,
     topk_mask,
 )
 
@@ -389,6 +398,7 @@ class SwatLayer:
         mask_update=False,
         freeze_after_epoch=None,
         seed=0,
+        ties="exact",
     ):
         self.method = check_method(method)
         self._sparsity = check_sparsity(sparsity)
@@ -396,15 +406,19 @@ class SwatLayer:
         if not isinstance(period, int) or isinstance(period, bool) or period < 1:
             raise ValueError(f"period must be an int >= 1, got {period!r}")
         self.period = period
-        self.structured = bool(structured)
+        self.structure = check_structure(structured)  # None, "channel" or "filter"
+        self.structured = self.structure is not None
+        self.ties = check_ties(ties)
         self.dims = dims
         self._eff_dims = "chw" if (self._kind == "linear" and dims == "hw") else dims
         self.mask_update = bool(mask_update)
         self.freeze_after_epoch = freeze_after_epoch
         self.seed = seed
         self._generator = torch.Generator().manual_seed(seed) if dims == "random" else None
-        self._w_holder = ThresholdHolder(period, self._eff_dims, structured=self.structured)
-        self._a_holder = ThresholdHolder(period, self._eff_dims)
+        structure = self.structure if self._kind == "conv" else None
+        self._w_holder = ThresholdHolder(period, self._eff_dims, structured=structure or False,
+                                         ties=self.ties)
+        self._a_holder = ThresholdHolder(period, self._eff_dims, ties=self.ties)
         self._frozen_mask: torch.Tensor | None = None
         self.iteration = 0
         self.stats: dict = {}
@@ -456,9 +470,12 @@ class SwatLayer:
     # ---- masks
     def _exact_weight_mask(self) -> torch.Tensor:
         w = self.weight.detach()
+        if self.structure == "filter" and w.ndim > 2:
+            return topk_filters_mask(w, self.density, ties=self.ties)
         if self.structured:
-            return topk_channels_mask(w, self.density)
-        return topk_mask(w, self.density, self._eff_dims, generator=self._generator)
+            return topk_channels_mask(w, self.density, ties=self.ties)
+        return topk_mask(w, self.density, self._eff_dims, generator=self._generator,
+                         ties=self.ties)
 
     def weight_mask(self) -> torch.Tensor:
         """The active-weight mask the next forward would use (exact Top-K, or the frozen one)."""
@@ -474,6 +491,22 @@ class SwatLayer:
     def reset_thresholds(self) -> None:
         self._w_holder.reset()
         self._a_holder.reset()
+
+    # ---- Top-K period
+    def set_periods(self, weight: int | None = None, activation: int | None = None) -> None:
+        """Separate Top-K periods for the weights and the activations (the authors recompute
+        linear layers and structured weight masks on every call: period 1 there)."""
+        for holder, p in ((self._w_holder, weight), (self._a_holder, activation)):
+            if p is not None:
+                if not isinstance(p, int) or isinstance(p, bool) or p < 1:
+                    raise ValueError(f"period must be an int >= 1, got {p!r}")
+                holder.period = p
+
+    def set_batch_index(self, index: int) -> None:
+        """Count the Top-K period from ``index``: the next training call recomputes the
+        thresholds iff ``index % period == 0`` (the authors' ``batch_idx % P``, restarting at 0
+        every epoch; the training loop calls this at the start of an epoch)."""
+        self._w_holder.calls = self._a_holder.calls = int(index)
 
     # ---- forward
     def _swat_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -511,12 +544,12 @@ class SwatLayer:
                 w_mask = self._w_holder.select(self.weight.detach(), d, generator=gen)
             else:
                 w_mask = (self._exact_weight_mask(), None)
-        a_holder, dims = self._a_holder, self._eff_dims
+        a_holder, dims, ties = self._a_holder, self._eff_dims, self.ties
 
         def act_mask_fn(a):  # -> (mask, idx), see ThresholdHolder.select
             if train:
                 return a_holder.select(a.detach(), d, generator=gen, check=False)
-            return topk_mask(a.detach(), d, dims, generator=gen, _check=False), None
+            return topk_mask(a.detach(), d, dims, generator=gen, ties=ties, _check=False), None
 
         cfg = _Cfg(self, self._kind, self.method, w_mask, act_mask_fn, d)
         y = self._swat_apply(x, cfg)
@@ -537,7 +570,9 @@ class SwatLayer:
         if self.period != 1:
             s += f", period={self.period}"
         if self.structured:
-            s += ", structured=True"
+            s += ", structured=True" if self.structure == "channel" else ", structured=filter"
+        if self.ties != "exact":
+            s += f", ties={self.ties}"
         if self.dims != "nchw":
             s += f", dims={self.dims}"
         if self.mask_update:
@@ -580,13 +615,15 @@ class SwatConv2d(SwatLayer, nn.Conv2d):
         mask_update=False,
         freeze_after_epoch=None,
         seed=0,
+        ties="exact",
     ):
         nn.Conv2d.__init__(
             self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
             padding_mode, device, dtype,
         )  # fmt: skip
         self._swat_init(
-            sparsity, method, period, structured, dims, mask_update, freeze_after_epoch, seed
+            sparsity, method, period, structured, dims, mask_update, freeze_after_epoch, seed,
+            ties,
         )
 
     @property
@@ -652,10 +689,12 @@ class SwatLinear(SwatLayer, nn.Linear):
         mask_update=False,
         freeze_after_epoch=None,
         seed=0,
+        ties="exact",
     ):
         nn.Linear.__init__(self, in_features, out_features, bias, device, dtype)
         self._swat_init(
-            sparsity, method, period, structured, dims, mask_update, freeze_after_epoch, seed
+            sparsity, method, period, structured, dims, mask_update, freeze_after_epoch, seed,
+            ties,
         )
 
     def _dense_forward(self, x):

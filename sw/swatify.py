@@ -44,7 +44,7 @@ def swatify(
     method: str = "swat",
     distribution: str = "uniform",
     period: int = 1,
-    structured: bool = False,
+    structured: bool | str = False,
     dims: str = "nchw",
     mask_update: bool = False,
     freeze_after_epoch: int | None = None,
@@ -52,6 +52,7 @@ def swatify(
     optimizer=None,
     seed: int = 0,
     mask_relu: bool = False,
+    ties: str = "exact",
 ) -> nn.Module:
     """Replace every Conv2d/Linear of ``model`` in place by its SWAT twin; returns ``model``.
 
@@ -61,7 +62,8 @@ def swatify(
     Already-SWAT layers are reconfigured, not wrapped twice. ``mask_relu=True`` also replaces
     every ``nn.ReLU`` module by :class:`sw.layers.MaskReLU` (saves a 1-bit mask instead of its
     dense output, so the saved-activation memory really shrinks; functional ``F.relu`` calls
-    inside other modules are not reached).
+    inside other modules are not reached). ``structured``: ``False``, ``True`` / ``"channel"``
+    or ``"filter"``; ``ties``: ``"exact"`` or ``"keep"`` (see :mod:`sw.layers`).
     """
     from .distribution import layer_densities, prunable_layers
 
@@ -69,10 +71,10 @@ def swatify(
     check_method(method)
     if not isinstance(model, nn.Module):
         raise ValueError(f"swatify needs an nn.Module, got {type(model).__name__}")
-    if distribution == "momentum" and (optimizer is None or not optimizer.state):
+    if distribution in ("momentum", "snfs") and (optimizer is None or not optimizer.state):
         # SWAT-M starts from the same density everywhere (first layer in the budget; an optimizer
         # without state has no momentum yet); the training loop then calls
-        # sw.distribution.redistribute(model, optimizer) periodically.
+        # sw.distribution.momentum_step / redistribute periodically.
         dens = {n: 1.0 - float(sparsity) for n in prunable_layers(model)}
         dens.update({n: 1.0 for n in keep_dense})
     else:
@@ -87,6 +89,7 @@ def swatify(
         mask_update=mask_update,
         freeze_after_epoch=freeze_after_epoch,
         seed=seed,
+        ties=ties,
     )
     targets = [
         (n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and n

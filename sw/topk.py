@@ -12,6 +12,12 @@ Tie rule (docs/core-interface.md, shared with the integer reference and the hard
     flattening order of the group. Zero is a legal magnitude: if ``t == 0`` the kept set contains
     zeros (so the non-zero count of the result is ``<= k``).
 
+Ties "keep" (the authors' code, float model only)
+    ``ties="keep"`` keeps every element with ``|x| >= t`` (the k-th largest magnitude): more
+    than ``k`` when several elements tie at ``t`` (and, when ``t == 0``, every zero of the
+    group). It is what the authors' ``topk/drop.py`` does; the default ``ties="exact"`` keeps
+    exactly ``k`` because the hardware's fixed-size compressed buffers need that.
+
 Threshold by selection
     ``t`` is found with ``torch.kthvalue`` (a selection, O(n) average), never by a full sort.
     Whole-tensor groups (``"nchw"``) of floating-point tensors with at least ``_FAST_MIN``
@@ -51,13 +57,20 @@ __all__ = [
     "topk_mask",
     "topk_channels",
     "topk_channels_mask",
+    "topk_filters",
+    "topk_filters_mask",
     "channel_l1",
+    "filter_l1",
+    "TIES",
+    "STRUCTURES",
     "ThresholdHolder",
     "check_density",
     "check_finite",
 ]
 
 DIMS = ("nchw", "chw", "hw", "random")
+TIES = ("exact", "keep")
+STRUCTURES = ("channel", "filter")
 
 
 # --------------------------------------------------------------------------- validation
@@ -78,6 +91,24 @@ def check_dims(dims: str) -> str:
     if dims not in DIMS:
         raise ValueError(f"unknown dims {dims!r}; expected one of {', '.join(DIMS)}")
     return dims
+
+
+def check_ties(ties: str) -> str:
+    if ties not in TIES:
+        raise ValueError(f"unknown ties {ties!r}; expected one of {', '.join(TIES)}")
+    return ties
+
+
+def check_structure(structured) -> str | None:
+    """``None`` (fine-grained), ``"channel"`` or ``"filter"``; ``True`` means ``"channel"``."""
+    if structured is False or structured is None:
+        return None
+    if structured is True:
+        return "channel"
+    if structured not in STRUCTURES:
+        raise ValueError(f"unknown structure {structured!r}; expected False, True or one of "
+                         f"{', '.join(STRUCTURES)}")
+    return structured
 
 
 def check_finite(x: torch.Tensor, what: str = "input") -> None:
@@ -215,10 +246,12 @@ def kth_magnitude(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.kthvalue(a, n - k + 1).values
 
 
-def _select_rows(a: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _select_rows(a: torch.Tensor, k: int, ties: str = "exact"
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact Top-K of every row of the magnitude matrix ``a`` ``[G, n]``.
 
-    Returns ``(mask [G, n] bool, thresholds [G])`` following the stream-order tie rule.
+    Returns ``(mask [G, n] bool, thresholds [G])`` following the stream-order tie rule
+    (``ties="keep"``: every element ``>=`` the row's threshold).
     """
     g, n = a.shape
     if k <= 0:
@@ -230,6 +263,8 @@ def _select_rows(a: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     t = torch.kthvalue(a, n - k + 1, dim=1).values  # k-th largest per row
     tc = t.unsqueeze(1)
     ge = a >= tc
+    if ties == "keep":
+        return ge, t
     n_ge = torch.count_nonzero(ge, dim=1)
     if bool((n_ge == k).all()):  # no surplus ties anywhere: |x| >= t is exactly k elements
         return ge, t
@@ -262,15 +297,18 @@ def topk_mask(
     *,
     generator: torch.Generator | None = None,
     return_threshold: bool = False,
+    ties: str = "exact",
     _check: bool = True,
 ):
     """Boolean mask of the elements :func:`topk` keeps (same shape as ``x``).
 
     With ``return_threshold=True`` also returns the per-group thresholds (shape ``[G]``; for
-    ``"random"`` the threshold is that of the random scores and not meaningful).
+    ``"random"`` the threshold is that of the random scores and not meaningful). ``ties="keep"``
+    keeps every element at least as large as the threshold (see the module docstring).
     """
     d = check_density(density)
     check_dims(dims)
+    check_ties(ties)
     if _check:
         check_finite(x)
     g = _groups(x, dims)
@@ -279,12 +317,16 @@ def topk_mask(
     fast = _flat_select(x, k, check=False) if dims == "nchw" else None
     if fast is not None:
         idx, t = fast
-        mask, t = _mask_from_idx(idx, (x.numel(),), x.device), t.reshape(1)
+        if ties == "keep":
+            mask = _magnitude(x).reshape(-1) >= t
+        else:
+            mask = _mask_from_idx(idx, (x.numel(),), x.device)
+        t = t.reshape(1)
     elif dims == "random":
         scores = torch.rand(x.shape, generator=generator, dtype=torch.float32).reshape(1, -1)
         mask, t = _select_rows(scores, k)
     else:
-        mask, t = _select_rows(_magnitude(x).reshape(g, n), k)
+        mask, t = _select_rows(_magnitude(x).reshape(g, n), k, ties)
     mask = mask.reshape(x.shape)
     return (mask, t) if return_threshold else mask
 
@@ -304,11 +346,8 @@ def topk(
 # --------------------------------------------------------------------------- structured
 
 
-def channel_l1(w: torch.Tensor) -> torch.Tensor:
-    """L1 norms of the ``[R, S]`` kernel slices of ``w`` ``[F, C, R, S]`` -> ``[F, C]``.
-
-    A 2-D weight ``[F, C]`` (linear layer) has 1x1 slices: the norms are ``|w|``.
-    """
+def _slice_l1(w: torch.Tensor, lead: int) -> torch.Tensor:
+    """L1 norms over all but the first ``lead`` dims of ``w`` (``|w|`` for a 2-D weight)."""
     if w.ndim < 2:
         raise ValueError(
             f"structured Top-K needs a weight of >= 2 dimensions, got {tuple(w.shape)}"
@@ -316,23 +355,75 @@ def channel_l1(w: torch.Tensor) -> torch.Tensor:
     a = _magnitude(w)
     if w.ndim == 2:
         return a
-    return a.reshape(w.shape[0], w.shape[1], -1).sum(dim=2)
+    return a.reshape(*w.shape[:lead], -1).sum(dim=lead)
+
+
+def channel_l1(w: torch.Tensor) -> torch.Tensor:
+    """L1 norms of the ``[R, S]`` kernel slices of ``w`` ``[F, C, R, S]`` -> ``[F, C]``.
+
+    A 2-D weight ``[F, C]`` (linear layer) has 1x1 slices: the norms are ``|w|``.
+    """
+    return _slice_l1(w, 2)
+
+
+def filter_l1(w: torch.Tensor) -> torch.Tensor:
+    """L1 norms of the filters ``w[f]`` of ``w`` ``[F, C, R, S]`` -> ``[F]``.
+
+    A 2-D weight (linear layer) has no filters to drop whole: its "norms" are ``|w|`` (the
+    authors' code sparsifies linear layers element-wise in structured runs too).
+    """
+    return _slice_l1(w, 1)
+
+
+def structure_l1(w: torch.Tensor, structure: str) -> torch.Tensor:
+    """The norms a structured selection ranks: :func:`channel_l1` or :func:`filter_l1`."""
+    return filter_l1(w) if structure == "filter" else channel_l1(w)
+
+
+def expand_structure(m: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """A mask over :func:`structure_l1` norms broadcast to the shape of ``w``."""
+    if m.shape == w.shape:
+        return m
+    return m.reshape(*m.shape, *([1] * (w.ndim - m.ndim))).expand(w.shape)
+
+
+def _structured_mask(w, density, structure, return_threshold, ties, _check):
+    d = check_density(density)
+    check_ties(ties)
+    if _check:
+        check_finite(w, "weight")
+    norms = structure_l1(w, structure)
+    k = kept_count(norms.numel(), d)
+    m, t = _select_rows(norms.reshape(1, -1), k, ties)
+    m = expand_structure(m.reshape(norms.shape), w)
+    return (m, t) if return_threshold else m
 
 
 def topk_channels_mask(
-    w: torch.Tensor, density: float, *, return_threshold: bool = False, _check: bool = True
+    w: torch.Tensor, density: float, *, return_threshold: bool = False, ties: str = "exact",
+    _check: bool = True,
 ):
     """Mask (shape of ``w``) of the kept ``(f, c)`` slices, see :func:`topk_channels`."""
-    d = check_density(density)
-    if _check:
-        check_finite(w, "weight")
-    norms = channel_l1(w)
-    k = kept_count(norms.numel(), d)
-    m, t = _select_rows(norms.reshape(1, -1), k)
-    m = m.reshape(norms.shape)
-    if w.ndim > 2:
-        m = m.reshape(*norms.shape, *([1] * (w.ndim - 2))).expand(w.shape)
-    return (m, t) if return_threshold else m
+    return _structured_mask(w, density, "channel", return_threshold, ties, _check)
+
+
+def topk_filters_mask(
+    w: torch.Tensor, density: float, *, return_threshold: bool = False, ties: str = "exact",
+    _check: bool = True,
+):
+    """Mask (shape of ``w``) of the kept filters, see :func:`topk_filters`."""
+    return _structured_mask(w, density, "filter", return_threshold, ties, _check)
+
+
+def topk_filters(w: torch.Tensor, density: float, *, ties: str = "exact") -> torch.Tensor:
+    """Whole-filter structured Top-K (the authors' ``drop_structured_filter``).
+
+    Keeps the ``ceil(density * F)`` filters ``w[f]`` of ``w`` ``[F, C, R, S]`` with the largest
+    L1 norm (ties in filter order; ``ties="keep"``: every filter whose norm is ``>=`` the k-th
+    largest, as theirs), zeroes the others. A 2-D weight is selected element-wise.
+    """
+    m = topk_filters_mask(w, density, ties=ties)
+    return torch.where(m, w, torch.zeros((), dtype=w.dtype, device=w.device))
 
 
 def topk_channels(w: torch.Tensor, density: float) -> torch.Tensor:
@@ -357,16 +448,21 @@ class ThresholdHolder:
     held yet, or the group layout changed, e.g. a smaller last batch with per-sample groups) the
     exact Top-K mask is computed and its per-group threshold ``t`` (the k-th largest magnitude)
     is stored; otherwise the mask is ``|x| >= t`` with the held ``t`` (ties at ``t`` all kept;
-    zeros are not kept when ``t == 0``). ``structured=True`` selects on the ``[R, S]`` slice L1
-    norms (weights only). ``advance=False`` peeks without counting a call (used in eval mode).
+    zeros are not kept when ``t == 0``). ``structured=True`` (or ``"channel"``) selects on the
+    ``[R, S]`` slice L1 norms, ``structured="filter"`` on whole-filter L1 norms (weights only);
+    ``ties="keep"`` makes recompute calls keep every element ``>=`` the threshold.
+    ``advance=False`` peeks without counting a call (used in eval mode).
     """
 
-    def __init__(self, period: int = 1, dims: str = "nchw", structured: bool = False):
+    def __init__(self, period: int = 1, dims: str = "nchw", structured=False,
+                 ties: str = "exact"):
         if not isinstance(period, int) or isinstance(period, bool) or period < 1:
             raise ValueError(f"period must be an int >= 1, got {period!r}")
         self.period = period
         self.dims = check_dims(dims)
-        self.structured = bool(structured)
+        self.structure = check_structure(structured)
+        self.structured = self.structure is not None
+        self.ties = check_ties(ties)
         self.calls = 0
         self.threshold: torch.Tensor | None = None
         self._groups: int | None = None
@@ -420,7 +516,7 @@ class ThresholdHolder:
             self.calls += 1
         self.recomputed = due
         if due:
-            if not self.structured and self.dims == "nchw":
+            if not self.structured and self.dims == "nchw" and self.ties == "exact":
                 fast = _flat_select(x, kept_count(x.numel(), density), check=check)
                 if fast is not None:
                     idx, t = fast
@@ -428,35 +524,43 @@ class ThresholdHolder:
                     self._groups = groups
                     return None, idx
             if self.structured:
-                m, t = topk_channels_mask(x, density, return_threshold=True, _check=check)
+                m, t = _structured_mask(x, density, self.structure, True, self.ties, check)
             else:
                 m, t = topk_mask(
                     x, density, self.dims, generator=generator, return_threshold=True,
-                    _check=check,
+                    ties=self.ties, _check=check,
                 )  # fmt: skip
             self.threshold = t.detach().clone()
             self._groups = groups
             return m, None
         if check:
             check_finite(x)
+        return self._held(x, groups), None
+
+    def held_mask(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The mask of the held threshold applied to ``x`` (no call counted, nothing
+        recomputed); ``None`` when nothing is held or it does not fit ``x``'s groups."""
+        groups = 1 if self.structured else _groups(x, self.dims)
+        if self.threshold is None or self.dims == "random" or groups != self._groups:
+            return None
+        return self._held(x, groups)
+
+    def _held(self, x: torch.Tensor, groups: int) -> torch.Tensor:
         t = self.threshold
         if self.structured:
-            norms = channel_l1(x)
-            m = (norms >= t) & (norms > 0)
-            if x.ndim > 2:
-                m = m.reshape(*norms.shape, *([1] * (x.ndim - 2))).expand(x.shape)
-            return m, None
+            norms = structure_l1(x, self.structure)
+            return expand_structure((norms >= t) & (norms > 0), x)
         if groups == 1 and x.is_floating_point():
             a = _abs_scratch(x)
             tt = t.to(a.dtype).reshape(())
             # t > 0 implies |x| > 0; only a zero threshold needs the explicit zero exclusion
             m = a >= tt if bool(tt > 0) else a > 0
-            return m.reshape(x.shape), None
+            return m.reshape(x.shape)
         a = _magnitude(x).reshape(groups, -1)
         if not a.is_floating_point():
             a = a.double()
         t = t.to(a.dtype).reshape(groups, 1)
-        return ((a >= t) & (a > 0)).reshape(x.shape), None
+        return ((a >= t) & (a > 0)).reshape(x.shape)
 
     def state_dict(self) -> dict:
         return {"period": self.period, "calls": self.calls, "threshold": self.threshold}

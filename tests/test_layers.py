@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn.grad import conv2d_input, conv2d_weight
 
 from sw.layers import SwatConv2d, SwatLinear, pack, unpack
-from sw.topk import kept_count, topk_channels, topk_mask
+from sw.topk import kept_count, topk_channels, topk_filters, topk_mask
 
 
 def ref_topk(x, d):
@@ -436,3 +436,52 @@ def test_backward_with_create_graph_matches():
     layer.reset_thresholds()
     (gx2,) = torch.autograd.grad(layer(x2).sum(), x2)
     torch.testing.assert_close(gx, gx2)
+
+
+# ------------------------------------------------------------------ the authors' variants
+
+
+def test_filter_structured_weights():
+    layer = make_conv(sparsity=0.5, structured="filter", padding=1)
+    x = torch.randn(2, 4, 5, 5, requires_grad=True)
+    y = layer(x)
+    ws = topk_filters(layer.weight.detach(), 0.5)
+    torch.testing.assert_close(y, torch.nn.functional.conv2d(x.detach(), ws, layer.bias, 1, 1))
+    assert int((ws.abs().sum((1, 2, 3)) > 0).sum()) == 3  # ceil(0.5 * 6) whole filters
+    assert torch.equal(layer.weight_mask(), ws != 0)
+    assert "structured=filter" in repr(layer)
+    lin = SwatLinear(6, 4, sparsity=0.5, structured="filter")  # linear: element-wise
+    assert int(lin.weight_mask().sum()) == 12
+
+
+def test_ties_keep_layer():
+    layer = make_conv(sparsity=0.5, padding=1, ties="keep")
+    with torch.no_grad():
+        layer.weight.copy_(torch.ones_like(layer.weight))  # every weight ties
+    x = torch.randn(1, 4, 5, 5, requires_grad=True)
+    layer(x)
+    assert layer.stats["weight_density"] == 1.0  # theirs: all >= the k-th magnitude kept
+    exact = make_conv(sparsity=0.5, padding=1)
+    with torch.no_grad():
+        exact.weight.copy_(torch.ones_like(exact.weight))
+    exact(x)
+    assert exact.stats["weight_density"] == 0.5
+    assert "ties=keep" in repr(layer)
+
+
+def test_batch_index_and_separate_periods():
+    layer = make_conv(sparsity=0.5, period=3, padding=1)
+    x = torch.randn(1, 4, 5, 5, requires_grad=True)
+    seen = []
+    for i in range(5):
+        if i == 2:
+            layer.set_batch_index(0)  # a new epoch: batch_idx 0 recomputes
+        layer(x)
+        seen.append(layer._w_holder.recomputed)
+    assert seen == [True, False, True, False, False]
+    layer(x)  # batch 3: recomputes both
+    layer.set_periods(weight=1)
+    layer(x)  # batch 4: the weights recompute every call now, the activations hold
+    assert layer._w_holder.recomputed and not layer._a_holder.recomputed
+    with pytest.raises(ValueError, match="period must be an int >= 1, got 0"):
+        layer.set_periods(activation=0)

@@ -13,6 +13,9 @@ from sw.topk import (
     kth_magnitude,
     topk,
     topk_channels,
+    topk_channels_mask,
+    topk_filters,
+    topk_filters_mask,
     topk_mask,
 )
 
@@ -192,6 +195,73 @@ def test_threshold_holder_same_data_same_mask():
 def test_threshold_holder_bad_period():
     with pytest.raises(ValueError, match="period"):
         ThresholdHolder(period=0)
+
+
+# ------------------------------------------------------------------ the authors' variants
+
+
+def test_ties_keep_keeps_every_element_at_the_threshold():
+    x = torch.tensor([5.0, -3.0, 3.0, 1.0, 3.0, 0.0, -7.0, 2.0])
+    # k = ceil(0.5 * 8) = 4: 7, 5 and two of the three 3s (stream order) ...
+    assert topk_mask(x, 0.5).tolist() == [True, True, True, False, False, False, True, False]
+    # ... or, as the authors' drop_nhwc (|x| >= k-th magnitude), all three: 5 kept
+    keep = topk_mask(x, 0.5, ties="keep")
+    assert keep.tolist() == [True, True, True, False, True, False, True, False]
+    assert torch.equal(keep, x.abs() >= kth_magnitude(x, 4))
+    # a zero threshold keeps every zero too (theirs), per group with "chw"
+    z = torch.tensor([[0.0, 0.0, 1.0, 0.0], [4.0, 3.0, 2.0, 1.0]])
+    assert topk_mask(z, 0.5, "chw", ties="keep").tolist() == [[True, True, True, True],
+                                                               [True, True, False, False]]
+    with pytest.raises(ValueError, match="unknown ties 'some'"):
+        topk_mask(x, 0.5, ties="some")
+
+
+def test_ties_keep_on_the_fast_path_matches_the_definition():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(-50, 50, (1 << 16,), generator=g).float()  # many ties
+    keep = topk_mask(x, 0.1, ties="keep")
+    t = kth_magnitude(x, kept_count(x.numel(), 0.1))
+    assert torch.equal(keep, x.abs() >= t) and int(keep.sum()) > kept_count(x.numel(), 0.1)
+    assert int(topk_mask(x, 0.1).sum()) == kept_count(x.numel(), 0.1)
+
+
+def test_topk_filters_keeps_whole_filters_by_l1_norm():
+    w = torch.zeros(5, 2, 2, 2)
+    for f, v in enumerate([1.0, -4.0, 2.0, 4.0, 3.0]):  # filter L1 norms 8v: 8, 32, 16, 32, 24
+        w[f] = v
+    y = topk_filters(w, 0.5)  # k = ceil(0.5 * 5) = 3 filters: 1, 3 (tie at 32), 4
+    kept = [f for f in range(5) if y[f].abs().sum() > 0]
+    assert kept == [1, 3, 4] and torch.equal(y[kept], w[kept])
+    assert [f for f in range(5) if topk_filters(w, 0.3)[f].abs().sum() > 0] == [1, 3]
+    w[4] = 4.0  # three filters tie at 32, k = 2: exactly 2 in filter order, or all 3 (theirs)
+    assert [f for f in range(5) if topk_filters(w, 0.4)[f].any()] == [1, 3]
+    assert [f for f in range(5) if topk_filters(w, 0.4, ties="keep")[f].any()] == [1, 3, 4]
+    m, t = topk_filters_mask(w, 0.4, return_threshold=True)
+    assert float(t) == 32.0 and m.shape == w.shape
+    lin = torch.tensor([[1.0, -5.0], [3.0, 0.5]])  # a linear weight: element-wise
+    assert topk_filters_mask(lin, 0.5).tolist() == [[False, True], [True, False]]
+
+
+def test_channel_ties_keep():
+    w = torch.ones(2, 2, 3, 3)  # all four slices tie
+    assert int(topk_channels_mask(w, 0.5)[:, :, 0, 0].sum()) == 2
+    assert int(topk_channels_mask(w, 0.5, ties="keep")[:, :, 0, 0].sum()) == 4
+
+
+def test_holder_filter_structure_and_held_mask():
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(8, 3, 3, 3, generator=g)
+    h = ThresholdHolder(period=2, structured="filter")
+    m0 = h.mask(w, 0.5)
+    assert torch.equal(m0, topk_filters_mask(w, 0.5)) and h.recomputed
+    assert torch.equal(h.held_mask(w), m0)  # the held threshold on the same weights
+    w2 = w.clone()
+    w2[0] *= 10  # held call: filter 0 now above the threshold whatever it was
+    m1 = h.mask(w2, 0.5)
+    assert not h.recomputed and bool(m1[0].all())
+    assert ThresholdHolder().held_mask(w) is None  # nothing held yet
+    with pytest.raises(ValueError, match="unknown structure 'rows'"):
+        ThresholdHolder(structured="rows")
 
 
 hypothesis = pytest.importorskip("hypothesis")

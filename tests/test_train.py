@@ -63,10 +63,14 @@ def test_digits_dense_learns():
 # ------------------------------------------------------------------ resume
 
 
-@pytest.mark.parametrize("cut", [23, 10])  # an epoch boundary, and the middle of epoch 1
-def test_resume_is_bit_identical(tmp_path, cut):
+@pytest.mark.parametrize("cut, extra", [
+    (23, {}),  # an epoch boundary
+    (10, {}),  # the middle of epoch 1
+    (10, dict(recipe="paper", distribution="momentum")),  # batch_idx % P, SWAT-M every step
+])
+def test_resume_is_bit_identical(tmp_path, cut, extra):
     cfg = dict(dataset="digits", method=METHOD, sparsity=0.9, period=3, epochs=2,
-               plots=False, seed=7)
+               plots=False, seed=7, **extra)
     straight = T.train(cfg, out=str(tmp_path / "a"))
     T.train(cfg, out=str(tmp_path / "b"), max_steps=cut)
     ckpt = load_checkpoint(tmp_path / "b")
@@ -123,6 +127,9 @@ def test_outputs_metrics_plots_checkpoint(tmp_path):
     (["--epochs", "0"], "--epochs must be >= 1"),
     (["--batch-size", "-4"], "--batch-size must be >= 1"),
     (["--milestones", "5,2"], "--milestones must be increasing"),
+    (["--recipe", "authors"], "--recipe: unknown value 'authors'; choose from project, paper"),
+    (["--ties", "all"], "--ties: unknown value 'all'; choose from exact, keep"),
+    (["--dropout", "1"], r"--dropout must lie in \[0, 1\), got 1.0"),
     (["--momentum", "1.2"], r"--momentum must lie in \[0, 1\)"),
     (["--model", "resnet18"], "resnet18 takes 3-channel inputs but dataset digits has 1"),
     (["--dataset", "cifar10", "--data-dir", "/nonexistent/cifar"],
@@ -212,13 +219,75 @@ def test_capture_step_returns_the_three_passes():
 
 
 @needs_swat
-def test_swat_m_redistributes_density_by_momentum():
-    res = T.train(dataset="digits", distribution="momentum", sparsity=0.9, epochs=1)
+def test_swat_m_redistributes_density_by_momentum_every_step():
+    seen = []
+
+    def cb(info):
+        seen.append({n: m.density for n, m in info.model.named_modules() if hasattr(m, "period")})
+
+    res = T.train(dataset="digits", distribution="momentum", sparsity=0.9, max_steps=3,
+                  callback=cb)
+    assert len({tuple(d.values()) for d in seen}) == 3  # new densities after every step
+    dens = seen[-1]
+    sizes = {n: m.weight.numel() for n, m in res.model.named_modules() if n in dens}
+    kept = sum(round(dens[n] * sizes[n]) for n in dens)
+    target = 0.1 * sum(sizes.values())
+    assert target <= kept < target + 4 * len(dens)  # the budget, rounded up per round
+
+
+@needs_swat
+def test_snfs_redistributes_once_per_epoch():
+    res = T.train(dataset="digits", distribution="snfs", sparsity=0.9, epochs=1)
     dens = {n: r["density"] for n, r in res.final["layers"].items()}
     assert len(set(dens.values())) > 1  # no longer uniform
     sizes = {n: m.weight.numel() for n, m in res.model.named_modules() if n in dens}
     kept = sum(dens[n] * sizes[n] for n in dens)
     assert kept == pytest.approx(0.1 * sum(sizes.values()), rel=1e-6)  # budget preserved
+
+
+@needs_swat
+def test_paper_recipe_counts_the_period_per_epoch():
+    recomputed = []
+
+    def cb(info):
+        layers = [m for m in info.model.modules() if hasattr(m, "period")]
+        conv, linear = layers[1], layers[-1]
+        recomputed.append((info.epoch, info.batch, conv.stats["recomputed"],
+                           linear.stats["recomputed"]))
+
+    T.train(dataset="digits", sparsity=0.9, period=10, epochs=2, recipe="paper", callback=cb)
+    # 23 batches per epoch: convolutions recompute at batch_idx 0, 10, 20 of every epoch
+    # (the project's counter would give steps 0, 10, 20, 30, 40: epoch 2 batches 7 and 17)
+    conv = [(e, b) for e, b, c, _ in recomputed if c]
+    assert conv == [(0, 0), (0, 10), (0, 20), (1, 0), (1, 10), (1, 20)]
+    assert all(lin for *_, lin in recomputed)  # the linear layer recomputes every step
+
+
+def test_paper_recipe_defaults_and_options():
+    c = T.TrainConfig(recipe="paper").resolved()
+    assert (c.ties, c.dropout, c.structured) == ("keep", 0.0, "none")
+    c = T.TrainConfig(dataset="cifar10", model="wrn16_8", recipe="paper").resolved()
+    assert c.dropout == 0.3  # the authors' WRN-16-8
+    c = T.TrainConfig(dataset="cifar10", model="wrn16_8", structured=True).resolved()
+    assert (c.ties, c.dropout, c.structured) == ("exact", 0.0, "channel")
+    with pytest.raises(T.ConfigError, match="--dropout: model resnet18 has no dropout layer"):
+        T.TrainConfig(dataset="cifar10", dropout=0.3).resolved()
+    from sw import models
+
+    net = models.build("wrn16_8", 10, dropout=0.3)
+    assert [m.p for m in net.modules() if isinstance(m, torch.nn.Dropout)] == [0.3] * 6
+
+
+@needs_swat
+def test_structured_filter_from_the_cli(tmp_path, capsys):
+    argv = ["--structured", "filter", "--sparsity", "0.5", "--max-steps", "2", "--out",
+            str(tmp_path / "run"), "--no-plots", "--no-progress", "--quiet"]
+    assert T.main(argv) == 0
+    ck = load_checkpoint(tmp_path / "run")
+    assert ck["config"]["structured"] == "filter"
+    assert T.main(["--structured", "rows", "--out", str(tmp_path / "x")]) == 2
+    assert "--structured: unknown value 'rows'; choose from none, channel, filter" in \
+        capsys.readouterr().err
 
 
 def test_max_steps_without_epochs_runs_enough_epochs():

@@ -34,11 +34,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="digits_cnn | resnet18 | vgg16_bn | densenet121 | wrn16_8 | resnet50 "
                         "(default: digits_cnn for digits, resnet18 for CIFAR)")
     p.add_argument("--method", default="swat", help="swat | saw | meprop | dense")
-    p.add_argument("--distribution", default="uniform", help="uniform | erk | momentum")
+    p.add_argument("--distribution", default="uniform",
+                   help="uniform | erk | momentum (SWAT-M, the authors' per-step scheme) | snfs "
+                        "(the earlier per-epoch SWAT-M)")
     p.add_argument("--sparsity", default=0.9, type=str, help="target sparsity in [0, 1)")
     p.add_argument("--period", default=1, type=str, help="Top-K threshold period (iterations)")
-    p.add_argument("--structured", action="store_true", help="channel Top-K of the weights")
+    p.add_argument("--structured", nargs="?", const="channel", default=None,
+                   help="structured Top-K of the weights: channel (no value) | filter")
     p.add_argument("--topk-dims", default="nchw", help="nchw | chw | hw | random")
+    p.add_argument("--recipe", default="project",
+                   help="project | paper (Top-K period counted per epoch, linear layers and "
+                        "structured weight masks recomputed every step, ties kept, WRN dropout "
+                        "0.3: the authors' code; see docs/golden-model.md)")
+    p.add_argument("--ties", default=None,
+                   help="exact (keep exactly k, the hardware's rule) | keep (every element >= "
+                        "the k-th magnitude; default with --recipe paper)")
+    p.add_argument("--dropout", default=None, type=str,
+                   help="dropout of WRN-16-8 (default 0; 0.3 with --recipe paper)")
     p.add_argument("--epochs", default=None, type=str, help="epochs (digits 10, CIFAR 150)")
     p.add_argument("--max-steps", default=None, type=str,
                    help="stop after this many optimisation steps")
@@ -94,8 +106,9 @@ def config_from_args(argv: list[str] | None = None) -> TrainConfig:
     return TrainConfig(
         dataset=a.dataset, data_dir=a.data_dir, model=a.model, method=a.method,
         distribution=a.distribution, sparsity=_parse_num("sparsity", a.sparsity, float),
-        period=_parse_num("period", a.period, int), structured=a.structured,
-        topk_dims=a.topk_dims, epochs=_parse_num("epochs", a.epochs, int),
+        period=_parse_num("period", a.period, int), structured=a.structured or False,
+        topk_dims=a.topk_dims, recipe=a.recipe, ties=a.ties,
+        dropout=_parse_num("dropout", a.dropout, float), epochs=_parse_num("epochs", a.epochs, int),
         max_steps=_parse_num("max-steps", a.max_steps, int),
         batch_size=_parse_num("batch-size", a.batch_size, int),
         lr=_parse_num("lr", a.lr, float), momentum=_parse_num("momentum", a.momentum, float),

@@ -19,6 +19,9 @@ __all__ = [
     "METHODS",
     "SCHEDULES",
     "TOPK_DIMS",
+    "RECIPES",
+    "STRUCTURES",
+    "TIES",
     "ConfigError",
     "TrainConfig",
     "as_config",
@@ -26,9 +29,14 @@ __all__ = [
 ]
 
 METHODS = ("swat", "saw", "meprop", "dense")
-DISTRIBUTIONS = ("uniform", "erk", "momentum")
+DISTRIBUTIONS = ("uniform", "erk", "momentum", "snfs")
 SCHEDULES = ("step", "cosine", "constant")
 TOPK_DIMS = ("nchw", "chw", "hw", "random")
+STRUCTURES = ("none", "channel", "filter")
+RECIPES = ("project", "paper")
+TIES = ("exact", "keep")
+# Models with a dropout layer (``--dropout``); the authors' WRN-16-8 uses 0.3.
+DROPOUT_MODELS = {"wrn16_8": 0.3}
 
 
 class ConfigError(ValueError):
@@ -58,8 +66,11 @@ class TrainConfig:
     distribution: str = "uniform"
     sparsity: float = 0.9
     period: int = 1
-    structured: bool = False
+    structured: bool | str = False  # False/"none", True/"channel" or "filter" (weights)
     topk_dims: str = "nchw"
+    recipe: str = "project"  # "paper": the Top-K period as the authors' code runs it
+    ties: str | None = None  # "exact" (default) or "keep" (the authors'; default of "paper")
+    dropout: float | None = None  # WRN-16-8 only (default 0; 0.3 with recipe "paper")
     epochs: int | None = None  # None with max_steps: as many as max_steps needs
     max_steps: int | None = None  # stop after this many optimisation steps (may cut an epoch)
     batch_size: int | None = None  # global batch (split over DDP ranks)
@@ -72,7 +83,7 @@ class TrainConfig:
     gamma: float | None = None
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
-    redistribute_every: int = 1  # epochs between momentum redistributions (SWAT-M)
+    redistribute_every: int = 1  # epochs between SNFS redistributions (distribution "snfs")
     seed: int = 0
     out: str | None = None
     resume: str | None = None  # checkpoint file or run folder ("auto": <out>/checkpoint.pt)
@@ -109,6 +120,17 @@ class TrainConfig:
         c.method = _choice("method", c.method, METHODS)
         c.distribution = _choice("distribution", c.distribution, DISTRIBUTIONS)
         c.topk_dims = _choice("topk-dims", c.topk_dims, TOPK_DIMS)
+        c.structured = structure_name(c.structured)
+        c.recipe = _choice("recipe", c.recipe, RECIPES)
+        if c.ties is None:
+            c.ties = "keep" if c.recipe == "paper" else "exact"
+        c.ties = _choice("ties", c.ties, TIES)
+        if c.dropout is None:
+            c.dropout = DROPOUT_MODELS.get(c.model, 0.0) if c.recipe == "paper" else 0.0
+        c.dropout = _number("dropout", c.dropout, lo=0.0, hi=1.0, hi_open=True)
+        if c.dropout and c.model not in DROPOUT_MODELS:
+            raise ConfigError(f"--dropout: model {c.model} has no dropout layer (only "
+                              f"{', '.join(DROPOUT_MODELS)})")
         c.schedule = _choice("schedule", c.schedule, SCHEDULES)
         c.sparsity = _number("sparsity", c.sparsity, lo=0.0, hi=1.0, hi_open=True)
         c.period = _integer("period", c.period, lo=1)
@@ -141,7 +163,7 @@ class TrainConfig:
             if ms != sorted(ms):
                 raise ConfigError(f"--milestones must be increasing, got {ms}")
             c.milestones = ms
-        for key in ("structured", "progress", "verbose", "plots", "nesterov", "force"):
+        for key in ("progress", "verbose", "plots", "nesterov", "force"):
             v = getattr(c, key)
             if not isinstance(v, bool):
                 raise ConfigError(f"--{key} must be true or false, got {v!r}")
@@ -151,6 +173,16 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def structure_name(value) -> str:
+    """``"none"``, ``"channel"`` or ``"filter"`` for a ``structured`` value (``False`` and
+    ``True`` mean ``"none"`` and ``"channel"``, as before whole-filter sparsity existed)."""
+    if value is False or value is None:
+        return "none"
+    if value is True:
+        return "channel"
+    return _choice("structured", value, STRUCTURES)
 
 
 def _model_defaults(c: TrainConfig) -> dict:

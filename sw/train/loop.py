@@ -34,7 +34,8 @@ from ..checkpoint import (
     set_rng_state,
 )
 from ..data import load_dataset
-from .config import ConfigError, TrainConfig, as_config, default_milestones
+from ..distribution import active_weight_masks, momentum_step, redistribute
+from .config import ConfigError, TrainConfig, as_config, default_milestones, structure_name
 from .ddp import Dist, all_reduce_sum, init_distributed, sync_buffers
 from .outdir import prepare_out
 from .schedule import LRSchedule
@@ -42,9 +43,17 @@ from .swat_state import LayerStats, apply_method, load_swat_state, swat_layers, 
 
 __all__ = ["StepInfo", "TrainResult", "evaluate", "train"]
 
-# Options a resumed run must share with its checkpoint (the others may change, e.g. --epochs).
-RESUME_KEYS = ("dataset", "model", "method", "sparsity", "distribution", "period", "structured",
-               "topk_dims", "seed", "batch_size")
+# Options a resumed run must share with its checkpoint (the others may change, e.g. --epochs),
+# with the value a checkpoint written before the option existed implies.
+RESUME_KEYS = {"dataset": None, "model": None, "method": None, "sparsity": None,
+               "distribution": None, "period": None, "structured": False, "topk_dims": None,
+               "seed": None, "batch_size": None, "recipe": "project", "ties": "exact",
+               "dropout": 0.0}
+
+
+def _saved_option(ck_config: dict, key: str):
+    v = ck_config.get(key, RESUME_KEYS[key])
+    return structure_name(v) if key == "structured" else v
 
 
 @dataclass
@@ -167,7 +176,8 @@ class _Run:
             if want != self.ds.sample_shape[0]:
                 raise ConfigError(f"model {cfg.model} takes {want}-channel inputs but dataset "
                                   f"{cfg.dataset} has {self.ds.sample_shape[0]} channels")
-            model = models.build(cfg.model, self.ds.num_classes)
+            extra = {"dropout": cfg.dropout} if cfg.dropout else {}
+            model = models.build(cfg.model, self.ds.num_classes, **extra)
         self.optimizer = torch.optim.SGD(list(model.parameters()), lr=cfg.lr,
                                          momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                          nesterov=cfg.nesterov)
@@ -192,12 +202,12 @@ class _Run:
         cfg = self.cfg
         path = self.out / "checkpoint.pt" if cfg.resume == "auto" else Path(cfg.resume)
         ck = load_checkpoint(path)
-        mismatched = [k for k in RESUME_KEYS if ck["config"].get(k) != getattr(cfg, k)]
+        saved = {k: _saved_option(ck["config"], k) for k in RESUME_KEYS}
+        mismatched = [k for k in RESUME_KEYS if saved[k] != getattr(cfg, k)]
         if mismatched:
             raise ConfigError(
                 f"--resume {path}: the checkpoint was trained with different "
-                + ", ".join(f"{k} ({ck['config'].get(k)!r} vs {getattr(cfg, k)!r})"
-                            for k in mismatched))
+                + ", ".join(f"{k} ({saved[k]!r} vs {getattr(cfg, k)!r})" for k in mismatched))
         self.model.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.sched.load_state_dict(ck["scheduler"])
@@ -262,8 +272,10 @@ class _Run:
         epoch = self.epoch
         net.train()
         for m in swat_layers(model).values():
-            if hasattr(m, "set_epoch"):
-                m.set_epoch(epoch)
+            m.set_epoch(epoch)
+            if cfg.recipe == "paper":  # the authors' batch_idx % P, restarting every epoch
+                m.set_batch_index(self.start_batch)
+        swat_m = cfg.distribution == "momentum" and cfg.method != "dense"
         acc = self.partial or {"loss": 0.0, "correct": 0.0, "count": 0.0, "time": 0.0}
         stats = LayerStats()
         t0 = time.perf_counter()
@@ -278,7 +290,10 @@ class _Run:
             check_batch(x, loss, epoch, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            masks = active_weight_masks(model) if swat_m else None
             optimizer.step()
+            if swat_m:  # SWAT-M as the authors: after every optimizer step
+                momentum_step(model, optimizer, density=1.0 - cfg.sparsity, masks=masks)
             lr = optimizer.param_groups[0]["lr"]
             self.sched.step()
             self.step += 1
@@ -299,10 +314,8 @@ class _Run:
         sync_buffers(model, d)
         complete = batch >= self.steps_per_epoch
         loss_sum, correct, count = all_reduce_sum([acc["loss"], acc["correct"], acc["count"]], d)
-        if (cfg.distribution == "momentum" and cfg.method != "dense" and complete
+        if (cfg.distribution == "snfs" and cfg.method != "dense" and complete
                 and (epoch + 1) % cfg.redistribute_every == 0):
-            from ..distribution import redistribute
-
             redistribute(model, optimizer)
         rec = {"epoch": epoch + 1, "step": self.step, "lr": optimizer.param_groups[0]["lr"],
                "train_loss": loss_sum / max(1.0, count), "train_acc": correct / max(1.0, count),

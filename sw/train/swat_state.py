@@ -23,20 +23,31 @@ def swat_layers(model: nn.Module) -> dict[str, nn.Module]:
 def apply_method(model: nn.Module, config: TrainConfig) -> nn.Module:
     """SWAT-ify ``model`` in place per ``config`` (``method="dense"`` leaves it untouched).
 
-    SWAT-M (``distribution="momentum"``) starts with density ``1 - sparsity`` in every layer
-    (there is no momentum yet); :func:`sw.train.train` then moves density between layers by
-    momentum every ``redistribute_every`` epochs (:func:`sw.distribution.redistribute`).
+    SWAT-M (``distribution="momentum"`` or ``"snfs"``) starts with density ``1 - sparsity`` in
+    every layer (there is no momentum yet); :func:`sw.train.train` then moves density between
+    layers by momentum after every step (``momentum``, :func:`sw.distribution.momentum_step`)
+    or every ``redistribute_every`` epochs (``snfs``, :func:`sw.distribution.redistribute`).
+    With ``recipe="paper"`` linear layers recompute their Top-K on every call, and so do
+    structured weight masks (the authors' ``custom_linear.py`` / ``drop_structured*``).
     """
     if config.method == "dense":
         return model
     from ..swatify import set_densities, swatify
 
-    dist_ = "uniform" if config.distribution == "momentum" else config.distribution
-    swatify(model, config.sparsity, method=config.method, distribution=dist_,
-            period=config.period, structured=config.structured, dims=config.topk_dims,
-            seed=config.seed)
-    if config.distribution == "momentum":
+    momentum = config.distribution in ("momentum", "snfs")
+    structured = {"none": False}.get(config.structured, config.structured)
+    swatify(model, config.sparsity, method=config.method,
+            distribution="uniform" if momentum else config.distribution,
+            period=config.period, structured=structured, dims=config.topk_dims,
+            seed=config.seed, ties=config.ties)
+    if momentum:
         set_densities(model, {n: 1.0 - config.sparsity for n in swat_layers(model)})
+    if config.recipe == "paper":
+        for m in swat_layers(model).values():
+            if m._kind == "linear":
+                m.set_periods(weight=1, activation=1)
+            elif m.structured:
+                m.set_periods(weight=1)
     return model
 
 
