@@ -13,17 +13,17 @@ from amaranth.lib import io, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
-from .core_port_names import core_member
-from .host_bridge import HostBridge, connect_core
+from .host_bridge import CORE_MEMBERS, HostBridge
 from .uart import UARTRx, UARTTx, divisor_for
 
 __all__ = ["SwatSystem", "ICEBreakerTop", "ULX3STop", "ice40_pll_params", "ecp5_pll_params"]
 
 
 class SwatSystem(wiring.Component):
-    """UART + bridge + core. ``core`` is an instance with the ports of docs/core-interface.md
+    """UART + bridge + core. ``core`` is a component with the host members of
+    ``hw.core.SwatCore`` (``d_write``, ``s_write``, ``c_read``, ``ctrl``; docs/core-interface.md)
     and attributes ``rows``/``cols``/``d_depth``/``s_depth``/``c_depth``; by default a
-    ``hw.core.SwatCore`` is built from the keyword arguments."""
+    ``SwatCore`` is built from the keyword arguments."""
 
     def __init__(self, *, divisor: int, core=None, rows=8, cols=8, d_depth=512, s_depth=512,
                  c_depth=256, timeout=None, clk_hz=0, **core_extra):
@@ -51,21 +51,23 @@ class SwatSystem(wiring.Component):
         m.submodules.uart_rx = rx = UARTRx(self.divisor)
         m.submodules.uart_tx = tx = UARTTx(self.divisor)
         m.submodules.bridge = bridge = HostBridge(
-            rows=core.rows, cols=core.cols, d_depth=core.d_depth, s_depth=core.s_depth,
-            c_depth=core.c_depth, timeout=self.timeout, clk_hz=self.clk_hz)
+            core.signature, rows=core.rows, cols=core.cols, d_depth=core.d_depth,
+            s_depth=core.s_depth, c_depth=core.c_depth, timeout=self.timeout,
+            clk_hz=self.clk_hz, c_read_latency=getattr(core, "C_READ_LATENCY", 1))
         wiring.connect(m, rx.o, bridge.rx)
         wiring.connect(m, bridge.tx, tx.i)
+        for name in CORE_MEMBERS:
+            wiring.connect(m, getattr(bridge, name), getattr(core, name))
+        ctrl = core.ctrl
         m.d.comb += [
             rx.rx.eq(self.rx),
             self.tx.eq(tx.tx),
             bridge.rx_overrun.eq(rx.overrun),
             bridge.rx_frame_error.eq(rx.frame_error),
             rx.clear.eq(bridge.rx_clear),
-            self.busy.eq(core_member(core, "busy")), self.done.eq(core_member(core, "done")),
-            self.error.eq(core_member(core, "error")),
-            self.error_code.eq(core_member(core, "error_code")),
+            self.busy.eq(ctrl.busy), self.done.eq(ctrl.done), self.error.eq(ctrl.error),
+            self.error_code.eq(ctrl.error_code),
         ]
-        connect_core(m, bridge, core)
         return m
 
 

@@ -1,4 +1,4 @@
-"""Byte-stream command protocol -> ``SwatCore`` ports (Amaranth 0.5).
+"""Byte-stream command protocol -> the ``SwatCore`` host interface (Amaranth 0.5).
 
 The framing, opcodes and replies are specified in ``docs/host-protocol.md``; the constants below
 are the single source of truth that ``sim.fpga`` (the host driver) imports. In short: every
@@ -7,16 +7,18 @@ the two burst writes, the data words); every command gets exactly one reply that
 status byte. An unknown opcode is answered with ``ERR_OPCODE`` and the parser returns to idle; a
 frame that stalls for ``timeout`` clock cycles is abandoned with ``ERR_TIMEOUT``; nothing waits
 forever.
+
+On the core side the bridge holds the core's own host members, flipped (``d_write``,
+``s_write``, ``c_read``, ``ctrl``; ``hw.core_ports``), so that ``wiring.connect`` wires the two
+and a core of any size, or a stand-in with the same signature, fits.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .core_port_names import core_member
-
 __all__ = [
-    "HostBridge", "connect_core", "CORE_PORTS_IN", "CORE_PORTS_OUT",
+    "HostBridge", "CORE_MEMBERS",
     "OP_NOP", "OP_INFO", "OP_WRITE_D", "OP_WRITE_S", "OP_READ_C", "OP_SET_SHAPE", "OP_START",
     "OP_STATUS", "ARG_BYTES", "ST_OK", "ERR_OPCODE", "ERR_BUSY", "ERR_RANGE", "ERR_TIMEOUT",
     "INFO_BYTES", "STATUS_BYTES", "PROTOCOL_VERSION",
@@ -49,34 +51,31 @@ ERR_TIMEOUT = 0x83
 INFO_BYTES = 18
 STATUS_BYTES = 19
 
-#: core ports the bridge drives / reads (names per docs/core-interface.md)
-CORE_PORTS_IN = ("d_we", "d_addr", "d_data", "s_we", "s_addr", "s_data", "c_addr",
-                 "m", "k", "n", "s_len", "start")
-CORE_PORTS_OUT = ("c_data", "busy", "done", "error", "error_code", "cycles", "busy_cycles",
-                  "stall_cycles", "idle_cycles")
-
-
-def _abits(depth: int) -> int:
-    return max(1, (depth - 1).bit_length())
-
-
-def connect_core(m: Module, bridge: "HostBridge", core) -> None:
-    """Wire ``bridge`` to a core with the ports of docs/core-interface.md (widths may differ)."""
-    for name in CORE_PORTS_IN:
-        m.d.comb += core_member(core, name).eq(getattr(bridge, name))
-    for name in CORE_PORTS_OUT:
-        m.d.comb += getattr(bridge, name).eq(core_member(core, name))
+#: the core's host members the bridge connects to (``hw.core_ports``)
+CORE_MEMBERS = ("d_write", "s_write", "c_read", "ctrl")
 
 
 class HostBridge(wiring.Component):
-    """Command parser between a byte stream pair (``rx`` in, ``tx`` out) and the core's ports.
+    """Command parser between a byte stream pair (``rx`` in, ``tx`` out) and a core.
 
-    Parameters mirror the core's (``rows``, ``cols``, ``d_depth``, ``s_depth``, ``c_depth``);
-    ``timeout`` is the inter-byte timeout in clock cycles, ``clk_hz`` is reported by INFO.
+    Parameters
+    ----------
+    core_signature : wiring.Signature
+        The core's signature (``core.signature``); the bridge takes its ``CORE_MEMBERS``
+        flipped, so ``wiring.connect(m, bridge.ctrl, core.ctrl)`` (and so on) wires them.
+    rows, cols, d_depth, s_depth, c_depth : int
+        The core's (reported by INFO; buffer depths bound the burst addresses).
+    timeout : int
+        Inter-byte timeout in clock cycles.
+    clk_hz : int
+        Reported by INFO.
+    c_read_latency : int
+        Cycles from a C read address to its data (the core's ``C_READ_LATENCY``, default 1).
     """
 
-    def __init__(self, *, rows: int, cols: int, d_depth: int, s_depth: int, c_depth: int,
-                 timeout: int = 1 << 20, clk_hz: int = 0):
+    def __init__(self, core_signature: wiring.Signature, *, rows: int, cols: int, d_depth: int,
+                 s_depth: int, c_depth: int, timeout: int = 1 << 20, clk_hz: int = 0,
+                 c_read_latency: int = 1):
         for name, depth in (("d_depth", d_depth), ("s_depth", s_depth), ("c_depth", c_depth)):
             if not 1 <= depth <= 0xFFFF:
                 raise ValueError(f"{name} must be in 1..65535, not {depth}")
@@ -84,18 +83,11 @@ class HostBridge(wiring.Component):
         self.d_depth, self.s_depth, self.c_depth = d_depth, s_depth, c_depth
         self.timeout = timeout
         self.clk_hz = int(clk_hz)
+        self.c_read_latency = c_read_latency
         super().__init__({
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),
-            # core side
-            "d_we": Out(1), "d_addr": Out(_abits(d_depth)), "d_data": Out(rows * 8),
-            "s_we": Out(1), "s_addr": Out(_abits(s_depth)), "s_data": Out(32),
-            "c_addr": Out(_abits(c_depth)), "c_data": In(rows * 32),
-            "m": Out(16), "k": Out(16), "n": Out(16), "s_len": Out(_abits(s_depth) + 1),
-            "start": Out(1),
-            "busy": In(1), "done": In(1), "error": In(1), "error_code": In(4),
-            "cycles": In(32), "busy_cycles": In(32), "stall_cycles": In(32),
-            "idle_cycles": In(32),
+            **{name: In(core_signature.members[name].signature) for name in CORE_MEMBERS},
             # UART receiver flags
             "rx_overrun": In(1), "rx_frame_error": In(1), "rx_clear": Out(1),
         })
@@ -117,7 +109,9 @@ class HostBridge(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         rows = self.rows
-        tx_bytes = max(rows * 4, STATUS_BYTES, INFO_BYTES)
+        dw, sw, cr, ctrl = self.d_write, self.s_write, self.c_read, self.ctrl
+        c_bytes = -(-len(cr.data) // 8)  # bytes of one C word on the wire
+        tx_bytes = max(c_bytes, STATUS_BYTES, INFO_BYTES)
         word_bits = max(rows * 8, 32)
 
         op = Signal(8)
@@ -134,6 +128,7 @@ class HostBridge(wiring.Component):
         then_c = Signal()
         timer = Signal(range(self.timeout + 1))
         timed_out = Signal()  # sticky, cleared by STATUS
+        c_wait = Signal(range(max(2, self.c_read_latency)))
 
         arg_addr = args[0:16]
         arg_count = args[16:32]
@@ -141,15 +136,15 @@ class HostBridge(wiring.Component):
         m.d.comb += end.eq(arg_addr + arg_count)
 
         # registered, default-low pulses
-        m.d.sync += [self.d_we.eq(0), self.s_we.eq(0), self.start.eq(0), self.rx_clear.eq(0)]
+        m.d.sync += [dw.en.eq(0), sw.en.eq(0), ctrl.start.eq(0), self.rx_clear.eq(0)]
         m.d.comb += [
             self.tx.payload.eq(txbuf[0:8]),
-            self.c_addr.eq(addr),
-            self.d_addr.eq(addr), self.s_addr.eq(addr),
-            self.d_data.eq(word[word_bits - rows * 8:]),
-            self.s_data.eq(word[word_bits - 32:]),
+            cr.addr.eq(addr), cr.en.eq(1),
+            dw.addr.eq(addr), sw.addr.eq(addr),
+            dw.data.eq(word[word_bits - rows * 8:]),
+            sw.data.eq(word[word_bits - 32:]),
         ]
-        with m.If(self.d_we | self.s_we):
+        with m.If(dw.en | sw.en):
             m.d.sync += addr.eq(addr + 1)
         with m.Switch(op):
             for code, n in ARG_BYTES.items():
@@ -205,7 +200,7 @@ class HostBridge(wiring.Component):
                     with m.Case(OP_WRITE_D, OP_WRITE_S):
                         depth = Signal(17)
                         m.d.comb += depth.eq(Mux(op == OP_WRITE_D, self.d_depth, self.s_depth))
-                        with m.If(self.busy):
+                        with m.If(ctrl.busy):
                             m.d.sync += status.eq(ERR_BUSY)
                         with m.Elif(end > depth):
                             m.d.sync += status.eq(ERR_RANGE)
@@ -228,24 +223,24 @@ class HostBridge(wiring.Component):
                             reply(ERR_RANGE)
                         with m.Else():
                             m.d.sync += [
-                                self.m.eq(args[0:16]), self.k.eq(args[16:32]),
-                                self.n.eq(args[32:48]), self.s_len.eq(s_len),
+                                ctrl.m.eq(args[0:16]), ctrl.k.eq(args[16:32]),
+                                ctrl.n.eq(args[32:48]), ctrl.s_len.eq(s_len),
                             ]
                             reply(ST_OK)
                     with m.Case(OP_START):
-                        with m.If(self.busy):
+                        with m.If(ctrl.busy):
                             reply(ERR_BUSY)
                         with m.Else():
-                            m.d.sync += self.start.eq(1)
+                            m.d.sync += ctrl.start.eq(1)
                             reply(ST_OK)
                     with m.Case(OP_STATUS):
-                        flags = Cat(self.busy, self.done, self.error, self.rx_overrun,
+                        flags = Cat(ctrl.busy, ctrl.done, ctrl.error, self.rx_overrun,
                                     self.rx_frame_error, timed_out)
                         m.d.sync += [
                             txbuf.eq(Cat(Const(ST_OK, 8), flags,
-                                         Const(0, 2), self.error_code, Const(0, 4),
-                                         self.cycles, self.busy_cycles, self.stall_cycles,
-                                         self.idle_cycles)),
+                                         Const(0, 2), ctrl.error_code, Const(0, 4),
+                                         ctrl.cycles, ctrl.busy_cycles, ctrl.stall_cycles,
+                                         ctrl.idle_cycles)),
                             txleft.eq(STATUS_BYTES), then_c.eq(0),
                             self.rx_clear.eq(1), timed_out.eq(0),
                         ]
@@ -266,8 +261,8 @@ class HostBridge(wiring.Component):
                         # then ``addr`` advances (below); the next byte is >= 40 cycles away
                         m.d.sync += [
                             wbyte.eq(0), count.eq(count - 1),
-                            self.d_we.eq(ok & (op == OP_WRITE_D)),
-                            self.s_we.eq(ok & (op == OP_WRITE_S)),
+                            dw.en.eq(ok & (op == OP_WRITE_D)),
+                            sw.en.eq(ok & (op == OP_WRITE_S)),
                         ]
                         with m.If(count == 1):
                             m.next = "REPLY_STATUS"
@@ -285,12 +280,16 @@ class HostBridge(wiring.Component):
                         with m.Else():
                             m.next = "IDLE"
 
-            # c_addr follows ``addr`` combinationally; c_data is valid the cycle after.
+            # the C read address follows ``addr`` combinationally; its data is valid
+            # ``c_read_latency`` cycles later
             with m.State("C_WAIT"):
-                m.next = "C_LATCH"
+                m.d.sync += c_wait.eq(c_wait + 1)
+                with m.If(c_wait == self.c_read_latency - 1):
+                    m.d.sync += c_wait.eq(0)
+                    m.next = "C_LATCH"
             with m.State("C_LATCH"):
                 m.d.sync += [
-                    txbuf.eq(self.c_data), txleft.eq(rows * 4),
+                    txbuf.eq(cr.data), txleft.eq(c_bytes),
                     addr.eq(addr + 1), count.eq(count - 1), then_c.eq(count != 1),
                 ]
                 m.next = "SEND"

@@ -15,7 +15,7 @@ def _prepare(platform, top, **kw):
 
 
 def _stand_in():
-    from test_host_bridge import StandInCore
+    from standin_core import StandInCore
 
     return StandInCore()
 
@@ -23,8 +23,6 @@ def _stand_in():
 @pytest.mark.parametrize("with_core", ["real", "stand-in"])
 def test_icebreaker_top_prepares(with_core):
     kw = {"core": _stand_in()} if with_core == "stand-in" else SMALL
-    if with_core == "real":
-        pytest.importorskip("hw.core")
     top = ICEBreakerTop(f_sync=30e6, **kw)
     files = _prepare(ICEBreakerPlatform(), top, synth_opts="-dsp")
     pcf = files["top.pcf"]
@@ -37,8 +35,6 @@ def test_icebreaker_top_prepares(with_core):
 @pytest.mark.parametrize("with_core", ["real", "stand-in"])
 def test_ulx3s_top_prepares(with_core):
     kw = {"core": _stand_in()} if with_core == "stand-in" else SMALL
-    if with_core == "real":
-        pytest.importorskip("hw.core")
     top = ULX3STop(f_sync=100e6, **kw)
     files = _prepare(ULX3S_85F_Platform(), top)
     lpf = files["top.lpf"]

@@ -1,0 +1,117 @@
+"""A behavioural stand-in for ``hw.core.SwatCore`` behind the same host signature, for the
+board-side tests (``tests/test_host_bridge.py``, ``tests/test_board_top.py``)."""
+
+import numpy as np
+from amaranth.hdl import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory, ReadPort, WritePort
+from amaranth.lib.wiring import Out
+from amaranth.utils import ceil_log2
+
+from hw.core_ports import ControlSignature
+
+__all__ = ["StandInCore"]
+
+
+class StandInCore(wiring.Component):
+    """The host members of ``hw.core.SwatCore`` (``d_write``, ``s_write``, ``c_read``, ``ctrl``);
+    the buffers are real memories, the GEMM itself is done by :meth:`behaviour`, a simulator
+    process (slow, exact, with a few of the loader's checks). C reads take
+    ``c_read_latency`` cycles (``C_READ_LATENCY``), as a core may register its read path."""
+
+    def __init__(self, *, rows=2, cols=2, d_depth=64, s_depth=64, c_depth=32, latency=30,
+                 c_read_latency=1):
+        self.rows, self.cols = rows, cols
+        self.d_depth, self.s_depth, self.c_depth = d_depth, s_depth, c_depth
+        self.latency = latency
+        self.C_READ_LATENCY = c_read_latency
+        super().__init__({
+            "d_write": Out(WritePort.Signature(addr_width=ceil_log2(d_depth), shape=rows * 8)),
+            "s_write": Out(WritePort.Signature(addr_width=ceil_log2(s_depth), shape=32)),
+            "c_read": Out(ReadPort.Signature(addr_width=ceil_log2(c_depth), shape=rows * 32)),
+            "ctrl": Out(ControlSignature(ceil_log2(s_depth) + 1)),
+        })
+        self.d_mem = Memory(shape=rows * 8, depth=d_depth, init=[])
+        self.s_mem = Memory(shape=32, depth=s_depth, init=[])
+        self.c_mem = Memory(shape=rows * 32, depth=c_depth, init=[])
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.d_mem = self.d_mem
+        m.submodules.s_mem = self.s_mem
+        m.submodules.c_mem = self.c_mem
+        wiring.connect(m, wiring.flipped(self.d_write), self.d_mem.write_port())
+        wiring.connect(m, wiring.flipped(self.s_write), self.s_mem.write_port())
+        cr = self.c_mem.read_port()
+        m.d.comb += [cr.addr.eq(self.c_read.addr), cr.en.eq(self.c_read.en)]
+        data = cr.data
+        for _ in range(self.C_READ_LATENCY - 1):  # extra register stages after the memory
+            reg = Signal.like(data)
+            m.d.sync += reg.eq(data)
+            data = reg
+        m.d.comb += self.c_read.data.eq(data)
+        if platform is not None:  # synthesis: tie the outputs the simulator process would drive
+            ctrl = self.ctrl
+            for sig in (ctrl.busy, ctrl.done, ctrl.error, ctrl.error_code, ctrl.cycles,
+                        ctrl.busy_cycles, ctrl.stall_cycles, ctrl.idle_cycles):
+                m.d.comb += sig.eq(0)
+        return m
+
+    def _compute(self, ctx):
+        rows, ctrl = self.rows, self.ctrl
+        M, K, N, s_len = (ctx.get(x) for x in (ctrl.m, ctrl.k, ctrl.n, ctrl.s_len))
+        if not (0 < M and 0 < K and 0 < N and -(-M // rows) * K <= self.d_depth
+                and -(-M // rows) * N <= self.c_depth):
+            return 8, 0
+        words = [ctx.get(self.s_mem.data[i]) for i in range(min(s_len, self.s_depth))]
+        if len(words) < 3:
+            return 4, 0
+        if words[0] != 0x53574154:
+            return 1, 0
+        if words[1] != (K | N << 16):
+            return 2, 0
+        nnz = words[2]
+        if len(words) < 4 + N + nnz:
+            return 4, 0
+        ptr = words[3:4 + N]
+        s = np.zeros((K, N), dtype=np.int64)
+        for n in range(N):
+            for e in words[4 + N + ptr[n]:4 + N + ptr[n + 1]]:
+                k, v = e & 0xFFFF, (e >> 16) & 0xFF
+                if k >= K:
+                    return 5, 0
+                s[k, n] = v - 256 if v >= 128 else v
+        groups = -(-M // rows)
+        d = np.zeros((groups * rows, K), dtype=np.int64)
+        for mt in range(groups):
+            for k in range(K):
+                w = ctx.get(self.d_mem.data[mt * K + k])
+                for i in range(rows):
+                    b = (w >> (8 * i)) & 0xFF
+                    d[mt * rows + i, k] = b - 256 if b >= 128 else b
+        c = d @ s
+        for mt in range(groups):
+            for n in range(N):
+                word = 0
+                for i in range(rows):
+                    word |= (int(c[mt * rows + i, n]) & 0xFFFFFFFF) << (32 * i)
+                ctx.set(self.c_mem.data[mt * N + n], word)
+        return 0, groups * nnz
+
+    async def behaviour(self, ctx):
+        while True:
+            await ctx.posedge(self.ctrl.start)  # testbenches run after settling: start is high
+            await ctx.tick()  # the edge at which the core samples start
+            ctx.set(self.ctrl.busy, 1)
+            ctx.set(self.ctrl.done, 0)
+            ctx.set(self.ctrl.error, 0)
+            code, work = self._compute(ctx)
+            cycles = self.latency + work
+            for _ in range(cycles):
+                await ctx.tick()
+            ctx.set(self.ctrl.busy, 0)
+            ctx.set(self.ctrl.done, 1)
+            ctx.set(self.ctrl.error, int(code != 0))
+            ctx.set(self.ctrl.error_code, code)
+            ctx.set(self.ctrl.cycles, cycles)
+            ctx.set(self.ctrl.busy_cycles, work)
