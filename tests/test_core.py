@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
+from hw.contract import malformed
 from hw.core import SwatCore
 from sw import compress, intref
 
@@ -172,83 +173,26 @@ def _blob_words(s):
     return [int(x) for x in compress.words(compress.encode(s))]
 
 
-def _malformed_cases():
-    """(name, words, s_len or None, shape override or None, expected code)."""
-    s = np.array([[0, 3, 0, 1], [-128, 0, 0, 2], [5, 127, 0, 0]], dtype=np.int8)
-    K, N = s.shape
-    w = _blob_words(s)
-    e0 = 4 + N  # first entry
-    cases = []
-    bad = list(w)
-    bad[0] ^= 1
-    cases.append(("magic", bad, None, None, 1))
-    bad = list(w)
-    bad[1] = K + 1 | N << 16
-    cases.append(("shape", bad, None, None, 2))
-    bad = list(w)
-    bad[3] = 1
-    cases.append(("ptr0", bad, None, None, 3))
-    bad = list(w)
-    bad[4], bad[5] = bad[5], bad[4]
-    cases.append(("ptr_decreasing", bad, None, None, 3))
-    bad = list(w)
-    bad[3 + N] -= 1
-    cases.append(("ptr_end", bad, None, None, 3))
-    bad = list(w)
-    bad[5] = 0xFFFF_FFF0
-    cases.append(("ptr_huge", bad, None, None, 3))
-    cases.append(("truncated", list(w), len(w) - 1, None, 4))
-    cases.append(("truncated_header", list(w), 2, None, 4))
-    bad = list(w)
-    bad[2] = 5000
-    cases.append(("nnz_huge", bad, None, None, 4))
-    bad = list(w)
-    bad[e0 + 1] = (bad[e0 + 1] & ~0xFFFF) | K
-    cases.append(("index", bad, None, None, 5))
-    bad = list(w)
-    bad[e0 + 1] = (bad[e0 + 1] & ~0xFFFF) | 0
-    cases.append(("order", bad, None, None, 6))
-    bad = list(w)
-    bad[e0 + 1] = (bad[e0 + 1] & ~0xFFFF) | 1
-    cases.append(("duplicate", bad, None, None, 6))
-    bad = list(w)
-    bad[e0 + 2] &= 0xFF00FFFF
-    cases.append(("zero_value", bad, None, None, 7))
-    bad = list(w)
-    bad[e0] |= 1 << 30
-    cases.append(("reserved", bad, None, None, 7))
-    cases.append(("fit_m0", list(w), None, (0, K, N), 8))
-    cases.append(("fit_k0", list(w), None, (3, 0, N), 8))
-    cases.append(("fit_c", list(w), None, (40, K, N), 8))
-    cases.append(("fit_d", list(w), None, (3, 200, N), 8))
-    return s, cases
-
-
 def test_every_error_code_ends_the_operation():
-    """Each malformed stream raises its code and done; the next good operation is exact."""
-    s, cases = _malformed_cases()
+    """Each case of the shared table (``hw.contract.malformed``) raises one of its codes and
+    done; the next good operation is exact."""
+    geom = dict(rows=2, d_depth=64, s_depth=64, c_depth=16)
+    s = malformed.BASE
     K, N = s.shape
     rng = np.random.default_rng(3)
     m = 3
     d = rng.integers(-128, 128, (m, K)).astype(np.int8)
-    tb = CoreTB(rows=2, cols=2, d_depth=64, s_depth=64, c_depth=16)
+    tb = CoreTB(cols=2, **geom)
     good = _blob_words(s)
     seen = set()
 
     async def body(ctx):
         tb.preload(ctx, intref.pack_d(d, 2), [])
-        for name, words, s_len, shape, code in cases:
-            # the software model names the same code
-            mm, kk, nn = shape or (m, K, N)
-            ref = intref.core_model(None, words, m=mm, k=kk, n=nn,
-                                    s_len=len(words) if s_len is None else s_len,
-                                    rows=2, d_depth=64, s_depth=64, c_depth=16)
-            assert code in ref.error_codes, (name, ref)
-            tb.preload(ctx, [], words)
-            st = await tb.op(ctx, mm, kk, nn, len(words) if s_len is None else s_len,
-                             max_cycles=500)
-            assert (st["error"], st["error_code"]) == (1, code), name
-            seen.add(code)
+        for case in malformed.cases(m=m, **geom):
+            tb.preload(ctx, [], case.words)
+            st = await tb.op(ctx, case.m, case.k, case.n, case.s_len, max_cycles=500)
+            assert st["error"] == 1 and st["error_code"] in case.codes, (case.name, st)
+            seen.add(st["error_code"])
             # a good operation afterwards clears the error and is exact
             tb.preload(ctx, [], good)
             st = await tb.op(ctx, m, K, N, len(good))

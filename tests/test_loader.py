@@ -11,6 +11,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
+from hw.contract import malformed
 from hw.loader import Loader
 from sw import compress, intref
 
@@ -132,38 +133,15 @@ def test_throughput_one_entry_per_cycle_per_column():
     assert res["cycles"] <= 40 + 18  # 4 items of 40 entries on 4 columns + start latency
 
 
-def _cases():
-    s = np.array([[0, 3, 0, 1], [-128, 0, 0, 2], [5, 127, 0, 0]], dtype=np.int8)
-    w = [int(x) for x in compress.words(compress.encode(s))]
-    K, N = s.shape
-    e0 = 4 + N
-    out = []
-
-    def mut(f, code, s_len=None, shape=(3, K, N)):
-        b = list(w)
-        f(b)
-        out.append((b, s_len, shape, code))
-    mut(lambda b: b.__setitem__(0, 0), 1)
-    mut(lambda b: b.__setitem__(1, K | (N + 1) << 16), 2)
-    mut(lambda b: b.__setitem__(3, 2), 3)
-    mut(lambda b: b.__setitem__(5, 0), 3)
-    mut(lambda b: b.__setitem__(3 + N, b[3 + N] + 1), 3)
-    mut(lambda b: None, 4, s_len=len(w) - 1)
-    mut(lambda b: b.__setitem__(e0 + 3, b[e0 + 3] & ~0xFFFF | 3), 5)
-    mut(lambda b: b.__setitem__(e0 + 1, b[e0 + 1] & ~0xFFFF | 0), 6)
-    mut(lambda b: b.__setitem__(e0 + 1, b[e0 + 1] & ~0xFFFF | 1), 6)  # duplicate index
-    mut(lambda b: b.__setitem__(e0 + 4, b[e0 + 4] & 0xFF00FFFF), 7)
-    mut(lambda b: None, 8, shape=(3, K, 0))
-    mut(lambda b: None, 8, shape=(300, K, N))
-    return out
+GEOMETRY = dict(rows=2, d_depth=64, s_depth=64, c_depth=16)
 
 
-@pytest.mark.parametrize("case", _cases(), ids=lambda c: f"code{c[3]}")
+@pytest.mark.parametrize("case", malformed.cases(**GEOMETRY), ids=lambda c: c.name)
 def test_error_codes(case):
-    words, s_len, (m, k, n), code = case
-    tb = LoaderTB(words, rows=2, cols=2, hold_p=0.7)
-    res = tb.run(m, k, n, len(words) if s_len is None else s_len, max_cycles=300)
-    assert res["error_code"] == code
+    """Every case of the shared table (``hw.contract.malformed``) with random hold credit."""
+    tb = LoaderTB(case.words, cols=2, hold_p=0.7, **GEOMETRY)
+    res = tb.run(case.m, case.k, case.n, case.s_len, max_cycles=300)
+    assert res["error_code"] in case.codes
 
 
 @pytest.mark.parametrize("rows,m,d_tiles,c_tiles", [

@@ -36,8 +36,10 @@ def _run(model, testcase=None, **env):
 
 @pytest.mark.xdist_group("sim-core")
 def test_core_regressions(core_model):
-    """Random GEMMs, edge cases, every error code, ports vs preload, start while busy."""
+    """Random GEMMs, edge cases, every error code, ports vs preload, start while busy, the
+    driver's start handshake."""
     res = _run(core_model, SWAT_TB_CASES=24)
     names = {t[0] for t in res.tests}
     assert {"random_gemms", "edge_cases", "malformed_streams", "ports_match_preload",
-            "start_while_busy_is_ignored", "many_back_to_back"} <= names
+            "start_while_busy_is_ignored", "run_returns_its_own_counters",
+            "many_back_to_back"} <= names

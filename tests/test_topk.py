@@ -264,8 +264,7 @@ def test_holder_filter_structure_and_held_mask():
         ThresholdHolder(structured="rows")
 
 
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import given, settings  # noqa: E402
+from hypothesis import given, settings  # noqa: E402  (the property tests below)
 from hypothesis import strategies as st  # noqa: E402
 
 

@@ -16,6 +16,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, RisingEdge
 
+from hw.contract import malformed
 from sim.tb.driver import TIMEOUT_CODE, CoreDriver, encode_words, pack_d, unpack_c
 
 META = json.loads(open(os.environ["SWAT_TB_META"]).read()) if "SWAT_TB_META" in os.environ \
@@ -136,90 +137,27 @@ def _base_blob(drv, rng):
     return d, s, _words(s), m, k, n
 
 
-def malformed_cases(drv, rng):
-    """``[(name, expected code, d, words, m, k, n, s_len)]``: one violation each."""
-    d, s, w, m, k, n = _base_blob(drv, rng)
-    e0 = 4 + n  # first entry word
-    out = []
-
-    def add(name, code, words=None, mm=m, kk=k, nn=n, s_len=None, dd=d):
-        words = w.copy() if words is None else words
-        out.append((name, code, dd, words, mm, kk, nn, len(words) if s_len is None else s_len))
-
-    x = w.copy()
-    x[0] ^= 1
-    add("bad magic", 1, x)
-    add("zero blob", 1, np.zeros_like(w))
-    x = w.copy()
-    x[1] = (k + 1) | (n << 16)
-    add("header K differs", 2, x)
-    x = w.copy()
-    x[1] = k | ((n + 1) << 16)
-    add("header N differs", 2, x)
-    x = w.copy()
-    x[3] = 1
-    add("ptr[0] != 0", 3, x)
-    x = w.copy()
-    x[4], x[5] = 2, 1  # ptr[1] > ptr[2]: decreasing
-    add("ptr decreasing", 3, x)
-    x = w.copy()
-    x[3 + n] = x[2] - 1  # ptr[N] != nnz
-    add("ptr[N] != nnz", 3, x)
-    add("truncated by s_len", 4, s_len=len(w) - 1)
-    x = w.copy()
-    x[2] = x[3 + n] = drv.s_depth  # nnz larger than the S buffer
-    add("nnz beyond the buffer", 4, x)
-    x = w.copy()
-    x[e0 + 1] = (int(x[e0 + 1]) & 0xFFFF0000) | k
-    add("index == K", 5, x)
-    x = w.copy()
-    x[e0 + 2] = int(x[e0 + 2]) | 0xFFFF
-    add("index 0xFFFF", 5, x)
-    x = w.copy()
-    x[e0 + 1] = (int(x[e0 + 1]) & 0xFFFF0000) | 1  # same index as the entry before
-    add("index repeated", 6, x)
-    x = w.copy()
-    x[e0], x[e0 + 2] = x[e0 + 2], x[e0]  # 7, 4, 1: decreasing
-    add("indices decreasing", 6, x)
-    x = w.copy()
-    x[e0 + 1] = int(x[e0 + 1]) & 0xFF00FFFF
-    add("value 0", 7, x)
-    x = w.copy()
-    x[e0 + 4] = int(x[e0 + 4]) | (1 << 24)
-    add("reserved bits", 7, x)
-    add("M = 0", 8, mm=0)
-    add("K = 0", 8, kk=0)
-    add("N = 0", 8, nn=0)
-    big_m = (drv.d_depth // k + 1) * drv.rows
-    if big_m <= 0xFFFF:
-        add("D buffer too small (M)", 8, mm=big_m)
-    big_n = drv.c_depth + 1
-    sb = np.zeros((k, big_n), np.int8)
-    sb[0, 0] = 1
-    wb = _words(sb)
-    if len(wb) <= drv.s_depth:
-        add("C buffer too small (N)", 8, wb, nn=big_n)
-    return out
-
-
 @cocotb.test()
 async def malformed_streams(dut):
-    """Each loader error code: ``error`` rises with that code, ``done`` still comes, and the next
-    well-formed operation works."""
+    """Each case of the shared table (``hw.contract.malformed``): ``error`` rises with one of
+    its codes, ``done`` still comes, and the next well-formed operation works."""
     drv = await _setup(dut)
     rng = _rng()
     failures = []
-    for name, code, d, w, m, k, n, s_len in malformed_cases(drv, rng):
-        await drv.write_d(pack_d(d, drv.rows) if d.size else np.zeros((1, drv.rows), np.int8))
-        await drv.write_s(w)
-        st = await drv.run(m, k, n, s_len, timeout_cycles=20_000)
+    d = rng.integers(-128, 128, (3, malformed.BASE.shape[0])).astype(np.int8)
+    for case in malformed.cases(rows=drv.rows, d_depth=drv.d_depth, s_depth=drv.s_depth,
+                                c_depth=drv.c_depth):
+        await drv.write_d(pack_d(d, drv.rows))
+        await drv.write_s(np.array(case.words, dtype=np.uint32))
+        st = await drv.run(case.m, case.k, case.n, case.s_len, timeout_cycles=20_000)
         if st["code"] == TIMEOUT_CODE:
-            failures.append(f"{name}: done never came (hang)")
-        elif not st["error"] or st["code"] != code:
-            failures.append(f"{name}: error={st['error']} code={st['code']}, expected {code}")
+            failures.append(f"{case.name}: done never came (hang)")
+        elif not st["error"] or st["code"] not in case.codes:
+            failures.append(f"{case.name}: error={st['error']} code={st['code']}, expected "
+                            f"{sorted(int(c) for c in case.codes)}")
         # a good job right after the error: the error is cleared and the result is right
         d0, s0, *_ = _base_blob(drv, rng)
-        await _check_gemm(drv, d0, s0, f"good job after '{name}'")
+        await _check_gemm(drv, d0, s0, f"good job after '{case.name}'")
     assert not failures, "; ".join(failures)
 
 
@@ -275,6 +213,35 @@ async def start_while_busy_is_ignored(dut):
         await RisingEdge(p["done"].h)
     assert p["error_code"].get() == 0
     assert p["cycles"].get() == ref_st["cycles"], "the ignored start changed the timing"
+    c = unpack_c(await drv.read_c(-(-m // drv.rows) * n), m, n, drv.rows)
+    assert np.array_equal(c.astype(np.int64), _ref(d, s))
+
+
+@cocotb.test()
+async def run_returns_its_own_counters(dut):
+    """Regression (issue 9 item 5): ``CoreDriver.run`` while the core ignores ``start`` (here
+    it is still busy with an operation started behind the driver's back; the select unit being
+    busy has the same effect) runs its own operation once the core takes ``start`` and returns
+    that operation's counters -- not the previous one's, and no UnboundLocalError."""
+    drv = await _setup(dut)
+    rng = _rng()
+    m, k, n = 3 * drv.rows, 48, 2 * drv.cols
+    d = rng.integers(-128, 128, (m, k)).astype(np.int8)
+    s = _random_s(rng, k, n, 0.5)
+    w = _words(s)
+    await drv.write_d(pack_d(d, drv.rows))
+    await drv.write_s(w)
+    first = await drv.run(drv.rows, k, n, len(w))  # one M-tile of the same buffers
+    whole = await drv.run(m, k, n, len(w))
+    assert first["cycles"] < whole["cycles"]
+    p = drv.p
+    for name, v in (("m", drv.rows), ("k", k), ("n", n), ("s_len", len(w))):
+        p[name].set(v)
+    p["start"].set(1)
+    await RisingEdge(dut.clk)
+    p["start"].set(0)
+    st = await drv.run(m, k, n, len(w))
+    assert st == whole, f"counters {st}, expected those of the operation itself {whole}"
     c = unpack_c(await drv.read_c(-(-m // drv.rows) * n), m, n, drv.rows)
     assert np.array_equal(c.astype(np.int64), _ref(d, s))
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
+from cocotb.triggers import ClockCycles, FallingEdge, First, ReadOnly, RisingEdge, Timer
 
 from hw.contract.blob import MAGIC, encode_words
 from hw.contract.codes import TIMEOUT_CODE
@@ -212,35 +212,54 @@ class CoreDriver:
     # -- operation -------------------------------------------------------------------------
     async def run(self, m: int, k: int, n: int, s_len: int, timeout_cycles: int | None = None,
                   ) -> dict:
-        """Pulse ``start`` with the shape, await ``done``; return the counters."""
+        """Start one operation with the shape, await its ``done``; return its counters.
+
+        The core takes ``start`` only while it is idle and its threshold-select unit is not
+        busy, and ignores it otherwise. So a running operation is first let finish, then
+        ``start`` is held until the core shows it took it (``busy`` high), and only then is
+        ``done`` awaited: the counters returned are always this operation's. An operation that
+        does not start or does not finish within ``timeout_cycles`` is reported with
+        ``code = TIMEOUT_CODE`` (and the core reset), never with another operation's counters.
+        """
         p = self.p
+        clk = self.dut.clk
+        if timeout_cycles is None:
+            timeout_cycles = 64 * (m + 8) * (k + 8) * (n + 8) // max(1, self.rows) + 10_000
+        # values are read in the ReadOnly phase (settled after the edge) and written after a
+        # falling edge (taken by the next rising edge)
+        waited = 0
+        await ReadOnly()
+        while p["busy"].get() and waited < timeout_cycles:  # a previous operation
+            await RisingEdge(clk)
+            await ReadOnly()
+            waited += 1
+        await FallingEdge(clk)
         p["m"].set(m)
         p["k"].set(k)
         p["n"].set(n)
         p["s_len"].set(s_len)
         p["start"].set(1)
-        clk = self.dut.clk
-        await RisingEdge(clk)
+        while True:  # held until taken: the core ignores start while it or the select is busy
+            await RisingEdge(clk)
+            await ReadOnly()
+            if p["busy"].get() or waited >= timeout_cycles:
+                break
+            waited += 1
+        started = bool(p["busy"].get())
+        await FallingEdge(clk)
         p["start"].set(0)
-        timed_out = False
-        if p["done"].get() and not p["busy"].get():
-            await RisingEdge(clk)  # a core may need a cycle to drop done
-        if not (p["done"].get() and not p["busy"].get()):
-            if timeout_cycles is None:
-                timeout_cycles = 64 * (m + 8) * (k + 8) * (n + 8) // max(1, self.rows) + 10_000
-            res = await First(RisingEdge(p["done"].h),
-                              Timer(timeout_cycles * PERIOD_NS, unit="ns"))
-            timed_out = not p["done"].get()
+        if started:
+            await First(RisingEdge(p["done"].h),
+                        Timer((timeout_cycles - waited) * PERIOD_NS, unit="ns"))
         stats = {
             "cycles": p["cycles"].get(), "busy": p["busy_cycles"].get(),
             "stall": p["stall_cycles"].get(), "idle": p["idle_cycles"].get(),
             "error": p["error"].get(), "code": p["error_code"].get(),
         }
-        if timed_out:
+        if not (started and p["done"].get()):
             stats["code"] = TIMEOUT_CODE
             stats["error"] = 1
             await self.reset()
-        del res
         return stats
 
     async def gemm_words(self, d_words, s_words, m, k, n, s_len=None, read_c=True,
