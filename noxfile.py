@@ -72,6 +72,6 @@ def bitstream(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Benchmarks that print figures (training-step time, digits accuracy, GEMM sweep)."""
+    """Benchmarks that print figures (training-step time, digits accuracy)."""
     _install(session)
     session.run("python", "-m", "benchmarks", *session.posargs, env=SIM_ENV)
