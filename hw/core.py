@@ -198,23 +198,24 @@ class SwatCore(wiring.Component):
         sel, ctrl = self.sel, self.ctrl
         m.submodules.sel = unit = self.sel_unit
         wiring.connect(m, wiring.flipped(sel.i), unit.i)
+        command, status = unit.cmd.payload, unit.status
         m.d.comb += [
-            unit.start.eq(sel.start & ~ctrl.busy),
-            unit.mode.eq(sel.mode), unit.keep.eq(sel.keep),
-            unit.rows.eq(ctrl.k), unit.cols.eq(ctrl.n),
-            unit.t_in.eq(sel.t_in), unit.ties_in.eq(sel.ties_in),
+            unit.cmd.valid.eq(sel.start & ~ctrl.busy),
+            command.mode.eq(sel.mode), command.keep.eq(sel.keep),
+            command.rows.eq(ctrl.k), command.cols.eq(ctrl.n),
+            command.given.threshold.eq(sel.t_in), command.given.ties.eq(sel.ties_in),
             unit.o.ready.eq(~self.s_write.en),
-            sel_busy.eq(unit.busy | unit.o.valid),
+            sel_busy.eq(status.busy | unit.o.valid),
             sel.busy.eq(sel_busy),
-            sel.done.eq(unit.done & ~unit.o.valid),
-            sel.error.eq(unit.error), sel.error_code.eq(unit.error_code),
-            sel.threshold.eq(unit.threshold), sel.ties.eq(unit.ties),
-            sel.held_valid.eq(unit.held_valid),
-            sel.nnz.eq(unit.nnz), sel.s_len.eq(unit.s_len), sel.cycles.eq(unit.cycles),
+            sel.done.eq(status.done & ~unit.o.valid),
+            sel.error.eq(status.error), sel.error_code.eq(status.error_code),
+            sel.threshold.eq(status.held.threshold), sel.ties.eq(status.held.ties),
+            sel.held_valid.eq(status.held_valid),
+            sel.nnz.eq(status.nnz), sel.s_len.eq(status.s_len), sel.cycles.eq(status.cycles),
         ]
-        with m.If(~self.s_write.en & unit.o.valid):
-            m.d.comb += [s_write.en.eq(1), s_write.addr.eq(unit.o.payload.addr),
-                         s_write.data.eq(unit.o.payload.data)]
+        with m.If(~self.s_write.en & unit.o.valid):  # one bank: slot 0 is the whole write
+            m.d.comb += [s_write.en.eq(1), s_write.addr.eq(unit.o.payload.addr[0]),
+                         s_write.data.eq(unit.o.payload.data[0])]
         return sel_busy
 
     def _operand_fetch(self, m, j, start, token, d_read, operand):

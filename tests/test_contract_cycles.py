@@ -11,5 +11,7 @@ def test_dataflow_bound_pads_m_tiles_mac_bound_does_not():
 
 
 def test_select_cycles_documented_figures():
-    assert select_cycles(576, 64, 8, nnz=3686) == 9369
-    assert select_cycles(576, 64, 8, mode=SelectMode.HELD, nnz=3686) == 4627
+    assert select_cycles(576, 64, 8, nnz=3687) == 9372
+    assert select_cycles(576, 64, 8, mode=SelectMode.HELD, nnz=3687) == 4629
+    assert select_cycles(576, 64, 8, nnz=11060) == 15888  # one write a cycle: write-bound
+    assert select_cycles(576, 64, 8, nnz=11060, banks=8) == 9369  # lanes-wide: input-bound

@@ -9,12 +9,12 @@ from sim import bench, verilate
 
 pytestmark = pytest.mark.slow
 
-LANES, DEPTH = 8, 8192
+LANES, DEPTH, BANKS = 8, 8192, 8
 
 
 @pytest.fixture(scope="session")
 def select_model():
-    return verilate.build("select", lanes=LANES, depth=DEPTH)
+    return verilate.build("select", lanes=LANES, depth=DEPTH, banks=BANKS)
 
 
 @pytest.mark.xdist_group("sim-select")

@@ -60,7 +60,7 @@ BINS = 129
 
 
 class SelectMode(IntEnum):
-    """Operation of the threshold-select unit, sampled at ``start`` (2 bits)."""
+    """Operation of the threshold-select unit, the ``mode`` field of its command (2 bits)."""
 
     #: Pass 1 then pass 2 (the stream is sent twice); the new ``(t, ties)`` is held.
     FULL = 0
@@ -69,12 +69,12 @@ class SelectMode(IntEnum):
     HELD = 1
     #: Pass 1 only: compute and hold ``(t, ties)``, write nothing.
     THRESHOLD = 2
-    #: Pass 2 only, with ``(t_in, ties_in)`` from the ports; they become the held pair.
+    #: Pass 2 only, with the pair of the command's ``given`` field; it becomes the held pair.
     GIVEN = 3
 
 
 class SelectError(IntEnum):
-    """Sticky error code of the threshold-select unit (4 bits), cleared by the next ``start``."""
+    """Sticky error code of the threshold-select unit (4 bits), cleared by the next command."""
 
     NONE = 0
     #: ``rows == 0`` or ``cols == 0``.
@@ -89,5 +89,5 @@ class SelectError(IntEnum):
     OVERFLOW = 5
     #: mode HELD but no threshold has been computed or given since reset.
     NO_THRESHOLD = 6
-    #: mode GIVEN with ``t_in > 128``.
+    #: mode GIVEN with a given threshold above 128.
     BAD_THRESHOLD = 7

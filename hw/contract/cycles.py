@@ -17,6 +17,7 @@ the RTL's ``cycles``); :func:`select_cycles` the threshold-select unit's exact c
 from __future__ import annotations
 
 import heapq
+import math
 
 import numpy as np
 
@@ -69,31 +70,40 @@ def schedule_cycles(s, m: int, rows: int = 8, cols: int = 8, *, start_latency: i
     return int(port - 1 + drain_latency)
 
 
-def select_cycles(rows, cols, lanes, *, mode=SelectMode.FULL, nnz=None) -> int:
-    """Threshold-select cycles from ``start`` to ``done`` with an always-valid input and an
+def select_cycles(rows, cols, lanes, *, mode=SelectMode.FULL, nnz=None, banks=1) -> int:
+    """Threshold-select cycles from the command to ``done`` with an always-valid input and an
     always-ready output.
 
     With ``beats = ceil(rows * cols / lanes)``:
 
     * setup: ``3 + bit_length(rows)`` cycles (``n = rows * cols`` by shift-and-add, checks);
-    * pass 1: ``beats + 2`` (two-stage histogram pipeline), then the scan ``BINS + 3 = 132``;
-    * pass 2: ``max(beats, nnz + cols) + 2``, then 4 header writes. The output writes one word
-      a cycle (``nnz`` entries and ``cols`` column pointers); a record FIFO (``fifo_depth``)
-      absorbs bursts, so pass 2 is input-bound while the writes average below one per beat
-      (e.g. density < ``1 / lanes``) and output-bound above.
+    * pass 1: ``beats`` (one beat a cycle), 2 to drain the histogram pipeline, the scan
+      (``BINS`` bins + 2 cycles of read and sum latency), 2 to hand the result over;
+    * pass 2: ``max(beats, writes)`` and 4 cycles of pipeline and FIFO latency, then the header
+      in ``ceil(4 / banks)`` cycles. ``writes`` is what the blob writer needs: per beat
+      ``ceil(entries / banks)`` cycles, plus one per column pointer. For ``banks = 1`` that is
+      ``nnz + cols`` exactly; otherwise the entries of a beat are taken as binomial with the
+      density ``nnz / n`` (the expected cycle count of randomly placed survivors).
 
-    ``nnz`` defaults to ``rows * cols`` (worst case). The tests check the RTL against this model.
-    Measured (lanes 8, ``S`` 576 x 64): density 0.1 FULL 9373 cycles (model 9369), HELD 4630
-    (model 4627); density 0.3 (output-bound) FULL 15889 (15885), HELD 11146 (11143).
+    ``nnz`` defaults to ``rows * cols`` (worst case). ``tests/test_threshold_select.py`` checks
+    the RTL against this model (within 4 cycles for one bank, 4 + 3 % for several). Measured
+    (lanes 8, ``S`` 576 x 64), FULL / HELD: density 0.1 9372 / 4629 with ``banks = 1`` (model
+    9372 / 4629), 9369 / 4626 with ``banks = 8``; density 0.3 15888 / 11145 with ``banks = 1``,
+    9369 / 4626 with ``banks = 8``.
     """
     n = rows * cols
     beats = -(-n // lanes)
-    pass1 = beats + 2 + BINS + 3
+    pass1 = beats + 2 + BINS + 2 + 2
     if nnz is None:
         nnz = n
-    pass2 = max(beats, nnz + cols) + 2 + 4
+    density = nnz / n if n else 0.0
+    entry_cycles_per_beat = sum(
+        math.comb(lanes, e) * density ** e * (1 - density) ** (lanes - e) * -(-e // banks)
+        for e in range(lanes + 1))
+    writes = nnz + cols if banks == 1 else round(beats * entry_cycles_per_beat) + cols
+    pass2 = max(beats, writes) + 4 + -(-4 // banks)
     mode = SelectMode(int(getattr(mode, "value", mode)))
-    total = 3 + int(rows).bit_length()  # start, n = rows * cols by shift-and-add, checks
+    total = 3 + int(rows).bit_length()  # command, n = rows * cols by shift-and-add, checks
     if mode in (SelectMode.FULL, SelectMode.THRESHOLD):
         total += pass1
     if mode != SelectMode.THRESHOLD:

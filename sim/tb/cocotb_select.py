@@ -85,7 +85,7 @@ async def random_full_selections(dut):
         res = await drv.op(q, mode="FULL", keep=keep)
         what = f"case {i} ({k}x{n} {kinds[i % len(kinds)]}, keep {keep})"
         _check(res, q, int_topk.compress_selected(q, keep), what, t, ties)
-        est = estimate_cycles(k, n, drv.lanes, mode=0, nnz=res["nnz"])
+        est = estimate_cycles(k, n, drv.lanes, mode=0, nnz=res["nnz"], banks=drv.banks)
         assert abs(res["cycles"] - est) <= max(8, est // 8), \
             f"{what}: {res['cycles']} cycles, estimate {est}"
 

@@ -1,12 +1,13 @@
 """Driver of the threshold-select unit (``hw.threshold_select.ThresholdSelect``) from cocotb.
 
-The unit has two valid/ready streams: ``i`` (dense int8 ``S[K, N]``, column by column, ``lanes``
-elements a beat, ``last`` on the final beat) and ``o`` (``(addr, data)`` writes of the
-compressed blob). :meth:`SelectDriver.op` drives both in one per-cycle loop; each cycle the
-input may be withheld (``valid = 0``) and the output back-pressured (``ready = 0``) at random,
-so every stall pattern of the handshakes is exercised. The handshake is sampled in the
-``ReadOnly`` phase before the clock edge, so a transfer is counted exactly when
-``valid & ready`` is high at the edge.
+The unit has three valid/ready streams: ``cmd`` (one operation, ``hw.select_layouts.
+CommandLayout``), ``i`` (dense int8 ``S[K, N]``, column by column, ``lanes`` elements a beat,
+``last`` on the final beat) and ``o`` (banked writes of the compressed blob, ``banks`` words a
+beat), and the ``status`` members. :meth:`SelectDriver.op` drives the command, then ``i`` and
+``o`` in one per-cycle loop; each cycle the input may be withheld (``valid = 0``) and the output
+back-pressured (``ready = 0``) at random, so every stall pattern of the handshakes is exercised.
+The handshake is sampled in the ``ReadOnly`` phase before the clock edge, so a transfer is
+counted exactly when ``valid & ready`` is high at the edge.
 """
 
 from __future__ import annotations
@@ -15,10 +16,19 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
-from hw.contract.codes import SelectMode
+from hw.select_layouts import CommandLayout, HeldLayout, Mode, write_layout
 from sim.tb.driver import PERIOD_NS, _Setter
 
-MODES = SelectMode.__members__
+MODES = {m.name: m.value for m in Mode}
+
+
+def _banks_of(payload_width: int, addr_width: int) -> int:
+    """Write slots of an ``o`` payload of ``payload_width`` bits (``write_layout``)."""
+    for bits in range(addr_width + 1):
+        banks = 1 << bits
+        if write_layout(banks, max(1, addr_width - bits)).size == payload_width:
+            return banks
+    raise ValueError(f"o__payload of {payload_width} bits matches no write layout")
 
 
 class SelectDriver:
@@ -28,13 +38,32 @@ class SelectDriver:
         self.lanes = attrs.get("lanes", 8)
         self.depth = attrs.get("depth", 1 << 16)
         ports = meta["ports"]
-        self.addr_width = ports["o__payload"] - 32
+        addr_width = attrs["addr_width"]
+        self.banks = _banks_of(ports["o__payload"], addr_width)
+        out = write_layout(self.banks, max(1, addr_width - (self.banks.bit_length() - 1)))
+        self.out_fields = (out["en"].offset, out["addr"].offset,
+                           out["addr"].shape.elem_shape.width, out["data"].offset)
         self.p = {name: _Setter(getattr(dut, name)) for name in ports if name not in ("clk",)}
+
+    def writes(self, payload: int):
+        """``[(addr, data)]`` of one ``o`` payload."""
+        en_off, addr_off, row_w, data_off = self.out_fields
+        out = []
+        for b in range(self.banks):
+            if payload >> (en_off + b) & 1:
+                row = payload >> (addr_off + b * row_w) & ((1 << row_w) - 1)
+                out.append((row * self.banks + b, payload >> (data_off + 32 * b) & 0xFFFFFFFF))
+        return out
+
+    def held(self) -> dict:
+        """The ``status.held`` fields."""
+        v = self.p["status__held"].get()
+        return {name: v >> HeldLayout[name].offset & ((1 << HeldLayout[name].width) - 1)
+                for name in ("threshold", "ties", "cut_row", "cut_col", "cut_any")}
 
     async def start(self):
         Clock(self.dut.clk, PERIOD_NS, unit="ns", impl="gpi").start(start_high=False)
-        for name in ("i__valid", "i__payload", "o__ready", "start", "mode", "keep", "rows",
-                     "cols", "t_in", "ties_in"):
+        for name in ("i__valid", "i__payload", "o__ready", "cmd__valid", "cmd__payload"):
             self.p[name].set(0)
         self.dut.rst.value = 1
         await ClockCycles(self.dut.clk, 3)
@@ -62,24 +91,22 @@ class SelectDriver:
         "threshold", "ties", "nnz", "s_len", "held_valid", "sim_cycles", "beats_sent"}``."""
         p = self.p
         k, n = s.shape if shape is None else shape
-        mode_v = int(MODES[mode]) if isinstance(mode, str) else int(mode)
+        mode_v = MODES[mode] if isinstance(mode, str) else int(mode)
         stream = self.beats(s) if beats is None else beats
         if passes is None:
             passes = 2 if mode_v == 0 else 1
         todo = stream * passes
         rng = rng or np.random.default_rng(0)
-        p["rows"].set(k)
-        p["cols"].set(n)
-        p["mode"].set(mode_v)
-        p["keep"].set(keep)
-        p["t_in"].set(t_in)
-        p["ties_in"].set(ties_in)
-        p["start"].set(1)
+        command = CommandLayout.const({
+            "mode": Mode(mode_v), "keep": keep, "rows": k, "cols": n,
+            "given": {"threshold": t_in, "ties": ties_in}}).as_value().value
+        p["cmd__payload"].set(command)
+        p["cmd__valid"].set(1)
         clk = RisingEdge(self.dut.clk)
+        await ReadOnly()
+        assert p["cmd__ready"].get(), "command refused by an idle unit"
         await clk
-        p["start"].set(0)
-        aw = self.addr_width
-        amask = (1 << aw) - 1
+        p["cmd__valid"].set(0)
         words: dict[int, int] = {}
         dup = []
         sent = 0
@@ -98,12 +125,11 @@ class SelectDriver:
             in_fire = in_valid and p["i__ready"].get()
             out_valid = p["o__valid"].get()
             if out_valid and out_ready:
-                pay = p["o__payload"].get()
-                addr, data = pay & amask, pay >> aw
-                if addr in words:
-                    dup.append(addr)
-                words[addr] = data
-            done = p["done"].get() and not p["busy"].get()
+                for addr, data in self.writes(p["o__payload"].get()):
+                    if addr in words:
+                        dup.append(addr)
+                    words[addr] = data
+            done = p["status__done"].get() and not p["status__busy"].get()
             await clk
             cycles += 1
             if in_fire:
@@ -111,15 +137,17 @@ class SelectDriver:
             quiet = quiet + 1 if (done and not out_valid) else 0
             # finished: done, nothing offered for a few cycles; an erroring unit may leave
             # input unsent (it discards what it gets), so do not wait for the stream then
-            if quiet >= 3 and (sent >= len(todo) or p["error"].get()):
+            if quiet >= 3 and (sent >= len(todo) or p["status__error"].get()):
                 break
         p["i__valid"].set(0)
+        held = self.held()
         return {
-            "words": words, "dup": dup, "cycles": p["cycles"].get(), "error": p["error"].get(),
-            "code": p["error_code"].get(), "threshold": p["threshold"].get(),
-            "ties": p["ties"].get(), "nnz": p["nnz"].get(), "s_len": p["s_len"].get(),
-            "held_valid": p["held_valid"].get(), "sim_cycles": cycles, "beats_sent": sent,
-            "timed_out": cycles >= limit,
+            "words": words, "dup": dup, "cycles": p["status__cycles"].get(),
+            "error": p["status__error"].get(), "code": p["status__error_code"].get(),
+            "threshold": held["threshold"], "ties": held["ties"],
+            "nnz": p["status__nnz"].get(), "s_len": p["status__s_len"].get(),
+            "held_valid": p["status__held_valid"].get(), "sim_cycles": cycles,
+            "beats_sent": sent, "timed_out": cycles >= limit,
         }
 
 
