@@ -1,6 +1,7 @@
 """Project sessions: ``nox -s tests`` (the README's test command), ``verilate``, ``compare`` (the
-main job), ``bitstream`` and ``lint``. Virtualenvs are reused between runs; pip installs
-``torch==2.13.0`` from the CPU build on this machine's disk."""
+main job), ``fuzz`` (malformed blobs through the core), ``bitstream`` and ``lint``. Virtualenvs
+are reused between runs; pip installs ``torch==2.13.0`` from the CPU build on this machine's
+disk."""
 
 from __future__ import annotations
 
@@ -52,6 +53,13 @@ def compare(session: nox.Session) -> None:
     """The main job: RTL cycles of the three training passes vs the FLOP model -> results/."""
     _install(session)
     session.run("python", "-m", "sim.compare", *session.posargs, env=SIM_ENV)
+
+
+@nox.session(python=PYTHON)
+def fuzz(session: nox.Session) -> None:
+    """Malformed compressed-S blobs through the Verilator core (default 10,000; `-- --count N`)."""
+    _install(session)
+    session.run("python", "-m", "sim.fuzz", *session.posargs, env=SIM_ENV)
 
 
 @nox.session(python=PYTHON)

