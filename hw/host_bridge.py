@@ -1,7 +1,7 @@
 """Byte-stream command protocol -> the ``SwatCore`` host interface (Amaranth 0.5).
 
 The framing, opcodes and replies are specified in ``docs/host-protocol.md``; the constants below
-are the single source of truth that ``sim.fpga`` (the host driver) imports. In short: every
+are the single source of truth that ``hw.host_driver`` (the host driver) imports. In short: every
 command is one opcode byte followed by a fixed number of little-endian argument bytes (and, for
 the two burst writes, the data words); every command gets exactly one reply that starts with a
 status byte. An unknown opcode is answered with ``ERR_OPCODE`` and the parser returns to idle; a

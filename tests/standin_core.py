@@ -8,6 +8,7 @@ from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import Out
 from amaranth.utils import ceil_log2
 
+from hw.contract.blob import MAGIC
 from hw.core_ports import ControlSignature
 
 __all__ = ["StandInCore"]
@@ -66,7 +67,7 @@ class StandInCore(wiring.Component):
         words = [ctx.get(self.s_mem.data[i]) for i in range(min(s_len, self.s_depth))]
         if len(words) < 3:
             return 4, 0
-        if words[0] != 0x53574154:
+        if words[0] != MAGIC:
             return 1, 0
         if words[1] != (K | N << 16):
             return 2, 0

@@ -1,10 +1,11 @@
 """Host bridge protocol over simulated UART bytes, against a behavioural stand-in core and the
-real ``SwatCore``; the host driver ``sim.fpga`` does the talking."""
+real ``SwatCore``; the host driver ``hw.host_driver`` does the talking."""
 
 import struct
 
 import numpy as np
 import pytest
+from sim_uart_port import SimUartPort
 from standin_core import StandInCore
 
 from hw.board_top import SwatSystem
@@ -19,7 +20,7 @@ from hw.host_bridge import (
     OP_WRITE_S,
     ST_OK,
 )
-from sim.fpga import BridgeError, CoreError, SimUartPort, SwatFpga, encode_s, run_gemm_fpga
+from hw.host_driver import BridgeError, CoreError, SwatFpga, encode_s, run_gemm_fpga
 
 DIVISOR = 4
 

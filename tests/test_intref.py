@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from hw.contract import malformed
 from sw import compress, intref
 
 
@@ -106,7 +107,7 @@ def test_schedule_cycles():
     assert intref.schedule_cycles(s, 8, rows=8, cols=2, start_latency=0, drain_latency=0) == 100
 
 
-REPRO_13_8 = [0x53574154, 0x00060001, 1, 0, 1, 1, 1, 1, 1, 2, 0]  # issue 13 item 8
+REPRO_13_8 = malformed.POINTER_AND_ENTRY  # issue 13 item 8
 
 
 def test_core_model_pointer_and_entry_violations():
