@@ -387,6 +387,8 @@ class SwatLayer:
     """Mixin holding the SWAT state shared by :class:`SwatConv2d` and :class:`SwatLinear`."""
 
     _kind = "?"
+    #: an ``sw.hil.IntegerPath`` when the run's GEMMs go to an integer backend (``sw.hil.attach``)
+    gemm_path = None
 
     def _swat_init(
         self,
@@ -513,6 +515,8 @@ class SwatLayer:
         d = self.density
         if _DENSE_OVERRIDE[0]:
             return self._dense_forward(x)
+        if self.gemm_path is not None:  # hardware in the loop: int8 GEMMs on a backend
+            return self.gemm_path.layer_forward(self, x)
         if self.method == "dense" or (d >= 1.0 and self._frozen_mask is None):
             if self.training and torch.is_grad_enabled():
                 self.iteration += 1

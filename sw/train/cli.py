@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .config import ConfigError, TrainConfig
 
@@ -69,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", default=0, type=str)
     p.add_argument("--threads", default=None, type=str,
                    help="torch intra-op threads (default: 1 for digits, torch's default otherwise)")
+    p.add_argument("--backend", default="torch",
+                   help="GEMMs of the SWAT layers: torch (float) | intref (int8 reference) | "
+                        "rtl (Verilator core) | fpga (board on --port)")
+    p.add_argument("--grad-quant", default="tensor",
+                   help="int8 dY of the integer backends: tensor | row | stochastic | split | "
+                        "row-split")
+    p.add_argument("--port", default=None, help="serial port of --backend fpga")
     p.add_argument("--out", default="runs/swat", help="folder for checkpoint, metrics, plots")
     p.add_argument("--resume", nargs="?", const="auto", default=None,
                    help="resume from a checkpoint (no value: <out>/checkpoint.pt)")
@@ -117,13 +125,15 @@ def config_from_args(argv: list[str] | None = None) -> TrainConfig:
         warmup_epochs=_parse_num("warmup-epochs", a.warmup_epochs, float),
         label_smoothing=_parse_num("label-smoothing", a.label_smoothing, float),
         seed=_parse_num("seed", a.seed, int), threads=_parse_num("threads", a.threads, int),
-        out=a.out, resume=a.resume, force=a.force,
+        out=a.out, resume=a.resume, force=a.force, backend=a.backend, grad_quant=a.grad_quant,
+        port=a.port,
         progress=not a.no_progress, verbose=not a.quiet, plots=not a.no_plots,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``swat-train`` / ``python -m sw.train``; returns the exit code."""
+    from ..backend import BackendError
     from .loop import train
 
     try:
@@ -132,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as e:
         print(f"swat-train: error: {e}", file=sys.stderr)
         return 2
+    except BackendError as e:
+        ck = Path(cfg.out) / "checkpoint.pt" if cfg.out else None
+        hint = f"; the last checkpoint resumes: --resume {ck}" if ck and ck.is_file() else ""
+        print(f"swat-train: error: {e}{hint}", file=sys.stderr)
+        return 1
     except (ValueError, FloatingPointError) as e:
         print(f"swat-train: error: {e}", file=sys.stderr)
         return 1

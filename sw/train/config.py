@@ -93,6 +93,9 @@ class TrainConfig:
     plots: bool = True
     eval_batch_size: int = 512
     threads: int | None = None  # torch intra-op threads (digits default 1: tiny tensors)
+    backend: str = "torch"  # GEMM backend (sw.backend): torch | intref | rtl | fpga
+    grad_quant: str = "tensor"  # int8 dY operand of the integer backends (sw.hil.GRAD_QUANT)
+    port: str | None = None  # serial port of the fpga backend
 
     def resolved(self) -> TrainConfig:
         """A copy with defaults filled in and every field validated (raises ConfigError)."""
@@ -169,6 +172,7 @@ class TrainConfig:
                 raise ConfigError(f"--{key} must be true or false, got {v!r}")
         if c.resume is not None and c.resume == "auto" and c.out is None:
             raise ConfigError("--resume without a path needs --out (resumes <out>/checkpoint.pt)")
+        _check_backend(c)
         return c
 
     def to_dict(self) -> dict:
@@ -183,6 +187,25 @@ def structure_name(value) -> str:
     if value is True:
         return "channel"
     return _choice("structured", value, STRUCTURES)
+
+
+def _check_backend(c: TrainConfig) -> None:
+    """The integer backends lower what the hardware runs (``docs/hardware-in-the-loop.md``)."""
+    from ..backend import BACKENDS
+    from ..hil import GRAD_QUANT
+
+    c.backend = _choice("backend", c.backend, BACKENDS)
+    c.grad_quant = _choice("grad-quant", c.grad_quant, GRAD_QUANT)
+    if c.backend == "torch":
+        return
+    if c.method not in ("swat", "dense"):
+        raise ConfigError(f"--backend {c.backend} runs --method swat or dense, not {c.method}")
+    if c.period != 1 or c.structured != "none" or c.topk_dims != "nchw":
+        raise ConfigError(f"--backend {c.backend} runs unstructured per-tensor Top-K every "
+                          "iteration (--period 1, --topk-dims nchw, no --structured)")
+    if c.ties != "exact":
+        raise ConfigError(f"--backend {c.backend} keeps exactly k (the select unit's tie rule), "
+                          f"not --ties {c.ties}")
 
 
 def _model_defaults(c: TrainConfig) -> dict:

@@ -140,12 +140,15 @@ def train(config: TrainConfig | dict | None = None, *,
     cfg = as_config(config, overrides).resolved()
     threads = torch.get_num_threads()
     d = init_distributed()
+    run = None
     try:
         run = _Run(cfg, d, model=net, dataset=data)
         if cfg.resume is not None:
             run.resume()
         return run.run(callback)
     finally:
+        if run is not None and run.hil is not None:
+            run.hil.close()  # stops the simulator process (also on an exception or Ctrl-C)
         torch.set_num_threads(threads)  # --threads applies to this run only
         if d.owned and dist.is_initialized():
             dist.destroy_process_group()
@@ -182,6 +185,14 @@ class _Run:
                                          momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                          nesterov=cfg.nesterov)
         self.model = apply_method(model, cfg)
+        self.hil = None  # GEMMs on an integer backend (sw.hil_run), started before training
+        if cfg.backend != "torch":
+            from ..hil_run import HilRun
+
+            self.hil = HilRun(cfg.backend, grad_quant=cfg.grad_quant, seed=cfg.seed,
+                              port=cfg.port)
+            self.model = self.hil.attach(self.model)
+            self.hil.start()
         self.steps_per_epoch = self.ds.num_batches("train", self.local_bs, d.world_size)
         if cfg.epochs is None:  # max_steps without epochs: just enough epochs
             cfg.epochs = math.ceil(cfg.max_steps / self.steps_per_epoch)
@@ -259,6 +270,8 @@ class _Run:
             from ..plots import plot_history
 
             plot_history(self.history, self.out)
+        if self.hil is not None and self.out is not None and d.main:
+            self.hil.write_steps(self.out, self.history, plots=cfg.plots)
         return TrainResult(model=model, history=self.history, config=cfg,
                            optimizer=self.optimizer, scheduler=self.sched, dataset=self.ds,
                            steps=self.step, out=self.out,
@@ -303,6 +316,8 @@ class _Run:
             acc["correct"] += float((outp.detach().argmax(1) == y).sum())
             acc["count"] += len(y)
             stats.add(model)
+            if self.hil is not None:
+                self.hil.step(self.step)
             bar.update(1)
             bar.set_postfix(loss=f"{lv:.3f}", lr=f"{lr:.3g}")
             if callback is not None:
@@ -322,6 +337,8 @@ class _Run:
                **evaluate(model, self.ds, batch_size=cfg.eval_batch_size, rank=d.rank,
                           world_size=d.world_size),
                "epoch_time_s": acc["time"], "complete": complete}
+        if self.hil is not None:
+            rec.update(self.hil.epoch_fields())
         layers = stats.record(model)
         if layers:
             rec["layers"] = layers

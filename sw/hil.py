@@ -1,0 +1,372 @@
+"""Hardware in the loop: the three GEMMs of every SWAT layer as int8 jobs on a GEMM backend.
+
+:func:`attach` gives every ``SwatConv2d`` / ``SwatLinear`` of a model an :class:`IntegerPath`;
+the layer's forward then calls :meth:`IntegerPath.layer_forward` instead of its float autograd
+function. Per layer and training step (``docs/hardware-in-the-loop.md``):
+
+forward
+    ``qA, sA = quantize(A)``, ``qW, sW = quantize(W[F, K])`` (``sw.quant``: symmetric, per
+    tensor); ``qWs`` = the integer Top-K of ``qW`` at the layer's density and ``qAs`` that of
+    ``qA`` (``sw.int_topk``: the threshold-select unit's tie rule, stream order row-major of
+    ``W[F, K]`` and of ``A[B, C, H, W]``). GEMM ``D = im2col(qA) [M, K]``, ``S = qWsᵀ [K, F]``;
+    ``Y = C · sA · sW`` (+ bias on the host).
+input gradient
+    ``D = dY [M, F]`` (quantized per :data:`GRAD_QUANT`), ``S = qWs [F, K]``; ``col2im`` on the
+    host. Skipped when the layer's input needs no gradient (the first layer).
+weight gradient
+    ``D = dYᵀ [F, M]``, ``S = im2col(qAs) [M, K]``.
+
+The dense first layer of SWAT-U takes the same path at density 1 (no Top-K). BatchNorm,
+activations, the loss, the bias gradient (``Σ dY``) and the optimizer stay in float on the host.
+In eval mode the forward uses the exact integer Top-K of the weights and the dense activations.
+
+``grad_quant`` says how ``dY`` becomes the int8 ``D`` operand of the two gradient GEMMs (the
+datapath stays int8 in every case; scales are applied to the int32 results on the host):
+
+``"tensor"``
+    the project's per-tensor round-to-nearest quantization (what the compare job measures).
+``"row"``
+    one scale per row of each ``D``: per output pixel for the input gradient (``dY [M, F]``),
+    per output channel for the weight gradient (``dYᵀ [F, M]``). ``C``'s row ``i`` is
+    ``Σ_k D[i, k] S[k, :]``, so a row scale factors out of the int32 result exactly.
+``"stochastic"``
+    per-tensor scale, stochastic rounding (``floor(x / s + u)``, ``u`` uniform from the run's
+    seeded generator, so ``intref`` and ``rtl`` see the same integers).
+``"split"``
+    ``dY ≈ s·hi + (s/254)·lo`` with two int8 halves (``lo`` quantizes the rounding residual of
+    ``hi``), each run as its own GEMM on the same ``S``: about 15 bits of ``dY`` for twice the
+    gradient-pass cycles.
+``"row-split"``
+    per-row scales and the two halves.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backend import GemmBackend, GemmJob
+
+__all__ = ["GRAD_QUANT", "IntegerPath", "attach", "detach", "check_supported"]
+
+GRAD_QUANT = ("tensor", "row", "stochastic", "split", "row-split")
+PASSES = ("forward", "backward_input", "backward_weight")
+_QMAX = 127
+_SELECT_LANES = 8
+
+
+# --------------------------------------------------------------------------- quantization
+
+
+def _quant_tensor(x: torch.Tensor):
+    """``(q int8, scale)``: :func:`sw.quant.quantize` (per tensor, round half to even)."""
+    from .quant import quantize
+
+    q, s = quantize(x)
+    return q, float(s)
+
+
+def _quant_rows(x: torch.Tensor):
+    """``(q int8 [R, C], scales float64 [R])``: the same rule with one scale per row."""
+    xd = x.detach().to(torch.float64)
+    amax = xd.abs().amax(dim=1)
+    scale = torch.where(amax > 0, amax / _QMAX, torch.ones_like(amax))
+    q = torch.round(xd / scale[:, None]).clamp_(-_QMAX, _QMAX).to(torch.int8)
+    return q, scale
+
+
+def _quant_stochastic(x: torch.Tensor, gen: torch.Generator):
+    xd = x.detach().to(torch.float64)
+    amax = float(xd.abs().max()) if xd.numel() else 0.0
+    scale = amax / _QMAX if amax > 0 else 1.0
+    u = torch.rand(xd.shape, generator=gen, dtype=torch.float64)
+    q = torch.floor(xd / scale + u).clamp_(-_QMAX, _QMAX).to(torch.int8)
+    return q, scale
+
+
+def _split(x: torch.Tensor, scale):
+    """Two int8 halves of ``x`` given the scale(s) of the high half (scalar or per row)."""
+    xd = x.detach().to(torch.float64)
+    s = scale if isinstance(scale, float) else scale[:, None]
+    hi = torch.round(xd / s).clamp_(-_QMAX, _QMAX)
+    lo = torch.round((xd - hi * s) / (s / (2 * _QMAX))).clamp_(-_QMAX, _QMAX)
+    return hi.to(torch.int8), lo.to(torch.int8)
+
+
+def quantize_d(g2d: torch.Tensor, mode: str, gen: torch.Generator | None = None):
+    """The D operand(s) of a gradient GEMM: ``[(q int8 [R, C], row scales float64 [R]), ...]``.
+
+    More than one pair (``split`` modes) means as many GEMMs on the same ``S`` whose dequantized
+    results are summed.
+    """
+    rows = g2d.shape[0]
+    if mode in ("tensor", "split"):
+        q, s = _quant_tensor(g2d)
+        if mode == "tensor":
+            return [(q, torch.full((rows,), s, dtype=torch.float64))]
+        hi, lo = _split(g2d, s)
+        full = torch.full((rows,), s, dtype=torch.float64)
+        return [(hi, full), (lo, full / (2 * _QMAX))]
+    if mode == "stochastic":
+        q, s = _quant_stochastic(g2d, gen)
+        return [(q, torch.full((rows,), s, dtype=torch.float64))]
+    q, sr = _quant_rows(g2d)
+    if mode == "row":
+        return [(q, sr)]
+    hi, lo = _split(g2d, sr)
+    return [(hi, sr), (lo, sr / (2 * _QMAX))]
+
+
+# --------------------------------------------------------------------------- lowering helpers
+
+
+def _topk_int(q: torch.Tensor, density: float) -> torch.Tensor:
+    """Integer Top-K of ``q`` (whole tensor, row-major stream order, the hardware's tie rule)."""
+    from .int_topk import k_from_density, select_mask
+
+    if density >= 1.0:
+        return q
+    keep = select_mask(q.numpy(), k_from_density(density, q.numel()))
+    return q * torch.from_numpy(keep).to(q.dtype)
+
+
+def _im2col(q: torch.Tensor, layer) -> torch.Tensor:
+    """int8 ``[B, C, H, W]`` -> int8 ``[B*L, C*R*S]`` (rows: output pixels)."""
+    cols = F.unfold(q.to(torch.float32), layer.kernel_size, dilation=layer.dilation,
+                    padding=layer.padding, stride=layer.stride)
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1]).to(torch.int8)
+
+
+def _out_hw(layer, h, w):
+    def one(size, i):
+        k, s, p, d = (layer.kernel_size[i], layer.stride[i], layer.padding[i], layer.dilation[i])
+        return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+    return one(h, 0), one(w, 1)
+
+
+def _dequant(cs, parts, s_scale: float) -> torch.Tensor:
+    """``Σ C_i · rowscale_i · s_scale`` in float64: the int results of the ``parts`` of a D."""
+    acc = None
+    for c, (_, rs) in zip(cs, parts, strict=True):
+        t = c.to(torch.float64) * (rs[:, None] * s_scale)
+        acc = t if acc is None else acc + t
+    return acc
+
+
+def _select_cycles(rows: int, cols: int, nnz: int) -> int:
+    """Threshold-select cycles (mode FULL) of a ``rows x cols`` stream: the unit's formula."""
+    from hw.contract.cycles import select_cycles
+
+    return int(select_cycles(rows, cols, _SELECT_LANES, nnz=nnz))
+
+
+def check_supported(layer, name: str = "") -> None:
+    """Raise ``ValueError`` (one line) for a layer the integer path does not lower."""
+    what = name or type(layer).__name__
+    if layer.method not in ("swat", "dense"):
+        raise ValueError(f"{what}: the integer backends run method swat or dense, "
+                         f"not {layer.method}")
+    if layer.structured or layer.dims != "nchw" or layer.period != 1 or layer.mask_update:
+        raise ValueError(f"{what}: the integer backends run unstructured per-tensor Top-K "
+                         "every iteration (--topk-dims nchw, --period 1, no --structured)")
+    if isinstance(layer, nn.Conv2d):
+        if layer.groups != 1 or layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+            raise ValueError(f"{what}: the integer backends lower plain convolutions only "
+                             "(groups 1, numeric zero padding)")
+
+
+# --------------------------------------------------------------------------- the path
+
+
+class IntegerPath:
+    """The integer passes of a model's SWAT layers on ``backend``, and their per-step cost.
+
+    ``records`` collects one dict per GEMM of the current training step (``layer``, ``pass``,
+    ``macs``, ``cycles``, ``runs``) and one per selection (``select_w`` / ``select_a`` cycles);
+    :meth:`take_step` sums and clears them. ``where`` is the ``(layer, pass)`` being computed,
+        """
+
+    def __init__(self, backend: GemmBackend, grad_quant: str = "tensor", seed: int = 0):
+        if grad_quant not in GRAD_QUANT:
+            raise ValueError(f"unknown grad_quant {grad_quant!r}; expected one of "
+                             f"{', '.join(GRAD_QUANT)}")
+        self.backend = backend
+        self.grad_quant = grad_quant
+        self.gen = torch.Generator().manual_seed(int(seed) + 0x5EED)
+        self.records: list[dict] = []
+        self.eval_cycles = 0
+
+    # ---- GEMMs
+    def _gemm(self, layer, jobs, training: bool):
+        """Run ``[(pass, d, s), ...]`` of one layer as one backend batch; int64 results."""
+        name = getattr(layer, "_hil_name", type(layer).__name__)
+        gj = [GemmJob(np.ascontiguousarray(d.numpy()), np.ascontiguousarray(s.numpy()),
+                      f"{name}:{p}") for p, d, s in jobs]
+        outs = self.backend.run(gj)
+        for (p, _, _), j, o in zip(jobs, gj, outs, strict=True):
+            if training:
+                self.records.append({"layer": name, "pass": p, "macs": o.macs,
+                                     "shape": j.d.shape + j.s.shape[1:], "cycles": o.cycles,
+                                     "runs": o.runs})
+            elif o.cycles:
+                self.eval_cycles += o.cycles
+        return [torch.from_numpy(o.c) for o in outs]
+
+    # ---- forward
+    def layer_forward(self, layer, x: torch.Tensor) -> torch.Tensor:
+        """``layer(x)`` with its GEMMs on the backend (called from ``SwatLayer.forward``)."""
+        if x.ndim > 2 and not isinstance(layer, nn.Conv2d):  # SwatLinear on [..., in]
+            lead = x.shape[:-1]
+            y = self.layer_forward(layer, x.reshape(-1, x.shape[-1]))
+            return y.reshape(*lead, y.shape[-1])
+        grad = torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad)
+        step = layer.training and grad  # a training step: recorded, Top-K of A, stats
+        return _HilFunction.apply(x, layer.weight, layer.bias,
+                                  (self, layer, step, step and layer.weight.requires_grad))
+
+    def take_step(self) -> dict:
+        """Sums over the GEMMs of the step just finished (and clears them)."""
+        recs, self.records = self.records, []
+        out: dict = {}
+        pes = self.backend.pes
+        macs = sum(r.get("macs", 0) for r in recs)
+        out["gemms"] = sum(1 for r in recs if "pass" in r)
+        out["macs"] = macs
+        out["ideal_cycles"] = round(macs / pes)
+        have_cycles = any(r.get("cycles") is not None for r in recs if "pass" in r)
+        for p in PASSES:
+            sel = [r for r in recs if r.get("pass") == p]
+            out[f"macs_{p}"] = sum(r["macs"] for r in sel)
+            if have_cycles:
+                out[f"cycles_{p}"] = sum(r["cycles"] or 0 for r in sel)
+        if have_cycles:
+            out["cycles"] = sum(out[f"cycles_{p}"] for p in PASSES)
+            out["core_runs"] = sum(r.get("runs") or 0 for r in recs if "pass" in r)
+            out["utilization"] = round(macs / (pes * out["cycles"]), 4) if out["cycles"] else 0.0
+        out["select_w_cycles"] = sum(r.get("select_w", 0) for r in recs)
+        out["select_a_cycles"] = sum(r.get("select_a", 0) for r in recs)
+        out["select_cycles"] = out["select_w_cycles"] + out["select_a_cycles"]
+        return out
+
+
+class _HilFunction(torch.autograd.Function):
+    """``y = layer(x)`` with the forward and both gradient GEMMs in int8 on the backend."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, state):
+        path, layer, training, want_w = state
+        conv = isinstance(layer, nn.Conv2d)
+        d = layer.density if layer.method != "dense" else 1.0
+        f = weight.shape[0]
+        qw, sw_ = _quant_tensor(weight.detach().reshape(f, -1))
+        qws = _topk_int(qw, d)
+        qa, sa = _quant_tensor(x.detach())
+        qas = _topk_int(qa, d) if want_w else None
+        if conv:
+            b, _, h, w_ = x.shape
+            ho, wo = _out_hw(layer, h, w_)
+            a_col = _im2col(qa, layer)
+        else:
+            a_col = qa
+        (c,) = path._gemm(layer, [("forward", a_col, qws.t())], training)
+        y = c.to(torch.float64) * (sa * sw_)
+        if conv:
+            y = y.reshape(b, ho, wo, f).permute(0, 3, 1, 2)
+        y = y.to(x.dtype).contiguous()
+        if bias is not None:
+            y = y + (bias.detach().reshape(1, -1, 1, 1) if conv else bias.detach())
+        if training:
+            layer.iteration += 1
+            nz_w = int(torch.count_nonzero(qws))
+            st = {"iteration": layer.iteration, "density": d,
+                  "weight_density": nz_w / max(1, qw.numel())}
+            if qas is not None:
+                nz_a = int(torch.count_nonzero(qas))
+                st["activation_density"] = nz_a / max(1, qa.numel())
+                if d < 1.0:  # the select unit streams W (S = Wᵀ) and A (one column a sample)
+                    path.records.append({
+                        "layer": getattr(layer, "_hil_name", ""),
+                        "select_w": _select_cycles(qw.shape[1], f, nz_w),
+                        "select_a": _select_cycles(qa[0].numel(), qa.shape[0], nz_a)})
+            layer.stats = st
+        ctx.state = state
+        ctx.conv = conv
+        ctx.x_shape = tuple(x.shape)
+        ctx.w_shape = tuple(weight.shape)
+        ctx.scales = (sa, sw_)
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(qws, qas if qas is not None else qa.new_zeros(0))
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        path, layer = ctx.state[:2]
+        qws, qas = ctx.saved_tensors
+        sa, sw_ = ctx.scales
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        g = grad_out.detach()
+        f = ctx.w_shape[0]
+        g2 = g.permute(0, 2, 3, 1).reshape(-1, f) if ctx.conv else g.reshape(-1, f)
+        gx = gw = gb = None
+        # both gradient GEMMs of the layer go to the backend as one batch
+        jobs, px, pw = [], [], []
+        if need_x:
+            px = quantize_d(g2, path.grad_quant, path.gen)
+            jobs += [("backward_input", q, qws) for q, _ in px]
+        if need_w:
+            a_col = _im2col(qas, layer) if ctx.conv else qas.reshape(-1, qas.shape[-1])
+            pw = quantize_d(g2.t(), path.grad_quant, path.gen)
+            jobs += [("backward_weight", q, a_col) for q, _ in pw]
+        cs = path._gemm(layer, jobs, True) if jobs else []
+        if need_x:
+            acc = _dequant(cs[:len(px)], px, sw_)
+            if ctx.conv:
+                b, _, h, w_ = ctx.x_shape
+                cols = acc.reshape(b, -1, acc.shape[1]).transpose(1, 2)
+                acc = F.fold(cols, (h, w_), layer.kernel_size, dilation=layer.dilation,
+                             padding=layer.padding, stride=layer.stride)
+            gx = acc.reshape(ctx.x_shape).to(grad_out.dtype)
+        if need_w:
+            gw = _dequant(cs[len(px):], pw, sa).reshape(ctx.w_shape).to(grad_out.dtype)
+        if need_b and ctx.has_bias:
+            gb = g.sum(dim=(0, 2, 3)) if ctx.conv else g.sum(dim=0)
+        return gx, gw, gb, None
+
+
+# --------------------------------------------------------------------------- attaching
+
+
+def attach(model: nn.Module, path: IntegerPath) -> nn.Module:
+    """Route every SWAT layer of ``model`` through ``path``; plain ``nn.Conv2d`` / ``nn.Linear``
+    layers are first replaced by SWAT twins at density 1 (sharing their parameters), so a dense
+    model runs in int8 as well. Raises ``ValueError`` for a layer the path cannot lower."""
+    from .layers import SwatConv2d, SwatLayer, SwatLinear
+    from .swatify import _set_submodule
+
+    for name, m in list(model.named_modules()):
+        if not name or isinstance(m, SwatLayer):
+            continue
+        if isinstance(m, nn.Conv2d):
+            _set_submodule(model, name, SwatConv2d.from_dense(m, sparsity=0.0))
+        elif isinstance(m, nn.Linear):
+            _set_submodule(model, name, SwatLinear.from_dense(m, sparsity=0.0))
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, SwatLayer)]
+    for name, m in layers:
+        check_supported(m, name)
+    for name, m in layers:
+        m._hil_name = name
+        m.gemm_path = path
+    return model
+
+
+def detach(model: nn.Module) -> nn.Module:
+    """Back to the float path (the layers stay SWAT layers)."""
+    from .layers import SwatLayer
+
+    for m in model.modules():
+        if isinstance(m, SwatLayer):
+            m.gemm_path = None
+    return model
