@@ -12,9 +12,9 @@ layer's three passes to such GEMMs and hands them here.
     ``|C| <= 127 * 127 * K < 2**53`` for every ``K < 5.5e8``; ``sw.intref.gemm`` is the same
     arithmetic in int64). No cycles: only the effectual MACs and the ideal cycle bound.
 ``rtl``
-    the Verilator model of the core. A persistent simulator process (started once per run by
-    :meth:`GemmBackend.start`, fed batch after batch, stopped by :meth:`GemmBackend.close`) when
-    the fast harness is available, otherwise one ``sim.run_gemms`` invocation per batch.
+    the Verilator model of the core in a persistent simulator process (``sim.harness``: started
+    once per run by :meth:`GemmBackend.start`, fed batch after batch, stopped by
+    :meth:`GemmBackend.close`).
 ``fpga``
     the UART host driver on a board (``--port``).
 
@@ -113,10 +113,13 @@ class IntrefBackend(GemmBackend):
 
 
 class RtlBackend(GemmBackend):
-    """The Verilator model of the 8×8 core.
+    """The Verilator model of the core in one persistent simulator process (``sim.harness``).
 
-    ``start`` builds (or reuses) the model and, when the persistent harness exists, starts its
-    process; a model that is not built and cannot be built is a :class:`BackendError`.
+    ``start`` builds (or reuses) the harness model and starts its process: a model that is not
+    built and cannot be built is a :class:`BackendError`. Every batch then runs in that process
+    (``sim.gemm.run_gemms(..., sim=core)``); ``close`` asks it to quit (and kills it if it does
+    not). The process is a child in the caller's process group, so Ctrl-C reaches it too, and it
+    exits on end-of-file of its pipe if the caller dies.
     """
 
     name = "rtl"
@@ -124,55 +127,61 @@ class RtlBackend(GemmBackend):
     def __init__(self, rows: int = 8, cols: int = 8):
         self.rows, self.cols = rows, cols
         self.pes = rows * cols
-        self.model = None
-        self.session = None
+        self.core = None
+        self.cycles = 0  # simulated core cycles of all batches (throughput figures)
+        self.sim_seconds = 0.0  # wall seconds inside run_gemms
 
     def start(self) -> None:
+        from sim import verilate
+        from sim.harness import CoreSim
+
         try:
-            from sim import verilate
-        except ImportError as e:  # pragma: no cover - sim/ is part of the package
-            raise BackendError(f"backend rtl: the simulator package is missing ({e})") from None
-        try:
-            self.model = verilate.core_model(self.rows, self.cols)
+            model = verilate.harness_model(self.rows, self.cols)
         except Exception as e:  # noqa: BLE001 - any build failure is reported as one line
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise BackendError(f"backend rtl: the Verilator model of the {self.rows}x"
                                f"{self.cols} core is not built and cannot be built: "
-                               f"{first}") from None
-        self.session = _open_session(self.model)
+                               f"{_first_line(e)}") from None
+        try:
+            self.core = CoreSim(model)
+        except Exception as e:  # noqa: BLE001
+            raise BackendError(f"backend rtl: the simulator process does not start: "
+                               f"{_first_line(e)}") from None
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the simulator (``None`` when not running)."""
+        return self.core.pid if self.core is not None else None
 
     def close(self) -> None:
-        s, self.session = self.session, None
-        if s is not None:
-            s.close()
+        core, self.core = self.core, None
+        if core is not None:
+            core.close()
 
     def _run(self, jobs):
+        import time
+
         from sim.bench import SimulationError
+        from sim.gemm import run_gemms
 
-        pairs = [(j.d, j.s) for j in jobs]
+        if self.core is None:
+            raise BackendError("backend rtl: not started")
+        t0 = time.perf_counter()
         try:
-            if self.session is not None:
-                res = self.session.run_gemms(pairs)
-            else:
-                from sim.gemm import run_gemms
-
-                res = run_gemms(pairs, model=self.model)
-        except (SimulationError, OSError, EOFError, BrokenPipeError) as e:
+            res = run_gemms([(j.d, j.s) for j in jobs], sim=self.core,
+                            labels=[j.label for j in jobs])
+        except (SimulationError, OSError) as e:
             labels = ", ".join(j.label for j in jobs)
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise BackendError(f"backend rtl: the simulator failed on {labels}: {first}") \
-                from None
+            raise BackendError(f"backend rtl: the simulator failed on {labels}: "
+                               f"{_first_line(e)}") from None
+        self.sim_seconds += time.perf_counter() - t0
+        self.cycles += sum(int(r.cycles) for r in res)
         return [GemmOut(r.c.astype(np.int64), int(r.macs), int(r.cycles), int(r.runs))
                 for r in res]
 
 
-def _open_session(model):
-    """The persistent simulator process of the fast harness, or ``None`` if it does not exist."""
-    try:
-        from sim import session as sess  # the persistent harness, when it is there
-    except ImportError:
-        return None
-    return sess.open(model)  # pragma: no cover - depends on the harness
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 class FpgaBackend(GemmBackend):
@@ -201,9 +210,8 @@ class FpgaBackend(GemmBackend):
             self.dev.resync()
         except Exception as e:  # noqa: BLE001 - serial and bridge errors come in many types
             self.close()
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise BackendError(f"backend fpga: no core on serial port {self.port}: "
-                               f"{first}") from None
+                               f"{_first_line(e)}") from None
 
     def close(self) -> None:
         ser, self.ser, self.dev = self.ser, None, None

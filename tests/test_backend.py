@@ -80,7 +80,7 @@ def test_rtl_model_that_cannot_be_built(monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("verilator: command not found\nmore lines")
 
-    monkeypatch.setattr(verilate, "core_model", boom)
+    monkeypatch.setattr(verilate, "harness_model", boom)
     with pytest.raises(B.BackendError) as e:
         B.RtlBackend().start()
     assert str(e.value) == ("backend rtl: the Verilator model of the 8x8 core is not built and "

@@ -2,7 +2,13 @@
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -94,3 +100,112 @@ def test_death_mid_run_names_layer_and_pass_and_resume_continues(tmp_path, monke
     for (k, x), y in zip(res.model.state_dict().items(), ref.model.state_dict().values(),
                          strict=True):
         assert torch.equal(x, y), k
+
+
+# --------------------------------------------------------------------------- the RTL backend
+
+
+def _recording(calls):
+    from sw.backend import make_backend
+
+    def make(name, **kw):
+        be = make_backend(name, **kw)
+        run = be._run
+
+        def rec(jobs):
+            outs = run(jobs)
+            calls.append([(j.label, o.c.copy()) for j, o in zip(jobs, outs, strict=True)])
+            return outs
+
+        be._run = rec
+        return be
+
+    return make
+
+
+def test_rtl_and_intref_compute_identical_integers(monkeypatch):
+    got = {}
+    for name in ("intref", "rtl"):
+        calls = got[name] = []
+        monkeypatch.setattr(hil_run, "make_backend", _recording(calls))
+        res = train(backend=name, max_steps=2, seed=5, **dict(KW, batch_size=16))
+        got[name + "_model"] = res.model.state_dict()
+        got[name + "_steps"] = res.history[-1]["steps"]
+    assert len(got["rtl"]) == len(got["intref"]) == 2 * 8 + 4  # 2 steps + the eval forwards
+    for a, b in zip(got["intref"], got["rtl"], strict=True):
+        for (la, ca), (lb, cb) in zip(a, b, strict=True):
+            assert la == lb
+            np.testing.assert_array_equal(ca, cb, err_msg=la)
+    for (k, x), y in zip(got["intref_model"].items(), got["rtl_model"].values(), strict=True):
+        assert torch.equal(x, y), k
+    steps = got["rtl_steps"]
+    assert all(s["cycles"] == sum(s[f"cycles_{p}"] for p in
+                                  ("forward", "backward_input", "backward_weight"))
+               for s in steps)
+    assert all(0 < s["utilization"] <= 1 and s["cycles"] >= s["ideal_cycles"] for s in steps)
+
+
+def test_simulator_killed_mid_run_names_layer_and_pass(monkeypatch):
+    made = []
+
+    def make(name, **kw):
+        from sw.backend import make_backend
+
+        made.append(make_backend(name, **kw))
+        return made[-1]
+
+    def kill_after_first_step(info):
+        if info.step == 1:
+            os.kill(made[0].pid, signal.SIGKILL)
+            time.sleep(0.2)
+
+    monkeypatch.setattr(hil_run, "make_backend", make)
+    with pytest.raises(BackendError) as e:
+        train(backend="rtl", max_steps=3, callback=kill_after_first_step,
+              **dict(KW, batch_size=8))
+    msg = str(e.value)
+    assert msg.startswith("backend rtl: the simulator failed on features.0:forward: ")
+    assert "\n" not in msg
+    assert made[0].core is None  # closed by train()
+
+
+def test_ctrl_c_stops_the_simulator_process(tmp_path):
+    """SIGINT to the trainer alone (not its process group): it closes the simulator, no orphan."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sw.train", "--backend", "rtl", "--max-steps", "400",
+         "--batch-size", "8", "--out", str(tmp_path / "r"), "--no-progress", "--no-plots"],
+        env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        child = None
+        for _ in range(600):  # wait until the simulator runs (model build reused from cache)
+            kids = _children(proc.pid)
+            if kids:
+                child = kids[0]
+                break
+            time.sleep(0.1)
+        assert child is not None, "the simulator process never started"
+        time.sleep(1.0)
+        os.kill(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130
+    assert err.strip().splitlines()[-1] == "swat-train: interrupted"
+    assert not os.path.exists(f"/proc/{child}") or _zombie(child)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = open(f"/proc/{pid}/task/{pid}/children").read()
+    except OSError:
+        return []
+    return [int(x) for x in text.split()]
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().split(")")[1].split()[0] == "Z"
+    except OSError:
+        return True

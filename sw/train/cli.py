@@ -142,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as e:
         print(f"swat-train: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the backend (simulator process) is already closed by train()
+        print("swat-train: interrupted", file=sys.stderr)
+        return 130
     except BackendError as e:
         ck = Path(cfg.out) / "checkpoint.pt" if cfg.out else None
         hint = f"; the last checkpoint resumes: --resume {ck}" if ck and ck.is_file() else ""
