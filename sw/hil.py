@@ -169,9 +169,11 @@ def check_supported(layer, name: str = "") -> None:
     if layer.method not in ("swat", "dense"):
         raise ValueError(f"{what}: the integer backends run method swat or dense, "
                          f"not {layer.method}")
-    if layer.structured or layer.dims != "nchw" or layer.period != 1 or layer.mask_update:
+    if (layer.structured or layer.dims != "nchw" or layer.period != 1 or layer.mask_update
+            or getattr(layer, "ties", "exact") != "exact"):
         raise ValueError(f"{what}: the integer backends run unstructured per-tensor Top-K "
-                         "every iteration (--topk-dims nchw, --period 1, no --structured)")
+                         "every iteration keeping exactly k (--topk-dims nchw, --period 1, "
+                         "no --structured)")
     if isinstance(layer, nn.Conv2d):
         if layer.groups != 1 or layer.padding_mode != "zeros" or isinstance(layer.padding, str):
             raise ValueError(f"{what}: the integer backends lower plain convolutions only "
