@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hw.select_layouts import ErrorCode, Mode
+from hw.select_layouts import BINS, ErrorCode, Mode
 from hw.threshold_select import ThresholdSelect, estimate_cycles
 from sw import int_topk
 
@@ -418,6 +418,129 @@ def test_errors_and_modes(stalls):
     dut, bench = make_error_bench(0.3 if stalls else 0.0, seed=7 + stalls, log=log)
     run_sim(dut, bench)
     assert log[-1] == "ok"
+
+
+class Model:
+    """What the unit must do with an arbitrary command and stream: the error code it reports
+    and the blob it writes, from ``sw.int_topk`` and the documented checks (in their order)."""
+
+    def __init__(self, lanes, depth):
+        self.lanes, self.depth = lanes, depth
+        self.held = None  # (t, ties)
+
+    def _length_error(self, beats, nbeats):
+        """(index, code) of the first beat whose ``last`` is wrong, or None."""
+        for b, (_, last) in enumerate(beats):
+            if last != (b == nbeats - 1):
+                return b, ErrorCode.LONG if b == nbeats - 1 else ErrorCode.SHORT
+        return None
+
+    def run(self, mode, keep, rows, cols, t_in, ties_in, passes):
+        """``passes``: list of beat lists ``[(elements, last)]``. Returns (code, blob or None)."""
+        n = rows * cols
+        selecting = mode in (Mode.FULL, Mode.THRESHOLD)
+        if rows == 0 or cols == 0:
+            return ErrorCode.SHAPE, None
+        if selecting and keep > n:
+            return ErrorCode.KEEP, None
+        if mode != Mode.THRESHOLD and cols + 4 > self.depth:
+            return ErrorCode.OVERFLOW, None
+        if mode == Mode.HELD and self.held is None:
+            return ErrorCode.NO_THRESHOLD, None
+        if mode == Mode.GIVEN and t_in > BINS - 1:
+            return ErrorCode.BAD_THRESHOLD, None
+        if mode == Mode.GIVEN:
+            self.held = (t_in, ties_in)
+        nbeats = -(-n // self.lanes)
+        streams = list(passes)
+        if selecting:
+            beats = streams.pop(0)
+            bad = self._length_error(beats, nbeats)
+            if bad:
+                return bad[1], None
+            s = np.array([v for e, _ in beats for v in e][:n]).reshape(cols, rows).T
+            self.held = int_topk.threshold_int(s, keep)
+            if mode == Mode.THRESHOLD:
+                return ErrorCode.NONE, None
+        beats = streams.pop(0)
+        bad = self._length_error(beats, nbeats)
+        flat = np.array([v for e, _ in beats[:nbeats] for v in e][:n]) if not bad else None
+        if flat is None or len(flat) < n:  # entries up to the bad beat decide an overflow first
+            flat = np.array([v for e, _ in beats for v in e])
+        t, ties = self.held
+        mags = np.abs(flat[:n].astype(np.int64))
+        tie = mags == t
+        kept = ((mags > t) | (tie & (np.cumsum(tie) <= ties))) & (flat[:n] != 0)
+        per_beat = np.cumsum([kept[b * self.lanes:(b + 1) * self.lanes].sum()
+                              for b in range(-(-len(kept) // self.lanes))])
+        for b in range(len(per_beat)):
+            if bad and b == bad[0]:
+                return bad[1], None
+            if per_beat[b] + cols + 4 > self.depth:
+                return ErrorCode.OVERFLOW, None
+        if bad:
+            return bad[1], None
+        s = flat[:n].reshape(cols, rows).T
+        return ErrorCode.NONE, np.frombuffer(int_topk.compress_threshold(s, t, ties), "<u4")
+
+
+def make_fuzz_bench(lanes, banks, depth, stall, seed, log):
+    """Random commands with random, often malformed streams: the unit reports what
+    :class:`Model` predicts, never hangs, never writes outside the blob or past ``depth``."""
+    dut = ThresholdSelect(lanes=lanes, depth=depth, banks=banks, fifo_depth=2)
+    tb = TB(dut, in_stall=stall, out_stall=stall, seed=seed)
+    rng = np.random.default_rng(seed)
+    model = Model(lanes, depth)
+
+    def stream(n, how):
+        """Beats ``[(elements, last)]`` of ``n`` random elements, well formed or not."""
+        nbeats = max(1, -(-n // lanes))
+        count = {"ok": nbeats, "short": max(1, nbeats - 1 - int(rng.integers(0, 2))),
+                 "long": nbeats + 1 + int(rng.integers(0, 2))}[how]
+        vals = rng.choice([0, 1, -1, 5, -5, 100, -128, 127], size=(count, lanes))
+        beats = [(list(map(int, vals[b])), b == count - 1) for b in range(count)]
+        if how == "long" and rng.random() < 0.5:  # last where the pass ends, then more
+            beats[nbeats - 1] = (beats[nbeats - 1][0], False)
+        return beats
+
+    def pack(beats):
+        return [sum((v & 0xFF) << (8 * j) for j, v in enumerate(e)) | int(last) << (8 * lanes)
+                for e, last in beats]
+
+    async def bench(ctx):
+        for _ in range(40):
+            mode = Mode(int(rng.integers(0, 4)))
+            rows, cols = (int(rng.integers(1, 9)) * (rng.random() > 0.08) for _ in range(2))
+            n = rows * cols
+            keep = int(rng.integers(0, n + 3))
+            t_in = int(rng.integers(0, 129)) if rng.random() > 0.15 else int(rng.integers(129, 256))
+            ties_in = int(rng.integers(0, 6))
+            npasses = 2 if mode == Mode.FULL else 1
+            passes = [stream(n, str(rng.choice(["ok", "ok", "ok", "short", "long"])))
+                      for _ in range(npasses)]
+            code, blob = model.run(mode, keep, rows, cols, t_in, ties_in, passes)
+            writes, _, _ = await tb.op(ctx, mode=mode, keep=keep, rows=rows, cols=cols,
+                                       t_in=t_in, ties_in=ties_in,
+                                       streams=[pack(p) for p in passes])
+            assert ctx.get(dut.status.error_code) == code, (mode, rows, cols, keep, code)
+            assert ctx.get(dut.status.done) and not ctx.get(dut.status.busy)
+            addrs = [a for a, _ in writes]
+            assert len(set(addrs)) == len(addrs) and all(a < depth for a in addrs)
+            if blob is not None:
+                np.testing.assert_array_equal(writes_to_words(writes, len(blob)), blob)
+            if code == ErrorCode.NONE and mode == Mode.THRESHOLD:
+                assert not writes
+            log.append(code)
+
+    return dut, bench
+
+
+@pytest.mark.parametrize("lanes,banks,stall", [(4, 2, 0.0), (4, 4, 0.3), (3, 1, 0.3)])
+def test_fuzzed_commands_and_streams(lanes, banks, stall):
+    log = []
+    dut, bench = make_fuzz_bench(lanes, banks, 24, stall, seed=lanes + banks, log=log)
+    run_sim(dut, bench)
+    assert len(log) == 40 and ErrorCode.NONE in log and len(set(log)) >= 5, log
 
 
 @pytest.mark.parametrize("lanes,banks,density", [(4, 1, 0.2), (8, 1, 0.5), (8, 8, 0.1),
