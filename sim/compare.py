@@ -32,7 +32,6 @@ RTL. It is reported next to the GEMM cycles, not added to them.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -335,32 +334,18 @@ def _plots(out: Path, rows, sweep, summary, args) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="swat-compare", description=__doc__.split("\n")[0])
-    ap.add_argument("--model", choices=["digits", "resnet18"], default="digits")
-    ap.add_argument("--sparsity", type=float, default=0.9, help="SWAT-U sparsity (default 0.9)")
-    ap.add_argument("--array", type=verilate.parse_array, default=(8, 8), help="PE array RxC")
-    ap.add_argument("--out", default="results", help="output folder (default results/)")
-    ap.add_argument("--steps", type=int, default=300, help="digits training steps")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--sweep", action="store_true",
-                    help="only the 64x576 @ 576x64 sparsity sweep (python -m sim.sweep)")
-    ap.add_argument("--no-sweep", action="store_true", help="skip the sweep after the layers")
-    ap.add_argument("--quiet", action="store_true", help="no progress bars")
-    ap.add_argument("--workers", type=int, default=0,
-                    help="local simulator processes (default: one per core; 1 = serial)")
-    ap.add_argument("--scheduler", metavar="tcp://HOST:PORT",
-                    help="spread the GEMMs over the workers of this running Dask scheduler")
-    args = ap.parse_args(argv)
-    if args.workers < 0:
-        ap.error("--workers must be >= 0")
-    if not 0 <= args.sparsity < 1:
-        ap.error("--sparsity must lie in [0, 1)")
-    args.density = 1 - args.sparsity
+    from .compare_args import parse
+
+    args = parse(argv, ["digits", "resnet18"], __doc__.split("\n")[0])
+    if len(args.sparsity) > 1:
+        raise SystemExit("swat-compare: error: argument --sparsity: one value only so far")
+    args.density = 1 - args.sparsity[0]
     os.environ.setdefault("COCOTB_REWRITE_ASSERTION_FILES", "test_*.py cocotb_*.py")
     if args.sweep:
         from .sweep import main as sweep_main
 
-        return sweep_main(["--array", f"{args.array[0]}x{args.array[1]}", "--out", args.out])
+        return sweep_main(["--array", f"{args.array[0]}x{args.array[1]}", "--out",
+                           str(args.out)])
     t0 = time.monotonic()
     from .cluster import for_args
 

@@ -1,0 +1,69 @@
+"""sim.compare_args: every bad argument of the compare job is one line and exit 2, up front."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from sim import compare
+
+
+def _error(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as ei:
+        compare.main(argv)
+    assert ei.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    return err.rstrip("\n")
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--array", "0x8"], "argument --array: rows and columns must lie in [1, 64], got 0x8"),
+    (["--array", "8x0"], "argument --array: rows and columns must lie in [1, 64], got 8x0"),
+    (["--array", "8"], "argument --array: expected RxC such as 8x8, got '8'"),
+    (["--array", "65x8"], "argument --array: rows and columns must lie in [1, 64], got 65x8"),
+    (["--steps", "0"], "argument --steps: must be an integer >= 1, got 0"),
+    (["--steps", "-5"], "argument --steps: must be an integer >= 1, got -5"),
+    (["--steps", "2.5"], "argument --steps: must be an integer, got '2.5'"),
+    (["--seed", "-1"], "argument --seed: must be an integer in [0, 4294967295], got -1"),
+    (["--seed", "4294967296"],
+     "argument --seed: must be an integer in [0, 4294967295], got 4294967296"),
+    (["--sparsity", "1"], "argument --sparsity: each sparsity must lie in [0, 1), got 1"),
+    (["--sparsity", "nan"], "argument --sparsity: each sparsity must lie in [0, 1), got nan"),
+    (["--sparsity", "0.8,x"],
+     "argument --sparsity: expected sparsities such as 0.9 or 0.8,0.9, got '0.8,x'"),
+    (["--sparsity", "0.9,0.9"], "argument --sparsity: sparsity 0.9 given twice"),
+    (["--workers", "-1"], "argument --workers: must be an integer >= 0, got -1"),
+    (["--scheduler", "localhost"],
+     "argument --scheduler: expected an address such as tcp://HOST:PORT, got 'localhost'"),
+    (["--model", "vgg99"], "argument --model: invalid choice: 'vgg99' (choose from 'digits', "
+                           "'resnet18')"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_bad_argument_is_one_line(argv, message, capsys, tmp_path):
+    assert _error(argv + ["--out", str(tmp_path / "res")], capsys) == \
+        f"swat-compare: error: {message}"
+    assert not (tmp_path / "res").exists()  # nothing was created for a bad command
+
+
+def test_out_that_cannot_be_written(capsys, tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert _error(["--out", str(f)], capsys) == \
+        f"swat-compare: error: argument --out: {f} is a file, not a folder"
+    assert _error(["--out", str(f / "sub")], capsys) == \
+        f"swat-compare: error: argument --out: {f / 'sub'} lies under the file {f}, not a folder"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_out_in_a_read_only_folder(capsys, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        assert _error(["--out", str(ro / "res")], capsys) == \
+            f"swat-compare: error: argument --out: {ro / 'res'} cannot be written: " \
+            "Permission denied"
+    finally:
+        ro.chmod(0o700)
