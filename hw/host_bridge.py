@@ -10,21 +10,26 @@ forever.
 
 On the core side the bridge holds the core's own host members, flipped (``d_write``,
 ``s_write``, ``c_read``, ``ctrl``; ``hw.core_ports``), so that ``wiring.connect`` wires the two
-and a core of any size, or a stand-in with the same signature, fits.
+and a core of any size, or a stand-in with the same signature, fits. A core whose ``ctrl`` has
+``results`` (one result log per PE column) is served with protocol version 2: READ_C reads
+``log << ceil_log2(c_depth) | index``, and RESULTS reports each log's entry count.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 __all__ = [
     "HostBridge", "CORE_MEMBERS",
     "OP_NOP", "OP_INFO", "OP_WRITE_D", "OP_WRITE_S", "OP_READ_C", "OP_SET_SHAPE", "OP_START",
-    "OP_STATUS", "ARG_BYTES", "ST_OK", "ERR_OPCODE", "ERR_BUSY", "ERR_RANGE", "ERR_TIMEOUT",
-    "INFO_BYTES", "STATUS_BYTES", "PROTOCOL_VERSION",
+    "OP_STATUS", "OP_RESULTS", "ARG_BYTES", "ST_OK", "ERR_OPCODE", "ERR_BUSY", "ERR_RANGE",
+    "ERR_TIMEOUT", "INFO_BYTES", "STATUS_BYTES", "PROTOCOL_VERSION", "PROTOCOL_VERSION_LOGS",
 ]
 
+#: INFO's version byte: 1 for a core with one C buffer, 2 for a core with result logs
 PROTOCOL_VERSION = 1
+PROTOCOL_VERSION_LOGS = 2
 
 OP_NOP = 0x00
 OP_INFO = 0x01
@@ -34,11 +39,12 @@ OP_READ_C = 0x04
 OP_SET_SHAPE = 0x05
 OP_START = 0x06
 OP_STATUS = 0x07
+OP_RESULTS = 0x08  # protocol 2 only
 
 #: argument bytes after the opcode (burst data of WRITE_D / WRITE_S follows the arguments)
 ARG_BYTES = {
     OP_NOP: 0, OP_INFO: 0, OP_WRITE_D: 4, OP_WRITE_S: 4, OP_READ_C: 4, OP_SET_SHAPE: 8,
-    OP_START: 0, OP_STATUS: 0,
+    OP_START: 0, OP_STATUS: 0, OP_RESULTS: 0,
 }
 
 ST_OK = 0x00
@@ -84,6 +90,14 @@ class HostBridge(wiring.Component):
         self.timeout = timeout
         self.clk_hz = int(clk_hz)
         self.c_read_latency = c_read_latency
+        ctrl = core_signature.members["ctrl"].signature
+        #: a core with result logs (``ctrl.results``: entries per PE column's log) is read
+        #: through ``bank << ceil_log2(c_depth) | index`` addresses (protocol version 2)
+        self.result_logs = "results" in ctrl.members
+        self.version = PROTOCOL_VERSION_LOGS if self.result_logs else PROTOCOL_VERSION
+        self.c_space = (cols << ceil_log2(c_depth)) if self.result_logs else c_depth
+        if self.c_space > 0x10000:
+            raise ValueError(f"{self.c_space} C read addresses do not fit READ_C's 16 bits")
         super().__init__({
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),
@@ -95,7 +109,7 @@ class HostBridge(wiring.Component):
     def info_value(self) -> int:
         """The INFO reply as a little-endian integer (status byte first)."""
         fields = [
-            (ST_OK, 1), (int.from_bytes(b"SWAT", "little"), 4), (PROTOCOL_VERSION, 1),
+            (ST_OK, 1), (int.from_bytes(b"SWAT", "little"), 4), (self.version, 1),
             (self.rows, 1), (self.cols, 1), (self.d_depth, 2), (self.s_depth, 2),
             (self.c_depth, 2), (self.clk_hz & 0xFFFFFFFF, 4),
         ]
@@ -111,7 +125,8 @@ class HostBridge(wiring.Component):
         rows = self.rows
         dw, sw, cr, ctrl = self.d_write, self.s_write, self.c_read, self.ctrl
         c_bytes = -(-len(cr.data) // 8)  # bytes of one C word on the wire
-        tx_bytes = max(c_bytes, STATUS_BYTES, INFO_BYTES)
+        results_bytes = 1 + 2 * self.cols  # RESULTS reply: status, a 16-bit count per log
+        tx_bytes = max(c_bytes, STATUS_BYTES, INFO_BYTES, results_bytes)
         word_bits = max(rows * 8, 32)
 
         op = Signal(8)
@@ -211,7 +226,7 @@ class HostBridge(wiring.Component):
                         with m.Else():
                             m.next = "DATA"
                     with m.Case(OP_READ_C):
-                        with m.If(end > self.c_depth):
+                        with m.If(end > self.c_space):
                             reply(ERR_RANGE)
                         with m.Else():
                             m.d.sync += [txbuf.eq(ST_OK), txleft.eq(1),
@@ -233,6 +248,13 @@ class HostBridge(wiring.Component):
                         with m.Else():
                             m.d.sync += ctrl.start.eq(1)
                             reply(ST_OK)
+                    if self.result_logs:
+                        with m.Case(OP_RESULTS):
+                            counts = [Cat(ctrl.results[j], Const(0, 16 - len(ctrl.results[j])))
+                                      for j in range(self.cols)]
+                            m.d.sync += [txbuf.eq(Cat(Const(ST_OK, 8), *counts)),
+                                         txleft.eq(results_bytes), then_c.eq(0)]
+                            m.next = "SEND"
                     with m.Case(OP_STATUS):
                         flags = Cat(ctrl.busy, ctrl.done, ctrl.error, self.rx_overrun,
                                     self.rx_frame_error, timed_out)

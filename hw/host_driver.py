@@ -36,11 +36,13 @@ from hw.host_bridge import (
     OP_INFO,
     OP_NOP,
     OP_READ_C,
+    OP_RESULTS,
     OP_SET_SHAPE,
     OP_START,
     OP_STATUS,
     OP_WRITE_D,
     OP_WRITE_S,
+    PROTOCOL_VERSION_LOGS,
     ST_OK,
     STATUS_BYTES,
 )
@@ -81,6 +83,23 @@ class CoreInfo:
     s_depth: int
     c_depth: int
     clk_hz: int
+
+    @property
+    def result_logs(self) -> bool:
+        """Protocol 2: C leaves the core through one result log per PE column."""
+        return self.version >= PROTOCOL_VERSION_LOGS
+
+    @property
+    def c_addr_bits(self) -> int:
+        """Bits of a C word address (``ceil_log2(c_depth)``): the index within a log, and the
+        C address a log word carries above its lanes."""
+        return (self.c_depth - 1).bit_length()
+
+    @property
+    def c_word_bytes(self) -> int:
+        """Bytes of one C word on the wire (READ_C)."""
+        bits = 32 * self.rows + (self.c_addr_bits if self.result_logs else 0)
+        return -(-bits // 8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,13 +200,54 @@ class SwatFpga:
         args = struct.pack("<HH", addr, len(words))
         self._check(OP_WRITE_S, self._command(OP_WRITE_S, args, words.tobytes()))
 
-    def read_c(self, addr: int, count: int) -> np.ndarray:
-        """C words ``[addr, addr+count)`` as int32 ``[count, rows]``."""
-        rows = self.core.rows
+    def _read_c_raw(self, addr: int, count: int) -> np.ndarray:
+        """READ_C of ``count`` words at ``addr``: ``[count, c_word_bytes]`` uint8."""
+        info = self.core
         status = self._command(OP_READ_C, struct.pack("<HH", addr, count))
         self._check(OP_READ_C, status)
-        body = self._read(count * rows * 4)
-        return np.frombuffer(body, dtype="<i4").reshape(count, rows).astype(np.int32)
+        body = self._read(count * info.c_word_bytes)
+        return np.frombuffer(body, dtype=np.uint8).reshape(count, info.c_word_bytes)
+
+    def read_c(self, addr: int, count: int) -> np.ndarray:
+        """C words ``[addr, addr+count)`` as int32 ``[count, rows]`` (protocol 1)."""
+        rows = self.core.rows
+        raw = self._read_c_raw(addr, count)
+        return raw[:, :4 * rows].copy().view("<i4").reshape(count, rows).astype(np.int32)
+
+    def read_log(self, log: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """The first ``count`` entries of PE column ``log``'s result log (protocol 2): their
+        lanes as int32 ``[count, rows]`` and their C word addresses ``[count]``."""
+        info = self.core
+        raw = self._read_c_raw(log << info.c_addr_bits, count)
+        lanes = raw[:, :4 * info.rows].copy().view("<i4").reshape(count, info.rows)
+        high = np.zeros((count, 8), dtype=np.uint8)
+        high[:, :raw.shape[1] - 4 * info.rows] = raw[:, 4 * info.rows:]
+        addrs = high.view("<u8").reshape(count) & ((1 << info.c_addr_bits) - 1)
+        return lanes.astype(np.int32), addrs.astype(np.int64)
+
+    def results(self) -> list[int]:
+        """Entries in each PE column's result log after the last operation (protocol 2)."""
+        info = self.core
+        self._check(OP_RESULTS, self._command(OP_RESULTS))
+        return list(struct.unpack(f"<{info.cols}H", self._read(2 * info.cols)))
+
+    def gather_c(self, items: int) -> np.ndarray:
+        """The ``items`` C words of the last operation, in C address order, from the result
+        logs: int32 ``[items, rows]``. Raises if the logs do not hold each address once."""
+        info = self.core
+        out = np.zeros((items, info.rows), dtype=np.int32)
+        seen = np.zeros(items, dtype=bool)
+        counts = self.results()
+        if sum(counts) != items:
+            raise RuntimeError(f"result logs hold {sum(counts)} entries, expected {items}")
+        for log, count in enumerate(counts):
+            if count:
+                lanes, addrs = self.read_log(log, count)
+                if addrs.max() >= items or seen[addrs].any() or len(set(addrs)) != count:
+                    raise RuntimeError(f"result log {log} holds an address twice or past {items}")
+                seen[addrs] = True
+                out[addrs] = lanes
+        return out
 
     def set_shape(self, m: int, k: int, n: int, s_len: int) -> None:
         args = struct.pack("<HHHH", m, k, n, s_len)
@@ -259,7 +319,11 @@ class SwatFpga:
         st = self.wait_done()
         if st.error:
             raise CoreError(st.error_code)
-        c = unpack_c(self.read_c(0, groups * n), M, n, rows)
+        if self.core.result_logs:
+            words = self.gather_c(groups * n)
+        else:
+            words = self.read_c(0, groups * n)
+        c = unpack_c(words, M, n, rows)
         return FpgaGemmResult(c=c.astype(np.int64), cycles=st.cycles, macs=0,
                               busy_cycles=st.busy_cycles, stall_cycles=st.stall_cycles,
                               idle_cycles=st.idle_cycles)

@@ -2,7 +2,7 @@
 board-side tests (``tests/test_host_bridge.py``, ``tests/test_board_top.py``)."""
 
 import numpy as np
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Array, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import Out
@@ -11,41 +11,73 @@ from amaranth.utils import ceil_log2
 from hw.contract.blob import MAGIC
 from hw.core_ports import ControlSignature
 
-__all__ = ["StandInCore"]
+__all__ = ["StandInCore", "LoggedControlSignature"]
+
+
+class LoggedControlSignature(wiring.Signature):
+    """``ControlSignature`` plus ``results``: the entries each PE column's result log holds
+    after an operation (the core with result logs, docs/core-interface.md)."""
+
+    def __init__(self, s_len_width: int, count_width: int, cols: int):
+        members = dict(ControlSignature(s_len_width).members)
+        members["results"] = Out(count_width).array(cols)
+        super().__init__(members)
 
 
 class StandInCore(wiring.Component):
     """The host members of ``hw.core.SwatCore`` (``d_write``, ``s_write``, ``c_read``, ``ctrl``);
     the buffers are real memories, the GEMM itself is done by :meth:`behaviour`, a simulator
     process (slow, exact, with a few of the loader's checks). C reads take
-    ``c_read_latency`` cycles (``C_READ_LATENCY``), as a core may register its read path."""
+    ``c_read_latency`` cycles (``C_READ_LATENCY``), as a core may register its read path.
+
+    With ``result_logs`` the results go, as in the core with result logs, to one log per PE
+    column instead of one C buffer: each log word is the C word's lanes with its C address
+    above them, ``ctrl.results[j]`` counts log ``j``'s entries, and ``c_read`` reads log
+    ``addr >> ceil_log2(c_depth)`` at ``addr & (c_depth - 1)``. Items are spread over the logs
+    in a scrambled order, so a reader that ignores the addresses fails."""
 
     def __init__(self, *, rows=2, cols=2, d_depth=64, s_depth=64, c_depth=32, latency=30,
-                 c_read_latency=1):
+                 c_read_latency=1, result_logs=False):
         self.rows, self.cols = rows, cols
         self.d_depth, self.s_depth, self.c_depth = d_depth, s_depth, c_depth
         self.latency = latency
         self.C_READ_LATENCY = c_read_latency
+        self.result_logs = result_logs
+        c_aw, s_aw = ceil_log2(c_depth), ceil_log2(s_depth)
+        if result_logs:
+            c_read = ReadPort.Signature(addr_width=c_aw + ceil_log2(cols), shape=rows * 32 + c_aw)
+            ctrl = LoggedControlSignature(s_aw + 1, c_aw + 1, cols)
+        else:
+            c_read = ReadPort.Signature(addr_width=c_aw, shape=rows * 32)
+            ctrl = ControlSignature(s_aw + 1)
         super().__init__({
             "d_write": Out(WritePort.Signature(addr_width=ceil_log2(d_depth), shape=rows * 8)),
-            "s_write": Out(WritePort.Signature(addr_width=ceil_log2(s_depth), shape=32)),
-            "c_read": Out(ReadPort.Signature(addr_width=ceil_log2(c_depth), shape=rows * 32)),
-            "ctrl": Out(ControlSignature(ceil_log2(s_depth) + 1)),
+            "s_write": Out(WritePort.Signature(addr_width=s_aw, shape=32)),
+            "c_read": Out(c_read),
+            "ctrl": Out(ctrl),
         })
         self.d_mem = Memory(shape=rows * 8, depth=d_depth, init=[])
         self.s_mem = Memory(shape=32, depth=s_depth, init=[])
-        self.c_mem = Memory(shape=rows * 32, depth=c_depth, init=[])
+        n_c = cols if result_logs else 1
+        self.c_mems = [Memory(shape=len(self.c_read.data), depth=c_depth, init=[])
+                       for _ in range(n_c)]
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.d_mem = self.d_mem
         m.submodules.s_mem = self.s_mem
-        m.submodules.c_mem = self.c_mem
         wiring.connect(m, wiring.flipped(self.d_write), self.d_mem.write_port())
         wiring.connect(m, wiring.flipped(self.s_write), self.s_mem.write_port())
-        cr = self.c_mem.read_port()
-        m.d.comb += [cr.addr.eq(self.c_read.addr), cr.en.eq(self.c_read.en)]
-        data = cr.data
+        c_aw = ceil_log2(self.c_depth)
+        ports = []
+        for j, mem in enumerate(self.c_mems):
+            m.submodules[f"c_mem{j}"] = mem
+            ports.append(mem.read_port())
+            m.d.comb += [ports[-1].addr.eq(self.c_read.addr[:c_aw]),
+                         ports[-1].en.eq(self.c_read.en)]
+        bank = Signal(max(1, len(self.c_read.addr) - c_aw))
+        m.d.sync += bank.eq(self.c_read.addr[c_aw:])
+        data = Array(p.data for p in ports)[bank]
         for _ in range(self.C_READ_LATENCY - 1):  # extra register stages after the memory
             reg = Signal.like(data)
             m.d.sync += reg.eq(data)
@@ -54,7 +86,8 @@ class StandInCore(wiring.Component):
         if platform is not None:  # synthesis: tie the outputs the simulator process would drive
             ctrl = self.ctrl
             for sig in (ctrl.busy, ctrl.done, ctrl.error, ctrl.error_code, ctrl.cycles,
-                        ctrl.busy_cycles, ctrl.stall_cycles, ctrl.idle_cycles):
+                        ctrl.busy_cycles, ctrl.stall_cycles, ctrl.idle_cycles,
+                        *(ctrl.results if self.result_logs else ())):
                 m.d.comb += sig.eq(0)
         return m
 
@@ -91,12 +124,21 @@ class StandInCore(wiring.Component):
                     b = (w >> (8 * i)) & 0xFF
                     d[mt * rows + i, k] = b - 256 if b >= 128 else b
         c = d @ s
-        for mt in range(groups):
-            for n in range(N):
-                word = 0
-                for i in range(rows):
-                    word |= (int(c[mt * rows + i, n]) & 0xFFFFFFFF) << (32 * i)
-                ctx.set(self.c_mem.data[mt * N + n], word)
+        items = range(groups * N)  # C word addresses mt*N + n
+        if self.result_logs:  # scrambled over the logs; the word carries its C address
+            items = sorted(items, key=lambda a: (a * 2654435761) % 2**32)
+        counts = [0] * len(self.c_mems)
+        for pos, addr in enumerate(items):
+            mt, n = divmod(addr, N)
+            word = 0
+            for i in range(rows):
+                word |= (int(c[mt * rows + i, n]) & 0xFFFFFFFF) << (32 * i)
+            if self.result_logs:
+                word |= addr << (32 * rows)
+            log = pos % len(self.c_mems)
+            ctx.set(self.c_mems[log].data[counts[log] if self.result_logs else addr], word)
+            counts[log] += 1
+        self._counts = counts
         return 0, groups * nnz
 
     async def behaviour(self, ctx):
@@ -106,6 +148,9 @@ class StandInCore(wiring.Component):
             ctx.set(self.ctrl.busy, 1)
             ctx.set(self.ctrl.done, 0)
             ctx.set(self.ctrl.error, 0)
+            self._counts = [0] * len(self.c_mems)
+            for j in range(self.cols if self.result_logs else 0):
+                ctx.set(self.ctrl.results[j], 0)
             code, work = self._compute(ctx)
             cycles = self.latency + work
             for _ in range(cycles):
@@ -116,3 +161,6 @@ class StandInCore(wiring.Component):
             ctx.set(self.ctrl.error_code, code)
             ctx.set(self.ctrl.cycles, cycles)
             ctx.set(self.ctrl.busy_cycles, work)
+            if self.result_logs:
+                for j, count in enumerate(self._counts):
+                    ctx.set(self.ctrl.results[j], count)

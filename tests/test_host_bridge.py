@@ -16,6 +16,7 @@ from hw.host_bridge import (
     ERR_TIMEOUT,
     OP_NOP,
     OP_READ_C,
+    OP_RESULTS,
     OP_WRITE_D,
     OP_WRITE_S,
     ST_OK,
@@ -46,10 +47,11 @@ def test_info_and_nop(standin_port):
     assert (info.d_depth, info.s_depth, info.c_depth, info.clk_hz) == (64, 64, 32, 1_000_000)
 
 
-@pytest.mark.parametrize("c_read_latency", [1, 3])
-def test_gemm_roundtrip_standin(c_read_latency):
-    """C words read back right whatever the core's read latency (the bridge waits for it)."""
-    standin_port = make_port(StandInCore(c_read_latency=c_read_latency))
+@pytest.mark.parametrize("c_read_latency, result_logs", [(1, False), (3, False), (3, True)])
+def test_gemm_roundtrip_standin(c_read_latency, result_logs):
+    """C words read back right whatever the core's read latency (the bridge waits for it),
+    from one C buffer (protocol 1) or gathered from scrambled result logs (protocol 2)."""
+    standin_port = make_port(StandInCore(c_read_latency=c_read_latency, result_logs=result_logs))
     rng = np.random.default_rng(1)
     d = rng.integers(-128, 128, (3, 5))
     s = rng.integers(-128, 128, (5, 4)) * (rng.random((5, 4)) < 0.5)
@@ -60,9 +62,10 @@ def test_gemm_roundtrip_standin(c_read_latency):
     assert res.cycles > 0 and res.tiles == 1
 
 
-def test_gemm_tiled_standin():
+@pytest.mark.parametrize("result_logs", [False, True])
+def test_gemm_tiled_standin(result_logs):
     """Buffers too small for the GEMM: the driver splits it over M, N and K."""
-    port = make_port(StandInCore(d_depth=8, s_depth=16, c_depth=4))
+    port = make_port(StandInCore(d_depth=8, s_depth=16, c_depth=4, result_logs=result_logs))
     rng = np.random.default_rng(2)
     d = rng.integers(-128, 128, (3, 9))  # 2 M tiles (c_depth 4 / d_depth 8 per 2-row group)
     s = rng.integers(-128, 128, (9, 2)) * (rng.random((9, 2)) < 0.6)  # 2 K tiles
@@ -70,6 +73,31 @@ def test_gemm_tiled_standin():
     res = run_gemm_fpga(port, d, s)
     np.testing.assert_array_equal(res.c, d.astype(np.int64) @ s.astype(np.int64))
     assert res.tiles >= 3
+
+
+def test_result_logs_protocol():
+    """Protocol 2: INFO says version 2, RESULTS counts each log's entries, READ_C reaches every
+    log (bank above the index), and its range is the whole bank space."""
+    port = make_port(StandInCore(result_logs=True, c_read_latency=3))
+    fpga = SwatFpga(port)
+    assert fpga.info().version == 2 and fpga.core.c_word_bytes == 8 + 1  # 2 lanes + 5-bit addr
+    assert fpga.results() == [0, 0]
+    d = np.arange(-3, 3).reshape(2, 3)
+    s = np.array([[1, 0, 2], [0, -1, 3], [4, 5, 0]])
+    np.testing.assert_array_equal(run_gemm_fpga(port, d, s).c, d @ s)
+    counts = fpga.results()
+    assert sorted(counts) == [1, 2]  # 3 items (one M tile x 3 columns) over 2 logs
+    lanes, addrs = fpga.read_log(counts.index(2), 2)
+    assert len(set(addrs)) == 2 and set(addrs) < {0, 1, 2}
+    np.testing.assert_array_equal(lanes, (d @ s)[:, addrs].T)  # C word n = column n
+    port.write(bytes([OP_READ_C]) + struct.pack("<HH", 63, 2))  # 2 logs x 32: 63 + 2 > 64
+    assert port.read(1) == bytes([ERR_RANGE])
+    fpga.nop()
+
+
+def test_results_is_unknown_without_logs(standin_port):
+    standin_port.write(bytes([OP_RESULTS]))
+    assert standin_port.read(1) == bytes([ERR_OPCODE])
 
 
 def test_unknown_opcode_replies_error(standin_port):
