@@ -125,7 +125,16 @@ def _worker_sim(spec: dict):
     sim = _WORKER_SIMS.get(spec["sha"])
     if sim is not None and sim.alive:
         return sim
-    model = verilate.build(spec["design"], kind="harness", **spec["params"])
+    model = None
+    bdir = Path(spec["build_dir"])
+    with contextlib.suppress(OSError, ValueError, KeyError):  # the client's model, if shared
+        import json
+
+        model = verilate.Model.from_json(bdir, json.loads((bdir / "model.json").read_text()))
+        if not model.executable.is_file() or _verilog_sha(model) != spec["sha"]:
+            model = None
+    if model is None:  # another machine: build from this worker's own sources
+        model = verilate.build(spec["design"], kind="harness", **spec["params"])
     sha = _verilog_sha(model)
     if sha != spec["sha"]:
         raise SimulationError(
@@ -219,7 +228,8 @@ def run_distributed(model, runs, d_blobs: dict, s_blobs: dict, parallel, *,
         known = _workers(client)
         n_workers = max(1, len(known))
         rows, cols = model.attrs["rows"], model.attrs.get("cols", 1)
-        spec = {"design": model.design, "params": model.params, "sha": _verilog_sha(model)}
+        spec = {"design": model.design, "params": model.params, "sha": _verilog_sha(model),
+                "build_dir": str(model.build_dir)}
         tag = uuid.uuid4().hex[:8]
         futures = {}
         for i, (a, b) in enumerate(_chunks(runs, n_workers * CHUNKS_PER_WORKER, rows, cols)):

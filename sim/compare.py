@@ -35,6 +35,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -161,6 +162,16 @@ def run(args) -> dict:
                                      labels=labels + [f"{lab} dense" for lab in labels])
     t_sim = time.monotonic() - t0
     batch = results.stats
+    if getattr(args, "waves", None):
+        j = next((j for j in jobs if j.label == args.waves.removesuffix(" dense")), None)
+        if j is None:
+            raise SystemExit(f"--waves: no GEMM {args.waves!r}; one of: "
+                             + ", ".join(lab for lab in labels))
+        wave = out_dir / "waves" / (args.waves.replace(":", "-").replace(" ", "-") + ".fst")
+        log(f"waves of {args.waves}: building or reusing the tracing model")
+        gemm_mod.dump_waves(j.d, j.s_dense if args.waves.endswith(" dense") else j.s, wave,
+                            rows=rows, cols=cols)
+        log(f"waves of {args.waves} -> {wave}")
     sparse_res, dense_res = results[:len(jobs)], results[len(jobs):]
 
     rows_out = []
@@ -239,7 +250,13 @@ def run(args) -> dict:
     write_outputs(out_dir, rows_out, summary, sweep, args)
     if not tot["all_bit_exact"]:
         bad = [f"{r['layer']}:{r['pass']}" for r in rows_out if not r["bit_exact"]]
-        raise SystemExit(f"RTL results differ from the integer reference: {bad}")
+        argv = list(getattr(args, "argv", []))
+        if "--waves" in argv:
+            i = argv.index("--waves")
+            del argv[i:i + 2]
+        again = " ".join(shlex.quote(a) for a in argv)
+        raise SystemExit(f"RTL results differ from the integer reference: {bad}; waveform of "
+                         f"one: python -m sim.compare {again} --waves {shlex.quote(bad[0])}")
     return {"rows": rows_out, "summary": summary, "sweep": sweep}
 
 
@@ -337,6 +354,7 @@ def main(argv=None) -> int:
     from .compare_args import parse
 
     args = parse(argv, ["digits", "resnet18"], __doc__.split("\n")[0])
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if len(args.sparsity) > 1:
         raise SystemExit("swat-compare: error: argument --sparsity: one value only so far")
     args.density = 1 - args.sparsity[0]

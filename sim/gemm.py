@@ -403,6 +403,27 @@ def run_gemm(d, s, *, rows: int = 8, cols: int = 8, model=None, mode: str = "aut
                      engine=engine)[0]
 
 
+def dump_waves(d, s, path, *, rows: int = 8, cols: int = 8, model=None) -> GemmResult:
+    """Run one GEMM in the FST-tracing build of the harness and dump its waveform to ``path``.
+
+    Every core operation of the GEMM (and the buffer preloads between them) is in the file;
+    the result is the same :class:`GemmResult` as :func:`run_gemm`'s.
+    """
+    from .harness import CoreSim
+
+    if model is None:
+        model = verilate.harness_model(rows, cols, trace=True)
+    elif model.kind != "harness-trace":
+        model = verilate.build(model.design, kind="harness-trace", **model.params)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with CoreSim(model) as core:
+        core.trace(path)
+        res = run_gemms([(d, s)], sim=core)[0]
+        core.trace(None)
+    return res
+
+
 def run_raw(model, items, *, mode: str = "auto", extra_env=None):
     """Low-level: run hand-made buffer contents (e.g. malformed S streams).
 

@@ -231,3 +231,14 @@ def test_harness_sentinel_and_reset(model8):
         t = core.ticks
         core.reset()
         assert core.ticks == t + 3
+
+
+@pytest.mark.slow
+def test_waves_of_one_gemm(tmp_path):
+    rng = np.random.default_rng(12)
+    d, s = _rand(rng, (20, 30)), _rand(rng, (30, 9), 0.3)
+    wave = tmp_path / "w" / "gemm.fst"
+    r = gemm.dump_waves(d, s, wave)
+    assert np.array_equal(r.c.astype(np.int64), d.astype(np.int64) @ s.astype(np.int64))
+    assert r.cycles == sim.run_gemm(d, s).cycles
+    assert wave.stat().st_size > 1000
