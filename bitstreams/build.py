@@ -20,6 +20,7 @@ default to the YoWASP wrappers.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -170,6 +171,36 @@ def build_board(board: Board, *, baud: int, seeds: list[int], synth_only: bool,
     return report
 
 
+def elaborated_digest(board: Board, baud: int) -> str:
+    """SHA-256 of the RTLIL that ``board`` elaborates to from the current tree (seconds; no
+    synthesis)."""
+    plan = board.platform().build(board.top(baud=baud), name="top", do_build=False,
+                                  synth_opts=board.synth_opts, nextpnr_opts=nextpnr_opts(board, 1))
+    return provenance.rtlil_digest(plan.files["top.il"])
+
+
+def check_reports() -> list[str]:
+    """Boards whose committed report no longer describes the tree: each report's
+    configuration is elaborated again and its RTLIL hash compared with the report's."""
+    stale = []
+    for path in sorted(HERE.glob("*/report.json")):
+        rep = json.loads(path.read_text())
+        c = rep["config"]
+        board = configure(rep["board"], freq=rep["clock"]["requested_mhz"], rows=c["rows"],
+                          cols=c["cols"], d_depth=c["d_depth"], s_depth=c["s_depth"],
+                          c_depth=c["c_depth"])
+        board = dataclasses.replace(board, core_extra=c["core_extra"])
+        digest = elaborated_digest(board, c["baud"])
+        if digest == rep.get("rtlil_sha256"):
+            runner.log(f"[{board.name}] report of {rep['git_commit']} matches the tree "
+                       f"(RTLIL {digest[:16]})")
+        else:
+            runner.log(f"[{board.name}] STALE: the report of {rep['git_commit']} was built from "
+                       f"other RTLIL than the tree elaborates to now ({digest[:16]})")
+            stale.append(board.name)
+    return stale
+
+
 def _analysis(board: str) -> str:
     path = HERE / board / "analysis.md"
     return path.read_text() if path.exists() else ""
@@ -217,6 +248,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="stop after yosys (cell counts in build/synth_report.json)")
     ap.add_argument("--render-only", action="store_true",
                     help="only re-render report.md and README.md from the reports")
+    ap.add_argument("--check", action="store_true",
+                    help="only check that each committed report is of the design the tree "
+                         "elaborates to now (same RTLIL hash); exit 1 if not")
     return ap.parse_args(argv)
 
 
@@ -225,6 +259,8 @@ def main(argv=None) -> int:
     if args.render_only:
         render_all()
         return 0
+    if args.check:
+        return 1 if check_reports() else 0
     env = runner.tool_env()
     os.environ.update({k: env[k] for k in (*runner.TOOL_DEFAULTS, "AMARANTH_USE_YOSYS")})
     failed = []

@@ -98,6 +98,21 @@ def test_build_board_with_seeds(fake_repo):
     assert f"from commit `{built[:7]}` with uncommitted changes (`M hw.py`)" in md
 
 
+def test_check_reports(fake_repo):
+    """A report matches the tree it was built from; a design change (here the UART divisor,
+    through the report's baud rate) makes it stale."""
+    repo, env = fake_repo
+    board = configure("ulx3s", rows=2, cols=2, d_depth=64, s_depth=64, c_depth=32)
+    build.build_board(board, baud=115200, seeds=[1], synth_only=False, env=env)
+    assert build.check_reports() == []
+    path = repo / "bitstreams" / "ulx3s" / "report.json"
+    rep = json.loads(path.read_text())
+    rep["config"]["baud"] = 57600
+    path.write_text(json.dumps(rep))
+    assert build.check_reports() == ["ulx3s"]
+    assert build.main(["--check"]) == 1
+
+
 def test_render_only(fake_repo, monkeypatch):
     repo, _ = fake_repo
     here = repo / "bitstreams"
