@@ -70,6 +70,10 @@ class GemmBackend:
     def close(self) -> None:
         """Release it (idempotent): stop the simulator process, close the port."""
 
+    def timing(self) -> dict:
+        """Cumulative simulator figures (cycles, wall and CPU seconds); empty without a clock."""
+        return {}
+
     def run(self, jobs: list[GemmJob]) -> list[GemmOut]:
         for j in jobs:
             if j.d.dtype != np.int8 or j.s.dtype != np.int8:
@@ -151,6 +155,12 @@ class RtlBackend(GemmBackend):
     def pid(self) -> int | None:
         """Process id of the simulator (``None`` when not running)."""
         return self.core.pid if self.core is not None else None
+
+    def timing(self) -> dict:
+        out = {"sim_cycles": self.cycles, "sim_wall_s": round(self.sim_seconds, 3)}
+        if self.core is not None:
+            out["sim_cpu_s"] = round(self.core.cpu_seconds(), 3)
+        return out
 
     def close(self) -> None:
         core, self.core = self.core, None

@@ -71,6 +71,7 @@ class HilRun:
             tot = out["cycles_per_step"] * n
             out["utilization"] = round(sum(s["macs"] for s in steps)
                                        / (self.backend.pes * tot), 4)
+        out.update(self.backend.timing())  # cumulative over the run (this process)
         if self.path.eval_cycles:
             out["eval_cycles"] = self.path.eval_cycles
             self.path.eval_cycles = 0

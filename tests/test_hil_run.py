@@ -80,12 +80,13 @@ class _Dies(IntrefBackend):
 
 def test_death_mid_run_names_layer_and_pass_and_resume_continues(tmp_path, monkeypatch, capsys):
     out = str(tmp_path / "run")
-    ref = train(backend="intref", epochs=2, seed=1, **KW)
+    kw = dict(KW, batch_size=128)
+    ref = train(backend="intref", epochs=2, seed=1, **kw)
     spe = ref.history[0]["step"]  # steps per epoch
     # dies in epoch 2, in the backward of its 2nd step: 8 GEMM batches a step (4 forward, 4
     # backward: both gradients of a layer in one batch) plus the 4 eval forwards of epoch 1
     monkeypatch.setattr(hil_run, "make_backend", lambda name, **kw: _Dies(8 * spe + 4 + 8 + 6))
-    rc = main(["--backend", "intref", "--epochs", "2", "--seed", "1", "--batch-size", "32",
+    rc = main(["--backend", "intref", "--epochs", "2", "--seed", "1", "--batch-size", "128",
                "--out", out, "--no-progress", "--no-plots", "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1
@@ -95,7 +96,7 @@ def test_death_mid_run_names_layer_and_pass_and_resume_continues(tmp_path, monke
                            f"exited; the last "
                            f"checkpoint resumes: --resume {out}/checkpoint.pt")
     monkeypatch.undo()
-    res = train(backend="intref", epochs=2, seed=1, out=out, resume="auto", **KW)
+    res = train(backend="intref", epochs=2, seed=1, out=out, resume="auto", **kw)
     assert res.steps == ref.steps
     for (k, x), y in zip(res.model.state_dict().items(), ref.model.state_dict().values(),
                          strict=True):
