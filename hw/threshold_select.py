@@ -24,6 +24,7 @@ from amaranth.utils import ceil_log2
 
 from .contract.cycles import select_cycles
 from .params import check_int
+from .select_command_check import CommandCheck
 from .select_framer import BeatFramer
 from .select_histogram import MagnitudeHistogram
 from .select_keep import KeepFilter
@@ -119,6 +120,7 @@ class ThresholdSelect(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         lanes = self.lanes
+        m.submodules.check = check = CommandCheck(self.depth)
         m.submodules.framer = framer = BeatFramer(lanes)
         m.submodules.histogram = histogram = MagnitudeHistogram(lanes)
         m.submodules.keep = keep = KeepFilter(lanes, self.depth)
@@ -131,9 +133,6 @@ class ThresholdSelect(wiring.Component):
         command = Signal(CommandLayout)  # the operation running
         held = self.status.held  # the held selection (register)
         error_code = Signal(ErrorCode)
-        elements = Signal(32)  # rows * cols, by shift-and-add (no multiplier)
-        rows_left = Signal(16)  # bits of rows still to add
-        cols_shifted = Signal(32)
         cycles = Signal(32)
         m.d.comb += [
             self.status.error_code.eq(error_code),
@@ -142,7 +141,8 @@ class ThresholdSelect(wiring.Component):
             self.status.s_len.eq(keep.nnz + command.cols + 4),
             self.status.bank.eq(command.bank),
             self.status.cycles.eq(cycles),
-            framer.elements.eq(elements),
+            check.command.eq(self.cmd.payload), check.held_valid.eq(self.status.held_valid),
+            framer.elements.eq(check.elements),
             keep.held.eq(held), keep.transpose.eq(command.transpose),
             keep.rows.eq(command.rows), keep.cols.eq(command.cols),
             writer.rows.eq(command.rows), writer.cols.eq(command.cols),
@@ -167,37 +167,20 @@ class ThresholdSelect(wiring.Component):
                     command.eq(payload), error_code.eq(ErrorCode.NONE), cycles.eq(0),
                     command.transpose.eq(payload.transpose & ((payload.mode == Mode.HELD) |
                                                               (payload.mode == Mode.GIVEN))),
-                    elements.eq(0), cols_shifted.eq(payload.cols), rows_left.eq(payload.rows),
                 ]
-                m.d.comb += writer.flush.eq(1)
-                m.next = "MULTIPLY"
+                m.d.comb += [writer.flush.eq(1), check.start.eq(1)]
+                m.next = "CHECK"
 
         with m.FSM(init="IDLE") as fsm:
             with m.State("IDLE"):
                 accept_command()
-            with m.State("MULTIPLY"):
-                with m.If(rows_left == 0):
-                    m.next = "CHECK"
-                with m.Else():
-                    with m.If(rows_left[0]):
-                        m.d.sync += elements.eq(elements + cols_shifted)
-                    m.d.sync += [cols_shifted.eq(cols_shifted << 1), rows_left.eq(rows_left >> 1)]
             with m.State("CHECK"):
-                with m.If((command.rows == 0) | (command.cols == 0)):
-                    fail(ErrorCode.SHAPE)
-                with m.Elif(selecting & (command.keep > elements)):
-                    fail(ErrorCode.KEEP)
-                with m.Elif((command.mode != Mode.THRESHOLD) & (command.cols + 4 > self.depth)):
-                    fail(ErrorCode.OVERFLOW)
-                with m.Elif((command.mode == Mode.HELD) & ~self.status.held_valid):
-                    fail(ErrorCode.NO_THRESHOLD)
-                with m.Elif((command.mode == Mode.GIVEN) &
-                            (command.given.threshold > BINS - 1)):
-                    fail(ErrorCode.BAD_THRESHOLD)
-                with m.Elif(selecting):
+                with m.If(check.done & (check.error != ErrorCode.NONE)):
+                    fail(check.error)
+                with m.Elif(check.done & selecting):
                     m.d.comb += framer.load.eq(1)
                     m.next = "COUNT"
-                with m.Else():
+                with m.Elif(check.done):
                     with m.If(command.mode == Mode.GIVEN):
                         m.d.sync += [held.eq(command.given), self.status.held_valid.eq(1)]
                     m.next = "KEEP_INIT"

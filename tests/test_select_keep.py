@@ -1,7 +1,8 @@
 """RTL tests of ``hw.select_keep.KeepFilter``: the records of a pass hold exactly the kept
 non-zeros of ``sw.int_topk.select_mask_threshold`` (tie budget in stream order) or of the
 transposed rule, every column end once, the last kept tie of ``last_kept_tie``, and the beat
-that would overflow the S buffer is flagged; random ready gaps on ``record``."""
+that would overflow the S buffer is flagged; random valid gaps on ``beat`` and ready gaps on
+``record``."""
 
 import random
 
@@ -51,6 +52,10 @@ def test_kept_set_like_reference(lanes, stall):
         beats = framed_beats(int_topk.stream_order(s), lanes)
         records, last_tie, overflow_at = [], None, None
         for pos, word in enumerate(beats):
+            while rng.random() < stall:  # a gap in the beats: nothing leaves, nothing counts
+                ctx.set(dut.beat.valid, 0)
+                assert not ctx.get(dut.record.valid) and not ctx.get(dut.overflow)
+                await ctx.tick()
             ctx.set(dut.beat.payload.as_value(), word)
             ctx.set(dut.beat.valid, 1)
             while True:

@@ -102,6 +102,12 @@ class TB:
         await ctx.tick()
         ctx.set(dut.cmd.valid, 0)
         assert ctx.get(dut.status.busy) and not ctx.get(dut.cmd.ready)
+        return await self.run_stream(ctx, streams, rows=rows, cols=cols, bank=bank,
+                                     max_cycles=max_cycles)
+
+    async def run_stream(self, ctx, streams, *, rows, cols, bank, max_cycles=None):
+        """Feed ``streams`` and collect the writes of the running operation until ``done``."""
+        dut = self.dut
         queue = [b for s in streams for b in s]
         pos = 0
         writes = []
@@ -418,6 +424,57 @@ def test_errors_and_modes(stalls):
     dut, bench = make_error_bench(0.3 if stalls else 0.0, seed=7 + stalls, log=log)
     run_sim(dut, bench)
     assert log[-1] == "ok"
+
+
+def test_command_waits_while_busy():
+    """A command offered during an operation is held off (``cmd.ready = 0``) until ``done``,
+    then taken at once; the first operation's blob and the second's are both right."""
+    lanes = 4
+    dut = ThresholdSelect(lanes=lanes, depth=256, banks=2)
+    tb = TB(dut, out_stall=0.3, seed=5)
+    rng = np.random.default_rng(5)
+    s1, s2 = rng.integers(-9, 10, (7, 5)), rng.integers(-9, 10, (6, 3))
+    seen = []
+
+    async def bench(ctx):
+        cmd = dut.cmd.payload
+        for field, value in ((cmd.mode, Mode.FULL), (cmd.keep, 12), (cmd.rows, 7),
+                             (cmd.cols, 5), (cmd.bank, 1)):
+            ctx.set(field, value)
+        ctx.set(dut.cmd.valid, 1)
+        await ctx.tick()
+        for field, value in ((cmd.mode, Mode.FULL), (cmd.keep, 4), (cmd.rows, 6),
+                             (cmd.cols, 3), (cmd.bank, 0)):
+            ctx.set(field, value)  # the next command, offered right away and kept offered
+        beats1 = tb.beats(int_topk.stream_order(s1))
+        queue, writes = beats1 + beats1, []
+        while True:
+            busy = ctx.get(dut.status.busy)
+            assert ctx.get(dut.cmd.ready) == (not busy)
+            if not busy:
+                break
+            ctx.set(dut.i.valid, bool(queue))
+            if queue:
+                ctx.set(dut.i.payload.as_value(), queue[0])
+                if ctx.get(dut.i.ready):
+                    queue.pop(0)
+            ready = tb.rng.random() >= tb.out_stall
+            ctx.set(dut.o.ready, ready)
+            if ready and ctx.get(dut.o.valid):
+                writes += [(a, d) for _, a, d in tb.decode(ctx.get(dut.o.payload.as_value()))]
+            await ctx.tick()
+        ctx.set(dut.i.valid, 0)
+        check_blob(writes, s1, *int_topk.threshold_int(s1, 12))
+        await ctx.tick()  # the waiting command is taken at this edge
+        ctx.set(dut.cmd.valid, 0)
+        assert ctx.get(dut.status.busy) and ctx.get(dut.status.bank) == 0
+        st = tb.beats(int_topk.stream_order(s2))
+        writes, _, _ = await tb.run_stream(ctx, (st, st), rows=6, cols=3, bank=0)
+        check_blob(writes, s2, *int_topk.threshold_int(s2, 4))
+        seen.append("ok")
+
+    run_sim(dut, bench)
+    assert seen == ["ok"]
 
 
 class Model:
