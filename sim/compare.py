@@ -2,38 +2,48 @@
 
 ``python -m sim.compare`` (``nox -s compare``, console script ``swat-compare``):
 
-1. train the digits CNN a few hundred steps with SWAT-U at 90 % sparsity (``sw.train.train``);
-   ``--model resnet18`` instead builds the CIFAR ResNet-18 (SWAT-U, initial weights, batch 1,
-   one random CIFAR-shaped input: the shapes and sparsities are what matter for cycles);
-2. take one training step's tensors of every Conv2d/Linear layer (``sw.train.capture_step``):
-   inputs ``A``, weights ``W``, output gradients ``dY``; convolutions are lowered with im2col
-   (``torch.nn.functional.unfold``);
-3. lower each layer to its GEMMs (``sw.lowering``): quantize (``sw.quant``, symmetric per
-   tensor) and apply Top-K *on the integers* with
-   the hardware's tie rule (``sw.int_topk``: the kept set the threshold-select unit produces),
-   at each layer's density (the dense first layer of SWAT-U keeps everything);
-4. run the three GEMMs of every layer on the Verilator model of the core (``sim.run_gemms``, one
-   simulator process for everything), check each bit for bit against ``sw.intref.gemm`` and
-   also run the same GEMMs with the *dense* operands (no Top-K) for the speedup (cycles only:
-   of the M blocks over one S block only one runs, see ``run_gemms(cycles_only=...)``);
-5. write ``results/compare.{csv,json,md}`` and the plots ``rtl_vs_flops.png`` and
-   ``speedup_sweep.png`` (the latter from the 64×576 @ 576×64 sweep, :mod:`sim.sweep`).
+1. take one training step of ``--model`` (any model of ``sw.models``; default the digits CNN),
+   SWAT-ified with ``--method`` / ``--distribution`` / ``--period`` / ``--structured`` at each
+   ``--sparsity`` (one value or a list): the digits CNN trained 300 steps on the bundled
+   digits, the CIFAR-shaped models 20 steps (CIFAR-10 from ``--data-dir`` when present, else
+   the digits resized to 32×32), ResNet-50 with initial weights on a synthetic 224×224 batch
+   (:mod:`sim.compare_step` says what that means for the figures); the step's tensors of every
+   Conv2d/Linear layer come from ``sw.train.capture_step``;
+2. lower each layer to its GEMMs (``sw.lowering``): quantize (``sw.quant``, symmetric per
+   tensor), Top-K *on the integers* with the hardware's tie rule (``sw.int_topk``: the kept set
+   the threshold-select unit produces) at each layer's density, im2col for convolutions;
+3. run the GEMMs on the Verilator model of the core (``sim.run_gemms``; one simulator process
+   per core, or a Dask cluster with ``--scheduler``), check each bit for bit against
+   ``sw.intref.gemm`` and also run them on the operands without Top-K (the speedup baseline:
+   natural zeros still skipped) and, except for the digits job, on operands with no zero at
+   all ("truly dense"); baselines count cycles only (of the M blocks over one S block only one
+   runs, see ``run_gemms(cycles_only=...)``). A GEMM with more core operations than
+   ``--sample-ops`` (default: all for every model but ResNet-50, 48 there) runs a random sample
+   of them and the rest is extrapolated with the calibrated cycle model (:mod:`sim.sampling`);
+   the tables say per GEMM what was simulated and give the 95 % bound;
+4. write ``results/compare{tag}.{csv,json,md}`` and ``rtl_vs_flops{tag}.png`` per sparsity
+   (``tag`` empty for the default digits job, else ``_<model>`` and ``_s<pct>`` for lists),
+   for lists ``compare_<model>_table.{md,json}`` and ``speedup_<model>.png`` (per pass, beside
+   the paper's Table 6 for ResNet-50 and 1/density), and ``speedup_sweep.png`` from the
+   64×576 @ 576×64 sweep (:mod:`sim.sweep`).
 
-Passes (``CONTRACT.md``): forward ``D = A [M, K]``, ``S = Wsᵀ [K, F]``; input gradient
+Passes (``docs/contract.md``): forward ``D = A [M, K]``, ``S = Wsᵀ [K, F]``; input gradient
 ``D = dY [M, F]``, ``S = Ws [F, K]`` (skipped for the first layer, whose input needs no
 gradient); weight gradient ``D = dYᵀ [F, M]``, ``S = As [M, K]``.
 
-Threshold-select cycles: the cycles the threshold-select unit needs to select and compress ``W``
-(streamed as ``S = Wᵀ``) and ``A`` (one column per sample) are given by
-``hw.contract.cycles.select_cycles`` (mode FULL: histogram pass + compress pass, 8 lanes), the
-unit's documented cycle formula, which ``tests/test_sim_select.py`` checks against the unit's
-RTL. It is reported next to the GEMM cycles, not added to them.
+Threshold-select cycles: the cycles of the blob each GEMM reads (forward: FULL on ``W``; input
+gradient: HELD on ``W``, transposed; weight gradient: FULL on ``A``) are
+``hw.contract.cycles.select_cycles`` (8 lanes), the unit's cycle formula, which
+``tests/test_sim_select.py`` checks against its RTL. ``summary.totals.select_exposed_cycles``
+is what of them a double-buffered S would not hide behind the previous GEMM, in step order
+(``hw.contract.cycles.exposed_select_cycles``); they are not added to the GEMM cycles.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shlex
 import sys
@@ -42,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hw.contract.cycles import exposed_select_cycles
 from sw import lowering
 
 from . import verilate
@@ -49,82 +60,120 @@ from . import verilate
 PASSES = lowering.PASSES
 
 
-# --------------------------------------------------------------------------------------------
-# capturing one training step
-
-
-def _digits_step(sparsity: float, steps: int, seed: int, log):
-    import torch
-
-    from sw import train as swtrain
-
-    captured = {}
-
-    def cb(info):
-        captured["inputs"] = info.inputs.detach().clone()
-        captured["targets"] = info.targets.detach().clone()
-
-    t0 = time.monotonic()
-    res = swtrain.train(dataset="digits", method="swat", distribution="uniform",
-                        sparsity=sparsity, max_steps=steps, seed=seed, plots=False,
-                        callback=cb)
-    acc = res.final.get("test_acc", res.final.get("test_accuracy"))
-    log(f"trained digits CNN (SWAT-U, sparsity {sparsity:.2f}) for {res.steps} steps in "
-        f"{time.monotonic() - t0:.1f} s" + (f", test accuracy {acc}" if acc is not None else ""))
-    model = res.model
-    torch.manual_seed(seed)
-    recs = swtrain.capture_step(model, captured["inputs"], captured["targets"])
-    shape = tuple(captured["inputs"].shape)
-    info = {"model": "digits_cnn", "steps": res.steps, "batch": shape[0],
-            "final": {k: v for k, v in res.final.items() if isinstance(v, int | float)}}
-    return model, recs, shape, info
-
-
-def _resnet18_step(sparsity: float, seed: int, log):
-    import torch
-
-    from sw import models, swatify
-    from sw import train as swtrain
-
-    torch.manual_seed(seed)
-    model = models.build("resnet18", num_classes=10)
-    swatify(model, sparsity, method="swat", distribution="uniform")
-    x = torch.randn(1, 3, 32, 32)
-    y = torch.tensor([3])
-    recs = swtrain.capture_step(model, x, y)
-    log("ResNet-18 (CIFAR shapes, SWAT-U, initial weights), one step on a random batch of 1")
-    return model, recs, (1, 3, 32, 32), {"model": "resnet18", "steps": 0, "batch": 1}
+#: The paper's Table 6 (ResNet-50, ImageNet, SWAT-U unstructured): speedup of the forward and
+#: the backward pass in simulated cycles, by sparsity.
+PAPER_TABLE6 = {0.8: {"forward": 3.3, "backward": 3.4}, 0.9: {"forward": 5.6, "backward": 6.3}}
 
 
 # --------------------------------------------------------------------------------------------
 # the job
 
 
-def run(args) -> dict:
-    import torch
+def _step_order(jobs):
+    """Indices of ``jobs`` (per layer: forward, input gradient, weight gradient) in the order a
+    training step runs them: every forward in layer order, then the backward passes from the
+    last layer to the first."""
+    layers = list(dict.fromkeys(j.layer for j in jobs))
+    fwd = [i for name in layers for i, j in enumerate(jobs)
+           if j.layer == name and j.pass_name == "forward"]
+    bwd = [i for name in reversed(layers) for i, j in enumerate(jobs)
+           if j.layer == name and j.pass_name != "forward"]
+    return fwd + bwd
+
+
+def _rtl_plan(jobs, lim, n_max, seed, truly_dense):
+    """The GEMMs to simulate: per job and operand kind (sparse, dense, truly dense) either the
+    whole GEMM or a sample of its core operations (``sim.sampling``)."""
+    from .sampling import sample_gemm
+
+    rng = np.random.default_rng(seed)
+    kinds = ["sparse", "dense"] + (["truly_dense"] if truly_dense else [])
+    gemms, only, plan = [], [], []
+    for i, j in enumerate(jobs):
+        for kind in kinds:
+            s = {"sparse": j.s, "dense": j.s_dense,
+                 "truly_dense": np.where(j.s_dense == 0, 1, j.s_dense).astype(np.int8)}[kind]
+            smp = sample_gemm(j.shape[0], s, lim, n_max, rng)
+            subs = [(j.d, s)] if smp is None else smp.sub_jobs(j.d, s)
+            plan.append((i, kind, smp, len(gemms), len(subs)))
+            gemms += subs
+            only += [kind != "sparse"] * len(subs)
+    return gemms, only, plan
+
+
+def _combine(jobs, results, plan):
+    """Per job and kind: cycles (whole or extrapolated), 95 % bound, counters, bit-exactness."""
+    from sw import intref
+
+    from .sampling import extrapolate
+
+    out = [{} for _ in jobs]
+    for i, kind, smp, first, count in plan:
+        rs = results[first:first + count]
+        rec = {"busy": sum(r.busy_cycles for r in rs), "stall": sum(r.stall_cycles for r in rs),
+               "idle": sum(r.idle_cycles for r in rs), "runs": sum(r.runs for r in rs)}
+        if smp is None:
+            r = rs[0]
+            rec.update(cycles=r.cycles, bound=0.0, simulated="whole", result=r,
+                       macs=r.macs, density=r.density)
+        else:
+            total, bound = extrapolate(smp, [r.cycles for r in rs])
+            scale = total / max(1, sum(r.cycles for r in rs))
+            for key in ("busy", "stall", "idle"):
+                rec[key] = int(round(rec[key] * scale))
+            rec.update(cycles=int(round(total)), bound=round(bound, 1), result=None,
+                       simulated=f"{count} of {smp.operations} core operations",
+                       runs=smp.operations)
+        if kind == "sparse":
+            j = jobs[i]
+            if smp is None:
+                rec["bit_exact"] = bool(np.array_equal(rs[0].c.astype(np.int64),
+                                                       intref.gemm(j.d, j.s)))
+            else:
+                subs = smp.sub_jobs(j.d, j.s)
+                rec["bit_exact"] = all(
+                    np.array_equal(r.c.astype(np.int64), intref.gemm(d, s))
+                    for r, (d, s) in zip(rs, subs, strict=True))
+        out[i][kind] = rec
+    return out
+
+
+def _pass_totals(rows_out):
+    """Cycles and speedups per pass and for the backward pass as the paper groups it."""
+    groups = {p: [p] for p in PASSES}
+    groups["backward"] = ["backward_input", "backward_weight"]
+    out = {}
+    for name, members in groups.items():
+        sel = [r for r in rows_out if r["pass"] in members]
+        rtl = sum(r["rtl_cycles"] for r in sel)
+        dense = sum(r["dense_rtl_cycles"] for r in sel)
+        rec = {"rtl_cycles": rtl, "dense_rtl_cycles": dense,
+               "speedup": round(dense / rtl, 3) if rtl else None}
+        if sel and all(r.get("truly_dense_rtl_cycles") is not None for r in sel):
+            td = sum(r["truly_dense_rtl_cycles"] for r in sel)
+            rec.update(truly_dense_rtl_cycles=td,
+                       speedup_vs_truly_dense=round(td / rtl, 3) if rtl else None)
+        out[name] = rec
+    return out
+
+
+def run_one(args, sparsity: float, out_dir: Path, log, *, model_rtl=None) -> dict:
+    """The job at one sparsity: capture, lower, simulate, report (``results/compare*.json``)."""
     from tqdm import tqdm
 
-    from sw import flops, intref
+    from sw import flops
 
     from . import gemm as gemm_mod
+    from .compare_step import capture
 
     t_start = time.monotonic()
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     rows, cols = args.array
     pes = rows * cols
-
-    def log(msg):
-        tqdm.write(f"[compare] {msg}")
-
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    if args.model == "resnet18":
-        model, recs, in_shape, info = _resnet18_step(1 - args.density, args.seed, log)
-    else:
-        model, recs, in_shape, info = _digits_step(1 - args.density, args.steps, args.seed, log)
+    model, recs, in_shape, info = capture(args, sparsity, log)
     dens = lowering.layer_selection(model)
     modules = dict(model.named_modules())
     flop = {r.name: r for r in flops.count(model, in_shape, convention="gemm")}
+    structured = args.structured != "none"
 
     t0 = time.monotonic()
     jobs = []
@@ -133,79 +182,93 @@ def run(args) -> dict:
               disable=args.quiet) as bar:
         for name in names:
             density, dims = dens.get(name, (1.0, "nchw"))
-            for j in lowering.layer_jobs(name, modules[name], recs[name], density, dims):
+            for j in lowering.layer_jobs(name, modules[name], recs[name], density, dims,
+                                         method=args.method, structured=structured):
                 jobs.append(j)
                 bar.update(1)
             bar.update(3 - sum(1 for j in jobs if j.layer == name))
+    del recs
     t_lower = time.monotonic() - t0
     log(f"{len(jobs)} GEMMs from {len(names)} layers lowered in {t_lower:.1f} s; "
         f"model {rows}x{cols}: building or reusing")
-    model_rtl = verilate.harness_model(rows, cols, quiet=False)
-
-    gemms = [(j.d, j.s) for j in jobs] + [(j.d, j.s_dense) for j in jobs]
-    labels = [j.label for j in jobs]
+    if model_rtl is None:
+        model_rtl = verilate.harness_model(rows, cols, quiet=False)
+    n_max = args.sample_ops if args.sample_ops is not None else \
+        (48 if info["model"] == "resnet50" else 0)
+    truly_dense = info["model"] != "digits_cnn"
+    gemms, only, plan = _rtl_plan(jobs, gemm_mod._limits(model_rtl), n_max, args.seed,
+                                  truly_dense)
+    labels = []
+    for i, kind, _smp, _first, count in plan:
+        labels += [f"{jobs[i].label}" + ("" if kind == "sparse" else f" {kind}")] * count
     t0 = time.monotonic()
-    with tqdm(total=len(gemms), desc="RTL layers x passes (sparse, then dense)", unit="gemm",
+    with tqdm(total=len(gemms), desc="RTL layers x passes", unit="gemm",
               disable=args.quiet) as bar:
         def prog(done, total):
             if done == bar.n:
                 return
             if done < len(gemms):
-                lab = labels[done % len(labels)]
-                bar.set_postfix_str(lab + (" dense" if done >= len(labels) else ""),
-                                    refresh=False)
+                bar.set_postfix_str(labels[done], refresh=False)
             bar.update(done - bar.n)
 
-        results = gemm_mod.run_gemms(gemms, model=model_rtl, progress=prog,
-                                     cycles_only=[False] * len(jobs) + [True] * len(jobs),
-                                     parallel=getattr(args, "client", None),
-                                     labels=labels + [f"{lab} dense" for lab in labels])
+        results = gemm_mod.run_gemms(gemms, model=model_rtl, progress=prog, cycles_only=only,
+                                     parallel=getattr(args, "client", None), labels=labels)
     t_sim = time.monotonic() - t0
     batch = results.stats
     if getattr(args, "waves", None):
         j = next((j for j in jobs if j.label == args.waves.removesuffix(" dense")), None)
         if j is None:
             raise SystemExit(f"--waves: no GEMM {args.waves!r}; one of: "
-                             + ", ".join(lab for lab in labels))
+                             + ", ".join(j.label for j in jobs))
         wave = out_dir / "waves" / (args.waves.replace(":", "-").replace(" ", "-") + ".fst")
         log(f"waves of {args.waves}: building or reusing the tracing model")
         gemm_mod.dump_waves(j.d, j.s_dense if args.waves.endswith(" dense") else j.s, wave,
                             rows=rows, cols=cols)
         log(f"waves of {args.waves} -> {wave}")
-    sparse_res, dense_res = results[:len(jobs)], results[len(jobs):]
+    per_job = _combine(jobs, results, plan)
 
     rows_out = []
-    for j, r, rd in zip(jobs, sparse_res, dense_res, strict=True):
-        ref = intref.gemm(j.d, j.s)
-        exact = bool(np.array_equal(r.c.astype(np.int64), ref))
+    for j, rec in zip(jobs, per_job, strict=True):
+        sp, dn = rec["sparse"], rec["dense"]
         fl = flop.get(j.layer)
         m, k, n = j.shape
+        nnz = int(np.count_nonzero(j.s))
+        macs = m * nnz
+        r = sp["result"]
         row = {
             "layer": j.layer, "pass": j.pass_name, "M": m, "K": k, "N": n,
-            "density": round(j.density, 4), "s_density": round(r.density, 4),
+            "density": round(j.density, 4), "s_density": round(nnz / (k * n), 4) if k * n else 0,
             "dense_macs": m * k * n,
             "flop_dense": int(getattr(fl, j.pass_name)) if fl else None,
             "flop_sparse": float(getattr(fl, j.pass_name + "_sparse")) if fl else None,
-            "effectual_macs": r.macs,
-            "rtl_cycles": r.cycles,
-            "ideal_cycles": round(r.ideal_cycles, 1),
-            "mac_bound_cycles": round(r.mac_bound_cycles, 1),
+            "effectual_macs": macs,
+            "rtl_cycles": sp["cycles"],
+            "ideal_cycles": round(-(-m // rows) * nnz / cols, 1),
+            "mac_bound_cycles": round(macs / pes, 1),
             "flop_cycles": (round(float(getattr(fl, j.pass_name + "_sparse")) / pes, 1)
                             if fl else None),
-            "utilization": round(r.utilization, 4),
-            "dense_rtl_cycles": rd.cycles,
-            "speedup": round(rd.cycles / r.cycles, 3) if r.cycles else None,
-            "max_speedup": round(rd.macs / r.macs, 3) if r.macs else None,
-            "core_runs": r.runs,
-            "stall_cycles": r.stall_cycles, "idle_cycles": r.idle_cycles,
+            "utilization": round(macs / (pes * sp["cycles"]), 4) if sp["cycles"] else 0.0,
+            "dense_rtl_cycles": dn["cycles"],
+            "speedup": round(dn["cycles"] / sp["cycles"], 3) if sp["cycles"] else None,
+            "max_speedup": (round(m * int(np.count_nonzero(j.s_dense)) / macs, 3)
+                            if macs else None),
+            "core_runs": sp["runs"],
+            "stall_cycles": sp["stall"], "idle_cycles": sp["idle"],
             "select_w_cycles": j.select_w_cycles, "select_a_cycles": j.select_a_cycles,
-            "bit_exact": exact,
-            "rel_err_vs_float": round(j.rel_err(r.c), 6),
-            "rel_err_quant_only": round(j.rel_err(j.d.astype(np.float64)
-                                                  @ j.s_golden.astype(np.float64)), 6),
+            "bit_exact": sp["bit_exact"],
+            "rel_err_vs_float": round(j.rel_err(r.c), 6) if r is not None else None,
+            "rel_err_quant_only": (round(j.rel_err(j.d.astype(np.float64)
+                                                   @ j.s_golden.astype(np.float64)), 6)
+                                   if r is not None else None),
         }
+        if n_max or truly_dense:
+            row.update(simulated=sp["simulated"], rtl_cycles_bound95=sp["bound"],
+                       dense_simulated=dn["simulated"], dense_rtl_cycles_bound95=dn["bound"])
+        if truly_dense:
+            row["truly_dense_rtl_cycles"] = rec["truly_dense"]["cycles"]
         rows_out.append(row)
 
+    order = _step_order(jobs)
     tot = {
         "rtl_cycles": sum(r["rtl_cycles"] for r in rows_out),
         "dense_rtl_cycles": sum(r["dense_rtl_cycles"] for r in rows_out),
@@ -213,16 +276,22 @@ def run(args) -> dict:
         "dense_macs": sum(r["dense_macs"] for r in rows_out),
         "flop_sparse": sum(r["flop_sparse"] or 0 for r in rows_out),
         "flop_dense": sum(r["flop_dense"] or 0 for r in rows_out),
+        "select_exposed_cycles": exposed_select_cycles(
+            [rows_out[i]["rtl_cycles"] for i in order], [jobs[i].select_cycles for i in order]),
     }
     tot["utilization"] = round(tot["effectual_macs"] / (pes * tot["rtl_cycles"]), 4) \
         if tot["rtl_cycles"] else 0
     tot["speedup"] = round(tot["dense_rtl_cycles"] / tot["rtl_cycles"], 3) \
         if tot["rtl_cycles"] else 0
     tot["all_bit_exact"] = all(r["bit_exact"] for r in rows_out)
+    sampled = [r for r in rows_out if r.get("simulated", "whole") != "whole"]
     summary = {
-        "model": info["model"], "sparsity": 1 - args.density, "array": f"{rows}x{cols}",
+        "model": info["model"], "sparsity": sparsity, "array": f"{rows}x{cols}",
+        "method": args.method, "distribution": args.distribution, "period": args.period,
+        "structured": args.structured, "data": info.get("data"),
         "train_steps": info["steps"], "batch": info["batch"], "gemms": len(jobs),
         "totals": tot,
+        "passes": _pass_totals(rows_out),
         "simulation": {
             "core_operations": batch.runs, "simulated_cycles": batch.cycles,
             "sim_wall_s": round(t_sim, 2), "bench_s": round(batch.bench, 2),
@@ -233,31 +302,78 @@ def run(args) -> dict:
             "aggregate_cycles_per_s": round(batch.aggregate_cycles_per_second),
             "lost_workers": batch.lost_workers,
             "lowering_s": round(t_lower, 2), "total_wall_s": None,
+            "sampled_gemms": len(sampled),
+            "sample_ops": n_max,
+            "rtl_cycles_bound95": round(math.sqrt(sum(r["rtl_cycles_bound95"] ** 2
+                                                      for r in sampled)), 1),
         },
-        "threshold_select": "hw.contract.cycles.select_cycles (mode FULL, 8 lanes), the "
+        "threshold_select": "hw.contract.cycles.select_cycles (8 lanes; forward: FULL on W, "
+                            "input gradient: HELD on W, weight gradient: FULL on A), the "
                             "unit's cycle formula checked against its RTL by "
-                            "tests/test_sim_select.py; not added to the GEMM cycles",
+                            "tests/test_sim_select.py; select_exposed_cycles: the part not "
+                            "hidden behind the previous GEMM with two S buffers, in step order "
+                            "(hw.contract.cycles.exposed_select_cycles; a model, the unit is "
+                            "not yet in the simulated loop)",
         "train": info.get("final", {}),
     }
-    sweep = None
-    if not args.no_sweep:
-        from . import sweep as sweep_mod
-
-        log("sweep: 64x576 @ 576x64 at sparsity 0..95 %")
-        sweep = sweep_mod.run_sweep(array=args.array, out=out_dir, quiet=True,
-                                    model=model_rtl, parallel=getattr(args, "client", None))
+    if info["model"] == "resnet50" and round(sparsity, 2) in PAPER_TABLE6:
+        summary["paper_table6"] = PAPER_TABLE6[round(sparsity, 2)]
     summary["simulation"]["total_wall_s"] = round(time.monotonic() - t_start, 1)
-    write_outputs(out_dir, rows_out, summary, sweep, args)
-    if not tot["all_bit_exact"]:
-        bad = [f"{r['layer']}:{r['pass']}" for r in rows_out if not r["bit_exact"]]
-        argv = list(getattr(args, "argv", []))
-        if "--waves" in argv:
-            i = argv.index("--waves")
-            del argv[i:i + 2]
-        again = " ".join(shlex.quote(a) for a in argv)
-        raise SystemExit(f"RTL results differ from the integer reference: {bad}; waveform of "
-                         f"one: python -m sim.compare {again} --waves {shlex.quote(bad[0])}")
-    return {"rows": rows_out, "summary": summary, "sweep": sweep}
+    return {"rows": rows_out, "summary": summary, "model_rtl": model_rtl}
+
+
+def run(args) -> dict:
+    """The job at every ``--sparsity``; outputs under ``--out`` (see the module docstring)."""
+    import torch
+    from tqdm import tqdm
+
+    t_start = time.monotonic()
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def log(msg):
+        tqdm.write(f"[compare] {msg}")
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    runs, model_rtl, sweep = [], None, None
+    for sp in args.sparsity:
+        res = run_one(args, sp, out_dir, log, model_rtl=model_rtl)
+        model_rtl = res.pop("model_rtl")
+        if sweep is None and not args.no_sweep:
+            from . import sweep as sweep_mod
+
+            log("sweep: 64x576 @ 576x64 at sparsity 0..95 %")
+            sweep = sweep_mod.run_sweep(array=args.array, out=out_dir, quiet=True,
+                                        model=model_rtl, parallel=getattr(args, "client", None))
+        res["summary"]["simulation"]["total_wall_s"] = round(time.monotonic() - t_start, 1)
+        write_outputs(out_dir, res["rows"], res["summary"], sweep, args,
+                      tag=_tag(args, sp))
+        runs.append(res)
+        if not res["summary"]["totals"]["all_bit_exact"]:
+            bad = [f"{r['layer']}:{r['pass']}" for r in res["rows"] if not r["bit_exact"]]
+            argv = list(getattr(args, "argv", []))
+            if "--waves" in argv:
+                i = argv.index("--waves")
+                del argv[i:i + 2]
+            again = " ".join(shlex.quote(a) for a in argv)
+            raise SystemExit(f"RTL results differ from the integer reference: {bad}; waveform "
+                             f"of one: python -m sim.compare {again} --waves "
+                             f"{shlex.quote(bad[0])}")
+    if len(runs) > 1:
+        write_table(out_dir, runs, args)
+    out = dict(runs[0])
+    out["sweep"] = sweep
+    out["runs"] = runs
+    return out
+
+
+def _tag(args, sparsity) -> str:
+    """File-name tag: ``""`` for the default digits job, else ``_<model>`` (``_s<pct>`` too
+    when several sparsities run)."""
+    tag = "" if args.model in ("digits", "digits_cnn") else f"_{args.model}"
+    if len(args.sparsity) > 1:
+        tag += f"_s{round(sparsity * 100)}"
+    return tag
 
 
 def _fmt(v):
@@ -266,8 +382,8 @@ def _fmt(v):
     return str(v)
 
 
-def write_outputs(out: Path, rows, summary, sweep, args) -> None:
-    stem = out / ("compare" if args.model == "digits" else f"compare_{args.model}")
+def write_outputs(out: Path, rows, summary, sweep, args, tag: str = "") -> None:
+    stem = out / f"compare{tag}"
     with open(stem.with_suffix(".csv"), "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
@@ -318,16 +434,71 @@ def write_outputs(out: Path, rows, summary, sweep, args) -> None:
               "`rel_err_quant_only` = the same with the golden model's own masks applied to the "
               "integers (quantization error alone)."]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    _plots(out, rows, sweep, summary, args)
+    _plots(out, rows, sweep, summary, tag)
 
 
-def _plots(out: Path, rows, sweep, summary, args) -> None:
+def write_table(out: Path, runs, args) -> None:
+    """``compare_<model>_table.{md,json}`` and ``speedup_<model>.png``: the speedup of each pass
+    at each sparsity beside the paper's Table 6 (ResNet-50) and 1/density."""
+    lines = [f"# {args.model}: speedup per pass on the RTL core ({runs[0]['summary']['array']}, "
+             f"{args.method}, {args.distribution})", "",
+             "Speedup = RTL cycles of the same core on the operands without Top-K (natural "
+             "zeros such as ReLU's still skipped, as on the paper's sparse accelerator) / RTL "
+             "cycles with Top-K; `vs truly dense` uses the same core on operands with no zero "
+             "at all. Backward = input gradient + weight gradient, as the paper groups it.", "",
+             "| sparsity | pass | RTL cycles | ± 95 % | dense-operand cycles | speedup | "
+             "vs truly dense | 1/density | paper Table 6 |", "|" + "---|" * 9]
+    table = []
+    for res in runs:
+        s = res["summary"]
+        sp = s["sparsity"]
+        paper = s.get("paper_table6", {})
+        bound = {p: math.sqrt(sum((r.get("rtl_cycles_bound95") or 0) ** 2 for r in res["rows"]
+                                  if r["pass"] in ((p,) if p != "backward" else
+                                                   ("backward_input", "backward_weight"))))
+                 for p in s["passes"]}
+        for p, rec in s["passes"].items():
+            row = {"sparsity": sp, "pass": p, **rec, "bound95": round(bound[p], 1),
+                   "inverse_density": round(1 / (1 - sp), 3), "paper": paper.get(p)}
+            table.append(row)
+            lines.append(f"| {sp:.0%} | {p} | {rec['rtl_cycles']:,} | {bound[p]:,.0f} | "
+                         f"{rec['dense_rtl_cycles']:,} | {rec['speedup']}× | "
+                         f"{rec.get('speedup_vs_truly_dense', '—')}× | {1 / (1 - sp):.1f}× | "
+                         f"{paper.get(p, '—')} |")
+    stem = out / f"compare_{args.model}_table"
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    stem.with_suffix(".json").write_text(json.dumps(table, indent=1))
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    suffix = "" if args.model == "digits" else f"_{args.model}"
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    sps = [res["summary"]["sparsity"] for res in runs]
+    for p, mark in (("forward", "o"), ("backward", "s"), ("backward_input", "^"),
+                    ("backward_weight", "v")):
+        ax.plot(sps, [res["summary"]["passes"][p]["speedup"] for res in runs], mark + "-",
+                label=f"RTL {p}")
+    ax.plot(sps, [1 / (1 - sp) for sp in sps], "k--", label="1 / density")
+    for p, mark in (("forward", "o"), ("backward", "s")):
+        pts = [(sp, PAPER_TABLE6[round(sp, 2)][p]) for sp in sps if round(sp, 2) in PAPER_TABLE6]
+        if pts and args.model in ("resnet50", "resnet-50"):
+            ax.plot(*zip(*pts, strict=True), mark, mfc="none", ms=11, label=f"paper {p}")
+    ax.set_xlabel("sparsity")
+    ax.set_ylabel("speedup vs the same core on dense operands")
+    ax.set_title(f"{args.model}: speedup per pass")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / f"speedup_{args.model}.png", dpi=120)
+    plt.close(fig)
+
+
+def _plots(out: Path, rows, sweep, summary, suffix: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     # One rotated single-line label per bar; the figure widens with the number of bars.
     fig, ax = plt.subplots(figsize=(max(9.0, 0.16 * len(rows) + 2), 5.5))
     labels = [f"{r['layer']} {r['pass'].replace('backward_', 'bw_')}" for r in rows]
@@ -351,13 +522,12 @@ def _plots(out: Path, rows, sweep, summary, args) -> None:
 
 
 def main(argv=None) -> int:
+    from sw import models
+
     from .compare_args import parse
 
-    args = parse(argv, ["digits", "resnet18"], __doc__.split("\n")[0])
+    args = parse(argv, ["digits", *models.names()], __doc__.split("\n")[0])
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    if len(args.sparsity) > 1:
-        raise SystemExit("swat-compare: error: argument --sparsity: one value only so far")
-    args.density = 1 - args.sparsity[0]
     os.environ.setdefault("COCOTB_REWRITE_ASSERTION_FILES", "test_*.py cocotb_*.py")
     if args.sweep:
         from .sweep import main as sweep_main
@@ -369,13 +539,15 @@ def main(argv=None) -> int:
 
     with for_args(args.workers, args.scheduler) as args.client:
         res = run(args)
-    s = res["summary"]
-    t = s["totals"]
-    print(f"{s['model']}: {s['gemms']} GEMMs bit-exact={t['all_bit_exact']}; RTL cycles "
-          f"{t['rtl_cycles']:,} vs dense {t['dense_rtl_cycles']:,} (speedup {t['speedup']}x), "
-          f"utilization {t['utilization']:.1%}; {s['simulation']['cycles_per_s']:,} simulated "
-          f"cycles/s per simulator process ({s['simulation']['processes']} processes); "
-          f"wall {time.monotonic() - t0:.1f} s -> {Path(args.out).resolve()}")
+    for r in res["runs"]:
+        s = r["summary"]
+        t = s["totals"]
+        print(f"{s['model']} at {s['sparsity']:.0%}: {s['gemms']} GEMMs "
+              f"bit-exact={t['all_bit_exact']}; RTL cycles {t['rtl_cycles']:,} vs dense "
+              f"{t['dense_rtl_cycles']:,} (speedup {t['speedup']}x), utilization "
+              f"{t['utilization']:.1%}; {s['simulation']['cycles_per_s']:,} simulated cycles/s "
+              f"per simulator process ({s['simulation']['processes']} processes)")
+    print(f"wall {time.monotonic() - t0:.1f} s -> {Path(args.out).resolve()}")
     return 0
 
 

@@ -122,7 +122,26 @@ def parser(models: list[str], description: str = "") -> argparse.ArgumentParser:
                     help="SWAT sparsity, or a comma-separated list (default 0.9)")
     ap.add_argument("--array", type=array, default=(8, 8), help="PE array RxC")
     ap.add_argument("--out", default="results", help="output folder (default results/)")
-    ap.add_argument("--steps", type=positive_int, default=300, help="digits training steps")
+    ap.add_argument("--steps", type=positive_int, default=None,
+                    help="training steps before the captured step (digits 300, CIFAR-shaped "
+                         "models 20; ResNet-50 is not trained)")
+    ap.add_argument("--batch", type=positive_int, default=None,
+                    help="batch of the training and of the captured step (digits 64, CIFAR-"
+                         "shaped 16, ResNet-50 32)")
+    ap.add_argument("--method", choices=["swat", "saw", "dense"], default="swat",
+                    help="SWAT variant (meprop sparsifies dY, the dense operand: not lowered)")
+    ap.add_argument("--distribution", choices=["uniform", "erk", "momentum", "snfs"],
+                    default="uniform", help="per-layer sparsity distribution")
+    ap.add_argument("--period", type=positive_int, default=1, help="Top-K period")
+    ap.add_argument("--structured", choices=["none", "channel", "filter"], default="none",
+                    help="structured weight sparsity (the weight masks are then the golden "
+                         "model's, applied to the integers)")
+    ap.add_argument("--data-dir", default=None,
+                    help="folder with CIFAR-10 for the CIFAR-shaped models (else resized digits)")
+    ap.add_argument("--sample-ops", type=non_negative_int, default=None,
+                    help="simulate at most this many core operations per GEMM and extrapolate "
+                         "the rest with the calibrated cycle model (0: all; default 0, "
+                         "ResNet-50 48)")
     ap.add_argument("--seed", type=seed, default=0)
     ap.add_argument("--sweep", action="store_true",
                     help="only the 64x576 @ 576x64 sparsity sweep (python -m sim.sweep)")
@@ -142,6 +161,9 @@ def parse(argv, models: list[str], description: str = "") -> argparse.Namespace:
     """Parse and check ``argv``; exits 2 with one line on the first bad argument."""
     ap = parser(models, description)
     args = ap.parse_args(argv)
+    if args.model in ("resnet50", "resnet-50") and args.distribution in ("momentum", "snfs"):
+        ap.error(f"argument --distribution: {args.distribution} needs a training run; "
+                 "ResNet-50 is not trained here (use uniform or erk)")
     # --out last: it creates the folder, which should not happen when another argument is bad
     try:
         args.out = out_dir(args.out)

@@ -28,6 +28,7 @@ import dataclasses
 
 import numpy as np
 
+from hw.contract.codes import SelectMode
 from hw.contract.cycles import select_cycles
 
 __all__ = ["PASSES", "SELECT_LANES", "GemmJob", "LayerOperands", "quantize", "int_topk",
@@ -51,7 +52,9 @@ class GemmJob:
     gradient). ``ref`` is the float result of the golden model's step and ``s_golden`` ``S``
     with the golden model's own (float Top-K) masks, when known. ``select_w_cycles`` /
     ``select_a_cycles``: threshold-select cycles to select and compress ``W`` and ``A`` of the
-    layer (``hw.contract.cycles.select_cycles``, mode FULL).
+    layer (``hw.contract.cycles.select_cycles``, mode FULL); ``select_cycles``: those of the
+    blob this GEMM reads (forward: FULL on ``W``; input gradient: HELD, pass 2 only, on ``W``
+    transposed; weight gradient: FULL on ``A``).
     """
 
     layer: str
@@ -67,6 +70,7 @@ class GemmJob:
     s_golden: np.ndarray | None = None
     select_w_cycles: int = 0
     select_a_cycles: int = 0
+    select_cycles: int = 0
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -119,6 +123,7 @@ class LayerOperands:
     sdy: float = 1.0
     qdy_col: np.ndarray | None = None
     select_w_cycles: int = 0
+    select_w_held_cycles: int = 0
     select_a_cycles: int = 0
 
 
@@ -190,11 +195,13 @@ def _is_conv(module) -> bool:
 
 
 def quantize_layer(name: str, module, a, w, dy=None, *, density: float = 1.0,
-                   dims: str = "nchw") -> LayerOperands:
+                   dims: str = "nchw", weight_mask=None) -> LayerOperands:
     """Quantize one layer's ``A``, ``W`` (and ``dY``) and apply the integer Top-K.
 
     ``a``, ``w``, ``dy`` are float tensors or arrays (``dy`` may be ``None`` to lower the
     forward pass only); ``density`` and ``dims`` are the layer's (:func:`layer_selection`).
+    ``weight_mask`` (shape of ``w``) replaces the integer Top-K of the weights, for selections
+    the threshold-select unit does not make (structured, channel or filter, sparsity).
     """
     conv = _is_conv(module)
     if conv and module.groups != 1:
@@ -203,7 +210,10 @@ def quantize_layer(name: str, module, a, w, dy=None, *, density: float = 1.0,
     f = w.shape[0]
     qa, sa = quantize(a)
     qw, sw_ = quantize(w.reshape(f, -1))
-    qws = int_topk(qw, density, topk_groups(dims, w.shape) if dims != "nchw" else 1)
+    if weight_mask is None:
+        qws = int_topk(qw, density, topk_groups(dims, w.shape) if dims != "nchw" else 1)
+    else:
+        qws = np.where(_np64(weight_mask).reshape(f, -1) != 0, qw, 0).astype(np.int8)
     qas = int_topk(qa, density, topk_groups(dims, a.shape))
     if conv:
         a_col = im2col(qa, module).astype(np.int8)
@@ -216,6 +226,9 @@ def quantize_layer(name: str, module, a, w, dy=None, *, density: float = 1.0,
         a_col=np.ascontiguousarray(a_col), as_col=np.ascontiguousarray(as_col),
         select_w_cycles=int(select_cycles(qw.shape[1], qw.shape[0], SELECT_LANES,
                                           nnz=int((qws != 0).sum()))),
+        select_w_held_cycles=int(select_cycles(qw.shape[0], qw.shape[1], SELECT_LANES,
+                                               mode=SelectMode.HELD,
+                                               nnz=int((qws != 0).sum()))),
         select_a_cycles=int(select_cycles(a[0].size, a.shape[0], SELECT_LANES,
                                           nnz=int((qas != 0).sum()))),
     )
@@ -228,11 +241,13 @@ def quantize_layer(name: str, module, a, w, dy=None, *, density: float = 1.0,
 
 
 def _job(ops: LayerOperands, pass_name, d, s, s_dense, scale, **kw) -> GemmJob:
+    own = {"forward": ops.select_w_cycles, "backward_input": ops.select_w_held_cycles,
+           "backward_weight": ops.select_a_cycles}[pass_name]
     return GemmJob(layer=ops.name, pass_name=pass_name, kind="conv" if ops.conv else "linear",
                    density=ops.density, d=np.ascontiguousarray(d), s=np.ascontiguousarray(s),
                    s_dense=np.ascontiguousarray(s_dense), scale=scale,
                    select_w_cycles=ops.select_w_cycles, select_a_cycles=ops.select_a_cycles,
-                   **kw)
+                   select_cycles=own, **kw)
 
 
 def _need_dy(ops: LayerOperands, pass_name: str) -> None:
@@ -240,9 +255,11 @@ def _need_dy(ops: LayerOperands, pass_name: str) -> None:
         raise ValueError(f"{ops.name}: {pass_name} needs the output gradient dY")
 
 
-def forward_job(ops: LayerOperands, **kw) -> GemmJob:
-    """``Y = A @ Wsᵀ`` (``kw``: ``ref``, ``s_golden``)."""
-    return _job(ops, "forward", ops.a_col, ops.qws.T, ops.qw.T, ops.sa * ops.sw, **kw)
+def forward_job(ops: LayerOperands, *, dense_weights: bool = False, **kw) -> GemmJob:
+    """``Y = A @ Wsᵀ`` (``kw``: ``ref``, ``s_golden``); ``dense_weights``: ``Y = A @ Wᵀ`` (the
+    forward pass of SAW, whose sparsity is in the backward passes only)."""
+    ws = ops.qw if dense_weights else ops.qws
+    return _job(ops, "forward", ops.a_col, ws.T, ops.qw.T, ops.sa * ops.sw, **kw)
 
 
 def backward_input_job(ops: LayerOperands, **kw) -> GemmJob:
@@ -260,12 +277,17 @@ def backward_weight_job(ops: LayerOperands, **kw) -> GemmJob:
                 **kw)
 
 
-def layer_jobs(name: str, module, rec: dict, density: float, dims: str) -> list[GemmJob]:
+def layer_jobs(name: str, module, rec: dict, density: float, dims: str, *,
+               method: str = "swat", structured: bool = False) -> list[GemmJob]:
     """The GEMMs of one layer from a captured step (``sw.train.capture_step`` record):
     forward, input gradient (not for a layer whose input needs no gradient) and weight
-    gradient, with the float references and the golden model's masks."""
+    gradient, with the float references and the golden model's masks.
+
+    ``method="saw"`` keeps the forward weights dense; ``structured`` takes the weight mask of
+    the golden model (``rec["weight_mask"]``) instead of the integer Top-K."""
+    wmask = rec.get("weight_mask") if structured and density < 1 else None
     ops = quantize_layer(name, module, rec["input"], rec["weight"], rec["grad_output"],
-                         density=density, dims=dims)
+                         density=density, dims=dims, weight_mask=wmask)
     f = ops.qw.shape[0]
     # the golden model's own (float Top-K) masks on the same integers: isolates quantization
     wm, am = rec.get("weight_mask"), rec.get("activation_mask")
@@ -281,7 +303,9 @@ def layer_jobs(name: str, module, rec: dict, density: float, dims: str) -> list[
         bshape = (1, -1, 1, 1) if ops.conv else (1, -1)
         y_ref = y_ref - _np64(module.bias).reshape(bshape)
     y_ref = y_ref.transpose(0, 2, 3, 1).reshape(-1, f) if ops.conv else y_ref.reshape(-1, f)
-    jobs = [forward_job(ops, ref=y_ref, s_golden=np.ascontiguousarray(qws_g.T))]
+    fwd_golden = ops.qw if method == "saw" else qws_g
+    jobs = [forward_job(ops, ref=y_ref, s_golden=np.ascontiguousarray(fwd_golden.T),
+                        dense_weights=method == "saw")]
     gi = rec.get("grad_input")
     if gi is not None:
         jobs.append(backward_input_job(ops, ref=_np64(gi), s_golden=qws_g))

@@ -38,7 +38,17 @@ def _error(argv, capsys) -> str:
     (["--scheduler", "localhost"],
      "argument --scheduler: expected an address such as tcp://HOST:PORT, got 'localhost'"),
     (["--model", "vgg99"], "argument --model: invalid choice: 'vgg99' (choose from 'digits', "
-                           "'resnet18')"),
+                           "'resnet18', 'vgg16_bn', 'densenet121', 'wrn16_8', 'resnet50', "
+                           "'digits_cnn')"),
+    (["--model", "resnet50", "--distribution", "momentum"], "argument --distribution: "
+     "momentum needs a training run; ResNet-50 is not trained here (use uniform or erk)"),
+    (["--batch", "0"], "argument --batch: must be an integer >= 1, got 0"),
+    (["--period", "0"], "argument --period: must be an integer >= 1, got 0"),
+    (["--method", "meprop"], "argument --method: invalid choice: 'meprop' (choose from 'swat', "
+                             "'saw', 'dense')"),
+    (["--structured", "rows"], "argument --structured: invalid choice: 'rows' (choose from "
+                               "'none', 'channel', 'filter')"),
+    (["--sample-ops", "-1"], "argument --sample-ops: must be an integer >= 0, got -1"),
     (["--bogus"], "unrecognized arguments: --bogus"),
 ])
 def test_bad_argument_is_one_line(argv, message, capsys, tmp_path):

@@ -24,7 +24,8 @@ import numpy as np
 from .blob import as_numpy
 from .codes import BINS, SelectMode
 
-__all__ = ["ideal_cycles", "mac_bound_cycles", "schedule_cycles", "select_cycles"]
+__all__ = ["ideal_cycles", "mac_bound_cycles", "schedule_cycles", "select_cycles",
+           "exposed_select_cycles"]
 
 
 def ideal_cycles(m: int, nnz: int, rows: int, cols: int) -> float:
@@ -109,3 +110,17 @@ def select_cycles(rows, cols, lanes, *, mode=SelectMode.FULL, nnz=None, banks=1)
     if mode != SelectMode.THRESHOLD:
         total += pass2
     return total
+
+
+def exposed_select_cycles(gemm_cycles, select_cycles) -> int:
+    """Select cycles not hidden behind GEMMs when the blob of GEMM ``g + 1`` is written (into
+    the second S buffer) while GEMM ``g`` runs: ``select[0] + Σ_g max(0, select[g+1] −
+    gemm[g])``, both sequences in the order the GEMMs run (``docs/threshold-select.md``,
+    "double-buffered, layer order")."""
+    gemm_cycles, select_cycles = list(gemm_cycles), list(select_cycles)
+    if len(gemm_cycles) != len(select_cycles):
+        raise ValueError(f"{len(gemm_cycles)} GEMMs but {len(select_cycles)} select counts")
+    if not select_cycles:
+        return 0
+    return int(select_cycles[0] + sum(max(0, s - g) for g, s in
+                                      zip(gemm_cycles[:-1], select_cycles[1:], strict=True)))

@@ -1,4 +1,4 @@
-"""Regressions of ``hw.core.SwatCore`` on its Verilator model (run by ``test_sim_core.py``).
+"""Regressions of ``hw.core.SwatCore`` on its Verilator model (run by ``tests/test_sim_core.py``).
 
 Every result is checked bit for bit against the int64 numpy product (what ``sw.intref.gemm``
 computes; ``sw.intref`` itself is not used in the simulator because it imports torch, which
@@ -185,15 +185,20 @@ async def ports_match_preload(dut):
         assert np.array_equal(unpack_c(c2, m, n, slow.rows).astype(np.int64), ref)
 
 
+def _operands(drv, m_tiles):
+    """``(m, k, n, D, S, S words)`` of a random GEMM of ``m_tiles`` M-tiles that fits."""
+    rng = _rng()
+    m, k, n = m_tiles * drv.rows, 48, 2 * drv.cols
+    d = rng.integers(-128, 128, (m, k)).astype(np.int8)
+    s = _random_s(rng, k, n, 0.5)
+    return m, k, n, d, s, _words(s)
+
+
 @cocotb.test()
 async def start_while_busy_is_ignored(dut):
     """A second ``start`` pulse (with another shape) while busy changes nothing."""
     drv = await _setup(dut)
-    rng = _rng()
-    m, k, n = 2 * drv.rows, 48, 2 * drv.cols
-    d = rng.integers(-128, 128, (m, k)).astype(np.int8)
-    s = _random_s(rng, k, n, 0.5)
-    w = _words(s)
+    m, k, n, d, s, w = _operands(drv, 2)
     _, ref_st = await drv.gemm_words(pack_d(d, drv.rows), w, m, k, n)
     await drv.write_d(pack_d(d, drv.rows))
     p = drv.p
@@ -224,11 +229,7 @@ async def run_returns_its_own_counters(dut):
     busy has the same effect) runs its own operation once the core takes ``start`` and returns
     that operation's counters -- not the previous one's, and no UnboundLocalError."""
     drv = await _setup(dut)
-    rng = _rng()
-    m, k, n = 3 * drv.rows, 48, 2 * drv.cols
-    d = rng.integers(-128, 128, (m, k)).astype(np.int8)
-    s = _random_s(rng, k, n, 0.5)
-    w = _words(s)
+    m, k, n, d, s, w = _operands(drv, 3)
     await drv.write_d(pack_d(d, drv.rows))
     await drv.write_s(w)
     first = await drv.run(drv.rows, k, n, len(w))  # one M-tile of the same buffers
