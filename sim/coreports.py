@@ -54,6 +54,12 @@ MEMORIES: dict[str, tuple[str, ...]] = {
 }
 
 
+#: a core with result logs (one per PE column): memory ``c_log_<j>`` and port
+#: ``ctrl__results__<j>`` (entries the last operation wrote to log ``j``)
+LOG_MEMORY = "c_log_{j}"
+RESULTS_PORT = "ctrl__results__{j}"
+
+
 class PortError(RuntimeError):
     """The elaborated core lacks a port or buffer memory the harness needs."""
 
@@ -67,7 +73,8 @@ def resolve(ports: dict, memories: list | None = None) -> dict:
     Verilog name present in ``ports`` (``{name: width}``) / ``memories``.
 
     Memories that are missing map to ``None`` (the harness then uses the ports); a missing
-    port raises :class:`PortError` naming it.
+    port raises :class:`PortError` naming it. ``logs`` lists ``(memory, count port)`` of the
+    result logs of a core that has them (empty otherwise).
     """
     have = {_bare(p) for p in ports}
     out = {}
@@ -81,4 +88,12 @@ def resolve(ports: dict, memories: list | None = None) -> dict:
     mem_names = {_bare(m["name"]) for m in (memories or [])}
     for buf, cands in MEMORIES.items():
         out[f"mem_{buf}"] = next((c for c in cands if c in mem_names), None)
+    logs = []
+    while LOG_MEMORY.format(j=len(logs)) in mem_names:
+        j = len(logs)
+        if RESULTS_PORT.format(j=j) not in have:
+            raise PortError(f"the core has result log {LOG_MEMORY.format(j=j)} but no port "
+                            f"{RESULTS_PORT.format(j=j)}")
+        logs.append((LOG_MEMORY.format(j=j), RESULTS_PORT.format(j=j)))
+    out["logs"] = logs
     return out

@@ -131,7 +131,7 @@ def _run_one(core, d, words, s_len, m, k, n, sentinel_words):
     stats, _ = core.run(m, k, n, s_len, read_c=False)
     cbuf = core.read_c()
     region = min(-(-m // core.rows) * n, core.c_depth)
-    oob = int((cbuf[region:] != sentinel_words).any(axis=1).sum())
+    oob = int((cbuf[region:] != sentinel_words).any(axis=1).sum()) + stats["log_oob"]
     return stats, cbuf[:region], oob
 
 

@@ -35,9 +35,10 @@ __all__ = ["CoreSim", "SimulatorDied", "TIMEOUT_CODE", "default_timeout"]
 
 OP_QUIT, OP_INFO, OP_WRITE_D, OP_WRITE_S, OP_FILL_C, OP_READ_C, OP_RUN, OP_RESET, OP_TRACE, \
     OP_TICKS = range(10)
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 TIMEOUT_CODE = 15  # reported in place of error_code when done never came (as the cocotb driver)
 STAT_KEYS = ("cycles", "busy", "stall", "idle", "error", "code")
+RUN_WORDS = 10  # words before the C words in a run's answer (see sim/cpp/core_main.cpp)
 
 
 class SimulatorDied(SimulationError):
@@ -184,13 +185,15 @@ class CoreSim:
         return np.frombuffer(raw, dtype="<i4").reshape(count, self.rows)
 
     def _parse_run(self, raw: bytes, m: int, n: int):
-        st = np.frombuffer(raw[:32], dtype="<u4").astype(np.int64)
+        head = 4 * RUN_WORDS
+        st = np.frombuffer(raw[:head], dtype="<u4").astype(np.int64)
         stats = dict(zip(STAT_KEYS, (int(x) for x in st[:6]), strict=True))
         if st[6]:  # timed out (or start ignored): the harness reset the core
             stats["error"], stats["code"] = 1, TIMEOUT_CODE
+        stats["log_oob"] = int(st[8])  # result-log entries written outside the result region
         c = None
-        if len(raw) > 32:
-            c = np.frombuffer(raw[32:], dtype="<i4").reshape(-1, self.rows)
+        if len(raw) > head:
+            c = np.frombuffer(raw[head:], dtype="<i4").reshape(-1, self.rows)
         return stats, c
 
     def run(self, m: int, k: int, n: int, s_len: int, *, read_c: bool = True,

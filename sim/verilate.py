@@ -408,6 +408,23 @@ def harness_config(toplevel: str, ports: dict, memories: list, attrs: dict) -> s
         if mem is not None:
             lines.append(f"#define HAS_MEM_{buf.upper()} 1")
             lines.append(f"#define MEM_{buf.upper()}(t) (t)->rootp->{toplevel}__DOT__{mem}")
+    if names["logs"]:  # result logs: entries = C lanes | C address above them
+        caw = (attrs["c_depth"] - 1).bit_length()
+        lines += ["#define HAS_C_LOGS 1", f"#define C_LOGS {len(names['logs'])}",
+                  f"#define CAW {caw}", f"#define LOGBYTES {(rows * 32 + caw + 7) // 8}"]
+        for fn, sig in (("get", "uint8_t* p"), ("put", "const uint8_t* p")):
+            lines.append(f"static inline void harness_log_{fn}({cls}* t, int j, uint32_t i, "
+                         f"{sig}) {{")
+            lines.append("    switch (j) {")
+            for j, (mem, _) in enumerate(names["logs"]):
+                lines.append(f"    case {j}: {fn}(t->rootp->{toplevel}__DOT__{mem}[i], p, "
+                             f"LOGBYTES); return;")
+            lines += ["    }", "}"]
+        lines.append(f"static inline uint32_t harness_log_count({cls}* t, int j) {{")
+        lines.append("    switch (j) {")
+        for j, (_, port) in enumerate(names["logs"]):
+            lines.append(f"    case {j}: return t->{_cxx_name(port)};")
+        lines += ["    }", "    return 0;", "}"]
     return "\n".join(lines) + "\n"
 
 
@@ -422,9 +439,10 @@ def _build_harness(bdir: Path, toplevel: str, text: str, ports: dict, memories: 
     vfile.write_text(text)
     names = coreports.resolve(ports, memories)
     vlt = bdir / "public.vlt"
+    public = [names[f"mem_{b}"] for b in "dsc" if names[f"mem_{b}"]]
+    public += [mem for mem, _ in names["logs"]]
     vlt.write_text("`verilator_config\n" + "".join(
-        f'public_flat_rw -module "{toplevel}" -var "{names[f"mem_{b}"]}"\n'
-        for b in "dsc" if names[f"mem_{b}"]))
+        f'public_flat_rw -module "{toplevel}" -var "{mem}"\n' for mem in public))
     (bdir / "harness_config.h").write_text(harness_config(toplevel, ports, memories, attrs))
     cflags = f"-I{bdir} -DHARNESS_HAS_TRACE={int(trace)}" + (" -DHARNESS_TRACE" if trace else "")
     ldflags = []

@@ -1,4 +1,5 @@
-"""Regressions of the core on its Verilator model: cocotb bench ``sim/tb/cocotb_core.py``.
+"""Regressions of the core on its Verilator model: the pytest runner of the cocotb bench
+``tests/cocotb_core.py`` beside it (the bench holds the tests' logic, this file only runs it).
 
 One simulator process per array size runs every cocotb test of the bench; the model comes from
 the build cache (``sim.verilate``), so it is compiled once for the whole suite. The default 8×8
@@ -9,10 +10,13 @@ arrays (each costs a Verilator build of a few minutes on a 2-core machine).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 from sim import bench, verilate
+
+BENCH_DIR = Path(__file__).resolve().parent  # where cocotb_core.py lives
 
 pytestmark = pytest.mark.slow
 
@@ -27,8 +31,8 @@ def core_model(request):
 
 
 def _run(model, testcase=None, **env):
-    res = bench.run_bench(model, "sim.tb.cocotb_core", {k: str(v) for k, v in env.items()},
-                          testcase=testcase, seed=1234)
+    res = bench.run_bench(model, "cocotb_core", {k: str(v) for k, v in env.items()},
+                          testcase=testcase, seed=1234, bench_dir=BENCH_DIR)
     assert res.tests, "the bench ran no tests:\n" + res.log[-3000:]
     assert not res.failed, res.summary()
     return res

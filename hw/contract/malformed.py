@@ -1,7 +1,7 @@
 """The malformed-blob cases every test bench of the loader and the core runs.
 
 One table, used by the Amaranth tests of the loader (``tests/test_loader.py``) and of the core
-(``tests/test_core.py``) and by the Verilator bench (``sim/tb/cocotb_core.py``), so that each
+(``tests/test_core.py``) and by the Verilator bench (``tests/cocotb_core.py``), so that each
 error code of :class:`~hw.contract.codes.LoaderError` is provoked the same way everywhere.
 
 Each :class:`Case` is a blob (S buffer words), the shape registers and ``s_len``, and the set

@@ -15,9 +15,15 @@
 //   OP_WRITE_S(base, count, ports) + count*4       -> ()
 //   OP_FILL_C (pattern: CBYTES bytes)              -> ()       (every C word := pattern)
 //   OP_READ_C (base, count, ports)                 -> count*CBYTES bytes
-//   OP_RUN    (m, k, n, s_len, read_c, timeout)    -> 8 words: cycles, busy, stall, idle, error,
-//                                                      error_code, timed_out, started; then the
-//                                                      C words ceil(m/rows)*n when read_c and ok
+//   OP_RUN    (m, k, n, s_len, read_c, timeout)    -> 10 words: cycles, busy, stall, idle,
+//                                                      error, error_code, timed_out, started,
+//                                                      log_oob, 0; then the C words
+//                                                      ceil(m/rows)*n when read_c and ok
+// A core with result logs (HAS_C_LOGS: one log per PE column, entries = C lanes | C address)
+// has no C buffer: the harness gathers the logs into a C buffer of its own after every
+// operation, so the commands above keep their meaning. After OP_FILL_C (which fills the logs
+// too) the next OP_RUN counts log entries past the core's result counts that changed
+// (log_oob: writes outside the result region).
 //   OP_RESET  ()                                   -> ()
 //   OP_TRACE  (on, path bytes) + path              -> ()       (FST; needs a tracing build)
 //   OP_TICKS  ()                                   -> 2 words: clock cycles simulated (lo, hi)
@@ -35,16 +41,12 @@
 #include <vector>
 
 #include "verilated.h"
-#include "harness_config.h"
-#ifdef HARNESS_TRACE
-#include "verilated_fst_c.h"
-#endif
 
 enum Op : uint32_t {
     OP_QUIT = 0, OP_INFO = 1, OP_WRITE_D = 2, OP_WRITE_S = 3, OP_FILL_C = 4, OP_READ_C = 5,
     OP_RUN = 6, OP_RESET = 7, OP_TRACE = 8, OP_TICKS = 9,
 };
-static const uint32_t PROTOCOL_VERSION = 1;
+static const uint32_t PROTOCOL_VERSION = 2;
 
 // --- word access: model variables of any width from/to little-endian bytes -----------------
 static inline void put(CData& v, const uint8_t* p, int nb) { v = 0; std::memcpy(&v, p, nb); }
@@ -62,6 +64,12 @@ static inline void get(const IData& v, uint8_t* p, int nb) { std::memcpy(p, &v, 
 static inline void get(const QData& v, uint8_t* p, int nb) { std::memcpy(p, &v, nb); }
 template <std::size_t N>
 static inline void get(const VlWide<N>& v, uint8_t* p, int nb) { std::memcpy(p, &v[0], nb); }
+
+// the model, its geometry and the names of what the harness touches (generated)
+#include "harness_config.h"
+#ifdef HARNESS_TRACE
+#include "verilated_fst_c.h"
+#endif
 
 // --- I/O ----------------------------------------------------------------------------------
 static void die(const char* what) {
@@ -91,6 +99,11 @@ struct Harness {
     std::unique_ptr<VerilatedFstC> tfp;
 #endif
     std::vector<uint8_t> buf;
+#ifdef HAS_C_LOGS
+    std::vector<uint8_t> vc = std::vector<uint8_t>(std::size_t(C_DEPTH) * CBYTES);  // gathered C
+    uint8_t fill_word[LOGBYTES] = {0};
+    bool armed = false;  // logs hold the fill pattern: check what the next operation changes
+#endif
 
     Harness() {
         ctx.traceEverOn(true);
@@ -181,17 +194,59 @@ struct Harness {
     void fill_c() {
         buf.resize(CBYTES);
         read_exact(buf.data(), CBYTES);
-#ifdef HAS_MEM_C
+#ifdef HAS_C_LOGS
+        for (uint32_t a = 0; a < C_DEPTH; ++a)
+            std::memcpy(&vc[std::size_t(a) * CBYTES], buf.data(), CBYTES);
+        std::memset(fill_word, 0xFF, LOGBYTES);  // the C address bits: all ones
+        std::memcpy(fill_word, buf.data(), CBYTES);
+        for (int j = 0; j < C_LOGS; ++j)
+            for (uint32_t i = 0; i < C_DEPTH; ++i) harness_log_put(top.get(), j, i, fill_word);
+        armed = true;
+        reply(0, nullptr, 0);
+#elif defined(HAS_MEM_C)
         for (uint32_t a = 0; a < C_DEPTH; ++a) put(MEM_C(top)[a], buf.data(), CBYTES);
         reply(0, nullptr, 0);
 #else
         reply(2, nullptr, 0);  // no single C memory to fill
 #endif
     }
+#ifdef HAS_C_LOGS
+    // entries of the result logs into the gathered C buffer; returns the entries written
+    // outside the result region (past a log's count, or a C address beyond the buffer)
+    uint32_t gather(uint32_t words) {
+        uint32_t oob = 0;
+        uint8_t w[LOGBYTES];
+        for (int j = 0; j < C_LOGS; ++j) {
+            uint32_t cnt = harness_log_count(top.get(), j);
+            if (cnt > C_DEPTH) cnt = C_DEPTH;
+            for (uint32_t i = 0; i < cnt; ++i) {
+                harness_log_get(top.get(), j, i, w);
+                uint64_t caddr = 0;
+                for (int b = 0; b < LOGBYTES - CBYTES; ++b)
+                    caddr |= uint64_t(w[CBYTES + b]) << (8 * b);
+                caddr &= (uint64_t(1) << CAW) - 1;
+                if (caddr < words) std::memcpy(&vc[caddr * CBYTES], w, CBYTES);
+                else ++oob;
+            }
+            if (armed) {
+                for (uint32_t i = cnt; i < C_DEPTH; ++i) {
+                    harness_log_get(top.get(), j, i, w);
+                    if (std::memcmp(w, fill_word, LOGBYTES) != 0) ++oob;
+                }
+            }
+        }
+        armed = false;
+        return oob;
+    }
+#endif
     // C words [base, base+count) into out (appended)
     void read_c_into(std::vector<uint8_t>& out, uint32_t base, uint32_t count, bool ports) {
         std::size_t off = out.size();
         out.resize(off + std::size_t(count) * CBYTES);
+#ifdef HAS_C_LOGS
+        (void)ports;  // the gathered buffer (the logs' read port is not modelled here)
+        std::memcpy(&out[off], &vc[std::size_t(base) * CBYTES], std::size_t(count) * CBYTES);
+#else
 #ifndef HAS_MEM_C
         ports = true;
 #endif
@@ -208,6 +263,7 @@ struct Harness {
         for (uint32_t a = base; a < base + count; ++a)
             get(MEM_C(top)[a], &out[off + std::size_t(a - base) * CBYTES], CBYTES);
 #endif
+#endif  // HAS_C_LOGS
     }
     void read_c(uint32_t base, uint32_t count, bool ports) {
         if (base + uint64_t(count) > C_DEPTH) { reply(1, nullptr, 0); return; }
@@ -230,9 +286,16 @@ struct Harness {
         if (!started) waited = timeout;  // ignored: report it, do not wait for a done that came
         while (!PORT_DONE(top) && waited < timeout) { tick(); ++waited; }
         uint32_t timed_out = (started && PORT_DONE(top)) ? 0 : 1;
-        uint32_t st[8] = {PORT_CYCLES(top), PORT_BUSY_CYCLES(top), PORT_STALL_CYCLES(top),
-                          PORT_IDLE_CYCLES(top), uint32_t(PORT_ERROR(top)),
-                          uint32_t(PORT_ERROR_CODE(top)), timed_out, started};
+        uint32_t log_oob = 0;
+#ifdef HAS_C_LOGS
+        {
+            uint64_t region = uint64_t((m + ROWS - 1) / ROWS) * n;
+            log_oob = gather(region > C_DEPTH ? C_DEPTH : uint32_t(region));
+        }
+#endif
+        uint32_t st[10] = {PORT_CYCLES(top), PORT_BUSY_CYCLES(top), PORT_STALL_CYCLES(top),
+                           PORT_IDLE_CYCLES(top), uint32_t(PORT_ERROR(top)),
+                           uint32_t(PORT_ERROR_CODE(top)), timed_out, started, log_oob, 0};
         std::vector<uint8_t> out(sizeof st);
         std::memcpy(out.data(), st, sizeof st);
         if (timed_out) {

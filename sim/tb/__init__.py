@@ -1,6 +1,7 @@
-"""cocotb testbench modules (run inside the simulator by cocotb's runner).
+"""cocotb testbench modules used by the library (run inside the simulator by cocotb's runner).
 
-``cocotb_gemm``: batch server behind :func:`sim.gemm.run_gemms`; ``cocotb_core``: regressions of
-the core; ``cocotb_select``: regressions of the threshold-select unit. ``driver`` holds the
-coroutines that drive the core's ports.
+``cocotb_gemm``: batch server behind :func:`sim.gemm.run_gemms` with ``engine="cocotb"``;
+``cocotb_select``: regressions of the threshold-select unit; ``driver`` / ``select_driver``: the
+coroutines that drive the units' ports. The core's regression bench lives beside its pytest
+runner (``tests/cocotb_core.py``, ``tests/test_sim_core.py``).
 """

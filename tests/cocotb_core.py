@@ -1,4 +1,4 @@
-"""Regressions of ``hw.core.SwatCore`` on its Verilator model (run by ``tests/test_sim_core.py``).
+"""Regressions of ``hw.core.SwatCore`` on its Verilator model (run by ``test_sim_core.py``).
 
 Every result is checked bit for bit against the int64 numpy product (what ``sw.intref.gemm``
 computes; ``sw.intref`` itself is not used in the simulator because it imports torch, which
