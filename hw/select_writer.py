@@ -79,16 +79,24 @@ class BlobWriter(wiring.Component):
             "idle": Out(1),
         })
 
-    def _emit_run(self, m, words, addresses, in_chunk):
-        """Drive write slot ``a % banks`` with ``words[j]`` for every lane ``j`` in
-        ``in_chunk`` (at most ``banks`` lanes with consecutive ``addresses``)."""
-        for j, (word, address) in enumerate(zip(words, addresses, strict=True)):
-            for b in range(self.banks):
-                slot_matches = address[:self.bank_bits] == b if self.banks > 1 else 1
-                with m.If(in_chunk[j] & slot_matches):
-                    m.d.comb += [self.o.payload.en[b].eq(1),
-                                 self.o.payload.addr[b].eq(address[self.bank_bits:]),
-                                 self.o.payload.data[b].eq(word)]
+    def _emit_run(self, m, lane_words, lane_offset, in_chunk, base, word_of=None):
+        """Drive the write slots with a run of consecutive addresses from ``base``: lane ``j``
+        (if ``in_chunk[j]``) is word ``lane_offset[j]`` of the run. Slot-centric: slot ``b``
+        takes the run word ``(b - base) % banks``, so there is one address adder per slot and
+        one selection among the lanes; ``word_of(selected)`` finishes the slot's data word (one
+        more adder per slot instead of one per lane)."""
+        for b in range(self.banks):
+            offset = Signal(range(self.banks), name=f"slot{b}_offset")
+            m.d.comb += offset.eq((b - base[:self.bank_bits]) if self.banks > 1 else 0)
+            selected = Signal(len(lane_words[0]), name=f"slot{b}_lane_word")
+            chosen = Signal(name=f"slot{b}_used")
+            for j in range(self.lanes):
+                with m.If(in_chunk[j] & (lane_offset[j] == offset)):
+                    m.d.comb += [selected.eq(lane_words[j]), chosen.eq(1)]
+            address = base + offset
+            m.d.comb += [self.o.payload.en[b].eq(chosen),
+                         self.o.payload.addr[b].eq(address[self.bank_bits:]),
+                         self.o.payload.data[b].eq(word_of(selected) if word_of else selected)]
 
     def elaborate(self, platform):
         m = Module()
@@ -103,8 +111,7 @@ class BlobWriter(wiring.Component):
         ends_left = Signal(lanes)  # its column ends not written yet
         entries_written = Signal(32)  # entries written since the last flush (stream order)
         m.d.comb += self.o.payload.bank.eq(self.bank)
-        rows_of, cols_of, _, _ = lane_positions(m, current.row, current.col, self.rows, lanes,
-                                                "rec")
+        rows_of, _, _, _ = lane_positions(m, current.row, current.col, self.rows, lanes, "rec")
         o_taken = Signal()
         m.d.comb += o_taken.eq(self.o.valid & self.o.ready)
         entries_taken = Signal(lanes)
@@ -112,28 +119,26 @@ class BlobWriter(wiring.Component):
 
         # entries (row | value << 16) at 4 + cols + entry index, lowest lanes first; the
         # record's pointers follow once all its entries are written
-        entry_chunk = Signal(lanes)
-        entry_addr = []
-        for j in range(lanes):
-            offset = _popcount(entries_left, j)
-            m.d.comb += entry_chunk[j].eq(entries_left[j] & (offset < banks))
-            entry_addr.append(self.cols + 4 + entries_written + offset)
-        # ptr[col + 1] = entries up to and including the lane, at address 4 + col
-        pointer_chunk = Signal(lanes)
-        pointer_words = []
-        for j in range(lanes):
-            m.d.comb += pointer_chunk[j].eq(ends_left[j] & (_popcount(ends_left, j) < banks))
-            entries_after = sum((current.emit[i] for i in range(j + 1, lanes)), Const(0, 8))
-            pointer_words.append(entries_written - entries_after)
+        entry_offset = [_popcount(entries_left, j) for j in range(lanes)]
+        entry_chunk = Cat(*[entries_left[j] & (entry_offset[j] < banks) for j in range(lanes)])
+        # ptr[col + 1] = entries up to and including the lane, at 4 + col: the columns ending in
+        # a record are consecutive, from the first pending one on
+        pointer_offset = [_popcount(ends_left, j) for j in range(lanes)]
+        pointer_chunk = Cat(*[ends_left[j] & (pointer_offset[j] < banks) for j in range(lanes)])
+        entries_after = [Signal(8, name=f"entries_after{j}") for j in range(lanes)]
+        for j in range(lanes):  # kept lanes above j: ptr = entries written - entries_after
+            m.d.comb += entries_after[j].eq(_popcount(current.emit >> (j + 1), lanes - j - 1))
+        first_end = Signal(17)
+        m.d.comb += first_end.eq(current.col + _popcount(current.ends & ~ends_left, lanes))
         with m.If(entries_left != 0):
             m.d.comb += self.o.valid.eq(1)
             self._emit_run(m, [Cat(rows_of[j], current.value[j]) for j in range(lanes)],
-                           entry_addr, entry_chunk)
+                           entry_offset, entry_chunk, self.cols + 4 + entries_written)
             m.d.comb += entries_taken.eq(Mux(o_taken, entry_chunk, 0))
         with m.Elif(ends_left != 0):
             m.d.comb += self.o.valid.eq(1)
-            self._emit_run(m, pointer_words, [cols_of[j] + 4 for j in range(lanes)],
-                           pointer_chunk)
+            self._emit_run(m, entries_after, pointer_offset, pointer_chunk, first_end + 4,
+                           word_of=lambda after: entries_written - after)
             m.d.comb += ends_taken.eq(Mux(o_taken, pointer_chunk, 0))
         m.d.sync += [entries_left.eq(entries_left & ~entries_taken),
                      ends_left.eq(ends_left & ~ends_taken),
