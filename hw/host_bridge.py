@@ -163,6 +163,8 @@ class HostBridge(wiring.Component):
             m.d.sync += addr.eq(addr + 1)
         with m.Switch(op):
             for code, n in ARG_BYTES.items():
+                if code == OP_RESULTS and not self.result_logs:
+                    continue  # an unknown opcode here (protocol 1)
                 with m.Case(code):
                     m.d.comb += nargs.eq(n)
             with m.Default():
