@@ -188,8 +188,12 @@ class IntegerPath:
 
     ``records`` collects one dict per GEMM of the current training step (``layer``, ``pass``,
     ``macs``, ``cycles``, ``runs``) and one per selection (``select_w`` / ``select_a`` cycles);
-    :meth:`take_step` sums and clears them. ``where`` is the ``(layer, pass)`` being computed,
-        """
+    :meth:`take_step` sums and clears them. Every GEMM is labelled ``"<layer>:<pass>"``, so a
+    backend failure names the layer and pass it was on.
+
+    ``grad_quant`` (:data:`GRAD_QUANT`) chooses the int8 ``dY`` operand; ``seed`` seeds the
+    generator of stochastic rounding (so that ``intref`` and ``rtl`` round alike).
+    """
 
     def __init__(self, backend: GemmBackend, grad_quant: str = "tensor", seed: int = 0):
         if grad_quant not in GRAD_QUANT:

@@ -43,12 +43,15 @@ def plot_cycles(runs: dict[str, list[dict]], path) -> Path:
 def plot_accuracy(runs: dict[str, list[list[dict]]], path) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 3.8))
-    for label, histories in runs.items():
+    styles = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "x")]
+    for i, (label, histories) in enumerate(runs.items()):
+        ls, mk = styles[i % len(styles)]  # identical series (intref, rtl) stay visible
         n = min(len(h) for h in histories)
         x = [histories[0][i]["step"] for i in range(n)]
         acc = np.array([[100 * h[i]["test_acc"] for i in range(n)] for h in histories])
         mean, std = acc.mean(axis=0), acc.std(axis=0)
-        ax.plot(x, mean, marker="o", ms=3, label=f"{label} ({len(histories)} seeds)")
+        ax.plot(x, mean, ls=ls, marker=mk, ms=4, lw=2.2 - 0.4 * (i % 4),
+                label=f"{label} ({len(histories)} seeds)")
         ax.fill_between(x, mean - std, mean + std, alpha=0.2)
     return _finish(plt, fig, ax, "test accuracy (%)", path)
 
