@@ -1,0 +1,113 @@
+"""Double-buffered, sub-banked S buffer: the threshold-select unit fills one while a GEMM reads
+the other.
+
+The core's S buffer holds the compressed-S blob the loader reads. To overlap the Top-K select
+with the GEMMs (``docs/threshold-select.md``, "Scheduling") there are ``buffers`` (2) copies:
+the select unit writes the blob of the next GEMM into one while the running GEMM reads the
+other. Its writes wait ("bank ready" = ``select_write.ready``) while the running GEMM reads the
+buffer they address, so a blob in use is never overwritten. Each buffer is split into
+``sub_banks`` memories, word ``a`` in sub-bank ``a % sub_banks`` at row ``a // sub_banks``, so
+that the unit's ``banks``-wide writes (``hw.select_writer.BlobWriter``, ``banks =
+sub_banks``) land in one cycle; a read port reads its row from every sub-bank and keeps the
+addressed one (latency 1, like a plain memory port).
+"""
+
+from amaranth.hdl import Cat, Const, Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory, ReadPort, WritePort
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2, exact_log2
+
+from .params import check_int
+from .select_layouts import write_layout
+
+__all__ = ["SBuffer"]
+
+
+class SBuffer(wiring.Component):
+    """``buffers`` S buffers of ``depth`` 32-bit words, each in ``sub_banks`` sub-banks.
+
+    Parameters
+    ----------
+    depth : int
+        Words of one buffer (a multiple of ``sub_banks``).
+    read_ports : int
+        Read ports (the loader's: ``cols + 1``).
+    buffers : int
+        1 or 2.
+    sub_banks : int
+        Power of two; the select unit's ``banks``.
+
+    Members
+    -------
+    host_write : ``In(WritePort.Signature(addr_width=ceil_log2(depth) + buffer bits, shape=32))``
+        The host's writes; the buffer number is the address's top bit(s). It has priority over
+        the select unit.
+    select_write : ``In(stream.Signature(write_layout(sub_banks, row bits)))``
+        The threshold-select unit's ``o``: slot ``b`` writes row ``addr[b]`` of sub-bank ``b``
+        of buffer ``bank``. ``ready`` (bank ready) is low while the host writes or while the
+        running GEMM (``gemm_busy``) reads buffer ``bank``.
+    gemm_buffer : ``In(1)``, gemm_busy : ``In(1)``
+        The buffer the loader's read ports read, and whether a GEMM is running on it.
+    read : ``Out(ReadPort.Signature(addr_width=ceil_log2(depth), shape=32)).array(read_ports)``
+        The loader's ports, into buffer ``gemm_buffer``; synchronous, latency 1.
+    """
+
+    def __init__(self, *, depth, read_ports, buffers=2, sub_banks=1):
+        check_int("SBuffer", "depth", depth, minimum=1)
+        check_int("SBuffer", "read_ports", read_ports, minimum=1)
+        check_int("SBuffer", "buffers", buffers, minimum=1, maximum=2)
+        check_int("SBuffer", "sub_banks", sub_banks, minimum=1)
+        if sub_banks & (sub_banks - 1) or depth % sub_banks:
+            raise ValueError(f"SBuffer: sub_banks must be a power of two dividing depth "
+                             f"({depth}), not {sub_banks}")
+        self.depth, self.buffers, self.sub_banks = depth, buffers, sub_banks
+        self.addr_width = max(1, ceil_log2(depth))
+        self.sub_bits = exact_log2(sub_banks)
+        self.row_width = max(1, self.addr_width - self.sub_bits)
+        self.buffer_bits = ceil_log2(buffers)
+        super().__init__({
+            "host_write": In(WritePort.Signature(addr_width=self.addr_width + self.buffer_bits,
+                                                 shape=32)),
+            "select_write": In(stream.Signature(write_layout(sub_banks, self.row_width))),
+            "gemm_buffer": In(1),
+            "gemm_busy": In(1),
+            "read": Out(ReadPort.Signature(addr_width=self.addr_width, shape=32)
+                        ).array(read_ports),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        host, select = self.host_write, self.select_write
+        sub_bits, row_width = self.sub_bits, self.row_width
+        # one memory per sub-bank holds the rows of every buffer: row address = Cat(row, buffer)
+        rows = self.depth // self.sub_banks if self.buffers == 1 else \
+            (1 << row_width) * self.buffers
+        host_row = Cat(host.addr[sub_bits:self.addr_width], host.addr[self.addr_width:])
+        select_buffer = select.payload.bank if self.buffers > 1 else Const(0, 0)
+        read_buffer = self.gemm_buffer if self.buffers > 1 else Const(0, 0)
+        m.d.comb += select.ready.eq(~host.en & ~(self.gemm_busy &
+                                                 (select.payload.bank == self.gemm_buffer)))
+        sub_bank_read = [Signal(max(1, sub_bits), name=f"read{j}_sub_bank")
+                         for j in range(len(self.read))]
+        for j, port in enumerate(self.read):  # the sub-bank a read addressed, one cycle later
+            with m.If(port.en & (sub_bits > 0)):
+                m.d.sync += sub_bank_read[j].eq(port.addr[:sub_bits])
+        for sub in range(self.sub_banks):
+            m.submodules[f"sub_bank{sub}"] = mem = Memory(shape=32, depth=rows, init=[])
+            write = mem.write_port()
+            host_here = host.en & ((host.addr[:sub_bits] == sub) if sub_bits else 1)
+            with m.If(host_here):
+                m.d.comb += [write.en.eq(1), write.addr.eq(host_row), write.data.eq(host.data)]
+            with m.Elif(select.valid & select.ready & select.payload.en[sub]):
+                m.d.comb += [write.en.eq(1),
+                             write.addr.eq(Cat(select.payload.addr[sub][:row_width],
+                                               select_buffer)),
+                             write.data.eq(select.payload.data[sub])]
+            for j, port in enumerate(self.read):
+                read = mem.read_port()
+                m.d.comb += [read.addr.eq(Cat(port.addr[sub_bits:], read_buffer)),
+                             read.en.eq(port.en)]
+                with m.If((sub_bank_read[j] == sub) if sub_bits else 1):
+                    m.d.comb += port.data.eq(read.data)
+        return m
