@@ -51,6 +51,12 @@ class SBuffer(wiring.Component):
         The buffer the loader's read ports read, and whether a GEMM is running on it.
     read : ``Out(ReadPort.Signature(addr_width=ceil_log2(depth), shape=32)).array(read_ports)``
         The loader's ports, into buffer ``gemm_buffer``; synchronous, latency 1.
+
+    Attributes
+    ----------
+    memories : list of Memory
+        One per sub-bank (``sub_bank<b>`` in the design): word ``a`` of buffer ``f`` is row
+        ``Cat(a // sub_banks, f)`` of ``memories[a % sub_banks]``, for preloading.
     """
 
     def __init__(self, *, depth, read_ports, buffers=2, sub_banks=1):
@@ -75,14 +81,16 @@ class SBuffer(wiring.Component):
             "read": Out(ReadPort.Signature(addr_width=self.addr_width, shape=32)
                         ).array(read_ports),
         })
+        # created here so that testbenches and simulators can preload them: word a of buffer
+        # f is row Cat(a // sub_banks, f) of memories[a % sub_banks]
+        rows = depth // sub_banks if buffers == 1 else (1 << self.row_width) * buffers
+        self.memories = [Memory(shape=32, depth=rows, init=[]) for _ in range(sub_banks)]
 
     def elaborate(self, platform):
         m = Module()
         host, select = self.host_write, self.select_write
         sub_bits, row_width = self.sub_bits, self.row_width
         # one memory per sub-bank holds the rows of every buffer: row address = Cat(row, buffer)
-        rows = self.depth // self.sub_banks if self.buffers == 1 else \
-            (1 << row_width) * self.buffers
         host_row = Cat(host.addr[sub_bits:self.addr_width], host.addr[self.addr_width:])
         select_buffer = select.payload.bank if self.buffers > 1 else Const(0, 0)
         read_buffer = self.gemm_buffer if self.buffers > 1 else Const(0, 0)
@@ -94,7 +102,7 @@ class SBuffer(wiring.Component):
             with m.If(port.en & (sub_bits > 0)):
                 m.d.sync += sub_bank_read[j].eq(port.addr[:sub_bits])
         for sub in range(self.sub_banks):
-            m.submodules[f"sub_bank{sub}"] = mem = Memory(shape=32, depth=rows, init=[])
+            m.submodules[f"sub_bank{sub}"] = mem = self.memories[sub]
             write = mem.write_port()
             host_here = host.en & ((host.addr[:sub_bits] == sub) if sub_bits else 1)
             with m.If(host_here):

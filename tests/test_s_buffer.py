@@ -115,3 +115,21 @@ def test_constructor_arguments(kwargs, message):
     with pytest.raises(ValueError) as info:
         SBuffer(**dict({"depth": DEPTH, "read_ports": 1}, **kwargs))
     assert str(info.value) == message
+
+
+def test_preloaded_memories_are_read():
+    """``memories`` are the storage: a word set there is what a read port returns."""
+    dut = SBuffer(depth=DEPTH, read_ports=1, buffers=2, sub_banks=2)
+    row_bits = (DEPTH // 2 - 1).bit_length()
+
+    async def bench(ctx):
+        ctx.set(dut.memories[1].data[5 | 1 << row_bits], 0xABCD)  # word 11 of buffer 1
+        ctx.set(dut.gemm_buffer, 1)
+        ctx.set(dut.read[0].addr, 11)
+        await ctx.tick()
+        assert ctx.get(dut.read[0].data) == 0xABCD
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
