@@ -33,6 +33,7 @@ import os
 import sys
 import time
 import uuid
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -234,8 +235,14 @@ def run_distributed(model, runs, d_blobs: dict, s_blobs: dict, parallel, *,
         futures = {}
         for i, (a, b) in enumerate(_chunks(runs, n_workers * CHUNKS_PER_WORKER, rows, cols)):
             sub, ds, ss = _sub_batch(runs, a, b, d_blobs, s_blobs)
-            fut = client.submit(run_chunk, spec, sub, ds, ss, ports, a, kill_once,
-                                key=f"swat-core-ops-{tag}-{i}", retries=RETRIES, pure=False)
+            # the buffer words travel inside the task (not scattered): the scheduler keeps
+            # them, so a chunk whose worker died can be rerun elsewhere; Dask's warning about
+            # large graphs is about data used many times, which this is not
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Sending large graph",
+                                        category=UserWarning)
+                fut = client.submit(run_chunk, spec, sub, ds, ss, ports, a, kill_once,
+                                    key=f"swat-core-ops-{tag}-{i}", retries=RETRIES, pure=False)
             futures[fut] = (a, b)
         stats = np.zeros((len(runs), 6), dtype=np.int64)
         cs: dict = {}

@@ -215,7 +215,9 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, model_rtl=None) -> dic
                                      parallel=getattr(args, "client", None), labels=labels)
     t_sim = time.monotonic() - t0
     batch = results.stats
-    if getattr(args, "waves", None):
+    if getattr(args, "waves", None) is not None:
+        if not args.waves:  # bare --waves: the first GEMM of the step
+            args.waves = jobs[0].label
         j = next((j for j in jobs if j.label == args.waves.removesuffix(" dense")), None)
         if j is None:
             raise SystemExit(f"--waves: no GEMM {args.waves!r}; one of: "
@@ -354,7 +356,8 @@ def run(args) -> dict:
             argv = list(getattr(args, "argv", []))
             if "--waves" in argv:
                 i = argv.index("--waves")
-                del argv[i:i + 2]
+                bare = i + 1 == len(argv) or argv[i + 1].startswith("--")
+                del argv[i:i + (1 if bare else 2)]
             again = " ".join(shlex.quote(a) for a in argv)
             raise SystemExit(f"RTL results differ from the integer reference: {bad}; waveform "
                              f"of one: python -m sim.compare {again} --waves "

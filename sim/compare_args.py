@@ -151,9 +151,10 @@ def parser(models: list[str], description: str = "") -> argparse.ArgumentParser:
                     help="local simulator processes (default: one per core; 1 = serial)")
     ap.add_argument("--scheduler", type=scheduler, metavar="tcp://HOST:PORT",
                     help="spread the GEMMs over the workers of this running Dask scheduler")
-    ap.add_argument("--waves", metavar="LAYER:PASS",
-                    help="also dump an FST waveform of this GEMM (e.g. features.3:forward; "
-                         "append ' dense' for its dense baseline) to OUT/waves/")
+    ap.add_argument("--waves", metavar="LAYER:PASS", nargs="?", const="",
+                    help="also dump an FST waveform of one GEMM to OUT/waves/: this one (e.g. "
+                         "features.3:forward; append ' dense' for its dense baseline), or the "
+                         "first GEMM of the step when no name is given")
     return ap
 
 
