@@ -78,6 +78,8 @@ def resolve_client(parallel, timeout: float = 20.0):
         if parallel < 1:
             raise ValueError(f"parallel: need at least 1 worker, not {parallel}")
         return local_client(parallel), True
+    if isinstance(parallel, BackgroundCluster):
+        return parallel.get(), False
     if isinstance(parallel, str):
         from distributed import Client
 
@@ -89,21 +91,52 @@ def resolve_client(parallel, timeout: float = 20.0):
     return parallel, False
 
 
+class BackgroundCluster:
+    """A :func:`local_client` started in a thread, so that its few seconds of start-up overlap
+    the job's training and lowering; :meth:`get` waits for it. ``parallel=`` accepts it."""
+
+    def __init__(self, n_workers: int):
+        import concurrent.futures
+
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dask-start")
+        self._future = self._pool.submit(local_client, n_workers)
+
+    def get(self):
+        return self._future.result()
+
+    def close(self) -> None:
+        try:
+            client = self._future.result()
+        except Exception:  # noqa: BLE001 - a cluster that failed to start has nothing to close
+            client = None
+        if client is not None:
+            close_client(client)
+        self._pool.shutdown(wait=False)
+
+
 @contextlib.contextmanager
 def for_args(workers: int = 0, scheduler: str | None = None):
-    """The client of a job's ``--workers N`` / ``--scheduler tcp://HOST:PORT`` options, or
-    ``None`` for one simulator process in this process (``workers == 1``, or one core);
-    ``workers=0`` means one per core. Closed (with its LocalCluster) at the end."""
+    """The ``parallel=`` value of a job's ``--workers N`` / ``--scheduler tcp://HOST:PORT``
+    options, or ``None`` for one simulator process in this process (``workers == 1``, or one
+    core); ``workers=0`` means one per core. A local cluster starts in the background at once;
+    everything is closed at the end."""
     if scheduler:
         client, owned = resolve_client(scheduler)
-    else:
-        n = workers or os.cpu_count() or 1
-        client, owned = (None, False) if n == 1 else (local_client(n), True)
+        try:
+            yield client
+        finally:
+            if owned:
+                close_client(client)
+        return
+    n = workers or os.cpu_count() or 1
+    if n == 1:
+        yield None
+        return
+    cluster = BackgroundCluster(n)
     try:
-        yield client
+        yield cluster
     finally:
-        if owned:
-            close_client(client)
+        cluster.close()
 
 
 def close_client(client) -> None:
