@@ -24,4 +24,4 @@ def test_select_regressions(select_model):
     assert res.tests, "the bench ran no tests:\n" + res.log[-3000:]
     assert not res.failed, res.summary()
     assert {"random_full_selections", "stalls_on_both_streams", "held_and_given_thresholds",
-            "error_codes"} <= {t[0] for t in res.tests}
+            "transposed_blob_into_either_buffer", "error_codes"} <= {t[0] for t in res.tests}

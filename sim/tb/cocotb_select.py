@@ -2,8 +2,10 @@
 
 The blob the unit writes (every address exactly once), the held threshold pair, ``nnz`` and
 ``s_len`` are checked bit for bit against ``sw.int_topk`` (``compress_selected`` /
-``compress_threshold`` / ``threshold_int``), with and without random valid/ready stalls on both
-streams. ``SWAT_TB_CASES`` sets the number of random cases (default 12).
+``compress_threshold`` / ``threshold_int`` / ``compress_transposed`` with the held cut), with
+and without random valid/ready stalls on both streams, into either S buffer (the command's
+``bank``); every error code with ``done``. ``SWAT_TB_CASES`` sets the number of random cases
+(default 12).
 """
 
 from __future__ import annotations
@@ -129,6 +131,32 @@ async def held_and_given_thresholds(dut):
         t3, ties3 = int(rng.integers(0, 129)), int(rng.integers(0, 5))
         res = await drv.op(q2, mode="GIVEN", t_in=t3, ties_in=ties3)
         _check(res, q2, int_topk.compress_threshold(q2, t3, ties3), f"GIVEN {i}", t3, ties3)
+
+
+@cocotb.test()
+async def transposed_blob_into_either_buffer(dut):
+    """FULL on ``S' = Wsᵀ`` into S buffer 1 holds the cut; HELD with ``transpose`` on the
+    stream of ``S'.T`` into buffer 0 writes exactly the same kept set, transposed
+    (``compress_transposed``); GIVEN with the pair and cut passed back does the same."""
+    drv = await _setup(dut)
+    rng = _rng()
+    for i in range(max(2, CASES // 3)):
+        k, n = int(rng.integers(2, 40)), int(rng.integers(2, 12))
+        q = _random_q(rng, k, n, "narrow")  # many ties: the cut matters
+        keep = int_topk.k_from_density(float(rng.random()), k * n)
+        t, ties = int_topk.threshold_int(q, keep)
+        res = await drv.op(q, mode="FULL", keep=keep, bank=1, rng=rng, p_out_stall=0.3)
+        _check(res, q, int_topk.compress_selected(q, keep), f"forward {i}", t, ties)
+        assert res["bank"] == 1 and res["banks_written"] == {1}
+        assert res["cut"] == int_topk.last_kept_tie(q, t, ties)
+        qt = np.ascontiguousarray(q.T)
+        expect = int_topk.compress_transposed(q, t, ties)
+        res = await drv.op(qt, mode="HELD", transpose=1, bank=0, rng=rng, p_in_idle=0.3)
+        _check(res, qt, expect, f"transposed {i}")
+        assert res["bank"] == 0 and res["banks_written"] == {0}
+        cut = int_topk.last_kept_tie(q, t, ties)
+        res = await drv.op(qt, mode="GIVEN", transpose=1, t_in=t, ties_in=ties, cut=cut)
+        _check(res, qt, expect, f"given transposed {i}")
 
 
 @cocotb.test()

@@ -86,9 +86,11 @@ class SelectDriver:
 
     async def op(self, s: np.ndarray, *, mode="FULL", keep=0, t_in=0, ties_in=0, rng=None,
                  p_in_idle=0.0, p_out_stall=0.0, beats=None, passes=None, shape=None,
-                 max_cycles=None) -> dict:
-        """One operation. Returns ``{"words": {addr: data}, "cycles", "error", "code",
-        "threshold", "ties", "nnz", "s_len", "held_valid", "sim_cycles", "beats_sent"}``."""
+                 max_cycles=None, bank=0, transpose=0, cut=None) -> dict:
+        """One operation (``cut`` = ``(row, col)`` or None for GIVEN with ``transpose``).
+        Returns ``{"words": {addr: data}, "cycles", "error", "code", "threshold", "ties",
+        "cut", "nnz", "s_len", "held_valid", "bank", "banks_written", "sim_cycles",
+        "beats_sent"}``."""
         p = self.p
         k, n = s.shape if shape is None else shape
         mode_v = MODES[mode] if isinstance(mode, str) else int(mode)
@@ -97,9 +99,12 @@ class SelectDriver:
             passes = 2 if mode_v == 0 else 1
         todo = stream * passes
         rng = rng or np.random.default_rng(0)
+        given = {"threshold": t_in, "ties": ties_in, "cut_any": cut is not None}
+        if cut is not None:
+            given.update(cut_row=cut[0], cut_col=cut[1])
         command = CommandLayout.const({
-            "mode": Mode(mode_v), "keep": keep, "rows": k, "cols": n,
-            "given": {"threshold": t_in, "ties": ties_in}}).as_value().value
+            "mode": Mode(mode_v), "keep": keep, "rows": k, "cols": n, "bank": bank,
+            "transpose": transpose, "given": given}).as_value().value
         p["cmd__payload"].set(command)
         p["cmd__valid"].set(1)
         clk = RisingEdge(self.dut.clk)
@@ -108,6 +113,7 @@ class SelectDriver:
         await clk
         p["cmd__valid"].set(0)
         words: dict[int, int] = {}
+        banks_written = set()
         dup = []
         sent = 0
         quiet = 0
@@ -125,7 +131,9 @@ class SelectDriver:
             in_fire = in_valid and p["i__ready"].get()
             out_valid = p["o__valid"].get()
             if out_valid and out_ready:
-                for addr, data in self.writes(p["o__payload"].get()):
+                payload = p["o__payload"].get()
+                banks_written.add(payload & 1)  # write_layout: the buffer number is bit 0
+                for addr, data in self.writes(payload):
                     if addr in words:
                         dup.append(addr)
                     words[addr] = data
@@ -145,8 +153,10 @@ class SelectDriver:
             "words": words, "dup": dup, "cycles": p["status__cycles"].get(),
             "error": p["status__error"].get(), "code": p["status__error_code"].get(),
             "threshold": held["threshold"], "ties": held["ties"],
+            "cut": (held["cut_row"], held["cut_col"]) if held["cut_any"] else None,
             "nnz": p["status__nnz"].get(), "s_len": p["status__s_len"].get(),
-            "held_valid": p["status__held_valid"].get(), "sim_cycles": cycles,
+            "held_valid": p["status__held_valid"].get(), "bank": p["status__bank"].get(),
+            "banks_written": banks_written, "sim_cycles": cycles,
             "beats_sent": sent, "timed_out": cycles >= limit,
         }
 
