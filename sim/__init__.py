@@ -1,6 +1,6 @@
 """Verilator + cocotb simulation of the SWAT core.
 
-Public entry point: :func:`sim.run_gemm` (see ``CONTRACT.md``).
+Public entry point: :func:`sim.run_gemm` (see ``docs/contract.md``).
 """
 
 from __future__ import annotations

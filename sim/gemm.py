@@ -398,7 +398,7 @@ def run_gemms(jobs, *, rows: int = 8, cols: int = 8, model=None, mode: str = "au
 
 def run_gemm(d, s, *, rows: int = 8, cols: int = 8, model=None, mode: str = "auto",
              sim=None, engine: str = "harness") -> GemmResult:
-    """``C = D @ S`` on the RTL core (``CONTRACT.md``): ``D [M, K]`` and ``S [K, N]`` int8."""
+    """``C = D @ S`` on the RTL core (``docs/contract.md``): ``D [M, K]`` and ``S [K, N]`` int8."""
     return run_gemms([(d, s)], rows=rows, cols=cols, model=model, mode=mode, sim=sim,
                      engine=engine)[0]
 

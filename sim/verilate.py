@@ -1,6 +1,6 @@
 """Amaranth → Verilog → Verilator models, built through cocotb's runner and cached.
 
-``python -m sim.verilate [--array RxC] [--design core|mock|select]`` builds (or reuses) a model
+``python -m sim.verilate [--array RxC] [--design core|select]`` builds (or reuses) a model
 and prints where it is.
 
 Flow

@@ -1,8 +1,7 @@
 """Regressions of ``hw.core.SwatCore`` on its Verilator model (run by ``test_sim_core.py``).
 
 Every result is checked bit for bit against the int64 numpy product (what ``sw.intref.gemm``
-computes; ``sw.intref`` itself is not used in the simulator because it imports torch, which
-costs seconds at simulator start-up). Environment:
+computes). Environment:
 ``SWAT_TB_META`` (model description, set by ``sim.bench.run_bench``), ``SWAT_TB_CASES``
 (number of random GEMMs, default 24), ``SWAT_TB_MODE`` (``auto``/``ports``).
 """

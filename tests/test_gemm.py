@@ -1,4 +1,4 @@
-"""sim.run_gemm / run_gemms: the contract of CONTRACT.md, batching, host-side tiling, the C++
+"""sim.run_gemm / run_gemms: the contract of docs/contract.md, batching, host-side tiling, the C++
 harness engine against the cocotb one."""
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def model8():
 
 @pytest.mark.slow
 def test_run_gemm_contract(model8):
-    """The CONTRACT.md example: int32 C bit-exact with the int64 product, cycles, macs."""
+    """The docs/contract.md example: int32 C bit-exact with the int64 product, cycles, macs."""
     rng = np.random.default_rng(4)
     d = _rand(rng, (19, 70))
     s = _rand(rng, (70, 21), 0.15)
