@@ -34,7 +34,8 @@ DEFAULT_BATCH = {(1, 8, 8): None, (3, 32, 32): 16, (3, 224, 224): 32}
 
 def _swat_kwargs(args, sparsity):
     return dict(method=args.method, distribution=args.distribution, sparsity=sparsity,
-                period=args.period, structured=args.structured)
+                period=args.period,
+                structured=False if args.structured == "none" else args.structured)
 
 
 def _digits_resized(shape):

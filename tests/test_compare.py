@@ -35,3 +35,22 @@ def test_compare_job_writes_results(tmp_path):
     for f in ("compare.csv", "compare.md", "rtl_vs_flops.png"):
         assert (out / f).stat().st_size > 0
     assert np.isfinite(data["summary"]["simulation"]["cycles_per_s"])
+
+
+def test_step_order_and_pass_totals():
+    """GEMMs in the order a step runs them (forwards, then backward from the last layer), and
+    the per-pass sums the Table-6 report groups (backward = input + weight gradient)."""
+    from types import SimpleNamespace as NS
+
+    from sim import compare
+
+    jobs = [NS(layer=name, pass_name=p) for name, passes in
+            (("a", ("forward", "backward_weight")),
+             ("b", ("forward", "backward_input", "backward_weight")))
+            for p in passes]
+    assert compare._step_order(jobs) == [0, 2, 3, 4, 1]
+    rows = [{"pass": j.pass_name, "rtl_cycles": c, "dense_rtl_cycles": 10 * c}
+            for j, c in zip(jobs, (1, 2, 3, 4, 5), strict=True)]
+    tot = compare._pass_totals(rows)
+    assert tot["forward"] == {"rtl_cycles": 4, "dense_rtl_cycles": 40, "speedup": 10.0}
+    assert tot["backward"]["rtl_cycles"] == 2 + 4 + 5 and tot["backward"]["speedup"] == 10.0
