@@ -9,6 +9,7 @@ from amaranth.lib.wiring import Out
 from amaranth.utils import ceil_log2
 
 from hw.contract.blob import MAGIC
+from hw.contract.words import c_ints, pack_c, unpack_d
 from hw.core_ports import ControlSignature
 
 __all__ = ["StandInCore", "LoggedControlSignature"]
@@ -116,23 +117,14 @@ class StandInCore(wiring.Component):
                     return 5, 0
                 s[k, n] = v - 256 if v >= 128 else v
         groups = -(-M // rows)
-        d = np.zeros((groups * rows, K), dtype=np.int64)
-        for mt in range(groups):
-            for k in range(K):
-                w = ctx.get(self.d_mem.data[mt * K + k])
-                for i in range(rows):
-                    b = (w >> (8 * i)) & 0xFF
-                    d[mt * rows + i, k] = b - 256 if b >= 128 else b
-        c = d @ s
+        d = unpack_d([ctx.get(self.d_mem.data[a]) for a in range(groups * K)], M, K, rows)
+        c_words = c_ints(pack_c(d.astype(np.int64) @ s, rows))  # C word mt*N + n
         items = range(groups * N)  # C word addresses mt*N + n
         if self.result_logs:  # scrambled over the logs; the word carries its C address
             items = sorted(items, key=lambda a: (a * 2654435761) % 2**32)
         counts = [0] * len(self.c_mems)
         for pos, addr in enumerate(items):
-            mt, n = divmod(addr, N)
-            word = 0
-            for i in range(rows):
-                word |= (int(c[mt * rows + i, n]) & 0xFFFFFFFF) << (32 * i)
+            word = c_words[addr]
             if self.result_logs:
                 word |= addr << (32 * rows)
             log = pos % len(self.c_mems)

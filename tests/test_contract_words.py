@@ -2,7 +2,17 @@
 
 import numpy as np
 
-from hw.contract.words import c_lanes, d_ints, m_tiles, pack_d, unpack_c
+from hw.contract.words import (
+    c_ints,
+    c_lanes,
+    d_ints,
+    d_lanes,
+    m_tiles,
+    pack_c,
+    pack_d,
+    unpack_c,
+    unpack_d,
+)
 
 
 def test_pack_d_layout():
@@ -26,3 +36,15 @@ def test_unpack_c_both_representations():
     wide = [sum((int(v) & 0xFFFFFFFF) << (32 * i) for i, v in enumerate(row)) for row in lanes]
     assert np.array_equal(c_lanes(wide, 4), lanes)
     assert np.array_equal(unpack_c(wide, 13, 5, 4), c)
+
+
+def test_inverses():
+    rng = np.random.default_rng(2)
+    d = rng.integers(-128, 128, (13, 7)).astype(np.int8)
+    lanes = pack_d(d, 4)
+    assert np.array_equal(d_lanes(d_ints(lanes), 4), lanes)
+    assert np.array_equal(unpack_d(lanes, 13, 7, 4), d)
+    assert np.array_equal(unpack_d(d_ints(lanes), 13, 7, 4), d)
+    c = rng.integers(-(2**31), 2**31, (13, 5)).astype(np.int32)
+    assert np.array_equal(unpack_c(pack_c(c, 4), 13, 5, 4), c)
+    assert np.array_equal(c_lanes(c_ints(pack_c(c, 4)), 4), pack_c(c, 4))

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["m_tiles", "pack_d", "d_ints", "unpack_c", "c_lanes"]
+__all__ = ["m_tiles", "pack_d", "unpack_d", "d_ints", "d_lanes", "pack_c", "unpack_c",
+           "c_ints", "c_lanes"]
 
 
 def m_tiles(m: int, rows: int) -> int:
@@ -29,6 +30,38 @@ def pack_d(d, rows: int) -> np.ndarray:
     pad = np.zeros((mt * rows, k), dtype=np.int8)
     pad[:m] = d
     return np.ascontiguousarray(pad.reshape(mt, rows, k).transpose(0, 2, 1).reshape(mt * k, rows))
+
+
+def d_lanes(ints, rows: int) -> np.ndarray:
+    """D buffer words as wide unsigned ``int``s -> ``[count, rows]`` int8 lanes."""
+    raw = b"".join(int(w).to_bytes(rows, "little") for w in ints)
+    return np.frombuffer(raw, dtype=np.int8).reshape(-1, rows).copy()
+
+
+def unpack_d(words, m: int, k: int, rows: int) -> np.ndarray:
+    """Inverse of :func:`pack_d`: D buffer words (lane array or wide ints) -> ``D [M, K]``."""
+    a = np.asarray(words) if isinstance(words, np.ndarray) else None
+    if a is None or a.ndim != 2:
+        a = d_lanes(words, rows)
+    mt = m_tiles(m, rows)
+    d = a[:mt * k].reshape(mt, k, rows).transpose(0, 2, 1).reshape(mt * rows, k)
+    return np.ascontiguousarray(d[:m]).astype(np.int8, copy=False)
+
+
+def pack_c(c, rows: int) -> np.ndarray:
+    """``C [M, N]`` int32 -> C buffer words ``[ceil(M/rows)*N, rows]`` (what the core writes)."""
+    c = np.asarray(c)
+    m, n = c.shape
+    mt = m_tiles(m, rows)
+    pad = np.zeros((mt * rows, n), dtype=np.int32)
+    pad[:m] = c
+    return np.ascontiguousarray(pad.reshape(mt, rows, n).transpose(0, 2, 1).reshape(mt * n, rows))
+
+
+def c_ints(lanes) -> list[int]:
+    """C buffer words ``[count, rows]`` int32 -> one unsigned ``int`` per word."""
+    raw = np.ascontiguousarray(np.asarray(lanes).astype(np.int32)).view(np.uint8)
+    return [int.from_bytes(row.tobytes(), "little") for row in raw]
 
 
 def d_ints(lanes) -> list[int]:
