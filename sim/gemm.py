@@ -447,6 +447,10 @@ def run_raw(model, items, *, mode: str = "auto", extra_env=None):
             for r in range(len(runs))]
 
 
+def _rounded(x: float):
+    return None if x != x else round(x)  # NaN (nothing measurable) -> null in JSON
+
+
 def main(argv=None) -> int:
     """``python -m sim.gemm [--array RxC] [M K N density]``: one random GEMM, with timing."""
     import argparse
@@ -475,8 +479,8 @@ def main(argv=None) -> int:
         "shape": [m, k, n], "density": r.density, "cycles": r.cycles, "macs": r.macs,
         "utilization": round(r.utilization, 4), "runs": r.runs, "bit_exact": bool(ok),
         "batch_cycles": b.cycles, "wall_s": round(b.wall, 3), "bench_s": round(b.bench, 3),
-        "io_s": round(b.io, 3), "sim_cycles_per_s": round(b.cycles_per_second),
-        "sim_cycles_per_cpu_s": round(b.cycles_per_cpu_second),
+        "io_s": round(b.io, 3), "sim_cycles_per_s": _rounded(b.cycles_per_second),
+        "sim_cycles_per_cpu_s": _rounded(b.cycles_per_cpu_second),
         "preload": b.preload,
     }, indent=1))
     return 0 if ok else 1

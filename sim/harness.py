@@ -227,7 +227,10 @@ class CoreSim:
         return struct.unpack("<Q", self._call(struct.pack("<I", OP_TICKS), doing))[0]
 
     def cpu_seconds(self) -> float:
-        """CPU seconds (user + system) the simulator process has used so far."""
+        """CPU seconds the simulator process has used so far (Linux: scheduler nanoseconds,
+        else user + system ticks; NaN where neither can be read)."""
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            return int(Path(f"/proc/{self.proc.pid}/schedstat").read_text().split()[0]) / 1e9
         try:
             fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
             return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
