@@ -22,14 +22,21 @@ def m_tiles(m: int, rows: int) -> int:
     return -(-int(m) // int(rows))
 
 
+def _tile(x, rows: int, dtype) -> np.ndarray:
+    """``X [M, L]`` -> words ``[ceil(M/rows)*L, rows]``: word ``mt*L + l``, lane ``i`` =
+    ``X[mt*rows + i, l]`` (the layout of both D and C)."""
+    x = np.asarray(x)
+    m, length = x.shape
+    mt = m_tiles(m, rows)
+    pad = np.zeros((mt * rows, length), dtype=dtype)
+    pad[:m] = x
+    return np.ascontiguousarray(
+        pad.reshape(mt, rows, length).transpose(0, 2, 1).reshape(mt * length, rows))
+
+
 def pack_d(d, rows: int) -> np.ndarray:
     """``D [M, K]`` int8 -> D buffer words ``[ceil(M/rows)*K, rows]`` int8 (lane = row)."""
-    d = np.asarray(d)
-    m, k = d.shape
-    mt = m_tiles(m, rows)
-    pad = np.zeros((mt * rows, k), dtype=np.int8)
-    pad[:m] = d
-    return np.ascontiguousarray(pad.reshape(mt, rows, k).transpose(0, 2, 1).reshape(mt * k, rows))
+    return _tile(d, rows, np.int8)
 
 
 def d_lanes(ints, rows: int) -> np.ndarray:
@@ -50,12 +57,7 @@ def unpack_d(words, m: int, k: int, rows: int) -> np.ndarray:
 
 def pack_c(c, rows: int) -> np.ndarray:
     """``C [M, N]`` int32 -> C buffer words ``[ceil(M/rows)*N, rows]`` (what the core writes)."""
-    c = np.asarray(c)
-    m, n = c.shape
-    mt = m_tiles(m, rows)
-    pad = np.zeros((mt * rows, n), dtype=np.int32)
-    pad[:m] = c
-    return np.ascontiguousarray(pad.reshape(mt, rows, n).transpose(0, 2, 1).reshape(mt * n, rows))
+    return _tile(c, rows, np.int32)
 
 
 def c_ints(lanes) -> list[int]:
