@@ -85,3 +85,21 @@ def test_rtl_model_that_cannot_be_built(monkeypatch):
         B.RtlBackend().start()
     assert str(e.value) == ("backend rtl: the Verilator model of the 8x8 core is not built and "
                             "cannot be built: verilator: command not found")
+
+
+def test_fpga_backend_hands_jobs_to_the_host_driver():
+    from hw.host_driver import FpgaGemmResult
+
+    class Board:  # stands in for hw.host_driver.SwatFpga on an open port
+        def gemm(self, d, s):
+            c = intref.gemm(d, s)
+            return FpgaGemmResult(c=c, cycles=123, macs=d.shape[0] * int(np.count_nonzero(s)),
+                                  tiles=2)
+
+    rng = np.random.default_rng(2)
+    d, s = _rand(rng, (9, 12)), _rand(rng, (12, 4), 0.5)
+    be = B.FpgaBackend("/dev/null")
+    be.dev = Board()
+    (out,) = be.run([B.GemmJob(d, s, "fc:forward")])
+    np.testing.assert_array_equal(out.c, intref.gemm(d, s))
+    assert (out.cycles, out.runs, out.macs) == (123, 2, 9 * int(np.count_nonzero(s)))
