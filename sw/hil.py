@@ -235,13 +235,15 @@ class IntegerPath:
 
     def take_step(self) -> dict:
         """Sums over the GEMMs of the step just finished (and clears them)."""
+        from hw.contract.cycles import mac_bound_cycles
+
         recs, self.records = self.records, []
         out: dict = {}
         pes = self.backend.pes
         macs = sum(r.get("macs", 0) for r in recs)
         out["gemms"] = sum(1 for r in recs if "pass" in r)
         out["macs"] = macs
-        out["ideal_cycles"] = round(macs / pes)
+        out["mac_bound_cycles"] = round(mac_bound_cycles(macs, pes))
         have_cycles = any(r.get("cycles") is not None for r in recs if "pass" in r)
         for p in PASSES:
             sel = [r for r in recs if r.get("pass") == p]

@@ -27,8 +27,8 @@ __all__ = ["HilRun", "STEP_FIELDS"]
 
 #: Per-step fields (``None`` where the backend has no clock, e.g. ``intref``).
 STEP_FIELDS = ("step", "cycles", *(f"cycles_{p}" for p in PASSES), "utilization",
-               "select_cycles", "select_w_cycles", "select_a_cycles", "macs", "ideal_cycles",
-               "gemms", "core_runs")
+               "select_cycles", "select_w_cycles", "select_a_cycles", "macs",
+               "mac_bound_cycles", "gemms", "core_runs")
 
 
 class HilRun:
