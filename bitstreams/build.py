@@ -58,18 +58,19 @@ def _elaborate(board: Board, baud: int, seed: int, build_dir: Path):
     return top, cmds
 
 
-def _place_and_route(board: Board, cmd: str, seed: int, build_dir: Path, env: dict) -> dict:
-    """One nextpnr run in ``build/seed<N>/`` (inputs hard-linked from ``build/``: the
-    WebAssembly tools may open nothing outside their working directory, symlinks included)."""
+def _place_and_route(board: Board, cmd: str, seed: int, inputs: list[Path], env: dict) -> dict:
+    """One nextpnr run in ``build/seed<N>/`` (``inputs``, the synthesis results, hard-linked
+    from ``build/``: the WebAssembly tools may open nothing outside their working directory,
+    symlinks included)."""
+    build_dir = inputs[0].parent
     seed_dir = build_dir / f"seed{seed}"
     shutil.rmtree(seed_dir, ignore_errors=True)
     seed_dir.mkdir()
-    for f in build_dir.iterdir():
-        if f.is_file() and f.name.startswith("top."):
-            try:
-                os.link(f, seed_dir / f.name)
-            except OSError:  # another file system
-                shutil.copyfile(f, seed_dir / f.name)
+    for f in inputs:
+        try:
+            os.link(f, seed_dir / f.name)
+        except OSError:  # another file system
+            shutil.copyfile(f, seed_dir / f.name)
     label = f"[{board.name}] nextpnr seed {seed}"
     with runner.nextpnr_lock(label):
         seconds = runner.run_step(label, runner.with_seed(cmd, seed), seed_dir, env,
@@ -112,32 +113,51 @@ def build_board(board: Board, *, baud: int, seeds: list[int], synth_only: bool,
         runner.log(f"[{board.name}] synth-only: {summary}")
         return {}
 
-    runs = [_place_and_route(board, cmds[1], seed, build_dir, env) for seed in seeds]
-    for run in runs:
-        steps[f"nextpnr seed {run['seed']}"] = run["nextpnr_seconds"]
-    best = max(runs, key=lambda r: r["achieved_fmax_mhz"] or 0.0)
-    steps["pack"] = runner.run_step(f"[{board.name}] pack (seed {best['seed']})", cmds[2],
-                                    best["dir"], env, best["dir"] / "pack.log")
-    bit = build_dir / board.family.bitstream
-    shutil.copyfile(best["dir"] / board.family.bitstream, bit)
-    steps["total"] = time.monotonic() - t_start
+    # one place-and-route per seed; after each, the fastest so far is packed and the report
+    # rewritten, so a build stopped between seeds still leaves a report of the seeds done
+    context = {"board": board, "source": source, "date": date, "digest": digest, "top": top,
+               "baud": baud, "cells": cells, "seeds": seeds, "bit": build_dir
+               / board.family.bitstream, "toolchain": provenance.toolchain_versions(
+                   env, board.family.nextpnr_env)}
+    inputs = sorted(f for f in build_dir.iterdir() if f.is_file() and f.name.startswith("top."))
+    runs, best = [], None
+    for seed in seeds:
+        run = _place_and_route(board, cmds[1], seed, inputs, env)
+        runs.append(run)
+        steps[f"nextpnr seed {seed}"] = run["nextpnr_seconds"]
+        if best is None or (run["achieved_fmax_mhz"] or 0.0) > (best["achieved_fmax_mhz"] or 0.0):
+            best = run
+            steps["pack"] = runner.run_step(f"[{board.name}] pack (seed {seed})", cmds[2],
+                                            run["dir"], env, run["dir"] / "pack.log")
+            shutil.copyfile(run["dir"] / board.family.bitstream, context["bit"])
+        steps["total"] = time.monotonic() - t_start
+        report = _report(context, runs, best, steps)
+        (outdir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (outdir / "report.md").write_text(render.render_report(report, _analysis(board.name)))
+        runner.log(f"[{board.name}] wrote {outdir / 'report.json'} and report.md "
+                   f"({len(runs)} of {len(seeds)} seeds)")
+    return report
 
+
+def _report(ctx: dict, runs: list[dict], best: dict, steps: dict) -> dict:
+    """``report.json`` of the place-and-route ``runs`` so far (``best``: the one packed)."""
+    board, top, bit = ctx["board"], ctx["top"], ctx["bit"]
     f_pll = top.f_sync / 1e6
     achieved = best["achieved_fmax_mhz"]
     fmaxes = [r["achieved_fmax_mhz"] for r in runs if r["achieved_fmax_mhz"] is not None]
-    report = {
+    return {
         "board": board.name,
         "title": board.title,
         "device": board.device,
-        "date_utc": date,
-        "git_commit": source["commit_short"],
-        "git_commit_full": source["commit"],
-        "git_uncommitted": source["dirty"],
-        "rtlil_sha256": digest,
+        "date_utc": ctx["date"],
+        "git_commit": ctx["source"]["commit_short"],
+        "git_commit_full": ctx["source"]["commit"],
+        "git_uncommitted": ctx["source"]["dirty"],
+        "rtlil_sha256": ctx["digest"],
         "config": {
             "rows": board.rows, "cols": board.cols, "pes": board.rows * board.cols,
             "d_depth": board.d_depth, "s_depth": board.s_depth, "c_depth": board.c_depth,
-            "core_extra": board.core_extra, "baud": baud, "uart_divisor": top.divisor,
+            "core_extra": board.core_extra, "baud": ctx["baud"], "uart_divisor": top.divisor,
             "synth_opts": board.synth_opts, "nextpnr_opts": nextpnr_opts(board, best["seed"]),
         },
         "clock": {
@@ -151,24 +171,21 @@ def build_board(board: Board, *, baud: int, seeds: list[int], synth_only: bool,
             "slack_mhz": None if achieved is None else round(achieved - f_pll, 2),
             "seed": best["seed"],
         },
+        "seeds_requested": ctx["seeds"],
         "seeds": [{k: v for k, v in r.items() if k not in ("dir", "pnr", "clock_name")}
                   for r in runs],
         "fmax_spread_mhz": {"min": min(fmaxes), "median": statistics.median(fmaxes),
                             "max": max(fmaxes)} if fmaxes else None,
         "fmax_all_clocks": best["pnr"]["fmax"],
         "utilization": best["pnr"]["utilization"],
-        "yosys_cells": board.family.summarize_cells(cells),
-        "yosys_cells_raw": cells,
+        "yosys_cells": board.family.summarize_cells(ctx["cells"]),
+        "yosys_cells_raw": ctx["cells"],
         "critical_paths": best["pnr"]["critical_paths"],
         "build_seconds": {k: round(v, 1) for k, v in steps.items()},
         "bitstream": str(bit.relative_to(REPO)),
         "bitstream_bytes": bit.stat().st_size,
-        "toolchain": provenance.toolchain_versions(env, board.family.nextpnr_env),
+        "toolchain": ctx["toolchain"],
     }
-    (outdir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (outdir / "report.md").write_text(render.render_report(report, _analysis(board.name)))
-    runner.log(f"[{board.name}] wrote {outdir / 'report.json'} and report.md")
-    return report
 
 
 def elaborated_digest(board: Board, baud: int) -> str:

@@ -57,6 +57,10 @@ def _timing(rep: dict) -> list[str]:
              f"against {clk['pll_mhz']:g} MHz requested: {verdict} "
              f"(slack {clk['slack_mhz']:+.2f} MHz)."]
     seeds = rep.get("seeds", [])
+    requested = rep.get("seeds_requested", [])
+    if len(seeds) < len(requested):
+        lines += ["", f"The build stopped after {len(seeds)} of the {len(requested)} seeds "
+                  f"requested ({', '.join(map(str, requested))})."]
     if len(seeds) > 1:
         spread = rep["fmax_spread_mhz"]
         lines += ["", f"Seed spread over {len(seeds)} nextpnr seeds: min {spread['min']:.2f}, "

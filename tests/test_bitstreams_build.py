@@ -98,6 +98,20 @@ def test_build_board_with_seeds(fake_repo):
     assert f"from commit `{built[:7]}` with uncommitted changes (`M hw.py`)" in md
 
 
+def test_report_after_each_seed(fake_repo):
+    """A build that stops after some seeds (here nextpnr fails on seed 4) leaves the report and
+    the bitstream of the seeds done."""
+    repo, env = fake_repo
+    board = configure("ulx3s", rows=2, cols=2, d_depth=64, s_depth=64, c_depth=32)
+    with pytest.raises(runner.StepFailed):
+        build.build_board(board, baud=115200, seeds=[1, 2, 4], synth_only=False, env=env)
+    rep = json.loads((repo / "bitstreams" / "ulx3s" / "report.json").read_text())
+    assert rep["seeds_requested"] == [1, 2, 4] and [s["seed"] for s in rep["seeds"]] == [1, 2]
+    assert rep["clock"]["seed"] == 2
+    bit = repo / "bitstreams" / "ulx3s" / "build" / "top.bit"
+    assert bit.read_text() == "bitstream from config of seed 2"
+
+
 def test_check_reports(fake_repo):
     """A report matches the tree it was built from; a design change (here the UART divisor,
     through the report's baud rate) makes it stale."""

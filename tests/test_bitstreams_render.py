@@ -54,6 +54,8 @@ def test_render_report_of_an_old_report():
     md = render_report(old | {"git_uncommitted": [" M hw/core.py"]})
     assert "commit `abc1234` with uncommitted changes (`M hw/core.py`) (read after the build)" in md
     assert "Seed spread" not in md and "## Analysis" not in md
+    one = render_report(REPORT | {"seeds": REPORT["seeds"][:1], "seeds_requested": [1, 2, 3]})
+    assert "The build stopped after 1 of the 3 seeds requested (1, 2, 3)." in one
 
 
 def test_render_readme():
