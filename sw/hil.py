@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .backend import GemmBackend, GemmJob
@@ -54,7 +53,6 @@ __all__ = ["GRAD_QUANT", "IntegerPath", "attach", "detach", "check_supported"]
 GRAD_QUANT = ("tensor", "row", "stochastic", "split", "row-split")
 PASSES = ("forward", "backward_input", "backward_weight")
 _QMAX = 127
-_SELECT_LANES = 8
 
 
 # --------------------------------------------------------------------------- quantization
@@ -122,23 +120,6 @@ def quantize_d(g2d: torch.Tensor, mode: str, gen: torch.Generator | None = None)
 # --------------------------------------------------------------------------- lowering helpers
 
 
-def _topk_int(q: torch.Tensor, density: float) -> torch.Tensor:
-    """Integer Top-K of ``q`` (whole tensor, row-major stream order, the hardware's tie rule)."""
-    from .int_topk import k_from_density, select_mask
-
-    if density >= 1.0:
-        return q
-    keep = select_mask(q.numpy(), k_from_density(density, q.numel()))
-    return q * torch.from_numpy(keep).to(q.dtype)
-
-
-def _im2col(q: torch.Tensor, layer) -> torch.Tensor:
-    """int8 ``[B, C, H, W]`` -> int8 ``[B*L, C*R*S]`` (rows: output pixels)."""
-    cols = F.unfold(q.to(torch.float32), layer.kernel_size, dilation=layer.dilation,
-                    padding=layer.padding, stride=layer.stride)
-    return cols.transpose(1, 2).reshape(-1, cols.shape[1]).to(torch.int8)
-
-
 def _out_hw(layer, h, w):
     def one(size, i):
         k, s, p, d = (layer.kernel_size[i], layer.stride[i], layer.padding[i], layer.dilation[i])
@@ -154,13 +135,6 @@ def _dequant(cs, parts, s_scale: float) -> torch.Tensor:
         t = c.to(torch.float64) * (rs[:, None] * s_scale)
         acc = t if acc is None else acc + t
     return acc
-
-
-def _select_cycles(rows: int, cols: int, nnz: int) -> int:
-    """Threshold-select cycles (mode FULL) of a ``rows x cols`` stream: the unit's formula."""
-    from hw.contract.cycles import select_cycles
-
-    return int(select_cycles(rows, cols, _SELECT_LANES, nnz=nnz))
 
 
 def check_supported(layer, name: str = "") -> None:
@@ -209,8 +183,8 @@ class IntegerPath:
     def _gemm(self, layer, jobs, training: bool):
         """Run ``[(pass, d, s), ...]`` of one layer as one backend batch; int64 results."""
         name = getattr(layer, "_hil_name", type(layer).__name__)
-        gj = [GemmJob(np.ascontiguousarray(d.numpy()), np.ascontiguousarray(s.numpy()),
-                      f"{name}:{p}") for p, d, s in jobs]
+        gj = [GemmJob(np.ascontiguousarray(d), np.ascontiguousarray(s), f"{name}:{p}")
+              for p, d, s in jobs]
         outs = self.backend.run(gj)
         for (p, _, _), j, o in zip(jobs, gj, outs, strict=True):
             if training:
@@ -261,86 +235,82 @@ class IntegerPath:
 
 
 class _HilFunction(torch.autograd.Function):
-    """``y = layer(x)`` with the forward and both gradient GEMMs in int8 on the backend."""
+    """``y = layer(x)`` with the forward and both gradient GEMMs in int8 on the backend.
+
+    The operands come from :mod:`sw.lowering` (quantize, integer Top-K, im2col, col2im): the
+    same lowering the compare job reports; only the ``dY`` operand is made here
+    (:func:`quantize_d`), as ``grad_quant`` asks.
+    """
 
     @staticmethod
     def forward(ctx, x, weight, bias, state):
+        from . import lowering
+
         path, layer, training, want_w = state
         conv = isinstance(layer, nn.Conv2d)
         d = layer.density if layer.method != "dense" else 1.0
         f = weight.shape[0]
-        qw, sw_ = _quant_tensor(weight.detach().reshape(f, -1))
-        qws = _topk_int(qw, d)
-        qa, sa = _quant_tensor(x.detach())
-        qas = _topk_int(qa, d) if want_w else None
+        name = getattr(layer, "_hil_name", type(layer).__name__)
+        ops = lowering.quantize_layer(name, layer, x.detach(), weight.detach(), density=d)
+        job = lowering.forward_job(ops)
+        (c,) = path._gemm(layer, [("forward", job.d, job.s)], training)
+        y = c.to(torch.float64) * job.scale
         if conv:
-            b, _, h, w_ = x.shape
-            ho, wo = _out_hw(layer, h, w_)
-            a_col = _im2col(qa, layer)
-        else:
-            a_col = qa
-        (c,) = path._gemm(layer, [("forward", a_col, qws.t())], training)
-        y = c.to(torch.float64) * (sa * sw_)
-        if conv:
-            y = y.reshape(b, ho, wo, f).permute(0, 3, 1, 2)
+            b = x.shape[0]
+            y = y.reshape(b, -1, f).transpose(1, 2).reshape(b, f, *_out_hw(layer, *x.shape[2:]))
         y = y.to(x.dtype).contiguous()
         if bias is not None:
             y = y + (bias.detach().reshape(1, -1, 1, 1) if conv else bias.detach())
         if training:
             layer.iteration += 1
-            nz_w = int(torch.count_nonzero(qws))
+            nz_w = int(np.count_nonzero(ops.qws))
             st = {"iteration": layer.iteration, "density": d,
-                  "weight_density": nz_w / max(1, qw.numel())}
-            if qas is not None:
-                nz_a = int(torch.count_nonzero(qas))
-                st["activation_density"] = nz_a / max(1, qa.numel())
-                if d < 1.0:  # the select unit streams W (S = Wᵀ) and A (one column a sample)
-                    path.records.append({
-                        "layer": getattr(layer, "_hil_name", ""),
-                        "select_w": _select_cycles(qw.shape[1], f, nz_w),
-                        "select_a": _select_cycles(qa[0].numel(), qa.shape[0], nz_a)})
+                  "weight_density": nz_w / max(1, ops.qw.size)}
+            if want_w:
+                st["activation_density"] = int(np.count_nonzero(ops.qas)) / max(1, ops.qa.size)
+            if d < 1.0:  # what the select unit streams: W (S = Wᵀ), Ws transposed (held), A
+                path.records.append({
+                    "layer": name,
+                    "select_w": ops.select_w_cycles
+                    + (ops.select_w_held_cycles if x.requires_grad else 0),
+                    "select_a": ops.select_a_cycles if want_w else 0})
             layer.stats = st
         ctx.state = state
-        ctx.conv = conv
-        ctx.x_shape = tuple(x.shape)
-        ctx.w_shape = tuple(weight.shape)
-        ctx.scales = (sa, sw_)
+        ctx.ops = ops
         ctx.has_bias = bias is not None
-        ctx.save_for_backward(qws, qas if qas is not None else qa.new_zeros(0))
         return y
 
     @staticmethod
     def backward(ctx, grad_out):
+        from . import lowering
+
         path, layer = ctx.state[:2]
-        qws, qas = ctx.saved_tensors
-        sa, sw_ = ctx.scales
+        ops = ctx.ops
+        ctx.ops = None  # the operands live until this backward only
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         g = grad_out.detach()
-        f = ctx.w_shape[0]
-        g2 = g.permute(0, 2, 3, 1).reshape(-1, f) if ctx.conv else g.reshape(-1, f)
+        f = ops.qw.shape[0]
+        g2 = g.permute(0, 2, 3, 1).reshape(-1, f) if ops.conv else g.reshape(-1, f)
         gx = gw = gb = None
         # both gradient GEMMs of the layer go to the backend as one batch
         jobs, px, pw = [], [], []
         if need_x:
             px = quantize_d(g2, path.grad_quant, path.gen)
-            jobs += [("backward_input", q, qws) for q, _ in px]
+            jobs += [("backward_input", q.numpy(), ops.qws) for q, _ in px]
         if need_w:
-            a_col = _im2col(qas, layer) if ctx.conv else qas.reshape(-1, qas.shape[-1])
             pw = quantize_d(g2.t(), path.grad_quant, path.gen)
-            jobs += [("backward_weight", q, a_col) for q, _ in pw]
+            jobs += [("backward_weight", q.numpy(), ops.as_col) for q, _ in pw]
         cs = path._gemm(layer, jobs, True) if jobs else []
         if need_x:
-            acc = _dequant(cs[:len(px)], px, sw_)
-            if ctx.conv:
-                b, _, h, w_ = ctx.x_shape
-                cols = acc.reshape(b, -1, acc.shape[1]).transpose(1, 2)
-                acc = F.fold(cols, (h, w_), layer.kernel_size, dilation=layer.dilation,
-                             padding=layer.padding, stride=layer.stride)
-            gx = acc.reshape(ctx.x_shape).to(grad_out.dtype)
+            acc = _dequant(cs[:len(px)], px, ops.sw)
+            if ops.conv:
+                acc = torch.from_numpy(lowering.fold(acc.numpy(), layer, ops.a_shape))
+            gx = acc.reshape(ops.a_shape).to(grad_out.dtype)
         if need_w:
-            gw = _dequant(cs[len(px):], pw, sa).reshape(ctx.w_shape).to(grad_out.dtype)
+            gw = _dequant(cs[len(px):], pw, ops.sa).reshape(layer.weight.shape)
+            gw = gw.to(grad_out.dtype)
         if need_b and ctx.has_bias:
-            gb = g.sum(dim=(0, 2, 3)) if ctx.conv else g.sum(dim=0)
+            gb = g.sum(dim=(0, 2, 3)) if ops.conv else g.sum(dim=0)
         return gx, gw, gb, None
 
 
