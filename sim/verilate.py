@@ -400,6 +400,8 @@ def harness_config(toplevel: str, ports: dict, memories: list, attrs: dict) -> s
     ]
     for logical in coreports.PORTS:
         lines.append(f"#define PORT_{logical.upper()}(t) (t)->{_cxx_name(names[logical])}")
+    # Verilator 5's copy of the clock from the last eval (see tick() in core_main.cpp)
+    lines.append(f"#define CLK_PREV_MEMBER __Vtrigprevexpr___TOP__{_cxx_name(names['clk'])}__0")
     for logical in coreports.ENABLES:
         if names[logical] is not None:
             lines.append(f"#define PORT_{logical.upper()}(t) (t)->{_cxx_name(names[logical])}")
