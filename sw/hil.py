@@ -31,7 +31,8 @@ datapath stays int8 in every case; scales are applied to the int32 results on th
     ``Σ_k D[i, k] S[k, :]``, so a row scale factors out of the int32 result exactly.
 ``"stochastic"``
     per-tensor scale, stochastic rounding (``floor(x / s + u)``, ``u`` uniform from the run's
-    seeded generator, so ``intref`` and ``rtl`` see the same integers).
+    torch's global generator, which the run seeds and its checkpoints save, so ``intref`` and
+    ``rtl`` see the same integers and a resumed run rounds as an uninterrupted one).
 ``"split"``
     ``dY ≈ s·hi + (s/254)·lo`` with two int8 halves (``lo`` quantizes the rounding residual of
     ``hi``), each run as its own GEMM on the same ``S``: about 15 bits of ``dY`` for twice the
@@ -165,17 +166,19 @@ class IntegerPath:
     :meth:`take_step` sums and clears them. Every GEMM is labelled ``"<layer>:<pass>"``, so a
     backend failure names the layer and pass it was on.
 
-    ``grad_quant`` (:data:`GRAD_QUANT`) chooses the int8 ``dY`` operand; ``seed`` seeds the
-    generator of stochastic rounding (so that ``intref`` and ``rtl`` round alike).
+    ``grad_quant`` (:data:`GRAD_QUANT`) chooses the int8 ``dY`` operand; stochastic rounding
+    draws from ``generator`` (default: torch's global generator, seeded by the run and saved
+    in its checkpoints).
     """
 
-    def __init__(self, backend: GemmBackend, grad_quant: str = "tensor", seed: int = 0):
+    def __init__(self, backend: GemmBackend, grad_quant: str = "tensor",
+                 generator: torch.Generator | None = None):
         if grad_quant not in GRAD_QUANT:
             raise ValueError(f"unknown grad_quant {grad_quant!r}; expected one of "
                              f"{', '.join(GRAD_QUANT)}")
         self.backend = backend
         self.grad_quant = grad_quant
-        self.gen = torch.Generator().manual_seed(int(seed) + 0x5EED)
+        self.gen = generator
         self.records: list[dict] = []
         self.eval_cycles = 0
 

@@ -34,11 +34,10 @@ STEP_FIELDS = ("step", "cycles", *(f"cycles_{p}" for p in PASSES), "utilization"
 class HilRun:
     """The backend of one run and the per-step records of its GEMMs."""
 
-    def __init__(self, backend: str, *, grad_quant: str = "tensor", seed: int = 0,
-                 port: str | None = None):
+    def __init__(self, backend: str, *, grad_quant: str = "tensor", port: str | None = None):
         self.name = backend
         self.backend = make_backend(backend, port=port)
-        self.path = IntegerPath(self.backend, grad_quant=grad_quant, seed=seed)
+        self.path = IntegerPath(self.backend, grad_quant=grad_quant)
         self.epoch_steps: list[dict] = []
 
     def start(self) -> None:

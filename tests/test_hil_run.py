@@ -80,13 +80,14 @@ class _Dies(IntrefBackend):
 
 def test_death_mid_run_names_layer_and_pass_and_resume_continues(tmp_path, monkeypatch, capsys):
     out = str(tmp_path / "run")
-    kw = dict(KW, batch_size=128)
+    kw = dict(KW, batch_size=128, grad_quant="stochastic")  # its rounding resumes too
     ref = train(backend="intref", epochs=2, seed=1, **kw)
     spe = ref.history[0]["step"]  # steps per epoch
     # dies in epoch 2, in the backward of its 2nd step: 8 GEMM batches a step (4 forward, 4
     # backward: both gradients of a layer in one batch) plus the 4 eval forwards of epoch 1
     monkeypatch.setattr(hil_run, "make_backend", lambda name, **kw: _Dies(8 * spe + 4 + 8 + 6))
     rc = main(["--backend", "intref", "--epochs", "2", "--seed", "1", "--batch-size", "128",
+               "--grad-quant", "stochastic",
                "--out", out, "--no-progress", "--no-plots", "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1

@@ -189,8 +189,7 @@ class _Run:
         if cfg.backend != "torch":
             from ..hil_run import HilRun
 
-            self.hil = HilRun(cfg.backend, grad_quant=cfg.grad_quant, seed=cfg.seed,
-                              port=cfg.port)
+            self.hil = HilRun(cfg.backend, grad_quant=cfg.grad_quant, port=cfg.port)
             self.model = self.hil.attach(self.model)
             self.hil.start()
         self.steps_per_epoch = self.ds.num_batches("train", self.local_bs, d.world_size)
