@@ -7,6 +7,10 @@ process CPU time (with ``--threads 1`` the CPU time is the work done, much less 
 other jobs on a shared machine than the wall clock). With a Top-K period P > 1 the timed
 steps are steps with a held threshold; the amortised figure adds one recompute (a period-1 step)
 every P steps: ``((P - 1) * held + recompute) / P``.
+
+The SWAT layers pack their saved tensors with the fused kernels of :mod:`sw.fused` when those
+are available; ``--aten`` also times every SWAT configuration on the stock-ATen route, in the
+same rounds, so the two can be compared under the same load.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ def add_arguments(p) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: CPU time = work done, robust on a shared machine)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--aten", action="store_true",
+                   help="also time the SWAT configurations without the fused kernels")
 
 
 def _setup(model_name, batch, method, sparsity, period, seed):
@@ -50,7 +56,12 @@ def _setup(model_name, batch, method, sparsity, period, seed):
     return model, opt, x, y
 
 
-def _step(model, opt, x, y) -> tuple[float, float]:
+def _step(model, opt, x, y, aten=False) -> tuple[float, float]:
+    if aten:
+        from sw import fused
+
+        with fused.disabled():
+            return _step(model, opt, x, y)
     t, c = time.perf_counter(), time.process_time()
     loss = torch.nn.functional.cross_entropy(model(x), y)
     opt.zero_grad(set_to_none=True)
@@ -60,11 +71,15 @@ def _step(model, opt, x, y) -> tuple[float, float]:
 
 
 def measure(model_name="resnet18", batch=128, sparsity=0.9, periods=(1, 100), method="swat",
-            warmup=1, iters=4, seed=0) -> dict[str, tuple[float, float]]:
-    """Median (wall, CPU) seconds per training step of ``dense`` and of SWAT at every period."""
+            warmup=1, iters=4, seed=0, aten=False) -> dict[str, tuple[float, float]]:
+    """Median (wall, CPU) seconds per training step of ``dense`` and of SWAT at every period
+    (with ``aten``: also on the stock-ATen packing route, keys ``"<method> P=<p> aten"``)."""
     configs = {"dense": _setup(model_name, batch, "dense", 0.0, 1, seed)}
     for p in periods:
         configs[f"{method} P={p}"] = _setup(model_name, batch, method, sparsity, p, seed)
+        if aten:
+            configs[f"{method} P={p} aten"] = (*_setup(model_name, batch, method, sparsity, p,
+                                                       seed), True)
     for cfg in configs.values():
         for _ in range(warmup):
             _step(*cfg)
@@ -83,19 +98,23 @@ def run(args) -> int:
     print(f"model {args.model}, batch {args.batch_size}, sparsity {args.sparsity}, "
           f"{args.iters} timed rounds after {args.warmup} warm-up step(s), "
           f"{torch.get_num_threads()} thread(s)", flush=True)
+    from sw import fused
+
+    print(f"fused packing kernels: {fused.status()}", flush=True)
     med = measure(args.model, args.batch_size, args.sparsity, periods, args.method,
-                  args.warmup, args.iters, args.seed)
-    print(f"{'config':14s} {'wall ms':>9s} {'x dense':>8s} {'amort.':>7s}   "
+                  args.warmup, args.iters, args.seed, args.aten)
+    print(f"{'config':18s} {'wall ms':>9s} {'x dense':>8s} {'amort.':>7s}   "
           f"{'CPU ms':>9s} {'x dense':>8s} {'amort.':>7s}")
     rec1 = med.get(f"{args.method} P=1")
     for k, v in med.items():
-        line = f"{k:14s}"
+        line = f"{k:18s}"
         for i in (0, 1):
             ratio = v[i] / med["dense"][i]
             line += f" {v[i] * 1e3:9.1f} {ratio:8.3f}"
             if k.startswith(args.method) and rec1 is not None:
-                p = int(k.split("P=")[1])
-                line += f" {((p - 1) * v[i] + rec1[i]) / p / med['dense'][i]:7.3f}"
+                p = int(k.split("P=")[1].split()[0])
+                r1 = med.get(f"{args.method} P=1 aten", rec1) if k.endswith("aten") else rec1
+                line += f" {((p - 1) * v[i] + r1[i]) / p / med['dense'][i]:7.3f}"
             else:
                 line += " " * 8
             line += "  "

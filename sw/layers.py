@@ -62,6 +62,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _pair
 
+from . import fused
+from .fused import Held
 from .topk import (
     ThresholdHolder,
     check_dims,
@@ -202,6 +204,21 @@ def _compact(x: torch.Tensor, mask, idx, drop_zeros: bool):
     return values, _packbits(mask), "bits", mask
 
 
+def _pack(x: torch.Tensor, mask, idx, drop_zeros: bool, dense: torch.Tensor | None = None):
+    """:func:`_compact` through the fused kernels where they apply (:mod:`sw.fused`):
+    ``(values, code, fmt, mask, dense_written)``. ``mask`` may be a :class:`sw.fused.Held`
+    threshold; ``dense`` (fused route only) receives ``where(kept, x, 0)``."""
+    kept = mask if isinstance(mask, Held) else (idx if mask is None else None)
+    if kept is not None and fused.available():
+        r = fused.pack(x, kept, drop_zeros, dense)
+        if r is not None:
+            return (*r, None, dense is not None)
+    if isinstance(mask, Held):
+        a = x.abs()
+        mask = (a >= mask.threshold) if mask.threshold > 0 else (a > 0)
+    return (*_compact(x, mask, idx, drop_zeros), False)
+
+
 def pack(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, str]:
     """Compact form of ``where(mask, x, 0)``: ``(values, code, fmt)``.
 
@@ -216,6 +233,10 @@ def pack(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 def unpack(values: torch.Tensor, code: torch.Tensor, fmt: str, shape, out=None) -> torch.Tensor:
     """Inverse of :func:`pack`: the dense tensor of ``shape`` (written into ``out`` if given)."""
     n = math.prod(shape)
+    if fmt == "bits" and fused.available():
+        r = fused.unpack_bits(values, code, n, values.new_empty(n) if out is None else out)
+        if r is not None:
+            return r.reshape(shape)
     if out is None:
         out = values.new_zeros(n)
     else:
@@ -317,9 +338,11 @@ class SwatFunction(torch.autograd.Function):
             ctx.save_for_backward(x, weight)
             return y
         w_mask, w_idx = cfg.w_mask
-        w_vals, w_code, ctx.w_fmt, w_mask = _compact(weight, w_mask, w_idx, False)
+        ws = None
         if method == "swat":  # Ws only feeds this forward (no grad recorded here): scratch
             ws = _scratch(weight, weight.numel(), "w")[: weight.numel()].view(weight.shape)
+        w_vals, w_code, ctx.w_fmt, w_mask, ws_done = _pack(weight, w_mask, w_idx, False, ws)
+        if method == "swat" and not ws_done:
             if w_mask is not None:
                 torch.where(w_mask.reshape(weight.shape), weight, weight.new_zeros(()), out=ws)
             else:
@@ -329,7 +352,7 @@ class SwatFunction(torch.autograd.Function):
         # Activations: Top-K, then keep only the non-zeros (a kept zero needs no storage).
         if weight.requires_grad:
             a_mask, a_idx = cfg.act_mask_fn(x)
-            a_vals, a_code, ctx.a_fmt, _ = _compact(x, a_mask, a_idx, True)
+            a_vals, a_code, ctx.a_fmt, _, _ = _pack(x, a_mask, a_idx, True)
             cfg.stats["activation_density"] = a_vals.numel() / max(1, x.numel())
         else:  # no weight gradient wanted: the activations need not be kept at all
             a_vals = a_code = x.new_zeros(0)
@@ -545,14 +568,16 @@ class SwatLayer:
                 w_mask = (self._frozen_mask, None)
                 self._w_holder.recomputed = False
             elif train:
-                w_mask = self._w_holder.select(self.weight.detach(), d, generator=gen)
+                w_mask = self._w_holder.select(self.weight.detach(), d, generator=gen,
+                                               lazy=fused.available())
             else:
                 w_mask = (self._exact_weight_mask(), None)
         a_holder, dims, ties = self._a_holder, self._eff_dims, self.ties
 
         def act_mask_fn(a):  # -> (mask, idx), see ThresholdHolder.select
             if train:
-                return a_holder.select(a.detach(), d, generator=gen, check=False)
+                return a_holder.select(a.detach(), d, generator=gen, check=False,
+                                       lazy=fused.available())
             return topk_mask(a.detach(), d, dims, generator=gen, ties=ties, _check=False), None
 
         cfg = _Cfg(self, self._kind, self.method, w_mask, act_mask_fn, d)

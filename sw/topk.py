@@ -49,6 +49,8 @@ import threading
 
 import torch
 
+from .fused import Held
+
 __all__ = [
     "DIMS",
     "kept_count",
@@ -141,21 +143,26 @@ def _magnitude(x: torch.Tensor) -> torch.Tensor:
 _TLS = threading.local()
 
 
-def _abs_scratch(x: torch.Tensor) -> torch.Tensor:
-    """``|x|`` flattened, written into a per-thread reusable buffer (not a fresh allocation).
-
-    Large fresh allocations are returned to the OS and page-fault again on every use, which
-    costs more than the ``abs`` itself; the buffer is only used inside one call, never returned.
-    """
+def _scratch_like(x: torch.Tensor, slot: str) -> torch.Tensor:
+    """A per-thread reusable flat buffer of at least ``x.numel()`` elements (dtype of ``x``)."""
     n = x.numel()
-    key = (x.dtype, x.device)
+    key = (slot, x.dtype, x.device)
     bufs = getattr(_TLS, "abs", None)
     if bufs is None:
         bufs = _TLS.abs = {}
     buf = bufs.get(key)
     if buf is None or buf.numel() < n:
         buf = bufs[key] = torch.empty(n, dtype=x.dtype, device=x.device)
-    a = buf[:n]
+    return buf
+
+
+def _abs_scratch(x: torch.Tensor) -> torch.Tensor:
+    """``|x|`` flattened, written into a per-thread reusable buffer (not a fresh allocation).
+
+    Large fresh allocations are returned to the OS and page-fault again on every use, which
+    costs more than the ``abs`` itself; the buffer is only used inside one call, never returned.
+    """
+    a = _scratch_like(x, "abs")[: x.numel()]
     torch.abs(x.reshape(-1), out=a)
     return a
 
@@ -167,6 +174,39 @@ _SAMPLE = 1 << 14  # strided sample size of the fast path
 _Z = 5.0  # bracket half-width in binomial standard deviations
 
 
+def _bracket(s: torch.Tensor, n: int, k: int):
+    """Ranks of the sampled bracket of the k-th largest of ``n`` magnitudes: ``(lo, j_hi)``
+    with ``lo`` (0-dim) below the threshold with high probability and ``j_hi`` the sample rank
+    (from the top) of the upper bound, given the strided sample ``s`` of the magnitudes."""
+    m = s.numel()
+    p = k / n
+    sd = math.sqrt(max(p * (1.0 - p), 1.0 / m) * m)
+    j_lo = min(m, max(1, math.ceil(p * m + _Z * sd) + 1))  # rank (from the top) of lo
+    j_hi = min(m, max(1, math.floor(p * m - _Z * sd)))  # rank of the upper bound hi
+    return torch.kthvalue(s, m - j_lo + 1).values, j_hi
+
+
+def _kth_of_candidates(cand: torch.Tensor, k: int, s: torch.Tensor, j_hi: int) -> torch.Tensor:
+    """The k-th largest of the candidate magnitudes ``cand`` (``numel >= k``), selecting among
+    those below the bracket's upper bound only where that is enough."""
+    c = cand.numel()
+    if c == k:
+        return cand.min()
+    m = s.numel()
+    hi = torch.kthvalue(s, m - j_hi + 1).values
+    above = cand > hi
+    n_hi = int(torch.count_nonzero(above))
+    r = k - n_hi  # rank of t among the candidates <= hi
+    if n_hi < k:
+        band = cand[~above]
+        return torch.kthvalue(band, band.numel() - r + 1).values
+    return torch.kthvalue(cand, c - k + 1).values  # the bracket's top was too low
+
+
+def _stride(n: int) -> int:
+    return max(1, n // _SAMPLE) | 1  # odd: does not alias power-of-two layouts
+
+
 def _flat_topk(a: torch.Tensor, k: int):
     """Exact Top-K of the 1-D magnitude tensor ``a`` (``0 < k < n``) by a sampled bracket.
 
@@ -174,43 +214,46 @@ def _flat_topk(a: torch.Tensor, k: int):
     stream-order tie rule) and the k-th largest magnitude ``t`` (0-dim); ``None`` when the
     bracket missed (the caller then runs the plain selection).
     """
-    n = a.numel()
-    stride = max(1, n // _SAMPLE) | 1  # odd: does not alias power-of-two layouts
-    s = a[::stride]
-    m = s.numel()
-    p = k / n
-    sd = math.sqrt(max(p * (1.0 - p), 1.0 / m) * m)
-    j_lo = min(m, max(1, math.ceil(p * m + _Z * sd) + 1))  # rank (from the top) of lo
-    j_hi = min(m, max(1, math.floor(p * m - _Z * sd)))  # rank of the upper bound hi
-    lo = torch.kthvalue(s, m - j_lo + 1).values
+    s = a[:: _stride(a.numel())]
+    lo, j_hi = _bracket(s, a.numel(), k)
     idx = torch.nonzero(a >= lo).reshape(-1)
-    c = idx.numel()
-    if c < k:
+    if idx.numel() < k:
         return None
     cand = a.take(idx)
-    if c == k:
-        t = cand.min()
-        keep = None
-    else:
-        hi = torch.kthvalue(s, m - j_hi + 1).values
-        above = cand > hi
-        n_hi = int(torch.count_nonzero(above))
-        r = k - n_hi  # rank of t among the candidates <= hi
-        if n_hi < k:
-            band = cand[~above]
-            t = torch.kthvalue(band, band.numel() - r + 1).values
-        else:  # the bracket's top was too low: select among all candidates
-            t = torch.kthvalue(cand, c - k + 1).values
-        keep = cand >= t
-        n_ge = int(torch.count_nonzero(keep))
-        if n_ge != k:  # surplus ties at t: keep the first in stream order (idx ascending)
-            gt = cand > t
-            eq = keep & ~gt
-            need = k - (n_ge - int(torch.count_nonzero(eq)))
-            rank = torch.cumsum(eq.to(torch.int32), dim=0)
-            keep = gt | (eq & (rank <= need))
-        idx = idx[keep]
-    return idx, t
+    t = _kth_of_candidates(cand, k, s, j_hi)
+    if cand.numel() == k:
+        return idx, t
+    keep = cand >= t
+    n_ge = int(torch.count_nonzero(keep))
+    if n_ge != k:  # surplus ties at t: keep the first in stream order (idx ascending)
+        gt = cand > t
+        eq = keep & ~gt
+        need = k - (n_ge - int(torch.count_nonzero(eq)))
+        rank = torch.cumsum(eq.to(torch.int32), dim=0)
+        keep = gt | (eq & (rank <= need))
+    return idx[keep], t
+
+
+def _flat_threshold_fused(x: torch.Tensor, k: int):
+    """The k-th largest magnitude ``t`` (a float32 tensor of shape ``[1]``) of the float32
+    tensor ``x`` when the kept set of the exact Top-K is exactly ``{|x| >= t}`` with ``t > 0``
+    (no surplus ties; the usual case), else ``None`` (the caller selects as usual).
+
+    Same sampled bracket ``lo`` as :func:`_flat_topk`; the candidates ``|x| >= lo`` come from
+    one fused pass and their k-th largest from a radix select (:mod:`sw.fused`), which gives
+    the same ``t`` as ``kthvalue``."""
+    from . import fused
+
+    n = x.numel()
+    s = x.reshape(-1)[:: _stride(n)].abs()
+    lo, _ = _bracket(s, n, k)
+    cand = fused.candidates(x, float(lo), _scratch_like(x, "cand"))
+    if cand is None or cand.numel() < k:
+        return None
+    r = fused.kth_largest(cand, k)
+    if r is None or not r[0] > 0 or r[1] != k:
+        return None
+    return torch.tensor([r[0]], dtype=torch.float32)
 
 
 def _flat_select(x: torch.Tensor, k: int, *, check: bool = True):
@@ -495,12 +538,15 @@ class ThresholdHolder:
         advance: bool = True,
         generator: torch.Generator | None = None,
         check: bool = True,
+        lazy: bool = False,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The kept set of :meth:`mask` as ``(mask, idx)``; at least one is not ``None``.
 
         ``mask`` is the bool mask (shape of ``x``), ``idx`` the ascending int64 flat indices of
         the kept elements; whichever the selection produced anyway is returned (the fast exact
         path yields indices, the held path a mask), so callers convert only if they need to.
+        ``lazy=True``: a held whole-tensor threshold on float32 data comes back as
+        ``(Held(t), None)`` (kept: ``|x| >= t, x != 0``) for the fused kernels to apply.
         """
         if self.structured:
             groups = 1
@@ -516,6 +562,17 @@ class ThresholdHolder:
             self.calls += 1
         self.recomputed = due
         if due:
+            if (lazy and not self.structured and self.dims == "nchw" and x.dtype == torch.float32
+                    and x.numel() >= _FAST_MIN):
+                k = kept_count(x.numel(), density)
+                if 0 < k < x.numel():
+                    if check:
+                        check_finite(x)
+                    t = _flat_threshold_fused(x, k)
+                    if t is not None:  # kept: exactly {|x| >= t} (also what ties="keep" keeps)
+                        self.threshold = t
+                        self._groups = groups
+                        return Held(float(t)), None
             if not self.structured and self.dims == "nchw" and self.ties == "exact":
                 fast = _flat_select(x, kept_count(x.numel(), density), check=check)
                 if fast is not None:
@@ -535,6 +592,8 @@ class ThresholdHolder:
             return m, None
         if check:
             check_finite(x)
+        if lazy and groups == 1 and not self.structured and x.dtype == torch.float32:
+            return Held(float(self.threshold.reshape(()))), None
         return self._held(x, groups), None
 
     def held_mask(self, x: torch.Tensor) -> torch.Tensor | None:
