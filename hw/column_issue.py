@@ -1,7 +1,11 @@
 """``ColumnIssue``: streams the entries of one PE column's work items and checks them.
 
-A PE column asks for a work item (``desc.ready``) when it has none or issues the last entry of
-its current one this cycle, so item switches cost no cycle. It reads one entry a cycle from its
+A work item descriptor covers ``reps`` consecutive M-tiles of one column of ``S`` (a *chunk*):
+the column streams the item's entries once per M-tile, adding ``K`` to the D base and ``N`` to
+the C address after each pass, so one descriptor keeps a PE column busy for ``reps`` times the
+column's length even when ``S`` columns are short. A PE column asks for a descriptor
+(``desc.ready``) when it has none or issues the last entry of its last pass this cycle, so item
+switches cost no cycle. It reads one entry a cycle from its
 own S read port; the entry word goes straight into a register (nothing follows the block-RAM
 output in the same cycle), is checked — index ``< K`` (error 5), strictly increasing within the
 item (6), value non-zero and reserved bits zero (7) — and leaves registered on ``out`` with the D
@@ -50,14 +54,14 @@ class ColumnIssue(wiring.Component):
     start : In(1) — drops what is in flight.
     running : In(1) — items may be taken and issued (loader state RUN).
     stop : In(1) — an error is registered: issue nothing more.
-    k : In(16) — the operation's K (index check).
+    k, n : In(16) — the operation's K (index check, D step per pass) and N (C step per pass).
     desc : In(stream.Signature(descriptor_layout)) — the next work item (``ready``: wanted).
     hold_free : In(1) — the last entry / zero token of an item may issue.
     s_rd : In(ReadPort.Signature(ceil_log2(s_depth), 32)) — this column's S read port.
     out : Out(stream.Signature(token_layout, always_ready=True)) — checked tokens.
     has_item : Out(1) — the column holds a work item.
     issuing : Out(1) — an entry read is issued this cycle (not a zero token).
-    finishing : Out(1) — the last entry or zero token of an item is issued this cycle.
+    finishing : Out(1) — the last entry or zero token of a pass (one C word) is issued.
     bad_index, bad_order, bad_value : Out(1) — registered entry errors (5, 6, 7).
     in_flight : Out(1) — reads, tokens or error flags are still in the pipeline.
     """
@@ -69,7 +73,7 @@ class ColumnIssue(wiring.Component):
         self.s_aw, self.d_aw, self.c_aw = (ceil_log2(s_depth), ceil_log2(d_depth),
                                            ceil_log2(c_depth))
         super().__init__({
-            "start": In(1), "running": In(1), "stop": In(1), "k": In(16),
+            "start": In(1), "running": In(1), "stop": In(1), "k": In(16), "n": In(16),
             "desc": In(stream.Signature(descriptor_layout(self.s_aw, self.d_aw, self.c_aw))),
             "hold_free": In(1),
             "s_rd": In(ReadPort.Signature(addr_width=self.s_aw, shape=32)),
@@ -84,7 +88,8 @@ class ColumnIssue(wiring.Component):
         port, desc, start = self.s_rd, self.desc, self.start
 
         # the current item: next entry address, bases, entries left with registered "none
-        # left" / "one left" flags (keeps the count compare off the issue → grant path)
+        # left" / "one left" flags (keeps the count compare off the issue → grant path), and
+        # what a new pass over the same entries starts from
         entry = Signal(sa_w)
         d_base = Signal(d_aw)
         c_addr = Signal(c_aw)
@@ -92,30 +97,47 @@ class ColumnIssue(wiring.Component):
         left = Signal(sa_w)
         no_entries = Signal()
         one_left = Signal()
+        item_entry = Signal(sa_w)
+        item_count = Signal(sa_w)
+        item_none = Signal()
+        item_one = Signal()
+        passes_left = Signal(desc.payload.reps.shape())
+        last_pass = Signal()
         has_item = self.has_item
         can = Signal()
         issue_entry = Signal()
         issue_zero = Signal()
+        item_done = Signal()
         m.d.comb += [
             can.eq(has_item & self.running & ~self.stop),
             issue_entry.eq(can & ~no_entries & (~one_left | self.hold_free)),
             issue_zero.eq(can & no_entries & self.hold_free),
             self.finishing.eq((issue_entry & one_left) | issue_zero),
+            item_done.eq(self.finishing & last_pass),
             self.issuing.eq(issue_entry),
             port.en.eq(1), port.addr.eq(entry),
-            desc.ready.eq((~has_item | self.finishing) & self.running & ~self.stop),
+            desc.ready.eq((~has_item | item_done) & self.running & ~self.stop),
         ]
         with m.If(issue_entry):
             m.d.sync += [entry.eq(entry + 1), first_pending.eq(0), left.eq(left - 1),
                          no_entries.eq(left == 1), one_left.eq(left == 2)]
-        with m.If(desc.valid & desc.ready):
-            count = desc.payload.count
+        with m.If(self.finishing & ~last_pass):  # next pass: same entries, next M-tile
             m.d.sync += [
-                has_item.eq(1), entry.eq(desc.payload.entry), d_base.eq(desc.payload.d_base),
-                c_addr.eq(desc.payload.c_addr), first_pending.eq(1),
-                left.eq(count), no_entries.eq(count == 0), one_left.eq(count == 1),
+                entry.eq(item_entry), left.eq(item_count), no_entries.eq(item_none),
+                one_left.eq(item_one), first_pending.eq(1),
+                d_base.eq(d_base + self.k), c_addr.eq(c_addr + self.n),
+                passes_left.eq(passes_left - 1), last_pass.eq(passes_left == 2),
             ]
-        with m.Elif(self.finishing | ~self.running):
+        with m.If(desc.valid & desc.ready):
+            p = desc.payload
+            m.d.sync += [
+                has_item.eq(1), entry.eq(p.entry), d_base.eq(p.d_base), c_addr.eq(p.c_addr),
+                first_pending.eq(1), left.eq(p.count), no_entries.eq(p.count == 0),
+                one_left.eq(p.count == 1), item_entry.eq(p.entry), item_count.eq(p.count),
+                item_none.eq(p.count == 0), item_one.eq(p.count == 1),
+                passes_left.eq(p.reps), last_pass.eq(p.reps == 1),
+            ]
+        with m.Elif(item_done | ~self.running):
             m.d.sync += has_item.eq(0)
 
         # stage 1: S read in flight

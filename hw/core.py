@@ -1,31 +1,33 @@
 """``SwatCore``: one sparse GEMM ``C[M, N] = D[M, K] @ S[K, N]`` (int8 × int8 → int32).
 
 Ports and buffer layouts are those of ``docs/core-interface.md``. Dataflow (see
-``docs/architecture.md``): output-stationary, ``S`` streamed. The work items are the pairs
-(M-tile ``mt``, output column ``n``) of the whole GEMM; the :class:`~hw.loader.Loader` hands
-them to PE columns from a shared queue as columns become free (dynamic assignment), with the
-column pointers of the next items prefetched. Each PE column streams its item's non-zeros
-``(k, v)`` from its own S read port, reads ``D[mt*rows : mt*rows+rows, k]`` (one D word) from its
-own D read port and feeds the :class:`~hw.pe_array.PEArray`. Finished items leave the array
-through one holding register per PE column and are written to C through one write port,
-lowest column first.
+``docs/architecture.md``): output-stationary, ``S`` streamed. A work item is column ``n`` of
+``S`` over one or more consecutive M-tiles (a *chunk*, see :mod:`hw.dispatcher`); the
+:class:`~hw.loader.Loader` hands chunks to PE columns from a shared queue as columns become
+free (dynamic assignment), with the column pointers of the next chunks prefetched. Each PE
+column streams its chunk's non-zeros ``(k, v)`` from its own S read port, once per M-tile,
+reads ``D[mt*rows : mt*rows+rows, k]`` (one D word) from its own D read port and feeds the
+:class:`~hw.pe_array.PEArray`. Finished results (one C word per M-tile and column) go, by
+default, into the PE column's own result log (:class:`~hw.result_logs.ResultLogs`: up to
+``cols`` results retired per cycle, no write select); with ``result_logs=False`` into one C
+buffer through an arbitrated write port (:class:`~hw.result_port.ResultPort`, one per cycle).
 
 Pipeline of one entry (cycle of the S read = 0)::
 
     0 S read  1 S data→reg  2 check→reg  3 D read  4 D data→reg  5 operand reg  6 product
-    7 acc/hold  8 C arbitration (if granted)  9 C write
+    7 acc/hold  8 log write (result_logs) | C arbitration 8, C write 9
 
 Every block-RAM output goes straight into a register (ECP5 block RAM has a long clock-to-output
 and the read-port copies spread over the die), so no logic follows a BRAM in the same cycle.
 
 Latency: ``start`` → first entry read 13 cycles (M <= 64*rows; ~M/(8*rows) more for taller M);
-last entry read → ``done`` about 11 cycles.
+last entry read → ``done`` about 10 cycles.
 Throughput: one effectual entry per PE column per cycle (``rows*cols`` MACs per cycle), so an
 operation takes about ``ceil(M/rows) * nnz(S) / cols`` cycles plus the start latency and the
-tail of the last items.
+tail of the last chunks (``hw.contract.cycles.schedule_cycles`` models it).
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import Out
@@ -35,6 +37,8 @@ from .core_ports import ControlSignature, SelectSignature
 from .loader import Loader
 from .params import check_int
 from .pe_array import PEArray
+from .result_logs import ResultLogs, log_width
+from .result_port import ResultPort
 
 __all__ = ["SwatCore"]
 
@@ -53,9 +57,14 @@ class SwatCore(wiring.Component):
     s_depth : int
         Words of the S buffer (the compressed blob must fit), >= 8.
     c_depth : int
-        Words of the C buffer (``ceil(M/rows) * N`` must fit), >= 2.
+        C words an operation may produce (``ceil(M/rows) * N`` must fit), >= 2: the depth of
+        each result log, or of the C buffer with ``result_logs=False``.
     hold_depth : int
-        Finished results each PE column can hold while waiting for the C write port (default 2).
+        Finished results each PE column can hold while waiting for the C write port (default
+        2; only with ``result_logs=False``).
+    result_logs : bool
+        True (default): one C result log per PE column (``hw.result_logs``). False: one C
+        buffer written through an arbitrated port (one result per cycle).
     sel_lanes : int
         0 (default): no threshold-select unit. ``> 0``: include a
         :class:`~hw.threshold_select.ThresholdSelect` with that many int8 lanes per beat and its
@@ -68,10 +77,13 @@ class SwatCore(wiring.Component):
         Host writes of D words.
     s_write : Out(WritePort.Signature(addr_width=ceil_log2(s_depth), shape=32))
         Host writes of compressed-S words.
-    c_read : Out(ReadPort.Signature(addr_width=ceil_log2(c_depth), shape=rows*32))
-        Host reads of C words (data the cycle after the address, while ``en``).
-    ctrl : Out(ControlSignature(ceil_log2(s_depth) + 1))
-        Operation control and status (``hw.core_ports``).
+    c_read : Out(ReadPort.Signature(addr_width=..., shape=...))
+        Host reads of C. With result logs: address ``log << ceil_log2(c_depth) | index``, data
+        ``lanes | caddr << rows*32`` after ``C_READ_LATENCY`` = 3 cycles. Without: address
+        ``mt*N + n``, data ``rows*32`` bits the cycle after (``C_READ_LATENCY`` = 1).
+    ctrl : Out(ControlSignature(ceil_log2(s_depth) + 1, logs, ceil_log2(c_depth) + 1))
+        Operation control and status (``hw.core_ports``); ``ctrl.results[j]``: entries of
+        log ``j``.
     sel : Out(SelectSignature(...)), only with ``sel_lanes > 0``
         The threshold-select unit's host ports (``hw.core_ports``).
 
@@ -79,9 +91,9 @@ class SwatCore(wiring.Component):
     Latency / throughput: see the module docstring.
     """
 
-    def __init__(self, *, rows: int = 8, cols: int = 8, d_depth: int = 4608,
-                 s_depth: int = 8192, c_depth: int = 512, hold_depth: int = 2,
-                 sel_lanes: int = 0):
+    def __init__(self, *, rows: int = 8, cols: int = 8, d_depth: int = 16384,
+                 s_depth: int = 8192, c_depth: int = 8192, hold_depth: int = 2,
+                 sel_lanes: int = 0, result_logs: bool = True):
         self.rows = check_int("SwatCore", "rows", rows, minimum=1)
         self.cols = check_int("SwatCore", "cols", cols, minimum=1)
         self.d_depth = check_int("SwatCore", "d_depth", d_depth, minimum=2)
@@ -89,12 +101,24 @@ class SwatCore(wiring.Component):
         self.c_depth = check_int("SwatCore", "c_depth", c_depth, minimum=2)
         self.hold_depth = check_int("SwatCore", "hold_depth", hold_depth, minimum=1)
         self.sel_lanes = check_int("SwatCore", "sel_lanes", sel_lanes, minimum=0)
+        if not isinstance(result_logs, bool):
+            raise TypeError(f"SwatCore: result_logs must be a bool, not {result_logs!r}")
+        self.result_logs = result_logs
         self.d_aw, self.s_aw, self.c_aw = ceil_log2(d_depth), ceil_log2(s_depth), ceil_log2(c_depth)
+        if result_logs:
+            self.C_READ_LATENCY = ResultLogs.LATENCY
+            c_read = ReadPort.Signature(addr_width=ceil_log2(cols) + self.c_aw,
+                                        shape=log_width(rows, c_depth))
+            ctrl = ControlSignature(self.s_aw + 1, cols, self.c_aw + 1)
+        else:
+            self.C_READ_LATENCY = 1
+            c_read = ReadPort.Signature(addr_width=self.c_aw, shape=rows * 32)
+            ctrl = ControlSignature(self.s_aw + 1)
         members = {
             "d_write": Out(WritePort.Signature(addr_width=self.d_aw, shape=rows * 8)),
             "s_write": Out(WritePort.Signature(addr_width=self.s_aw, shape=32)),
-            "c_read": Out(ReadPort.Signature(addr_width=self.c_aw, shape=rows * 32)),
-            "ctrl": Out(ControlSignature(self.s_aw + 1)),
+            "c_read": Out(c_read),
+            "ctrl": Out(ctrl),
         }
         self.sel_unit = None
         if sel_lanes:
@@ -105,25 +129,27 @@ class SwatCore(wiring.Component):
         # memories are created here so that testbenches can preload them (ctx.set(mem.data[a], v))
         self.d_mem = Memory(shape=rows * 8, depth=d_depth, init=[])
         self.s_mem = Memory(shape=32, depth=s_depth, init=[])
-        self.c_mem = Memory(shape=rows * 32, depth=c_depth, init=[])
+        if result_logs:
+            self.c_logs = [Memory(shape=log_width(rows, c_depth), depth=c_depth, init=[])
+                           for _ in range(cols)]
+        else:
+            self.c_mem = Memory(shape=rows * 32, depth=c_depth, init=[])
 
     def elaborate(self, platform):
         m = Module()
         rows, cols, ctrl = self.rows, self.cols, self.ctrl
         m.submodules.d_mem = d_mem = self.d_mem
         m.submodules.s_mem = s_mem = self.s_mem
-        m.submodules.c_mem = c_mem = self.c_mem
         m.submodules.loader = ld = Loader(rows=rows, cols=cols, d_depth=self.d_depth,
                                           s_depth=self.s_depth, c_depth=self.c_depth)
         m.submodules.pe = pe = PEArray(rows=rows, cols=cols, tag_width=self.c_aw,
                                        hold_depth=self.hold_depth)
 
-        # ---- host ports of the buffers
+        # ---- host ports of the D and S buffers (the select unit writes S after the host)
         wiring.connect(m, wiring.flipped(self.d_write), d_mem.write_port())
         s_write = s_mem.write_port()
         m.d.comb += [s_write.en.eq(self.s_write.en), s_write.addr.eq(self.s_write.addr),
                      s_write.data.eq(self.s_write.data)]
-        wiring.connect(m, wiring.flipped(self.c_read), c_mem.read_port())
         sel_busy = self._select_unit(m, s_write)
 
         # ---- loader on S
@@ -136,40 +162,14 @@ class SwatCore(wiring.Component):
             ld.s_len.eq(ctrl.s_len), pe.clear.eq(start),
         ]
 
-        # ---- D read stage, operands to the PE array; result credits
+        # ---- D read stage, operands to the PE array
         in_flight = []
         for j in range(cols):
             in_flight += self._operand_fetch(m, j, start, ld.out[j], d_mem.read_port(),
                                              pe.inp[j])
-            # credit: at most hold_depth unfinished results per column (holding queue)
-            owed = Signal(range(self.hold_depth + 1), name=f"owed_{j}")
-            inc = ld.col_fin[j]
-            dec = pe.out[j].valid & pe.out[j].ready
-            with m.If(start):
-                m.d.sync += owed.eq(0)
-            with m.Elif(inc & ~dec):
-                m.d.sync += owed.eq(owed + 1)
-            with m.Elif(dec & ~inc):
-                m.d.sync += owed.eq(owed - 1)
-            m.d.comb += ld.hold_free[j].eq(owed < self.hold_depth)
 
-        # ---- C write arbitration (lowest column first), one-hot AND-OR select, registered
-        c_write = c_mem.write_port()
-        c_we = Signal()
-        c_addr = Signal(self.c_aw)
-        c_data = Signal(rows * 32)
-        taken = Const(0)
-        sel_addr, sel_data = Const(0, self.c_aw), Const(0, rows * 32)
-        for j in range(cols):
-            res = pe.out[j]
-            grant = Signal(name=f"c_grant_{j}")
-            m.d.comb += grant.eq(res.valid & ~taken)
-            taken = taken | res.valid
-            m.d.comb += res.ready.eq(grant)
-            sel_addr = sel_addr | Mux(grant, res.payload.tag, 0)
-            sel_data = sel_data | Mux(grant, res.payload.c, 0)
-        m.d.sync += [c_we.eq(taken), c_addr.eq(sel_addr), c_data.eq(sel_data)]
-        m.d.comb += [c_write.en.eq(c_we), c_write.addr.eq(c_addr), c_write.data.eq(c_data)]
+        # ---- results: per-column logs, or one C buffer behind an arbitrated port
+        writing = self._results(m, start, ld, pe)
 
         # ---- control, status, counters
         m.d.comb += [ctrl.error.eq(ld.error), ctrl.error_code.eq(ld.error_code)]
@@ -184,10 +184,38 @@ class SwatCore(wiring.Component):
                 ctrl.idle_cycles.eq(ctrl.idle_cycles + _popcount(ld.col_idle)),
             ]
             settling = Signal()
-            m.d.comb += settling.eq(ld.busy | pe.busy | Cat(*in_flight).any() | c_we)
+            m.d.comb += settling.eq(ld.busy | pe.busy | Cat(*in_flight).any() | writing)
             with m.If(~settling):
                 m.d.sync += [ctrl.busy.eq(0), ctrl.done.eq(1)]
         return m
+
+    def _results(self, m, start, ld, pe):
+        """The output path; returns a signal that is high while a result is still to be
+        written."""
+        writing = Signal()
+        if self.result_logs:
+            m.submodules.results = logs = ResultLogs(rows=self.rows, cols=self.cols,
+                                                     depth=self.c_depth)
+            m.d.comb += logs.start.eq(start)
+            for j, mem in enumerate(self.c_logs):
+                m.submodules[f"c_log_{j}"] = mem
+                wiring.connect(m, logs.log_write[j], mem.write_port())
+                wiring.connect(m, logs.log_read[j], mem.read_port())
+                wiring.connect(m, pe.out[j], logs.results[j])
+                m.d.comb += self.ctrl.results[j].eq(logs.counts[j])
+            wiring.connect(m, wiring.flipped(self.c_read), logs.read)
+            m.d.comb += ld.hold_free.eq(-1)  # a log takes a result every cycle
+            return writing  # the result register writes the log the cycle it is valid
+        m.submodules.c_mem = c_mem = self.c_mem
+        m.submodules.results = port = ResultPort(rows=self.rows, cols=self.cols,
+                                                 depth=self.c_depth, hold_depth=self.hold_depth)
+        wiring.connect(m, port.c_write, c_mem.write_port())
+        wiring.connect(m, wiring.flipped(self.c_read), c_mem.read_port())
+        m.d.comb += [port.start.eq(start), port.finishing.eq(ld.col_fin),
+                     ld.hold_free.eq(port.hold_free), writing.eq(port.busy)]
+        for j in range(self.cols):
+            wiring.connect(m, pe.out[j], port.results[j])
+        return writing
 
     def _select_unit(self, m, s_write):
         """Instantiate the threshold-select unit (if any) writing into the S buffer after the

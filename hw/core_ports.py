@@ -38,22 +38,28 @@ class ControlSignature(wiring.Signature):
         ``hw.contract`` loader error code (0: none).
     cycles, busy_cycles, stall_cycles, idle_cycles : Out(32)
         Counters of the last operation (``docs/core-interface.md``).
+    results : Out(count_width).array(logs), only with ``logs > 0``
+        Entries in each C result log after the last operation (``hw.result_logs``).
     """
 
-    def __init__(self, s_len_width: int):
-        self.s_len_width = s_len_width
-        super().__init__({
+    def __init__(self, s_len_width: int, logs: int = 0, count_width: int = 1):
+        self.s_len_width, self.logs, self.count_width = s_len_width, logs, count_width
+        members = {
             "start": In(1), "m": In(16), "k": In(16), "n": In(16), "s_len": In(s_len_width),
             "busy": Out(1), "done": Out(1), "error": Out(1), "error_code": Out(4),
             "cycles": Out(32), "busy_cycles": Out(32), "stall_cycles": Out(32),
             "idle_cycles": Out(32),
-        })
+        }
+        if logs:
+            members["results"] = Out(count_width).array(logs)
+        super().__init__(members)
 
     def __eq__(self, other):
-        return type(other) is type(self) and other.s_len_width == self.s_len_width
+        return (type(other) is type(self) and (other.s_len_width, other.logs, other.count_width)
+                == (self.s_len_width, self.logs, self.count_width))
 
     def __repr__(self):
-        return f"ControlSignature({self.s_len_width})"
+        return f"ControlSignature({self.s_len_width}, {self.logs}, {self.count_width})"
 
 
 class SelectSignature(wiring.Signature):

@@ -2,9 +2,14 @@
 
 With one S-buffer read port it reads the blob header (magic, ``K | N << 16``, ``nnz``), checks
 it against the shape registers and ``s_len``, waits for the :class:`~hw.fit_check.FitCheck`,
-then reads the column pointers one per cycle — ``ptr[0]`` once, ``ptr[n+1]`` for each work item
-(M-tile ``mt``, column ``n``), ``ptr[n]`` being the previous read — checks each and pushes an item
-descriptor (entry address, entry count, D base ``mt*K``, C address ``mt*N + n``) into a FIFO.
+then reads the column pointers one per cycle — ``ptr[0]`` once, ``ptr[n+1]`` for each work item,
+``ptr[n]`` being the previous read — checks each and pushes an item descriptor (entry address,
+entry count, D base ``mt*K``, C address ``mt*N + n``, M-tiles ``reps``) into a FIFO. A work item
+is a *chunk*: column ``n`` of ``S`` over ``reps`` consecutive M-tiles ``mt …``; chunks go in
+the order (tile group 0: n = 0 … N-1), (tile group 1: …). The chunk size ``g`` (a power of two
+up to ``MAX_REPS``; ``reps = min(g, M-tiles left)``) is chosen per operation from ``nnz`` and
+``N`` (:func:`chunk_tiles`): short columns of ``S`` get long chunks, so that the dispatcher's one
+descriptor per cycle keeps up with ``cols`` PE columns however short the columns are.
 Pointers of the next items are read while the current ones stream. Only checked pointers make
 descriptors, so every entry address handed out lies in ``[4+N, 4+N+nnz) ⊆ [0, s_len)``.
 
@@ -25,16 +30,19 @@ from amaranth.utils import ceil_log2
 
 from .contract.blob import MAGIC
 from .contract.codes import LoaderError
+from .contract.cycles import MAX_REPS, chunk_tiles
 from .params import check_int
 
-__all__ = ["Dispatcher", "descriptor_layout"]
+__all__ = ["Dispatcher", "descriptor_layout", "chunk_tiles", "MAX_REPS"]
 
 
 def descriptor_layout(s_aw: int, d_aw: int, c_aw: int) -> data.StructLayout:
-    """A work item: ``entry`` (S word of its first entry), ``count`` (entries), ``d_base``
-    (D word ``mt*K``), ``c_addr`` (C word ``mt*N + n``)."""
+    """A work item (chunk): ``entry`` (S word of its first entry), ``count`` (entries), ``d_base``
+    (D word ``mt*K`` of its first M-tile), ``c_addr`` (C word ``mt*N + n`` of its first
+    M-tile), ``reps`` (M-tiles ``mt, mt+1, …``, 1 … ``MAX_REPS``)."""
     return data.StructLayout({"entry": s_aw + 1, "count": s_aw + 1, "d_base": d_aw,
-                              "c_addr": c_aw})
+                              "c_addr": c_aw, "reps": range(MAX_REPS + 1)})
+
 
 
 class Dispatcher(wiring.Component):
@@ -42,6 +50,8 @@ class Dispatcher(wiring.Component):
 
     Parameters
     ----------
+    cols : int
+        PE columns (the chunk-size rule), >= 1.
     d_depth, s_depth, c_depth : int
         Words of the D, S and C buffers (address widths; ``s_depth`` bounds ``s_len``).
     fifo_depth : int
@@ -62,7 +72,9 @@ class Dispatcher(wiring.Component):
     queue_empty : Out(1) — every descriptor of the operation has been taken.
     """
 
-    def __init__(self, *, d_depth: int, s_depth: int, c_depth: int, fifo_depth: int = 6):
+    def __init__(self, *, cols: int, d_depth: int, s_depth: int, c_depth: int,
+                 fifo_depth: int = 6):
+        self.cols = check_int("Dispatcher", "cols", cols, minimum=1)
         self.d_depth = check_int("Dispatcher", "d_depth", d_depth, minimum=2)
         self.s_depth = check_int("Dispatcher", "s_depth", s_depth, minimum=8)
         self.c_depth = check_int("Dispatcher", "c_depth", c_depth, minimum=2)
@@ -94,7 +106,12 @@ class Dispatcher(wiring.Component):
         nnz = Signal(32)
         entry0 = Signal(17)     # 4 + N: S word of entry 0
         next_ptr = Signal(17)   # index of the next pointer to read
-        tile = Signal(17)       # M-tile of the next pointer read, counted from 1
+        tiles_left = Signal(17)  # M-tiles from the current tile group on
+        group_shift = Signal(range(MAX_REPS.bit_length()))  # chunk size g = 1 << group_shift
+        group = Signal(range(MAX_REPS + 1))
+        reps = Signal(range(MAX_REPS + 1))  # M-tiles of the current group's chunks (comb)
+        d_step = Signal(d_aw)   # g * K
+        c_step = Signal(c_aw)   # g * N
         d_base = Signal(d_aw)
         c_base = Signal(c_aw)
         all_read = Signal()     # every pointer of every M-tile has been read
@@ -103,15 +120,17 @@ class Dispatcher(wiring.Component):
         read_ptr = Signal(17)
         read_d_base = Signal(d_aw)
         read_c_base = Signal(c_aw)
+        read_reps = Signal.like(reps)
         # stage B: the pointer word registered straight from the BRAM output
         word_valid = Signal()
         word_ptr = Signal(17)
         word_d_base = Signal(d_aw)
         word_c_base = Signal(c_aw)
+        word_reps = Signal.like(reps)
         word = Signal(32)
         m.d.sync += [word.eq(port.data), word_valid.eq(read_valid & ~self.start),
                      word_ptr.eq(read_ptr), word_d_base.eq(read_d_base),
-                     word_c_base.eq(read_c_base)]
+                     word_c_base.eq(read_c_base), word_reps.eq(read_reps)]
         prev_word = Signal(32)  # the pointer read before (start of the item)
         header_error = Signal(4)  # first header error (reported after the fit check)
 
@@ -140,13 +159,19 @@ class Dispatcher(wiring.Component):
                 m.next = "HDR4"
             with m.State("HDR4"):  # word = blob word 2
                 m.d.sync += [
-                    nnz.eq(word), entry0.eq(n + 4), next_ptr.eq(0), tile.eq(1), d_base.eq(0),
+                    nnz.eq(word), entry0.eq(n + 4), next_ptr.eq(0), d_base.eq(0),
                     c_base.eq(0), all_read.eq(0), prev_word.eq(0),
                 ]
                 with m.If((header_error == 0) & ((word + n + 4) > self.s_len)):
                     m.d.sync += header_error.eq(LoaderError.TRUNC)
                 m.next = "JOIN"
             with m.State("JOIN"):  # wait for the fit check; its error takes precedence
+                # chunk size: smallest g = 2**i with g * nnz >= 2 * cols * N (chunk_tiles)
+                need = n * (2 * self.cols)
+                shift = MAX_REPS.bit_length() - 1
+                for i in reversed(range(MAX_REPS.bit_length() - 1)):
+                    shift = Mux((nnz << i) >= need, i, shift)
+                m.d.sync += [group_shift.eq(shift), tiles_left.eq(self.mtiles)]
                 with m.If(~self.fit_busy):
                     with m.If(self.fit_bad):
                         m.d.comb += self.error.eq(LoaderError.FIT)
@@ -165,6 +190,12 @@ class Dispatcher(wiring.Component):
                     m.next = "HDR0"
         m.d.comb += [self.idle.eq(fsm.ongoing("IDLE")), self.ended.eq(fsm.ongoing("END"))]
 
+        # ---- chunk geometry (steps registered from group_shift, set in JOIN; the first use
+        # is the second pointer read)
+        m.d.sync += [group.eq(1 << group_shift), d_step.eq(k << group_shift),
+                     c_step.eq(n << group_shift)]
+        m.d.comb += reps.eq(Mux(tiles_left < group, tiles_left, group))
+
         # ---- pointer reads (RUN), while the FIFO has room for what is in flight
         desc_valid = Signal()   # stage C: checked pointer / descriptor registered
         desc_bad = Signal()
@@ -175,13 +206,13 @@ class Dispatcher(wiring.Component):
         with m.If(self.running & ~all_read & ~self.stop & room):
             m.d.comb += port.addr.eq(next_ptr + 3)
             m.d.sync += [read_valid.eq(1), read_ptr.eq(next_ptr), read_d_base.eq(d_base),
-                         read_c_base.eq(c_base)]
+                         read_c_base.eq(c_base), read_reps.eq(reps)]
             with m.If(next_ptr == n):
-                with m.If(tile == self.mtiles):
+                with m.If(tiles_left <= group):
                     m.d.sync += all_read.eq(1)
                 with m.Else():
-                    m.d.sync += [tile.eq(tile + 1), d_base.eq(d_base + k),
-                                 c_base.eq(c_base + n), next_ptr.eq(1)]
+                    m.d.sync += [tiles_left.eq(tiles_left - group), d_base.eq(d_base + d_step),
+                                 c_base.eq(c_base + c_step), next_ptr.eq(1)]
             with m.Else():
                 m.d.sync += next_ptr.eq(next_ptr + 1)
 
@@ -197,6 +228,7 @@ class Dispatcher(wiring.Component):
             desc_valid.eq(word_valid & (word_ptr != 0) & ~self.start), desc_bad.eq(ptr_bad),
             desc.entry.eq(entry0 + item_start), desc.count.eq(word - item_start),
             desc.d_base.eq(word_d_base), desc.c_addr.eq(word_c_base + word_ptr - 1),
+            desc.reps.eq(word_reps),
         ]
         with m.If(word_valid):
             m.d.sync += prev_word.eq(word)

@@ -1,8 +1,10 @@
 """Compressed-S loader: reads the CSC blob of ``sw.compress`` from the S buffer and feeds the
 non-zeros ``(k, v)`` of dynamically assigned work items to the PE columns.
 
-A *work item* is a pair (M-tile ``mt``, output column ``n``) of the whole GEMM, in the order
-``(0, 0), (0, 1), … (0, N-1), (1, 0), …``. The loader is three kinds of parts:
+A *work item* is a chunk: output column ``n`` over ``reps`` consecutive M-tiles ``mt …`` of the
+whole GEMM (one C word per M-tile), in the order (tile group 0: ``n = 0 … N-1``), (tile group 1:
+…); the chunk size adapts to the length of the columns of ``S`` (:mod:`hw.dispatcher`). The
+loader is three kinds of parts:
 
 * :class:`~hw.fit_check.FitCheck` — does the shape fit the D and C buffers (error 8);
 * :class:`~hw.dispatcher.Dispatcher` (one S read port) — header checks (1, 2, 4), then one
@@ -69,7 +71,8 @@ class Loader(wiring.Component):
     error : Out(1); error_code : Out(4) — sticky until the next ``start``.
     col_busy, col_stall, col_idle : Out(cols) — per column, this cycle: issuing an entry;
         work pending but not issuing (also during the header); no work left.
-    col_fin : Out(cols) — column issued the last entry (or zero token) of an item this cycle.
+    col_fin : Out(cols) — column issued the last entry (or zero token) of one M-tile's pass
+        (one result) this cycle.
 
     Latency / throughput: see the module docstring.
     """
@@ -125,7 +128,8 @@ class Loader(wiring.Component):
         m.submodules.fit = fit = FitCheck(rows=self.rows, d_depth=self.d_depth,
                                           c_depth=self.c_depth)
         m.d.comb += [fit.start.eq(start), fit.m.eq(self.m), fit.k.eq(self.k), fit.n.eq(self.n)]
-        m.submodules.dispatcher = disp = Dispatcher(fifo_depth=self.fifo_depth, **depths)
+        m.submodules.dispatcher = disp = Dispatcher(cols=cols, fifo_depth=self.fifo_depth,
+                                                    **depths)
         wiring.connect(m, wiring.flipped(self.s_rd[cols]), disp.s_rd)
         m.d.comb += [
             disp.start.eq(start), disp.k.eq(k), disp.n.eq(n), disp.s_len.eq(s_len),
@@ -142,7 +146,7 @@ class Loader(wiring.Component):
             wiring.connect(m, col.out, wiring.flipped(self.out[j]))
             m.d.comb += [
                 col.start.eq(start), col.running.eq(disp.running), col.stop.eq(stop),
-                col.k.eq(k), col.hold_free.eq(self.hold_free[j]),
+                col.k.eq(k), col.n.eq(n), col.hold_free.eq(self.hold_free[j]),
                 col.desc.payload.eq(disp.desc.payload),
                 col.desc.valid.eq(disp.desc.valid & ~taken),
                 self.col_fin[j].eq(col.finishing),

@@ -250,6 +250,9 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, model_rtl=None) -> dic
             "flop_cycles": (round(float(getattr(fl, j.pass_name + "_sparse")) / pes, 1)
                             if fl else None),
             "utilization": round(macs / (pes * sp["cycles"]), 4) if sp["cycles"] else 0.0,
+            # hw.contract.cycles.schedule_cycles summed over the core operations (whole runs)
+            "model_cycles": r.model_cycles if r is not None and sp["simulated"] == "whole"
+            else None,
             "dense_rtl_cycles": dn["cycles"],
             "speedup": round(dn["cycles"] / sp["cycles"], 3) if sp["cycles"] else None,
             "max_speedup": (round(m * int(np.count_nonzero(j.s_dense)) / macs, 3)
@@ -263,6 +266,8 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, model_rtl=None) -> dic
                                                    @ j.s_golden.astype(np.float64)), 6)
                                    if r is not None else None),
         }
+        if row["model_cycles"] is not None and sp["cycles"]:
+            row["model_error"] = round(row["model_cycles"] / sp["cycles"] - 1, 4)
         if n_max or truly_dense:
             row.update(simulated=sp["simulated"], rtl_cycles_bound95=sp["bound"],
                        dense_simulated=dn["simulated"], dense_rtl_cycles_bound95=dn["bound"])
@@ -287,6 +292,8 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, model_rtl=None) -> dic
         if tot["rtl_cycles"] else 0
     tot["all_bit_exact"] = all(r["bit_exact"] for r in rows_out)
     sampled = [r for r in rows_out if r.get("simulated", "whole") != "whole"]
+    tot["model_worst_error"] = max((abs(r["model_error"]) for r in rows_out
+                                    if "model_error" in r), default=None)
     summary = {
         "model": info["model"], "sparsity": sparsity, "array": f"{rows}x{cols}",
         "method": args.method, "distribution": args.distribution, "period": args.period,

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from hw.contract.blob import encode_words
-from hw.contract.cycles import ideal_cycles, mac_bound_cycles
+from hw.contract.cycles import ideal_cycles, mac_bound_cycles, schedule_cycles
 from hw.contract.tiling import limits, plan
 from hw.contract.words import pack_d, unpack_c
 from hw.core_port_names import FLAT_NAMES
@@ -67,6 +67,7 @@ class GemmResult:
     nnz: int = 0
     error_code: int = 0
     cycles_only: bool = False  # C was not computed (see run_gemms)
+    model_cycles: int = 0  # hw.contract.cycles.schedule_cycles summed over the operations
 
     @property
     def pes(self) -> int:
@@ -293,8 +294,9 @@ def run_gemms(jobs, *, rows: int = 8, cols: int = 8, model=None, mode: str = "au
     model = _model(rows, cols, model, engine)
     lim = _limits(model)
     rows, cols = lim["rows"], lim["cols"]
-    runs, d_blobs, s_blobs, owners, mults = [], {}, {}, [], []
+    runs, d_blobs, s_blobs, owners, mults, models = [], {}, {}, [], [], []
     metas = []
+    logs = any(p.startswith("ctrl__results__") for p in model.ports)
     only = ([bool(cycles_only)] * len(jobs) if isinstance(cycles_only, bool | int)
             else [bool(x) for x in cycles_only])
     for j, (d, s) in enumerate(jobs):
@@ -334,11 +336,14 @@ def run_gemms(jobs, *, rows: int = 8, cols: int = 8, model=None, mode: str = "au
                          d_cache[dkey], sid, len(s_blobs[sid]), 0 if only[j] else 1])
             owners.append((j, mb, nb))
             mults.append(1)
+            models.append(0 if only[j] else schedule_cycles(
+                s[kb, nb], mb.stop - mb.start, rows, cols, result_logs=logs))
     # group runs by D block to avoid rewriting D for every column group
     order = sorted(range(len(runs)), key=lambda r: (owners[r][0], runs[r][3], runs[r][4]))
     runs = [runs[r] for r in order]
     owners = [owners[r] for r in order]
     mults = [mults[r] for r in order]
+    models = [models[r] for r in order]
     results = [
         GemmResult(c=np.zeros((m, n), dtype=np.int64), cycles=0, macs=m * nnz, runs=0,
                    rows=rows, cols=cols, shape=(m, k, n), nnz=nnz)
@@ -375,6 +380,7 @@ def run_gemms(jobs, *, rows: int = 8, cols: int = 8, model=None, mode: str = "au
                     )
                 continue
             mult = mults[r]
+            res.model_cycles += models[r] * mult
             res.cycles += cyc * mult
             res.busy_cycles += busy * mult
             res.stall_cycles += stall * mult

@@ -25,23 +25,25 @@ class _DUT(Elaboratable):
         return m
 
 
-def _run(words, items, *, k, hold_p=1.0, seed=0):
-    """Feed ``items`` [(entry, count, d_base, c_addr)]; returns (tokens, error flags, cycles)."""
+def _run(words, items, *, k, n=4, hold_p=1.0, seed=0):
+    """Feed ``items`` [(entry, count, d_base, c_addr, reps)]; returns (tokens, error flags,
+    cycles)."""
     dut = _DUT(words)
     c = dut.col
     rng = np.random.default_rng(seed)
     tokens, flags, cycles = [], set(), []
 
     async def tb(ctx):
-        ctx.set(c.k, k), ctx.set(c.running, 1)
+        ctx.set(c.k, k), ctx.set(c.n, n), ctx.set(c.running, 1)
         queue = list(items)
         for cyc in range(400):
             hold = bool(rng.random() < hold_p)
             ctx.set(c.hold_free, hold)
             ctx.set(c.desc.valid, bool(queue))
             if queue:
-                e, n_, d, a = queue[0]
-                ctx.set(c.desc.payload, {"entry": e, "count": n_, "d_base": d, "c_addr": a})
+                e, cnt, d, a, r = queue[0]
+                ctx.set(c.desc.payload, {"entry": e, "count": cnt, "d_base": d, "c_addr": a,
+                                         "reps": r})
             if queue and ctx.get(c.desc.ready):
                 queue.pop(0)
             assert not ctx.get(c.finishing) or hold, "last entry issued without credit"
@@ -72,36 +74,40 @@ K, N = S.shape
 PTR = W[3:4 + N]
 
 
-def _items(mtiles=2):
-    return [(4 + N + PTR[c], PTR[c + 1] - PTR[c], mt * K, mt * N + c)
-            for mt in range(mtiles) for c in range(N)]
+def _items(mtiles=2, g=1):
+    """Chunks of ``g`` M-tiles, as the dispatcher makes them."""
+    return [(4 + N + PTR[c], PTR[c + 1] - PTR[c], t * K, t * N + c, min(g, mtiles - t))
+            for t in range(0, mtiles, g) for c in range(N)]
 
 
-def _expected(mtiles=2):
+def _expected(mtiles=2, g=1):
     out = []
-    for mt in range(mtiles):
-        for c in range(N):
-            nz = np.nonzero(S[:, c])[0]
-            if len(nz) == 0:
-                out.append((mt * K, 0, 1, 1, mt * N + c))
-            for i, r in enumerate(nz):
-                out.append((mt * K + int(r), int(S[r, c]), int(i == 0), int(i == len(nz) - 1),
-                            mt * N + c))
+    passes = [(t, c, mt) for t in range(0, mtiles, g) for c in range(N)
+              for mt in range(t, min(t + g, mtiles))]
+    for _, c, mt in passes:
+        nz = np.nonzero(S[:, c])[0]
+        if len(nz) == 0:
+            out.append((mt * K, 0, 1, 1, mt * N + c))
+        for i, r in enumerate(nz):
+            out.append((mt * K + int(r), int(S[r, c]), int(i == 0), int(i == len(nz) - 1),
+                        mt * N + c))
     return out
 
 
-@pytest.mark.parametrize("hold_p,seed", [(1.0, 0), (0.5, 1), (0.2, 2)])
-def test_tokens(hold_p, seed):
-    tokens, flags, _ = _run(W, _items(), k=K, hold_p=hold_p, seed=seed)
-    assert flags == set() and tokens == _expected()
+@pytest.mark.parametrize("hold_p,seed,mtiles,g", [
+    (1.0, 0, 2, 1), (0.5, 1, 2, 1), (0.2, 2, 2, 1), (1.0, 3, 5, 2), (0.5, 4, 7, 4)])
+def test_tokens(hold_p, seed, mtiles, g):
+    """Each chunk streams its entries once per M-tile (D base +K, C address +N each pass)."""
+    tokens, flags, _ = _run(W, _items(mtiles, g), k=K, hold_p=hold_p, seed=seed)
+    assert flags == set() and tokens == _expected(mtiles, g)
 
 
 def test_one_entry_per_cycle():
     s = np.ones((20, 3), dtype=np.int8)
     w = [int(x) for x in compress.words(compress.encode(s))]
-    items = [(7 + 20 * c, 20, 0, c) for c in range(3)]
-    tokens, _, cycles = _run(w, items, k=20)
-    assert len(tokens) == 60 and cycles <= 60 + 5
+    items = [(7 + 20 * c, 20, 0, c, 2) for c in range(3)]
+    tokens, _, cycles = _run(w, items, k=20, n=3)
+    assert len(tokens) == 120 and cycles <= 120 + 5
 
 
 @pytest.mark.parametrize("index,value,flag", [

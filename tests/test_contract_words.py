@@ -1,12 +1,14 @@
 """hw.contract.words: the D and C buffer layouts, in both word representations."""
 
 import numpy as np
+import pytest
 
 from hw.contract.words import (
     c_ints,
     c_lanes,
     d_ints,
     d_lanes,
+    gather_c,
     m_tiles,
     pack_c,
     pack_d,
@@ -48,3 +50,19 @@ def test_inverses():
     c = rng.integers(-(2**31), 2**31, (13, 5)).astype(np.int32)
     assert np.array_equal(unpack_c(pack_c(c, 4), 13, 5, 4), c)
     assert np.array_equal(c_lanes(c_ints(pack_c(c, 4)), 4), pack_c(c, 4))
+
+
+def test_gather_c_any_order_and_exact_messages():
+    rows = 2
+    words = [(a + 1) * 0x1_0000_0001 for a in range(4)]  # two lanes per word
+    entries = [w | a << 64 for a, w in enumerate(words)]
+    assert gather_c(entries[::-1], rows, 4) == words
+    with pytest.raises(ValueError) as info:
+        gather_c(entries[:3], rows, 4)
+    assert str(info.value) == "C word 3 missing from the result logs (1 of 4 missing)"
+    with pytest.raises(ValueError) as info:
+        gather_c(entries + entries[1:2], rows, 4)
+    assert str(info.value) == "C word 1 written twice"
+    with pytest.raises(ValueError) as info:
+        gather_c(entries, rows, 3)
+    assert str(info.value) == "result log entry for C word 3 outside 0..2"

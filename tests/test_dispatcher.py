@@ -9,13 +9,13 @@ from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
 from hw.contract.codes import LoaderError
-from hw.dispatcher import Dispatcher
+from hw.dispatcher import Dispatcher, chunk_tiles
 from sw import compress
 
 
 class _DUT(Elaboratable):
-    def __init__(self, words, depth=64):
-        self.disp = Dispatcher(d_depth=256, s_depth=depth, c_depth=128)
+    def __init__(self, words, depth=64, cols=2):
+        self.disp = Dispatcher(cols=cols, d_depth=256, s_depth=depth, c_depth=128)
         self.mem = Memory(shape=32, depth=depth, init=[int(w) for w in words])
 
     def elaborate(self, platform):
@@ -25,9 +25,9 @@ class _DUT(Elaboratable):
         return m
 
 
-def _run(words, *, k, n, mtiles, s_len=None, fit_bad=0, ready_p=1.0, seed=0):
+def _run(words, *, k, n, mtiles, s_len=None, fit_bad=0, ready_p=1.0, seed=0, cols=2):
     """Returns (descriptors, error codes seen, cycles until END)."""
-    dut = _DUT(words)
+    dut = _DUT(words, cols=cols)
     d = dut.disp
     rng = np.random.default_rng(seed)
     got, errors = [], []
@@ -44,7 +44,7 @@ def _run(words, *, k, n, mtiles, s_len=None, fit_bad=0, ready_p=1.0, seed=0):
             ctx.set(d.desc.ready, ready)
             if ctx.get(d.desc.valid) and ready:
                 p = ctx.get(d.desc.payload)
-                got.append((p.entry, p.count, p.d_base, p.c_addr))
+                got.append((p.entry, p.count, p.d_base, p.c_addr, p.reps))
             code = ctx.get(d.error)
             if code:
                 errors.append(code)
@@ -67,14 +67,18 @@ S = np.array([[0, 3, 0, 1], [-128, 0, 0, 2], [5, 127, 0, 0]], dtype=np.int8)
 W = [int(x) for x in compress.words(compress.encode(S))]
 
 
-@pytest.mark.parametrize("ready_p,seed", [(1.0, 0), (0.4, 1), (0.1, 2)])
-def test_descriptors_in_item_order(ready_p, seed):
+@pytest.mark.parametrize("ready_p,seed,cols,mtiles", [
+    (1.0, 0, 1, 3), (0.4, 1, 2, 3), (0.1, 2, 1, 5), (1.0, 3, 4, 19), (0.5, 4, 64, 30)])
+def test_descriptors_in_chunk_order(ready_p, seed, cols, mtiles):
+    """Chunks of g = chunk_tiles(nnz, N, cols) M-tiles (fewer in the last group), columns in
+    order within a tile group."""
     k, n = S.shape
-    mtiles = 3
+    g = chunk_tiles(W[2], n, cols)
+    assert g == {1: 2, 2: 4, 4: 8, 64: 16}[cols]
     ptr = W[3:4 + n]
-    exp = [(4 + n + ptr[c], ptr[c + 1] - ptr[c], mt * k, mt * n + c)
-           for mt in range(mtiles) for c in range(n)]
-    got, errors, _ = _run(W, k=k, n=n, mtiles=mtiles, ready_p=ready_p, seed=seed)
+    exp = [(4 + n + ptr[c], ptr[c + 1] - ptr[c], t * k, t * n + c, min(g, mtiles - t))
+           for t in range(0, mtiles, g) for c in range(n)]
+    got, errors, _ = _run(W, k=k, n=n, mtiles=mtiles, ready_p=ready_p, seed=seed, cols=cols)
     assert errors == [] and got == exp
 
 
@@ -99,4 +103,4 @@ def test_errors(words, s_len, fit_bad, code):
     got, errors, _ = _run(words, k=3, n=4, mtiles=2, s_len=s_len, fit_bad=fit_bad)
     assert errors[:1] == [code]
     # no descriptor is formed from a pointer at or after the bad one
-    assert all(c >= 0 and e + c <= 4 + 4 + 7 for e, c, _, _ in got)
+    assert all(c >= 0 and e + c <= 4 + 4 + 7 for e, c, _, _, _ in got)

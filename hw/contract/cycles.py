@@ -25,7 +25,21 @@ from .blob import as_numpy
 from .codes import BINS, SelectMode
 
 __all__ = ["ideal_cycles", "mac_bound_cycles", "schedule_cycles", "select_cycles",
-           "exposed_select_cycles"]
+           "exposed_select_cycles", "chunk_tiles", "MAX_REPS"]
+
+#: most M-tiles one work-item descriptor of the core covers (a power of two)
+MAX_REPS = 16
+
+
+def chunk_tiles(nnz: int, n: int, cols: int) -> int:
+    """M-tiles per work item (chunk) of the core's dispatcher: the smallest power of two
+    ``g <= MAX_REPS`` with ``g * nnz >= 2 * cols * n``, so that a chunk is about ``2 * cols``
+    entries or longer and one descriptor per cycle outpaces ``cols`` PE columns however short
+    the columns of ``S`` are (``hw.dispatcher`` does the same in gateware)."""
+    g = 1
+    while g < MAX_REPS and g * nnz < 2 * cols * n:
+        g *= 2
+    return g
 
 
 def ideal_cycles(m: int, nnz: int, rows: int, cols: int) -> float:
@@ -39,36 +53,48 @@ def mac_bound_cycles(macs: int, pes: int) -> float:
 
 
 def schedule_cycles(s, m: int, rows: int = 8, cols: int = 8, *, start_latency: int = 13,
-                    drain_latency: int = 10) -> int:
+                    drain_latency: int = 8, result_logs: bool = True) -> int:
     """Estimated ``cycles`` of one ``SwatCore`` operation on ``S`` (dense ``[K, N]`` array).
 
-    Work items ``(mt, n)`` in order go to the PE column that becomes free first (lowest index
-    on a tie); an item takes ``nnz(S[:, n])`` cycles (one for an empty column's zero token);
-    each finished item needs one cycle of the single C write port. Constants: ``start_latency``
-    (``start`` → first entry read) and ``drain_latency`` (last entry read → ``done``).
-    Not modelled: the per-column result credit (``hold_depth`` results in flight, ~11-cycle
-    round trip), which slows items shorter than about ``11 / hold_depth`` entries when there are
-    too few PE columns to saturate the C port; the estimate is then low.
+    Work items are chunks: column ``n`` of ``S`` over ``g = chunk_tiles(nnz, N, cols)``
+    consecutive M-tiles (fewer in the last tile group), in the order (group 0: ``n = 0 …
+    N-1``), (group 1: …). The dispatcher makes one chunk descriptor per cycle; a chunk goes to
+    the PE column that becomes free first (lowest index on a tie; at most one hand-out per
+    cycle) and takes ``reps · max(nnz(S[:, n]), 1)`` cycles (an empty column sends one zero
+    token per M-tile). Constants: ``start_latency`` (``start`` → first entry read; the fit
+    check adds ``mtiles // 8 + mtiles % 8 - 4`` cycles when that is positive) and
+    ``drain_latency`` (last entry read → ``done``). ``result_logs=False`` models the single C
+    write port too (one result per cycle, in order of completion).
     """
     s = as_numpy(s)
-    lens = np.maximum((s != 0).sum(axis=0), 1).astype(int)
+    k, n = s.shape
+    col_nnz = (s != 0).sum(axis=0)
+    lens = np.maximum(col_nnz, 1).astype(int)
     mtiles = -(-m // rows)
-    free = [(start_latency, j) for j in range(cols)]
+    g = chunk_tiles(int(col_nnz.sum()), n, cols)
+    start = start_latency + max(0, mtiles // 8 + mtiles % 8 - 4)
+    free = [(start, j) for j in range(cols)]
     heapq.heapify(free)
-    ends = []
-    t_disp = start_latency
-    for _ in range(mtiles):
+    ends = []  # (finish time of each M-tile's pass)
+    t_desc = start  # when the next descriptor is at the head of the queue
+    last = start
+    for t0 in range(0, mtiles, g):
+        reps = min(g, mtiles - t0)
         for n_len in lens:
             t_free, j = heapq.heappop(free)
-            t0 = max(t_free, t_disp)
-            t_disp = t0 + 1 if t0 == t_disp else t_disp  # one descriptor per cycle
-            t1 = t0 + int(n_len)
-            ends.append(t1)
+            t = max(t_free, t_desc)
+            t_desc = t + 1  # one descriptor per cycle
+            for r in range(reps):
+                ends.append(t + (r + 1) * int(n_len))
+            t1 = t + reps * int(n_len)
+            last = max(last, t1)
             heapq.heappush(free, (t1, j))
+    if result_logs:
+        return int(last + drain_latency)
     port = 0
     for e in sorted(ends):
         port = max(port, e) + 1
-    return int(port - 1 + drain_latency)
+    return int(max(port - 1, last) + drain_latency)
 
 
 def select_cycles(rows, cols, lanes, *, mode=SelectMode.FULL, nnz=None, banks=1) -> int:

@@ -4,6 +4,10 @@
 least significant), ``D[mt*rows + i, k]`` (rows past ``M`` are zero). ``C [M, N]`` comes back
 the same way with 32-bit lanes: word ``mt*N + n``, lane ``i`` = ``C[mt*rows + i, n]``.
 
+A core with result logs (``hw.result_logs``, the default) returns C as ``cols`` logs of entries
+``lanes | caddr << 32*rows`` (``caddr`` = the C word address ``mt*N + n``); :func:`gather_c`
+turns them into the C buffer words above.
+
 Two representations of a buffer word are in use, and both are defined here: a ``[words,
 rows]`` lane array (what the simulators write through memory handles and the UART bridge
 sends) and one Python ``int`` per word (what an Amaranth testbench writes to a wide memory).
@@ -14,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["m_tiles", "pack_d", "unpack_d", "d_ints", "d_lanes", "pack_c", "unpack_c",
-           "c_ints", "c_lanes"]
+           "c_ints", "c_lanes", "gather_c"]
 
 
 def m_tiles(m: int, rows: int) -> int:
@@ -93,3 +97,29 @@ def unpack_c(words, m: int, n: int, rows: int) -> np.ndarray:
     mt = m_tiles(m, rows)
     c = a.reshape(mt, n, rows).transpose(0, 2, 1).reshape(mt * rows, n)
     return np.ascontiguousarray(c[:m]).astype(np.int32, copy=False)
+
+
+def gather_c(entries, rows: int, count: int) -> list[int]:
+    """Result-log entries -> C buffer words ``0 .. count-1`` (wide ``int`` s, see
+    :func:`c_lanes`).
+
+    ``entries``: the valid entries of every log (wide ``int`` s ``lanes | caddr << 32*rows``),
+    in any order. Raises ``ValueError`` naming the first C word that is missing, written twice
+    or out of range (a core that wrote its logs correctly never does that).
+    """
+    shift = 32 * int(rows)
+    lane_mask = (1 << shift) - 1
+    out: list = [None] * int(count)
+    for e in entries:
+        e = int(e)
+        addr = e >> shift
+        if addr >= count:
+            raise ValueError(f"result log entry for C word {addr} outside 0..{count - 1}")
+        if out[addr] is not None:
+            raise ValueError(f"C word {addr} written twice")
+        out[addr] = e & lane_mask
+    missing = [a for a, w in enumerate(out) if w is None]
+    if missing:
+        raise ValueError(f"C word {missing[0]} missing from the result logs "
+                         f"({len(missing)} of {count} missing)")
+    return out

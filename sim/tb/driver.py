@@ -20,7 +20,7 @@ from cocotb.triggers import ClockCycles, FallingEdge, First, ReadOnly, RisingEdg
 
 from hw.contract.blob import MAGIC, encode_words
 from hw.contract.codes import TIMEOUT_CODE
-from hw.contract.words import pack_d, unpack_c
+from hw.contract.words import gather_c, pack_d, unpack_c
 from sim import coreports
 
 # the buffer layouts and the blob encoder are the contract's; re-exported for the benches
@@ -126,6 +126,21 @@ class CoreDriver:
         if names["c_en"]:  # a read-port enable: held at 1
             p["c_en"] = _Setter(getattr(dut, names["c_en"]))
         self.p = p
+        # result logs (hw.result_logs): one per PE column, entries lanes | caddr << 32*rows,
+        # counted by the ctrl__results__<j> ports; gathered into C words by read_c
+        self.c_aw = max(1, (self.c_depth - 1).bit_length())
+        self.results = [_Setter(getattr(dut, f"ctrl__results__{j}")) for j in range(self.cols)
+                        if f"ctrl__results__{j}" in self.ports]
+        self.c_latency = 3 if self.results else 1
+        self.logs = None
+        if self.results and mode in ("auto", "preload"):
+            by_bank = {}
+            for mm in mems:
+                bare = mm["name"].lstrip("\\")
+                if bare.startswith("c_log_") and bare[6:].isdigit():
+                    by_bank[int(bare[6:])] = _find(dut, mm["name"])
+            if sorted(by_bank) == list(range(self.cols)) and None not in by_bank.values():
+                self.logs = [by_bank[j] for j in range(self.cols)]
         self._raw: dict = {}
         self.clock = None
 
@@ -192,22 +207,45 @@ class CoreDriver:
         we.set(0)
 
     async def read_c(self, count: int, base: int = 0) -> np.ndarray:
-        """C words ``base .. base+count-1`` as ``[count, rows]`` int32."""
+        """C words ``base .. base+count-1`` as ``[count, rows]`` int32 (gathered from the
+        result logs when the core has them)."""
         out = bytearray()
         nb = self.rows * 4
-        if self.cmem:
+        if self.results:
+            words = gather_c(await self._log_entries(), self.rows, base + count)[base:]
+            for w in words:
+                out += w.to_bytes(nb, "little")
+        elif self.cmem:
             for h in self._elems(self.cmem[0], base, count):
                 out += int(h.get_signal_val_binstr(), 2).to_bytes(nb, "little")
         else:
-            caddr, cdata = self.p["c_addr"], self.p["c_data"]
-            clk = RisingEdge(self.dut.clk)
-            caddr.set(base)
-            await clk
-            for a in range(base, base + count):
-                caddr.set(a + 1 if a + 1 < self.c_depth else 0)
-                await clk
-                out += cdata.get().to_bytes(nb, "little")
+            out += b"".join(v.to_bytes(nb, "little")
+                            for v in await self._read_port(list(range(base, base + count))))
         return np.frombuffer(bytes(out), dtype="<i4").reshape(count, self.rows)
+
+    async def _log_entries(self) -> list[int]:
+        """Every valid entry of every result log (memory handles, else the read port)."""
+        counts = [r.get() for r in self.results]
+        if self.logs:
+            return [int(h.get_signal_val_binstr().replace("x", "0").replace("z", "0"), 2)
+                    for mem, cnt in zip(self.logs, counts, strict=True)
+                    for h in self._elems(mem, 0, cnt)]
+        return await self._read_port([j << self.c_aw | i for j, cnt in enumerate(counts)
+                                      for i in range(cnt)])
+
+    async def _read_port(self, addrs: list[int]) -> list[int]:
+        """Reads through the C read port, one address at a time held for ``c_latency + 1``
+        clock edges (robust to when the simulator applies a write made at an edge; the port
+        path is for tests, the fast path reads the memories)."""
+        caddr, cdata = self.p["c_addr"], self.p["c_data"]
+        edges = ClockCycles(self.dut.clk, self.c_latency + 1)
+        vals = []
+        for a in addrs:
+            caddr.set(a)
+            await edges
+            vals.append(cdata.get())
+        caddr.set(0)
+        return vals
 
     # -- operation -------------------------------------------------------------------------
     async def run(self, m: int, k: int, n: int, s_len: int, timeout_cycles: int | None = None,

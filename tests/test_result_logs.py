@@ -1,0 +1,88 @@
+"""ResultLogs in the Amaranth simulator: results of every PE column arriving in the same cycle
+are all kept (``cols`` per cycle), tagged with their C word address, counted per log, emptied by
+``start``, and read back through the host port ``LATENCY`` cycles after the address."""
+
+import gc
+
+import numpy as np
+import pytest
+from amaranth.hdl import Elaboratable, Module
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.sim import Simulator
+
+from hw.contract.words import gather_c
+from hw.result_logs import LATENCY, ResultLogs, log_width
+
+
+class _DUT(Elaboratable):
+    def __init__(self, rows, cols, depth):
+        self.logs = ResultLogs(rows=rows, cols=cols, depth=depth)
+        self.mems = [Memory(shape=log_width(rows, depth), depth=depth, init=[])
+                     for _ in range(cols)]
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.logs = self.logs
+        for j, mem in enumerate(self.mems):
+            m.submodules[f"mem_{j}"] = mem
+            wiring.connect(m, self.logs.log_write[j], mem.write_port())
+            wiring.connect(m, self.logs.log_read[j], mem.read_port())
+        return m
+
+
+@pytest.mark.parametrize("rows,cols,p,seed", [(2, 3, 1.0, 0), (1, 4, 0.5, 1), (3, 1, 0.7, 2)])
+def test_every_result_kept_and_read_back(rows, cols, p, seed):
+    depth = 32
+    rng = np.random.default_rng(seed)
+    dut = _DUT(rows, cols, depth)
+    logs = dut.logs
+    words = [int.from_bytes(rng.bytes(4 * rows), "little") for _ in range(depth)]
+    order = list(rng.permutation(depth))
+    got = {}
+
+    async def tb(ctx):
+        for rnd in range(2):  # a second operation after start: the logs start empty again
+            ctx.set(logs.start, 1)
+            await ctx.tick()
+            ctx.set(logs.start, 0)
+            todo = list(order)
+            while todo:
+                for j in range(cols):
+                    r = logs.results[j]
+                    valid = bool(todo) and rng.random() < p
+                    ctx.set(r.valid, valid)
+                    if valid:
+                        a = todo.pop()
+                        ctx.set(r.payload, {"c": words[a] ^ rnd, "tag": a})
+                    assert ctx.get(r.ready)
+                await ctx.tick()
+            for j in range(cols):
+                ctx.set(logs.results[j].valid, 0)
+            await ctx.tick()
+            counts = [ctx.get(logs.counts[j]) for j in range(cols)]
+            assert sum(counts) == depth
+            addrs = [j << logs.aw | i for j in range(cols) for i in range(counts[j])]
+            entries = []
+            for t in range(len(addrs) + LATENCY):
+                if t < len(addrs):
+                    ctx.set(logs.read.addr, addrs[t])
+                if t >= LATENCY:
+                    entries.append(ctx.get(logs.read.data))
+                await ctx.tick()
+            got[rnd] = gather_c(entries, rows, depth)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    assert got[0] == words and got[1] == [w ^ 1 for w in words]
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_parameters():
+    with pytest.raises(ValueError) as info:
+        ResultLogs(rows=1, cols=2, depth=1)
+    assert str(info.value) == "ResultLogs: depth must be >= 2, not 1"
+    del info
+    gc.collect()
