@@ -85,11 +85,11 @@ def test_batch_with_tiling_and_edge_cases(model8):
     """One simulator run: tiled shapes (M, K and N beyond the buffers), empty and dense S."""
     rng = np.random.default_rng(5)
     jobs = [
-        (_rand(rng, (200, 600)), _rand(rng, (600, 70), 0.1)),  # M tiles beyond c/d depth
-        (_rand(rng, (9, 5000)), _rand(rng, (5000, 9), 0.05)),  # K beyond d_depth
+        (_rand(rng, (800, 600)), _rand(rng, (600, 70), 0.1)),  # M tiles beyond c/d depth
+        (_rand(rng, (9, 20000)), _rand(rng, (20000, 9), 0.05)),  # K beyond d_depth
         (_rand(rng, (8, 64)), _rand(rng, (64, 600), 0.3)),  # N beyond c_depth
         # N beyond c_depth with M > rows: the column groups get M blocks of different height
-        (_rand(rng, (100, 64)), _rand(rng, (64, 576), 0.1)),
+        (_rand(rng, (100, 64)), _rand(rng, (64, 1200), 0.1)),
         (_rand(rng, (16, 300)), _rand(rng, (300, 40))),  # dense S: more than one blob
         (_rand(rng, (5, 7)), np.zeros((7, 3), np.int8)),  # all-zero S
         (np.full((9, 33), -128, np.int8), np.full((33, 9), -128, np.int8)),
@@ -143,9 +143,9 @@ def test_cycles_only_counts_the_same_cycles(model8):
 
 def _batch(rng):
     return [
-        (_rand(rng, (200, 600)), _rand(rng, (600, 70), 0.1)),
-        (_rand(rng, (9, 5000)), _rand(rng, (5000, 9), 0.05)),
-        (_rand(rng, (100, 64)), _rand(rng, (64, 576), 0.1)),
+        (_rand(rng, (800, 600)), _rand(rng, (600, 70), 0.1)),
+        (_rand(rng, (9, 20000)), _rand(rng, (20000, 9), 0.05)),
+        (_rand(rng, (100, 64)), _rand(rng, (64, 1200), 0.1)),
         (_rand(rng, (16, 300)), _rand(rng, (300, 40))),
         (np.full((9, 33), -128, np.int8), np.full((33, 9), 127, np.int8)),
     ]

@@ -25,9 +25,9 @@ def model8():
 
 def _batch(rng):
     return [
-        (_rand(rng, (200, 600)), _rand(rng, (600, 70), 0.1)),
-        (_rand(rng, (9, 5000)), _rand(rng, (5000, 9), 0.05)),
-        (_rand(rng, (100, 64)), _rand(rng, (64, 576), 0.1)),
+        (_rand(rng, (800, 600)), _rand(rng, (600, 70), 0.1)),
+        (_rand(rng, (9, 20000)), _rand(rng, (20000, 9), 0.05)),
+        (_rand(rng, (100, 64)), _rand(rng, (64, 1200), 0.1)),
     ]
 
 
@@ -68,7 +68,7 @@ def test_dead_simulator_is_reported_with_what_it_was_doing(model8):
         msg = str(err.value)
         assert f"simulator process {core.pid} [test]" in msg
         assert "killed by signal 9" in msg
-        assert "at core operation 1 of 4: GEMM 0 (layer1:forward) shape (200, 600, 70)" in msg
+        assert "at core operation 1 of 4: GEMM 0 (layer1:forward) shape (800, 600, 70)" in msg
     finally:
         core.close()
 
