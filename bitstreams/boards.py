@@ -107,9 +107,10 @@ BOARDS = {
         name="icebreaker", title="iCEBreaker (iCE40UP5K-SG48)", device="iCE40UP5K-SG48",
         family=ICE40, f_mhz=30.0, rows=4, cols=2, d_depth=256, s_depth=256, c_depth=128,
         synth_opts="-dsp",
-        # one-deep PE result queue (default 2): 256 fewer FFs, without which 4x2 needs
-        # 5318 of the 5280 LCs
-        core_extra={"hold_depth": 1},
+        # one C buffer instead of a result log per PE column (the logs need ~5.6 k LCs at 4x2;
+        # with two columns the C write select is 2:1), and a one-deep PE result queue
+        # (default 2): 256 fewer FFs, without which 4x2 needs more LCs than the part has
+        core_extra={"hold_depth": 1, "result_logs": False},
     ),
     # ECP5 LFE5U-85F on the ULX3S: package CABGA381, speed grade 6 (the slowest ECP5 grade).
     # router2: router1 spent > 15 min of rip-ups on this design on a 2-core build machine.

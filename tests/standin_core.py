@@ -12,17 +12,7 @@ from hw.contract.blob import MAGIC
 from hw.contract.words import c_ints, pack_c, unpack_d
 from hw.core_ports import ControlSignature
 
-__all__ = ["StandInCore", "LoggedControlSignature"]
-
-
-class LoggedControlSignature(wiring.Signature):
-    """``ControlSignature`` plus ``results``: the entries each PE column's result log holds
-    after an operation (the core with result logs, docs/core-interface.md)."""
-
-    def __init__(self, s_len_width: int, count_width: int, cols: int):
-        members = dict(ControlSignature(s_len_width).members)
-        members["results"] = Out(count_width).array(cols)
-        super().__init__(members)
+__all__ = ["StandInCore"]
 
 
 class StandInCore(wiring.Component):
@@ -47,7 +37,7 @@ class StandInCore(wiring.Component):
         c_aw, s_aw = ceil_log2(c_depth), ceil_log2(s_depth)
         if result_logs:
             c_read = ReadPort.Signature(addr_width=c_aw + ceil_log2(cols), shape=rows * 32 + c_aw)
-            ctrl = LoggedControlSignature(s_aw + 1, c_aw + 1, cols)
+            ctrl = ControlSignature(s_aw + 1, logs=cols, count_width=c_aw + 1)
         else:
             c_read = ReadPort.Signature(addr_width=c_aw, shape=rows * 32)
             ctrl = ControlSignature(s_aw + 1)
