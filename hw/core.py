@@ -27,7 +27,7 @@ operation takes about ``ceil(M/rows) * nnz(S) / cols`` cycles plus the start lat
 tail of the last chunks (``hw.contract.cycles.schedule_cycles`` models it).
 """
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import Out
@@ -39,6 +39,7 @@ from .params import check_int
 from .pe_array import PEArray
 from .result_logs import ResultLogs, log_width
 from .result_port import ResultPort
+from .s_buffer import SBuffer
 
 __all__ = ["SwatCore"]
 
@@ -109,14 +110,16 @@ class SwatCore(wiring.Component):
             self.C_READ_LATENCY = ResultLogs.LATENCY
             c_read = ReadPort.Signature(addr_width=ceil_log2(cols) + self.c_aw,
                                         shape=log_width(rows, c_depth))
-            ctrl = ControlSignature(self.s_aw + 1, cols, self.c_aw + 1)
+            ctrl = ControlSignature(self.s_aw + 1, cols, self.c_aw + 1, s_bank=bool(sel_lanes))
         else:
             self.C_READ_LATENCY = 1
             c_read = ReadPort.Signature(addr_width=self.c_aw, shape=rows * 32)
-            ctrl = ControlSignature(self.s_aw + 1)
+            ctrl = ControlSignature(self.s_aw + 1, s_bank=bool(sel_lanes))
         members = {
             "d_write": Out(WritePort.Signature(addr_width=self.d_aw, shape=rows * 8)),
-            "s_write": Out(WritePort.Signature(addr_width=self.s_aw, shape=32)),
+            # with the select unit: two S buffers, the buffer number above the word address
+            "s_write": Out(WritePort.Signature(addr_width=self.s_aw + bool(sel_lanes),
+                                               shape=32)),
             "c_read": Out(c_read),
             "ctrl": Out(ctrl),
         }
@@ -124,11 +127,16 @@ class SwatCore(wiring.Component):
         if sel_lanes:
             from .threshold_select import ThresholdSelect
             self.sel_unit = ThresholdSelect(lanes=sel_lanes, depth=s_depth)
-            members["sel"] = Out(SelectSignature(self.sel_unit.in_layout))
+            members["sel"] = Out(SelectSignature(sel_lanes))
         super().__init__(members)
         # memories are created here so that testbenches can preload them (ctx.set(mem.data[a], v))
         self.d_mem = Memory(shape=rows * 8, depth=d_depth, init=[])
-        self.s_mem = Memory(shape=32, depth=s_depth, init=[])
+        if sel_lanes:  # S buffer 0 is words 0 .. s_depth-1 of s_mem, buffer 1 the half above
+            self.s_buffer = SBuffer(depth=s_depth, read_ports=cols + 1, buffers=2,
+                                    place_memories=False)
+            self.s_mem = self.s_buffer.memories[0]
+        else:
+            self.s_mem = Memory(shape=32, depth=s_depth, init=[])
         if result_logs:
             self.c_logs = [Memory(shape=log_width(rows, c_depth), depth=c_depth, init=[])
                            for _ in range(cols)]
@@ -145,18 +153,11 @@ class SwatCore(wiring.Component):
         m.submodules.pe = pe = PEArray(rows=rows, cols=cols, tag_width=self.c_aw,
                                        hold_depth=self.hold_depth)
 
-        # ---- host ports of the D and S buffers (the select unit writes S after the host)
+        # ---- host ports of the D and S buffers, the loader on S (the select unit writes S)
         wiring.connect(m, wiring.flipped(self.d_write), d_mem.write_port())
-        s_write = s_mem.write_port()
-        m.d.comb += [s_write.en.eq(self.s_write.en), s_write.addr.eq(self.s_write.addr),
-                     s_write.data.eq(self.s_write.data)]
-        sel_busy = self._select_unit(m, s_write)
-
-        # ---- loader on S
-        for j in range(cols + 1):
-            wiring.connect(m, ld.s_rd[j], s_mem.read_port())
         start = Signal()
-        m.d.comb += start.eq(ctrl.start & ~ctrl.busy & ~sel_busy)
+        start_held = self._s_buffer(m, s_mem, ld, start)
+        m.d.comb += start.eq(ctrl.start & ~ctrl.busy & ~start_held)
         m.d.comb += [
             ld.start.eq(start), ld.m.eq(ctrl.m), ld.k.eq(ctrl.k), ld.n.eq(ctrl.n),
             ld.s_len.eq(ctrl.s_len), pe.clear.eq(start),
@@ -217,34 +218,39 @@ class SwatCore(wiring.Component):
             wiring.connect(m, pe.out[j], port.results[j])
         return writing
 
-    def _select_unit(self, m, s_write):
-        """Instantiate the threshold-select unit (if any) writing into the S buffer after the
-        host's writes; return its busy signal (``start`` is ignored while it is high)."""
-        sel_busy = Signal()
+    def _s_buffer(self, m, s_mem, ld, start):
+        """The S buffer and its writers; returns what holds back a GEMM ``start``.
+
+        Without the select unit: one memory, written by the host. With it: two buffers
+        (:class:`~hw.s_buffer.SBuffer`) so that the unit writes the blob of the next GEMM into
+        one while the running GEMM reads the other (``ctrl.s_bank``). The unit's writes wait
+        while the running GEMM reads their buffer (bank ready); a GEMM does not start on the
+        buffer the unit is busy with; ``sel.exposed_cycles`` counts the cycles in which the unit
+        works and no GEMM runs."""
+        ctrl = self.ctrl
         if self.sel_unit is None:
-            return sel_busy
-        sel, ctrl = self.sel, self.ctrl
+            wiring.connect(m, wiring.flipped(self.s_write), s_mem.write_port())
+            for j in range(self.cols + 1):
+                wiring.connect(m, ld.s_rd[j], s_mem.read_port())
+            return Const(0)
+        sel = self.sel
+        m.submodules.s_buffer = s_buffer = self.s_buffer
         m.submodules.sel = unit = self.sel_unit
+        wiring.connect(m, wiring.flipped(self.s_write), s_buffer.host_write)
+        for j in range(self.cols + 1):
+            wiring.connect(m, ld.s_rd[j], s_buffer.read[j])
         wiring.connect(m, wiring.flipped(sel.i), unit.i)
-        command, status = unit.cmd.payload, unit.status
-        m.d.comb += [
-            unit.cmd.valid.eq(sel.start & ~ctrl.busy),
-            command.mode.eq(sel.mode), command.keep.eq(sel.keep),
-            command.rows.eq(ctrl.k), command.cols.eq(ctrl.n),
-            command.given.threshold.eq(sel.t_in), command.given.ties.eq(sel.ties_in),
-            unit.o.ready.eq(~self.s_write.en),
-            sel_busy.eq(status.busy | unit.o.valid),
-            sel.busy.eq(sel_busy),
-            sel.done.eq(status.done & ~unit.o.valid),
-            sel.error.eq(status.error), sel.error_code.eq(status.error_code),
-            sel.threshold.eq(status.held.threshold), sel.ties.eq(status.held.ties),
-            sel.held_valid.eq(status.held_valid),
-            sel.nnz.eq(status.nnz), sel.s_len.eq(status.s_len), sel.cycles.eq(status.cycles),
-        ]
-        with m.If(~self.s_write.en & unit.o.valid):  # one bank: slot 0 is the whole write
-            m.d.comb += [s_write.en.eq(1), s_write.addr.eq(unit.o.payload.addr[0]),
-                         s_write.data.eq(unit.o.payload.data[0])]
-        return sel_busy
+        wiring.connect(m, wiring.flipped(sel.cmd), unit.cmd)
+        wiring.connect(m, unit.status, wiring.flipped(sel.status))
+        wiring.connect(m, unit.o, s_buffer.select_write)
+        gemm_buffer = Signal()  # the buffer the running (or last) GEMM reads
+        with m.If(start):
+            m.d.sync += gemm_buffer.eq(ctrl.s_bank)
+        m.d.comb += [s_buffer.gemm_buffer.eq(Mux(start, ctrl.s_bank, gemm_buffer)),
+                     s_buffer.gemm_busy.eq(ctrl.busy)]
+        with m.If(unit.status.busy & ~ctrl.busy):
+            m.d.sync += sel.exposed_cycles.eq(sel.exposed_cycles + 1)
+        return unit.status.busy & (unit.status.bank == ctrl.s_bank)
 
     def _operand_fetch(self, m, j, start, token, d_read, operand):
         """PE column ``j``: D read at the token's address, D data straight into a register

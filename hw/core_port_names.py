@@ -25,13 +25,15 @@ FLAT_NAMES = {
         "busy_cycles", "stall_cycles", "idle_cycles")},
 }
 
-#: original ``sel_*`` port name -> flattened Verilog name (cores built with ``sel_lanes > 0``)
+#: select-unit port names of cores built with ``sel_lanes > 0`` -> flattened Verilog names
 SELECT_FLAT_NAMES = {
-    "sel_i_valid": "sel__i__valid", "sel_i_ready": "sel__i__ready",
-    "sel_i_payload": "sel__i__payload",
-    **{f"sel_{name}": verilog_name("sel", name) for name in (
-        "start", "mode", "keep", "t_in", "ties_in", "busy", "done", "error", "error_code",
-        "threshold", "ties", "held_valid", "nnz", "s_len", "cycles")},
+    "s_bank": "ctrl__s_bank",
+    **{f"sel_{a}_{b}": verilog_name("sel", a, b) for a in ("i", "cmd")
+       for b in ("valid", "ready", "payload")},
+    **{f"sel_{name}": verilog_name("sel", "status", name) for name in (
+        "busy", "done", "error", "error_code", "held", "held_valid", "nnz", "s_len", "bank",
+        "cycles")},
+    "sel_exposed_cycles": "sel__exposed_cycles",
 }
 
 

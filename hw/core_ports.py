@@ -32,6 +32,8 @@ class ControlSignature(wiring.Signature):
         GEMM shape.
     s_len : In(s_len_width)
         Number of valid compressed-S words.
+    s_bank : In(1), only with ``s_bank=True`` (a core with the threshold-select unit)
+        The S buffer the GEMM reads, sampled at ``start`` (the unit may fill the other).
     busy, done, error : Out(1)
         Running; finished (until the next ``start``); sticky error of the last operation.
     error_code : Out(4)
@@ -42,10 +44,13 @@ class ControlSignature(wiring.Signature):
         Entries in each C result log after the last operation (``hw.result_logs``).
     """
 
-    def __init__(self, s_len_width: int, logs: int = 0, count_width: int = 1):
+    def __init__(self, s_len_width: int, logs: int = 0, count_width: int = 1, *,
+                 s_bank: bool = False):
         self.s_len_width, self.logs, self.count_width = s_len_width, logs, count_width
+        self.s_bank = s_bank
         members = {
             "start": In(1), "m": In(16), "k": In(16), "n": In(16), "s_len": In(s_len_width),
+            **({"s_bank": In(1)} if s_bank else {}),
             "busy": Out(1), "done": Out(1), "error": Out(1), "error_code": Out(4),
             "cycles": Out(32), "busy_cycles": Out(32), "stall_cycles": Out(32),
             "idle_cycles": Out(32),
@@ -55,11 +60,13 @@ class ControlSignature(wiring.Signature):
         super().__init__(members)
 
     def __eq__(self, other):
-        return (type(other) is type(self) and (other.s_len_width, other.logs, other.count_width)
-                == (self.s_len_width, self.logs, self.count_width))
+        return (type(other) is type(self) and
+                (other.s_len_width, other.logs, other.count_width, other.s_bank) ==
+                (self.s_len_width, self.logs, self.count_width, self.s_bank))
 
     def __repr__(self):
-        return f"ControlSignature({self.s_len_width}, {self.logs}, {self.count_width})"
+        return (f"ControlSignature({self.s_len_width}, {self.logs}, {self.count_width}, "
+                f"s_bank={self.s_bank})")
 
 
 class SelectSignature(wiring.Signature):
@@ -67,33 +74,31 @@ class SelectSignature(wiring.Signature):
 
     Members (as the core sees them)
     -------------------------------
-    i : In(stream.Signature(in_layout))
-        Dense ``S`` beats into the unit; ``in_layout`` is the unit's
-        (``hw.threshold_select.ThresholdSelect(...).in_layout``).
-    start : In(1); mode : In(Mode); keep : In(32); t_in : In(8); ties_in : In(32)
-        As the unit's members of the same names; its ``rows``/``cols`` are the core's
-        ``ctrl.k``/``ctrl.n``.
-    busy, done, error : Out(1); error_code : Out(ErrorCode)
-        ``busy`` includes S-buffer writes still pending; ``done`` means the blob is written.
-    threshold : Out(8); ties : Out(32); held_valid : Out(1); nnz, s_len, cycles : Out(32)
-        As the unit's members of the same names.
+    i : In(stream.Signature(beat_layout(lanes)))
+        Dense ``S`` beats into the unit (``hw.select_layouts``).
+    cmd : In(stream.Signature(CommandLayout))
+        The unit's command stream: taken while the unit is idle, also while a GEMM runs; the
+        command's ``bank`` names the S buffer the blob goes to.
+    status : Out(StatusSignature())
+        The unit's status; ``done`` comes after its last S write.
+    exposed_cycles : Out(32)
+        Free-running count of the cycles in which the unit is busy and no GEMM runs: the
+        select cycles not hidden behind GEMMs.
     """
 
-    def __init__(self, in_layout):
-        from .threshold_select import ErrorCode, Mode
+    def __init__(self, lanes):
+        from .select_layouts import CommandLayout, StatusSignature, beat_layout
 
-        self.in_layout = in_layout
+        self.lanes = lanes
         super().__init__({
-            "i": In(stream.Signature(in_layout)),
-            "start": In(1), "mode": In(Mode), "keep": In(32), "t_in": In(8),
-            "ties_in": In(32),
-            "busy": Out(1), "done": Out(1), "error": Out(1), "error_code": Out(ErrorCode),
-            "threshold": Out(8), "ties": Out(32), "held_valid": Out(1),
-            "nnz": Out(32), "s_len": Out(32), "cycles": Out(32),
+            "i": In(stream.Signature(beat_layout(lanes))),
+            "cmd": In(stream.Signature(CommandLayout)),
+            "status": Out(StatusSignature()),
+            "exposed_cycles": Out(32),
         })
 
     def __eq__(self, other):
-        return type(other) is type(self) and other.in_layout == self.in_layout
+        return type(other) is type(self) and other.lanes == self.lanes
 
     def __repr__(self):
-        return f"SelectSignature({self.in_layout!r})"
+        return f"SelectSignature({self.lanes})"

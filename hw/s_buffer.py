@@ -37,10 +37,13 @@ class SBuffer(wiring.Component):
         1 or 2.
     sub_banks : int
         Power of two; the select unit's ``banks``.
+    place_memories : bool
+        Add :attr:`memories` as submodules here (default); ``False`` when the owner places
+        them itself (e.g. at the top level, where a simulator finds them by name).
 
     Members
     -------
-    host_write : ``In(WritePort.Signature(addr_width=ceil_log2(depth) + buffer bits, shape=32))``
+    host_write : ``Out(WritePort.Signature(addr_width=ceil_log2(depth) + buffer bits, shape=32))``
         The host's writes; the buffer number is the address's top bit(s). It has priority over
         the select unit.
     select_write : ``In(stream.Signature(write_layout(sub_banks, row bits)))``
@@ -59,7 +62,7 @@ class SBuffer(wiring.Component):
         ``Cat(a // sub_banks, f)`` of ``memories[a % sub_banks]``, for preloading.
     """
 
-    def __init__(self, *, depth, read_ports, buffers=2, sub_banks=1):
+    def __init__(self, *, depth, read_ports, buffers=2, sub_banks=1, place_memories=True):
         check_int("SBuffer", "depth", depth, minimum=1)
         check_int("SBuffer", "read_ports", read_ports, minimum=1)
         check_int("SBuffer", "buffers", buffers, minimum=1, maximum=2)
@@ -73,8 +76,8 @@ class SBuffer(wiring.Component):
         self.row_width = max(1, self.addr_width - self.sub_bits)
         self.buffer_bits = ceil_log2(buffers)
         super().__init__({
-            "host_write": In(WritePort.Signature(addr_width=self.addr_width + self.buffer_bits,
-                                                 shape=32)),
+            "host_write": Out(WritePort.Signature(addr_width=self.addr_width + self.buffer_bits,
+                                                  shape=32)),
             "select_write": In(stream.Signature(write_layout(sub_banks, self.row_width))),
             "gemm_buffer": In(1),
             "gemm_busy": In(1),
@@ -85,6 +88,11 @@ class SBuffer(wiring.Component):
         # f is row Cat(a // sub_banks, f) of memories[a % sub_banks]
         rows = depth // sub_banks if buffers == 1 else (1 << self.row_width) * buffers
         self.memories = [Memory(shape=32, depth=rows, init=[]) for _ in range(sub_banks)]
+        self.place_memories = place_memories
+        # ports requested now: the owner may elaborate the memories before this component
+        self._write_ports = [mem.write_port() for mem in self.memories]
+        self._read_ports = [[mem.read_port() for _ in range(read_ports)]
+                            for mem in self.memories]
 
     def elaborate(self, platform):
         m = Module()
@@ -102,8 +110,10 @@ class SBuffer(wiring.Component):
             with m.If(port.en & (sub_bits > 0)):
                 m.d.sync += sub_bank_read[j].eq(port.addr[:sub_bits])
         for sub in range(self.sub_banks):
-            m.submodules[f"sub_bank{sub}"] = mem = self.memories[sub]
-            write = mem.write_port()
+            mem = self.memories[sub]
+            if self.place_memories:
+                m.submodules[f"sub_bank{sub}"] = mem
+            write = self._write_ports[sub]
             host_here = host.en & ((host.addr[:sub_bits] == sub) if sub_bits else 1)
             with m.If(host_here):
                 m.d.comb += [write.en.eq(1), write.addr.eq(host_row), write.data.eq(host.data)]
@@ -113,7 +123,7 @@ class SBuffer(wiring.Component):
                                                select_buffer)),
                              write.data.eq(select.payload.data[sub])]
             for j, port in enumerate(self.read):
-                read = mem.read_port()
+                read = self._read_ports[sub][j]
                 m.d.comb += [read.addr.eq(Cat(port.addr[sub_bits:], read_buffer)),
                              read.en.eq(port.en)]
                 with m.If((sub_bank_read[j] == sub) if sub_bits else 1):

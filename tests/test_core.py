@@ -316,19 +316,64 @@ def test_utilization_sparse():
     tb.run(body)
 
 
-def test_threshold_select_into_s_buffer():
-    """sel_* ports: a dense S streamed in twice (mode FULL) lands Top-K compressed in the S
-    buffer; the GEMM on it is exact against the integer Top-K reference."""
+def _select_beats(s_dense, lanes):
+    flat = [int(x) for x in s_dense.T.reshape(-1)]
+    beats = []
+    for b in range(0, len(flat), lanes):
+        chunk = flat[b:b + lanes] + [0] * (lanes - len(flat[b:b + lanes]))
+        word = sum((v & 0xFF) << (8 * j) for j, v in enumerate(chunk))
+        beats.append(word | (int(b + lanes >= len(flat)) << (8 * lanes)))
+    return beats
+
+
+async def _select(ctx, dut, rng, s_dense, keep, bank, p_valid=0.7):
+    """Mode FULL on ``s_dense`` into S buffer ``bank`` through ``sel``; returns ``s_len``."""
     from hw.threshold_select import Mode
+
+    k, n = s_dense.shape
+    cmd = dut.sel.cmd
+    for field, value in ((cmd.payload.mode, Mode.FULL), (cmd.payload.keep, keep),
+                         (cmd.payload.rows, k), (cmd.payload.cols, n),
+                         (cmd.payload.bank, bank)):
+        ctx.set(field, value)
+    ctx.set(cmd.valid, 1)
+    while not ctx.get(cmd.ready):
+        await ctx.tick()
+    await ctx.tick()
+    ctx.set(cmd.valid, 0)
+    queue = _select_beats(s_dense, dut.sel_lanes) * 2
+    payload = dut.sel.i.payload.as_value()
+    for _ in range(20000):
+        if ctx.get(dut.sel.status.done):
+            break
+        valid = bool(queue) and rng.random() < p_valid
+        ctx.set(dut.sel.i.valid, valid)
+        if valid:
+            ctx.set(payload, queue[0])
+        if valid and ctx.get(dut.sel.i.ready):
+            queue.pop(0)
+        await ctx.tick()
+    else:
+        raise AssertionError("threshold select hung")
+    ctx.set(dut.sel.i.valid, 0)
+    assert ctx.get(dut.sel.status.error) == 0 and not queue
+    assert ctx.get(dut.sel.status.bank) == bank
+    return ctx.get(dut.sel.status.s_len)
+
+
+def _select_core_tb(rows, cols, lanes, **depths):
+    return CoreTB(rows=rows, cols=cols, sel_lanes=lanes, **depths)
+
+
+def test_threshold_select_into_s_buffer():
+    """``sel``: a dense S streamed in twice (mode FULL) lands Top-K compressed in S buffer 0;
+    the GEMM on it is exact against the integer Top-K reference."""
     from sw import int_topk
 
     rng = np.random.default_rng(21)
     rows, lanes = 2, 4
     m, k, n = 5, 13, 6
-    tb = CoreTB(rows=rows, cols=2, d_depth=64, s_depth=128, c_depth=32)
-    tb.dut = SwatCore(rows=rows, cols=2, d_depth=64, s_depth=128, c_depth=32, sel_lanes=lanes)
-    tb.sim = Simulator(tb.dut)
-    tb.sim.add_clock(1e-8)
+    tb = _select_core_tb(rows, 2, lanes, d_depth=64, s_depth=128, c_depth=32)
     dut = tb.dut
     d = rng.integers(-128, 128, (m, k)).astype(np.int8)
     s_dense = rng.integers(-128, 128, (k, n)).astype(np.int8)
@@ -336,43 +381,78 @@ def test_threshold_select_into_s_buffer():
     keep = int_topk.k_from_density(0.3, k * n)
     mask = int_topk.select_mask(s_dense.T, keep).T  # stream order: column by column
     s_sel = np.where(mask, s_dense, 0).astype(np.int8)
-    flat = [int(x) for x in s_dense.T.reshape(-1)]
-    beats = []
-    for b in range(0, len(flat), lanes):
-        chunk = flat[b:b + lanes] + [0] * (lanes - len(flat[b:b + lanes]))
-        word = sum((v & 0xFF) << (8 * j) for j, v in enumerate(chunk))
-        beats.append(word | (int(b + lanes >= len(flat)) << (8 * lanes)))
 
     async def body(ctx):
         tb.preload(ctx, intref.pack_d(d, rows), [])
-        ctx.set(dut.ctrl.k, k), ctx.set(dut.ctrl.n, n), ctx.set(dut.sel.keep, keep)
-        ctx.set(dut.sel.mode, Mode.FULL)
-        ctx.set(dut.sel.start, 1)
-        await ctx.tick()
-        ctx.set(dut.sel.start, 0)
-        queue = beats + beats
-        payload = dut.sel.i.payload.as_value()
-        for _ in range(5000):
-            if ctx.get(dut.sel.done):
-                break
-            valid = bool(queue) and rng.random() < 0.7
-            ctx.set(dut.sel.i.valid, valid)
-            if valid:
-                ctx.set(payload, queue[0])
-            if valid and ctx.get(dut.sel.i.ready):
-                queue.pop(0)
-            await ctx.tick()
-        else:
-            raise AssertionError("threshold select hung")
-        ctx.set(dut.sel.i.valid, 0)
-        assert ctx.get(dut.sel.error) == 0 and not queue
-        s_len = ctx.get(dut.sel.s_len)
+        s_len = await _select(ctx, dut, rng, s_dense, keep, bank=0)
         blob = compress.to_bytes([ctx.get(dut.s_mem.data[a]) for a in range(s_len)])
         np.testing.assert_array_equal(compress.decode(blob, (k, n)), s_sel)
         st = await tb.op(ctx, m, k, n, s_len)
         check_result(tb, ctx, d, s_sel, st, m, n)
 
     tb.run(body)
+
+
+def test_select_overlaps_gemm_in_other_s_buffer():
+    """Double-buffered S: while a GEMM reads buffer 0 the unit fills buffer 1 (no exposed
+    cycles); the GEMM on buffer 1 runs while the unit refills buffer 0; a start on the buffer
+    the unit is busy with is ignored; every result is exact."""
+    from sw import int_topk
+
+    rng = np.random.default_rng(8)
+    rows, cols, lanes = 2, 2, 4
+    m, k, n = 40, 24, 8
+    tb = _select_core_tb(rows, cols, lanes, d_depth=512, s_depth=256, c_depth=256)
+    dut = tb.dut
+    d = rng.integers(-128, 128, (m, k)).astype(np.int8)
+    s0 = rand_s(rng, k, n, 0.9)
+    w0 = [int(x) for x in compress.words(compress.encode(s0))]
+    dense = [rng.integers(-128, 128, (k, n)).astype(np.int8) for _ in range(2)]
+    keep = int_topk.k_from_density(0.25, k * n)
+    sel = [np.where(int_topk.select_mask(x.T, keep).T, x, 0).astype(np.int8) for x in dense]
+    state = {}
+
+    async def selector(ctx):
+        while not ctx.get(dut.ctrl.busy):  # the GEMM on buffer 0 runs
+            await ctx.tick()
+        state[1] = await _select(ctx, dut, rng, dense[0], keep, bank=1)
+        assert ctx.get(dut.ctrl.busy), "the select should have ended inside the GEMM"
+        assert ctx.get(dut.sel.exposed_cycles) == 0
+        while "second" not in state:
+            await ctx.tick()
+        state[0] = await _select(ctx, dut, rng, dense[1], keep, bank=0, p_valid=0.1)
+
+    async def body(ctx):
+        tb.preload(ctx, intref.pack_d(d, rows), w0)
+        ctx.set(dut.ctrl.s_bank, 0)
+        st = await tb.op(ctx, m, k, n, len(w0))
+        check_result(tb, ctx, d, s0, st, m, n)
+        while 1 not in state:
+            await ctx.tick()
+        ctx.set(dut.ctrl.s_bank, 1)
+        state["second"] = True
+        st = await tb.op(ctx, m, k, n, state[1])
+        check_result(tb, ctx, d, sel[0], st, m, n)
+        assert 0 not in state  # a slow producer: the unit is still busy on buffer 0 ...
+        exposed = ctx.get(dut.sel.exposed_cycles)
+        # ... so a start there is ignored
+        assert ctx.get(dut.sel.status.busy)
+        ctx.set(dut.ctrl.s_bank, 0)
+        ctx.set(dut.ctrl.start, 1)
+        await ctx.tick()
+        ctx.set(dut.ctrl.start, 0)
+        assert not ctx.get(dut.ctrl.busy)
+        while 0 not in state:
+            await ctx.tick()
+        assert ctx.get(dut.sel.exposed_cycles) > exposed  # the select ran with no GEMM
+        ctx.set(dut.ctrl.s_bank, 0)
+        st = await tb.op(ctx, m, k, n, state[0])
+        check_result(tb, ctx, d, sel[1], st, m, n)
+        state["done"] = True
+
+    tb.sim.add_testbench(selector)
+    tb.run(body)
+    assert state.get("done")
 
 
 @pytest.mark.parametrize("m,k,n,dens,rows,cols,skew", [
