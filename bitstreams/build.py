@@ -20,7 +20,6 @@ default to the YoWASP wrappers.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import os
@@ -31,7 +30,7 @@ import time
 import warnings
 from pathlib import Path
 
-from . import provenance, render, reports, runner
+from . import check, provenance, render, reports, runner
 from .boards import BOARDS, Board, configure
 
 HERE = Path(__file__).resolve().parent
@@ -133,7 +132,8 @@ def build_board(board: Board, *, baud: int, seeds: list[int], synth_only: bool,
         steps["total"] = time.monotonic() - t_start
         report = _report(context, runs, best, steps)
         (outdir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-        (outdir / "report.md").write_text(render.render_report(report, _analysis(board.name)))
+        analysis = render.analysis_text(HERE, board.name)
+        (outdir / "report.md").write_text(render.render_report(report, analysis))
         runner.log(f"[{board.name}] wrote {outdir / 'report.json'} and report.md "
                    f"({len(runs)} of {len(seeds)} seeds)")
     return report
@@ -188,53 +188,6 @@ def _report(ctx: dict, runs: list[dict], best: dict, steps: dict) -> dict:
     }
 
 
-def elaborated_digest(board: Board, baud: int) -> str:
-    """SHA-256 of the RTLIL that ``board`` elaborates to from the current tree (seconds; no
-    synthesis)."""
-    plan = board.platform().build(board.top(baud=baud), name="top", do_build=False,
-                                  synth_opts=board.synth_opts, nextpnr_opts=nextpnr_opts(board, 1))
-    return provenance.rtlil_digest(plan.files["top.il"])
-
-
-def check_reports() -> list[str]:
-    """Boards whose committed report no longer describes the tree: each report's
-    configuration is elaborated again and its RTLIL hash compared with the report's."""
-    stale = []
-    for path in sorted(HERE.glob("*/report.json")):
-        rep = json.loads(path.read_text())
-        c = rep["config"]
-        board = configure(rep["board"], freq=rep["clock"]["requested_mhz"], rows=c["rows"],
-                          cols=c["cols"], d_depth=c["d_depth"], s_depth=c["s_depth"],
-                          c_depth=c["c_depth"])
-        board = dataclasses.replace(board, core_extra=c["core_extra"])
-        digest = elaborated_digest(board, c["baud"])
-        if digest == rep.get("rtlil_sha256"):
-            runner.log(f"[{board.name}] report of {rep['git_commit']} matches the tree "
-                       f"(RTLIL {digest[:16]})")
-        else:
-            runner.log(f"[{board.name}] STALE: the report of {rep['git_commit']} was built from "
-                       f"other RTLIL than the tree elaborates to now ({digest[:16]})")
-            stale.append(board.name)
-    return stale
-
-
-def _analysis(board: str) -> str:
-    path = HERE / board / "analysis.md"
-    return path.read_text() if path.exists() else ""
-
-
-def render_all() -> None:
-    """Re-render every ``<board>/report.md`` and ``README.md`` from the reports."""
-    reps = []
-    for path in sorted(HERE.glob("*/report.json")):
-        rep = json.loads(path.read_text())
-        (path.parent / "report.md").write_text(render.render_report(rep, _analysis(rep["board"])))
-        reps.append(rep)
-    template = (HERE / "readme.in.md").read_text()
-    analyses = {r["board"]: _analysis(r["board"]) for r in reps}
-    (HERE / "README.md").write_text(render.render_readme(template, reps, analyses))
-
-
 def _seeds(text: str) -> list[int]:
     try:
         seeds = [int(s) for s in text.split(",")]
@@ -274,10 +227,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.render_only:
-        render_all()
+        render.render_files(HERE)
         return 0
     if args.check:
-        return 1 if check_reports() else 0
+        return 1 if check.stale_reports(HERE) else 0
     env = runner.tool_env()
     os.environ.update({k: env[k] for k in (*runner.TOOL_DEFAULTS, "AMARANTH_USE_YOSYS")})
     failed = []
@@ -298,7 +251,7 @@ def main(argv=None) -> int:
                        f"MHz requested ({'met' if clk['met'] else 'MISSED'}); "
                        f"build {rep['build_seconds']['total']:.0f} s")
     if not args.synth_only:
-        render_all()
+        render.render_files(HERE)
         runner.log(f"wrote {HERE / 'README.md'}")
     if failed:
         runner.log(f"failed boards: {', '.join(failed)}")

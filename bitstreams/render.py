@@ -8,11 +8,13 @@ Both are generated from ``<board>/report.json`` (figures) and ``<board>/analysis
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 from .boards import BOARDS
 
-__all__ = ["render_report", "render_readme", "util_rows"]
+__all__ = ["render_report", "render_readme", "render_files", "analysis_text", "util_rows"]
 
 
 def util_rows(rep: dict) -> list[tuple[str, int, int, str]]:
@@ -160,3 +162,23 @@ def render_readme(template: str, reps: list[dict], analyses: dict[str, str]) -> 
                        for r in reps if analyses.get(r["board"], "").strip())
     return (template.replace("{table}", "\n".join(table))
             .replace("{analysis}", text or "(none)").rstrip("\n") + "\n")
+
+
+def analysis_text(here: Path, board: str) -> str:
+    """The hand-written ``<board>/analysis.md`` under ``here`` ("" if there is none)."""
+    path = here / board / "analysis.md"
+    return path.read_text() if path.exists() else ""
+
+
+def render_files(here: Path) -> None:
+    """Rewrite every ``<board>/report.md`` and ``README.md`` under ``here`` from the reports."""
+    reps = []
+    for path in sorted(here.glob("*/report.json")):
+        rep = json.loads(path.read_text())
+        path.with_name("report.md").write_text(
+            render_report(rep, analysis_text(here, rep["board"])))
+        reps.append(rep)
+    analyses = {r["board"]: analysis_text(here, r["board"]) for r in reps}
+    (here / "README.md").write_text(
+        render_readme((here / "readme.in.md").read_text(), reps, analyses))
+

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from bitstreams import build, runner
+from bitstreams import build, check, render, runner
 from bitstreams.boards import configure
 from bitstreams.provenance import rtlil_digest
 
@@ -118,12 +118,12 @@ def test_check_reports(fake_repo):
     repo, env = fake_repo
     board = configure("ulx3s", rows=2, cols=2, d_depth=64, s_depth=64, c_depth=32)
     build.build_board(board, baud=115200, seeds=[1], synth_only=False, env=env)
-    assert build.check_reports() == []
+    assert check.stale_reports(build.HERE) == []
     path = repo / "bitstreams" / "ulx3s" / "report.json"
     rep = json.loads(path.read_text())
     rep["config"]["baud"] = 57600
     path.write_text(json.dumps(rep))
-    assert build.check_reports() == ["ulx3s"]
+    assert check.stale_reports(build.HERE) == ["ulx3s"]
     assert build.main(["--check"]) == 1
 
 
@@ -151,7 +151,7 @@ def test_bad_arguments(argv, message, capsys):
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_failed_board_is_one_line(fake_repo, monkeypatch, capsys):
     """A board that cannot be built fails with one line and exit 1, no traceback."""
-    monkeypatch.setattr(build, "render_all", lambda: None)
+    monkeypatch.setattr(render, "render_files", lambda here: None)
     assert build.main(["--board", "icebreaker", "--baud", "10000000", "--synth-only"]) == 1
     out = [line.split("] ", 1)[1] for line in capsys.readouterr().out.splitlines()]
     assert out[1:] == ["[icebreaker] FAILED: ValueError: 30000000.0 Hz is too slow for "
