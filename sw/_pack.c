@@ -70,6 +70,13 @@ __attribute__((target("avx512f"))) static inline __m512 expand_load(const float 
     return _mm512_maskz_expand_ps(m, _mm512_maskz_loadu_ps(first, src));
 }
 
+/* Reverse the bit order within each byte of a 64-bit word (LSB-first lanes -> MSB-first). */
+static inline uint64_t rev_bytes_bits(uint64_t v) {
+    v = ((v >> 1) & 0x5555555555555555ULL) | ((v & 0x5555555555555555ULL) << 1);
+    v = ((v >> 2) & 0x3333333333333333ULL) | ((v & 0x3333333333333333ULL) << 2);
+    return ((v >> 4) & 0x0F0F0F0F0F0F0F0FULL) | ((v & 0x0F0F0F0F0F0F0F0FULL) << 4);
+}
+
 static inline __mmask16 load_mask16(const uint8_t *bits, int64_t i, int64_t hi) {
     unsigned m = REV[bits[i >> 3]];
     if (i + 8 < hi) m |= (unsigned)REV[bits[(i >> 3) + 1]] << 8;
@@ -79,7 +86,18 @@ static inline __mmask16 load_mask16(const uint8_t *bits, int64_t i, int64_t hi) 
 __attribute__((target("avx512f"))) static void unpack_512(const uint8_t *bits, int64_t lo,
                                                           int64_t hi, const float *vals,
                                                           int64_t o, float *out) {
-    for (int64_t i = lo; i < hi; i += 16) {
+    int64_t i = lo;
+    for (; i + 64 <= hi; i += 64) {
+        uint64_t m64;
+        memcpy(&m64, bits + (i >> 3), 8);
+        m64 = rev_bytes_bits(m64);
+        for (int q = 0; q < 4; q++) {
+            __mmask16 m = (__mmask16)(m64 >> (16 * q));
+            _mm512_storeu_ps(out + i + 16 * q, expand_load(vals + o, m));
+            o += __builtin_popcount((unsigned)m);
+        }
+    }
+    for (; i < hi; i += 16) {
         __mmask16 live = tail16(hi - i), m = load_mask16(bits, i, hi);
         _mm512_mask_storeu_ps(out + i, live, expand_load(vals + o, m));
         o += __builtin_popcount((unsigned)m);
@@ -151,8 +169,14 @@ int64_t swat_pack_idx(const float *x, const int64_t *idx, int64_t k, int drop_ze
 __attribute__((target("avx512f"))) static int64_t collect_512(const float *x, int64_t lo_i,
                                                               int64_t hi, float lo, float *out) {
     const __m512 lv = _mm512_set1_ps(lo);
-    int64_t o = 0;
-    for (int64_t i = lo_i; i < hi; i += 16) {
+    int64_t o = 0, i = lo_i;
+    for (; i + 16 <= hi; i += 16) {  /* full vectors: no per-iteration tail mask */
+        __m512 a = _mm512_abs_ps(_mm512_loadu_ps(x + i));
+        __mmask16 m = _mm512_cmp_ps_mask(a, lv, _CMP_GE_OQ);
+        compress_store(out + o, m, a);
+        o += __builtin_popcount((unsigned)m);
+    }
+    for (; i < hi; i += 16) {
         __mmask16 live = tail16(hi - i);
         __m512 a = _mm512_abs_ps(_mm512_maskz_loadu_ps(live, x + i));
         __mmask16 m = _mm512_mask_cmp_ps_mask(live, a, lv, _CMP_GE_OQ);
@@ -195,17 +219,35 @@ int64_t swat_collect_ge(const float *x, int64_t n, float lo, float *buf, int64_t
  * dense (optional) = x where kept, else 0. swat_concat then joins the chunks' values.
  * Returns the total kept count. */
 #ifdef SWAT_X86
+__attribute__((target("avx512f"))) static inline __mmask16 keep16(__m512 v, __m512 tv,
+                                                                  __mmask16 live) {
+    return _mm512_mask_cmp_ps_mask(live, _mm512_abs_ps(v), tv, _CMP_GE_OQ) &
+           _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NEQ_OQ);
+}
+
 __attribute__((target("avx512f"))) static int64_t pack_ge_512(const float *x, int64_t lo,
                                                               int64_t hi, float t,
                                                               uint8_t *bits, float *out,
                                                               float *dense) {
-    const __m512 tv = _mm512_set1_ps(t), zero = _mm512_setzero_ps();
-    int64_t o = 0;
-    for (int64_t i = lo; i < hi; i += 16) {
+    const __m512 tv = _mm512_set1_ps(t);
+    int64_t o = 0, i = lo;
+    for (; i + 64 <= hi; i += 64) {  /* 64 elements: one 8-byte store of the packed mask */
+        uint64_t m64 = 0;
+        for (int q = 0; q < 4; q++) {
+            __m512 v = _mm512_loadu_ps(x + i + 16 * q);
+            __mmask16 m = keep16(v, tv, 0xFFFF);
+            compress_store(out + o, m, v);
+            if (dense) _mm512_storeu_ps(dense + i + 16 * q, _mm512_maskz_mov_ps(m, v));
+            o += __builtin_popcount((unsigned)m);
+            m64 |= (uint64_t)m << (16 * q);
+        }
+        m64 = rev_bytes_bits(m64);
+        memcpy(bits + (i >> 3), &m64, 8);  /* little-endian: byte j = elements 8j.. */
+    }
+    for (; i < hi; i += 16) {
         __mmask16 live = tail16(hi - i);
         __m512 v = _mm512_maskz_loadu_ps(live, x + i);
-        __mmask16 m = _mm512_mask_cmp_ps_mask(live, _mm512_abs_ps(v), tv, _CMP_GE_OQ) &
-                      _mm512_cmp_ps_mask(v, zero, _CMP_NEQ_OQ);
+        __mmask16 m = keep16(v, tv, live);
         bits[i >> 3] = REV[m & 0xFF];
         if (i + 8 < hi) bits[(i >> 3) + 1] = REV[m >> 8];
         compress_store(out + o, m, v);
