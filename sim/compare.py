@@ -392,12 +392,19 @@ def _fmt(v):
     return str(v)
 
 
+def _write_csv(fh, rows) -> None:
+    """Rows may differ in keys (``model_error`` only where a GEMM ran whole): every key is a
+    column, empty where a row lacks it."""
+    w = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for r in rows for k in r)),
+                       restval="")
+    w.writeheader()
+    w.writerows(rows)
+
+
 def write_outputs(out: Path, rows, summary, sweep, args, tag: str = "") -> None:
     stem = out / f"compare{tag}"
     with open(stem.with_suffix(".csv"), "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+        _write_csv(fh, rows)
     stem.with_suffix(".json").write_text(json.dumps({"summary": summary, "layers": rows},
                                                     indent=1))
     cols = ["layer", "pass", "M", "K", "N", "s_density", "dense_macs", "flop_sparse",
