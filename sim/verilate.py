@@ -567,13 +567,6 @@ def build(design: str | None = None, *, public: str = "ports", quiet: bool = Tru
             _build_harness(bdir, toplevel, text, ports, memories, attrs, trace=kind.endswith(
                 "trace"))
             built_now = True
-            model = Model(design, toplevel, bdir, params, ports, memories, attrs, key, public,
-                          built_now=True, build_seconds=round(time.monotonic() - t0, 1),
-                          kind=kind)
-            tmp = meta.with_suffix(".tmp")
-            tmp.write_text(json.dumps(model.to_json(), indent=1))
-            tmp.replace(meta)
-            _log(f"sim.verilate: built in {model.build_seconds:.1f} s", quiet)
         elif kind.startswith("cocotb") and not (meta.is_file() and (bdir / toplevel).is_file()):
             _log(f"sim.verilate: building {design} {params} in {bdir}", quiet)
             if bdir.exists():
@@ -615,6 +608,7 @@ def build(design: str | None = None, *, public: str = "ports", quiet: bool = Tru
             for f in [*bdir.glob("*.gch"), *bdir.glob("*.a"), *bdir.glob("*.o")]:
                 f.unlink()
             built_now = True
+        if built_now:  # record the model only once it is complete
             model = Model(design, toplevel, bdir, params, ports, memories, attrs, key, public,
                           built_now=True, build_seconds=round(time.monotonic() - t0, 1),
                           kind=kind)
