@@ -192,9 +192,15 @@ def run_chunk(spec: dict, runs, d_blobs: dict, s_blobs: dict, ports: bool, first
     ``kill_once`` (tests): a file path; the first worker that finds it missing creates it and
     exits at once, as a crashed machine would.
     """
-    if kill_once and not os.path.exists(kill_once):
-        Path(kill_once).write_text(str(os.getpid()))
-        os._exit(1)
+    if kill_once:
+        try:  # O_EXCL: exactly one worker claims the file, even when two tasks race here
+            fd = os.open(kill_once, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            pass
+        else:
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            os._exit(1)
     from .harness import SimulatorDied
 
     sim = _worker_sim(spec)
