@@ -2,21 +2,16 @@
 
 import numpy as np
 import pytest
+from operands import rand_int8
 
 from sw import backend as B
 from sw import intref
 
 
-def _rand(rng, shape, density=1.0):
-    a = rng.integers(-127, 128, shape).astype(np.int8)
-    a[rng.random(shape) >= density] = 0
-    return a
-
-
 def test_exact_matmul_equals_the_integer_reference():
     rng = np.random.default_rng(0)
     for m, k, n in ((1, 1, 1), (17, 9, 16), (32, 4096, 144), (64, 300, 10)):
-        d, s = _rand(rng, (m, k)), _rand(rng, (k, n), 0.1)
+        d, s = rand_int8(rng, (m, k), lo=-127), rand_int8(rng, (k, n), 0.1, lo=-127)
         c = B.exact_matmul(d, s)
         assert c.dtype == np.int64
         np.testing.assert_array_equal(c, intref.gemm(d, s))
@@ -33,7 +28,7 @@ def test_exact_matmul_extremes_large_k():
 
 def test_intref_backend_run_reports_macs():
     rng = np.random.default_rng(1)
-    d, s = _rand(rng, (10, 20)), _rand(rng, (20, 5), 0.3)
+    d, s = rand_int8(rng, (10, 20), lo=-127), rand_int8(rng, (20, 5), 0.3, lo=-127)
     with B.IntrefBackend() as be:
         (out,) = be.run([B.GemmJob(d, s, "l:forward")])
     assert out.macs == 10 * int(np.count_nonzero(s))
@@ -97,7 +92,7 @@ def test_fpga_backend_hands_jobs_to_the_host_driver():
                                   tiles=2)
 
     rng = np.random.default_rng(2)
-    d, s = _rand(rng, (9, 12)), _rand(rng, (12, 4), 0.5)
+    d, s = rand_int8(rng, (9, 12), lo=-127), rand_int8(rng, (12, 4), 0.5, lo=-127)
     be = B.FpgaBackend("/dev/null")
     be.dev = Board()
     (out,) = be.run([B.GemmJob(d, s, "fc:forward")])

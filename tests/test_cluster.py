@@ -12,25 +12,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from operands import rand_int8
 
 from sim import cluster, gemm, verilate
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dask")]
 
 
-def _rand(rng, shape, density=1.0):
-    a = rng.integers(-128, 128, shape).astype(np.int8)
-    if density < 1:
-        a[rng.random(shape) >= density] = 0
-    return a
-
 
 def _jobs():
     rng = np.random.default_rng(21)
-    return [(_rand(rng, (200, 600)), _rand(rng, (600, 70), 0.1)),
-            (_rand(rng, (64, 576)), _rand(rng, (576, 64), 0.2)),
-            (_rand(rng, (100, 64)), _rand(rng, (64, 576), 0.1)),
-            (_rand(rng, (16, 300)), _rand(rng, (300, 40)))]
+    return [(rand_int8(rng, (200, 600)), rand_int8(rng, (600, 70), 0.1)),
+            (rand_int8(rng, (64, 576)), rand_int8(rng, (576, 64), 0.2)),
+            (rand_int8(rng, (100, 64)), rand_int8(rng, (64, 576), 0.1)),
+            (rand_int8(rng, (16, 300)), rand_int8(rng, (300, 40)))]
 
 
 def _dask(*args):

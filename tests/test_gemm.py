@@ -5,17 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from operands import rand_int8
 
 import sim
 from sim import gemm, verilate
 from sim.tb.driver import encode_words, pack_d, unpack_c
-
-
-def _rand(rng, shape, density=1.0):
-    a = rng.integers(-128, 128, shape).astype(np.int8)
-    if density < 1:
-        a[rng.random(shape) >= density] = 0
-    return a
 
 
 def test_encoder_matches_sw_compress():
@@ -24,13 +18,13 @@ def test_encoder_matches_sw_compress():
     rng = np.random.default_rng(1)
     for _ in range(50):
         k, n = (int(x) for x in rng.integers(1, 40, 2))
-        s = _rand(rng, (k, n), float(rng.random()))
+        s = rand_int8(rng, (k, n), float(rng.random()))
         assert encode_words(s).astype("<u4").tobytes() == encode(s)
 
 
 def test_pack_unpack_roundtrip():
     rng = np.random.default_rng(2)
-    d = _rand(rng, (13, 7))
+    d = rand_int8(rng, (13, 7))
     w = pack_d(d, 4)
     assert w.shape == (4 * 7, 4)
     assert w[7 + 3, 1] == d[4 + 1, 3]  # word mt*K + k, lane i = D[mt*rows + i, k]
@@ -69,8 +63,8 @@ def model8():
 def test_run_gemm_contract(model8):
     """The docs/contract.md example: int32 C bit-exact with the int64 product, cycles, macs."""
     rng = np.random.default_rng(4)
-    d = _rand(rng, (19, 70))
-    s = _rand(rng, (70, 21), 0.15)
+    d = rand_int8(rng, (19, 70))
+    s = rand_int8(rng, (70, 21), 0.15)
     r = sim.run_gemm(d, s)
     assert r.c.dtype == np.int32 and r.c.shape == (19, 21)
     assert np.array_equal(r.c.astype(np.int64), d.astype(np.int64) @ s.astype(np.int64))
@@ -85,15 +79,15 @@ def test_batch_with_tiling_and_edge_cases(model8):
     """One simulator run: tiled shapes (M, K and N beyond the buffers), empty and dense S."""
     rng = np.random.default_rng(5)
     jobs = [
-        (_rand(rng, (800, 600)), _rand(rng, (600, 70), 0.1)),  # M tiles beyond c/d depth
-        (_rand(rng, (9, 20000)), _rand(rng, (20000, 9), 0.05)),  # K beyond d_depth
-        (_rand(rng, (8, 64)), _rand(rng, (64, 600), 0.3)),  # N beyond c_depth
+        (rand_int8(rng, (800, 600)), rand_int8(rng, (600, 70), 0.1)),  # M tiles beyond c/d depth
+        (rand_int8(rng, (9, 20000)), rand_int8(rng, (20000, 9), 0.05)),  # K beyond d_depth
+        (rand_int8(rng, (8, 64)), rand_int8(rng, (64, 600), 0.3)),  # N beyond c_depth
         # N beyond c_depth with M > rows: the column groups get M blocks of different height
-        (_rand(rng, (100, 64)), _rand(rng, (64, 1200), 0.1)),
-        (_rand(rng, (16, 300)), _rand(rng, (300, 40))),  # dense S: more than one blob
-        (_rand(rng, (5, 7)), np.zeros((7, 3), np.int8)),  # all-zero S
+        (rand_int8(rng, (100, 64)), rand_int8(rng, (64, 1200), 0.1)),
+        (rand_int8(rng, (16, 300)), rand_int8(rng, (300, 40))),  # dense S: more than one blob
+        (rand_int8(rng, (5, 7)), np.zeros((7, 3), np.int8)),  # all-zero S
         (np.full((9, 33), -128, np.int8), np.full((33, 9), -128, np.int8)),
-        (_rand(rng, (0, 4)), _rand(rng, (4, 4))),  # empty M
+        (rand_int8(rng, (0, 4)), rand_int8(rng, (4, 4))),  # empty M
     ]
     res = gemm.run_gemms(jobs, model=model8)
     assert res.stats.preload == [True, True, True]
@@ -108,7 +102,7 @@ def test_batch_with_tiling_and_edge_cases(model8):
 @pytest.mark.slow
 def test_ports_mode_gives_the_same_cycles(model8):
     rng = np.random.default_rng(6)
-    d, s = _rand(rng, (16, 40)), _rand(rng, (40, 16), 0.3)
+    d, s = rand_int8(rng, (16, 40)), rand_int8(rng, (40, 16), 0.3)
     a = gemm.run_gemm(d, s, model=model8)
     batch = gemm.run_gemms([(d, s)], model=model8, mode="ports")
     b = batch[0]
@@ -130,8 +124,8 @@ def test_rejects_bad_operands():
 def test_cycles_only_counts_the_same_cycles(model8):
     """The dense baselines skip M blocks that repeat an S block: the cycle count is unchanged."""
     rng = np.random.default_rng(7)
-    jobs = [(_rand(rng, (300, 500)), _rand(rng, (500, 40), 0.7)),
-            (_rand(rng, (700, 200)), _rand(rng, (200, 20)))]
+    jobs = [(rand_int8(rng, (300, 500)), rand_int8(rng, (500, 40), 0.7)),
+            (rand_int8(rng, (700, 200)), rand_int8(rng, (200, 20)))]
     full = gemm.run_gemms(jobs, model=model8)
     fast = gemm.run_gemms(jobs, model=model8, cycles_only=True)
     for a, b in zip(full, fast, strict=True):
@@ -143,10 +137,10 @@ def test_cycles_only_counts_the_same_cycles(model8):
 
 def _batch(rng):
     return [
-        (_rand(rng, (800, 600)), _rand(rng, (600, 70), 0.1)),
-        (_rand(rng, (9, 20000)), _rand(rng, (20000, 9), 0.05)),
-        (_rand(rng, (100, 64)), _rand(rng, (64, 1200), 0.1)),
-        (_rand(rng, (16, 300)), _rand(rng, (300, 40))),
+        (rand_int8(rng, (800, 600)), rand_int8(rng, (600, 70), 0.1)),
+        (rand_int8(rng, (9, 20000)), rand_int8(rng, (20000, 9), 0.05)),
+        (rand_int8(rng, (100, 64)), rand_int8(rng, (64, 1200), 0.1)),
+        (rand_int8(rng, (16, 300)), rand_int8(rng, (300, 40))),
         (np.full((9, 33), -128, np.int8), np.full((33, 9), 127, np.int8)),
     ]
 
@@ -174,7 +168,7 @@ def test_harness_equals_the_cocotb_engine(model8):
 @pytest.mark.slow
 def test_waves_of_one_gemm(tmp_path):
     rng = np.random.default_rng(12)
-    d, s = _rand(rng, (20, 30)), _rand(rng, (30, 9), 0.3)
+    d, s = rand_int8(rng, (20, 30)), rand_int8(rng, (30, 9), 0.3)
     wave = tmp_path / "w" / "gemm.fst"
     r = gemm.dump_waves(d, s, wave)
     assert np.array_equal(r.c.astype(np.int64), d.astype(np.int64) @ s.astype(np.int64))
