@@ -49,9 +49,10 @@ def layer_angles(layer: nn.Module, x: torch.Tensor, density: float | None = None
     """Sparsification angles of one conv/linear layer: its weight and its input ``x``.
 
     ``density`` defaults to the layer's own (``layer.density`` for SWAT layers). Uses the
-    layer's Top-K variant (``dims``) and, for structured layers, channel selection on weights.
+    layer's Top-K variant (``dims``) and, for structured layers, its weight selection: whole
+    filters (``structured="filter"``) or ``[R, S]`` channel slices (``structured=True``).
     """
-    from .topk import topk_channels
+    from .topk import topk_channels, topk_filters
 
     if density is None:
         density = getattr(layer, "density", None)
@@ -59,7 +60,9 @@ def layer_angles(layer: nn.Module, x: torch.Tensor, density: float | None = None
             raise ValueError("density is needed for a layer that is not a SWAT layer")
     dims = getattr(layer, "_eff_dims", "nchw")
     w = layer.weight.detach()
-    if getattr(layer, "structured", False):
+    if getattr(layer, "structure", None) == "filter" and w.ndim > 2:
+        ws = topk_filters(w, density)
+    elif getattr(layer, "structured", False):
         ws = topk_channels(w, density)
     else:
         ws = topk(w, density, dims)

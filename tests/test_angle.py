@@ -57,3 +57,19 @@ def test_layer_and_model_angles():
     assert la["weight"] == pytest.approx(res["2"]["weight"])
     assert layer_angles(m[2], torch.randn(2, 8, 8, 8), density=1.0)["weight"] == pytest.approx(
         0.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("structured, select", [("filter", "topk_filters"),
+                                                (True, "topk_channels")])
+def test_structured_layers_use_their_own_weight_selection(structured, select):
+    import sw.topk
+    from sw.layers import SwatConv2d
+
+    torch.manual_seed(1)
+    conv = SwatConv2d(8, 16, 3, sparsity=0.75, structured=structured)
+    w = conv.weight.detach()
+    expected = angle(w, getattr(sw.topk, select)(w, 0.25))
+    other = angle(w, sw.topk.topk_channels(w, 0.25) if structured == "filter"
+                  else sw.topk.topk_filters(w, 0.25))
+    assert expected != pytest.approx(other)  # the two selections differ on this weight
+    assert layer_angles(conv, torch.randn(2, 8, 6, 6))["weight"] == pytest.approx(expected)
