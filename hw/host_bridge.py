@@ -1,7 +1,7 @@
 """Byte-stream command protocol -> the ``SwatCore`` host interface (Amaranth 0.5).
 
-The framing, opcodes and replies are specified in ``docs/host-protocol.md``; the constants below
-are the single source of truth that ``hw.host_driver`` (the host driver) imports. In short: every
+The framing, opcodes and replies are specified in ``docs/host-protocol.md``; the constants live in
+``hw.contract.protocol``, shared with ``hw.host_driver`` (the host driver). In short: every
 command is one opcode byte followed by a fixed number of little-endian argument bytes (and, for
 the two burst writes, the data words); every command gets exactly one reply that starts with a
 status byte. An unknown opcode is answered with ``ERR_OPCODE`` and the parser returns to idle; a
@@ -20,42 +20,34 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from hw.contract.protocol import (  # noqa: F401  (re-exported: the bridge's public names)
+    ARG_BYTES,
+    ERR_BUSY,
+    ERR_OPCODE,
+    ERR_RANGE,
+    ERR_TIMEOUT,
+    INFO_BYTES,
+    OP_INFO,
+    OP_NOP,
+    OP_READ_C,
+    OP_RESULTS,
+    OP_SET_SHAPE,
+    OP_START,
+    OP_STATUS,
+    OP_WRITE_D,
+    OP_WRITE_S,
+    PROTOCOL_VERSION,
+    PROTOCOL_VERSION_LOGS,
+    ST_OK,
+    STATUS_BYTES,
+)
+
 __all__ = [
     "HostBridge", "CORE_MEMBERS",
     "OP_NOP", "OP_INFO", "OP_WRITE_D", "OP_WRITE_S", "OP_READ_C", "OP_SET_SHAPE", "OP_START",
     "OP_STATUS", "OP_RESULTS", "ARG_BYTES", "ST_OK", "ERR_OPCODE", "ERR_BUSY", "ERR_RANGE",
     "ERR_TIMEOUT", "INFO_BYTES", "STATUS_BYTES", "PROTOCOL_VERSION", "PROTOCOL_VERSION_LOGS",
 ]
-
-#: INFO's version byte: 1 for a core with one C buffer, 2 for a core with result logs
-PROTOCOL_VERSION = 1
-PROTOCOL_VERSION_LOGS = 2
-
-OP_NOP = 0x00
-OP_INFO = 0x01
-OP_WRITE_D = 0x02
-OP_WRITE_S = 0x03
-OP_READ_C = 0x04
-OP_SET_SHAPE = 0x05
-OP_START = 0x06
-OP_STATUS = 0x07
-OP_RESULTS = 0x08  # protocol 2 only
-
-#: argument bytes after the opcode (burst data of WRITE_D / WRITE_S follows the arguments)
-ARG_BYTES = {
-    OP_NOP: 0, OP_INFO: 0, OP_WRITE_D: 4, OP_WRITE_S: 4, OP_READ_C: 4, OP_SET_SHAPE: 8,
-    OP_START: 0, OP_STATUS: 0, OP_RESULTS: 0,
-}
-
-ST_OK = 0x00
-ERR_OPCODE = 0x80
-ERR_BUSY = 0x81
-ERR_RANGE = 0x82
-ERR_TIMEOUT = 0x83
-
-#: reply lengths including the status byte
-INFO_BYTES = 18
-STATUS_BYTES = 19
 
 #: the core's host members the bridge connects to (``hw.core_ports``)
 CORE_MEMBERS = ("d_write", "s_write", "c_read", "ctrl")

@@ -24,9 +24,7 @@ import numpy as np
 
 from hw.contract.blob import encode_words
 from hw.contract.codes import LoaderError
-from hw.contract.tiling import limits, plan_for
-from hw.contract.words import m_tiles, pack_d, unpack_c
-from hw.host_bridge import (
+from hw.contract.protocol import (
     ARG_BYTES,
     ERR_BUSY,
     ERR_OPCODE,
@@ -46,6 +44,8 @@ from hw.host_bridge import (
     ST_OK,
     STATUS_BYTES,
 )
+from hw.contract.tiling import limits, plan_for
+from hw.contract.words import m_tiles, pack_d, unpack_c
 
 __all__ = [
     "BridgeError", "CoreError", "CoreInfo", "CoreStatus", "FpgaGemmResult", "SwatFpga",
