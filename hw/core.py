@@ -71,6 +71,9 @@ class SwatCore(wiring.Component):
         :class:`~hw.threshold_select.ThresholdSelect` with that many int8 lanes per beat and its
         ``sel`` ports: the host streams a dense ``S[K, N]`` in (column by column) and the
         survivors of Top-K land compressed in the S buffer (see ``docs/core-interface.md``).
+    sel_index_width : int
+        Bits of the select unit's per-lane source index (default 32; 0: none), for the exact
+        im2col blob of a selected tensor (``by_index``, ``docs/threshold-select.md``).
 
     Members
     -------
@@ -94,7 +97,7 @@ class SwatCore(wiring.Component):
 
     def __init__(self, *, rows: int = 8, cols: int = 8, d_depth: int = 16384,
                  s_depth: int = 8192, c_depth: int = 8192, hold_depth: int = 2,
-                 sel_lanes: int = 0, result_logs: bool = True):
+                 sel_lanes: int = 0, result_logs: bool = True, sel_index_width: int = 32):
         self.rows = check_int("SwatCore", "rows", rows, minimum=1)
         self.cols = check_int("SwatCore", "cols", cols, minimum=1)
         self.d_depth = check_int("SwatCore", "d_depth", d_depth, minimum=2)
@@ -102,6 +105,8 @@ class SwatCore(wiring.Component):
         self.c_depth = check_int("SwatCore", "c_depth", c_depth, minimum=2)
         self.hold_depth = check_int("SwatCore", "hold_depth", hold_depth, minimum=1)
         self.sel_lanes = check_int("SwatCore", "sel_lanes", sel_lanes, minimum=0)
+        self.sel_index_width = check_int("SwatCore", "sel_index_width", sel_index_width,
+                                         minimum=0, maximum=32)
         if not isinstance(result_logs, bool):
             raise TypeError(f"SwatCore: result_logs must be a bool, not {result_logs!r}")
         self.result_logs = result_logs
@@ -126,8 +131,9 @@ class SwatCore(wiring.Component):
         self.sel_unit = None
         if sel_lanes:
             from .threshold_select import ThresholdSelect
-            self.sel_unit = ThresholdSelect(lanes=sel_lanes, depth=s_depth)
-            members["sel"] = Out(SelectSignature(sel_lanes))
+            self.sel_unit = ThresholdSelect(lanes=sel_lanes, depth=s_depth,
+                                            index_width=sel_index_width)
+            members["sel"] = Out(SelectSignature(sel_lanes, sel_index_width))
         super().__init__(members)
         # memories are created here so that testbenches can preload them (ctx.set(mem.data[a], v))
         self.d_mem = Memory(shape=rows * 8, depth=d_depth, init=[])

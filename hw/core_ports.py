@@ -74,8 +74,9 @@ class SelectSignature(wiring.Signature):
 
     Members (as the core sees them)
     -------------------------------
-    i : In(stream.Signature(beat_layout(lanes)))
-        Dense ``S`` beats into the unit (``hw.select_layouts``).
+    i : In(stream.Signature(beat_layout(lanes, index_width)))
+        Dense ``S`` beats into the unit (``hw.select_layouts``), with the per-lane source index
+        when ``index_width > 0`` (``by_index`` commands: the im2col blob of a selected tensor).
     cmd : In(stream.Signature(CommandLayout))
         The unit's command stream: taken while the unit is idle, also while a GEMM runs; the
         command's ``bank`` names the S buffer the blob goes to.
@@ -86,19 +87,20 @@ class SelectSignature(wiring.Signature):
         select cycles not hidden behind GEMMs.
     """
 
-    def __init__(self, lanes):
+    def __init__(self, lanes, index_width=0):
         from .select_layouts import CommandLayout, StatusSignature, beat_layout
 
-        self.lanes = lanes
+        self.lanes, self.index_width = lanes, index_width
         super().__init__({
-            "i": In(stream.Signature(beat_layout(lanes))),
+            "i": In(stream.Signature(beat_layout(lanes, index_width))),
             "cmd": In(stream.Signature(CommandLayout)),
             "status": Out(StatusSignature()),
             "exposed_cycles": Out(32),
         })
 
     def __eq__(self, other):
-        return type(other) is type(self) and other.lanes == self.lanes
+        return type(other) is type(self) and (other.lanes, other.index_width) == (
+            self.lanes, self.index_width)
 
     def __repr__(self):
-        return f"SelectSignature({self.lanes})"
+        return f"SelectSignature({self.lanes}, {self.index_width})"

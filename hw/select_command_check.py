@@ -7,7 +7,7 @@ passes) comes from a shift-and-add over the bits of ``rows``: ``bit_length(rows)
 no multiplier, which on iCE40 saved some 600 LUTs and on ECP5 a DSP.
 """
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Const, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -23,6 +23,8 @@ class CommandCheck(wiring.Component):
     ----------
     depth : int
         Words of the S buffer (``cols + 4`` must fit for any mode that writes).
+    indexed : bool
+        The unit has the source-index side band (``by_index`` commands are possible).
 
     Members
     -------
@@ -39,11 +41,12 @@ class CommandCheck(wiring.Component):
     error : ``Out(ErrorCode)``
         In this order: SHAPE (``rows`` or ``cols`` zero), KEEP (``keep > n`` for FULL or
         THRESHOLD), OVERFLOW (``cols + 4 > depth`` for modes that write), NO_THRESHOLD (HELD
-        with nothing held), BAD_THRESHOLD (GIVEN with a threshold above 128), else NONE.
+        with nothing held), BAD_THRESHOLD (GIVEN with a threshold above 128), NO_INDEX
+        (``by_index`` with HELD or GIVEN on a unit without ``indexed``), else NONE.
     """
 
-    def __init__(self, depth):
-        self.depth = depth
+    def __init__(self, depth, indexed=False):
+        self.depth, self.indexed = depth, indexed
         super().__init__({
             "start": In(1),
             "command": In(CommandLayout),
@@ -80,6 +83,9 @@ class CommandCheck(wiring.Component):
                 m.d.sync += self.error.eq(ErrorCode.NO_THRESHOLD)
             with m.Elif((command.mode == Mode.GIVEN) & (command.given.threshold > BINS - 1)):
                 m.d.sync += self.error.eq(ErrorCode.BAD_THRESHOLD)
+            with m.Elif(Const(not self.indexed) & command.by_index &
+                        ((command.mode == Mode.HELD) | (command.mode == Mode.GIVEN))):
+                m.d.sync += self.error.eq(ErrorCode.NO_INDEX)
             with m.Else():
                 m.d.sync += self.error.eq(ErrorCode.NONE)
         return m

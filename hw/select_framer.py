@@ -22,12 +22,14 @@ class BeatFramer(wiring.Component):
     ----------
     lanes : int
         Elements per beat.
+    index_width : int
+        Bits of the per-lane source index carried along (0: none).
 
     Members
     -------
-    i : ``In(stream.Signature(beat_layout(lanes)))``
+    i : ``In(stream.Signature(beat_layout(lanes, index_width)))``
         The producer's beats.
-    o : ``Out(stream.Signature(framed_layout(lanes)))``
+    o : ``Out(stream.Signature(framed_layout(lanes, index_width)))``
         Checked beats of the current pass (combinational pass-through, no added latency).
     load : ``In(1)``, elements : ``In(32)``
         A pulse on ``load`` starts a pass of ``elements`` elements (``>= 1``).
@@ -41,11 +43,11 @@ class BeatFramer(wiring.Component):
         ``NONE`` otherwise. Such a beat is not passed on.
     """
 
-    def __init__(self, lanes):
-        self.lanes = lanes
+    def __init__(self, lanes, index_width=0):
+        self.lanes, self.index_width = lanes, index_width
         super().__init__({
-            "i": In(stream.Signature(beat_layout(lanes))),
-            "o": Out(stream.Signature(framed_layout(lanes))),
+            "i": In(stream.Signature(beat_layout(lanes, index_width))),
+            "o": Out(stream.Signature(framed_layout(lanes, index_width))),
             "load": In(1),
             "elements": In(32),
             "enable": In(1),
@@ -69,6 +71,8 @@ class BeatFramer(wiring.Component):
             self.o.valid.eq(self.enable & self.i.valid & last_matches),
             self.i.ready.eq(self.discard | (self.enable & self.o.ready)),
         ]
+        if self.index_width:
+            m.d.comb += self.o.payload.index.eq(self.i.payload.index)
         with m.If(self.enable & self.i.valid & ~last_matches):
             with m.If(final_beat):
                 m.d.comb += self.length_error.eq(ErrorCode.LONG)

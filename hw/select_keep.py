@@ -1,7 +1,8 @@
 """Keep decision of the threshold-select unit (pass 2): which elements of a beat survive.
 
 Keep ``|x| > t`` and the first ``ties`` elements with ``|x| == t`` in stream order (or, with
-``transpose``, the ties not after the cut), drop kept zeros; the survivors and the column ends
+``transpose``, the ties not after the cut; with ``by_index``, the ties whose source index is not
+after the cut's), drop kept zeros; the survivors and the column ends
 of the beat become one record for :class:`~hw.select_writer.BlobWriter`. The rule is that of
 ``sw.int_topk.select_mask_threshold`` / ``compress_transposed``.
 """
@@ -14,8 +15,9 @@ from .select_layouts import HeldLayout, framed_layout, magnitude, record_layout
 
 __all__ = ["KeepFilter", "TieLayout", "lane_positions"]
 
-#: Position of a kept tie (``any = 0``: none in the beat).
-TieLayout = data.StructLayout({"any": 1, "row": 16, "col": 16})
+#: Position of a kept tie (``any = 0``: none in the beat): ``(row, col)`` and the stream
+#: position ``index`` (element number in the pass).
+TieLayout = data.StructLayout({"any": 1, "row": 16, "col": 16, "index": 32})
 
 
 def lane_positions(m, row0, col0, rows, lanes, prefix):
@@ -51,10 +53,12 @@ class KeepFilter(wiring.Component):
     depth : int
         S-buffer words: a beat whose entries would make the blob (``4 + cols + nnz`` words)
         longer is refused with ``overflow``.
+    index_width : int
+        Bits of the beats' source index (0: no side band, ``by_index`` is ignored).
 
     Members
     -------
-    beat : ``In(stream.Signature(framed_layout(lanes)))``
+    beat : ``In(stream.Signature(framed_layout(lanes, index_width)))``
         Beats of the pass; ready when ``record`` is.
     record : ``Out(stream.Signature(record_layout(lanes)))``
         One record per beat with at least one entry or column end.
@@ -65,6 +69,9 @@ class KeepFilter(wiring.Component):
     transpose : ``In(1)``
         Keep a tie at ``(r, c)`` iff ``(c, r)`` is not after the cut in the stream order of the
         matrix the cut came from (``r < cut_col``, or ``r == cut_col`` and ``c <= cut_row``).
+    by_index : ``In(1)``
+        Keep a tie iff ``cut_any`` and its beat ``index <= cut_index`` (an im2col stream whose
+        index is the position in the tensor the cut came from); no tie budget.
     rows, cols : ``In(16)``
         ``K`` and ``N``.
     overflow : ``Out(1)``
@@ -75,15 +82,17 @@ class KeepFilter(wiring.Component):
         Position of the last tie the offered beat keeps (for the held cut).
     """
 
-    def __init__(self, lanes, depth):
+    def __init__(self, lanes, depth, index_width=0):
         self.lanes = lanes
         self.depth = depth
+        self.index_width = index_width
         super().__init__({
-            "beat": In(stream.Signature(framed_layout(lanes))),
+            "beat": In(stream.Signature(framed_layout(lanes, index_width))),
             "record": Out(stream.Signature(record_layout(lanes))),
             "init": In(1),
             "held": In(HeldLayout),
             "transpose": In(1),
+            "by_index": In(1),
             "rows": In(16),
             "cols": In(16),
             "overflow": Out(1),
@@ -98,6 +107,7 @@ class KeepFilter(wiring.Component):
         row = Signal(16)  # position of lane 0 of the next beat
         col = Signal(17)
         ties_left = Signal(32)
+        position = Signal(32)  # stream position of lane 0 of the next beat
         nnz = Signal(33)
         m.d.comb += self.nnz.eq(nnz)
 
@@ -116,13 +126,17 @@ class KeepFilter(wiring.Component):
                 (row_of[j] < held.cut_col) |
                 ((row_of[j] == held.cut_col) & (col_of[j] <= held.cut_row)))
             within_budget = ties_before < ties_left
-            m.d.comb += tie_kept[j].eq(tie[j] & Mux(self.transpose, not_after_cut,
-                                                    within_budget))
+            rule = Mux(self.transpose, not_after_cut, within_budget)
+            if self.index_width:
+                source_not_after_cut = held.cut_any & (beat.index[j] <= held.cut_index)
+                rule = Mux(self.by_index, source_not_after_cut, rule)
+            m.d.comb += tie_kept[j].eq(tie[j] & rule)
             ties_before = ties_before + tie[j]
             m.d.comb += emit[j].eq((above[j] | tie_kept[j]) & (beat.data[j] != 0))
             with m.If(tie_kept[j]):  # the highest kept tie of the beat wins
                 m.d.comb += [self.last_tie.any.eq(1), self.last_tie.row.eq(row_of[j]),
-                             self.last_tie.col.eq(col_of[j])]
+                             self.last_tie.col.eq(col_of[j]),
+                             self.last_tie.index.eq(position + j)]
         ends = Signal(lanes)
         m.d.comb += ends.eq(Cat(*ends_at) & beat.lane_valid)
         nnz_next = Signal(33)
@@ -141,9 +155,10 @@ class KeepFilter(wiring.Component):
                      for j in range(lanes)]
 
         with m.If(self.init):
-            m.d.sync += [row.eq(0), col.eq(0), nnz.eq(0), ties_left.eq(held.ties)]
+            m.d.sync += [row.eq(0), col.eq(0), nnz.eq(0), ties_left.eq(held.ties),
+                         position.eq(0)]
         with m.Elif(self.beat.valid & self.beat.ready & ~self.overflow):
             ties_used = sum((tie_kept[j] for j in range(lanes)), Const(0, 8))
             m.d.sync += [row.eq(next_pos[0]), col.eq(next_pos[1]), nnz.eq(nnz_next),
-                         ties_left.eq(ties_left - ties_used)]
+                         ties_left.eq(ties_left - ties_used), position.eq(position + lanes)]
         return m

@@ -39,19 +39,24 @@ Mode = _signal_enum("Mode", SelectMode, 2)
 #: Sticky error code, cleared by the next command (:class:`hw.contract.codes.SelectError`).
 ErrorCode = _signal_enum("ErrorCode", SelectError, 4)
 
-#: The held selection: threshold ``t``, tie budget ``ties`` and the cut, the ``(row, col)`` of
-#: the last tie kept by the last non-transposed pass 2 (``cut_any = 0``: it kept none).
+#: The held selection: threshold ``t``, tie budget ``ties`` and the cut, the ``(row, col)`` and
+#: the stream position ``cut_index`` (element number in the pass, from 0) of the last tie kept
+#: by the last pass 2 that was neither transposed nor indexed (``cut_any = 0``: it kept none).
+#: ``cut_index`` was appended last, so the other fields kept their bit offsets.
 HeldLayout = data.StructLayout({
     "threshold": unsigned(8),
     "ties": unsigned(32),
     "cut_row": unsigned(16),
     "cut_col": unsigned(16),
     "cut_any": unsigned(1),
+    "cut_index": unsigned(32),
 })
 
 #: One operation. ``rows, cols`` are ``K, N`` of ``S[K, N]``; ``keep`` is ``k`` (FULL,
 #: THRESHOLD); ``given`` is the pair (and cut) for GIVEN; ``transpose`` (HELD, GIVEN) keeps the
-#: ties by the cut; ``bank`` names the S buffer the blob goes to (double buffering).
+#: ties by the cut; ``bank`` names the S buffer the blob goes to (double buffering);
+#: ``by_index`` (HELD, GIVEN; a unit with a source-index side band) keeps a tie iff its beat
+#: ``index`` is ``<= cut_index`` (an im2col stream of the tensor the cut came from).
 CommandLayout = data.StructLayout({
     "mode": Mode,
     "keep": unsigned(32),
@@ -60,6 +65,7 @@ CommandLayout = data.StructLayout({
     "transpose": unsigned(1),
     "bank": unsigned(1),
     "given": HeldLayout,
+    "by_index": unsigned(1),
 })
 
 
@@ -90,29 +96,38 @@ class SelectHostSignature(wiring.Signature):
     the command stream ``cmd`` and the ``status``. A core that forwards the unit to its host
     exposes this signature flipped (its ``o`` goes into the core's S buffer instead)."""
 
-    def __init__(self, lanes):
+    def __init__(self, lanes, index_width=0):
         super().__init__({
-            "i": In(stream.Signature(beat_layout(lanes))),
+            "i": In(stream.Signature(beat_layout(lanes, index_width))),
             "cmd": In(stream.Signature(CommandLayout)),
             "status": Out(StatusSignature()),
         })
 
 
-def beat_layout(lanes):
-    """Input beat: ``lanes`` signed int8 elements in stream order, ``last`` on the final beat."""
+def _index_field(lanes, index_width):
+    return {"index": data.ArrayLayout(unsigned(index_width), lanes)} if index_width else {}
+
+
+def beat_layout(lanes, index_width=0):
+    """Input beat: ``lanes`` signed int8 elements in stream order, ``last`` on the final beat
+    and, with ``index_width > 0``, the source index of every lane (``index``, after ``last``:
+    the position of the element in the tensor an indexed pass refers to)."""
     return data.StructLayout({
         "data": data.ArrayLayout(signed(8), lanes),
         "last": unsigned(1),
+        **_index_field(lanes, index_width),
     })
 
 
-def framed_layout(lanes):
+def framed_layout(lanes, index_width=0):
     """A checked beat of one pass: the elements, which lanes hold elements of the matrix
-    (``lane_valid``; lanes past ``rows * cols`` do not) and whether it ends the pass."""
+    (``lane_valid``; lanes past ``rows * cols`` do not), whether it ends the pass and the
+    source indices (``index_width > 0``)."""
     return data.StructLayout({
         "data": data.ArrayLayout(signed(8), lanes),
         "lane_valid": unsigned(lanes),
         "final": unsigned(1),
+        **_index_field(lanes, index_width),
     })
 
 

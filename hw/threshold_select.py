@@ -14,7 +14,11 @@ cycle, then the header. The ``(t, ties)`` pair is held, so within a Top-K period
 Appendix A.6) only pass 2 runs (:attr:`Mode.HELD`, or :attr:`Mode.GIVEN` with a pair kept by
 the host). With ``transpose`` a pass 2 writes the blob of the transposed matrix (input-gradient
 ``S = Ws``) with exactly the kept set of the last non-transposed pass 2, using the position of
-its last kept tie (the "cut"). :class:`~hw.select_framer.BeatFramer` checks each pass's length.
+its last kept tie (the "cut"). With ``by_index`` (a unit built with ``index_width > 0``) a
+pass 2 keeps a tie iff the source index its beat carries is not after the cut's stream position
+``cut_index``: that writes ``im2col`` of the tensor's selection from the im2col stream, exactly
+(``sw.int_topk.compress_indexed``). :class:`~hw.select_framer.BeatFramer` checks each pass's
+length.
 """
 
 from amaranth.hdl import Module, Signal
@@ -64,15 +68,20 @@ class ThresholdSelect(wiring.Component):
     fifo_depth : int
         Records (accepted beats with at least one write) buffered between the keep logic and
         the writer (``10 * lanes + 33`` bits each).
+    index_width : int
+        Bits of the optional per-lane source index of the input beat (0, the default: no side
+        band, today's beat layout; a ``by_index`` command then fails with NO_INDEX).
 
     Members
     -------
-    i : ``In(stream.Signature(beat_layout(lanes)))``
+    i : ``In(stream.Signature(beat_layout(lanes, index_width)))``
         The matrix in stream order: column by column (``S[0, 0], S[1, 0], … S[K-1, 0], S[0, 1],
         …``), i.e. the row-major order of ``S.T``, packed ``lanes`` elements a beat (element
         ``b * lanes + j`` in ``data[j]`` of beat ``b``, columns may straddle beats). The beat
         holding element ``K*N - 1`` is the last one and must have ``last = 1``; lanes past the
         end are ignored. Mode FULL reads the stream twice (pass 1, then a replay for pass 2).
+        ``index[j]`` (``index_width > 0``) is the lane's source index, read by ``by_index``
+        passes only (e.g. the position in the tensor ``A`` of an element of ``im2col(A)``).
     cmd : ``In(stream.Signature(CommandLayout))``
         One operation (:class:`~hw.select_layouts.CommandLayout`), taken while the unit is not
         busy.
@@ -95,8 +104,9 @@ class ThresholdSelect(wiring.Component):
     banks) + ceil(column ends / banks)`` cycles per beat. See :func:`estimate_cycles`.
     """
 
-    def __init__(self, *, lanes=8, depth=1 << 16, banks=1, fifo_depth=16):
+    def __init__(self, *, lanes=8, depth=1 << 16, banks=1, fifo_depth=16, index_width=0):
         check_int("ThresholdSelect", "lanes", lanes, minimum=1)
+        check_int("ThresholdSelect", "index_width", index_width, minimum=0, maximum=32)
         check_int("ThresholdSelect", "depth", depth, minimum=5)
         check_int("ThresholdSelect", "banks", banks, minimum=1)
         check_int("ThresholdSelect", "fifo_depth", fifo_depth, minimum=2)
@@ -107,8 +117,9 @@ class ThresholdSelect(wiring.Component):
             raise ValueError(f"ThresholdSelect: depth must be a multiple of banks ({banks}), "
                              f"not {depth}")
         self.lanes, self.depth, self.banks, self.fifo_depth = lanes, depth, banks, fifo_depth
+        self.index_width = index_width
         self.addr_width = max(1, ceil_log2(depth))
-        self.in_layout = beat_layout(lanes)
+        self.in_layout = beat_layout(lanes, index_width)
         self.out_layout = write_layout(banks, max(1, self.addr_width - ceil_log2(banks)))
         super().__init__({
             "i": In(stream.Signature(self.in_layout)),
@@ -120,10 +131,10 @@ class ThresholdSelect(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         lanes = self.lanes
-        m.submodules.check = check = CommandCheck(self.depth)
-        m.submodules.framer = framer = BeatFramer(lanes)
+        m.submodules.check = check = CommandCheck(self.depth, indexed=bool(self.index_width))
+        m.submodules.framer = framer = BeatFramer(lanes, self.index_width)
         m.submodules.histogram = histogram = MagnitudeHistogram(lanes)
-        m.submodules.keep = keep = KeepFilter(lanes, self.depth)
+        m.submodules.keep = keep = KeepFilter(lanes, self.depth, self.index_width)
         m.submodules.writer = writer = BlobWriter(lanes, self.banks, self.addr_width,
                                                   self.fifo_depth)
         wiring.connect(m, wiring.flipped(self.i), framer.i)
@@ -144,6 +155,7 @@ class ThresholdSelect(wiring.Component):
             check.command.eq(self.cmd.payload), check.held_valid.eq(self.status.held_valid),
             framer.elements.eq(check.elements),
             keep.held.eq(held), keep.transpose.eq(command.transpose),
+            keep.by_index.eq(command.by_index),
             keep.rows.eq(command.rows), keep.cols.eq(command.cols),
             writer.rows.eq(command.rows), writer.cols.eq(command.cols),
             writer.bank.eq(command.bank),
@@ -153,6 +165,7 @@ class ThresholdSelect(wiring.Component):
             histogram.scan.payload.eq(command.keep),
         ]
         selecting = (command.mode == Mode.FULL) | (command.mode == Mode.THRESHOLD)
+        cut_kept = command.transpose | command.by_index  # a pass 2 that uses the cut keeps it
 
         def fail(code):
             m.d.sync += error_code.eq(code)
@@ -163,10 +176,11 @@ class ThresholdSelect(wiring.Component):
             m.d.comb += self.cmd.ready.eq(1)
             with m.If(self.cmd.valid):
                 payload = self.cmd.payload
+                pass2_only = (payload.mode == Mode.HELD) | (payload.mode == Mode.GIVEN)
                 m.d.sync += [
                     command.eq(payload), error_code.eq(ErrorCode.NONE), cycles.eq(0),
-                    command.transpose.eq(payload.transpose & ((payload.mode == Mode.HELD) |
-                                                              (payload.mode == Mode.GIVEN))),
+                    command.transpose.eq(payload.transpose & pass2_only),
+                    command.by_index.eq(payload.by_index & pass2_only),
                 ]
                 m.d.comb += [writer.flush.eq(1), check.start.eq(1)]
                 m.next = "CHECK"
@@ -185,8 +199,10 @@ class ThresholdSelect(wiring.Component):
                         m.d.sync += [held.eq(command.given), self.status.held_valid.eq(1)]
                     m.next = "KEEP_INIT"
             with m.State("COUNT"):
-                m.d.comb += framer.enable.eq(1)
-                wiring.connect(m, framer.o, histogram.count)
+                m.d.comb += [framer.enable.eq(1), histogram.count.valid.eq(framer.o.valid),
+                             framer.o.ready.eq(histogram.count.ready)]
+                m.d.comb += [getattr(histogram.count.payload, f).eq(getattr(framer.o.payload, f))
+                             for f in ("data", "lane_valid", "final")]
                 with m.If(framer.length_error != ErrorCode.NONE):
                     fail(framer.length_error)
                 with m.Elif(framer.o.valid & framer.o.ready & framer.o.payload.final):
@@ -202,7 +218,7 @@ class ThresholdSelect(wiring.Component):
                         m.next = "DONE"
             with m.State("KEEP_INIT"):
                 m.d.comb += [keep.init.eq(1), framer.load.eq(1)]
-                with m.If(~command.transpose):
+                with m.If(~cut_kept):
                     m.d.sync += held.cut_any.eq(0)
                 m.next = "KEEP"
             with m.State("KEEP"):
@@ -213,9 +229,10 @@ class ThresholdSelect(wiring.Component):
                 with m.Elif(keep.overflow):
                     fail(ErrorCode.OVERFLOW)
                 with m.Elif(keep.beat.valid & keep.beat.ready):
-                    with m.If(~command.transpose & keep.last_tie.any):
+                    with m.If(~cut_kept & keep.last_tie.any):
                         m.d.sync += [held.cut_any.eq(1), held.cut_row.eq(keep.last_tie.row),
-                                     held.cut_col.eq(keep.last_tie.col)]
+                                     held.cut_col.eq(keep.last_tie.col),
+                                     held.cut_index.eq(keep.last_tie.index)]
                     with m.If(framer.o.payload.final):
                         m.next = "HEADER"
             with m.State("HEADER"):

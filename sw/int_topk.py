@@ -30,6 +30,17 @@ hardware remembers the *cut*: the position ``(row, col)`` in ``S`` of the last t
 stream order is not after the cut, which reproduces the forward mask exactly
 (:func:`compress_transposed`).
 
+Indexed pass (im2col of a selected tensor)
+-----------------------------------------
+The weight-gradient GEMM's ``S`` is ``im2col(As)``: every element of the tensor ``A`` appears up
+to ``R*S`` times, in im2col order. A tie budget counted on that stream would keep other ties
+than ``im2col(select(A))``. Instead the hardware streams ``im2col(A)`` with a side band: the
+*source index* of every element, its position in the row-major order of ``A``
+(:func:`stream_matrix` streams ``A`` in that order for the selection pass, whose cut is then
+such a position, :func:`last_kept_tie_index`). A tie is kept iff its source index is not after
+the cut (:func:`select_mask_indexed`, :func:`compress_indexed`), which gives
+``im2col(select(A))`` word for word.
+
 Held threshold (Top-K period, paper Appendix A.6)
 -------------------------------------------------
 Within a Top-K period only the keep/compress pass runs, with the ``(t, ties)`` computed at the
@@ -60,6 +71,10 @@ __all__ = [
     "compress_threshold",
     "last_kept_tie",
     "compress_transposed",
+    "stream_matrix",
+    "last_kept_tie_index",
+    "select_mask_indexed",
+    "compress_indexed",
     "encode_csc_words",
     "blob_words",
 ]
@@ -245,3 +260,54 @@ def compress_transposed(q2d, t, ties):
         raise ValueError(f"expected a 2-D [K, N] matrix, got shape {s.shape}")
     keep = select_mask_threshold(s.T, t, ties).T
     return encode_csc_words(np.where(keep, s, 0).T).astype("<u4").tobytes()
+
+
+def stream_matrix(q):
+    """A matrix ``S[K, N]`` whose stream order (column by column) is the row-major order of
+    ``q``: ``S = q.reshape(N, K).T`` with the largest ``K <= 65535`` dividing ``q.size`` such
+    that ``N <= 65535`` too (the 16-bit ``rows``/``cols`` of a command). The selection of ``S``
+    is then that of ``q`` (:func:`select_mask`) and its cut a position in ``q``."""
+    a = np.asarray(q)
+    n = a.size
+    for k in range(min(n, 0xFFFF), 0, -1):
+        if n % k == 0:
+            if n // k > 0xFFFF:
+                break
+            return a.reshape(n // k, k).T
+    raise ValueError(f"{n} elements do not fit a [K, N] matrix with K, N <= 65535")
+
+
+def last_kept_tie_index(q, t, ties):
+    """Position in the row-major order of ``q`` of the last tie (``|x| == t``) kept by
+    ``(t, ties)``, or ``None`` -- the hardware's ``cut_index`` (with ``cut_any``) after a pass
+    2 on :func:`stream_matrix` ``(q)``."""
+    keep = select_mask_threshold(q, t, ties).ravel()
+    idx = np.flatnonzero(keep & (magnitudes(q).ravel() == int(t)))
+    return int(idx[-1]) if idx.size else None
+
+
+def select_mask_indexed(q, index, t, cut_index, bits=8):
+    """Keep mask of an indexed pass: ``|x| > t``, and ``|x| == t`` where ``index <= cut_index``
+    (no tie when ``cut_index`` is ``None``). ``index`` (same shape as ``q``) is each element's
+    source position; it is compared as an unsigned 32-bit number, as in the hardware."""
+    mag = magnitudes(q, bits)
+    index = np.asarray(index, dtype=np.int64) & 0xFFFFFFFF
+    if index.shape != mag.shape:
+        raise ValueError(f"index shape {index.shape} differs from the values' {mag.shape}")
+    tie = mag == int(t)
+    if cut_index is None:
+        return mag > int(t)
+    return (mag > int(t)) | (tie & (index <= int(cut_index)))
+
+
+def compress_indexed(q2d, index, t, cut_index):
+    """Blob (``bytes``) the hardware writes for ``S[K, N]`` streamed with the source indices
+    ``index[K, N]`` in an indexed pass (``by_index``) with threshold ``t`` and the cut
+    ``cut_index``. With ``S = im2col(A)``, ``index = im2col`` of the positions of ``A``, ``(t,
+    ties) = threshold_int(A, k)`` and ``cut_index = last_kept_tie_index(A, t, ties)`` this is
+    ``encode_csc_words(im2col(select(A, k)))``."""
+    s = _as_int_array(q2d, 8)
+    if s.ndim != 2:
+        raise ValueError(f"expected a 2-D [K, N] matrix, got shape {s.shape}")
+    keep = select_mask_indexed(s, index, t, cut_index)
+    return encode_csc_words(np.where(keep, s, 0)).astype("<u4").tobytes()

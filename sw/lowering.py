@@ -32,7 +32,8 @@ from hw.contract.codes import SelectMode
 from hw.contract.cycles import select_cycles
 
 __all__ = ["PASSES", "SELECT_LANES", "GemmJob", "LayerOperands", "quantize", "int_topk",
-           "topk_groups", "im2col", "fold", "quantize_layer", "forward_job",
+           "topk_groups", "im2col", "im2col_source_index",
+           "im2col_topk_blob", "PAD_INDEX", "fold", "quantize_layer", "forward_job",
            "backward_input_job", "backward_weight_job", "layer_jobs", "layer_selection"]
 
 #: The three GEMMs of a layer, in the order a step runs them.
@@ -167,6 +168,30 @@ def im2col(x, module) -> np.ndarray:
     cols = F.unfold(t, module.kernel_size, dilation=module.dilation, padding=module.padding,
                     stride=module.stride)
     return cols.transpose(1, 2).reshape(-1, cols.shape[1]).numpy()
+
+
+#: source index of an im2col padding element (never at or before a cut: it is a zero anyway)
+PAD_INDEX = 0xFFFFFFFF
+
+
+def im2col_source_index(a_shape, module) -> np.ndarray:
+    """Source index of every element of ``im2col(A)`` (same shape): its position in the
+    row-major order of ``A`` (``a_shape``), :data:`PAD_INDEX` for padding. This is the side band
+    the threshold-select unit needs to write ``im2col(int_topk(A))`` exactly from the im2col
+    stream (``by_index``, ``sw.int_topk.compress_indexed``)."""
+    n = int(np.prod(a_shape))
+    positions = np.arange(1, n + 1, dtype=np.float64).reshape(a_shape)
+    idx = np.rint(im2col(positions, module)).astype(np.int64) - 1  # padding: 0 - 1
+    idx[idx < 0] = PAD_INDEX
+    return idx
+
+
+def im2col_topk_blob(qa: np.ndarray, module, density: float) -> np.ndarray:
+    """Compressed-S words of ``im2col(int_topk(qa, density))`` -- the weight-gradient GEMM's
+    ``S`` of a convolution, the blob an indexed select pass must write."""
+    from sw import int_topk as _it
+
+    return _it.encode_csc_words(im2col(int_topk(qa, density), module).astype(np.int8))
 
 
 def fold(cols, module, in_shape) -> np.ndarray:

@@ -14,7 +14,7 @@ def test_select_numbers():
     assert [int(m) for m in SelectMode] == [0, 1, 2, 3]
     assert [(e.name, int(e)) for e in SelectError] == [
         ("NONE", 0), ("SHAPE", 1), ("KEEP", 2), ("SHORT", 3), ("LONG", 4), ("OVERFLOW", 5),
-        ("NO_THRESHOLD", 6), ("BAD_THRESHOLD", 7)]
+        ("NO_THRESHOLD", 6), ("BAD_THRESHOLD", 7), ("NO_INDEX", 8)]
     assert BINS == 129
 
 

@@ -220,3 +220,34 @@ def test_transposed_blob_same_mask(data):
     for r, c in zip(*np.nonzero(mag.T == t), strict=True):
         kept = cut is not None and r * K + c <= cut[1] * K + cut[0]
         assert kept == fmask[c, r]
+
+
+@settings(SETTINGS, max_examples=40)
+@given(data=st.data())
+def test_stream_matrix_and_indexed_rule(data):
+    """``stream_matrix`` streams a tensor in its row-major order; an indexed pass over any
+    re-arrangement with duplicates (the source index of each element) keeps exactly the
+    selected elements, with the cut position the tensor's pass reports."""
+    q = data.draw(int8_arrays())
+    k = data.draw(st.integers(0, q.size))
+    sm = int_topk.stream_matrix(q)
+    np.testing.assert_array_equal(int_topk.stream_order(sm), q.ravel())
+    t, ties = int_topk.threshold_int(q, k)
+    cut = int_topk.last_kept_tie_index(q, t, ties)
+    stream_cut = int_topk.last_kept_tie(sm, t, ties)
+    assert (None if stream_cut is None else stream_cut[1] * sm.shape[0] + stream_cut[0]) == cut
+    pick = np.asarray(data.draw(st.lists(st.integers(0, q.size - 1), min_size=1,
+                                         max_size=3 * q.size)))
+    dup = q.ravel()[pick].reshape(1, -1)
+    keep = int_topk.select_mask_indexed(dup, pick.reshape(1, -1), t, cut)
+    np.testing.assert_array_equal(keep.ravel(), int_topk.select_mask(q, k).ravel()[pick])
+    blob = int_topk.compress_indexed(dup, pick.reshape(1, -1), t, cut)
+    sel = np.where(int_topk.select_mask(q, k), q, 0).ravel()[pick].reshape(1, -1)
+    np.testing.assert_array_equal(np.frombuffer(blob, "<u4"), int_topk.encode_csc_words(sel))
+
+
+def test_stream_matrix_and_index_errors():
+    with pytest.raises(ValueError, match="65537 elements do not fit a"):  # 65537 is prime
+        int_topk.stream_matrix(np.zeros(65537, np.int8))
+    with pytest.raises(ValueError, match="index shape"):
+        int_topk.select_mask_indexed(np.zeros((2, 3), np.int8), np.zeros(6), 0, 1)

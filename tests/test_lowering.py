@@ -100,3 +100,26 @@ def test_forward_only_lowering_and_missing_gradient():
     with pytest.raises(ValueError) as ei:
         lowering.backward_weight_job(ops)
     assert str(ei.value) == "fc: backward_weight needs the output gradient dY"
+
+
+@pytest.mark.parametrize("padding,stride", [(0, 1), (1, 1), (1, 2)])
+def test_im2col_source_index_gives_the_exact_weight_gradient_blob(padding, stride):
+    """The select unit's indexed pass (``compress_indexed`` on the im2col stream with
+    ``im2col_source_index``) writes ``im2col(int_topk(A))`` word for word; the tie budget on
+    the same stream does not when the tie class is split."""
+    rng = np.random.default_rng(padding * 3 + stride)
+    conv = torch.nn.Conv2d(3, 4, 3, padding=padding, stride=stride)
+    qa = rng.integers(-2, 3, (2, 3, 7, 6)).astype(np.int8)
+    index = lowering.im2col_source_index(qa.shape, conv)
+    a_col = lowering.im2col(qa, conv).astype(np.int8)
+    np.testing.assert_array_equal(np.where(index == lowering.PAD_INDEX, 0,
+                                           qa.ravel()[np.minimum(index, qa.size - 1)]), a_col)
+    for density in (0.1, 0.3):
+        k = int_topk.k_from_density(density, qa.size)
+        t, ties = int_topk.threshold_int(qa, k)
+        cut = int_topk.last_kept_tie_index(qa, t, ties)
+        expect = lowering.im2col_topk_blob(qa, conv, density)
+        got = np.frombuffer(int_topk.compress_indexed(a_col, index, t, cut), "<u4")
+        np.testing.assert_array_equal(got, expect)
+        naive = np.frombuffer(int_topk.compress_threshold(a_col, t, ties), "<u4")
+        assert not np.array_equal(naive, expect)

@@ -59,8 +59,9 @@ class TB:
                 out.append((v >> self.bank_off & 1, row * self.banks + b, word))
         return out
 
-    def beats(self, elements, *, extra=0, drop=0, last_at=None):
-        """Pack a flat element sequence into ``(packed payload int)`` beats with ``last``."""
+    def beats(self, elements, *, extra=0, drop=0, last_at=None, index=None):
+        """Pack a flat element sequence into ``(packed payload int)`` beats with ``last`` (and
+        the flat source indices ``index`` in the side band)."""
         L = self.L
         nbeats = -(-len(elements) // L)
         out = []
@@ -74,6 +75,10 @@ class TB:
             for j, v in enumerate(chunk):
                 word |= (int(v) & 0xFF) << (8 * j)
             word |= int(last) << (8 * L)
+            if index is not None:
+                width = self.dut.index_width
+                for j, x in enumerate(index[b * L : (b + 1) * L]):
+                    word |= (int(x) & ((1 << width) - 1)) << (8 * L + 1 + width * j)
             out.append(word)
         if drop:
             out = out[: len(out) - drop]
@@ -82,7 +87,8 @@ class TB:
         return out
 
     async def op(self, ctx, *, mode, keep=0, rows=1, cols=1, t_in=0, ties_in=0, streams=(),
-                 transpose=0, cut=None, bank=0, max_cycles=None):
+                 transpose=0, cut=None, bank=0, max_cycles=None, by_index=0,
+                 cut_index=None):
         """Send one command, feed ``streams`` (lists of beats), collect writes until ``done``.
 
         Returns ``(writes, cycles_seen, consumed)`` where ``writes`` is a list of (addr, data)
@@ -95,8 +101,11 @@ class TB:
                              (cmd.given.threshold, t_in), (cmd.given.ties, ties_in),
                              (cmd.given.cut_any, cut is not None),
                              (cmd.given.cut_row, cut[0] if cut else 0),
-                             (cmd.given.cut_col, cut[1] if cut else 0)):
+                             (cmd.given.cut_col, cut[1] if cut else 0),
+                             (cmd.by_index, by_index), (cmd.given.cut_index, cut_index or 0)):
             ctx.set(field, value)
+        if cut_index is not None:
+            ctx.set(cmd.given.cut_any, 1)
         ctx.set(dut.cmd.valid, 1)
         assert ctx.get(dut.cmd.ready), "command refused by an idle unit"
         await ctx.tick()
@@ -418,6 +427,92 @@ def make_error_bench(stall, seed, log):
     return dut, bench
 
 
+def make_im2col_bench(lanes, banks, stall, seed, log):
+    """The weight-gradient blob ``im2col(int_topk(A))`` of a convolution: FULL on the tensor
+    (streamed in its row-major order) reports the cut position, then GIVEN and HELD
+    ``by_index`` on the im2col stream with the source indices write it word for word, where the
+    tie budget on the same stream would not."""
+    import torch
+
+    from sw import lowering
+
+    dut = ThresholdSelect(lanes=lanes, depth=2048, banks=banks, index_width=32)
+    tb = TB(dut, in_stall=stall, out_stall=stall, seed=seed)
+    rng = np.random.default_rng(seed)
+
+    async def bench(ctx):
+        held = dut.status.held
+        differs = 0
+        for case in range(5):
+            a = rng.choice([0, 1, -1, 4, -4, 4, 30], size=(2, 3, 5, 5)).astype(np.int8)
+            conv = torch.nn.Conv2d(3, 2, 3, padding=case % 2, stride=1 + (case == 3))
+            density = [0.1, 0.3, 0.5, 0.2, 0.25][case]
+            k = int_topk.k_from_density(density, a.size)
+            t, ties = int_topk.threshold_int(a, k)
+            sm = int_topk.stream_matrix(a)
+            st = tb.beats(int_topk.stream_order(sm))
+            _, _, _ = await tb.op(ctx, mode=Mode.FULL, keep=k, rows=sm.shape[0],
+                                  cols=sm.shape[1], streams=(st, st))
+            assert ctx.get(dut.status.error_code) == ErrorCode.NONE
+            cut_index = int_topk.last_kept_tie_index(a, t, ties)
+            assert (ctx.get(held.threshold), ctx.get(held.ties)) == (t, ties)
+            assert (ctx.get(held.cut_index) if ctx.get(held.cut_any) else None) == cut_index
+            s = lowering.im2col(a, conv).astype(np.int8)
+            index = lowering.im2col_source_index(a.shape, conv)
+            ist = tb.beats(int_topk.stream_order(s), index=int_topk.stream_order(index))
+            expect = lowering.im2col_topk_blob(a, conv, density)
+            differs += not np.array_equal(expected_words(s, t, ties), expect)
+            for mode in (Mode.GIVEN, Mode.HELD):
+                bank = int(rng.integers(0, 2))
+                writes, cyc, _ = await tb.op(ctx, mode=mode, rows=s.shape[0], cols=s.shape[1],
+                                             t_in=t, ties_in=0, by_index=1, bank=bank,
+                                             cut_index=cut_index, streams=(ist,))
+                assert ctx.get(dut.status.error_code) == ErrorCode.NONE
+                np.testing.assert_array_equal(writes_to_words(writes, len(expect)), expect)
+                assert ctx.get(dut.status.s_len) == len(expect)
+                # an indexed pass keeps the cut it used
+                assert (ctx.get(held.cut_index) if ctx.get(held.cut_any) else None) == cut_index
+                log.append((mode, cyc))
+        assert differs, "no case had a split tie class: the test would not see the rule"
+
+    return dut, bench
+
+
+@pytest.mark.parametrize("lanes,banks", [(3, 1), (8, 8)])
+@pytest.mark.parametrize("stalls", [False, True], ids=["nostall", "stall"])
+def test_im2col_blob_by_index(lanes, banks, stalls):
+    log = []
+    dut, bench = make_im2col_bench(lanes, banks, 0.3 if stalls else 0.0, lanes + stalls, log)
+    run_sim(dut, bench)
+    assert len(log) == 10
+
+
+def test_by_index_needs_the_side_band():
+    """``by_index`` on a unit without the side band: NO_INDEX with ``done``, the input is
+    drained, and the unit works afterwards."""
+    dut = ThresholdSelect(lanes=4, depth=96)
+    tb = TB(dut)
+    s = tensor(np.random.default_rng(1), 6, 5, "ties")
+    st = tb.beats(int_topk.stream_order(s))
+    seen = []
+
+    async def bench(ctx):
+        for mode in (Mode.GIVEN, Mode.HELD):  # HELD after a good GIVEN: a pair is held
+            _, _, used = await tb.op(ctx, mode=mode, rows=6, cols=5, t_in=3, by_index=1,
+                                     cut_index=4, streams=(st,))
+            assert ctx.get(dut.status.error_code) == ErrorCode.NO_INDEX
+            assert ctx.get(dut.status.done) and not ctx.get(dut.status.busy)
+            await drain_after_error(ctx, tb, st[used:])
+            seen.append(mode)
+            writes, _, _ = await tb.op(ctx, mode=Mode.GIVEN, rows=6, cols=5, t_in=3, ties_in=2,
+                                       streams=(st,))
+            assert ctx.get(dut.status.error_code) == ErrorCode.NONE
+            check_blob(writes, s, 3, 2)
+
+    run_sim(dut, bench)
+    assert seen == [Mode.GIVEN, Mode.HELD]
+
+
 @pytest.mark.parametrize("stalls", [False, True], ids=["nostall", "stall"])
 def test_errors_and_modes(stalls):
     log = []
@@ -659,6 +754,7 @@ def test_converts_to_verilog():
      "ThresholdSelect: banks must be a power of two <= max(lanes, 4) = 4, not 8"),
     ({"depth": 20, "banks": 8}, ValueError,
      "ThresholdSelect: depth must be a multiple of banks (8), not 20"),
+    ({"index_width": 33}, ValueError, "ThresholdSelect: index_width must be <= 32, not 33"),
 ])
 def test_constructor_arguments(kwargs, exc, message):
     """Rejected objects are never elaborated: the file's ``UnusedElaboratable=no`` linter

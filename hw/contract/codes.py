@@ -91,3 +91,5 @@ class SelectError(IntEnum):
     NO_THRESHOLD = 6
     #: mode GIVEN with a given threshold above 128.
     BAD_THRESHOLD = 7
+    #: ``by_index`` (HELD, GIVEN) on a unit built without the source-index side band.
+    NO_INDEX = 8

@@ -4,8 +4,9 @@ The blob the unit writes (every address exactly once), the held threshold pair, 
 ``s_len`` are checked bit for bit against ``sw.int_topk`` (``compress_selected`` /
 ``compress_threshold`` / ``threshold_int`` / ``compress_transposed`` with the held cut), with
 and without random valid/ready stalls on both streams, into either S buffer (the command's
-``bank``); every error code with ``done``. ``SWAT_TB_CASES`` sets the number of random cases
-(default 12).
+``bank``); the exact weight-gradient blob ``im2col(int_topk(A))`` of a convolution from the
+im2col stream with the source-index side band (``by_index``); every error code with ``done``.
+``SWAT_TB_CASES`` sets the number of random cases (default 12).
 """
 
 from __future__ import annotations
@@ -157,6 +158,40 @@ async def transposed_blob_into_either_buffer(dut):
         cut = int_topk.last_kept_tie(q, t, ties)
         res = await drv.op(qt, mode="GIVEN", transpose=1, t_in=t, ties_in=ties, cut=cut)
         _check(res, qt, expect, f"given transposed {i}")
+
+
+@cocotb.test()
+async def im2col_blob_by_index(dut):
+    """FULL on a tensor ``A`` (streamed in its row-major order) holds ``(t, ties)`` and the
+    cut position; GIVEN and HELD ``by_index`` on ``im2col(A)`` with the source indices write
+    ``im2col(int_topk(A))`` word for word (``sw.lowering.im2col_topk_blob``), with stalls."""
+    import torch
+
+    from sw import lowering
+
+    drv = await _setup(dut)
+    rng = _rng()
+    for i in range(max(2, CASES // 3)):
+        a = rng.integers(-3, 4, (int(rng.integers(1, 3)), int(rng.integers(1, 4)), 6, 5)
+                         ).astype(np.int8)
+        conv = torch.nn.Conv2d(a.shape[1], 2, 3, padding=i % 2, stride=1 + (i % 3 == 2))
+        density = float(rng.choice([0.1, 0.2, 0.3, 0.5]))
+        keep = int_topk.k_from_density(density, a.size)
+        t, ties = int_topk.threshold_int(a, keep)
+        sm = int_topk.stream_matrix(a)
+        res = await drv.op(sm, mode="FULL", keep=keep, rng=rng, p_out_stall=0.2)
+        _check(res, sm, int_topk.compress_selected(sm, keep), f"tensor {i}", t, ties)
+        cut_index = int_topk.last_kept_tie_index(a, t, ties)
+        assert res["cut_index"] == cut_index, f"tensor {i}: cut {res['cut_index']}"
+        s = lowering.im2col(a, conv).astype(np.int8)
+        index = lowering.im2col_source_index(a.shape, conv)
+        expect = lowering.im2col_topk_blob(a, conv, density).astype("<u4").tobytes()
+        for mode, p_in, p_out in (("GIVEN", 0.3, 0.3), ("HELD", 0.0, 0.0)):
+            res = await drv.op(s, mode=mode, t_in=t, by_index=1, cut_index=cut_index,
+                               index=index, bank=i % 2, rng=rng, p_in_idle=p_in,
+                               p_out_stall=p_out)
+            _check(res, s, expect, f"im2col {mode} {i}")
+            assert res["cut_index"] == cut_index, f"{mode} {i}: the indexed pass moved the cut"
 
 
 @cocotb.test()

@@ -10,9 +10,11 @@ from __future__ import annotations
 __all__ = ["framed_beats"]
 
 
-def framed_beats(values, lanes: int, *, filler: int = -128) -> list[int]:
+def framed_beats(values, lanes: int, *, filler: int = -128, index=None,
+                 index_width: int = 32) -> list[int]:
     """Framed-beat payloads of the flat int8 sequence ``values`` (``filler`` in the lanes past
-    its end, which the mask marks as empty)."""
+    its end, which the mask marks as empty); ``index`` (flat, like ``values``) fills the
+    ``index_width``-bit source-index side band after ``final``."""
     values = [int(v) for v in values]
     nbeats = -(-len(values) // lanes)
     out = []
@@ -23,5 +25,8 @@ def framed_beats(values, lanes: int, *, filler: int = -128) -> list[int]:
             word |= ((chunk[j] if j < len(chunk) else filler) & 0xFF) << (8 * j)
         word |= ((1 << len(chunk)) - 1) << (8 * lanes)
         word |= int(b == nbeats - 1) << (9 * lanes)
+        if index is not None:
+            for j, x in enumerate(index[b * lanes:(b + 1) * lanes]):
+                word |= (int(x) & ((1 << index_width) - 1)) << (9 * lanes + 1 + index_width * j)
         out.append(word)
     return out

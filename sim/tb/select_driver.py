@@ -40,6 +40,8 @@ class SelectDriver:
         ports = meta["ports"]
         addr_width = attrs["addr_width"]
         self.banks = _banks_of(ports["o__payload"], addr_width)
+        # beat_layout(lanes, index_width): data, last, then the per-lane source index
+        self.index_width = (ports["i__payload"] - 8 * self.lanes - 1) // self.lanes
         out = write_layout(self.banks, max(1, addr_width - (self.banks.bit_length() - 1)))
         self.out_fields = (out["en"].offset, out["addr"].offset,
                            out["addr"].shape.elem_shape.width, out["data"].offset)
@@ -59,7 +61,7 @@ class SelectDriver:
         """The ``status.held`` fields."""
         v = self.p["status__held"].get()
         return {name: v >> HeldLayout[name].offset & ((1 << HeldLayout[name].width) - 1)
-                for name in ("threshold", "ties", "cut_row", "cut_col", "cut_any")}
+                for name in ("threshold", "ties", "cut_row", "cut_col", "cut_any", "cut_index")}
 
     async def start(self):
         Clock(self.dut.clk, PERIOD_NS, unit="ns", impl="gpi").start(start_high=False)
@@ -70,8 +72,10 @@ class SelectDriver:
         self.dut.rst.value = 0
         await RisingEdge(self.dut.clk)
 
-    def beats(self, s: np.ndarray, *, last_at: int | None = None) -> list[int]:
-        """Payload integers of the stream of ``S[K, N]`` (column by column)."""
+    def beats(self, s: np.ndarray, *, last_at: int | None = None,
+              index: np.ndarray | None = None) -> list[int]:
+        """Payload integers of the stream of ``S[K, N]`` (column by column), with the source
+        indices ``index[K, N]`` in the side band (the unit must have one)."""
         flat = np.ascontiguousarray(np.asarray(s, dtype=np.int8).T).ravel()
         L = self.lanes
         nb = max(1, -(-flat.size // L))
@@ -82,19 +86,29 @@ class SelectDriver:
         last = nb - 1 if last_at is None else last_at
         if 0 <= last < nb:
             out[last] |= 1 << (8 * L)
+        if index is not None:
+            if not self.index_width:
+                raise ValueError("the unit has no source-index side band")
+            w = self.index_width
+            flat_idx = np.ascontiguousarray(np.asarray(index, dtype=np.int64).T).ravel()
+            flat_idx &= (1 << w) - 1
+            for e, x in enumerate(flat_idx.tolist()):
+                out[e // L] |= x << (8 * L + 1 + w * (e % L))
         return out
 
     async def op(self, s: np.ndarray, *, mode="FULL", keep=0, t_in=0, ties_in=0, rng=None,
                  p_in_idle=0.0, p_out_stall=0.0, beats=None, passes=None, shape=None,
-                 max_cycles=None, bank=0, transpose=0, cut=None) -> dict:
-        """One operation (``cut`` = ``(row, col)`` or None for GIVEN with ``transpose``).
+                 max_cycles=None, bank=0, transpose=0, cut=None, by_index=0, cut_index=None,
+                 index=None) -> dict:
+        """One operation (``cut`` = ``(row, col)`` or None for GIVEN with ``transpose``;
+        ``by_index`` with ``cut_index`` (None: no tie) and the source indices ``index[K, N]``).
         Returns ``{"words": {addr: data}, "cycles", "error", "code", "threshold", "ties",
-        "cut", "nnz", "s_len", "held_valid", "bank", "banks_written", "sim_cycles",
-        "beats_sent"}``."""
+        "cut", "cut_index", "nnz", "s_len", "held_valid", "bank", "banks_written",
+        "sim_cycles", "beats_sent"}``."""
         p = self.p
         k, n = s.shape if shape is None else shape
         mode_v = MODES[mode] if isinstance(mode, str) else int(mode)
-        stream = self.beats(s) if beats is None else beats
+        stream = self.beats(s, index=index) if beats is None else beats
         if passes is None:
             passes = 2 if mode_v == 0 else 1
         todo = stream * passes
@@ -102,9 +116,11 @@ class SelectDriver:
         given = {"threshold": t_in, "ties": ties_in, "cut_any": cut is not None}
         if cut is not None:
             given.update(cut_row=cut[0], cut_col=cut[1])
+        if cut_index is not None:
+            given.update(cut_any=1, cut_index=cut_index)
         command = CommandLayout.const({
             "mode": Mode(mode_v), "keep": keep, "rows": k, "cols": n, "bank": bank,
-            "transpose": transpose, "given": given}).as_value().value
+            "transpose": transpose, "given": given, "by_index": by_index}).as_value().value
         p["cmd__payload"].set(command)
         p["cmd__valid"].set(1)
         clk = RisingEdge(self.dut.clk)
@@ -154,6 +170,7 @@ class SelectDriver:
             "error": p["status__error"].get(), "code": p["status__error_code"].get(),
             "threshold": held["threshold"], "ties": held["ties"],
             "cut": (held["cut_row"], held["cut_col"]) if held["cut_any"] else None,
+            "cut_index": held["cut_index"] if held["cut_any"] else None,
             "nnz": p["status__nnz"].get(), "s_len": p["status__s_len"].get(),
             "held_valid": p["status__held_valid"].get(), "bank": p["status__bank"].get(),
             "banks_written": banks_written, "sim_cycles": cycles,
