@@ -71,6 +71,9 @@ class SwatCore(wiring.Component):
         :class:`~hw.threshold_select.ThresholdSelect` with that many int8 lanes per beat and its
         ``sel`` ports: the host streams a dense ``S[K, N]`` in (column by column) and the
         survivors of Top-K land compressed in the S buffer (see ``docs/core-interface.md``).
+        The S buffer is then double and split into ``sel_banks`` sub-banks (memories
+        ``s_mem_<b>``, word ``a`` of buffer ``f`` at ``s_buffer.locate(a, f)``) so that the unit
+        writes up to ``sel_banks`` (= ``sel_lanes`` when a power of two) words a cycle.
     sel_index_width : int
         Bits of the select unit's per-lane source index (default 32; 0: none), for the exact
         im2col blob of a selected tensor (``by_index``, ``docs/threshold-select.md``).
@@ -129,18 +132,24 @@ class SwatCore(wiring.Component):
             "ctrl": Out(ctrl),
         }
         self.sel_unit = None
+        self.sel_banks = 0
         if sel_lanes:
             from .threshold_select import ThresholdSelect
-            self.sel_unit = ThresholdSelect(lanes=sel_lanes, depth=s_depth,
+            # S sub-banks = words the unit writes a cycle: the largest power of two <= lanes
+            # that divides s_depth and leaves at least two rows per sub-bank
+            self.sel_banks = 1
+            while (self.sel_banks * 2 <= sel_lanes and s_depth % (self.sel_banks * 2) == 0
+                   and self.sel_banks * 4 <= 1 << self.s_aw):
+                self.sel_banks *= 2
+            self.sel_unit = ThresholdSelect(lanes=sel_lanes, depth=s_depth, banks=self.sel_banks,
                                             index_width=sel_index_width)
             members["sel"] = Out(SelectSignature(sel_lanes, sel_index_width))
         super().__init__(members)
         # memories are created here so that testbenches can preload them (ctx.set(mem.data[a], v))
         self.d_mem = Memory(shape=rows * 8, depth=d_depth, init=[])
-        if sel_lanes:  # S buffer 0 is words 0 .. s_depth-1 of s_mem, buffer 1 the half above
+        if sel_lanes:  # word a of S buffer f: self.s_buffer.locate(a, f) (s_mem_<a % banks>)
             self.s_buffer = SBuffer(depth=s_depth, read_ports=cols + 1, buffers=2,
-                                    place_memories=False)
-            self.s_mem = self.s_buffer.memories[0]
+                                    sub_banks=self.sel_banks, place_memories=False)
         else:
             self.s_mem = Memory(shape=32, depth=s_depth, init=[])
         if result_logs:
@@ -153,7 +162,6 @@ class SwatCore(wiring.Component):
         m = Module()
         rows, cols, ctrl = self.rows, self.cols, self.ctrl
         m.submodules.d_mem = d_mem = self.d_mem
-        m.submodules.s_mem = s_mem = self.s_mem
         m.submodules.loader = ld = Loader(rows=rows, cols=cols, d_depth=self.d_depth,
                                           s_depth=self.s_depth, c_depth=self.c_depth)
         m.submodules.pe = pe = PEArray(rows=rows, cols=cols, tag_width=self.c_aw,
@@ -162,7 +170,7 @@ class SwatCore(wiring.Component):
         # ---- host ports of the D and S buffers, the loader on S (the select unit writes S)
         wiring.connect(m, wiring.flipped(self.d_write), d_mem.write_port())
         start = Signal()
-        start_held = self._s_buffer(m, s_mem, ld, start)
+        start_held = self._s_buffer(m, ld, start)
         m.d.comb += start.eq(ctrl.start & ~ctrl.busy & ~start_held)
         m.d.comb += [
             ld.start.eq(start), ld.m.eq(ctrl.m), ld.k.eq(ctrl.k), ld.n.eq(ctrl.n),
@@ -224,7 +232,7 @@ class SwatCore(wiring.Component):
             wiring.connect(m, pe.out[j], port.results[j])
         return writing
 
-    def _s_buffer(self, m, s_mem, ld, start):
+    def _s_buffer(self, m, ld, start):
         """The S buffer and its writers; returns what holds back a GEMM ``start``.
 
         Without the select unit: one memory, written by the host. With it: two buffers
@@ -235,12 +243,15 @@ class SwatCore(wiring.Component):
         works and no GEMM runs."""
         ctrl = self.ctrl
         if self.sel_unit is None:
+            m.submodules.s_mem = s_mem = self.s_mem
             wiring.connect(m, wiring.flipped(self.s_write), s_mem.write_port())
             for j in range(self.cols + 1):
                 wiring.connect(m, ld.s_rd[j], s_mem.read_port())
             return Const(0)
         sel = self.sel
         m.submodules.s_buffer = s_buffer = self.s_buffer
+        for b, mem in enumerate(s_buffer.memories):  # top level: simulators find them by name
+            m.submodules[f"s_mem_{b}"] = mem
         m.submodules.sel = unit = self.sel_unit
         wiring.connect(m, wiring.flipped(self.s_write), s_buffer.host_write)
         for j in range(self.cols + 1):

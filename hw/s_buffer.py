@@ -94,6 +94,16 @@ class SBuffer(wiring.Component):
         self._read_ports = [[mem.read_port() for _ in range(read_ports)]
                             for mem in self.memories]
 
+    def locate(self, addr, buffer=0):
+        """``(memory, row)`` holding word ``addr`` of buffer ``buffer`` (for preloading and
+        reading back in a testbench): ``memories[addr % sub_banks]``, row ``addr // sub_banks``
+        with the buffer number above it."""
+        if not 0 <= addr < self.depth or not 0 <= buffer < self.buffers:
+            raise ValueError(f"SBuffer: word {addr} of buffer {buffer} is outside "
+                             f"{self.buffers} x {self.depth} words")
+        row = addr >> self.sub_bits | buffer << self.row_width
+        return self.memories[addr % self.sub_banks], row
+
     def elaborate(self, platform):
         m = Module()
         host, select = self.host_write, self.select_write

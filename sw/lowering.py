@@ -38,7 +38,8 @@ __all__ = ["PASSES", "SELECT_LANES", "GemmJob", "LayerOperands", "quantize", "in
 
 #: The three GEMMs of a layer, in the order a step runs them.
 PASSES = ("forward", "backward_input", "backward_weight")
-#: Lanes of the threshold-select unit assumed for its cycle count.
+#: Lanes of the threshold-select unit assumed for its cycle count; the core's unit writes as
+#: many S words a cycle (``banks = lanes``, sub-banked S).
 SELECT_LANES = 8
 
 
@@ -250,12 +251,12 @@ def quantize_layer(name: str, module, a, w, dy=None, *, density: float = 1.0,
         qa=qa, sa=sa, qw=qw, sw=sw_, qws=qws, qas=qas,
         a_col=np.ascontiguousarray(a_col), as_col=np.ascontiguousarray(as_col),
         select_w_cycles=int(select_cycles(qw.shape[1], qw.shape[0], SELECT_LANES,
-                                          nnz=int((qws != 0).sum()))),
+                                          nnz=int((qws != 0).sum()), banks=SELECT_LANES)),
         select_w_held_cycles=int(select_cycles(qw.shape[0], qw.shape[1], SELECT_LANES,
                                                mode=SelectMode.HELD,
-                                               nnz=int((qws != 0).sum()))),
+                                               nnz=int((qws != 0).sum()), banks=SELECT_LANES)),
         select_a_cycles=int(select_cycles(a[0].size, a.shape[0], SELECT_LANES,
-                                          nnz=int((qas != 0).sum()))),
+                                          nnz=int((qas != 0).sum()), banks=SELECT_LANES)),
     )
     if dy is not None:
         ops.qdy, ops.sdy = quantize(dy)

@@ -31,11 +31,19 @@ class CoreTB:
         self.sim.run()
 
     # --- buffer access: backdoor (fast) and through the host ports
+    def s_cell(self, a, buffer=0):
+        """The memory cell of S word ``a`` (of S buffer ``buffer`` on a select core, whose S
+        is sub-banked)."""
+        if self.dut.sel_unit is None:
+            return self.dut.s_mem.data[a]
+        mem, row = self.dut.s_buffer.locate(a, buffer)
+        return mem.data[row]
+
     def preload(self, ctx, d_words, s_words):
         for a, v in enumerate(d_words):
             ctx.set(self.dut.d_mem.data[a], v)
         for a, v in enumerate(s_words):
-            ctx.set(self.dut.s_mem.data[a], int(v))
+            ctx.set(self.s_cell(a), int(v))
 
     async def write_ports(self, ctx, d_words, s_words):
         dut = self.dut
@@ -385,7 +393,7 @@ def test_threshold_select_into_s_buffer():
     async def body(ctx):
         tb.preload(ctx, intref.pack_d(d, rows), [])
         s_len = await _select(ctx, dut, rng, s_dense, keep, bank=0)
-        blob = compress.to_bytes([ctx.get(dut.s_mem.data[a]) for a in range(s_len)])
+        blob = compress.to_bytes([ctx.get(tb.s_cell(a)) for a in range(s_len)])
         np.testing.assert_array_equal(compress.decode(blob, (k, n)), s_sel)
         st = await tb.op(ctx, m, k, n, s_len)
         check_result(tb, ctx, d, s_sel, st, m, n)

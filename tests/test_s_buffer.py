@@ -124,12 +124,21 @@ def test_preloaded_memories_are_read():
 
     async def bench(ctx):
         ctx.set(dut.memories[1].data[5 | 1 << row_bits], 0xABCD)  # word 11 of buffer 1
+        assert dut.locate(11, 1) == (dut.memories[1], 5 | 1 << row_bits)
+        mem, row = dut.locate(DEPTH - 2, 0)
+        ctx.set(mem.data[row], 0x1234)
         ctx.set(dut.gemm_buffer, 1)
         ctx.set(dut.read[0].addr, 11)
         await ctx.tick()
         assert ctx.get(dut.read[0].data) == 0xABCD
+        ctx.set(dut.gemm_buffer, 0)
+        ctx.set(dut.read[0].addr, DEPTH - 2)
+        await ctx.tick()
+        assert ctx.get(dut.read[0].data) == 0x1234
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
+    with pytest.raises(ValueError, match=f"SBuffer: word {DEPTH} of buffer 0 is outside 2 x"):
+        dut.locate(DEPTH)
