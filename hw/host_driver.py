@@ -147,7 +147,12 @@ class SwatFpga:
     def _read(self, n: int) -> bytes:
         data = self.port.read(n)
         if len(data) != n:
-            raise TimeoutError(f"expected {n} reply bytes, got {len(data)}: {bytes(data)!r}")
+            # a pyserial port says how long it waited (``timeout`` in seconds)
+            wait = getattr(self.port, "timeout", None)
+            within = f" within {wait:g} s" if isinstance(wait, int | float) else ""
+            got = f": {bytes(data).hex(' ')}" if data else ""
+            raise TimeoutError(f"no answer from the board{within} ({len(data)} of {n} reply "
+                               f"bytes{got})")
         return bytes(data)
 
     def _command(self, op: int, args: bytes = b"", payload: bytes = b"") -> int:

@@ -101,9 +101,17 @@ def _select_factory(**params):
     return ThresholdSelect(**params)
 
 
+def _board_factory(**params):
+    from sim.board_logic import BoardLogic
+
+    return BoardLogic(**params)
+
+
 DESIGNS = {
     "core": Design("core", "swat_core", _core_factory, ("hw",)),
     "select": Design("select", "swat_select", _select_factory, ("hw",)),
+    # a board's logic without pins (bridge + core) for the simulated board, sim.board
+    "board": Design("board", "swat_board", _board_factory, ("hw", "sim.board_logic")),
 }
 
 
@@ -154,6 +162,8 @@ class Model:
     def executable(self) -> Path:
         if self.kind.startswith("harness"):
             return self.build_dir / HARNESS_EXE
+        if self.kind == "board":
+            return self.build_dir / BOARD_EXE
         return self.build_dir / self.toplevel
 
 
@@ -245,7 +255,7 @@ def _params_tag(params: dict) -> str:
 def _component_attrs(comp, ports: dict) -> dict:
     attrs = {}
     for name in ("rows", "cols", "d_depth", "s_depth", "c_depth", "hold_depth", "sel_lanes",
-                 "lanes", "depth", "addr_width"):
+                 "lanes", "depth", "addr_width", "divisor", "timeout", "version"):
         v = getattr(comp, name, None)
         if isinstance(v, int) and not isinstance(v, bool):
             attrs[name] = v
@@ -349,10 +359,13 @@ def _runner(public: str, build_dir: Path | None = None, objcache: bool = True):
 # --------------------------------------------------------------------------------------------
 # the persistent C++ harness (sim.harness): the model with its own main loop, no VPI
 
-KINDS = ("cocotb", "cocotb-trace", "harness", "harness-trace")
+KINDS = ("cocotb", "cocotb-trace", "harness", "harness-trace", "board")
 HARNESS_DIR = Path(__file__).resolve().parent / "cpp"
 HARNESS_SOURCES = ("core_main.cpp",)
 HARNESS_EXE = "core_harness"
+# the simulated board (sim.board): the board's logic behind a pseudo-terminal
+BOARD_SOURCES = ("board_main.cpp",)
+BOARD_EXE = "board_sim"
 # Only the buffer memories are public (the ports are the model's members anyway): a model with
 # every signal public evaluates several times slower. ``--x-initial 0`` as for cocotb models
 # (the zero memory initialisers are stripped); ``--noassert``: the core has no assertions.
@@ -363,9 +376,9 @@ HARNESS_ARGS = [
 HARNESS_MAKEFLAGS = ["OPT_FAST=-O2", "OPT_SLOW=-O1", "OPT_GLOBAL=-O2", *MAKE_OVERRIDES]
 
 
-def _harness_source_hash() -> str:
+def _harness_source_hash(sources=HARNESS_SOURCES) -> str:
     h = hashlib.sha256()
-    for name in HARNESS_SOURCES:
+    for name in sources:
         h.update((HARNESS_DIR / name).read_bytes())
     return h.hexdigest()[:16]
 
@@ -451,20 +464,28 @@ def _build_harness(bdir: Path, toplevel: str, text: str, ports: dict, memories: 
     if trace:
         cflags += f" -I{HARNESS_DIR / 'lz4'}"
         ldflags = ["-LDFLAGS", f"-L{_lz4_link_dir(bdir)}"]
+    _verilate_executable(bdir, toplevel, [vlt, vfile], HARNESS_SOURCES, HARNESS_EXE,
+                         ["--trace-fst"] if trace else [], cflags, ldflags)
+
+
+def _verilate_executable(bdir: Path, toplevel: str, inputs: list, sources, exe: str,
+                         flags: list, cflags: str, ldflags: list) -> None:
+    """Verilator: the model of ``toplevel`` and the C++ ``sources`` (in ``sim/cpp``) into the
+    executable ``bdir/exe``, with the harness's optimisation flags; objects are removed."""
     cmd = [str(toolchain.verilator_bin_dir() / "verilator"), "--cc", "--exe", "--build",
-           "-j", "2", "--top-module", toplevel, *HARNESS_ARGS, *(["--trace-fst"] if trace else []),
-           str(vlt), str(vfile), *(str(HARNESS_DIR / f) for f in HARNESS_SOURCES),
+           "-j", "2", "--top-module", toplevel, *HARNESS_ARGS, *flags,
+           *map(str, inputs), *(str(HARNESS_DIR / f) for f in sources),
            "-CFLAGS", cflags, *ldflags, "-MAKEFLAGS", " ".join(HARNESS_MAKEFLAGS),
-           "--Mdir", str(bdir / "obj"), "-o", str(bdir / HARNESS_EXE)]
+           "--Mdir", str(bdir / "obj"), "-o", str(bdir / exe)]
     log = bdir / "build.log"
     with open(log, "w") as fh:
         fh.write(" ".join(cmd) + "\n")
         fh.flush()
         proc = subprocess.run(cmd, env=toolchain.verilator_env(), stdout=fh,
                               stderr=subprocess.STDOUT, cwd=bdir)
-    if proc.returncode or not (bdir / HARNESS_EXE).is_file():
+    if proc.returncode or not (bdir / exe).is_file():
         tail = log.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"Verilator harness build failed (exit {proc.returncode}); "
+        raise RuntimeError(f"Verilator {exe} build failed (exit {proc.returncode}); "
                            f"see {log}:\n{tail}")
     shutil.rmtree(bdir / "obj", ignore_errors=True)  # objects are not needed to run
 
@@ -541,6 +562,8 @@ def build(design: str | None = None, *, public: str = "ports", quiet: bool = Tru
     recipe = [FORMAT_VERSION, design, public, params, BUILD_ARGS, fp]
     if kind.startswith("harness"):
         recipe += [kind, HARNESS_ARGS, _harness_source_hash()]
+    elif kind == "board":
+        recipe += [kind, HARNESS_ARGS, _harness_source_hash(BOARD_SOURCES)]
     elif kind != "cocotb":
         recipe += [kind]
     src_key = hashlib.sha256(
@@ -555,7 +578,7 @@ def build(design: str | None = None, *, public: str = "ports", quiet: bool = Tru
     t0 = time.monotonic()
     text, ports, memories, attrs = elaborate(design, params)
     key = hashlib.sha256(json.dumps(recipe).encode() + text.encode()).hexdigest()[:16]
-    prefix = design if kind == "cocotb" else f"{design}-{kind}"
+    prefix = design if kind in ("cocotb", design) else f"{design}-{kind}"
     bdir = root / f"{prefix}-{_params_tag(params)}-{key}"
     toplevel = DESIGNS[design].toplevel
     with _locked(root / "locks" / f"{bdir.name}.lock"):
@@ -566,6 +589,12 @@ def build(design: str | None = None, *, public: str = "ports", quiet: bool = Tru
             _log(f"sim.verilate: building {design} {params} ({kind}) in {bdir}", quiet)
             _build_harness(bdir, toplevel, text, ports, memories, attrs, trace=kind.endswith(
                 "trace"))
+            built_now = True
+        elif kind == "board" and not (meta.is_file() and (bdir / BOARD_EXE).is_file()):
+            from .board_build import build_board
+
+            _log(f"sim.verilate: building {design} {params} ({kind}) in {bdir}", quiet)
+            build_board(bdir, toplevel, text, ports, attrs)
             built_now = True
         elif kind.startswith("cocotb") and not (meta.is_file() and (bdir / toplevel).is_file()):
             _log(f"sim.verilate: building {design} {params} in {bdir}", quiet)

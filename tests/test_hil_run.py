@@ -125,22 +125,31 @@ def _recording(calls):
     return make
 
 
-def test_rtl_and_intref_compute_identical_integers(monkeypatch):
-    got = {}
-    for name in ("intref", "rtl"):
-        calls = got[name] = []
-        monkeypatch.setattr(hil_run, "make_backend", _recording(calls))
-        res = train(backend=name, max_steps=2, seed=5, **dict(KW, batch_size=16))
-        got[name + "_model"] = res.model.state_dict()
-        got[name + "_steps"] = res.history[-1]["steps"]
-    assert len(got["rtl"]) == len(got["intref"]) == 2 * 8 + 4  # 2 steps + the eval forwards
-    for a, b in zip(got["intref"], got["rtl"], strict=True):
+def train_recorded(monkeypatch, backend, **kw):
+    """Train with ``backend``: every batch's ``[(label, C)]``, the final weights, the steps."""
+    calls = []
+    monkeypatch.setattr(hil_run, "make_backend", _recording(calls))
+    res = train(backend=backend, **kw)
+    return calls, res.model.state_dict(), res.history[-1]["steps"]
+
+
+def assert_identical_integers(ref, run):
+    """Two :func:`train_recorded` runs computed the same GEMMs, C and weights bit for bit."""
+    assert len(ref[0]) == len(run[0]) == 2 * 8 + 4  # 2 steps + the eval forwards
+    for a, b in zip(ref[0], run[0], strict=True):
         for (la, ca), (lb, cb) in zip(a, b, strict=True):
             assert la == lb
             np.testing.assert_array_equal(ca, cb, err_msg=la)
-    for (k, x), y in zip(got["intref_model"].items(), got["rtl_model"].values(), strict=True):
+    for (k, x), y in zip(ref[1].items(), run[1].values(), strict=True):
         assert torch.equal(x, y), k
-    steps = got["rtl_steps"]
+
+
+def test_rtl_and_intref_compute_identical_integers(monkeypatch):
+    kw = dict(max_steps=2, seed=5, **dict(KW, batch_size=16))
+    ref = train_recorded(monkeypatch, "intref", **kw)
+    rtl = train_recorded(monkeypatch, "rtl", **kw)
+    assert_identical_integers(ref, rtl)
+    steps = rtl[2]
     assert all(s["cycles"] == sum(s[f"cycles_{p}"] for p in
                                   ("forward", "backward_input", "backward_weight"))
                for s in steps)
