@@ -47,9 +47,12 @@ from .select_writer import BlobWriter
 __all__ = ["Mode", "ErrorCode", "ThresholdSelect", "estimate_cycles", "MAGIC", "BINS"]
 
 
-def estimate_cycles(rows, cols, lanes, *, mode=Mode.FULL, nnz=None, banks=1):
-    """Cycles from the command to ``done``: :func:`hw.contract.cycles.select_cycles`."""
-    return select_cycles(rows, cols, lanes, mode=mode, nnz=nnz, banks=banks)
+def estimate_cycles(rows, cols, lanes, *, mode=Mode.FULL, nnz=None, banks=1, kept=None,
+                    fifo_depth=16):
+    """Cycles from the command to ``done``: :func:`hw.contract.cycles.select_cycles` (exact
+    with ``kept``, the matrix whose non-zeros the pass writes)."""
+    return select_cycles(rows, cols, lanes, mode=mode, nnz=nnz, banks=banks, kept=kept,
+                         fifo_depth=fifo_depth)
 
 
 class ThresholdSelect(wiring.Component):
@@ -101,7 +104,8 @@ class ThresholdSelect(wiring.Component):
 
     Throughput: pass 1 takes one beat a cycle, its scan adds ``BINS + 3`` cycles; pass 2 takes
     one beat a cycle while the record FIFO has room, and the writer needs ``ceil(entries /
-    banks) + ceil(column ends / banks)`` cycles per beat. See :func:`estimate_cycles`.
+    banks) + ceil(column ends / banks)`` cycles per beat. See :func:`estimate_cycles` (exact
+    given the kept matrix).
     """
 
     def __init__(self, *, lanes=8, depth=1 << 16, banks=1, fifo_depth=16, index_width=0):

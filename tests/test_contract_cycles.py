@@ -1,5 +1,8 @@
 """hw.contract.cycles: the two lower bounds and the select unit's formula."""
 
+import numpy as np
+import pytest
+
 from hw.contract.codes import SelectMode
 from hw.contract.cycles import (
     exposed_select_cycles,
@@ -20,6 +23,40 @@ def test_select_cycles_documented_figures():
     assert select_cycles(576, 64, 8, mode=SelectMode.HELD, nnz=3687) == 4629
     assert select_cycles(576, 64, 8, nnz=11060) == 15888  # one write a cycle: write-bound
     assert select_cycles(576, 64, 8, nnz=11060, banks=8) == 9369  # lanes-wide: input-bound
+
+
+def test_select_cycles_with_the_kept_matrix():
+    """``kept`` makes pass 2 exact (RTL equality: tests/test_threshold_select.py); the estimate
+    from ``nnz`` is close (within 1 here with 8 banks, where the writer keeps up); HELD skips pass
+    1, THRESHOLD is pass 1 without the hand-over; pass 1 takes ``lanes`` elements a cycle."""
+    rng = np.random.default_rng(3)
+    s = np.where(rng.random((576, 64)) < 0.1, 5, 0)
+    nnz = int((s != 0).sum())
+    for banks, slack in ((1, 4), (8, 1)):  # one bank: the writer's backlog at the end
+        for mode in SelectMode:
+            exact = select_cycles(576, 64, 8, mode=mode, banks=banks, kept=s)
+            estimate = select_cycles(576, 64, 8, mode=mode, banks=banks, nnz=nnz)
+            assert abs(exact - estimate) <= slack, (banks, mode, exact, estimate)
+    full = select_cycles(576, 64, 8, banks=8, kept=s)
+    held = select_cycles(576, 64, 8, mode=SelectMode.HELD, banks=8, kept=s)
+    threshold = select_cycles(576, 64, 8, mode=SelectMode.THRESHOLD, banks=8, kept=s)
+    assert full - held == 576 * 64 // 8 + 135 and threshold == full - held + 13 - 1
+    # a dense matrix with short columns: the writer is behind, the FIFO throttles the input
+    dense = np.ones((3, 400))
+    exact = select_cycles(3, 400, 8, mode=SelectMode.HELD, banks=8, kept=dense)
+    assert exact > 150 + 4 + 1 + 5  # more than one beat a cycle would allow
+    with pytest.raises(ValueError, match=r"kept has shape \(3, 4\), not \(4, 3\)"):
+        select_cycles(4, 3, 8, kept=np.ones((3, 4)))
+
+
+def test_select_cycles_short_columns():
+    """Several column ends in a beat cost ``ceil(ends / banks)`` writer cycles, not one
+    each (the estimate's pointer cycles are exact)."""
+    # rows 4, lanes 8: two ends per beat; banks 8: one pointer cycle per beat
+    assert select_cycles(4, 40, 8, mode=SelectMode.HELD, nnz=0, banks=8) == \
+        3 + 3 + 20 + 4 + 1
+    assert select_cycles(4, 40, 8, mode=SelectMode.HELD, nnz=0, banks=1) == \
+        3 + 3 + 40 + 4 + 4
 
 
 def test_exposed_select_cycles():

@@ -27,4 +27,4 @@ def test_select_regressions(select_model):
     assert not res.failed, res.summary()
     assert {"random_full_selections", "stalls_on_both_streams", "held_and_given_thresholds",
             "transposed_blob_into_either_buffer", "im2col_blob_by_index",
-            "error_codes"} <= {t[0] for t in res.tests}
+            "cycles_exact_at_scale", "error_codes"} <= {t[0] for t in res.tests}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import deque
 
 import numpy as np
 
@@ -97,7 +98,8 @@ def schedule_cycles(s, m: int, rows: int = 8, cols: int = 8, *, start_latency: i
     return int(max(port - 1, last) + drain_latency)
 
 
-def select_cycles(rows, cols, lanes, *, mode=SelectMode.FULL, nnz=None, banks=1) -> int:
+def select_cycles(rows, cols, lanes, *, mode=SelectMode.FULL, nnz=None, banks=1, kept=None,
+                  fifo_depth=16) -> int:
     """Threshold-select cycles from the command to ``done`` with an always-valid input and an
     always-ready output.
 
@@ -105,37 +107,93 @@ def select_cycles(rows, cols, lanes, *, mode=SelectMode.FULL, nnz=None, banks=1)
 
     * setup: ``3 + bit_length(rows)`` cycles (``n = rows * cols`` by shift-and-add, checks);
     * pass 1: ``beats`` (one beat a cycle), 2 to drain the histogram pipeline, the scan
-      (``BINS`` bins + 2 cycles of read and sum latency), 2 to hand the result over;
-    * pass 2: ``max(beats, writes)`` and 4 cycles of pipeline and FIFO latency, then the header
-      in ``ceil(4 / banks)`` cycles. ``writes`` is what the blob writer needs: per beat
-      ``ceil(entries / banks)`` cycles, plus one per column pointer. For ``banks = 1`` that is
-      ``nnz + cols`` exactly; otherwise the entries of a beat are taken as binomial with the
-      density ``nnz / n`` (the expected cycle count of randomly placed survivors).
+      (``BINS`` bins + 2 cycles of read and sum latency), 2 to hand the result over to pass 2
+      (1 for THRESHOLD, which ends there);
+    * pass 2: one beat a cycle while the record FIFO has room; the blob writer needs, per beat
+      with writes, ``ceil(entries / banks) + ceil(column ends / banks)`` cycles; then the header
+      in ``ceil(4 / banks)`` cycles.
 
-    ``nnz`` defaults to ``rows * cols`` (worst case). ``tests/test_threshold_select.py`` checks
-    the RTL against this model (within 4 cycles for one bank, 4 + 3 % for several). Measured
-    (lanes 8, ``S`` 576 x 64), FULL / HELD: density 0.1 9372 / 4629 with ``banks = 1`` (model
-    9372 / 4629), 9369 / 4626 with ``banks = 8``; density 0.3 15888 / 11145 with ``banks = 1``,
-    9369 / 4626 with ``banks = 8``.
+    Pass 2 is exact when ``kept`` is given: the ``[rows, cols]`` matrix of the blob (its
+    non-zeros are the entries the pass writes, e.g. the sparse ``S`` of the selection), whose
+    per-beat work is run through a cycle model of the keep logic, the record FIFO
+    (``fifo_depth``) and the writer (``_pass2_cycles``; equal to the RTL in
+    ``tests/test_threshold_select.py`` for every lane, bank and FIFO count tried). Without it,
+    pass 2 is estimated as ``max(beats, writes) + 4 + ceil(4 / banks)`` from ``nnz`` (default
+    ``rows * cols``, the worst case), with the column-end cycles exact and, for ``banks > 1``,
+    the entries of a beat taken as binomial with the density ``nnz / n``; for one bank that is
+    ``nnz + cols`` writes and lands within 4 cycles of the RTL. Measured (lanes 8, ``S`` 576 x
+    64), FULL / HELD: density 0.1 9372 / 4629 with ``banks = 1``, 9369 / 4626 with ``banks =
+    8``; density 0.3 15888 / 11145 with ``banks = 1``, 9369 / 4626 with ``banks = 8``.
     """
     n = rows * cols
     beats = -(-n // lanes)
     pass1 = beats + 2 + BINS + 2 + 2
+    mode = SelectMode(int(getattr(mode, "value", mode)))
+    total = 3 + int(rows).bit_length()  # command, n = rows * cols by shift-and-add, checks
+    if mode in (SelectMode.FULL, SelectMode.THRESHOLD):
+        total += pass1
+    if mode == SelectMode.THRESHOLD:
+        return total - 1  # it ends with the scan's result, without the hand-over to pass 2
+    ends = _beat_ends(rows, cols, lanes)
+    end_cycles = -(-ends // banks)
+    if kept is not None:
+        kept = as_numpy(kept)
+        if kept.shape != (rows, cols):
+            raise ValueError(f"kept has shape {kept.shape}, not ({rows}, {cols})")
+        flat = np.zeros(beats * lanes, dtype=np.int64)
+        flat[:n] = kept.T.ravel() != 0
+        entries = flat.reshape(beats, lanes).sum(axis=1)
+        return total + _pass2_cycles(-(-entries // banks) + end_cycles, banks, fifo_depth)
     if nnz is None:
         nnz = n
     density = nnz / n if n else 0.0
     entry_cycles_per_beat = sum(
         math.comb(lanes, e) * density ** e * (1 - density) ** (lanes - e) * -(-e // banks)
         for e in range(lanes + 1))
-    writes = nnz + cols if banks == 1 else round(beats * entry_cycles_per_beat) + cols
-    pass2 = max(beats, writes) + 4 + -(-4 // banks)
-    mode = SelectMode(int(getattr(mode, "value", mode)))
-    total = 3 + int(rows).bit_length()  # command, n = rows * cols by shift-and-add, checks
-    if mode in (SelectMode.FULL, SelectMode.THRESHOLD):
-        total += pass1
-    if mode != SelectMode.THRESHOLD:
-        total += pass2
-    return total
+    entry_cycles = nnz if banks == 1 else round(beats * entry_cycles_per_beat)
+    writes = entry_cycles + int(end_cycles.sum())
+    return total + max(beats, writes) + 4 + -(-4 // banks)
+
+
+def _beat_ends(rows, cols, lanes):
+    """Column ends (elements ``c * rows + rows - 1``) in every beat of a pass."""
+    n = rows * cols
+    beats = -(-n // lanes)
+    ends = np.zeros(beats * lanes, dtype=np.int64)
+    ends[rows - 1:n:rows] = 1
+    return ends.reshape(beats, lanes).sum(axis=1)
+
+
+def _pass2_cycles(work, banks, fifo_depth):
+    """Cycles of pass 2 from its first cycle to ``done``: beat ``b`` (one a cycle) leaves a
+    record of ``work[b]`` writer cycles (none when 0) in the record FIFO (Amaranth's
+    ``SyncFIFOBuffered``: ``fifo_depth - 1`` entries and an output register, 2 cycles from
+    write to read) while it has room; the writer takes the next record in the cycle its last
+    write leaves; the header follows once everything is written."""
+    inner = deque()
+    out_reg = None  # the record in the FIFO's output register
+    left = 0  # writer cycles of the current record not done
+    beat, t, beats = 0, 0, len(work)
+    header_left = -(-4 // banks)
+    while True:
+        if beat == beats and left == 0 and not inner and out_reg is None:
+            header_left -= 1  # the header: the writer is idle, the FIFO empty
+            if header_left == 0:
+                return t + 1
+            t += 1
+            continue
+        left = max(0, left - 1)
+        accept = beat < beats and len(inner) != fifo_depth - 1
+        read = bool(inner) and (out_reg is None or left == 0)
+        if left == 0 and out_reg is not None:
+            left, out_reg = out_reg, None
+        if read:
+            out_reg = inner.popleft()
+        if accept:
+            if work[beat]:
+                inner.append(int(work[beat]))
+            beat += 1
+        t += 1
 
 
 def exposed_select_cycles(gemm_cycles, select_cycles) -> int:
