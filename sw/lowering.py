@@ -56,7 +56,8 @@ class GemmJob:
     ``select_a_cycles``: threshold-select cycles to select and compress ``W`` and ``A`` of the
     layer (``hw.contract.cycles.select_cycles``, mode FULL); ``select_cycles``: those of the
     blob this GEMM reads (forward: FULL on ``W``; input gradient: HELD, pass 2 only, on ``W``
-    transposed; weight gradient: FULL on ``A``).
+    transposed; weight gradient: FULL on ``A``, and for a convolution the ``by_index`` pass on
+    the im2col stream that writes ``im2col(As)`` exactly, ``R·S`` times the tensor).
     """
 
     layer: str
@@ -255,8 +256,7 @@ def quantize_layer(name: str, module, a, w, dy=None, *, density: float = 1.0,
         select_w_held_cycles=int(select_cycles(qw.shape[0], qw.shape[1], SELECT_LANES,
                                                mode=SelectMode.HELD,
                                                nnz=int((qws != 0).sum()), banks=SELECT_LANES)),
-        select_a_cycles=int(select_cycles(a[0].size, a.shape[0], SELECT_LANES,
-                                          nnz=int((qas != 0).sum()), banks=SELECT_LANES)),
+        select_a_cycles=_select_a_cycles(a, qas, as_col if conv else None),
     )
     if dy is not None:
         ops.qdy, ops.sdy = quantize(dy)
@@ -264,6 +264,18 @@ def quantize_layer(name: str, module, a, w, dy=None, *, density: float = 1.0,
         ops.qdy_col = np.ascontiguousarray(q.transpose(0, 2, 3, 1).reshape(-1, f) if conv
                                            else q.reshape(-1, f))
     return ops
+
+
+def _select_a_cycles(a, qas, as_col=None) -> int:
+    """Select cycles of the weight-gradient blob: FULL on ``A`` (as a ``[size / B, B]``
+    matrix) and, for a convolution (``as_col``), GIVEN ``by_index`` on the im2col stream
+    (``docs/threshold-select.md``: the exact ``im2col(As)``)."""
+    cycles = select_cycles(a[0].size, a.shape[0], SELECT_LANES, nnz=int((qas != 0).sum()),
+                           banks=SELECT_LANES)
+    if as_col is not None:
+        cycles += select_cycles(*as_col.shape, SELECT_LANES, mode=SelectMode.GIVEN,
+                                nnz=int((as_col != 0).sum()), banks=SELECT_LANES)
+    return int(cycles)
 
 
 def _job(ops: LayerOperands, pass_name, d, s, s_dense, scale, **kw) -> GemmJob:

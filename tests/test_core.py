@@ -401,6 +401,36 @@ def test_threshold_select_into_s_buffer():
     tb.run(body)
 
 
+def test_select_writes_lanes_words_a_cycle():
+    """The select core's S is sub-banked (``sel_banks`` = lanes): a dense FULL with an
+    always-valid producer takes exactly ``select_cycles(..., banks=lanes, kept=...)`` (input-
+    bound), far below one write a cycle, and the GEMM on the blob is exact."""
+    from hw.contract.cycles import select_cycles
+
+    rng = np.random.default_rng(4)
+    rows, lanes = 2, 4
+    m, k, n = 4, 16, 12
+    tb = _select_core_tb(rows, 2, lanes, d_depth=64, s_depth=256, c_depth=32)
+    dut = tb.dut
+    assert dut.sel_banks == lanes == dut.s_buffer.sub_banks
+    d = rng.integers(-128, 128, (m, k)).astype(np.int8)
+    s_dense = rng.integers(1, 128, (k, n)).astype(np.int8)
+    keep = k * n
+
+    async def body(ctx):
+        tb.preload(ctx, intref.pack_d(d, rows), [])
+        s_len = await _select(ctx, dut, rng, s_dense, keep, bank=0, p_valid=1.0)
+        cycles = ctx.get(dut.sel.status.cycles)
+        assert cycles == select_cycles(k, n, lanes, banks=lanes, kept=s_dense)
+        assert cycles < select_cycles(k, n, lanes, banks=1, nnz=keep) - k * n // 2
+        blob = compress.to_bytes([ctx.get(tb.s_cell(a)) for a in range(s_len)])
+        np.testing.assert_array_equal(compress.decode(blob, (k, n)), s_dense)
+        st = await tb.op(ctx, m, k, n, s_len)
+        check_result(tb, ctx, d, s_dense, st, m, n)
+
+    tb.run(body)
+
+
 def test_select_overlaps_gemm_in_other_s_buffer():
     """Double-buffered S: while a GEMM reads buffer 0 the unit fills buffer 1 (no exposed
     cycles); the GEMM on buffer 1 runs while the unit refills buffer 0; a start on the buffer
