@@ -1,5 +1,6 @@
 """RTL tests of ``hw.select_framer.BeatFramer``: lane masks, end of pass, SHORT/LONG, discard,
-with random valid gaps on the input and ready gaps on the output."""
+the source-index side band passed through, with random valid gaps on the input and ready gaps
+on the output."""
 
 import random
 
@@ -19,8 +20,9 @@ def _beat(values, last):
 
 @pytest.mark.parametrize("lanes", [1, 3, 8])
 @pytest.mark.parametrize("stall", [0.0, 0.4])
-def test_passes_and_errors(lanes, stall):
-    dut = BeatFramer(lanes)
+@pytest.mark.parametrize("index_width", [0, 5])
+def test_passes_and_errors(lanes, stall, index_width):
+    dut = BeatFramer(lanes, index_width)
     rng = random.Random(lanes * 7 + int(stall * 10))
     seen = []
 
@@ -29,6 +31,7 @@ def test_passes_and_errors(lanes, stall):
         nbeats = -(-elements // lanes)
         if beats is None:
             beats = [_beat([rng.randint(-128, 127) for _ in range(lanes)], b == nbeats - 1)
+                     | rng.getrandbits(lanes * index_width) << (8 * lanes + 1)
                      for b in range(nbeats)]
         ctx.set(dut.elements, elements)
         ctx.set(dut.load, 1)
@@ -50,6 +53,8 @@ def test_passes_and_errors(lanes, stall):
             pending = valid
             if valid and ctx.get(dut.i.ready):
                 assert ready
+                if index_width:
+                    assert ctx.get(dut.o.payload.index.as_value()) == beats[pos] >> (8 * lanes + 1)
                 out.append((ctx.get(dut.o.payload.lane_valid), ctx.get(dut.o.payload.final),
                             ctx.get(dut.o.payload.data.as_value())))
                 pos += 1
