@@ -46,6 +46,22 @@ ENABLES: dict[str, tuple[str, ...]] = {
     "c_en": ("c_read__en",),
 }
 
+#: ports of a core built with the threshold-select unit (``sel_lanes > 0``; names from
+#: ``hw.core_port_names.SELECT_FLAT_NAMES``): all present, or the core has no select unit
+SELECT: dict[str, tuple[str, ...]] = {
+    "s_bank": ("ctrl__s_bank",),
+    "sel_i_valid": ("sel__i__valid",),
+    "sel_i_ready": ("sel__i__ready",),
+    "sel_i_payload": ("sel__i__payload",),
+    "sel_cmd_valid": ("sel__cmd__valid",),
+    "sel_cmd_ready": ("sel__cmd__ready",),
+    "sel_cmd_payload": ("sel__cmd__payload",),
+    **{f"sel_{name}": (f"sel__status__{name}",) for name in (
+        "busy", "done", "error", "error_code", "held", "held_valid", "nnz", "s_len", "bank",
+        "cycles")},
+    "sel_exposed_cycles": ("sel__exposed_cycles",),
+}
+
 #: buffer -> candidate names of the top module's memory array holding it
 MEMORIES: dict[str, tuple[str, ...]] = {
     "d": ("d_mem",),
@@ -53,6 +69,9 @@ MEMORIES: dict[str, tuple[str, ...]] = {
     "c": ("c_mem",),
 }
 
+
+#: a core whose S buffer is split into sub-banks: memories ``s_mem_<b>``
+S_BANK_MEMORY = "s_mem_{b}"
 
 #: a core with result logs (one per PE column): memory ``c_log_<j>`` and port
 #: ``ctrl__results__<j>`` (entries the last operation wrote to log ``j``)
@@ -74,7 +93,8 @@ def resolve(ports: dict, memories: list | None = None) -> dict:
 
     Memories that are missing map to ``None`` (the harness then uses the ports); a missing
     port raises :class:`PortError` naming it. ``logs`` lists ``(memory, count port)`` of the
-    result logs of a core that has them (empty otherwise).
+    result logs of a core that has them (empty otherwise); ``select`` maps the names of
+    :data:`SELECT` to Verilog names on a core with the select unit (empty otherwise).
     """
     have = {_bare(p) for p in ports}
     out = {}
@@ -85,6 +105,13 @@ def resolve(ports: dict, memories: list | None = None) -> dict:
         out[logical] = hit
     for logical, cands in ENABLES.items():
         out[logical] = next((c for c in cands if c in have), None)
+    sel = {logical: next((c for c in cands if c in have), None)
+           for logical, cands in SELECT.items()}
+    missing = [logical for logical, hit in sel.items() if hit is None]
+    if len(missing) < len(sel) and missing:
+        raise PortError(f"the core has part of the select unit's ports; missing "
+                        f"{', '.join(missing)}")
+    out["select"] = {} if missing else sel
     mem_names = {_bare(m["name"]) for m in (memories or [])}
     for buf, cands in MEMORIES.items():
         out[f"mem_{buf}"] = next((c for c in cands if c in mem_names), None)
@@ -96,4 +123,10 @@ def resolve(ports: dict, memories: list | None = None) -> dict:
                             f"{RESULTS_PORT.format(j=j)}")
         logs.append((LOG_MEMORY.format(j=j), RESULTS_PORT.format(j=j)))
     out["logs"] = logs
+    # an S buffer split into sub-banks (word x in s_mem_<x % B> at row x // B), when there is
+    # no single S memory
+    banks = []
+    while out["mem_s"] is None and S_BANK_MEMORY.format(b=len(banks)) in mem_names:
+        banks.append(S_BANK_MEMORY.format(b=len(banks)))
+    out["s_banks"] = banks
     return out

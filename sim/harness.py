@@ -30,12 +30,14 @@ from pathlib import Path
 import numpy as np
 
 from .bench import SimulationError
+from .select_ops import SelectFailed, SelectStatus
 
-__all__ = ["CoreSim", "SimulatorDied", "TIMEOUT_CODE", "default_timeout"]
+__all__ = ["CoreSim", "SimulatorDied", "SelectStatus", "SelectFailed", "TIMEOUT_CODE",
+           "default_timeout"]
 
 OP_QUIT, OP_INFO, OP_WRITE_D, OP_WRITE_S, OP_FILL_C, OP_READ_C, OP_RUN, OP_RESET, OP_TRACE, \
-    OP_TICKS = range(10)
-PROTOCOL_VERSION = 2
+    OP_TICKS, OP_SEL_BEGIN, OP_SEL_WAIT = range(12)
+PROTOCOL_VERSION = 3
 TIMEOUT_CODE = 15  # reported in place of error_code when done never came (as the cocotb driver)
 STAT_KEYS = ("cycles", "busy", "stall", "idle", "error", "code")
 RUN_WORDS = 10  # words before the C words in a run's answer (see sim/cpp/core_main.cpp)
@@ -43,6 +45,8 @@ RUN_WORDS = 10  # words before the C words in a run's answer (see sim/cpp/core_m
 
 class SimulatorDied(SimulationError):
     """The simulator process exited or broke its pipe while work was pending."""
+
+
 
 
 def default_timeout(m: int, k: int, n: int, rows: int) -> int:
@@ -92,7 +96,9 @@ class CoreSim:
             raise SimulationError(f"harness protocol {info[0]}, expected {PROTOCOL_VERSION}: "
                                   f"rebuild {model.build_dir}")
         (_, self.rows, self.cols, self.d_depth, self.s_depth, self.c_depth, self.dbytes,
-         self.cbytes, self.can_trace) = (int(x) for x in info[:9])
+         self.cbytes, self.can_trace, self.sel_lanes, self.s_mem_depth, self.s_bank_base,
+         self.sel_index_width) = (int(x) for x in info[:13])
+        self._sel_queue = collections.deque()  # beats of each select begun, not yet waited for
         self.s_len_max = (1 << model.ports.get("s_len", 32)) - 1
 
     # -- process plumbing --------------------------------------------------------------------
@@ -160,10 +166,10 @@ class CoreSim:
         w = np.ascontiguousarray(np.asarray(words, dtype=np.uint32).astype("<u4", copy=False))
         return struct.pack("<4I", OP_WRITE_S, base, len(w), int(ports)) + w.tobytes()
 
-    def _run_request(self, m, k, n, s_len, read_c, timeout) -> bytes:
+    def _run_request(self, m, k, n, s_len, read_c, timeout, s_bank=0) -> bytes:
         if timeout is None:
             timeout = default_timeout(m, k, n, self.rows)
-        return struct.pack("<7I", OP_RUN, m, k, n, s_len, int(bool(read_c)), timeout)
+        return struct.pack("<8I", OP_RUN, m, k, n, s_len, int(bool(read_c)), timeout, s_bank)
 
     def write_d(self, words, base: int = 0, *, ports: bool = False) -> None:
         """D buffer words ``[n, rows]`` int8 at ``base`` (preloaded, or through the port)."""
@@ -190,6 +196,7 @@ class CoreSim:
         stats = dict(zip(STAT_KEYS, (int(x) for x in st[:6]), strict=True))
         if st[6]:  # timed out (or start ignored): the harness reset the core
             stats["error"], stats["code"] = 1, TIMEOUT_CODE
+            self._sel_queue.clear()  # the reset dropped the queued selects too
         stats["log_oob"] = int(st[8])  # result-log entries written outside the result region
         c = None
         if len(raw) > head:
@@ -197,18 +204,95 @@ class CoreSim:
         return stats, c
 
     def run(self, m: int, k: int, n: int, s_len: int, *, read_c: bool = True,
-            timeout: int | None = None):
+            timeout: int | None = None, s_bank: int = 0):
         """Pulse ``start`` with the shape, run to ``done``; ``(stats, C words or None)``.
 
         ``stats`` has ``cycles, busy, stall, idle, error, code`` (code 15: no ``done`` within
-        ``timeout`` cycles, the core was reset).
+        ``timeout`` cycles, the core was reset). ``s_bank``: the S buffer the GEMM reads (a
+        core with the select unit; a select operation begun with :meth:`select_begin` goes on
+        during the GEMM, into the other buffer).
         """
-        raw = self._call(self._run_request(m, k, n, s_len, read_c, timeout),
+        raw = self._call(self._run_request(m, k, n, s_len, read_c, timeout, s_bank),
                          f"running M={m} K={k} N={n}")
         return self._parse_run(raw, m, n)
 
+    # -- the threshold-select unit (cores with sel_lanes > 0) ---------------------------------
+    def select_begin(self, s, mode, *, keep: int = 0, transpose: bool = False, bank: int = 1,
+                     given=None, by_index: bool = False, index=None, read_blob: bool = True,
+                     label: str = "") -> None:
+        """Queue a command of the select unit on the dense int8 matrix ``s [K, N]`` (streamed
+        column by column, twice for FULL) into S buffer ``bank``; returns at once.
+
+        Every clock cycle the process simulates from now on (GEMMs run with :meth:`run`,
+        :meth:`select_wait`) also feeds the unit: the queued commands run one after the other
+        while GEMMs read the other S buffer. ``mode``: a :class:`hw.contract.codes.SelectMode`;
+        ``keep``: ``k`` (FULL, THRESHOLD); ``given``: ``(threshold, ties, cut_row, cut_col,
+        cut_any, cut_index)`` or a dict of them (GIVEN); ``index`` (``[K, N]``, like ``s``):
+        the source index of every element on the unit's side band, for ``by_index`` passes.
+        ``read_blob``: copy the blob out of the S buffer when the unit is done
+        (:attr:`SelectStatus.blob`).
+        """
+        from . import select_ops
+
+        if not self.sel_lanes:
+            raise SimulationError(f"{self.model.build_dir.name} has no threshold-select unit "
+                                  f"(build it with sel_lanes > 0)")
+        s = np.asarray(s)
+        if s.ndim != 2:
+            raise ValueError(f"select: expected a [K, N] matrix, got shape {s.shape}")
+        stream = np.ascontiguousarray(s.T, dtype=np.int8).ravel()
+        cmd = select_ops.pack_command(mode, keep=keep, rows=s.shape[0], cols=s.shape[1],
+                                      transpose=transpose, bank=bank, given=given,
+                                      by_index=by_index)
+        passes = select_ops.passes(mode)
+        extra = b""
+        if index is not None:
+            if not self.sel_index_width:
+                raise SimulationError("this core's select unit has no index side band")
+            index = np.asarray(index)
+            if index.shape != s.shape:
+                raise ValueError(f"select: index shape {index.shape} != S shape {s.shape}")
+            extra = np.ascontiguousarray(index.T).astype("<u4").ravel().tobytes()
+        self._call(struct.pack("<5I", OP_SEL_BEGIN, passes, stream.size, int(bool(read_blob)),
+                               int(index is not None)) + cmd + stream.tobytes() + extra,
+                   f"starting a select{' (' + label + ')' if label else ''}")
+        self._sel_queue.append(passes * max(1, -(-stream.size // self.sel_lanes)))
+
+    def select_wait(self, *, timeout: int | None = None, check: bool = True,
+                    label: str = "") -> SelectStatus:
+        """Run the clock until the oldest queued select is done; its :class:`SelectStatus`.
+        ``check`` raises :class:`SelectFailed` (one line) with the unit's error code;
+        ``timeout`` (cycles, default generous) resets the core and reports ``timed_out``."""
+        if not self._sel_queue:
+            raise SimulationError("select_wait: no select operation was begun")
+        beats = self._sel_queue.popleft()
+        if timeout is None:
+            timeout = min(64 * beats + 10_000, 0xFFFF_FFFF)
+        raw = self._call(struct.pack("<2I", OP_SEL_WAIT, timeout),
+                         f"waiting for a select{' (' + label + ')' if label else ''}")
+        from . import select_ops
+
+        st = select_ops.parse_status(np.frombuffer(raw, dtype="<u4"))
+        if st.timed_out:
+            self._sel_queue.clear()  # the harness reset the core, dropping the queue
+        if check:
+            st.check(label)
+        return st
+
+    @property
+    def selects_pending(self) -> int:
+        """Select operations begun and not yet waited for."""
+        return len(self._sel_queue)
+
+    def select(self, s, mode, *, check: bool = True, timeout: int | None = None,
+               label: str = "", **kw) -> SelectStatus:
+        """:meth:`select_begin` then :meth:`select_wait` (nothing overlaps: all exposed)."""
+        self.select_begin(s, mode, label=label, **kw)
+        return self.select_wait(timeout=timeout, check=check, label=label)
+
     def reset(self) -> None:
         self._call(struct.pack("<I", OP_RESET), "resetting")
+        self._sel_queue.clear()  # a reset drops the queued selects
 
     def trace(self, path: str | os.PathLike | None) -> None:
         """Start dumping FST to ``path`` (``None`` stops); needs ``trace=True``."""
@@ -224,7 +308,14 @@ class CoreSim:
         return self._ticks("counting cycles")
 
     def _ticks(self, doing: str) -> int:
-        return struct.unpack("<Q", self._call(struct.pack("<I", OP_TICKS), doing))[0]
+        return struct.unpack("<Q", self._call(struct.pack("<I", OP_TICKS), doing)[:8])[0]
+
+    @property
+    def exposed_cycles(self) -> int:
+        """The core's free-running ``sel.exposed_cycles`` (cycles with the select unit busy and
+        no GEMM running; 0 without the unit): take differences."""
+        raw = self._call(struct.pack("<I", OP_TICKS), "reading the exposed-select counter")
+        return struct.unpack("<I", raw[8:12])[0]
 
     def cpu_seconds(self) -> float:
         """CPU seconds the simulator process has used so far (Linux: scheduler nanoseconds,

@@ -423,6 +423,22 @@ def harness_config(toplevel: str, ports: dict, memories: list, attrs: dict) -> s
         if mem is not None:
             lines.append(f"#define HAS_MEM_{buf.upper()} 1")
             lines.append(f"#define MEM_{buf.upper()}(t) (t)->rootp->{toplevel}__DOT__{mem}")
+    if names["mem_s"] is not None:
+        lines.append("#define MEM_S_WORD(t, a) (MEM_S(t)[a])")
+    elif names.get("s_banks"):  # word a of the S memory space in sub-bank a % B, row a / B
+        nb = len(names["s_banks"])
+        if nb & (nb - 1):
+            raise ValueError(f"{nb} S sub-bank memories: not a power of two")
+        lines += ["#define HAS_MEM_S 1",
+                  f"static inline IData& harness_s_word({cls}* t, uint32_t a) {{",
+                  f"    switch (a & {nb - 1}) {{"]
+        for b, mem in enumerate(names["s_banks"][1:], start=1):
+            lines.append(f"    case {b}: return t->rootp->{toplevel}__DOT__{mem}"
+                         f"[a >> {nb.bit_length() - 1}];")
+        lines += [f"    default: return t->rootp->{toplevel}__DOT__{names['s_banks'][0]}"
+                  f"[a >> {nb.bit_length() - 1}];", "    }", "}",
+                  "#define MEM_S_WORD(t, a) harness_s_word((t).get(), (a))"]
+    lines += _select_config(names, ports, attrs)
     if names["logs"]:  # result logs: entries = C lanes | C address above them
         caw = (attrs["c_depth"] - 1).bit_length()
         lines += ["#define HAS_C_LOGS 1", f"#define C_LOGS {len(names['logs'])}",
@@ -443,6 +459,37 @@ def harness_config(toplevel: str, ports: dict, memories: list, attrs: dict) -> s
     return "\n".join(lines) + "\n"
 
 
+def _select_config(names: dict, ports: dict, attrs: dict) -> list[str]:
+    """``harness_config.h`` lines of the threshold-select unit: its ports, the geometry of its
+    stream and command, and where S buffer 1 starts (``sim/cpp/core_main.cpp``, HAS_SELECT)."""
+    s_depth = attrs["s_depth"]
+    sel = names.get("select") or {}
+    if not sel or not attrs.get("sel_lanes"):
+        return ["#define SEL_LANES 0", "#define SEL_INDEX_WIDTH 0",
+                f"#define S_MEM_DEPTH {s_depth}", f"#define S_BANK_BASE {s_depth}"]
+    from hw.select_layouts import CommandLayout, HeldLayout
+
+    lanes = attrs["sel_lanes"]
+    base = 1 << (s_depth - 1).bit_length()  # S buffer 1 starts here (the buffer bit on top)
+    payload = ports[sel["sel_i_payload"]]
+    index_width, rest = divmod(payload - 8 * lanes - 1, lanes)
+    if rest or index_width < 0:
+        raise ValueError(f"sel.i payload is {payload} bits: not 8*{lanes}+1 plus an index "
+                         f"side band of equal width per lane")
+    cmd_bits, held_bits = CommandLayout.size, HeldLayout.size
+    lines = ["#define HAS_SELECT 1", f"#define SEL_LANES {lanes}",
+             f"#define SEL_INDEX_WIDTH {index_width}",
+             f"#define S_MEM_DEPTH {2 * base}", f"#define S_BANK_BASE {base}",
+             f"#define IBYTES {(payload + 7) // 8}",
+             f"#define CMDBYTES {(cmd_bits + 7) // 8}", f"#define CMDWORDS {(cmd_bits + 31) // 32}",
+             f"#define CMD_BANK_BIT {CommandLayout['bank'].offset}",
+             f"#define HELDBYTES {(held_bits + 7) // 8}",
+             f"#define HELDWORDS {(held_bits + 31) // 32}"]
+    for logical, verilog in sel.items():
+        lines.append(f"#define PORT_{logical.upper()}(t) (t)->{_cxx_name(verilog)}")
+    return lines
+
+
 def _build_harness(bdir: Path, toplevel: str, text: str, ports: dict, memories: list,
                    attrs: dict, *, trace: bool) -> None:
     from . import coreports
@@ -455,7 +502,7 @@ def _build_harness(bdir: Path, toplevel: str, text: str, ports: dict, memories: 
     names = coreports.resolve(ports, memories)
     vlt = bdir / "public.vlt"
     public = [names[f"mem_{b}"] for b in "dsc" if names[f"mem_{b}"]]
-    public += [mem for mem, _ in names["logs"]]
+    public += [mem for mem, _ in names["logs"]] + list(names.get("s_banks", []))
     vlt.write_text("`verilator_config\n" + "".join(
         f'public_flat_rw -module "{toplevel}" -var "{mem}"\n' for mem in public))
     (bdir / "harness_config.h").write_text(harness_config(toplevel, ports, memories, attrs))
@@ -519,9 +566,17 @@ def _lz4_link_dir(bdir: Path) -> Path:
     return lib
 
 
+#: Select lanes of the harness's core: one model (with the threshold-select unit and two S
+#: buffers) serves plain GEMMs and the select unit in the loop, so nothing builds a second one.
+HARNESS_SEL_LANES = 8
+
+
 def harness_model(rows: int = 8, cols: int = 8, *, trace: bool = False,
                   design: str | None = None, quiet: bool = True, **params) -> Model:
-    """The core in the persistent C++ harness (:mod:`sim.harness`), built or reused."""
+    """The core in the persistent C++ harness (:mod:`sim.harness`), built or reused; with
+    ``sel_lanes`` = :data:`HARNESS_SEL_LANES` unless given (``sel_lanes=0``: no select unit)."""
+    if (design or default_core_design()) == "core":
+        params.setdefault("sel_lanes", HARNESS_SEL_LANES)
     return build(design, quiet=quiet, kind="harness-trace" if trace else "harness",
                  rows=rows, cols=cols, **params)
 

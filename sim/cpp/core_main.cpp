@@ -15,7 +15,7 @@
 //   OP_WRITE_S(base, count, ports) + count*4       -> ()
 //   OP_FILL_C (pattern: CBYTES bytes)              -> ()       (every C word := pattern)
 //   OP_READ_C (base, count, ports)                 -> count*CBYTES bytes
-//   OP_RUN    (m, k, n, s_len, read_c, timeout)    -> 10 words: cycles, busy, stall, idle,
+//   OP_RUN    (m, k, n, s_len, read_c, timeout, s_bank) -> 10 words: cycles, busy, stall, idle,
 //                                                      error, error_code, timed_out, started,
 //                                                      log_oob, 0; then the C words
 //                                                      ceil(m/rows)*n when read_c and ok
@@ -26,8 +26,20 @@
 // (log_oob: writes outside the result region).
 //   OP_RESET  ()                                   -> ()
 //   OP_TRACE  (on, path bytes) + path              -> ()       (FST; needs a tracing build)
-//   OP_TICKS  ()                                   -> 2 words: clock cycles simulated (lo, hi)
+//   OP_TICKS  ()                                   -> 3 words: clock cycles simulated (lo, hi),
+//                                                      sel.exposed_cycles (0 without the unit)
 //   OP_QUIT   ()                                   -> () and exit 0
+// A core with the threshold-select unit (HAS_SELECT: sel_lanes > 0, two S buffers) also takes
+//   OP_SEL_BEGIN(passes, count, read_blob, has_index, cmd: CMDWORDS words) + count int8
+//                 elements (stream order) [+ count uint32 source indices when has_index: the
+//                 unit's index side band]          -> ()   queued; the first queued command and
+//                 its stream are fed to sel.cmd / sel.i by every following clock cycle (inside
+//                 OP_RUN too: selects run while GEMMs run on the other S buffer), the next
+//                 one starts when the unit is done with it
+//   OP_SEL_WAIT(timeout)                           -> the report of the oldest operation
+//                 (select_report: status words, then the blob read back from its S buffer at
+//                 done when read_blob); runs the clock until it is done
+// and OP_RUN's s_bank word names the S buffer the GEMM reads (ctrl.s_bank).
 // The names of the model's ports and memories come from harness_config.h, which sim/harness.py
 // writes from one table (sim/coreports.py), so a renamed port changes one place.
 
@@ -36,6 +48,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -46,9 +59,9 @@
 
 enum Op : uint32_t {
     OP_QUIT = 0, OP_INFO = 1, OP_WRITE_D = 2, OP_WRITE_S = 3, OP_FILL_C = 4, OP_READ_C = 5,
-    OP_RUN = 6, OP_RESET = 7, OP_TRACE = 8, OP_TICKS = 9,
+    OP_RUN = 6, OP_RESET = 7, OP_TRACE = 8, OP_TICKS = 9, OP_SEL_BEGIN = 10, OP_SEL_WAIT = 11,
 };
-static const uint32_t PROTOCOL_VERSION = 2;
+static const uint32_t PROTOCOL_VERSION = 3;
 
 // --- word access: model variables of any width from/to little-endian bytes -----------------
 static inline void put(CData& v, const uint8_t* p, int nb) { v = 0; std::memcpy(&v, p, nb); }
@@ -131,6 +144,23 @@ struct Harness {
     uint8_t fill_word[LOGBYTES] = {0};
     bool armed = false;  // logs hold the fill pattern: check what the next operation changes
 #endif
+    uint64_t gemm_start_tick = 0, gemm_done_tick = 0;  // of the last OP_RUN
+#ifdef HAS_SELECT
+    // the select operation being fed: its command, its stream (replayed `passes` times)
+    struct SelectFeed {
+        bool started = false, cmd_pending = true, cmd_taken = false, stream_done = false;
+        bool read_blob = true;
+        uint8_t cmd[CMDWORDS * 4] = {0};
+        std::vector<int8_t> data;
+        std::vector<uint32_t> index;  // source index per element (empty: none)
+        uint32_t passes = 1, pass = 0;
+        uint64_t beat = 0, beats = 0;
+        uint64_t t_begin = 0, t_taken = 0, t_done = 0;
+        uint32_t bank = 0;
+    };
+    std::deque<SelectFeed> sq;                   // queued operations, the first one running
+    std::deque<std::vector<uint32_t>> finished;  // their reports, oldest first
+#endif
 
     Harness() {
         ctx.traceEverOn(true);
@@ -150,9 +180,20 @@ struct Harness {
 #ifdef PORT_C_EN
         PORT_C_EN(top) = 1;  // the C read port's enable (a top input starts at 0)
 #endif
+#ifdef HAS_SELECT
+        PORT_S_BANK(top) = 0;
+        PORT_SEL_I_VALID(top) = 0;
+        PORT_SEL_CMD_VALID(top) = 0;
+#endif
     }
     static const uint8_t* zeros() { static uint8_t z[256] = {0}; return z; }
     inline void tick() {
+#ifdef HAS_SELECT
+        if (!sq.empty()) { select_tick(); return; }
+#endif
+        edge();
+    }
+    inline void edge() {
 #ifndef HARNESS_TRACE
         if (clear_clk_prev(top->rootp)) {
             PORT_CLK(top) = 1;
@@ -176,11 +217,151 @@ struct Harness {
         ++ticks;
     }
     void reset(int n) {
+#ifdef HAS_SELECT
+        finished.clear();
+        if (!sq.empty()) {  // a reset ends the select operations queued
+            sq.clear();
+            PORT_SEL_I_VALID(top) = 0;
+            PORT_SEL_CMD_VALID(top) = 0;
+        }
+#endif
         PORT_RST(top) = 1;
         for (int i = 0; i < n; ++i) tick();
         PORT_RST(top) = 0;
         tick();
     }
+
+#ifdef HAS_SELECT
+    // One clock cycle while a select operation is fed: offer the command until it is taken,
+    // then the stream's beats (lanes elements, `last` on the final beat of each pass); the
+    // handshakes are read after a combinational eval of the inputs, before the edge. When the
+    // unit is done the operation's status (and blob) is recorded and the next queued one starts.
+    static void put_bits(uint8_t* buf, uint32_t off, uint64_t v, int width) {
+        for (int i = 0; i < width; ++i, ++off)
+            if ((v >> i) & 1) buf[off >> 3] |= uint8_t(1u << (off & 7));
+    }
+    void select_beat(const SelectFeed& f) {
+        uint8_t b[IBYTES] = {0};
+        uint64_t first = f.beat * SEL_LANES;
+        std::size_t n = f.data.size();
+        for (int j = 0; j < SEL_LANES; ++j)
+            if (first + j < n) b[j] = static_cast<uint8_t>(f.data[first + j]);
+        if (f.beat + 1 == f.beats) b[SEL_LANES] |= 1;  // `last` at bit 8*lanes
+#if SEL_INDEX_WIDTH > 0
+        if (!f.index.empty())  // the source index of lane j after `last`
+            for (int j = 0; j < SEL_LANES; ++j)
+                if (first + j < n)
+                    put_bits(b, 8 * SEL_LANES + 1 + SEL_INDEX_WIDTH * j, f.index[first + j],
+                             SEL_INDEX_WIDTH);
+#endif
+        put(PORT_SEL_I_PAYLOAD(top), b, IBYTES);
+    }
+    void select_tick() {
+        SelectFeed& f = sq.front();
+        if (!f.started) {
+            f.started = true;
+            f.t_begin = ticks;
+            put(PORT_SEL_CMD_PAYLOAD(top), f.cmd, CMDBYTES);
+        }
+        bool ival = f.cmd_taken && !f.stream_done;
+        PORT_SEL_CMD_VALID(top) = f.cmd_pending ? 1 : 0;
+        PORT_SEL_I_VALID(top) = ival ? 1 : 0;
+        top->eval();  // settle the readies for these inputs (no clock edge)
+        bool hs_c = f.cmd_pending && PORT_SEL_CMD_READY(top);
+        bool hs_i = ival && PORT_SEL_I_READY(top);
+        edge();
+        if (hs_c) {
+            f.cmd_pending = false;
+            f.cmd_taken = true;
+            f.t_taken = ticks;
+            PORT_SEL_CMD_VALID(top) = 0;
+            select_beat(f);
+        }
+        if (hs_i) {
+            if (++f.beat == f.beats) {
+                f.beat = 0;
+                if (++f.pass == f.passes) f.stream_done = true;
+            }
+            if (!f.stream_done) select_beat(f);
+        }
+        if (f.cmd_taken && !hs_c && PORT_SEL_DONE(top)) {  // done (or error): record, next
+            PORT_SEL_I_VALID(top) = 0;
+            f.t_done = ticks;
+            finished.push_back(select_report(f, 0));
+            sq.pop_front();
+        }
+    }
+    // status words of a finished (or abandoned) operation: timed_out, error, error_code, nnz,
+    // s_len, bank, cycles, held_valid, exposed_cycles, tick stamps (lo, hi) of begin / command
+    // taken / done / report / last GEMM start / last GEMM done, the held selection (HELDWORDS
+    // words), then the blob words of its S buffer when asked for and no error
+    std::vector<uint32_t> select_report(const SelectFeed& f, uint32_t timed_out) {
+        std::vector<uint32_t> w = {
+            timed_out, uint32_t(PORT_SEL_ERROR(top)), uint32_t(PORT_SEL_ERROR_CODE(top)),
+            uint32_t(PORT_SEL_NNZ(top)), uint32_t(PORT_SEL_S_LEN(top)),
+            uint32_t(PORT_SEL_BANK(top)), uint32_t(PORT_SEL_CYCLES(top)),
+            uint32_t(PORT_SEL_HELD_VALID(top)), uint32_t(PORT_SEL_EXPOSED_CYCLES(top))};
+        for (uint64_t t : {f.t_begin, f.t_taken, f.t_done, ticks, gemm_start_tick,
+                           gemm_done_tick}) {
+            w.push_back(uint32_t(t));
+            w.push_back(uint32_t(t >> 32));
+        }
+        uint8_t held[HELDWORDS * 4] = {0};
+        get(PORT_SEL_HELD(top), held, HELDBYTES);
+        for (int i = 0; i < HELDWORDS; ++i) {
+            uint32_t x;
+            std::memcpy(&x, held + 4 * i, 4);
+            w.push_back(x);
+        }
+        uint32_t s_len = PORT_SEL_S_LEN(top);
+#ifdef HAS_MEM_S
+        if (f.read_blob && !timed_out && !PORT_SEL_ERROR(top) && s_len <= S_DEPTH) {
+            uint32_t base = f.bank * S_BANK_BASE;
+            for (uint32_t a = 0; a < s_len; ++a) w.push_back(uint32_t(MEM_S_WORD(top, base + a)));
+        }
+#else
+        (void)s_len;  // no S memory to read back (the blob is not returned)
+#endif
+        return w;
+    }
+    void sel_begin(uint32_t passes, uint32_t count, uint32_t read_blob, uint32_t has_index) {
+        SelectFeed f;
+        read_exact(f.cmd, sizeof f.cmd);
+        f.data.resize(count);
+        read_exact(f.data.data(), count);
+        if (has_index) {
+            f.index.resize(count);
+            read_exact(f.index.data(), std::size_t(count) * 4);
+        }
+        if (passes < 1 || passes > 2 || (has_index && SEL_INDEX_WIDTH == 0)) {
+            reply(1, nullptr, 0);
+            return;
+        }
+        f.passes = passes;
+        f.beats = (uint64_t(count) + SEL_LANES - 1) / SEL_LANES;
+        f.stream_done = f.beats == 0;
+        f.read_blob = read_blob != 0;
+        f.bank = (f.cmd[CMD_BANK_BIT / 8] >> (CMD_BANK_BIT % 8)) & 1;
+        sq.push_back(std::move(f));
+        reply(0, nullptr, 0);
+    }
+    // Run the clock until the oldest queued operation is done (cycles without a GEMM: the
+    // core counts them as exposed) and report it (select_report).
+    void sel_wait(uint32_t timeout) {
+        uint64_t waited = 0;
+        while (finished.empty() && !sq.empty() && waited < timeout) { tick(); ++waited; }
+        if (finished.empty()) {
+            if (sq.empty()) { reply(1, nullptr, 0); return; }  // nothing was begun
+            std::vector<uint32_t> w = select_report(sq.front(), 1);
+            reset(2);  // drops the queue
+            reply(0, w.data(), w.size() * 4);
+            return;
+        }
+        std::vector<uint32_t> w = std::move(finished.front());
+        finished.pop_front();
+        reply(0, w.data(), w.size() * 4);
+    }
+#endif
 
     void write_d(uint32_t base, uint32_t count, bool ports) {
 #ifndef HAS_MEM_D
@@ -210,7 +391,7 @@ struct Harness {
 #endif
         buf.resize(std::size_t(count) * 4);
         read_exact(buf.data(), buf.size());
-        if (base + uint64_t(count) > S_DEPTH) { reply(1, nullptr, 0); return; }
+        if (base + uint64_t(count) > S_MEM_DEPTH) { reply(1, nullptr, 0); return; }
         for (uint32_t i = 0; i < count; ++i) {
             uint32_t w;
             std::memcpy(&w, &buf[std::size_t(i) * 4], 4);
@@ -219,7 +400,7 @@ struct Harness {
                 tick();
             } else {
 #ifdef HAS_MEM_S
-                MEM_S(top)[base + i] = w;
+                MEM_S_WORD(top, base + i) = w;
 #endif
             }
         }
@@ -307,9 +488,15 @@ struct Harness {
         reply(0, out.data(), out.size());
     }
     void run(uint32_t m, uint32_t k, uint32_t n, uint32_t s_len, uint32_t read_c_flag,
-             uint32_t timeout) {
+             uint32_t timeout, uint32_t s_bank) {
         PORT_M(top) = m; PORT_K(top) = k; PORT_N(top) = n; PORT_S_LEN(top) = s_len;
+#ifdef HAS_SELECT
+        PORT_S_BANK(top) = s_bank & 1;
+#else
+        (void)s_bank;
+#endif
         PORT_START(top) = 1;
+        gemm_start_tick = ticks;
         tick();
         PORT_START(top) = 0;
         uint32_t started = PORT_BUSY(top) ? 1 : 0;
@@ -320,6 +507,7 @@ struct Harness {
         uint64_t waited = 0;
         if (!started) waited = timeout;  // ignored: report it, do not wait for a done that came
         while (!PORT_DONE(top) && waited < timeout) { tick(); ++waited; }
+        gemm_done_tick = ticks;
         uint32_t timed_out = (started && PORT_DONE(top)) ? 0 : 1;
         uint32_t log_oob = 0;
 #ifdef HAS_C_LOGS
@@ -380,8 +568,9 @@ int main(int argc, char** argv) {
             reply(0, nullptr, 0);
             return 0;
         case OP_INFO: {
-            uint32_t info[9] = {PROTOCOL_VERSION, ROWS, COLS, D_DEPTH, S_DEPTH, C_DEPTH,
-                                DBYTES, CBYTES, HARNESS_HAS_TRACE};
+            uint32_t info[13] = {PROTOCOL_VERSION, ROWS, COLS, D_DEPTH, S_DEPTH, C_DEPTH,
+                                 DBYTES, CBYTES, HARNESS_HAS_TRACE, SEL_LANES, S_MEM_DEPTH,
+                                 S_BANK_BASE, SEL_INDEX_WIDTH};
             reply(0, info, sizeof info);
             break;
         }
@@ -402,11 +591,20 @@ int main(int argc, char** argv) {
             break;
         }
         case OP_RUN: {
-            uint32_t w[6];
+            uint32_t w[7];
             for (auto& x : w) x = read_u32();
-            h.run(w[0], w[1], w[2], w[3], w[4], w[5]);
+            h.run(w[0], w[1], w[2], w[3], w[4], w[5], w[6]);
             break;
         }
+#ifdef HAS_SELECT
+        case OP_SEL_BEGIN: {
+            uint32_t passes = read_u32(), count = read_u32(), read_blob = read_u32();
+            uint32_t has_index = read_u32();
+            h.sel_begin(passes, count, read_blob, has_index);
+            break;
+        }
+        case OP_SEL_WAIT: h.sel_wait(read_u32()); break;
+#endif
         case OP_RESET: h.reset(2); reply(0, nullptr, 0); break;
         case OP_TRACE: {
             uint32_t on = read_u32(), len = read_u32();
@@ -416,7 +614,10 @@ int main(int argc, char** argv) {
             break;
         }
         case OP_TICKS: {
-            uint32_t t[2] = {uint32_t(h.ticks), uint32_t(h.ticks >> 32)};
+            uint32_t t[3] = {uint32_t(h.ticks), uint32_t(h.ticks >> 32), 0};
+#ifdef HAS_SELECT
+            t[2] = uint32_t(PORT_SEL_EXPOSED_CYCLES(h.top));
+#endif
             reply(0, t, sizeof t);
             break;
         }
