@@ -31,12 +31,14 @@ Passes (``docs/contract.md``): forward ``D = A [M, K]``, ``S = Wsᵀ [K, F]``; i
 ``D = dY [M, F]``, ``S = Ws [F, K]`` (skipped for the first layer, whose input needs no
 gradient); weight gradient ``D = dYᵀ [F, M]``, ``S = As [M, K]``.
 
-Threshold-select cycles: the cycles of the blob each GEMM reads (forward: FULL on ``W``; input
-gradient: HELD on ``W``, transposed; weight gradient: FULL on ``A``) are
-``hw.contract.cycles.select_cycles`` (8 lanes), the unit's cycle formula, which
-``tests/test_sim_select.py`` checks against its RTL. ``summary.totals.select_exposed_cycles``
-is what of them a double-buffered S would not hide behind the previous GEMM, in step order
-(``hw.contract.cycles.exposed_select_cycles``); they are not added to the GEMM cycles.
+Threshold select: the step's sparse GEMMs also run with the core's threshold-select unit in
+the loop (:mod:`sim.compare_select`, :mod:`sim.select_loop`): every ``S`` blob is written by the
+unit into one S buffer while the previous GEMM reads the other and is checked word for word
+against the host's Top-K (a difference fails the job). The select cycles of the tables are the
+unit's, ``summary.totals.select_exposed_cycles`` the core's ``sel.exposed_cycles`` counter over
+the step (cycles the unit works while no GEMM runs); GEMMs simulated only in samples keep the
+formula (``hw.contract.cycles``), as ``summary.select.source`` says. They are not added to the
+GEMM cycles.
 """
 
 from __future__ import annotations
@@ -283,9 +285,17 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, model_rtl=None) -> dic
         "dense_macs": sum(r["dense_macs"] for r in rows_out),
         "flop_sparse": sum(r["flop_sparse"] or 0 for r in rows_out),
         "flop_dense": sum(r["flop_dense"] or 0 for r in rows_out),
-        "select_exposed_cycles": exposed_select_cycles(
+        # the former model (formula cycles, layer order, both passes behind the previous GEMM)
+        "select_exposed_cycles_formula": exposed_select_cycles(
             [rows_out[i]["rtl_cycles"] for i in order], [jobs[i].select_cycles for i in order]),
     }
+    from . import compare_select  # every blob by the RTL select unit, exposure counted in RTL
+
+    select = compare_select.apply(jobs, plan, rows_out, model_rtl, order, log)
+    tot["select_exposed_cycles"] = select["exposed_cycles"]
+    tot["select_exposed_pct_of_gemm"] = round(100 * select["exposed_cycles"] /
+                                              tot["rtl_cycles"], 2) if tot["rtl_cycles"] else 0
+    tot["select_exposed_source"] = select["source"]
     tot["utilization"] = round(tot["effectual_macs"] / (pes * tot["rtl_cycles"]), 4) \
         if tot["rtl_cycles"] else 0
     tot["speedup"] = round(tot["dense_rtl_cycles"] / tot["rtl_cycles"], 3) \
@@ -316,13 +326,8 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, model_rtl=None) -> dic
             "rtl_cycles_bound95": round(math.sqrt(sum(r["rtl_cycles_bound95"] ** 2
                                                       for r in sampled)), 1),
         },
-        "threshold_select": "hw.contract.cycles.select_cycles (8 lanes; forward: FULL on W, "
-                            "input gradient: HELD on W, weight gradient: FULL on A), the "
-                            "unit's cycle formula checked against its RTL by "
-                            "tests/test_sim_select.py; select_exposed_cycles: the part not "
-                            "hidden behind the previous GEMM with two S buffers, in step order "
-                            "(hw.contract.cycles.exposed_select_cycles; a model, the unit is "
-                            "not yet in the simulated loop)",
+        "threshold_select": compare_select.describe(select),
+        "select": select,
         "train": info.get("final", {}),
     }
     if info["model"] == "resnet50" and round(sparsity, 2) in PAPER_TABLE6:
@@ -369,6 +374,12 @@ def run(args) -> dict:
             raise SystemExit(f"RTL results differ from the integer reference: {bad}; waveform "
                              f"of one: python -m sim.compare {again} --waves "
                              f"{shlex.quote(bad[0])}")
+        bad = res["summary"]["select"]["mismatches"]
+        if bad:
+            again = " ".join(shlex.quote(a) for a in getattr(args, "argv", []))
+            raise SystemExit(f"the RTL select unit's blobs differ from the host's Top-K: "
+                             f"{bad[0]} ({len(bad)} in all); rerun: python -m sim.compare "
+                             f"{again}")
     if len(runs) > 1:
         write_table(out_dir, runs, args)
     out = dict(runs[0])

@@ -74,6 +74,10 @@ class GemmJob:
     select_w_cycles: int = 0
     select_a_cycles: int = 0
     select_cycles: int = 0
+    #: the quantized activation tensor whose Top-K ``As`` is and the convolution that im2col's
+    #: it (weight gradient only): what the RTL threshold-select unit streams (``sim.select_plan``)
+    select_src: np.ndarray | None = None
+    select_module: object = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -312,7 +316,7 @@ def backward_weight_job(ops: LayerOperands, **kw) -> GemmJob:
     """``dW = dYᵀ @ As``."""
     _need_dy(ops, "backward_weight")
     return _job(ops, "backward_weight", ops.qdy_col.T, ops.as_col, ops.a_col, ops.sdy * ops.sa,
-                **kw)
+                select_src=ops.qa, select_module=ops.module if ops.conv else None, **kw)
 
 
 def layer_jobs(name: str, module, rec: dict, density: float, dims: str, *,

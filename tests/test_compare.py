@@ -35,6 +35,12 @@ def test_compare_job_writes_results(tmp_path):
     for f in ("compare.csv", "compare.md", "rtl_vs_flops.png"):
         assert (out / f).stat().st_size > 0
     assert np.isfinite(data["summary"]["simulation"]["cycles_per_s"])
+    # every S blob written by the RTL select unit, equal to the host's, exposure from RTL
+    sel = data["summary"]["select"]
+    assert sel["source"] == "rtl" and sel["mismatches"] == [] and sel["gemm_cycles_match"]
+    assert sel["blobs"] == sel["blobs_rtl_equal"] >= len(layers)
+    assert tot["select_exposed_cycles"] == sel["exposed_cycles_rtl"] > 0
+    assert all(r["select_source"] == "rtl" and r["select_cycles"] > 0 for r in layers)
 
 
 def test_step_order_and_pass_totals():

@@ -1,0 +1,101 @@
+"""The compare job's threshold-select figures, from the RTL unit in the loop.
+
+:func:`apply` runs the step's sparse GEMMs again through :func:`sim.select_loop.run_step`: every
+``S`` blob written by the core's threshold-select unit into one S buffer while the previous GEMM
+reads the other, the GEMM reading what the unit wrote, each blob checked word for word against
+the host's (``sw.int_topk`` through ``sw.lowering``). It fills the rows' select columns and the
+summary: ``select_cycles`` of each GEMM's blobs and ``select_w_cycles`` / ``select_a_cycles`` of
+each layer are the unit's own ``status.cycles`` (pass 1 on the tensor + pass 2 of each block),
+``summary.totals.select_exposed_cycles`` is the core's ``sel.exposed_cycles`` counter over the
+step. GEMMs the job samples (``--sample-ops``, ResNet-50) are not simulated whole, so their
+blobs are not made in RTL (nor those of an ``S`` above :data:`STREAM_CAP` elements): their
+select cycles stay the formula's
+(``hw.contract.cycles.select_cycles``) and their exposure the double-buffer model's
+(``exposed_select_cycles`` in step order), added and named in ``summary.select.source``.
+"""
+
+from __future__ import annotations
+
+from hw.contract.cycles import exposed_select_cycles
+
+from . import select_loop
+
+__all__ = ["apply", "describe", "STREAM_CAP"]
+
+#: GEMMs whose dense ``S`` has more elements than this are left to the formula like sampled
+#: ones (streaming it costs ``size / 8`` simulated cycles; keeps large models' jobs sane)
+STREAM_CAP = 20_000_000
+
+
+def apply(jobs, plan, rows_out, model_rtl, order, log) -> dict:
+    """Run the select loop on the whole sparse GEMMs, update ``rows_out`` in place, return the
+    ``summary["select"]`` record (``mismatches`` non-empty = a failure)."""
+    whole = [i for i, kind, smp, _f, _c in plan if kind == "sparse" and smp is None
+             and jobs[i].s_dense.size <= STREAM_CAP]
+    sampled = [i for i, kind, _smp, _f, _c in plan if kind == "sparse" and i not in whole]
+    res = select_loop.run_step([jobs[i] for i in whole], model=model_rtl)
+    per = dict(zip(whole, res.jobs, strict=True))
+    layer_w, layer_a = {}, {}
+    for i, rec in per.items():
+        j = jobs[i]
+        if j.pass_name == "forward":
+            layer_w[j.layer] = layer_w.get(j.layer, 0) + rec["select_cycles"]
+        elif j.pass_name == "backward_weight":
+            layer_a[j.layer] = layer_a.get(j.layer, 0) + rec["select_cycles"]
+    same_cycles = True
+    for i, row in enumerate(rows_out):
+        rec = per.get(i)
+        if rec is None:
+            row.update(select_cycles=jobs[i].select_cycles, select_source="formula")
+            continue
+        row.update(select_cycles=rec["select_cycles"], select_source="rtl",
+                   select_exposed_cycles=rec["exposed_cycles"], select_blobs=rec["blobs"],
+                   select_blobs_host=rec["blobs_host"])
+        same_cycles &= rec["cycles"] == row["rtl_cycles"] and rec["bit_exact"]
+        if not rec["bit_exact"]:
+            res.mismatches.append(f"{jobs[i].label}: the GEMM on the unit's blobs is not "
+                                  f"bit-exact")
+    for row in rows_out:
+        if row["layer"] in layer_w:
+            row["select_w_cycles"] = layer_w[row["layer"]]
+        if row["layer"] in layer_a:
+            row["select_a_cycles"] = layer_a[row["layer"]]
+    exposed = res.exposed_cycles
+    seq = [i for i in order if i in set(sampled)]
+    extra = exposed_select_cycles([rows_out[i]["rtl_cycles"] for i in seq],
+                                  [jobs[i].select_cycles for i in seq]) if seq else 0
+    source = "rtl" if not sampled else (f"rtl ({len(whole)} whole GEMMs) + formula "
+                                        f"({len(sampled)} sampled or larger GEMMs)")
+    rec = {
+        "source": source,
+        "exposed_cycles": exposed + extra,
+        "exposed_cycles_rtl": exposed,
+        "exposed_cycles_formula": extra,
+        "select_cycles_rtl": res.select_cycles,
+        "blobs": res.blobs, "blobs_rtl_equal": res.blobs_rtl, "blobs_host": res.blobs_host,
+        "host_reasons": res.host_reasons,
+        "thresholds": res.thresholds,
+        "order": [jobs[whole[k]].label for k in res.order],
+        "gemm_cycles_in_loop": res.gemm_cycles,
+        "gemm_cycles_match": bool(same_cycles),
+        "mismatches": res.mismatches,
+        "simulated_cycles": res.ticks, "wall_s": round(res.wall, 3),
+        "cycles_per_s": round(res.ticks / res.wall) if res.wall > 0 else None,
+    }
+    log(describe(rec))
+    return rec
+
+
+def describe(rec) -> str:
+    """One paragraph for the logs and the markdown."""
+    host = ""
+    if rec["blobs_host"]:
+        why = "; ".join(f"{n}: {r}" for r, n in rec["host_reasons"].items())
+        host = f", {rec['blobs_host']} written by the host ({why})"
+    formula = " + formula for sampled GEMMs" if rec["exposed_cycles_formula"] else ""
+    return (f"threshold select in RTL ({rec['source']}): {rec['blobs']} blobs, "
+            f"{rec['blobs_rtl_equal']} written by the unit and equal to the host's word for "
+            f"word{host}; {rec['select_cycles_rtl']:,} select cycles, "
+            f"{rec['exposed_cycles']:,} not hidden behind GEMMs (core counter "
+            f"sel.exposed_cycles{formula}); "
+            f"{len(rec['mismatches'])} mismatches")

@@ -1,0 +1,401 @@
+"""A training step's GEMMs with the RTL threshold-select unit in the loop, double-buffered.
+
+:func:`run_step` runs the sparse GEMMs of a lowered step (``sw.lowering`` jobs) in one
+simulator process of the core with the select unit (:class:`sim.harness.CoreSim`), with every
+``S`` blob written by the unit (:mod:`sim.select_plan` says how) into one S buffer while the
+GEMM before it reads the other, and the loader reading exactly what the unit wrote. The host's
+Top-K (``sw.int_topk`` via the lowering) is only the reference: each blob read back from the S
+buffer must equal the host's blob word for word, each pass-1 pair the host's pair.
+
+Schedule (``docs/threshold-select.md``, "Scheduling against a layer's three GEMMs"): the core
+operations run S block by S block (a GEMM larger than the buffers is several blocks, each with
+its M blocks); while block ``i`` runs on buffer ``b``, the unit writes block ``i + 1``'s blob
+(pass 2, GIVEN) into buffer ``1 - b`` and then, in the slack the cycle model predicts, the
+pass 1 (THRESHOLD) of tensors needed later: the weights of every layer at step start, the
+activations ``A_l`` once forward ``l - 1`` has run. The backward GEMMs run in an order that
+hides the blobs (:func:`step_order`): input gradients in chain order, each weight gradient
+placed after a GEMM long enough to hide its blob. Before a block starts, the host waits for the
+unit's work of the window; the cycles it waits are the exposed ones, counted by the core itself
+(``sel.exposed_cycles``: unit busy, no GEMM running).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import time
+
+import numpy as np
+
+from hw.contract.blob import encode_words
+from hw.contract.codes import SelectMode
+from hw.contract.tiling import plan
+from hw.contract.words import pack_d, unpack_c
+from sw import int_topk
+
+from . import select_plan as sp
+from .bench import SimulationError
+
+__all__ = ["StepSelect", "run_step", "step_order", "BlobMismatch"]
+
+
+class BlobMismatch(SimulationError):
+    """A blob (or pass-1 pair) of the RTL select unit differs from the host reference."""
+
+
+@dataclasses.dataclass
+class StepSelect:
+    """What :func:`run_step` measured.
+
+    ``jobs[i]`` (per job of the input): ``select_cycles`` (the unit's cycles of the job's blobs,
+    plus its tensor's pass 1 for the first job using it), ``blobs``, ``blobs_rtl`` (written by
+    the unit and equal to the host's), ``blobs_host`` (written by the host, see
+    :mod:`sim.select_plan`), ``exposed_cycles`` (waited for before the job's first block),
+    ``cycles`` (GEMM cycles), ``c`` and ``bit_exact``. ``exposed_cycles``: the core's counter
+    over the step; ``gemm_cycles``: their sum; ``order``: the job indices as run;
+    ``mismatches``: descriptions (empty when all equal); ``host_reasons``: why blobs came from
+    the host; ``ticks``, ``wall``, ``cpu``: simulated cycles, seconds.
+    """
+
+    jobs: list
+    exposed_cycles: int
+    gemm_cycles: int
+    select_cycles: int
+    thresholds: dict
+    order: list
+    mismatches: list
+    host_reasons: dict
+    ticks: int
+    wall: float
+    cpu: float
+
+    @property
+    def blobs(self) -> int:
+        return sum(j["blobs"] for j in self.jobs)
+
+    @property
+    def blobs_rtl(self) -> int:
+        return sum(j["blobs_rtl"] for j in self.jobs)
+
+    @property
+    def blobs_host(self) -> int:
+        return sum(j["blobs_host"] for j in self.jobs)
+
+
+def _blocks(job, lim):
+    """``[(kb, nb, [mb, ...])]``: the S blocks of ``job`` in plan order, each with its M
+    blocks (``hw.contract.tiling.plan``, as ``sim.gemm.run_gemms`` cuts it)."""
+    m, k, n = job.shape
+    nz = job.s != 0
+    out = {}
+    for mb, kb, nb in plan(m, k, n, lambda kb: nz[kb].sum(axis=0), lim):
+        out.setdefault((kb.start, kb.stop, nb.start, nb.stop), (kb, nb, []))[2].append(mb)
+    return list(out.values())
+
+
+def _gemm_estimate(job, kb, nb, mbs, rows, cols) -> float:
+    nnz = int(np.count_nonzero(job.s[kb, nb]))
+    return sum(-(-(mb.stop - mb.start) // rows) * nnz / cols + 20 for mb in mbs)
+
+
+def step_order(jobs, est_first_blob, est_last_block) -> list:
+    """Indices of ``jobs`` in the order the step runs them: forwards in layer order, then the
+    backward passes: input gradients in chain order (last layer first), each weight gradient
+    once its output gradient exists, placed greedily after the GEMM whose last block best hides
+    its first blob (``est_*``: cycle estimates per job index)."""
+    layers = list(dict.fromkeys(j.layer for j in jobs))
+    by = {(j.layer, j.pass_name): i for i, j in enumerate(jobs)}
+    seq = [by[(name, "forward")] for name in layers if (name, "forward") in by]
+    chain = [by[(name, "backward_input")] for name in reversed(layers)
+             if (name, "backward_input") in by]
+    ready = [by[(layers[-1], "backward_weight")]] if (layers[-1], "backward_weight") in by \
+        else []
+    done_w = set(ready)
+
+    def release(layer_idx):  # dY of layer_idx exists: its weight gradient may run
+        if layer_idx >= 0 and (layers[layer_idx], "backward_weight") in by:
+            i = by[(layers[layer_idx], "backward_weight")]
+            if i not in done_w:
+                done_w.add(i)
+                ready.append(i)
+
+    if chain and jobs[chain[0]].layer != layers[-1]:
+        release(len(layers) - 1)
+    while chain or ready:
+        cur = seq[-1] if seq else None
+        cands = ([chain[0]] if chain else []) + ready
+        slack = est_last_block[cur] if cur is not None else 0
+        fits = [c for c in cands if est_first_blob[c] <= slack]
+        if fits:  # the one whose own last block hides the most of what follows
+            pick = max(fits, key=lambda c: est_last_block[c])
+        else:  # nothing hides behind `cur`: keep the chain going, defer weight gradients
+            pick = chain[0] if chain else min(cands, key=lambda c: est_first_blob[c])
+        seq.append(pick)
+        if chain and pick == chain[0]:
+            chain.pop(0)
+            release(layers.index(jobs[pick].layer) - 1)
+        else:
+            ready.remove(pick)
+    for i in range(len(layers)):  # weight gradients of layers with no input gradient
+        release(i)
+    seq += [i for i in ready if i not in seq]
+    return seq
+
+
+def run_step(jobs, *, model=None, sim=None, order=None, log=None, limits=None,
+             held=None, check_c: bool = True) -> StepSelect:
+    """Run the sparse GEMMs of ``jobs`` with the RTL select unit making every blob (module
+    docstring). ``sim``: a running :class:`~sim.harness.CoreSim` of a core with the unit (or
+    ``model`` to start one). Raises :class:`sim.harness.SelectFailed` when the unit reports an
+    error; blob mismatches are returned in :attr:`StepSelect.mismatches`. ``limits``
+    (``hw.contract.tiling.limits``, default the core's buffers) may cut smaller blocks.
+    ``held``: a dict the caller keeps between calls (the host's copy of the unit's held pairs,
+    per tensor and content): a tensor whose pass 1 ran in an earlier call is not counted again
+    (e.g. the weights between a layer's forward and its backward). ``check_c``: compare each
+    GEMM with ``sw.intref.gemm`` (``bit_exact``)."""
+    from . import gemm as gemm_mod
+    from .harness import CoreSim
+
+    own = sim is None
+    core = CoreSim(model) if own else sim
+    try:
+        runner = _Runner(core, jobs, limits or gemm_mod._limits(core.model), order, log)
+        runner.held = held if held is not None else {}
+        runner.check_c = check_c
+        return runner.run()
+    finally:
+        if own:
+            core.close()
+
+
+class _Runner:
+    def __init__(self, core, jobs, lim, order, log):
+        if not core.sel_lanes:
+            raise SimulationError("run_step needs a core with the threshold-select unit "
+                                  "(sim.verilate.harness_model builds one by default)")
+        self.core, self.jobs, self.lim, self.log = core, list(jobs), lim, log
+        self.rows, self.cols = lim["rows"], lim["cols"]
+        self.sels = [sp.selection_of(j) for j in self.jobs]
+        self.unsupported = [sp.supported(j, s) for j, s in zip(self.jobs, self.sels,
+                                                                 strict=True)]
+        blocks = [_blocks(j, lim) for j in self.jobs]
+        est_gemm = {i: [_gemm_estimate(j, kb, nb, mbs, self.rows, self.cols)
+                        for kb, nb, mbs in blocks[i]] for i, j in enumerate(self.jobs)}
+        est_blob = {i: [sp.given_cycles(kb.stop - kb.start, nb.stop - nb.start,
+                                        int(np.count_nonzero(j.s[kb, nb])), core.sel_lanes)
+                        for kb, nb, _ in blocks[i]] for i, j in enumerate(self.jobs)}
+        self.order = list(order) if order is not None else step_order(
+            self.jobs, {i: v[0] for i, v in est_blob.items()},
+            {i: v[-1] for i, v in est_gemm.items()})
+        self.tasks = [(i, kb, nb, mbs, est_gemm[i][b], est_blob[i][b])
+                      for i in self.order for b, (kb, nb, mbs) in enumerate(blocks[i])]
+        # when each tensor's pass 1 may run: weights at step start, A_l after forward l-1
+        layers = list(dict.fromkeys(j.layer for j in self.jobs))
+        last_fwd_task = {}
+        for t, (i, *_rest) in enumerate(self.tasks):
+            if self.jobs[i].pass_name == "forward":
+                last_fwd_task[self.jobs[i].layer] = t
+        self.avail = {}
+        for i, (j, s) in enumerate(zip(self.jobs, self.sels, strict=True)):
+            if s.kind == "all" or self.unsupported[i]:
+                continue
+            if s.key.endswith(":A"):
+                li = layers.index(j.layer)
+                self.avail[s.key] = last_fwd_task.get(layers[li - 1], -1) if li else -1
+            else:
+                self.avail[s.key] = -1
+        self.need_order = []  # tensors in the order their first blob is needed
+        for i, *_rest in self.tasks:
+            key = self.sels[i].key
+            if key in self.avail and key not in self.need_order:
+                self.need_order.append(key)
+        self.thr = {}  # key -> (t, ties, cut, cycles)
+        self.begun = set()
+        self.pending = collections.deque()
+        self.views = {}
+        self.rec = [{"select_cycles": 0, "blobs": 0, "blobs_rtl": 0, "blobs_host": 0,
+                     "exposed_cycles": 0, "cycles": 0, "busy": 0, "stall": 0, "idle": 0,
+                     "runs": 0, "c": np.zeros((j.shape[0], j.shape[2]), dtype=np.int64)}
+                    for j in self.jobs]
+        self.thr_owner = {}
+        for i in self.order:
+            self.thr_owner.setdefault(self.sels[i].key, i)
+        self.mismatches, self.host_reasons = [], collections.Counter()
+        self.s_len = {}
+
+    # -- the unit's operations ----------------------------------------------------------------
+    def _cached(self, key) -> bool:
+        """The pair of ``key`` is in the host's copy from an earlier call (same tensor)."""
+        if key in self.thr:
+            return True
+        sel = self.sels[self.thr_owner[key]]
+        hit = self.held.get((key, hash(sel.src.tobytes()), sel.k))
+        if hit is not None:
+            self.thr[key] = hit
+            self.begun.add(key)
+        return hit is not None
+
+    def _begin_thr(self, key, bank):
+        if self._cached(key):
+            return
+        i = self.thr_owner[key]
+        sel = self.sels[i]
+        view = self.views.setdefault(key, sp.threshold_view(sel.src))
+        self.core.select_begin(view, SelectMode.THRESHOLD, keep=sel.k, bank=bank,
+                               read_blob=False, label=f"{key} pass 1")
+        self.begun.add(key)
+        self.pending.append(("thr", key, bank))
+
+    def _begin_blob(self, t, bank):
+        i, kb, nb, *_ = self.tasks[t]
+        job, sel = self.jobs[i], self.sels[i]
+        if self.unsupported[i]:
+            cmd = sp.BlockCommand((0, 0, 0, 0, 0, 0), host=self.unsupported[i])
+            self.core.select_begin(job.s_dense[kb, nb], SelectMode.GIVEN, bank=bank,
+                                   given=cmd.given, label=f"{job.label} (host blob)")
+        else:
+            if sel.kind == "all":
+                pair = (0, 0, None)
+            else:
+                pair = self.thr[sel.key][:3]
+            cmd = sp.block_command(sel, job.s, kb, nb, *pair,
+                                   indexed=self.core.sel_index_width > 0)
+            self.core.select_begin(job.s_dense[kb, nb], SelectMode.GIVEN, bank=bank,
+                                   given=cmd.given, transpose=cmd.transpose,
+                                   by_index=cmd.by_index, index=cmd.index,
+                                   label=f"{job.label} S[{kb.start}:{kb.stop}, "
+                                         f"{nb.start}:{nb.stop}]")
+        self.pending.append(("blob", t, bank, cmd))
+
+    def _wait_all(self):
+        while self.pending:
+            item = self.pending.popleft()
+            if item[0] == "thr":
+                _, key, _bank = item
+                st = self.core.select_wait(label=f"{key} pass 1")
+                sel = self.sels[self.thr_owner[key]]
+                t, ties = st.held["threshold"], st.held["ties"]
+                want = int_topk.threshold_int(sel.src, sel.k)
+                if (t, ties) != (int(want[0]), int(want[1])):
+                    self.mismatches.append(f"{key}: RTL pass 1 pair ({t}, {ties}) != host "
+                                           f"{tuple(int(x) for x in want)}")
+                self.thr[key] = (t, ties, sp.tie_cut(sel.src, t, ties), st.cycles)
+                self.held[(key, hash(sel.src.tobytes()), sel.k)] = self.thr[key]
+                self.rec[self.thr_owner[key]]["select_cycles"] += st.cycles
+                continue
+            _, t, bank, cmd = item
+            i, kb, nb, *_ = self.tasks[t]
+            job = self.jobs[i]
+            st = self.core.select_wait(label=f"{job.label} S[{kb.start}:{kb.stop}, "
+                                             f"{nb.start}:{nb.stop}]")
+            rec = self.rec[i]
+            rec["select_cycles"] += st.cycles
+            rec["blobs"] += 1
+            want = encode_words(job.s[kb, nb])
+            if cmd.host is not None:
+                rec["blobs_host"] += 1
+                self.host_reasons[cmd.host] += 1
+                self.core.write_s(want, base=bank * self.core.s_bank_base)
+                self.s_len[t] = len(want)
+            else:
+                got = st.blob if st.blob is not None else np.zeros(0, np.uint32)
+                if got.shape == want.shape and np.array_equal(got, want):
+                    rec["blobs_rtl"] += 1
+                else:
+                    diff = np.flatnonzero(got[:min(len(got), len(want))]
+                                          != want[:min(len(got), len(want))])
+                    first = int(diff[0]) if diff.size else min(len(got), len(want))
+                    self.mismatches.append(
+                        f"{job.label} S[{kb.start}:{kb.stop}, {nb.start}:{nb.stop}]: RTL blob "
+                        f"{len(got)} words vs host {len(want)}, first difference at word "
+                        f"{first}")
+                self.s_len[t] = st.s_len
+
+    # -- the step -----------------------------------------------------------------------------
+    def _thr_ready(self, t):
+        key = self.sels[self.tasks[t][0]].key
+        return key not in self.avail or self._cached(key)
+
+    def run(self) -> StepSelect:
+        core = self.core
+        t0 = time.perf_counter()
+        cpu0 = core.cpu_seconds()
+        ticks0 = core.ticks
+        exposed0 = self._exposed()
+        tasks = self.tasks
+        if tasks:  # the first blob of the step: nothing to hide it behind
+            i0 = tasks[0][0]
+            key = self.sels[i0].key
+            if key in self.avail and not self._cached(key):
+                self._begin_thr(key, 0)
+                self._wait_all()
+            self._begin_blob(0, 0)
+            self._wait_all()
+            self.rec[i0]["exposed_cycles"] += self._exposed() - exposed0
+        for t, (i, _kb, _nb, _mbs, est_gemm, _est_blob) in enumerate(tasks):
+            bank = t % 2
+            before = self._exposed()
+            if t + 1 < len(tasks):
+                nxt = 1 - bank
+                if not self._thr_ready(t + 1):
+                    key = self.sels[tasks[t + 1][0]].key
+                    if key not in self.begun:
+                        self._begin_thr(key, nxt)
+                    self._wait_all()  # its pair is needed for the next blob's command
+                self._begin_blob(t + 1, nxt)
+                budget = est_gemm - tasks[t + 1][5]
+                mandatory = self.sels[tasks[t + 2][0]].key if t + 2 < len(tasks) else None
+                for key in self.need_order:
+                    if key in self.begun or self.avail[key] >= t or self._cached(key):
+                        continue
+                    est = sp.threshold_cycles(self.views.setdefault(
+                        key, sp.threshold_view(self.sels[self.thr_owner[key]].src)),
+                        core.sel_lanes)
+                    if key != mandatory and est > budget:
+                        break
+                    self._begin_thr(key, nxt)
+                    budget -= est
+            self._run_block(t, bank)
+            self._wait_all()
+            # what this window left exposed delays the next block (the last: the step's end)
+            owner = tasks[t + 1][0] if t + 1 < len(tasks) else i
+            self.rec[owner]["exposed_cycles"] += self._exposed() - before
+        exposed = self._exposed() - exposed0
+        ticks = core.ticks - ticks0
+        for i, rec in enumerate(self.rec):
+            from sw import intref
+
+            j = self.jobs[i]
+            rec["bit_exact"] = (bool(np.array_equal(rec["c"], intref.gemm(j.d, j.s)))
+                                if self.check_c else None)
+        return StepSelect(
+            jobs=self.rec, exposed_cycles=exposed,
+            gemm_cycles=sum(r["cycles"] for r in self.rec),
+            select_cycles=sum(r["select_cycles"] for r in self.rec),
+            thresholds={k: {"threshold": v[0], "ties": v[1], "cycles": v[3]}
+                        for k, v in self.thr.items()},
+            order=self.order, mismatches=self.mismatches,
+            host_reasons=dict(self.host_reasons), ticks=ticks,
+            wall=time.perf_counter() - t0, cpu=core.cpu_seconds() - cpu0)
+
+    def _exposed(self) -> int:
+        """The core's free-running ``sel.exposed_cycles`` now (a status read, no clock)."""
+        return self.core.exposed_cycles
+
+    def _run_block(self, t, bank):
+        i, kb, nb, mbs, *_ = self.tasks[t]
+        job, rec = self.jobs[i], self.rec[i]
+        for mb in mbs:
+            m = mb.stop - mb.start
+            self.core.write_d(pack_d(job.d[mb, kb], self.rows))
+            stats, c = self.core.run(m, kb.stop - kb.start, nb.stop - nb.start, self.s_len[t],
+                                     s_bank=bank)
+            if stats["error"]:
+                raise SimulationError(f"{job.label}: the core reported error code "
+                                      f"{stats['code']} on block M[{mb.start}:{mb.stop}] "
+                                      f"K[{kb.start}:{kb.stop}] N[{nb.start}:{nb.stop}] "
+                                      f"reading the select unit's blob")
+            for key in ("cycles", "busy", "stall", "idle"):
+                rec[key] += stats[key]
+            rec["runs"] += 1
+            rec["c"][mb, nb] += unpack_c(c, m, nb.stop - nb.start, self.rows)
