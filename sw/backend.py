@@ -41,11 +41,16 @@ class BackendError(RuntimeError):
 
 @dataclass
 class GemmJob:
-    """One integer GEMM of a layer pass: ``label`` is ``"<layer>:<pass>"`` for messages."""
+    """One integer GEMM of a layer pass: ``label`` is ``"<layer>:<pass>"`` for messages.
+
+    ``select`` (optional) is the ``sw.lowering.GemmJob`` of the same GEMM: where ``S`` comes
+    from (the Top-K of which tensor, dense ``S``), so that a backend with a threshold-select
+    unit (``rtl``) makes ``S`` itself and checks it against ``s``."""
 
     d: np.ndarray  # int8 [M, K]
     s: np.ndarray  # int8 [K, N]
     label: str = ""
+    select: object = None
 
 
 @dataclass
@@ -56,6 +61,8 @@ class GemmOut:
     macs: int  # effectual MACs: M * nnz(S)
     cycles: int | None = None  # core cycles (None: the backend has no clock)
     runs: int = 0  # core operations it took (tiling)
+    select_cycles: int | None = None  # the select unit's cycles for S (None: not in RTL)
+    select_exposed: int | None = None  # of the batch's select cycles, those no GEMM hid
 
 
 class GemmBackend:
@@ -63,6 +70,7 @@ class GemmBackend:
 
     name = "?"
     pes = 64  # PE count of the 8x8 core, for the ideal-cycle bound
+    selects = False  # makes S with its own threshold-select unit (GemmOut.select_cycles)
 
     def start(self) -> None:
         """Acquire what the backend needs (model, process, port); raise BackendError if not."""
@@ -134,6 +142,12 @@ class RtlBackend(GemmBackend):
         self.core = None
         self.cycles = 0  # simulated core cycles of all batches (throughput figures)
         self.sim_seconds = 0.0  # wall seconds inside run_gemms
+        self.held = {}  # the host's copy of the select unit's held pairs (sim.select_loop)
+
+    @property
+    def selects(self) -> bool:
+        """Jobs with ``select`` get their ``S`` from the core's threshold-select unit."""
+        return self.core is not None and bool(self.core.sel_lanes)
 
     def start(self) -> None:
         from sim import verilate
@@ -177,16 +191,38 @@ class RtlBackend(GemmBackend):
             raise BackendError("backend rtl: not started")
         t0 = time.perf_counter()
         try:
-            res = run_gemms([(j.d, j.s) for j in jobs], sim=self.core,
-                            labels=[j.label for j in jobs])
+            if self.selects and all(j.select is not None for j in jobs):
+                outs = self._run_selected(jobs)
+            else:
+                res = run_gemms([(j.d, j.s) for j in jobs], sim=self.core,
+                                labels=[j.label for j in jobs])
+                outs = [GemmOut(r.c.astype(np.int64), int(r.macs), int(r.cycles), int(r.runs))
+                        for r in res]
         except (SimulationError, OSError) as e:
             labels = ", ".join(j.label for j in jobs)
             raise BackendError(f"backend rtl: the simulator failed on {labels}: "
                                f"{_first_line(e)}") from None
         self.sim_seconds += time.perf_counter() - t0
-        self.cycles += sum(int(r.cycles) for r in res)
-        return [GemmOut(r.c.astype(np.int64), int(r.macs), int(r.cycles), int(r.runs))
-                for r in res]
+        self.cycles += sum(int(o.cycles) for o in outs)
+        return outs
+
+    def _run_selected(self, jobs):
+        """The batch with every ``S`` written by the core's select unit (``sim.select_loop``):
+        blobs checked word for word against ``s``; a difference is a SimulationError."""
+        import dataclasses
+
+        from sim.bench import SimulationError
+        from sim.select_loop import run_step
+
+        lj = [dataclasses.replace(j.select, d=j.d, s=j.s) for j in jobs]
+        res = run_step(lj, sim=self.core, order=list(range(len(lj))), held=self.held,
+                       check_c=False)
+        if res.mismatches:
+            raise SimulationError(f"the select unit's blob differs from the host's Top-K: "
+                                  f"{res.mismatches[0]}")
+        return [GemmOut(r["c"], _macs(j.d, j.s), int(r["cycles"]), int(r["runs"]),
+                        int(r["select_cycles"]), int(r["exposed_cycles"]))
+                for j, r in zip(jobs, res.jobs, strict=True)]
 
 
 def _first_line(e: BaseException) -> str:

@@ -184,16 +184,22 @@ class IntegerPath:
 
     # ---- GEMMs
     def _gemm(self, layer, jobs, training: bool):
-        """Run ``[(pass, d, s), ...]`` of one layer as one backend batch; int64 results."""
+        """Run ``[(pass, d, s, select), ...]`` of one layer as one backend batch (``select``:
+        the ``sw.lowering.GemmJob`` saying where ``S`` comes from, for a backend whose select
+        unit makes it); int64 results."""
         name = getattr(layer, "_hil_name", type(layer).__name__)
-        gj = [GemmJob(np.ascontiguousarray(d), np.ascontiguousarray(s), f"{name}:{p}")
-              for p, d, s in jobs]
+        gj = [GemmJob(np.ascontiguousarray(d), np.ascontiguousarray(s), f"{name}:{p}", sel)
+              for p, d, s, sel in jobs]
         outs = self.backend.run(gj)
-        for (p, _, _), j, o in zip(jobs, gj, outs, strict=True):
+        for (p, *_), j, o in zip(jobs, gj, outs, strict=True):
             if training:
                 self.records.append({"layer": name, "pass": p, "macs": o.macs,
                                      "shape": j.d.shape + j.s.shape[1:], "cycles": o.cycles,
                                      "runs": o.runs})
+                if o.select_cycles is not None:  # the RTL select unit's own cycles
+                    key = "select_a" if p == "backward_weight" else "select_w"
+                    self.records.append({"layer": name, key: o.select_cycles,
+                                         "select_exposed": o.select_exposed or 0})
             elif o.cycles:
                 self.eval_cycles += o.cycles
         return [torch.from_numpy(o.c) for o in outs]
@@ -234,6 +240,10 @@ class IntegerPath:
         out["select_w_cycles"] = sum(r.get("select_w", 0) for r in recs)
         out["select_a_cycles"] = sum(r.get("select_a", 0) for r in recs)
         out["select_cycles"] = out["select_w_cycles"] + out["select_a_cycles"]
+        rtl = any("select_exposed" in r for r in recs)
+        out["select_source"] = "rtl" if rtl else "formula"
+        if rtl:
+            out["select_exposed_cycles"] = sum(r.get("select_exposed", 0) for r in recs)
         return out
 
 
@@ -256,7 +266,7 @@ class _HilFunction(torch.autograd.Function):
         name = getattr(layer, "_hil_name", type(layer).__name__)
         ops = lowering.quantize_layer(name, layer, x.detach(), weight.detach(), density=d)
         job = lowering.forward_job(ops)
-        (c,) = path._gemm(layer, [("forward", job.d, job.s)], training)
+        (c,) = path._gemm(layer, [("forward", job.d, job.s, job)], training)
         y = c.to(torch.float64) * job.scale
         if conv:
             b = x.shape[0]
@@ -271,7 +281,7 @@ class _HilFunction(torch.autograd.Function):
                   "weight_density": nz_w / max(1, ops.qw.size)}
             if want_w:
                 st["activation_density"] = int(np.count_nonzero(ops.qas)) / max(1, ops.qa.size)
-            if d < 1.0:  # what the select unit streams: W (S = Wᵀ), Ws transposed (held), A
+            if d < 1.0 and not path.backend.selects:  # formula: W (S = Wᵀ), Ws held, A
                 path.records.append({
                     "layer": name,
                     "select_w": ops.select_w_cycles
@@ -299,10 +309,12 @@ class _HilFunction(torch.autograd.Function):
         jobs, px, pw = [], [], []
         if need_x:
             px = quantize_d(g2, path.grad_quant, path.gen)
-            jobs += [("backward_input", q.numpy(), ops.qws) for q, _ in px]
+            jobs += [("backward_input", q.numpy(), ops.qws,
+                      _select_job(ops, "backward_input", q)) for q, _ in px]
         if need_w:
             pw = quantize_d(g2.t(), path.grad_quant, path.gen)
-            jobs += [("backward_weight", q.numpy(), ops.as_col) for q, _ in pw]
+            jobs += [("backward_weight", q.numpy(), ops.as_col,
+                      _select_job(ops, "backward_weight", q)) for q, _ in pw]
         cs = path._gemm(layer, jobs, True) if jobs else []
         if need_x:
             acc = _dequant(cs[:len(px)], px, ops.sw)
@@ -315,6 +327,19 @@ class _HilFunction(torch.autograd.Function):
         if need_b and ctx.has_bias:
             gb = g.sum(dim=(0, 2, 3)) if ops.conv else g.sum(dim=0)
         return gx, gw, gb, None
+
+
+def _select_job(ops, pass_name: str, q):
+    """The ``sw.lowering.GemmJob`` of a gradient GEMM with ``D = q`` (where its ``S`` comes
+    from, for a backend whose select unit makes ``S``)."""
+    from . import lowering
+
+    if pass_name == "backward_input":
+        return lowering.GemmJob(ops.name, pass_name, "conv" if ops.conv else "linear",
+                                ops.density, q.numpy(), ops.qws, ops.qw, ops.sw)
+    return lowering.GemmJob(ops.name, pass_name, "conv" if ops.conv else "linear", ops.density,
+                            q.numpy(), ops.as_col, ops.a_col, ops.sa, select_src=ops.qa,
+                            select_module=ops.module if ops.conv else None)
 
 
 # --------------------------------------------------------------------------- attaching

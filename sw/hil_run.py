@@ -27,8 +27,8 @@ __all__ = ["HilRun", "STEP_FIELDS"]
 
 #: Per-step fields (``None`` where the backend has no clock, e.g. ``intref``).
 STEP_FIELDS = ("step", "cycles", *(f"cycles_{p}" for p in PASSES), "utilization",
-               "select_cycles", "select_w_cycles", "select_a_cycles", "macs",
-               "mac_bound_cycles", "gemms", "core_runs")
+               "select_cycles", "select_w_cycles", "select_a_cycles", "select_exposed_cycles",
+               "select_source", "macs", "mac_bound_cycles", "gemms", "core_runs")
 
 
 class HilRun:
@@ -61,7 +61,8 @@ class HilRun:
         if not steps:
             return out
         n = len(steps)
-        for key in ("macs", "select_cycles", "cycles", *(f"cycles_{p}" for p in PASSES)):
+        for key in ("macs", "select_cycles", "select_exposed_cycles", "cycles",
+                    *(f"cycles_{p}" for p in PASSES)):
             if all(s.get(key) is not None for s in steps):
                 out[f"{key}_per_step" if key == "cycles" else key] = (
                     sum(s[key] for s in steps) / n if key == "cycles" else

@@ -154,6 +154,10 @@ def test_rtl_and_intref_compute_identical_integers(monkeypatch):
                                   ("forward", "backward_input", "backward_weight"))
                for s in steps)
     assert all(0 < s["utilization"] <= 1 and s["cycles"] >= s["mac_bound_cycles"] for s in steps)
+    # rtl: S made by the core's threshold-select unit (blobs checked against intref's Top-K)
+    assert all(s["select_source"] == "rtl" and s["select_cycles"] > 0
+               and 0 <= s["select_exposed_cycles"] <= s["select_cycles"] for s in steps)
+    assert all(s["select_source"] == "formula" for s in ref[2])
 
 
 def test_simulator_killed_mid_run_names_layer_and_pass(monkeypatch):
