@@ -37,7 +37,7 @@ def board():
 
 @pytest.fixture
 def fpga(board):
-    ser = open_serial(board.path, timeout=5.0)
+    ser = open_serial(board.path, timeout=2.0)  # resync() drains for this long
     try:
         dev = SwatFpga(ser)
         yield dev
@@ -101,7 +101,7 @@ def test_bit_level_uart_board():
     """The board's UART in the model too (``hw.board_top.SwatSystem``, 4 clocks per bit)."""
     with SimulatedBoard(ROWS, COLS, divisor=4) as b:
         assert b.label.endswith("UART 4 clocks/bit")
-        ser = open_serial(b.path, timeout=5.0)
+        ser = open_serial(b.path, timeout=2.0)
         try:
             fpga = SwatFpga(ser)
             fpga.resync()

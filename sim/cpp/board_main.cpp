@@ -47,8 +47,11 @@
 #include "board_config.h"
 
 static const int QUIET_MS = 200;  // wall-clock silence after which the bridge may time out
-static const uint64_t GRACE = 256 + 20 * DIVISOR;  // cycles clocked after the last byte moved
-static const std::size_t TX_LIMIT = 1 << 16;  // bytes queued for the host before back-pressure
+// cycles clocked after the last byte moved: more than the bridge takes from a frame's last byte
+// to its reply, or between the words of a reply (a few cycles, plus two byte times on a UART)
+static const uint64_t GRACE = 64 + 20 * DIVISOR;
+static const std::size_t CHUNK = 4096;  // output bytes queued before they go to the terminal
+static const uint64_t SLICE = 4096;     // cycles between looks at the terminal while computing
 
 static volatile std::sig_atomic_t g_signal = 0;
 static void on_signal(int sig) { g_signal = sig; }
@@ -85,9 +88,8 @@ struct Board {
     void low() { PORT_CLK(top) = 0; top->eval(); }
     void edge() { PORT_CLK(top) = 1; top->eval(); ++ticks; }
 
-    bool txq_full() const { return txq.size() >= TX_LIMIT; }
     bool active() const {
-        if (txq_full()) return false;  // the host is not reading: wait for it
+        if (txq.size() >= CHUNK) return false;  // a chunk to write first (the host reads it)
 #if BOARD_UART
         if (ser_left || des_state) return true;
 #endif
@@ -219,7 +221,7 @@ int main(int argc, char** argv) {
             if (w > 0) b.txq.erase(b.txq.begin(), b.txq.begin() + w);
         }
         if (frozen) continue;
-        if (r == 0 && !active && !flushed) {
+        if (r == 0 && !active && !flushed && b.txq.empty()) {
             // quiet: clock a frame the host left half way into its timeout (interrupted by the
             // next byte: a frame continued within the timeout is one frame, as on a board)
             struct pollfd in = {master, POLLIN, 0};
@@ -230,11 +232,12 @@ int main(int argc, char** argv) {
             flushed = true;
             continue;
         }
-        // short slices while bytes move (the terminal is served between them), long ones
-        // while only the core computes
-        bool io = !b.rxq.empty() || !b.txq.empty();
-        int slice = io ? 64 : 2048;
-        for (int i = 0; i < slice && b.active() && !g_signal; ++i) b.cycle();
+        // clock until the logic goes quiet (a reply is complete: it goes out in one write, so
+        // the host wakes up once per reply, not once per byte), a chunk of output is ready,
+        // or, with no input left, a slice has passed (the terminal is served between slices)
+        uint64_t start = b.ticks;
+        while (b.active() && !g_signal && !(b.rxq.empty() && b.ticks - start >= SLICE))
+            b.cycle();
     }
     const char* why = g_signal == SIGINT ? "SIGINT" : g_signal == SIGTERM ? "SIGTERM"
                       : g_signal == SIGHUP ? "SIGHUP" : "end of stdin";
