@@ -254,6 +254,8 @@ class FpgaBackend(GemmBackend):
             self.ser = serial.Serial(self.port, self.baud, timeout=2.0)
             self.dev = drv.SwatFpga(self.ser)
             self.dev.resync()
+            info = self.dev.info()
+            self.pes = info.rows * info.cols  # the board's array (utilization, MAC bound)
         except Exception as e:  # noqa: BLE001 - serial and bridge errors come in many types
             self.close()
             raise BackendError(f"backend fpga: no core on serial port {self.port}: "

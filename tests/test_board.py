@@ -123,7 +123,10 @@ def test_fpga_training_through_the_pty_equals_intref(board, monkeypatch):
     ref = train_recorded(monkeypatch, "intref", **kw)
     run = train_recorded(monkeypatch, "fpga", port=board.path, **kw)
     assert_identical_integers(ref, run)
-    assert all(s["cycles"] > 0 for s in run[2])  # the board's counters
+    # the board's counters, against the board's array (2x2: 4 PEs)
+    assert all(0 < s["utilization"] <= 1 and s["cycles"] >= s["mac_bound_cycles"] > 0
+               for s in run[2])
+    assert run[2][0]["mac_bound_cycles"] == round(run[2][0]["macs"] / (ROWS * COLS))
 
 
 def _env():

@@ -46,7 +46,7 @@
 
 #include "board_config.h"
 
-static const int QUIET_MS = 200;  // wall-clock silence after which the bridge may time out
+static const int QUIET_MS = 500;  // wall-clock silence after which the bridge may time out
 // cycles clocked after the last byte moved: more than the bridge takes from a frame's last byte
 // to its reply, or between the words of a reply (a few cycles, plus two byte times on a UART)
 static const uint64_t GRACE = 64 + 20 * DIVISOR;
