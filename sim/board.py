@@ -13,10 +13,12 @@ Anything that talks to a board over a serial port then talks to the model instea
 (Ctrl-C), or until its stdin reaches end-of-file when stdin is a pipe, and then prints one
 summary line (bytes in and out, cycles).
 
-By default the bridge's byte streams are the model's ports (``--divisor 0``: a byte per clock
-cycle, the link as fast as the model clocks); ``--divisor N`` puts the board's UART in too
-(``SwatSystem`` with ``N`` clocks per bit, bit by bit, ``10 N`` cycles per byte). The serving
-loop is ``sim/cpp/board_main.cpp`` (this process execs it once the model is built).
+``--board icebreaker|ulx3s`` takes the core of that board's bitstream (``bitstreams/boards.py``),
+``--rows``/``--cols``/``--param`` any other. By default the bridge's byte streams are the
+model's ports (``--divisor 0``: a byte per clock cycle, the link as fast as the model clocks);
+``--divisor N`` puts the board's UART in too (``SwatSystem`` with ``N`` clocks per bit, bit by
+bit, ``10 N`` cycles per byte). The serving loop is ``sim/cpp/board_main.cpp`` (this process
+execs it once the model is built).
 :class:`SimulatedBoard` runs it as a child process (tests, scripts).
 """
 
@@ -33,7 +35,7 @@ import threading
 import warnings
 from pathlib import Path
 
-__all__ = ["SimulatedBoard", "board_label", "board_model", "main"]
+__all__ = ["SimulatedBoard", "board_label", "board_model", "board_params", "main"]
 
 PROG = "python -m sim.board"
 _LINE = re.compile(r"^board: (\S+) \((.*)\)$")
@@ -47,6 +49,22 @@ def board_model(rows: int = 8, cols: int = 8, *, divisor: int = 0, quiet: bool =
 
     return verilate.build("board", kind="board", quiet=quiet, rows=rows, cols=cols,
                           divisor=divisor, **params)
+
+
+def board_params(name: str) -> dict:
+    """The core a board's bitstream is built with (``bitstreams/boards.py``): ``rows``, ``cols``,
+    the buffer depths and its further ``SwatCore`` keywords, e.g. ``"icebreaker"`` (3x2, one C
+    buffer: protocol 1) or ``"ulx3s"`` (8x8, result logs: protocol 2)."""
+    try:
+        from bitstreams.boards import BOARDS
+    except ImportError:
+        raise ValueError("--board needs the source tree's bitstreams/ folder (run from the "
+                         "repository root)") from None
+    if name not in BOARDS:
+        raise ValueError(f"unknown board {name!r}; one of {', '.join(sorted(BOARDS))}")
+    b = BOARDS[name]
+    return dict(rows=b.rows, cols=b.cols, d_depth=b.d_depth, s_depth=b.s_depth,
+                c_depth=b.c_depth, **b.core_extra)
 
 
 def board_label(model) -> str:
@@ -166,8 +184,11 @@ def _param(text: str) -> tuple[str, int]:
 
 def main(argv=None) -> int:
     ap = _Parser(prog=PROG, description=__doc__.split("\n")[0])
-    ap.add_argument("--rows", type=_positive, default=8, help="PE array rows (default 8)")
-    ap.add_argument("--cols", type=_positive, default=8, help="PE array columns (default 8)")
+    ap.add_argument("--board", metavar="NAME",
+                    help="the core of a board's bitstream (bitstreams/boards.py: icebreaker, "
+                         "ulx3s); --rows, --cols and --param change it")
+    ap.add_argument("--rows", type=_positive, help="PE array rows (default 8)")
+    ap.add_argument("--cols", type=_positive, help="PE array columns (default 8)")
     ap.add_argument("--param", type=_param, action="append", default=[], metavar="NAME=INT",
                     help="further SwatCore parameter, e.g. d_depth=1024 (repeatable)")
     ap.add_argument("--divisor", type=_divisor, default=0,
@@ -179,17 +200,22 @@ def main(argv=None) -> int:
     ap.add_argument("--build-only", action="store_true",
                     help="build (or reuse) the model, print where it is and exit")
     args = ap.parse_args(argv)
-    params = dict(args.param)
     for reserved in ("rows", "cols", "divisor"):
-        if reserved in params:
+        if reserved in dict(args.param):
             ap.error(f"--param {reserved}: use --{reserved}")
+    try:
+        params = board_params(args.board) if args.board else {"rows": 8, "cols": 8}
+    except ValueError as e:
+        ap.error(f"argument --board: {e}")
+    params.update({k: v for k, v in (("rows", args.rows), ("cols", args.cols)) if v})
+    params.update(args.param)
     # a design that fails its parameter checks half way through elaboration leaves unused
     # elaboratables behind; after the one-line error their warnings would only be noise
     from amaranth.hdl import UnusedElaboratable
 
     warnings.simplefilter("ignore", UnusedElaboratable)
     try:
-        model = board_model(args.rows, args.cols, divisor=args.divisor, quiet=False, **params)
+        model = board_model(divisor=args.divisor, quiet=False, **params)
     except (ValueError, TypeError) as e:  # the core's or the bridge's parameter checks
         print(f"{PROG}: error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2

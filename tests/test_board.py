@@ -19,7 +19,7 @@ from test_hil_run import assert_identical_integers, train_recorded
 from hw.contract.codes import LoaderError
 from hw.contract.protocol import ERR_OPCODE, ERR_TIMEOUT, OP_NOP, OP_WRITE_S, ST_OK
 from hw.host_driver import SwatFpga, open_serial
-from sim.board import SimulatedBoard, board_model, main
+from sim.board import SimulatedBoard, board_model, board_params, main
 from sw import intref
 from sw.data import load_digits
 
@@ -56,6 +56,7 @@ def _operands(rng, m, k, n, density):
     (["--divisor", "2"], "argument --divisor: must be 0 (byte streams) or >= 4, got 2"),
     (["--param", "d_depth"], "argument --param: must be NAME=INT, got 'd_depth'"),
     (["--param", "rows=4"], "--param rows: use --rows"),
+    (["--board", "de10"], "argument --board: unknown board 'de10'; one of icebreaker, ulx3s"),
     (["--param", "d_depth=70000", "--build-only"], "d_depth must be in 1..65535, not 70000"),
 ])
 def test_bad_arguments_are_one_line(argv, message, capsys):
@@ -97,17 +98,20 @@ def test_errors_through_the_pty_leave_the_link_in_frame(board, fpga):
     np.testing.assert_array_equal(fpga.gemm(d, s).c, intref.gemm(d, s))
 
 
-def test_bit_level_uart_board():
-    """The board's UART in the model too (``hw.board_top.SwatSystem``, 4 clocks per bit)."""
-    with SimulatedBoard(ROWS, COLS, divisor=4) as b:
-        assert b.label.endswith("UART 4 clocks/bit")
+def test_icebreaker_logic_with_its_uart():
+    """The iCEBreaker build's core (3x2, small buffers, one C buffer: protocol 1) inside
+    ``hw.board_top.SwatSystem`` with the UART bit by bit (4 clocks per bit)."""
+    with SimulatedBoard(**board_params("icebreaker"), divisor=4) as b:
+        assert b.label == "3x2 core, protocol 1, UART 4 clocks/bit"
         ser = open_serial(b.path, timeout=2.0)
         try:
             fpga = SwatFpga(ser)
             fpga.resync()
-            d, s = _operands(np.random.default_rng(3), 20, 40, 12, 0.3)
-            np.testing.assert_array_equal(fpga.gemm(d, s).c, intref.gemm(d, s))
-            assert not fpga.status().rx_overrun
+            assert (fpga.info().d_depth, fpga.core.s_depth, fpga.core.c_depth) == (256, 256, 128)
+            d, s = _operands(np.random.default_rng(3), 40, 300, 30, 0.3)
+            res = fpga.gemm(d, s)  # tiled over M, N and K by the small buffers
+            np.testing.assert_array_equal(res.c, intref.gemm(d, s))
+            assert res.tiles > 3 and not fpga.status().rx_overrun
         finally:
             ser.close()
         assert b.close() == 0
