@@ -22,7 +22,8 @@ COMMON_PORTS = {"CLK": "clk", "RST": "rst", "BUSY": "busy"}
 
 def board_config(toplevel: str, ports: dict, attrs: dict) -> str:
     """``board_config.h``: the model's class, the form of the logic (``BOARD_UART``,
-    ``DIVISOR``), the bridge's timeout and the C++ names of the ports ``board_main.cpp`` uses."""
+    ``DIVISOR``), the bridge's timeout, the core's C read latency and the C++ names of the ports
+    ``board_main.cpp`` uses."""
     from .verilate import _cxx_name
 
     divisor = int(attrs.get("divisor", 0))
@@ -34,6 +35,7 @@ def board_config(toplevel: str, ports: dict, attrs: dict) -> str:
         f"#define BOARD_UART {int(divisor > 0)}",
         f"#define DIVISOR {divisor}",
         f"#define BRIDGE_TIMEOUT {int(attrs['timeout'])}",
+        f"#define C_READ_LATENCY {int(attrs.get('c_read_latency', 1))}",
     ]
     have = {p.lstrip("\\") for p in ports}
     for macro, port in {**COMMON_PORTS, **(UART_PORTS if divisor else STREAM_PORTS)}.items():

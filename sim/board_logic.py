@@ -60,6 +60,9 @@ class BoardLogic(wiring.Component):
         c = self.core
         self.rows, self.cols = c.rows, c.cols
         self.d_depth, self.s_depth, self.c_depth = c.d_depth, c.s_depth, c.c_depth
+        #: cycles from a C read address to its data: the bridge waits this long between the
+        #: words of a READ_C reply (the simulator's idle grace covers it)
+        self.c_read_latency = getattr(c, "C_READ_LATENCY", 1)
         logs = "results" in c.signature.members["ctrl"].signature.members
         #: INFO's version byte (the bridge's rule: result logs -> protocol 2)
         self.version = PROTOCOL_VERSION_LOGS if logs else PROTOCOL_VERSION
@@ -82,7 +85,7 @@ class BoardLogic(wiring.Component):
         m.submodules.bridge = bridge = HostBridge(
             core.signature, rows=core.rows, cols=core.cols, d_depth=core.d_depth,
             s_depth=core.s_depth, c_depth=core.c_depth, timeout=self.timeout,
-            c_read_latency=getattr(core, "C_READ_LATENCY", 1))
+            c_read_latency=self.c_read_latency)
         wiring.connect(m, wiring.flipped(self.rx), bridge.rx)
         wiring.connect(m, bridge.tx, wiring.flipped(self.tx))
         for name in CORE_MEMBERS:

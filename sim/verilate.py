@@ -255,7 +255,8 @@ def _params_tag(params: dict) -> str:
 def _component_attrs(comp, ports: dict) -> dict:
     attrs = {}
     for name in ("rows", "cols", "d_depth", "s_depth", "c_depth", "hold_depth", "sel_lanes",
-                 "lanes", "depth", "addr_width", "divisor", "timeout", "version"):
+                 "lanes", "depth", "addr_width", "divisor", "timeout", "version",
+                 "c_read_latency"):
         v = getattr(comp, name, None)
         if isinstance(v, int) and not isinstance(v, bool):
             attrs[name] = v

@@ -48,8 +48,9 @@
 
 static const int QUIET_MS = 500;  // wall-clock silence after which the bridge may time out
 // cycles clocked after the last byte moved: more than the bridge takes from a frame's last byte
-// to its reply, or between the words of a reply (a few cycles, plus two byte times on a UART)
-static const uint64_t GRACE = 64 + 20 * DIVISOR;
+// to its reply, or between the words of a READ_C reply (the core's C read latency and a few
+// cycles), plus two byte times on a UART
+static const uint64_t GRACE = 64 + 2 * C_READ_LATENCY + 20 * DIVISOR;
 static const std::size_t CHUNK = 4096;  // output bytes queued before they go to the terminal
 static const uint64_t SLICE = 4096;     // cycles between looks at the terminal while computing
 
