@@ -257,7 +257,7 @@ async def error_codes(dut):
                                    passes=1)),
         ("keep > K*N", "KEEP", dict(s=q, mode="FULL", keep=31)),
         ("stream too short", "SHORT", dict(s=q, mode="FULL", keep=3,
-                                            beats=drv.beats(q, last_at=1)[:2], passes=1)),
+                                            beats=drv.beats(q, last_at=0)[:1], passes=1)),
         ("stream too long", "LONG", dict(s=q, mode="FULL", keep=3,
                                          beats=drv.beats(np.zeros((10, 6), np.int8),
                                                          last_at=-1), passes=1)),
