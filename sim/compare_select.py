@@ -19,6 +19,7 @@ from __future__ import annotations
 from hw.contract.cycles import exposed_select_cycles
 
 from . import select_loop
+from .select_ops import SelectFailed
 
 __all__ = ["apply", "describe", "STREAM_CAP"]
 
@@ -33,7 +34,10 @@ def apply(jobs, plan, rows_out, model_rtl, order, log) -> dict:
     whole = [i for i, kind, smp, _f, _c in plan if kind == "sparse" and smp is None
              and jobs[i].s_dense.size <= STREAM_CAP]
     sampled = [i for i, kind, _smp, _f, _c in plan if kind == "sparse" and i not in whole]
-    res = select_loop.run_step([jobs[i] for i in whole], model=model_rtl)
+    try:
+        res = select_loop.run_step([jobs[i] for i in whole], model=model_rtl)
+    except SelectFailed as e:  # an error code of the unit: one line, no traceback
+        raise SystemExit(f"compare: {e}") from None
     per = dict(zip(whole, res.jobs, strict=True))
     layer_w, layer_a = {}, {}
     for i, rec in per.items():

@@ -83,3 +83,17 @@ def test_backward_order_hides_blobs():
     assert names.index("f:backward_input") < names.index("c:backward_input")
     assert names.index("f:backward_input") < names.index("c:backward_weight")
     assert sorted(order) == list(range(len(jobs)))
+
+
+def test_a_select_error_is_one_line_in_the_compare_job(monkeypatch, capsys):
+    from sim import compare_select
+    from sim.harness import SelectFailed
+
+    def boom(*a, **kw):
+        raise SelectFailed("threshold-select unit (f:A pass 1): error 5 OVERFLOW after 99 cycles")
+
+    monkeypatch.setattr(select_loop, "run_step", boom)
+    with pytest.raises(SystemExit) as e:
+        compare_select.apply([], [], [], None, [], print)
+    assert str(e.value) == ("compare: threshold-select unit (f:A pass 1): error 5 OVERFLOW "
+                            "after 99 cycles")

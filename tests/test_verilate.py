@@ -95,6 +95,30 @@ def test_harness_config_names_the_ports_from_one_table():
         verilate.harness_config("swat_core", ports, mems, attrs)
 
 
+def test_harness_config_of_the_select_core():
+    """Select ports, index side band width and the sub-banked S memories (s_mem_<b>)."""
+    from hw.core_port_names import SELECT_FLAT_NAMES
+
+    ports = {"clk": 1, "rst": 1, "d_we": 1, "d_addr": 14, "d_data": 64, "s_we": 1,
+             "s_addr": 14, "s_data": 32, "c_addr": 9, "c_data": 256, "m": 16, "k": 16,
+             "n": 16, "s_len": 14, "start": 1, "busy": 1, "done": 1, "error": 1,
+             "error_code": 4, "cycles": 32, "busy_cycles": 32, "stall_cycles": 32,
+             "idle_cycles": 32, **dict.fromkeys(SELECT_FLAT_NAMES.values(), 1)}
+    ports["sel__i__payload"] = 8 * 8 + 1 + 8 * 32
+    mems = [{"name": "d_mem", "width": 64, "depth": 16384}] + [
+        {"name": f"s_mem_{b}", "width": 32, "depth": 2048} for b in range(8)]
+    attrs = {"rows": 8, "cols": 8, "d_depth": 16384, "s_depth": 8192, "c_depth": 512,
+             "sel_lanes": 8}
+    text = verilate.harness_config("swat_core", ports, mems, attrs)
+    assert "#define HAS_SELECT 1" in text and "#define SEL_INDEX_WIDTH 32" in text
+    assert "#define S_BANK_BASE 8192" in text and "#define S_MEM_DEPTH 16384" in text
+    assert "case 7: return t->rootp->swat_core__DOT__s_mem_7[a >> 3];" in text
+    assert "#define PORT_SEL_CMD_READY(t) (t)->sel___05Fcmd___05Fready" in text
+    ports["sel__i__payload"] = 70
+    with pytest.raises(ValueError, match=r"^sel.i payload is 70 bits: not 8\*8\+1 plus"):
+        verilate.harness_config("swat_core", ports, mems, attrs)
+
+
 @pytest.mark.slow
 def test_cli_prints_where_the_model_is(capsys):
     assert verilate.main(["--array", "8x8"]) == 0
