@@ -74,6 +74,8 @@ class KeepFilter(wiring.Component):
         index is the position in the tensor the cut came from); no tie budget.
     rows, cols : ``In(16)``
         ``K`` and ``N``.
+    unlimited : ``In(1)``
+        A pass that writes nothing (the cut pass of THRESHOLD ``by_index``): no overflow.
     overflow : ``Out(1)``
         The beat offered on ``beat`` would overflow the S buffer (it is not passed on).
     nnz : ``Out(32)``
@@ -95,6 +97,7 @@ class KeepFilter(wiring.Component):
             "by_index": In(1),
             "rows": In(16),
             "cols": In(16),
+            "unlimited": In(1),
             "overflow": Out(1),
             "nnz": Out(32),
             "last_tie": Out(TieLayout),
@@ -141,7 +144,8 @@ class KeepFilter(wiring.Component):
         m.d.comb += ends.eq(Cat(*ends_at) & beat.lane_valid)
         nnz_next = Signal(33)
         m.d.comb += nnz_next.eq(nnz + sum((emit[j] for j in range(lanes)), Const(0, 8)))
-        m.d.comb += self.overflow.eq(self.beat.valid & (nnz_next + self.cols + 4 > self.depth))
+        m.d.comb += self.overflow.eq(self.beat.valid & ~self.unlimited &
+                                     (nnz_next + self.cols + 4 > self.depth))
 
         m.d.comb += [
             self.record.payload.emit.eq(emit),

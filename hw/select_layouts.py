@@ -56,7 +56,8 @@ HeldLayout = data.StructLayout({
 #: THRESHOLD); ``given`` is the pair (and cut) for GIVEN; ``transpose`` (HELD, GIVEN) keeps the
 #: ties by the cut; ``bank`` names the S buffer the blob goes to (double buffering);
 #: ``by_index`` (HELD, GIVEN; a unit with a source-index side band) keeps a tie iff its beat
-#: ``index`` is ``<= cut_index`` (an im2col stream of the tensor the cut came from).
+#: ``index`` is ``<= cut_index`` (an im2col stream of the tensor the cut came from); with
+#: THRESHOLD it adds a cut pass (the stream replayed, nothing written) that holds the cut.
 CommandLayout = data.StructLayout({
     "mode": Mode,
     "keep": unsigned(32),

@@ -17,8 +17,9 @@ the host). With ``transpose`` a pass 2 writes the blob of the transposed matrix 
 its last kept tie (the "cut"). With ``by_index`` (a unit built with ``index_width > 0``) a
 pass 2 keeps a tie iff the source index its beat carries is not after the cut's stream position
 ``cut_index``: that writes ``im2col`` of the tensor's selection from the im2col stream, exactly
-(``sw.int_topk.compress_indexed``). :class:`~hw.select_framer.BeatFramer` checks each pass's
-length.
+(``sw.int_topk.compress_indexed``); THRESHOLD with ``by_index`` finds that cut in a second pass
+over the tensor that writes nothing (so it needs no free S buffer).
+:class:`~hw.select_framer.BeatFramer` checks each pass's length.
 """
 
 from amaranth.hdl import Module, Signal
@@ -48,11 +49,11 @@ __all__ = ["Mode", "ErrorCode", "ThresholdSelect", "estimate_cycles", "MAGIC", "
 
 
 def estimate_cycles(rows, cols, lanes, *, mode=Mode.FULL, nnz=None, banks=1, kept=None,
-                    fifo_depth=16):
+                    fifo_depth=16, by_index=False):
     """Cycles from the command to ``done``: :func:`hw.contract.cycles.select_cycles` (exact
     with ``kept``, the matrix whose non-zeros the pass writes)."""
     return select_cycles(rows, cols, lanes, mode=mode, nnz=nnz, banks=banks, kept=kept,
-                         fifo_depth=fifo_depth)
+                         fifo_depth=fifo_depth, by_index=by_index)
 
 
 class ThresholdSelect(wiring.Component):
@@ -82,7 +83,8 @@ class ThresholdSelect(wiring.Component):
         …``), i.e. the row-major order of ``S.T``, packed ``lanes`` elements a beat (element
         ``b * lanes + j`` in ``data[j]`` of beat ``b``, columns may straddle beats). The beat
         holding element ``K*N - 1`` is the last one and must have ``last = 1``; lanes past the
-        end are ignored. Mode FULL reads the stream twice (pass 1, then a replay for pass 2).
+        end are ignored. Mode FULL reads the stream twice (pass 1, then a replay for pass 2),
+        so does THRESHOLD with ``by_index`` (pass 1, then the cut pass).
         ``index[j]`` (``index_width > 0``) is the lane's source index, read by ``by_index``
         passes only (e.g. the position in the tensor ``A`` of an element of ``im2col(A)``).
     cmd : ``In(stream.Signature(CommandLayout))``
@@ -142,7 +144,11 @@ class ThresholdSelect(wiring.Component):
         m.submodules.writer = writer = BlobWriter(lanes, self.banks, self.addr_width,
                                                   self.fifo_depth)
         wiring.connect(m, wiring.flipped(self.i), framer.i)
-        wiring.connect(m, keep.record, writer.record)
+        cut_pass = Signal()  # THRESHOLD by_index: a pass 2 that finds the cut, writes nothing
+        m.d.comb += [writer.record.payload.eq(keep.record.payload),
+                     writer.record.valid.eq(keep.record.valid & ~cut_pass),
+                     keep.record.ready.eq(writer.record.ready | cut_pass),
+                     keep.unlimited.eq(cut_pass)]
         wiring.connect(m, writer.o, wiring.flipped(self.o))
 
         command = Signal(CommandLayout)  # the operation running
@@ -185,6 +191,7 @@ class ThresholdSelect(wiring.Component):
                     command.eq(payload), error_code.eq(ErrorCode.NONE), cycles.eq(0),
                     command.transpose.eq(payload.transpose & pass2_only),
                     command.by_index.eq(payload.by_index & pass2_only),
+                    cut_pass.eq(payload.by_index & (payload.mode == Mode.THRESHOLD)),
                 ]
                 m.d.comb += [writer.flush.eq(1), check.start.eq(1)]
                 m.next = "CHECK"
@@ -218,7 +225,7 @@ class ThresholdSelect(wiring.Component):
                                  held.ties.eq(histogram.result.payload.ties),
                                  self.status.held_valid.eq(1)]
                     m.next = "KEEP_INIT"
-                    with m.If(command.mode == Mode.THRESHOLD):
+                    with m.If((command.mode == Mode.THRESHOLD) & ~cut_pass):
                         m.next = "DONE"
             with m.State("KEEP_INIT"):
                 m.d.comb += [keep.init.eq(1), framer.load.eq(1)]
@@ -239,6 +246,8 @@ class ThresholdSelect(wiring.Component):
                                      held.cut_index.eq(keep.last_tie.index)]
                     with m.If(framer.o.payload.final):
                         m.next = "HEADER"
+                        with m.If(cut_pass):
+                            m.next = "DONE"
             with m.State("HEADER"):
                 m.d.comb += writer.header.valid.eq(1)
                 with m.If(writer.header.ready):

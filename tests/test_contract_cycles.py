@@ -41,6 +41,8 @@ def test_select_cycles_with_the_kept_matrix():
     held = select_cycles(576, 64, 8, mode=SelectMode.HELD, banks=8, kept=s)
     threshold = select_cycles(576, 64, 8, mode=SelectMode.THRESHOLD, banks=8, kept=s)
     assert full - held == 576 * 64 // 8 + 135 and threshold == full - held + 13 - 1
+    assert select_cycles(576, 64, 8, mode=SelectMode.THRESHOLD, by_index=True) == \
+        threshold + 1 + 576 * 64 // 8  # THRESHOLD's cut pass: one more stream, no writes
     # a dense matrix with short columns: the writer is behind, the FIFO throttles the input
     dense = np.ones((3, 400))
     exact = select_cycles(3, 400, 8, mode=SelectMode.HELD, banks=8, kept=dense)

@@ -451,9 +451,13 @@ def make_im2col_bench(lanes, banks, stall, seed, log):
             t, ties = int_topk.threshold_int(a, k)
             sm = int_topk.stream_matrix(a)
             st = tb.beats(int_topk.stream_order(sm))
-            _, _, _ = await tb.op(ctx, mode=Mode.FULL, keep=k, rows=sm.shape[0],
-                                  cols=sm.shape[1], streams=(st, st))
+            # the pair and cut: FULL (writes the tensor's blob) or THRESHOLD's cut pass
+            cut_pass = case % 2
+            writes, _, _ = await tb.op(ctx, mode=Mode.THRESHOLD if cut_pass else Mode.FULL,
+                                       keep=k, rows=sm.shape[0], cols=sm.shape[1],
+                                       by_index=cut_pass, streams=(st, st))
             assert ctx.get(dut.status.error_code) == ErrorCode.NONE
+            assert bool(writes) != bool(cut_pass)
             cut_index = int_topk.last_kept_tie_index(a, t, ties)
             assert (ctx.get(held.threshold), ctx.get(held.ties)) == (t, ties)
             assert (ctx.get(held.cut_index) if ctx.get(held.cut_any) else None) == cut_index
@@ -485,6 +489,42 @@ def test_im2col_blob_by_index(lanes, banks, stalls):
     dut, bench = make_im2col_bench(lanes, banks, 0.3 if stalls else 0.0, lanes + stalls, log)
     run_sim(dut, bench)
     assert len(log) == 10
+
+
+@pytest.mark.parametrize("stalls", [False, True], ids=["nostall", "stall"])
+def test_threshold_cut_pass(stalls):
+    """THRESHOLD with ``by_index``: pass 1, then a cut pass over the replayed stream that
+    writes nothing (no OVERFLOW however many survive, no S buffer needed) and holds the pair
+    and the cut (``cut_row/col`` and ``cut_index``), in the cycles of ``estimate_cycles``; on a
+    unit without the side band too."""
+    lanes = 4
+    dut = ThresholdSelect(lanes=lanes, depth=16)
+    tb = TB(dut, in_stall=0.3 if stalls else 0.0, out_stall=0.3 if stalls else 0.0, seed=2)
+    rng = np.random.default_rng(11)
+    held = dut.status.held
+    seen = []
+
+    async def bench(ctx):
+        for rows, cols in ((6, 5), (1, 23), (17, 3)):
+            s = tensor(rng, rows, cols, "ties")
+            k = int(rng.integers(0, rows * cols + 1))
+            st = tb.beats(int_topk.stream_order(s))
+            writes, cyc, used = await tb.op(ctx, mode=Mode.THRESHOLD, keep=k, rows=rows,
+                                            cols=cols, by_index=1, streams=(st, st))
+            assert ctx.get(dut.status.error_code) == ErrorCode.NONE and not writes
+            assert used == 2 * len(st)
+            t, ties = int_topk.threshold_int(s, k)
+            assert (ctx.get(held.threshold), ctx.get(held.ties)) == (t, ties)
+            assert get_cut(ctx, dut) == int_topk.last_kept_tie(s, t, ties)
+            flat_cut = int_topk.last_kept_tie_index(np.ascontiguousarray(s.T), t, ties)
+            assert (ctx.get(held.cut_index) if ctx.get(held.cut_any) else None) == flat_cut
+            if not stalls:
+                assert ctx.get(dut.status.cycles) == estimate_cycles(
+                    rows, cols, lanes, mode=Mode.THRESHOLD, by_index=True)
+            seen.append((rows, cols))
+
+    run_sim(dut, bench)
+    assert len(seen) == 3
 
 
 def test_by_index_needs_the_side_band():

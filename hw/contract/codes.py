@@ -67,7 +67,9 @@ class SelectMode(IntEnum):
     #: Pass 2 only, with the held ``(t, ties)`` (inside a Top-K period, or with ``transpose``
     #: for the transposed blob of the matrix just selected).
     HELD = 1
-    #: Pass 1 only: compute and hold ``(t, ties)``, write nothing.
+    #: Pass 1 only: compute and hold ``(t, ties)``, write nothing. With the command's
+    #: ``by_index`` also a cut pass (the stream sent again) that holds the cut, still writing
+    #: nothing.
     THRESHOLD = 2
     #: Pass 2 only, with the pair of the command's ``given`` field; it becomes the held pair.
     GIVEN = 3

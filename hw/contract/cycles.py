@@ -99,7 +99,7 @@ def schedule_cycles(s, m: int, rows: int = 8, cols: int = 8, *, start_latency: i
 
 
 def select_cycles(rows, cols, lanes, *, mode=SelectMode.FULL, nnz=None, banks=1, kept=None,
-                  fifo_depth=16) -> int:
+                  fifo_depth=16, by_index=False) -> int:
     """Threshold-select cycles from the command to ``done`` with an always-valid input and an
     always-ready output.
 
@@ -112,6 +112,8 @@ def select_cycles(rows, cols, lanes, *, mode=SelectMode.FULL, nnz=None, banks=1,
     * pass 2: one beat a cycle while the record FIFO has room; the blob writer needs, per beat
       with writes, ``ceil(entries / banks) + ceil(column ends / banks)`` cycles; then the header
       in ``ceil(4 / banks)`` cycles.
+
+    THRESHOLD with ``by_index`` adds its cut pass: ``beats`` more (no writes, no header).
 
     Pass 2 is exact when ``kept`` is given: the ``[rows, cols]`` matrix of the blob (its
     non-zeros are the entries the pass writes, e.g. the sparse ``S`` of the selection), whose
@@ -132,6 +134,8 @@ def select_cycles(rows, cols, lanes, *, mode=SelectMode.FULL, nnz=None, banks=1,
     total = 3 + int(rows).bit_length()  # command, n = rows * cols by shift-and-add, checks
     if mode in (SelectMode.FULL, SelectMode.THRESHOLD):
         total += pass1
+    if mode == SelectMode.THRESHOLD and by_index:
+        return total + beats  # the cut pass: one beat a cycle, nothing written
     if mode == SelectMode.THRESHOLD:
         return total - 1  # it ends with the scan's result, without the hand-over to pass 2
     ends = _beat_ends(rows, cols, lanes)

@@ -163,8 +163,9 @@ async def transposed_blob_into_either_buffer(dut):
 
 @cocotb.test()
 async def im2col_blob_by_index(dut):
-    """FULL on a tensor ``A`` (streamed in its row-major order) holds ``(t, ties)`` and the
-    cut position; GIVEN and HELD ``by_index`` on ``im2col(A)`` with the source indices write
+    """FULL (or THRESHOLD ``by_index``: the cut pass writes nothing) on a tensor ``A``
+    (streamed in its row-major order) holds ``(t, ties)`` and the cut position; GIVEN and HELD
+    ``by_index`` on ``im2col(A)`` with the source indices write
     ``im2col(int_topk(A))`` word for word (``sw.lowering.im2col_topk_blob``), with stalls."""
     import torch
 
@@ -180,8 +181,14 @@ async def im2col_blob_by_index(dut):
         keep = int_topk.k_from_density(density, a.size)
         t, ties = int_topk.threshold_int(a, keep)
         sm = int_topk.stream_matrix(a)
-        res = await drv.op(sm, mode="FULL", keep=keep, rng=rng, p_out_stall=0.2)
-        _check(res, sm, int_topk.compress_selected(sm, keep), f"tensor {i}", t, ties)
+        if i % 2:  # THRESHOLD's cut pass: the stream twice, nothing written
+            res = await drv.op(sm, mode="THRESHOLD", keep=keep, by_index=1, rng=rng,
+                               p_in_idle=0.2)
+            assert res["code"] == 0 and not res["words"], f"tensor {i}: cut pass wrote"
+            assert (res["threshold"], res["ties"]) == (t, ties)
+        else:
+            res = await drv.op(sm, mode="FULL", keep=keep, rng=rng, p_out_stall=0.2)
+            _check(res, sm, int_topk.compress_selected(sm, keep), f"tensor {i}", t, ties)
         cut_index = int_topk.last_kept_tie_index(a, t, ties)
         assert res["cut_index"] == cut_index, f"tensor {i}: cut {res['cut_index']}"
         s = lowering.im2col(a, conv).astype(np.int8)

@@ -110,7 +110,7 @@ class SelectDriver:
         mode_v = MODES[mode] if isinstance(mode, str) else int(mode)
         stream = self.beats(s, index=index) if beats is None else beats
         if passes is None:
-            passes = 2 if mode_v == 0 else 1
+            passes = 2 if mode_v == 0 or (mode_v == 2 and by_index) else 1
         todo = stream * passes
         rng = rng or np.random.default_rng(0)
         given = {"threshold": t_in, "ties": ties_in, "cut_any": cut is not None}
