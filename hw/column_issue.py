@@ -116,7 +116,10 @@ class ColumnIssue(wiring.Component):
             item_done.eq(self.finishing & last_pass),
             self.issuing.eq(issue_entry),
             port.en.eq(1), port.addr.eq(entry),
-            desc.ready.eq((~has_item | item_done) & self.running & ~self.stop),
+            # = (~has_item | item_done) & running & ~stop, written flat over registers: it
+            # feeds the loader's hand-out chain across the columns
+            desc.ready.eq(self.running & ~self.stop
+                          & (~has_item | (last_pass & self.hold_free & (no_entries | one_left)))),
         ]
         with m.If(issue_entry):
             m.d.sync += [entry.eq(entry + 1), first_pending.eq(0), left.eq(left - 1),

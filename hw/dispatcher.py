@@ -21,7 +21,7 @@ Latency: ``start`` → first descriptor in the FIFO about ``max(6, ceil(mtiles/8
 cycles. Throughput: one descriptor per cycle while the FIFO has room.
 """
 
-from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal
+from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import ReadPort
@@ -67,7 +67,7 @@ class Dispatcher(wiring.Component):
     s_rd : In(ReadPort.Signature(ceil_log2(s_depth), 32)) — the dispatcher's S read port.
     desc : Out(stream.Signature(descriptor_layout)) — the prefetch FIFO's head.
     error : Out(4) — an error found this cycle (``LoaderError``; 0: none), combinational.
-    running : Out(1) — work items are being handed out (state RUN).
+    running : Out(1) — work items are being handed out (state RUN; a register).
     idle, ended : Out(1) — states IDLE (before the first ``start``) and END.
     queue_empty : Out(1) — every descriptor of the operation has been taken.
     """
@@ -103,7 +103,12 @@ class Dispatcher(wiring.Component):
         m.d.comb += [self.desc.valid.eq(fifo.r_rdy), self.desc.payload.eq(fifo.r_data),
                      fifo.r_en.eq(self.desc.ready)]
 
-        nnz = Signal(32)
+        # A blob that passes the header checks has nnz + N + 4 <= s_len <= s_depth, so nnz, N
+        # and every good pointer fit in sw = ceil_log2(s_depth) + 1 bits: the pointer checks
+        # compare at that width (plus one "high bits set" flag), not at 32 bits.
+        sw = self.s_aw + 1
+        nnz = Signal(sw)
+        lim = Signal(signed(sw + 18))  # s_len - N - 4: the most non-zeros the blob may hold
         entry0 = Signal(17)     # 4 + N: S word of entry 0
         next_ptr = Signal(17)   # index of the next pointer to read
         tiles_left = Signal(17)  # M-tiles from the current tile group on
@@ -128,10 +133,17 @@ class Dispatcher(wiring.Component):
         word_c_base = Signal(c_aw)
         word_reps = Signal.like(reps)
         word = Signal(32)
+        # which pointer it is (ptr[0], ptr[1], ptr[N]), decided when the read is issued
+        read_zero, read_one, read_last = Signal(), Signal(), Signal()
+        word_zero, word_one, word_last = Signal(), Signal(), Signal()
         m.d.sync += [word.eq(port.data), word_valid.eq(read_valid & ~self.start),
                      word_ptr.eq(read_ptr), word_d_base.eq(read_d_base),
-                     word_c_base.eq(read_c_base), word_reps.eq(read_reps)]
-        prev_word = Signal(32)  # the pointer read before (start of the item)
+                     word_c_base.eq(read_c_base), word_reps.eq(read_reps),
+                     word_zero.eq(read_zero), word_one.eq(read_one), word_last.eq(read_last)]
+        word_hi = word[sw:].any()  # the pointer or nnz cannot fit the S buffer
+        word_lo = word[:sw]
+        prev_word = Signal(sw)  # the pointer read before (start of the item)
+        m.d.sync += lim.eq(self.s_len - self.n - 4)  # the shape is registered at start
         header_error = Signal(4)  # first header error (reported after the fit check)
 
         m.d.comb += port.en.eq(1)
@@ -159,15 +171,18 @@ class Dispatcher(wiring.Component):
                 m.next = "HDR4"
             with m.State("HDR4"):  # word = blob word 2
                 m.d.sync += [
-                    nnz.eq(word), entry0.eq(n + 4), next_ptr.eq(0), d_base.eq(0),
+                    nnz.eq(word_lo), entry0.eq(n + 4), next_ptr.eq(0), d_base.eq(0),
                     c_base.eq(0), all_read.eq(0), prev_word.eq(0),
                 ]
-                with m.If((header_error == 0) & ((word + n + 4) > self.s_len)):
+                # word + N + 4 > s_len, as a narrow compare against the registered limit
+                with m.If((header_error == 0)
+                          & ((lim < 0) | word_hi | (word_lo > lim[:sw]))):
                     m.d.sync += header_error.eq(LoaderError.TRUNC)
                 m.next = "JOIN"
             with m.State("JOIN"):  # wait for the fit check; its error takes precedence
                 # chunk size: smallest g = 2**i with g * nnz >= 2 * cols * N (chunk_tiles)
-                need = n * (2 * self.cols)
+                # (N < 2**sw once the header checks pass; after a header error g is unused)
+                need = n[:sw] * (2 * self.cols)
                 shift = MAX_REPS.bit_length() - 1
                 for i in reversed(range(MAX_REPS.bit_length() - 1)):
                     shift = Mux((nnz << i) >= need, i, shift)
@@ -180,10 +195,11 @@ class Dispatcher(wiring.Component):
                         m.d.comb += self.error.eq(header_error)
                         m.next = "END"
                     with m.Else():
+                        m.d.sync += self.running.eq(1)
                         m.next = "RUN"
-            with m.State("RUN"):
-                m.d.comb += self.running.eq(1)
+            with m.State("RUN"):  # ``running`` is a register equal to "in RUN" (no decode)
                 with m.If(self.stop | (self.queue_empty & self.cols_idle)):
+                    m.d.sync += self.running.eq(0)
                     m.next = "END"
             with m.State("END"):
                 with m.If(self.start):
@@ -206,7 +222,9 @@ class Dispatcher(wiring.Component):
         with m.If(self.running & ~all_read & ~self.stop & room):
             m.d.comb += port.addr.eq(next_ptr + 3)
             m.d.sync += [read_valid.eq(1), read_ptr.eq(next_ptr), read_d_base.eq(d_base),
-                         read_c_base.eq(c_base), read_reps.eq(reps)]
+                         read_c_base.eq(c_base), read_reps.eq(reps),
+                         read_zero.eq(next_ptr == 0), read_one.eq(next_ptr == 1),
+                         read_last.eq(next_ptr == n)]
             with m.If(next_ptr == n):
                 with m.If(tiles_left <= group):
                     m.d.sync += all_read.eq(1)
@@ -218,21 +236,23 @@ class Dispatcher(wiring.Component):
 
         # stage C: pointer checked and descriptor formed into registers (no compare or adder
         # in front of the FIFO's LUT-RAM write)
-        item_start = Signal(32)
-        m.d.comb += item_start.eq(Mux(word_ptr == 1, 0, prev_word))
+        # (compared at sw bits: a pointer with higher bits set is above nnz, hence bad; a bad
+        # pointer stops the operation, so item_start and nnz always fit sw bits when it matters)
+        item_start = Signal(sw)
+        m.d.comb += item_start.eq(Mux(word_one, 0, prev_word))
         ptr_bad = Signal()
-        m.d.comb += ptr_bad.eq(Mux(word_ptr == 0, word != 0,
-                                   (word < item_start) | (word > nnz)
-                                   | ((word_ptr == n) & (word != nnz))))
+        m.d.comb += ptr_bad.eq(word_hi | Mux(word_zero, word_lo != 0,
+                                             (word_lo < item_start) | (word_lo > nnz)
+                                             | (word_last & (word_lo != nnz))))
         m.d.sync += [
-            desc_valid.eq(word_valid & (word_ptr != 0) & ~self.start), desc_bad.eq(ptr_bad),
-            desc.entry.eq(entry0 + item_start), desc.count.eq(word - item_start),
+            desc_valid.eq(word_valid & ~word_zero & ~self.start), desc_bad.eq(ptr_bad),
+            desc.entry.eq(entry0 + item_start), desc.count.eq(word_lo - item_start),
             desc.d_base.eq(word_d_base), desc.c_addr.eq(word_c_base + word_ptr - 1),
             desc.reps.eq(word_reps),
         ]
         with m.If(word_valid):
-            m.d.sync += prev_word.eq(word)
-            with m.If(word_ptr == 0):  # ptr[0] makes no descriptor: only its check counts
+            m.d.sync += prev_word.eq(word_lo)
+            with m.If(word_zero):  # ptr[0] makes no descriptor: only its check counts
                 m.d.sync += [desc_valid.eq(ptr_bad & ~self.start), desc_bad.eq(ptr_bad)]
         with m.If(desc_valid & self.running & ~self.stop):
             with m.If(desc_bad):

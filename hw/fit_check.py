@@ -2,10 +2,11 @@
 
 The D buffer needs ``ceil(M/rows) · K`` words and the C buffer ``ceil(M/rows) · N`` (one word
 per work item). Instead of multipliers the check counts M-tiles: eight at a time while all
-eight of the next tiles are needed, then one at a time, adding ``8K``/``8N`` (or ``K``/``N``)
-to registered sums that are compared with the (constant) depths; it stops as soon as a sum
-exceeds its depth. ``rows`` need not be a power of two; ``mtiles = ceil(M/rows)`` falls out
-of the same loop. It runs beside the loader's header reads.
+eight of the next tiles are needed, then one at a time, taking ``8K``/``8N`` (or ``K``/``N``)
+from registered counts of the words left in each buffer; it stops as soon as one goes
+negative. Every decision of the loop is a register's sign bit (no comparator in front of the
+registers' enables: the iCE40 critical path). ``rows`` need not be a power of two;
+``mtiles = ceil(M/rows)`` falls out of the same loop. It runs beside the loader's header reads.
 
 Latency: ``busy`` falls at most ``mtiles//8 + mtiles%8 + 2`` cycles after ``start`` (earlier
 when a buffer overflows or a dimension is zero). Throughput: one check per ``start``.
@@ -56,26 +57,34 @@ class FitCheck(wiring.Component):
         rows = self.rows
         k = Signal(16)
         n = Signal(16)
-        rows_left = Signal(signed(18))  # rows of M not yet covered by counted tiles
-        d_words = Signal(range(self.d_depth + STRIDE * 65536))  # tiles * K, stops above depth
-        c_words = Signal(range(self.c_depth + STRIDE * 65536))  # tiles * N
+        # Every test of the loop is the sign bit of a register (no compare in front of the
+        # enables): rows of M left minus 1 (<= 0 rows left), minus STRIDE*rows - rows + 1 (the
+        # next STRIDE tiles are all needed), and the words left in the D and C buffers
+        # (depth - tiles*K, depth - tiles*N; negative: the shape does not fit).
+        big = (STRIDE - 1) * rows + 1
+        rows_w = 19 + (big + STRIDE * rows).bit_length()
+        left_m1 = Signal(signed(rows_w))   # rows_left - 1
+        left_big = Signal(signed(rows_w))  # rows_left - big
+        d_left = Signal(signed((self.d_depth + STRIDE * 65536).bit_length() + 1))
+        c_left = Signal(signed((self.c_depth + STRIDE * 65536).bit_length() + 1))
         with m.If(self.start):
             m.d.sync += [
-                k.eq(self.k), n.eq(self.n), rows_left.eq(self.m), d_words.eq(0),
-                c_words.eq(0), self.mtiles.eq(0), self.busy.eq(1),
-                self.bad.eq((self.m == 0) | (self.k == 0) | (self.n == 0)),
+                k.eq(self.k), n.eq(self.n), left_m1.eq(self.m - 1), left_big.eq(self.m - big),
+                d_left.eq(self.d_depth), c_left.eq(self.c_depth), self.mtiles.eq(0),
+                self.busy.eq(1), self.bad.eq((self.m == 0) | (self.k == 0) | (self.n == 0)),
             ]
         with m.Elif(self.busy):
-            # registered sums compared with constants; additions steered by constant compares
-            with m.If(self.bad | (d_words > self.d_depth) | (c_words > self.c_depth)):
+            with m.If(self.bad | d_left[-1] | c_left[-1]):
                 m.d.sync += [self.bad.eq(1), self.busy.eq(0)]
-            with m.Elif(rows_left <= 0):
+            with m.Elif(left_m1[-1]):  # no rows left
                 m.d.sync += self.busy.eq(0)
-            with m.Elif(rows_left > (STRIDE - 1) * rows):  # the next STRIDE tiles are needed
-                m.d.sync += [rows_left.eq(rows_left - STRIDE * rows),
-                             d_words.eq(d_words + k * STRIDE), c_words.eq(c_words + n * STRIDE),
+            with m.Elif(~left_big[-1]):  # the next STRIDE tiles are needed
+                m.d.sync += [left_m1.eq(left_m1 - STRIDE * rows),
+                             left_big.eq(left_big - STRIDE * rows),
+                             d_left.eq(d_left - k * STRIDE), c_left.eq(c_left - n * STRIDE),
                              self.mtiles.eq(self.mtiles + STRIDE)]
             with m.Else():
-                m.d.sync += [rows_left.eq(rows_left - rows), d_words.eq(d_words + k),
-                             c_words.eq(c_words + n), self.mtiles.eq(self.mtiles + 1)]
+                m.d.sync += [left_m1.eq(left_m1 - rows), left_big.eq(left_big - rows),
+                             d_left.eq(d_left - k), c_left.eq(c_left - n),
+                             self.mtiles.eq(self.mtiles + 1)]
         return m

@@ -117,12 +117,13 @@ class Loader(wiring.Component):
         error_code = Signal(4)
         found = Signal(4)  # an error found this cycle (0: none)
         stop = Signal()
-        m.d.comb += [self.error.eq(error_code != 0), self.error_code.eq(error_code),
-                     stop.eq(error_code != 0)]  # registered: keeps checks off the issue path
+        # stop = (error_code != 0) as a register of its own: keeps the checks and the code's
+        # OR off the issue path
+        m.d.comb += [self.error.eq(stop), self.error_code.eq(error_code)]
         with m.If(start):
-            m.d.sync += error_code.eq(0)
-        with m.Elif((error_code == 0) & (found != 0)):
-            m.d.sync += error_code.eq(found)
+            m.d.sync += [error_code.eq(0), stop.eq(0)]
+        with m.Elif(~stop & (found != 0)):
+            m.d.sync += [error_code.eq(found), stop.eq(1)]
 
         # ---- fit check and dispatcher
         m.submodules.fit = fit = FitCheck(rows=self.rows, d_depth=self.d_depth,
