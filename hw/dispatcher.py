@@ -110,7 +110,7 @@ class Dispatcher(wiring.Component):
         nnz = Signal(sw)
         lim = Signal(signed(sw + 18))  # s_len - N - 4: the most non-zeros the blob may hold
         entry0 = Signal(17)     # 4 + N: S word of entry 0
-        next_ptr = Signal(17)   # index of the next pointer to read
+        next_ptr = Signal(sw)   # index of the next pointer to read (<= N < 2**sw in RUN)
         tiles_left = Signal(17)  # M-tiles from the current tile group on
         group_shift = Signal(range(MAX_REPS.bit_length()))  # chunk size g = 1 << group_shift
         group = Signal(range(MAX_REPS + 1))
@@ -122,13 +122,13 @@ class Dispatcher(wiring.Component):
         all_read = Signal()     # every pointer of every M-tile has been read
         # stage A: pointer read issued last cycle
         read_valid = Signal()
-        read_ptr = Signal(17)
+        read_ptr = Signal(sw)
         read_d_base = Signal(d_aw)
         read_c_base = Signal(c_aw)
         read_reps = Signal.like(reps)
         # stage B: the pointer word registered straight from the BRAM output
         word_valid = Signal()
-        word_ptr = Signal(17)
+        word_ptr = Signal(sw)
         word_d_base = Signal(d_aw)
         word_c_base = Signal(c_aw)
         word_reps = Signal.like(reps)
@@ -224,8 +224,8 @@ class Dispatcher(wiring.Component):
             m.d.sync += [read_valid.eq(1), read_ptr.eq(next_ptr), read_d_base.eq(d_base),
                          read_c_base.eq(c_base), read_reps.eq(reps),
                          read_zero.eq(next_ptr == 0), read_one.eq(next_ptr == 1),
-                         read_last.eq(next_ptr == n)]
-            with m.If(next_ptr == n):
+                         read_last.eq(next_ptr == n[:sw])]
+            with m.If(next_ptr == n[:sw]):
                 with m.If(tiles_left <= group):
                     m.d.sync += all_read.eq(1)
                 with m.Else():
