@@ -164,8 +164,10 @@ class SwatCore(wiring.Component):
         m.submodules.d_mem = d_mem = self.d_mem
         m.submodules.loader = ld = Loader(rows=rows, cols=cols, d_depth=self.d_depth,
                                           s_depth=self.s_depth, c_depth=self.c_depth)
+        # a result log takes a result every cycle, so one holding slot per column is enough
+        # (a second would be 32*rows FFs per column that never fill)
         m.submodules.pe = pe = PEArray(rows=rows, cols=cols, tag_width=self.c_aw,
-                                       hold_depth=self.hold_depth)
+                                       hold_depth=1 if self.result_logs else self.hold_depth)
 
         # ---- host ports of the D and S buffers, the loader on S (the select unit writes S)
         wiring.connect(m, wiring.flipped(self.d_write), d_mem.write_port())

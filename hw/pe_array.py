@@ -24,7 +24,7 @@ arrive at a full queue anyway, the sticky ``overflow`` flag rises (never in corr
 the tests check it stays low).
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -98,6 +98,7 @@ class PEArray(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         rows, cols = self.rows, self.cols
+        ecp5 = getattr(platform, "family", None) == "ecp5"
         busy_terms = []
         ovf_terms = []
         for j in range(cols):
@@ -122,15 +123,23 @@ class PEArray(wiring.Component):
             s1_first = Signal(name=f"s1_first_{j}")
             s1_last = Signal(name=f"s1_last_{j}")
             s1_tag = Signal(self.tag_width, name=f"s1_tag_{j}")
+            s1_push = Signal(name=f"s1_push_{j}")  # = s1_valid & s1_last, its own register:
+            # it enables the 32*rows holding FFs (no LUT before that fan-out)
             s1_p = [Signal(signed(16), name=f"s1_p_{i}_{j}") for i in range(rows)]
             m.d.sync += [
                 s1_valid.eq(s0_valid & ~self.clear),
                 s1_first.eq(s0_first),
                 s1_last.eq(s0_last),
                 s1_tag.eq(s0_tag),
+                s1_push.eq(s0_valid & s0_last & ~self.clear),
             ]
-            for i in range(rows):
-                m.d.sync += s1_p[i].eq(s0_d[8 * i:8 * i + 8].as_signed() * s0_v)
+            if ecp5:  # S0 and S1 inside the DSP block: its input and output registers
+                for i in range(rows):
+                    m.submodules[f"mult_{i}_{j}"] = _ecp5_mult(
+                        inp.payload.d[8 * i:8 * i + 8].as_signed(), inp.payload.v, s1_p[i])
+            else:
+                for i in range(rows):
+                    m.d.sync += s1_p[i].eq(s0_d[8 * i:8 * i + 8].as_signed() * s0_v)
             # S2: accumulators and holding register (double buffer)
             acc = [Signal(signed(32), name=f"acc_{i}_{j}") for i in range(rows)]
             nxt = [Signal(signed(32), name=f"nxt_{i}_{j}") for i in range(rows)]
@@ -152,7 +161,7 @@ class PEArray(wiring.Component):
                 m.d.comb += out.payload.c[32 * i:32 * i + 32].eq(hold[0][i])
             pop = Signal(name=f"pop_{j}")
             push = Signal(name=f"push_{j}")
-            m.d.comb += [pop.eq(out.valid & out.ready), push.eq(s1_valid & s1_last)]
+            m.d.comb += [pop.eq(out.valid & out.ready), push.eq(s1_push)]
             # occupancy after the pop, per slot
             occ = [Signal(name=f"occ{h}_{j}") for h in range(hd)]
             for h in range(hd):
@@ -182,3 +191,31 @@ class PEArray(wiring.Component):
             m.d.sync += self.overflow.eq(0)
         return m
 
+
+
+def _ecp5_mult(a, b, p):
+    """``p <= a * b`` (int8 × int8 → int16) as one ECP5 MULT18X18D with its input and output
+    registers in use: two cycles from ``a``/``b`` to ``p``, like the S0 operand and S1 product
+    registers of the generic pipeline. nextpnr times an inferred (unregistered) MULT18X18D as
+    combinational from the fabric registers around it; with the DSP's own registers the
+    multiplier is a register-to-register path inside the block."""
+    ext_a = Cat(a, a[-1].replicate(10))  # sign-extended to the DSP's 18 bits
+    ext_b = Cat(b, b[-1].replicate(10))
+    prod = Signal(36)
+    ports = {f"i_A{i}": ext_a[i] for i in range(18)}
+    ports |= {f"i_B{i}": ext_b[i] for i in range(18)}
+    ports |= {f"i_C{i}": Const(0) for i in range(18)}
+    ports |= {f"o_P{i}": prod[i] for i in range(36)}
+    m = Module()
+    m.submodules.dsp = Instance(
+        "MULT18X18D",
+        p_REG_INPUTA_CLK="CLK0", p_REG_INPUTB_CLK="CLK0", p_REG_OUTPUT_CLK="CLK0",
+        p_REG_INPUTA_CE="CE0", p_REG_INPUTB_CE="CE0", p_REG_OUTPUT_CE="CE0",
+        p_REG_INPUTA_RST="RST0", p_REG_INPUTB_RST="RST0", p_REG_OUTPUT_RST="RST0",
+        p_GSR="DISABLED", p_RESETMODE="SYNC",
+        i_SIGNEDA=Const(1), i_SIGNEDB=Const(1), i_SOURCEA=Const(0), i_SOURCEB=Const(0),
+        i_CLK0=ClockSignal(), i_CE0=Const(1), i_RST0=Const(0),
+        **ports,
+    )
+    m.d.comb += p.eq(prod[:16].as_signed())
+    return m

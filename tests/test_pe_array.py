@@ -182,3 +182,31 @@ def test_validation(kwargs, exc, msg):
     assert str(info.value) == msg
     del info
     gc.collect()  # the rejected object goes while this test's warning filter holds
+
+
+class _ECP5:
+    """Stands in for an ECP5 platform: all PEArray asks of it is ``family``."""
+
+    family = "ecp5"
+
+
+def test_ecp5_multipliers_use_the_dsp_registers():
+    """On ECP5 every PE's product is one MULT18X18D with its input and output registers in use
+    (nextpnr times an inferred multiplier as combinational between fabric registers); the
+    generic elaboration (simulation, iCE40) infers the multiply."""
+    from amaranth.back import rtlil
+
+    def netlist(platform):
+        dut = PEArray(rows=2, cols=3, tag_width=4)  # (a stream's constant ready is no port)
+        return rtlil.convert(dut, platform=platform, ports=[dut.clear, dut.busy, dut.overflow])
+
+    text = netlist(_ECP5())
+    cells = text.split("\n  cell ")[1:]
+    dsps = [c for c in cells if c.startswith("\\MULT18X18D ")]
+    assert len(dsps) == 6
+    for cell in dsps:
+        for reg in ("INPUTA", "INPUTB", "OUTPUT"):
+            assert f'parameter \\REG_{reg}_CLK "CLK0"' in cell
+    assert not any(c.startswith("$mul ") for c in cells)
+    generic = netlist(None)
+    assert "MULT18X18D" not in generic and "$mul " in generic
