@@ -37,7 +37,7 @@ from .core_ports import ControlSignature, SelectSignature
 from .loader import Loader
 from .params import check_int
 from .pe_array import PEArray
-from .result_logs import ResultLogs, log_width
+from .result_logs import ResultLogs, log_width, read_latency
 from .result_port import ResultPort
 from .s_buffer import SBuffer
 
@@ -86,8 +86,8 @@ class SwatCore(wiring.Component):
         Host writes of compressed-S words.
     c_read : Out(ReadPort.Signature(addr_width=..., shape=...))
         Host reads of C. With result logs: address ``log << ceil_log2(c_depth) | index``, data
-        ``lanes | caddr << rows*32`` after ``C_READ_LATENCY`` = 3 cycles. Without: address
-        ``mt*N + n``, data ``rows*32`` bits the cycle after (``C_READ_LATENCY`` = 1).
+        ``lanes | caddr << rows*32`` after ``C_READ_LATENCY`` = ``cols + 2`` cycles. Without:
+        address ``mt*N + n``, data ``rows*32`` bits the cycle after (``C_READ_LATENCY`` = 1).
     ctrl : Out(ControlSignature(ceil_log2(s_depth) + 1, logs, ceil_log2(c_depth) + 1))
         Operation control and status (``hw.core_ports``); ``ctrl.results[j]``: entries of
         log ``j``.
@@ -115,7 +115,7 @@ class SwatCore(wiring.Component):
         self.result_logs = result_logs
         self.d_aw, self.s_aw, self.c_aw = ceil_log2(d_depth), ceil_log2(s_depth), ceil_log2(c_depth)
         if result_logs:
-            self.C_READ_LATENCY = ResultLogs.LATENCY
+            self.C_READ_LATENCY = read_latency(cols)
             c_read = ReadPort.Signature(addr_width=ceil_log2(cols) + self.c_aw,
                                         shape=log_width(rows, c_depth))
             ctrl = ControlSignature(self.s_aw + 1, cols, self.c_aw + 1, s_bank=bool(sel_lanes))

@@ -8,16 +8,21 @@ result register, no select, no arbitration, no backpressure — together with th
 address (``caddr = mt*N + n``, the tag). ``counts[j]`` says how many entries log ``j`` holds.
 The host gathers: ``C[caddr] = lanes`` for every entry (``hw.contract.words.gather_c``).
 
-Host reads go through one read port whose address is ``bank << ceil_log2(depth) | index``; the
-bank select is registered on both sides (block RAM → per-log register → select → register), so
-the read data comes ``LATENCY = 3`` cycles after the address (while ``en``; ``en`` low freezes
-the whole read pipeline).
+Host reads go through one read port whose address is ``bank << ceil_log2(depth) | index``. The
+logs sit one per PE column across the die, so instead of one ``cols``-to-1 select of wide
+entries (eight 265-bit buses meeting in one place: the long routes that limited the single C
+write select) the read path is a chain that only ever connects neighbours: the address moves
+from log to log one register stage a cycle, each log's block RAM output goes into a register
+next to it, and chain stage ``j`` takes that register when the read is for log ``j``, else
+stage ``j - 1``. The data leaves the last stage ``latency(cols) = cols + 2`` cycles after the
+address; reads are pipelined (one address a cycle) and ``en`` low freezes the whole path.
 
 Latency: a result written the cycle it arrives (valid on ``results[j]``); ``counts`` one cycle
-later. Throughput: one result per PE column per cycle.
+later; host read ``cols + 2`` cycles. Throughput: one result per PE column per cycle; one host
+read per cycle.
 """
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
@@ -26,10 +31,13 @@ from amaranth.utils import ceil_log2
 from .params import check_int
 from .pe_array import result_layout
 
-__all__ = ["ResultLogs", "log_width"]
+__all__ = ["ResultLogs", "log_width", "read_latency"]
 
-#: cycles from the host read address to its data
-LATENCY = 3
+
+def read_latency(cols: int) -> int:
+    """Cycles from a host read address to its data: one chain stage per log, plus the block
+    RAM and its output register."""
+    return cols + 2
 
 
 def log_width(rows: int, depth: int) -> int:
@@ -57,11 +65,13 @@ class ResultLogs(wiring.Component):
     log_read : In(ReadPort.Signature(ceil_log2(depth), log_width)).array(cols)
         Read port of each log memory (host path).
     read : Out(ReadPort.Signature(ceil_log2(cols) + ceil_log2(depth), log_width))
-        Host read of entry ``index`` of log ``bank``; data ``LATENCY`` cycles later.
+        Host read of entry ``index`` of log ``bank``; data ``latency`` cycles later.
     counts : Out(ceil_log2(depth) + 1).array(cols) — entries in each log.
-    """
 
-    LATENCY = LATENCY
+    Attributes
+    ----------
+    latency : int — ``read_latency(cols)``.
+    """
 
     def __init__(self, *, rows: int, cols: int, depth: int):
         self.rows = check_int("ResultLogs", "rows", rows, minimum=1)
@@ -70,6 +80,7 @@ class ResultLogs(wiring.Component):
         self.aw = ceil_log2(depth)
         self.bank_w = ceil_log2(cols)
         self.width = log_width(rows, depth)
+        self.latency = read_latency(cols)
         super().__init__({
             "start": In(1),
             "results": In(stream.Signature(result_layout(rows, self.aw))).array(cols),
@@ -84,11 +95,11 @@ class ResultLogs(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         rows, aw, read = self.rows, self.aw, self.read
-        bank = read.addr[aw:]
-        bank_q1 = Signal(max(self.bank_w, 1))
-        bank_q2 = Signal(max(self.bank_w, 1))
-        selected = Signal(self.width)
-        held = []
+        en = read.en
+        # stage j: the read address as log j sees it (j cycles after the port), the log's block
+        # RAM output registered next to it, and the chain register
+        addr = read.addr
+        chain = Const(0, self.width)
         for j in range(self.cols):
             res, wr, rd, count = self.results[j], self.log_write[j], self.log_read[j], \
                 self.counts[j]
@@ -102,18 +113,20 @@ class ResultLogs(wiring.Component):
                 m.d.sync += count.eq(0)
             with m.Elif(res.valid):
                 m.d.sync += count.eq(count + 1)
-            # host read: block RAM output into a register next to the log
-            m.d.comb += [rd.en.eq(read.en), rd.addr.eq(read.addr[:aw])]
+            if j:  # the address one stage further down the chain
+                delayed = Signal(len(read.addr), name=f"read_addr_{j}")
+                with m.If(en):
+                    m.d.sync += delayed.eq(addr)
+                addr = delayed
+            m.d.comb += [rd.en.eq(en), rd.addr.eq(addr[:aw])]
+            # for log j? (delayed twice, as the entry: block RAM, then its output register)
+            mine_1 = Signal(name=f"log_mine1_{j}")
+            mine = Signal(name=f"log_mine_{j}")
             q = Signal(self.width, name=f"log_q_{j}")
-            with m.If(read.en):
-                m.d.sync += q.eq(rd.data)
-            held.append(q)
-        with m.If(read.en):
-            if self.bank_w:
-                m.d.sync += [bank_q1.eq(bank), bank_q2.eq(bank_q1)]
-            with m.Switch(bank_q2):
-                for j, q in enumerate(held):
-                    with m.Case(j):
-                        m.d.comb += selected.eq(q)
-            m.d.sync += read.data.eq(selected)
+            link = Signal(self.width, name=f"log_chain_{j}")
+            with m.If(en):
+                m.d.sync += [mine_1.eq(addr[aw:] == j if self.bank_w else 1), mine.eq(mine_1),
+                             q.eq(rd.data), link.eq(Mux(mine, q, chain))]
+            chain = link
+        m.d.comb += read.data.eq(chain)
         return m

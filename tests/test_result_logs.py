@@ -1,6 +1,7 @@
 """ResultLogs in the Amaranth simulator: results of every PE column arriving in the same cycle
 are all kept (``cols`` per cycle), tagged with their C word address, counted per log, emptied by
-``start``, and read back through the host port ``LATENCY`` cycles after the address."""
+``start``, and read back through the host port ``cols + 2`` cycles after the address
+(pipelined, one address a cycle)."""
 
 import gc
 
@@ -12,7 +13,7 @@ from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
 from hw.contract.words import gather_c
-from hw.result_logs import LATENCY, ResultLogs, log_width
+from hw.result_logs import ResultLogs, log_width, read_latency
 
 
 class _DUT(Elaboratable):
@@ -64,10 +65,12 @@ def test_every_result_kept_and_read_back(rows, cols, p, seed):
             assert sum(counts) == depth
             addrs = [j << logs.aw | i for j in range(cols) for i in range(counts[j])]
             entries = []
-            for t in range(len(addrs) + LATENCY):
+            lat = read_latency(cols)
+            assert logs.latency == lat
+            for t in range(len(addrs) + lat):
                 if t < len(addrs):
                     ctx.set(logs.read.addr, addrs[t])
-                if t >= LATENCY:
+                if t >= lat:
                     entries.append(ctx.get(logs.read.data))
                 await ctx.tick()
             got[rnd] = gather_c(entries, rows, depth)
