@@ -190,15 +190,23 @@ class SwatCore(wiring.Component):
 
         # ---- control, status, counters
         m.d.comb += [ctrl.error.eq(ld.error), ctrl.error_code.eq(ld.error_code)]
+        # The per-column flags come from all over the die: they are registered first and
+        # summed a cycle later. Exact at ``done``: the flags of the last busy cycle, which
+        # would be summed after it, are known (no column issues or stalls once the loader has
+        # ended, all are idle), so idle_cycles starts at ``cols`` instead.
+        flags = [Signal(self.cols, name=f"col_{x}_q") for x in ("busy", "stall", "idle")]
+        m.d.sync += [f.eq(Mux(ctrl.busy, v, 0))
+                     for f, v in zip(flags, (ld.col_busy, ld.col_stall, ld.col_idle), strict=True)]
         with m.If(start):
             m.d.sync += [ctrl.busy.eq(1), ctrl.done.eq(0), ctrl.cycles.eq(0),
-                         ctrl.busy_cycles.eq(0), ctrl.stall_cycles.eq(0), ctrl.idle_cycles.eq(0)]
+                         ctrl.busy_cycles.eq(0), ctrl.stall_cycles.eq(0),
+                         ctrl.idle_cycles.eq(self.cols)]
         with m.Elif(ctrl.busy):
             m.d.sync += [
                 ctrl.cycles.eq(ctrl.cycles + 1),
-                ctrl.busy_cycles.eq(ctrl.busy_cycles + _popcount(ld.col_busy)),
-                ctrl.stall_cycles.eq(ctrl.stall_cycles + _popcount(ld.col_stall)),
-                ctrl.idle_cycles.eq(ctrl.idle_cycles + _popcount(ld.col_idle)),
+                ctrl.busy_cycles.eq(ctrl.busy_cycles + _popcount(flags[0])),
+                ctrl.stall_cycles.eq(ctrl.stall_cycles + _popcount(flags[1])),
+                ctrl.idle_cycles.eq(ctrl.idle_cycles + _popcount(flags[2])),
             ]
             settling = Signal()
             m.d.comb += settling.eq(ld.busy | pe.busy | Cat(*in_flight).any() | writing)

@@ -131,7 +131,8 @@ class CoreDriver:
         self.c_aw = max(1, (self.c_depth - 1).bit_length())
         self.results = [_Setter(getattr(dut, f"ctrl__results__{j}")) for j in range(self.cols)
                         if f"ctrl__results__{j}" in self.ports]
-        self.c_latency = 3 if self.results else 1
+        # hw.result_logs.read_latency: one chain stage per log + the BRAM and its register
+        self.c_latency = len(self.results) + 2 if self.results else 1
         self.logs = None
         if self.results and mode in ("auto", "preload"):
             by_bank = {}
