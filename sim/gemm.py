@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from hw.contract.blob import encode_words
-from hw.contract.cycles import ideal_cycles, mac_bound_cycles, schedule_cycles
+from hw.contract.cycles import ideal_cycles, mac_bound_cycles, schedule_cycles, schedule_cycles_many
 from hw.contract.tiling import limits, plan
 from hw.contract.words import pack_d, unpack_c
 from hw.core_port_names import FLAT_NAMES
@@ -336,8 +336,19 @@ def run_gemms(jobs, *, rows: int = 8, cols: int = 8, model=None, mode: str = "au
                          d_cache[dkey], sid, len(s_blobs[sid]), 0 if only[j] else 1])
             owners.append((j, mb, nb))
             mults.append(1)
-            models.append(0 if only[j] else schedule_cycles(
-                s[kb, nb], mb.stop - mb.start, rows, cols, result_logs=logs))
+            models.append(None if only[j] or not logs else (nz[kb, nb].sum(axis=0),
+                                                            mb.stop - mb.start))
+            if not only[j] and not logs:
+                models[-1] = schedule_cycles(s[kb, nb], mb.stop - mb.start, rows, cols,
+                                             result_logs=False)
+    # the cycle model of every computed block at once (hw.contract.cycles)
+    todo = [i for i, x in enumerate(models) if isinstance(x, tuple)]
+    if todo:
+        est = schedule_cycles_many([models[i][0] for i in todo], [models[i][1] for i in todo],
+                                   rows, cols)
+        for i, e in zip(todo, est.tolist(), strict=True):
+            models[i] = e
+    models = [0 if x is None else x for x in models]
     # group runs by D block to avoid rewriting D for every column group
     order = sorted(range(len(runs)), key=lambda r: (owners[r][0], runs[r][3], runs[r][4]))
     runs = [runs[r] for r in order]

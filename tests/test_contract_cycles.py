@@ -65,3 +65,25 @@ def test_exposed_select_cycles():
     # the first blob is exposed; blob g+1 hides behind GEMM g up to its length
     assert exposed_select_cycles([100, 10, 50], [30, 40, 60]) == 30 + 0 + 50
     assert exposed_select_cycles([], []) == 0
+
+
+def test_schedule_cycles_many_is_schedule_cycles_operation_by_operation():
+    """The batched event model (masked numpy steps over operations of similar length) gives
+    the scalar model's number for every operation: empty columns, empty S, one M row, tall
+    operations and a spread of lengths in one call."""
+    import numpy as np
+
+    from hw.contract.cycles import schedule_cycles, schedule_cycles_many
+
+    rng = np.random.default_rng(5)
+    ss, ms = [], []
+    for _ in range(300):
+        k, n = int(rng.integers(1, 200)), int(rng.integers(0, 60))
+        s = (rng.random((k, n)) < rng.random() * rng.random((1, n))).astype(np.int8)
+        ss.append(s)
+        ms.append(int(rng.integers(1, 900)))
+    ss += [np.zeros((5, 3), np.int8), np.ones((40, 16), np.int8)]
+    ms += [1, 2000]
+    got = schedule_cycles_many([(s != 0).sum(axis=0) for s in ss], ms)
+    assert got.tolist() == [schedule_cycles(s, m) for s, m in zip(ss, ms, strict=True)]
+    assert schedule_cycles_many([], []).tolist() == []
