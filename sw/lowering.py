@@ -166,7 +166,13 @@ def topk_groups(dims: str, shape) -> int:
 
 
 def im2col(x, module) -> np.ndarray:
-    """``[B, C, H, W]`` -> ``[B*L, C*R*S]`` (rows: output pixels, columns: patch elements)."""
+    """``[B, C, H, W]`` -> ``[B*L, C*R*S]`` (rows: output pixels, columns: patch elements).
+
+    Integer input stays integer (a strided view copied once, no float round trip: at ResNet-50
+    batch 32 a float64 im2col of one layer is half a gigabyte); float input goes through
+    ``torch.nn.functional.unfold``. Both give the same layout."""
+    if np.asarray(x).dtype.kind in "iu":
+        return _im2col_int(np.asarray(x), module)
     import torch
     import torch.nn.functional as F
 
@@ -198,6 +204,27 @@ def im2col_topk_blob(qa: np.ndarray, module, density: float) -> np.ndarray:
     from sw import int_topk as _it
 
     return _it.encode_csc_words(im2col(int_topk(qa, density), module).astype(np.int8))
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def _im2col_int(x: np.ndarray, module) -> np.ndarray:
+    """:func:`im2col` of an integer array with numpy strides (same row and column order as
+    ``unfold``: rows ``(b, oh, ow)``, columns ``(c, r, s)``)."""
+    (kh, kw), (dh, dw) = _pair(module.kernel_size), _pair(module.dilation)
+    (ph, pw), (sh, sw_) = _pair(module.padding), _pair(module.stride)
+    b, c = x.shape[:2]
+    if (kh, kw) == (1, 1) and (ph, pw) == (0, 0):
+        v = x[:, :, ::sh, ::sw_]
+        return np.ascontiguousarray(v.transpose(0, 2, 3, 1)).reshape(-1, c)
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    win = np.lib.stride_tricks.sliding_window_view(
+        xp, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
+    win = win[:, :, ::sh, ::sw_, ::dh, ::dw]  # [B, C, OH, OW, R, S]
+    return np.ascontiguousarray(win.transpose(0, 2, 3, 1, 4, 5)).reshape(
+        b * win.shape[2] * win.shape[3], -1)
 
 
 def fold(cols, module, in_shape) -> np.ndarray:
@@ -323,7 +350,8 @@ def layer_jobs(name: str, module, rec: dict, density: float, dims: str, *,
                method: str = "swat", structured: bool = False) -> list[GemmJob]:
     """The GEMMs of one layer from a captured step (``sw.train.capture_step`` record):
     forward, input gradient (not for a layer whose input needs no gradient) and weight
-    gradient, with the float references and the golden model's masks.
+    gradient, with the float references and the golden model's masks (when the record has
+    them: a streamed record has neither, and ``ref`` stays ``None``).
 
     ``method="saw"`` keeps the forward weights dense; ``structured`` takes the weight mask of
     the golden model (``rec["weight_mask"]``) instead of the integer Top-K."""
@@ -336,22 +364,27 @@ def layer_jobs(name: str, module, rec: dict, density: float, dims: str, *,
     qws_g = ops.qws if wm is None else np.where(_np64(wm).reshape(f, -1) != 0, ops.qw, 0)
     qas_g = ops.qas if am is None else np.where(_np64(am) != 0, ops.qa, 0)
     qws_g = qws_g.astype(np.int8)
-    if ops.conv:
+    if am is None:  # no golden mask: the integer Top-K's own
+        as_col_g = ops.as_col
+    elif ops.conv:
         as_col_g = im2col(qas_g.astype(np.int8), module).astype(np.int8)
     else:
         as_col_g = qas_g.reshape(qas_g.shape[0], -1).astype(np.int8)
-    y_ref = _np64(rec["output"])
-    if module.bias is not None:
+    y_ref = _np64(rec.get("output"))  # no references when the step was streamed
+    if y_ref is not None and module.bias is not None:
         bshape = (1, -1, 1, 1) if ops.conv else (1, -1)
         y_ref = y_ref - _np64(module.bias).reshape(bshape)
-    y_ref = y_ref.transpose(0, 2, 3, 1).reshape(-1, f) if ops.conv else y_ref.reshape(-1, f)
+    if y_ref is not None:
+        y_ref = y_ref.transpose(0, 2, 3, 1).reshape(-1, f) if ops.conv else y_ref.reshape(-1, f)
     fwd_golden = ops.qw if method == "saw" else qws_g
     jobs = [forward_job(ops, ref=y_ref, s_golden=np.ascontiguousarray(fwd_golden.T),
                         dense_weights=method == "saw")]
     gi = rec.get("grad_input")
     if gi is not None:
-        jobs.append(backward_input_job(ops, ref=_np64(gi), s_golden=qws_g))
-    jobs.append(backward_weight_job(ops, ref=_np64(rec["grad_weight"]).reshape(f, -1),
+        ref = None if "output" not in rec else _np64(gi)  # streamed: no references
+        jobs.append(backward_input_job(ops, ref=ref, s_golden=qws_g))
+    gw = rec.get("grad_weight")
+    jobs.append(backward_weight_job(ops, ref=None if gw is None else _np64(gw).reshape(f, -1),
                                     s_golden=as_col_g))
     return jobs
 

@@ -123,3 +123,16 @@ def test_im2col_source_index_gives_the_exact_weight_gradient_blob(padding, strid
         np.testing.assert_array_equal(got, expect)
         naive = np.frombuffer(int_topk.compress_threshold(a_col, t, ties), "<u4")
         assert not np.array_equal(naive, expect)
+
+
+@pytest.mark.parametrize("kernel,stride,padding,dilation", [
+    (7, 2, 3, 1), (3, 1, 1, 1), (1, 1, 0, 1), (1, 2, 0, 1), (3, 2, 1, 2),
+    ((3, 1), (2, 1), (1, 0), 1)])
+def test_integer_im2col_is_unfold(kernel, stride, padding, dilation):
+    """The int8 im2col (strided numpy, no float copy) has unfold's values, order and dtype."""
+    rng = np.random.default_rng(0)
+    conv = torch.nn.Conv2d(3, 4, kernel, stride=stride, padding=padding, dilation=dilation)
+    x = rng.integers(-128, 128, (2, 3, 11, 12), dtype=np.int8)
+    got = lowering.im2col(x, conv)
+    assert got.dtype == np.int8 and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, lowering.im2col(x.astype(np.float64), conv))

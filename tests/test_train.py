@@ -315,3 +315,32 @@ def test_cifar10_cli_run_on_a_tiny_fake_dataset(tmp_path, capsys):
     assert "final: epoch 1 step 2" in capsys.readouterr().out  # 20 images / batch 10
     ck = load_checkpoint(tmp_path / "run")
     assert ck["config"]["milestones"] == [1] and ck["config"]["lr"] == 0.1
+
+
+@needs_swat
+def test_capture_step_streams_the_same_tensors_layer_by_layer():
+    """``on_layer``: every layer handed over once, in backward order, with the tensors the
+    kept records hold (input, weight, output and input gradients), and nothing kept."""
+    from sw import models
+    from sw.data import load_digits
+    from sw.swatify import swatify
+
+    ds = load_digits()
+    x, y = next(ds.batches("train", 16))
+
+    def step(**kw):
+        torch.manual_seed(0)
+        return T.capture_step(swatify(models.build("digits_cnn", 10), 0.9), x, y, **kw)
+
+    kept = step()
+    got = []
+    out = step(on_layer=lambda name, rec: got.append(
+        (name, {k: (None if v is None else v.clone()) for k, v in rec.items()})))
+    assert list(out) == ["__loss__"]
+    assert torch.equal(out["__loss__"]["loss"], kept["__loss__"]["loss"])
+    assert [n for n, _ in got] == ["classifier", "features.7", "features.3", "features.0"]
+    for name, rec in got:
+        for key in ("input", "weight", "grad_output", "grad_input"):
+            want = kept[name][key]
+            assert (rec[key] is None) == (want is None), (name, key)
+            assert want is None or torch.equal(rec[key], want), (name, key)
