@@ -20,8 +20,15 @@
    runs, see ``run_gemms(cycles_only=...)``). A GEMM with more core operations than
    ``--sample-ops`` (default: all for every model but ResNet-50, 48 there) runs a random sample
    of them and the rest is extrapolated with the calibrated cycle model (:mod:`sim.sampling`);
-   the tables say per GEMM what was simulated and give the 95 % bound;
-4. write ``results/compare{tag}.{csv,json,md}`` and ``rtl_vs_flops{tag}.png`` per sparsity
+   the tables say per GEMM what was simulated and give the 95 % bound. With sampling the step
+   is streamed: each layer is lowered and planned as the backward pass reaches it, and only
+   the sampled blocks are kept (:mod:`sim.compare_jobs`); the truly dense baseline is exact
+   from one run per block size, and baselines with the same operands (the dense forward and
+   input-gradient ``W``, the truly dense shapes) are simulated once for all sparsities;
+4. write ``results/compare{tag}.{csv,json,md}``, ``speedup_passes{tag}.png`` (speedup per pass
+   against both baselines, 1/density and the paper) and ``cycles_breakdown{tag}.png`` (per
+   layer: busy, stalled, idle, exposed select; :mod:`sim.compare_plots`)
+   per sparsity
    (``tag`` empty for the default digits job, else ``_<model>`` and ``_s<pct>`` for lists),
    for lists ``compare_<model>_table.{md,json}`` and ``speedup_<model>.png`` (per pass, beside
    the paper's Table 6 for ResNet-50 and 1/density), and ``speedup_sweep.png`` from the
@@ -83,35 +90,38 @@ def _step_order(jobs):
     return fwd + bwd
 
 
-def _rtl_plan(jobs, lim, n_max, seed, truly_dense):
-    """The GEMMs to simulate: per job and operand kind (sparse, dense, truly dense) either the
-    whole GEMM or a sample of its core operations (``sim.sampling``)."""
-    from .sampling import sample_gemm
-
-    rng = np.random.default_rng(seed)
-    kinds = ["sparse", "dense"] + (["truly_dense"] if truly_dense else [])
-    gemms, only, plan = [], [], []
+def _rtl_plan(jobs, shared):
+    """The GEMMs to simulate: per planned job (:mod:`sim.compare_jobs`) and operand kind its
+    runs, unless a kind's ``share`` key is in ``shared`` (results of an earlier sparsity) or
+    an earlier job of this run has the same key."""
+    gemms, only, plan, first_of = [], [], [], {}
     for i, j in enumerate(jobs):
-        for kind in kinds:
-            s = {"sparse": j.s, "dense": j.s_dense,
-                 "truly_dense": np.where(j.s_dense == 0, 1, j.s_dense).astype(np.int8)}[kind]
-            smp = sample_gemm(j.shape[0], s, lim, n_max, rng)
-            subs = [(j.d, s)] if smp is None else smp.sub_jobs(j.d, s)
-            plan.append((i, kind, smp, len(gemms), len(subs)))
-            gemms += subs
-            only += [kind != "sparse"] * len(subs)
+        for kind, kp in j.kinds.items():
+            if kp.share is not None and (kp.share in shared or kp.share in first_of):
+                plan.append((i, kind, kp, None, 0))
+                continue
+            if kp.share is not None:
+                first_of[kp.share] = i
+            plan.append((i, kind, kp, len(gemms), len(kp.subs)))
+            gemms += kp.subs
+            only += [kp.cycles_only] * len(kp.subs)
     return gemms, only, plan
 
 
-def _combine(jobs, results, plan):
-    """Per job and kind: cycles (whole or extrapolated), 95 % bound, counters, bit-exactness."""
+def _combine(jobs, results, plan, shared):
+    """Per job and kind: cycles (whole, extrapolated or exact from groups), 95 % bound,
+    counters, bit-exactness; kinds with a ``share`` key are stored in / taken from
+    ``shared``."""
     from sw import intref
 
-    from .sampling import extrapolate
+    from .sampling import Groups, extrapolate
 
     out = [{} for _ in jobs]
-    for i, kind, smp, first, count in plan:
+    for i, kind, kp, first, count in plan:
+        if first is None:
+            continue
         rs = results[first:first + count]
+        smp = kp.sample
         rec = {"busy": sum(r.busy_cycles for r in rs), "stall": sum(r.stall_cycles for r in rs),
                "idle": sum(r.idle_cycles for r in rs), "runs": sum(r.runs for r in rs)}
         if smp is None:
@@ -120,23 +130,29 @@ def _combine(jobs, results, plan):
                        macs=r.macs, density=r.density)
         else:
             total, bound = extrapolate(smp, [r.cycles for r in rs])
-            scale = total / max(1, sum(r.cycles for r in rs))
-            for key in ("busy", "stall", "idle"):
-                rec[key] = int(round(rec[key] * scale))
-            rec.update(cycles=int(round(total)), bound=round(bound, 1), result=None,
-                       simulated=f"{count} of {smp.operations} core operations",
-                       runs=smp.operations)
-        if kind == "sparse":
-            j = jobs[i]
-            if smp is None:
-                rec["bit_exact"] = bool(np.array_equal(rs[0].c.astype(np.int64),
-                                                       intref.gemm(j.d, j.s)))
+            if isinstance(smp, Groups):
+                for key in ("busy", "stall", "idle"):
+                    rec[key] = int(np.dot([getattr(r, key + "_cycles") for r in rs],
+                                          smp.mults))
+                what = (f"{count} block sizes of {smp.operations} core operations "
+                        "(no zero in S: exact)")
             else:
-                subs = smp.sub_jobs(j.d, j.s)
-                rec["bit_exact"] = all(
-                    np.array_equal(r.c.astype(np.int64), intref.gemm(d, s))
-                    for r, (d, s) in zip(rs, subs, strict=True))
+                scale = total / max(1, sum(r.cycles for r in rs))
+                for key in ("busy", "stall", "idle"):
+                    rec[key] = int(round(rec[key] * scale))
+                what = f"{count} of {smp.operations} core operations"
+            rec.update(cycles=int(round(total)), bound=round(bound, 1), result=None,
+                       simulated=what, runs=smp.operations)
+        if kind == "sparse":
+            rec["bit_exact"] = all(
+                np.array_equal(r.c.astype(np.int64), intref.gemm(d, s))
+                for r, (d, s) in zip(rs, kp.subs, strict=True))
+        if kp.share is not None:
+            shared[kp.share] = {k: v for k, v in rec.items() if k != "result"} | {"result": None}
         out[i][kind] = rec
+    for i, kind, kp, first, _count in plan:
+        if first is None:
+            out[i][kind] = shared[kp.share]
     return out
 
 
@@ -159,49 +175,95 @@ def _pass_totals(rows_out):
     return out
 
 
-def run_one(args, sparsity: float, out_dir: Path, log, *, model_rtl=None) -> dict:
-    """The job at one sparsity: capture, lower, simulate, report (``results/compare*.json``)."""
+def _lower(args, sparsity, lim, n_max, truly_dense, log):
+    """Capture the step and lower it to planned GEMMs (:mod:`sim.compare_jobs`), in layer
+    order. With sampling (``n_max``) the step is streamed: each layer is lowered and planned as
+    soon as the backward pass reaches it and its tensors are dropped (``capture_step``'s
+    ``on_layer``), so the job never holds the whole step's tensors."""
+    from tqdm import tqdm
+
+    from .compare_jobs import plan_gemm
+    from .compare_step import capture
+
+    structured = args.structured != "none"
+    n_base = getattr(args, "baseline_sample_ops", None)
+    n_base = min(16, n_max) if n_base is None else n_base
+    waves = getattr(args, "waves", None)
+    waves = None if waves is None else waves.removesuffix(" dense")
+    planned, ctx = [], {"t": 0.0}
+    bar = tqdm(desc="lower layers x passes", unit="gemm", disable=args.quiet)
+
+    def lower_layer(model, name, rec):
+        t0 = time.monotonic()
+        if "modules" not in ctx:
+            import torch
+
+            ctx["modules"] = dict(model.named_modules())
+            ctx["dens"] = lowering.layer_selection(model)
+            ctx["order"] = {n: i for i, n in enumerate(ctx["modules"])}
+            ctx["first"] = next(n for n, m in ctx["modules"].items()
+                                if isinstance(m, torch.nn.Conv2d | torch.nn.Linear))
+        density, dims = ctx["dens"].get(name, (1.0, "nchw"))
+        for j in lowering.layer_jobs(name, ctx["modules"][name], rec, density, dims,
+                                     method=args.method, structured=structured):
+            keep = j.label == waves or (waves == "" and j.layer == ctx["first"]
+                                        and j.pass_name == "forward")
+            planned.append(plan_gemm(j, lim, n_max, args.seed, truly_dense=truly_dense,
+                                     keep=keep, n_base=n_base))
+            bar.update(1)
+        ctx["t"] += time.monotonic() - t0
+
+    t0 = time.monotonic()
+    stream = bool(n_max)
+    model, recs, in_shape, info = capture(args, sparsity, log,
+                                          on_layer=lower_layer if stream else None)
+    t_capture = time.monotonic() - t0
+    if not stream:
+        for name in [n for n in recs if n != "__loss__"]:
+            lower_layer(model, name, recs.pop(name))
+    bar.close()
+    del recs
+    if waves == "":  # bare --waves: the first GEMM of the step
+        args.waves = f"{ctx['first']}:forward"
+    planned.sort(key=lambda j: (ctx["order"][j.layer], PASSES.index(j.pass_name)))
+    # streamed: the lowering ran inside the capture's backward pass
+    info["capture_s"] = round(t_capture - (ctx["t"] if stream else 0.0), 2)
+    info["lowering_s"] = round(ctx["t"], 2)
+    info["baseline_sample_ops"] = n_base
+    return model, planned, in_shape, info
+
+
+def run_one(args, sparsity: float, out_dir: Path, log, *, model_rtl=None,
+            shared=None) -> dict:
+    """The job at one sparsity: capture, lower, simulate, report (``results/compare*.json``).
+    ``shared``: baseline results kept across sparsities (:func:`_rtl_plan`)."""
     from tqdm import tqdm
 
     from sw import flops
 
     from . import gemm as gemm_mod
-    from .compare_step import capture
 
     t_start = time.monotonic()
+    shared = {} if shared is None else shared
     rows, cols = args.array
     pes = rows * cols
-    model, recs, in_shape, info = capture(args, sparsity, log)
-    dens = lowering.layer_selection(model)
-    modules = dict(model.named_modules())
-    flop = {r.name: r for r in flops.count(model, in_shape, convention="gemm")}
-    structured = args.structured != "none"
-
-    t0 = time.monotonic()
-    jobs = []
-    names = [n for n in recs if n in modules and n != "__loss__"]
-    with tqdm(total=len(names) * 3, desc="lower layers x passes", unit="gemm",
-              disable=args.quiet) as bar:
-        for name in names:
-            density, dims = dens.get(name, (1.0, "nchw"))
-            for j in lowering.layer_jobs(name, modules[name], recs[name], density, dims,
-                                         method=args.method, structured=structured):
-                jobs.append(j)
-                bar.update(1)
-            bar.update(3 - sum(1 for j in jobs if j.layer == name))
-    del recs
-    t_lower = time.monotonic() - t0
-    log(f"{len(jobs)} GEMMs from {len(names)} layers lowered in {t_lower:.1f} s; "
-        f"model {rows}x{cols}: building or reusing")
     if model_rtl is None:
         model_rtl = verilate.harness_model(rows, cols, quiet=False)
-    n_max = args.sample_ops if args.sample_ops is not None else \
-        (48 if info["model"] == "resnet50" else 0)
-    truly_dense = info["model"] != "digits_cnn"
-    gemms, only, plan = _rtl_plan(jobs, gemm_mod._limits(model_rtl), n_max, args.seed,
-                                  truly_dense)
+    from sw import models
+
+    name = models._canonical(args.model)
+    n_max = args.sample_ops if args.sample_ops is not None else (48 if name == "resnet50" else 0)
+    truly_dense = name != "digits_cnn"
+    t0 = time.monotonic()
+    model, jobs, in_shape, info = _lower(args, sparsity, gemm_mod._limits(model_rtl), n_max,
+                                         truly_dense, log)
+    t_lower = time.monotonic() - t0
+    flop = {r.name: r for r in flops.count(model, in_shape, convention="gemm")}
+    log(f"{len(jobs)} GEMMs: step captured in {info['capture_s']} s, lowered and planned in "
+        f"{info['lowering_s']} s" + (" (streamed layer by layer)" if n_max else ""))
+    gemms, only, plan = _rtl_plan(jobs, shared)
     labels = []
-    for i, kind, _smp, _first, count in plan:
+    for i, kind, _kp, _first, count in plan:
         labels += [f"{jobs[i].label}" + ("" if kind == "sparse" else f" {kind}")] * count
     t0 = time.monotonic()
     with tqdm(total=len(gemms), desc="RTL layers x passes", unit="gemm",
@@ -218,8 +280,6 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, model_rtl=None) -> dic
     t_sim = time.monotonic() - t0
     batch = results.stats
     if getattr(args, "waves", None) is not None:
-        if not args.waves:  # bare --waves: the first GEMM of the step
-            args.waves = jobs[0].label
         j = next((j for j in jobs if j.label == args.waves.removesuffix(" dense")), None)
         if j is None:
             raise SystemExit(f"--waves: no GEMM {args.waves!r}; one of: "
@@ -229,16 +289,17 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, model_rtl=None) -> dic
         gemm_mod.dump_waves(j.d, j.s_dense if args.waves.endswith(" dense") else j.s, wave,
                             rows=rows, cols=cols)
         log(f"waves of {args.waves} -> {wave}")
-    per_job = _combine(jobs, results, plan)
+    per_job = _combine(jobs, results, plan, shared)
 
     rows_out = []
     for j, rec in zip(jobs, per_job, strict=True):
         sp, dn = rec["sparse"], rec["dense"]
         fl = flop.get(j.layer)
         m, k, n = j.shape
-        nnz = int(np.count_nonzero(j.s))
+        nnz = j.nnz
         macs = m * nnz
         r = sp["result"]
+        has_ref = r is not None and j.ref is not None  # a streamed step has no references
         row = {
             "layer": j.layer, "pass": j.pass_name, "M": m, "K": k, "N": n,
             "density": round(j.density, 4), "s_density": round(nnz / (k * n), 4) if k * n else 0,
@@ -257,16 +318,15 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, model_rtl=None) -> dic
             else None,
             "dense_rtl_cycles": dn["cycles"],
             "speedup": round(dn["cycles"] / sp["cycles"], 3) if sp["cycles"] else None,
-            "max_speedup": (round(m * int(np.count_nonzero(j.s_dense)) / macs, 3)
-                            if macs else None),
-            "core_runs": sp["runs"],
+            "max_speedup": round(m * j.nnz_dense / macs, 3) if macs else None,
+            "core_runs": sp["runs"], "busy_cycles": sp["busy"],
             "stall_cycles": sp["stall"], "idle_cycles": sp["idle"],
             "select_w_cycles": j.select_w_cycles, "select_a_cycles": j.select_a_cycles,
             "bit_exact": sp["bit_exact"],
-            "rel_err_vs_float": round(j.rel_err(r.c), 6) if r is not None else None,
+            "rel_err_vs_float": round(j.rel_err(r.c), 6) if has_ref else None,
             "rel_err_quant_only": (round(j.rel_err(j.d.astype(np.float64)
                                                    @ j.s_golden.astype(np.float64)), 6)
-                                   if r is not None else None),
+                                   if has_ref else None),
         }
         if row["model_cycles"] is not None and sp["cycles"]:
             row["model_error"] = round(row["model_cycles"] / sp["cycles"] - 1, 4)
@@ -275,9 +335,16 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, model_rtl=None) -> dic
                        dense_simulated=dn["simulated"], dense_rtl_cycles_bound95=dn["bound"])
         if truly_dense:
             row["truly_dense_rtl_cycles"] = rec["truly_dense"]["cycles"]
+            row["truly_dense_simulated"] = rec["truly_dense"]["simulated"]
         rows_out.append(row)
 
     order = _step_order(jobs)
+    prev = None  # per GEMM: its blob's select cycles not hidden behind the previous GEMM
+    for i in order:
+        own = jobs[i].select_cycles
+        rows_out[i]["select_cycles"] = own
+        rows_out[i]["select_exposed_cycles"] = own if prev is None else max(0, own - prev)
+        prev = rows_out[i]["rtl_cycles"]
     tot = {
         "rtl_cycles": sum(r["rtl_cycles"] for r in rows_out),
         "dense_rtl_cycles": sum(r["dense_rtl_cycles"] for r in rows_out),
@@ -320,9 +387,10 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, model_rtl=None) -> dic
             "processes": len(batch.processes),
             "aggregate_cycles_per_s": round(batch.aggregate_cycles_per_second),
             "lost_workers": batch.lost_workers,
-            "lowering_s": round(t_lower, 2), "total_wall_s": None,
+            "lowering_s": info["lowering_s"], "capture_s": info["capture_s"],
+            "capture_and_lowering_s": round(t_lower, 2), "total_wall_s": None,
             "sampled_gemms": len(sampled),
-            "sample_ops": n_max,
+            "sample_ops": n_max, "baseline_sample_ops": info["baseline_sample_ops"],
             "rtl_cycles_bound95": round(math.sqrt(sum(r["rtl_cycles_bound95"] ** 2
                                                       for r in sampled)), 1),
         },
@@ -349,9 +417,9 @@ def run(args) -> dict:
         tqdm.write(f"[compare] {msg}")
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    runs, model_rtl, sweep = [], None, None
+    runs, model_rtl, sweep, shared = [], None, None, {}
     for sp in args.sparsity:
-        res = run_one(args, sp, out_dir, log, model_rtl=model_rtl)
+        res = run_one(args, sp, out_dir, log, model_rtl=model_rtl, shared=shared)
         model_rtl = res.pop("model_rtl")
         if sweep is None and not args.no_sweep:
             from . import sweep as sweep_mod
@@ -522,27 +590,10 @@ def write_table(out: Path, runs, args) -> None:
 
 
 def _plots(out: Path, rows, sweep, summary, suffix: str) -> None:
-    import matplotlib
+    from .compare_plots import plot_breakdown, plot_pass_speedups
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    # One rotated single-line label per bar; the figure widens with the number of bars.
-    fig, ax = plt.subplots(figsize=(max(9.0, 0.16 * len(rows) + 2), 5.5))
-    labels = [f"{r['layer']} {r['pass'].replace('backward_', 'bw_')}" for r in rows]
-    x = np.arange(len(rows))
-    ax.bar(x - 0.2, [r["rtl_cycles"] for r in rows], 0.4, label="RTL cycles")
-    ax.bar(x + 0.2, [r["flop_cycles"] or r["ideal_cycles"] for r in rows], 0.4,
-           label="FLOP model (sparse MACs / PEs)")
-    ax.set_yscale("log")
-    ax.set_xticks(x, labels, rotation=90, fontsize=6 if len(rows) > 30 else 8)
-    ax.set_ylabel("cycles")
-    ax.set_title(f"{summary['model']}: RTL cycles vs FLOP estimate per layer and pass "
-                 f"({summary['array']}, {summary['sparsity']:.0%} sparsity)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / f"rtl_vs_flops{suffix}.png", dpi=120)
-    plt.close(fig)
+    plot_pass_speedups(summary, out / f"speedup_passes{suffix}.png")
+    plot_breakdown(rows, summary, out / f"cycles_breakdown{suffix}.png")
     if sweep:
         from .sweep import plot_sweep
 

@@ -55,7 +55,7 @@ def _digits_resized(shape):
                           test_x=up(d.test_x), test_y=d.test_y, num_classes=10)
 
 
-def _train_and_capture(args, name, sparsity, steps, batch, data, dataset, log):
+def _train_and_capture(args, name, sparsity, steps, batch, data, dataset, log, on_layer):
     import torch
 
     from sw import train as swtrain
@@ -75,7 +75,8 @@ def _train_and_capture(args, name, sparsity, steps, batch, data, dataset, log):
         f"{args.distribution}, sparsity {sparsity:.2f}) for {res.steps} steps in "
         f"{time.monotonic() - t0:.1f} s" + (f", test accuracy {acc}" if acc is not None else ""))
     torch.manual_seed(args.seed)
-    recs = swtrain.capture_step(res.model, captured["inputs"], captured["targets"])
+    recs = swtrain.capture_step(res.model, captured["inputs"], captured["targets"],
+                                on_layer=_bind(on_layer, res.model))
     shape = tuple(captured["inputs"].shape)
     info = {"model": name, "steps": res.steps, "batch": shape[0],
             "data": data.name if data is not None else dataset,
@@ -83,7 +84,11 @@ def _train_and_capture(args, name, sparsity, steps, batch, data, dataset, log):
     return res.model, recs, shape, info
 
 
-def _synthetic_step(args, name, sparsity, batch, log):
+def _bind(on_layer, model):
+    return None if on_layer is None else (lambda name, rec: on_layer(model, name, rec))
+
+
+def _synthetic_step(args, name, sparsity, batch, log, on_layer):
     import torch
 
     from sw import models, swatify
@@ -96,15 +101,18 @@ def _synthetic_step(args, name, sparsity, batch, log):
     x = torch.randn(shape)
     y = torch.randint(0, 1000, (batch,))
     t0 = time.monotonic()
-    recs = swtrain.capture_step(model, x, y)
+    recs = swtrain.capture_step(model, x, y, on_layer=_bind(on_layer, model))
     log(f"{name}: initial weights, one step on a synthetic N(0, 1) batch of {batch} "
         f"{shape[2]}x{shape[3]} inputs ({time.monotonic() - t0:.1f} s)")
     return model, recs, shape, {"model": name, "steps": 0, "batch": batch,
                                 "data": "synthetic N(0,1), random labels"}
 
 
-def capture(args, sparsity: float, log):
-    """``(model, records, input shape, info)`` of the step the job lowers (module docstring)."""
+def capture(args, sparsity: float, log, on_layer=None):
+    """``(model, records, input shape, info)`` of the step the job lowers (module docstring).
+
+    ``on_layer(model, name, record)``: stream the step layer by layer instead of returning the
+    records (``sw.train.capture_step``'s ``on_layer``; ``records`` then holds the loss only)."""
     from sw import models
 
     name = models._canonical(args.model)
@@ -112,7 +120,7 @@ def capture(args, sparsity: float, log):
     batch = args.batch or DEFAULT_BATCH.get(shape)
     if name == "digits_cnn":
         return _train_and_capture(args, name, sparsity, args.steps or 300, batch, None,
-                                  "digits", log)
+                                  "digits", log, on_layer)
     if shape == (3, 32, 32):
         from sw import data as swdata
 
@@ -123,5 +131,5 @@ def capture(args, sparsity: float, log):
         else:
             data, dataset = None, "cifar10"
         return _train_and_capture(args, name, sparsity, args.steps or CIFAR_STEPS, batch, data,
-                                  dataset, log)
-    return _synthetic_step(args, name, sparsity, batch or 32, log)
+                                  dataset, log, on_layer)
+    return _synthetic_step(args, name, sparsity, batch or 32, log, on_layer)

@@ -32,7 +32,7 @@ def test_compare_job_writes_results(tmp_path):
     assert tot["rtl_cycles"] == sum(r["rtl_cycles"] for r in layers)
     assert tot["dense_rtl_cycles"] == sum(r["dense_rtl_cycles"] for r in layers)
     assert tot["speedup"] == round(tot["dense_rtl_cycles"] / tot["rtl_cycles"], 3)
-    for f in ("compare.csv", "compare.md", "rtl_vs_flops.png"):
+    for f in ("compare.csv", "compare.md", "speedup_passes.png", "cycles_breakdown.png"):
         assert (out / f).stat().st_size > 0
     assert np.isfinite(data["summary"]["simulation"]["cycles_per_s"])
     # every S blob written by the RTL select unit, equal to the host's, exposure from RTL
@@ -41,6 +41,42 @@ def test_compare_job_writes_results(tmp_path):
     assert sel["blobs"] == sel["blobs_rtl_equal"] >= len(layers)
     assert tot["select_exposed_cycles"] == sel["exposed_cycles_rtl"] > 0
     assert all(r["select_source"] == "rtl" and r["select_cycles"] > 0 for r in layers)
+
+
+@pytest.mark.slow
+def test_sampled_job_streams_the_step_and_shares_baselines(tmp_path):
+    """The ResNet-50 path on a small model: the step streamed layer by layer, sampled GEMMs,
+    the truly dense baseline exact from one run per block size, and the baselines with the
+    same operands (dense W of the forward and input-gradient passes, truly dense shapes)
+    simulated once for both sparsities."""
+    from sim import compare
+
+    out = tmp_path / "res"
+    assert compare.main(["--model", "resnet18", "--batch", "2", "--steps", "1",
+                         "--sample-ops", "2", "--sparsity", "0.8,0.9", "--out", str(out),
+                         "--no-sweep", "--quiet"]) == 0
+    runs = [json.loads((out / f"compare_resnet18_s{p}.json").read_text()) for p in (80, 90)]
+    for data in runs:
+        assert data["summary"]["totals"]["all_bit_exact"] is True
+        sim = data["summary"]["simulation"]
+        assert sim["sampled_gemms"] > 0 and sim["capture_s"] >= 0 and sim["lowering_s"] > 0
+        for r in data["layers"]:
+            assert r["simulated"] == "whole" or r["simulated"].startswith("2 of ")
+            assert r["truly_dense_simulated"] == "whole" or "exact" in r["truly_dense_simulated"]
+            assert r["rel_err_vs_float"] is None  # a streamed step keeps no float references
+            # the PE-column counters cover every cycle (to the rounding of extrapolation)
+            assert abs(r["busy_cycles"] + r["stall_cycles"] + r["idle_cycles"]
+                       - 8 * r["rtl_cycles"]) <= 3
+        assert sum(r["select_exposed_cycles"] for r in data["layers"]) == \
+            data["summary"]["totals"]["select_exposed_cycles"]
+    a, b = ([r for r in d["layers"]] for d in runs)
+    for ra, rb in zip(a, b, strict=True):
+        assert ra["truly_dense_rtl_cycles"] == rb["truly_dense_rtl_cycles"]
+        if ra["pass"] != "backward_weight":  # S = W without Top-K: the same at both
+            assert ra["dense_rtl_cycles"] == rb["dense_rtl_cycles"]
+    for f in ("compare_resnet18_table.md", "speedup_resnet18.png",
+              "cycles_breakdown_resnet18_s90.png", "speedup_passes_resnet18_s80.png"):
+        assert (out / f).stat().st_size > 0
 
 
 def test_step_order_and_pass_totals():
@@ -77,3 +113,36 @@ def test_csv_takes_rows_with_different_keys(tmp_path):
         compare._write_csv(fh, rows)
     got = list(csv.DictReader(open(path)))
     assert [r["model_error"] for r in got] == ["", "0.0"]
+
+
+@pytest.mark.slow
+def test_a_failing_regression_prints_a_rerun_with_waves_that_dumps_the_fst(tmp_path,
+                                                                           monkeypatch):
+    """A result that differs from the reference names the command that reruns the job with
+    the waveform of the first differing GEMM; that command writes an FST with the core's
+    hierarchy (reuses the tracing model the suite builds for tests/test_gemm.py)."""
+    import shlex
+
+    import fst
+
+    from sim import compare
+    from sw import intref
+
+    real = intref.gemm
+    monkeypatch.setattr(intref, "gemm", lambda d, s: real(d, s) + 1)  # a wrong reference
+    out = tmp_path / "res"
+    with pytest.raises(SystemExit) as e:
+        compare.main(["--steps", "1", "--out", str(out), "--no-sweep", "--quiet"])
+    msg = str(e.value.code)
+    assert msg.startswith("RTL results differ from the integer reference: ['features.0:forward'")
+    cmd = shlex.split(msg.split("waveform of one: ", 1)[1])
+    assert cmd[:3] == ["python", "-m", "sim.compare"]
+    assert cmd[-2:] == ["--waves", "features.0:forward"]
+    with pytest.raises(SystemExit):  # still differs: the waves are written before the check
+        compare.main(cmd[3:])
+    wave = out / "waves" / "features.0-forward.fst"
+    kinds = [k for k, _ in fst.blocks(wave)]
+    assert kinds[0] == fst.HEADER
+    assert {fst.HIER_GZ, fst.HIER_LZ4, fst.HIER_LZ4DUO} & set(kinds)
+    sig = fst.signals(wave)
+    assert sig["TOP.clk"] == 1 and sig["TOP.ctrl__start"] == 1 and sig["TOP.ctrl__cycles"] == 32

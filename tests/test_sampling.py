@@ -46,3 +46,37 @@ def test_ratio_estimator():
     smp = Sample(blocks=[None] * 4, estimates=est, picked=np.array([0, 1, 2]))
     total, bound = extrapolate(smp, [11.0, 19.0, 33.0])
     assert bound > 0
+
+
+def test_groups_of_an_all_nonzero_s_are_its_blocks_by_size():
+    """exact_groups: the planner's blocks of a no-zero S counted by size; the total from one
+    run per size is the sum over every block (here with the cycle model as the 'RTL')."""
+    from hw.contract.cycles import schedule_cycles
+    from hw.contract.tiling import plan
+    from sim.sampling import exact_groups
+
+    m, k, n = 300, 700, 50
+    blocks = plan(m, k, n, lambda kb: np.full(n, kb.stop - kb.start), LIM)
+    grp = exact_groups(m, k, n, LIM)
+    assert grp.operations == len(blocks) > len(grp.sizes) > 1
+    assert sorted(grp.sizes) == sorted({(b[0].stop - b[0].start, b[1].stop - b[1].start,
+                                         b[2].stop - b[2].start) for b in blocks})
+    subs = grp.sub_jobs()
+    runs = [schedule_cycles(s, d.shape[0]) for d, s in subs]
+    total, bound = extrapolate(grp, runs)
+    ones = np.ones((k, n), dtype=np.int8)
+    assert bound == 0.0
+    assert total == sum(schedule_cycles(ones[kb, nb], mb.stop - mb.start) for mb, kb, nb in blocks)
+    assert exact_groups(0, k, n, LIM) is None
+
+
+def test_cycles_only_sub_jobs_share_zero_d_blocks():
+    rng = np.random.default_rng(2)
+    s = _s(rng, 600, 80, 0.3)
+    smp = sample_gemm(200, s, LIM, 5, rng)
+    subs = smp.sub_jobs(None, s)
+    assert all(not d.any() and d.dtype == np.int8 for d, _ in subs)
+    for (db, sb), i in zip(subs, smp.picked, strict=True):
+        mb, kb, nb = smp.blocks[i]
+        assert db.shape == (mb.stop - mb.start, kb.stop - kb.start)
+        assert np.array_equal(sb, s[kb, nb])
