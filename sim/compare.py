@@ -490,6 +490,10 @@ def write_outputs(out: Path, rows, summary, sweep, args, tag: str = "") -> None:
             "effectual_macs", "rtl_cycles", "ideal_cycles", "utilization", "dense_rtl_cycles",
             "speedup", "select_w_cycles", "select_a_cycles", "bit_exact", "rel_err_vs_float",
             "rel_err_quant_only"]
+    for extra in ("truly_dense_rtl_cycles", "simulated", "rtl_cycles_bound95",
+                  "dense_simulated", "truly_dense_simulated"):
+        if any(extra in r for r in rows):
+            cols.insert(cols.index("bit_exact"), extra)
     t = summary["totals"]
     s = summary["simulation"]
     lines = [
@@ -516,7 +520,7 @@ def write_outputs(out: Path, rows, summary, sweep, args, tag: str = "") -> None:
         "|" + "---|" * len(cols),
     ]
     for r in rows:
-        lines.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
+        lines.append("| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |")
     lines += ["", "Columns: `effectual_macs` = M·nnz(S) (the core's work); `flop_sparse` = "
               "`sw.flops.count(..., convention=\"gemm\")` sparse MACs (density × dense); "
               "`ideal_cycles` = ceil(M/rows)·nnz(S)/cols, the dataflow bound; "
@@ -528,7 +532,11 @@ def write_outputs(out: Path, rows, summary, sweep, args, tag: str = "") -> None:
               "near-threshold elements where the integer Top-K keeps a different element than "
               "the float Top-K of the golden model: int8 codes tie where floats do not); "
               "`rel_err_quant_only` = the same with the golden model's own masks applied to the "
-              "integers (quantization error alone)."]
+              "integers (quantization error alone); `simulated`: what of the GEMM ran on the "
+              "RTL (whole, or n of N core operations with the rest extrapolated by the "
+              "calibrated cycle model; `rtl_cycles_bound95` its 95 % bound; truly dense: one "
+              "run per block size, exact); empty `rel_err_*`: the step was streamed (no float "
+              "references) or the GEMM sampled."]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     _plots(out, rows, sweep, summary, tag)
 

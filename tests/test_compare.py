@@ -46,9 +46,8 @@ def test_compare_job_writes_results(tmp_path):
 @pytest.mark.slow
 def test_sampled_job_streams_the_step_and_shares_baselines(tmp_path):
     """The ResNet-50 path on a small model: the step streamed layer by layer, sampled GEMMs,
-    the truly dense baseline exact from one run per block size, and the baselines with the
-    same operands (dense W of the forward and input-gradient passes, truly dense shapes)
-    simulated once for both sparsities."""
+    the truly dense baseline exact from one run per block size and shared by the two
+    sparsities, the outputs of a list."""
     from sim import compare
 
     out = tmp_path / "res"
@@ -69,11 +68,10 @@ def test_sampled_job_streams_the_step_and_shares_baselines(tmp_path):
                        - 8 * r["rtl_cycles"]) <= 3
         assert sum(r["select_exposed_cycles"] for r in data["layers"]) == \
             data["summary"]["totals"]["select_exposed_cycles"]
-    a, b = ([r for r in d["layers"]] for d in runs)
-    for ra, rb in zip(a, b, strict=True):
+    # truly dense: the shape alone, simulated once (the dense W baselines differ here: the
+    # model trained a step at each sparsity; ResNet-50's initial W is shared)
+    for ra, rb in zip(runs[0]["layers"], runs[1]["layers"], strict=True):
         assert ra["truly_dense_rtl_cycles"] == rb["truly_dense_rtl_cycles"]
-        if ra["pass"] != "backward_weight":  # S = W without Top-K: the same at both
-            assert ra["dense_rtl_cycles"] == rb["dense_rtl_cycles"]
     for f in ("compare_resnet18_table.md", "speedup_resnet18.png",
               "cycles_breakdown_resnet18_s90.png", "speedup_passes_resnet18_s80.png"):
         assert (out / f).stat().st_size > 0
