@@ -339,12 +339,6 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, model_rtl=None,
         rows_out.append(row)
 
     order = _step_order(jobs)
-    prev = None  # per GEMM: its blob's select cycles not hidden behind the previous GEMM
-    for i in order:
-        own = jobs[i].select_cycles
-        rows_out[i]["select_cycles"] = own
-        rows_out[i]["select_exposed_cycles"] = own if prev is None else max(0, own - prev)
-        prev = rows_out[i]["rtl_cycles"]
     tot = {
         "rtl_cycles": sum(r["rtl_cycles"] for r in rows_out),
         "dense_rtl_cycles": sum(r["dense_rtl_cycles"] for r in rows_out),

@@ -106,4 +106,6 @@ def plan_gemm(job, lim: dict, n_max: int, seed: int, *, truly_dense: bool,
                       nnz_dense=int(np.count_nonzero(job.s_dense)), kinds=kinds)
     if not keep and kinds["sparse"].sample is not None:
         job.d = job.s = job.s_dense = job.ref = job.s_golden = None
+        if getattr(job, "select_src", None) is not None:  # the whole quantized A: not needed
+            job.select_src = None
     return out

@@ -6,8 +6,9 @@
   path or the dispatcher), **idle** (no work left: the tail while other columns finish, and
   the start and drain of each core operation; the three counters cover every cycle of every
   column), and the threshold-select cycles of the GEMM's blob that two S buffers would not
-  hide behind the previous GEMM (**exposed select**, a model until the select unit runs in the
-  loop).
+  hide behind the previous GEMM (**exposed select**: the core's counter for GEMMs run whole
+  with the select unit in the loop, the double-buffer model for sampled ones; the title says
+  which).
   Sampled GEMMs show their extrapolated counters.
 * :func:`plot_pass_speedups` (``speedup_passes{tag}.png``): per pass the speedup over the same
   core on the operands without Top-K and over truly dense operands, beside 1/density and,
@@ -68,9 +69,10 @@ def plot_breakdown(rows, summary: dict, path: Path) -> None:
         ax.set_ylabel("cycles")
     axes[0, 0].legend(fontsize=7, ncol=len(CATEGORIES), loc="upper right")
     axes[-1, 0].set_xticks(x, layers, rotation=90, fontsize=6 if len(layers) > 30 else 8)
+    src = summary.get("totals", {}).get("select_exposed_source", "model")
     fig.suptitle(f"{summary['model']}: where the RTL cycles go ({summary['array']}, "
                  f"{summary['sparsity']:.0%} sparsity, batch {summary['batch']}; exposed "
-                 "select: model)", fontsize=10)
+                 f"select: {src})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -101,11 +103,14 @@ def plot_pass_speedups(summary: dict, path: Path) -> None:
         if p in paper:
             ax.plot([i - 0.4, i + 0.4], [paper[p]] * 2, color="tab:red", lw=2.5,
                     label="paper Table 6" if p == "forward" else None)
+    top = max([r["speedup"] for r in rec] + [r.get("speedup_vs_truly_dense") or 0 for r in rec]
+              + [inv or 0] + list(paper.values()))
+    ax.set_ylim(0, top * 1.35)  # room for the legend above the bars
     ax.set_xticks(x, [_PASS_TITLES[p] for p in passes], fontsize=8)
     ax.set_ylabel("speedup (RTL cycles)")
     ax.set_title(f"{summary['model']}: speedup per pass at {summary['sparsity']:.0%} sparsity "
                  f"({summary['array']}, batch {summary['batch']})", fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, ncol=2, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -31,9 +31,9 @@ STREAM_CAP = 20_000_000
 def apply(jobs, plan, rows_out, model_rtl, order, log) -> dict:
     """Run the select loop on the whole sparse GEMMs, update ``rows_out`` in place, return the
     ``summary["select"]`` record (``mismatches`` non-empty = a failure)."""
-    whole = [i for i, kind, smp, _f, _c in plan if kind == "sparse" and smp is None
+    whole = [i for i, kind, kp, _f, _c in plan if kind == "sparse" and kp.sample is None
              and jobs[i].s_dense.size <= STREAM_CAP]
-    sampled = [i for i, kind, _smp, _f, _c in plan if kind == "sparse" and i not in whole]
+    sampled = [i for i, kind, _kp, _f, _c in plan if kind == "sparse" and i not in whole]
     try:
         res = select_loop.run_step([jobs[i] for i in whole], model=model_rtl)
     except SelectFailed as e:  # an error code of the unit: one line, no traceback
@@ -68,6 +68,11 @@ def apply(jobs, plan, rows_out, model_rtl, order, log) -> dict:
     seq = [i for i in order if i in set(sampled)]
     extra = exposed_select_cycles([rows_out[i]["rtl_cycles"] for i in seq],
                                   [jobs[i].select_cycles for i in seq]) if seq else 0
+    prev = None  # each formula GEMM's share of `extra`: its blob minus the GEMM before it
+    for i in seq:
+        own = jobs[i].select_cycles
+        rows_out[i]["select_exposed_cycles"] = own if prev is None else max(0, own - prev)
+        prev = rows_out[i]["rtl_cycles"]
     source = "rtl" if not sampled else (f"rtl ({len(whole)} whole GEMMs) + formula "
                                         f"({len(sampled)} sampled or larger GEMMs)")
     rec = {
