@@ -221,7 +221,8 @@ class CoreSim:
                      given=None, by_index: bool = False, index=None, read_blob: bool = True,
                      label: str = "") -> None:
         """Queue a command of the select unit on the dense int8 matrix ``s [K, N]`` (streamed
-        column by column, twice for FULL) into S buffer ``bank``; returns at once.
+        column by column, twice for FULL and for THRESHOLD ``by_index``) into S buffer
+        ``bank``; returns at once.
 
         Every clock cycle the process simulates from now on (GEMMs run with :meth:`run`,
         :meth:`select_wait`) also feeds the unit: the queued commands run one after the other
@@ -244,7 +245,7 @@ class CoreSim:
         cmd = select_ops.pack_command(mode, keep=keep, rows=s.shape[0], cols=s.shape[1],
                                       transpose=transpose, bank=bank, given=given,
                                       by_index=by_index)
-        passes = select_ops.passes(mode)
+        passes = select_ops.passes(mode, by_index)
         extra = b""
         if index is not None:
             if not self.sel_index_width:

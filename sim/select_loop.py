@@ -241,8 +241,11 @@ class _Runner:
         i = self.thr_owner[key]
         sel = self.sels[i]
         view = self.views.setdefault(key, sp.threshold_view(sel.src))
+        # with the side band the unit also finds the cut (a second, write-free pass over the
+        # tensor in reference order): the tie position comes from the RTL, not the host
         self.core.select_begin(view, SelectMode.THRESHOLD, keep=sel.k, bank=bank,
-                               read_blob=False, label=f"{key} pass 1")
+                               by_index=self.core.sel_index_width > 0, read_blob=False,
+                               label=f"{key} pass 1")
         self.begun.add(key)
         self.pending.append(("thr", key, bank))
 
@@ -279,7 +282,14 @@ class _Runner:
                 if (t, ties) != (int(want[0]), int(want[1])):
                     self.mismatches.append(f"{key}: RTL pass 1 pair ({t}, {ties}) != host "
                                            f"{tuple(int(x) for x in want)}")
-                self.thr[key] = (t, ties, sp.tie_cut(sel.src, t, ties), st.cycles)
+                cut = sp.tie_cut(sel.src, t, ties)
+                if self.core.sel_index_width > 0:
+                    rtl_cut = st.held["cut_index"] if st.held["cut_any"] else None
+                    host_cut = int_topk.last_kept_tie_index(sel.src, t, ties)
+                    if rtl_cut != host_cut:
+                        self.mismatches.append(f"{key}: RTL cut {rtl_cut} != host {host_cut}")
+                    cut = rtl_cut
+                self.thr[key] = (t, ties, cut, st.cycles)
                 self.held[(key, hash(sel.src.tobytes()), sel.k)] = self.thr[key]
                 self.rec[self.thr_owner[key]]["select_cycles"] += st.cycles
                 continue
@@ -350,7 +360,7 @@ class _Runner:
                         continue
                     est = sp.threshold_cycles(self.views.setdefault(
                         key, sp.threshold_view(self.sels[self.thr_owner[key]].src)),
-                        core.sel_lanes)
+                        core.sel_lanes, by_index=core.sel_index_width > 0)
                     if key != mandatory and est > budget:
                         break
                     self._begin_thr(key, nxt)

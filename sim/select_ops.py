@@ -73,9 +73,11 @@ class SelectStatus:
                                f"{self.code_name} after {self.cycles} cycles")
 
 
-def passes(mode) -> int:
-    """Times the stream is sent: twice for FULL (histogram pass, then keep pass), else once."""
-    return 2 if SelectMode(int(mode)) == SelectMode.FULL else 1
+def passes(mode, by_index: bool = False) -> int:
+    """Times the stream is sent: twice for FULL (histogram pass, then keep pass) and for
+    THRESHOLD with ``by_index`` (pass 1, then the cut pass that writes nothing), else once."""
+    mode = SelectMode(int(mode))
+    return 2 if mode == SelectMode.FULL or (mode == SelectMode.THRESHOLD and by_index) else 1
 
 
 def _field(layout, name):

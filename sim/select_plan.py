@@ -28,8 +28,11 @@ t``. On the RTL the unit makes that selection in two steps:
    * an ``S`` with no Top-K (density 1, SAW's forward weights): ``GIVEN (0, all)`` keeps every
      non-zero.
 
-The cut (or a block's budget) is derived from the pair the RTL reported and the positions of
-the ties in the tensor: a count, not a selection. The blob the unit writes must equal
+The cut comes from the RTL when the unit has the side band (THRESHOLD ``by_index``: a second,
+write-free pass over the tensor holds the position of the last kept tie; the host's
+``sw.int_topk.last_kept_tie_index`` only checks it); on a unit without it, the cut (or a
+block's budget) is derived from the pair the RTL reported and the positions of the ties in the
+tensor: a count, not a selection. The blob the unit writes must equal
 ``hw.contract.blob.encode_words`` of the host's ``S`` block word for word
 (``sim.select_loop`` checks it).
 """
@@ -206,10 +209,11 @@ def s_dense_of(sel: Selection) -> np.ndarray:
     return sel.src.T
 
 
-def threshold_cycles(src_view: np.ndarray, lanes: int = LANES) -> int:
-    """Model cycles of a THRESHOLD on ``src_view`` (for scheduling estimates only)."""
+def threshold_cycles(src_view: np.ndarray, lanes: int = LANES, by_index: bool = False) -> int:
+    """Model cycles of a THRESHOLD on ``src_view`` (for scheduling estimates only);
+    ``by_index``: with the cut pass."""
     return select_cycles(src_view.shape[0], src_view.shape[1], lanes,
-                         mode=SelectMode.THRESHOLD)
+                         mode=SelectMode.THRESHOLD, by_index=by_index)
 
 
 def given_cycles(rows: int, cols: int, nnz: int, lanes: int = LANES) -> int:

@@ -69,6 +69,22 @@ def test_weight_blobs_full_and_held_transposed(core):
     assert bwd.cycles < fwd.cycles  # pass 2 only
 
 
+def test_threshold_by_index_holds_the_cut_of_the_tensor(core):
+    rng = np.random.default_rng(4)
+    qa = _tensor(rng, (2, 4, 6, 6))
+    k = int_topk.k_from_density(0.2, qa.size)
+    t, ties = int_topk.threshold_int(qa, k)
+    assert 0 < ties < int((np.abs(qa.astype(int)) == t).sum())  # a split tie class
+    view = int_topk.stream_matrix(qa)
+    plain = core.select(view, SelectMode.THRESHOLD, keep=k, bank=1, label="THRESHOLD")
+    st = core.select(view, SelectMode.THRESHOLD, keep=k, bank=1, by_index=True,
+                     label="THRESHOLD by_index")
+    assert (st.held["threshold"], st.held["ties"]) == (t, ties)
+    assert st.held["cut_any"] == 1
+    assert st.held["cut_index"] == int_topk.last_kept_tie_index(qa, t, ties)
+    assert st.cycles > plain.cycles  # the stream went through twice
+
+
 def test_gemm_reads_the_units_blob_while_the_next_is_written(core):
     rng = np.random.default_rng(2)
     s1, s2 = _tensor(rng, (64, 24), 40), _tensor(rng, (64, 24), 40)
