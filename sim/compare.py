@@ -90,6 +90,19 @@ def _step_order(jobs):
     return fwd + bwd
 
 
+#: Models whose GEMM runs use the core built without the threshold-select unit
+#: (``sel_lanes=0``): the same GEMM cycles (the select loop reruns the whole sparse GEMMs on the
+#: select core and checks them, ``summary.select.gemm_cycles_match``) at ~1.1 M simulated
+#: cycles per CPU second instead of ~0.75 M; only where simulation time dominates, since the
+#: second model costs a Verilator build.
+PLAIN_GEMM_MODELS = ("resnet50",)
+
+
+def gemm_model_params(name: str) -> dict:
+    """``sim.verilate.harness_model`` parameters of the core the job's GEMMs run on."""
+    return {"sel_lanes": 0} if name in PLAIN_GEMM_MODELS else {}
+
+
 def _rtl_plan(jobs, shared):
     """The GEMMs to simulate: per planned job (:mod:`sim.compare_jobs`) and operand kind its
     runs, unless a kind's ``share`` key is in ``shared`` (results of an earlier sparsity) or
@@ -247,11 +260,11 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, model_rtl=None,
     shared = {} if shared is None else shared
     rows, cols = args.array
     pes = rows * cols
-    if model_rtl is None:
-        model_rtl = verilate.harness_model(rows, cols, quiet=False)
     from sw import models
 
     name = models._canonical(args.model)
+    if model_rtl is None:
+        model_rtl = verilate.harness_model(rows, cols, quiet=False, **gemm_model_params(name))
     n_max = args.sample_ops if args.sample_ops is not None else (48 if name == "resnet50" else 0)
     truly_dense = name != "digits_cnn"
     t0 = time.monotonic()
@@ -352,7 +365,9 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, model_rtl=None,
     }
     from . import compare_select  # every blob by the RTL select unit, exposure counted in RTL
 
-    select = compare_select.apply(jobs, plan, rows_out, model_rtl, order, log)
+    select_model = model_rtl if model_rtl.attrs.get("sel_lanes") else \
+        verilate.harness_model(rows, cols, quiet=False)
+    select = compare_select.apply(jobs, plan, rows_out, select_model, order, log)
     tot["select_exposed_cycles"] = select["exposed_cycles"]
     tot["select_exposed_pct_of_gemm"] = round(100 * select["exposed_cycles"] /
                                               tot["rtl_cycles"], 2) if tot["rtl_cycles"] else 0

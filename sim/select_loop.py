@@ -104,6 +104,8 @@ def step_order(jobs, est_first_blob, est_last_block) -> list:
     once its output gradient exists, placed greedily after the GEMM whose last block best hides
     its first blob (``est_*``: cycle estimates per job index)."""
     layers = list(dict.fromkeys(j.layer for j in jobs))
+    if not layers:  # nothing to run (e.g. every GEMM of a large model sampled)
+        return []
     by = {(j.layer, j.pass_name): i for i, j in enumerate(jobs)}
     seq = [by[(name, "forward")] for name in layers if (name, "forward") in by]
     chain = [by[(name, "backward_input")] for name in reversed(layers)
