@@ -50,6 +50,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -529,13 +530,29 @@ def _verilate_executable(bdir: Path, toplevel: str, inputs: list, sources, exe: 
     with open(log, "w") as fh:
         fh.write(" ".join(cmd) + "\n")
         fh.flush()
-        proc = subprocess.run(cmd, env=toolchain.verilator_env(), stdout=fh,
-                              stderr=subprocess.STDOUT, cwd=bdir)
+        proc = _run_group(cmd, env=toolchain.verilator_env(), stdout=fh,
+                          stderr=subprocess.STDOUT, cwd=bdir)
     if proc.returncode or not (bdir / exe).is_file():
         tail = log.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"Verilator {exe} build failed (exit {proc.returncode}); "
                            f"see {log}:\n{tail}")
     shutil.rmtree(bdir / "obj", ignore_errors=True)  # objects are not needed to run
+
+
+def _run_group(cmd, **kw) -> subprocess.CompletedProcess:
+    """``subprocess.run`` in a process group of its own that an interrupt (Ctrl-C, a kill of
+    the job) takes down whole: the ``verilator`` wrapper, its ``make`` and the compilers, so no
+    compiler outlives the Python process that asked for the model."""
+    proc = subprocess.Popen(cmd, start_new_session=True, **kw)
+    try:
+        return subprocess.CompletedProcess(cmd, proc.wait())
+    except BaseException:
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # SIGKILL: whatever SIGTERM left behind
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+        raise
 
 
 def _lz4_link_dir(bdir: Path) -> Path:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from sim.verilate import HARNESS_EXE
 from sw import hil_run
 from sw.backend import BackendError, IntrefBackend
 from sw.train import main, train
@@ -190,11 +191,14 @@ def test_ctrl_c_stops_the_simulator_process(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "sw.train", "--backend", "rtl", "--max-steps", "400",
          "--batch-size", "8", "--out", str(tmp_path / "r"), "--no-progress", "--no-plots"],
-        env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        env=env, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        # a runner started in the background (nohup ... &) ignores SIGINT, and so would the
+        # trainer it starts: give it the default disposition a terminal's Ctrl-C meets
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         child = None
-        for _ in range(600):  # wait until the simulator runs (model build reused from cache)
-            kids = _children(proc.pid)
+        for _ in range(6000):  # wait until the simulator runs (after a build on a cold cache)
+            kids = [k for k in _children(proc.pid) if _exe(k) == HARNESS_EXE]
             if kids:
                 child = kids[0]
                 break
@@ -217,6 +221,13 @@ def _children(pid: int) -> list[int]:
     except OSError:
         return []
     return [int(x) for x in text.split()]
+
+
+def _exe(pid: int) -> str:
+    try:
+        return os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+    except OSError:
+        return ""
 
 
 def _zombie(pid: int) -> bool:

@@ -125,3 +125,31 @@ def test_cli_prints_where_the_model_is(capsys):
     out = capsys.readouterr().out
     assert "reused" in out or "built" in out
     assert str(verilate.build_root()) in out
+
+
+def test_an_interrupted_build_takes_its_whole_process_group_down(tmp_path):
+    """Ctrl-C during a model build: the compilers the ``verilator`` wrapper started go too."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pidfile = tmp_path / "grandchild"
+    code = ("import sys; from sim import verilate; "
+            f"verilate._run_group(['sh', '-c', 'sleep 300 & echo $! > {pidfile}; wait'])")
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    for _ in range(300):
+        if pidfile.exists() and pidfile.read_text().strip():
+            break
+        time.sleep(0.05)
+    grandchild = int(pidfile.read_text())
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    for _ in range(100):  # reaped by init once killed
+        if not os.path.exists(f"/proc/{grandchild}"):
+            break
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{grandchild}")
