@@ -102,11 +102,11 @@ class Board:
 
 BOARDS = {
     # iCE40UP5K: 5280 LCs, 30 x 4 kbit EBR, 8 SB_MAC16. The D and S buffers have one read port
-    # per PE column, so yosys builds one copy of each per column. 3x2: with the current core
-    # 4x2 no longer places (5204 of 5280 LCs before packing, "unable to find legal placement").
+    # per PE column, so yosys builds one copy of each per column. 4x2 (8 PEs: all 8 DSPs): it
+    # places again since the loader's checks were narrowed (~5,000 of 5,280 LCs).
     "icebreaker": Board(
         name="icebreaker", title="iCEBreaker (iCE40UP5K-SG48)", device="iCE40UP5K-SG48",
-        family=ICE40, f_mhz=30.0, rows=3, cols=2, d_depth=256, s_depth=256, c_depth=128,
+        family=ICE40, f_mhz=30.0, rows=4, cols=2, d_depth=256, s_depth=256, c_depth=128,
         synth_opts="-dsp",
         # one C buffer instead of a result log per PE column (the logs need ~5.6 k LCs at 4x2;
         # with two columns the C write select is 2:1), and a one-deep PE result queue

@@ -53,7 +53,7 @@ def board_model(rows: int = 8, cols: int = 8, *, divisor: int = 0, quiet: bool =
 
 def board_params(name: str) -> dict:
     """The core a board's bitstream is built with (``bitstreams/boards.py``): ``rows``, ``cols``,
-    the buffer depths and its further ``SwatCore`` keywords, e.g. ``"icebreaker"`` (3x2, one C
+    the buffer depths and its further ``SwatCore`` keywords, e.g. ``"icebreaker"`` (4x2, one C
     buffer: protocol 1) or ``"ulx3s"`` (8x8, result logs: protocol 2)."""
     try:
         from bitstreams.boards import BOARDS

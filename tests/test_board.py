@@ -99,10 +99,10 @@ def test_errors_through_the_pty_leave_the_link_in_frame(board, fpga):
 
 
 def test_icebreaker_logic_with_its_uart():
-    """The iCEBreaker build's core (3x2, small buffers, one C buffer: protocol 1) inside
+    """The iCEBreaker build's core (4x2, small buffers, one C buffer: protocol 1) inside
     ``hw.board_top.SwatSystem`` with the UART bit by bit (4 clocks per bit)."""
     with SimulatedBoard(**board_params("icebreaker"), divisor=4) as b:
-        assert b.label == "3x2 core, protocol 1, UART 4 clocks/bit"
+        assert b.label == "4x2 core, protocol 1, UART 4 clocks/bit"
         ser = open_serial(b.path, timeout=2.0)
         try:
             fpga = SwatFpga(ser)
