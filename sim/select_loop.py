@@ -29,6 +29,7 @@ import numpy as np
 
 from hw.contract.blob import encode_words
 from hw.contract.codes import SelectMode
+from hw.contract.cycles import ideal_cycles
 from hw.contract.tiling import plan
 from hw.contract.words import pack_d, unpack_c
 from sw import int_topk
@@ -94,8 +95,9 @@ def _blocks(job, lim):
 
 
 def _gemm_estimate(job, kb, nb, mbs, rows, cols) -> float:
+    """The dataflow bound of a block's M blocks plus ~20 cycles of start/drain each."""
     nnz = int(np.count_nonzero(job.s[kb, nb]))
-    return sum(-(-(mb.stop - mb.start) // rows) * nnz / cols + 20 for mb in mbs)
+    return sum(ideal_cycles(mb.stop - mb.start, nnz, rows, cols) + 20 for mb in mbs)
 
 
 def step_order(jobs, est_first_blob, est_last_block) -> list:
@@ -214,7 +216,7 @@ class _Runner:
         self.thr = {}  # key -> (t, ties, cut, cycles)
         self.begun = set()
         self.pending = collections.deque()
-        self.views = {}
+        self.views, self.held_keys = {}, {}
         self.rec = [{"select_cycles": 0, "blobs": 0, "blobs_rtl": 0, "blobs_host": 0,
                      "exposed_cycles": 0, "cycles": 0, "busy": 0, "stall": 0, "idle": 0,
                      "runs": 0, "c": np.zeros((j.shape[0], j.shape[2]), dtype=np.int64)}
@@ -230,19 +232,32 @@ class _Runner:
         """The pair of ``key`` is in the host's copy from an earlier call (same tensor)."""
         if key in self.thr:
             return True
-        sel = self.sels[self.thr_owner[key]]
-        hit = self.held.get((key, hash(sel.src.tobytes()), sel.k))
+        hit = self.held.get(self._held_key(key))
         if hit is not None:
             self.thr[key] = hit
             self.begun.add(key)
         return hit is not None
+
+    def _held_key(self, key):
+        """``held``'s key of tensor ``key``: name, content hash and kept count (hashed once:
+        the scheduler asks for it at every block)."""
+        if key not in self.held_keys:
+            sel = self.sels[self.thr_owner[key]]
+            self.held_keys[key] = (key, hash(sel.src.tobytes()), sel.k)
+        return self.held_keys[key]
+
+    def _view(self, key):
+        """The ``[K, N]`` stream view of tensor ``key`` (made once)."""
+        if key not in self.views:
+            self.views[key] = sp.threshold_view(self.sels[self.thr_owner[key]].src)
+        return self.views[key]
 
     def _begin_thr(self, key, bank):
         if self._cached(key):
             return
         i = self.thr_owner[key]
         sel = self.sels[i]
-        view = self.views.setdefault(key, sp.threshold_view(sel.src))
+        view = self._view(key)
         # with the side band the unit also finds the cut (a second, write-free pass over the
         # tensor in reference order): the tie position comes from the RTL, not the host
         self.core.select_begin(view, SelectMode.THRESHOLD, keep=sel.k, bank=bank,
@@ -284,15 +299,15 @@ class _Runner:
                 if (t, ties) != (int(want[0]), int(want[1])):
                     self.mismatches.append(f"{key}: RTL pass 1 pair ({t}, {ties}) != host "
                                            f"{tuple(int(x) for x in want)}")
-                cut = sp.tie_cut(sel.src, t, ties)
-                if self.core.sel_index_width > 0:
-                    rtl_cut = st.held["cut_index"] if st.held["cut_any"] else None
+                if self.core.sel_index_width > 0:  # the unit's cut, the host's only checks it
+                    cut = st.held["cut_index"] if st.held["cut_any"] else None
                     host_cut = int_topk.last_kept_tie_index(sel.src, t, ties)
-                    if rtl_cut != host_cut:
-                        self.mismatches.append(f"{key}: RTL cut {rtl_cut} != host {host_cut}")
-                    cut = rtl_cut
+                    if cut != host_cut:
+                        self.mismatches.append(f"{key}: RTL cut {cut} != host {host_cut}")
+                else:
+                    cut = sp.tie_cut(sel.src, t, ties)
                 self.thr[key] = (t, ties, cut, st.cycles)
-                self.held[(key, hash(sel.src.tobytes()), sel.k)] = self.thr[key]
+                self.held[self._held_key(key)] = self.thr[key]
                 self.rec[self.thr_owner[key]]["select_cycles"] += st.cycles
                 continue
             _, t, bank, cmd = item
@@ -360,9 +375,8 @@ class _Runner:
                 for key in self.need_order:
                     if key in self.begun or self.avail[key] >= t or self._cached(key):
                         continue
-                    est = sp.threshold_cycles(self.views.setdefault(
-                        key, sp.threshold_view(self.sels[self.thr_owner[key]].src)),
-                        core.sel_lanes, by_index=core.sel_index_width > 0)
+                    est = sp.threshold_cycles(self._view(key), core.sel_lanes,
+                                              by_index=core.sel_index_width > 0)
                     if key != mandatory and est > budget:
                         break
                     self._begin_thr(key, nxt)
