@@ -369,6 +369,16 @@ async def _select(ctx, dut, rng, s_dense, keep, bank, p_valid=0.7):
     return ctx.get(dut.sel.status.s_len)
 
 
+async def _gemm_on_units_blob(tb, ctx, d, s_want, s_len):
+    """The blob the unit left in S buffer 0 decodes to ``s_want``, and a GEMM reading it is
+    exact."""
+    (m, k), n = d.shape, s_want.shape[1]
+    blob = compress.to_bytes([ctx.get(tb.s_cell(a)) for a in range(s_len)])
+    np.testing.assert_array_equal(compress.decode(blob, (k, n)), s_want)
+    st = await tb.op(ctx, m, k, n, s_len)
+    check_result(tb, ctx, d, s_want, st, m, n)
+
+
 def _select_core_tb(rows, cols, lanes, **depths):
     return CoreTB(rows=rows, cols=cols, sel_lanes=lanes, **depths)
 
@@ -393,10 +403,7 @@ def test_threshold_select_into_s_buffer():
     async def body(ctx):
         tb.preload(ctx, intref.pack_d(d, rows), [])
         s_len = await _select(ctx, dut, rng, s_dense, keep, bank=0)
-        blob = compress.to_bytes([ctx.get(tb.s_cell(a)) for a in range(s_len)])
-        np.testing.assert_array_equal(compress.decode(blob, (k, n)), s_sel)
-        st = await tb.op(ctx, m, k, n, s_len)
-        check_result(tb, ctx, d, s_sel, st, m, n)
+        await _gemm_on_units_blob(tb, ctx, d, s_sel, s_len)
 
     tb.run(body)
 
@@ -423,10 +430,7 @@ def test_select_writes_lanes_words_a_cycle():
         cycles = ctx.get(dut.sel.status.cycles)
         assert cycles == select_cycles(k, n, lanes, banks=lanes, kept=s_dense)
         assert cycles < select_cycles(k, n, lanes, banks=1, nnz=keep) - k * n // 2
-        blob = compress.to_bytes([ctx.get(tb.s_cell(a)) for a in range(s_len)])
-        np.testing.assert_array_equal(compress.decode(blob, (k, n)), s_dense)
-        st = await tb.op(ctx, m, k, n, s_len)
-        check_result(tb, ctx, d, s_dense, st, m, n)
+        await _gemm_on_units_blob(tb, ctx, d, s_dense, s_len)
 
     tb.run(body)
 
