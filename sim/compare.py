@@ -5,7 +5,7 @@
 1. take one training step of ``--model`` (any model of ``sw.models``; default the digits CNN),
    SWAT-ified with ``--method`` / ``--distribution`` / ``--period`` / ``--structured`` at each
    ``--sparsity`` (one value or a list): the digits CNN trained 300 steps on the bundled
-   digits, the CIFAR-shaped models 20 steps (CIFAR-10 from ``--data-dir`` when present, else
+   digits, the CIFAR-shaped models 150 steps (CIFAR-10 from ``--data-dir`` when present, else
    the digits resized to 32×32), ResNet-50 with initial weights on a synthetic 224×224 batch
    (:mod:`sim.compare_step` says what that means for the figures); the step's tensors of every
    Conv2d/Linear layer come from ``sw.train.capture_step``;

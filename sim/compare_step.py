@@ -6,8 +6,10 @@
   trained for ``--steps`` (default :data:`CIFAR_STEPS`) steps of batch ``--batch``, on CIFAR-10
   when ``--data-dir`` (or ``$SWAT_DATA``) holds it, otherwise on the bundled digits resized to
   32×32 (bilinear) and repeated over the three channels. So the weights, activations and
-  gradients are those of a network that has started to learn, not of its initialisation; a few
-  dozen steps are far from a converged network, which the report says.
+  gradients are those of a network that has learned, not of its initialisation: ResNet-18 at
+  SWAT-U 90 %, batch 16, reaches 97.5 % test accuracy on the resized digits after the default
+  150 steps (about 1.3 epochs, ~2 min on this 2-core machine); after 20 steps it was still at
+  chance (10 %), so its step was that of an untrained network.
 * ``resnet50`` (ImageNet shapes, 3×224×224, 1000 classes): not trained (an ImageNet run is out of
   reach of this machine). Initial weights (PyTorch's Kaiming-uniform defaults) and a synthetic
   batch: inputs i.i.d. N(0, 1) (the statistics of normalised images, not their structure),
@@ -27,7 +29,7 @@ import time
 __all__ = ["CIFAR_STEPS", "DEFAULT_BATCH", "capture"]
 
 #: Training steps of a CIFAR-shaped model before its step is captured (``--steps`` default).
-CIFAR_STEPS = 20
+CIFAR_STEPS = 150
 #: ``--batch`` default per input size: digits trains at the dataset default (64).
 DEFAULT_BATCH = {(1, 8, 8): None, (3, 32, 32): 16, (3, 224, 224): 32}
 
@@ -73,7 +75,8 @@ def _train_and_capture(args, name, sparsity, steps, batch, data, dataset, log, o
     acc = res.final.get("test_acc", res.final.get("test_accuracy"))
     log(f"trained {name} on {data.name if data is not None else dataset} ({args.method}, "
         f"{args.distribution}, sparsity {sparsity:.2f}) for {res.steps} steps in "
-        f"{time.monotonic() - t0:.1f} s" + (f", test accuracy {acc}" if acc is not None else ""))
+        f"{time.monotonic() - t0:.1f} s"
+        + (f", test accuracy {acc:.1%}" if acc is not None else ""))
     torch.manual_seed(args.seed)
     recs = swtrain.capture_step(res.model, captured["inputs"], captured["targets"],
                                 on_layer=_bind(on_layer, res.model))
