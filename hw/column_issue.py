@@ -146,10 +146,11 @@ class ColumnIssue(wiring.Component):
         # stage 1: S read in flight
         read_valid = Signal()
         read_zero = Signal()
-        read_first = Signal()
-        read_last = Signal()
-        read_d_base = Signal(d_aw)
-        read_c_addr = Signal(c_aw)
+        # data registers of the pipeline have no reset (qualified by the valid bits)
+        read_first = Signal(reset_less=True)
+        read_last = Signal(reset_less=True)
+        read_d_base = Signal(d_aw, reset_less=True)
+        read_c_addr = Signal(c_aw, reset_less=True)
         m.d.sync += [
             read_valid.eq(issue_entry | issue_zero), read_zero.eq(issue_zero),
             read_first.eq(first_pending | issue_zero), read_last.eq(self.finishing),
@@ -158,11 +159,11 @@ class ColumnIssue(wiring.Component):
         # stage 2: entry word registered (nothing between the BRAM output and this FF), checked
         word_valid = Signal()
         word_zero = Signal()
-        word_first = Signal()
-        word_last = Signal()
-        word_d_base = Signal(d_aw)
-        word_c_addr = Signal(c_aw)
-        raw_word = Signal(32)
+        word_first = Signal(reset_less=True)
+        word_last = Signal(reset_less=True)
+        word_d_base = Signal(d_aw, reset_less=True)
+        word_c_addr = Signal(c_aw, reset_less=True)
+        raw_word = Signal(32, reset_less=True)
         prev_index = Signal(16)
         m.d.sync += [
             word_valid.eq(read_valid & ~start), word_zero.eq(read_zero),
@@ -187,7 +188,7 @@ class ColumnIssue(wiring.Component):
         # straight from these FFs)
         out = self.out
         token_valid = Signal()
-        token = Signal(out.payload.shape())
+        token = Signal(out.payload.shape(), reset_less=True)
         m.d.sync += [
             token_valid.eq(word_valid & ~bad_index & ~bad_order & ~bad_value & ~start),
             token.daddr.eq((word_d_base + index)[:d_aw]),

@@ -284,11 +284,13 @@ class SwatCore(wiring.Component):
         (no logic after the block-RAM output), operand to the PE array. Returns the valid
         bits in flight."""
         rows, c_aw = self.rows, self.c_aw
+        # only the valid bits are reset: the data registers are qualified by them (no reset
+        # net to their FFs)
         tok_valid = Signal(name=f"tok_valid_{j}")
-        tok_v = Signal(8, name=f"tok_v_{j}")
-        tok_first = Signal(name=f"tok_first_{j}")
-        tok_last = Signal(name=f"tok_last_{j}")
-        tok_caddr = Signal(c_aw, name=f"tok_caddr_{j}")
+        tok_v = Signal(8, name=f"tok_v_{j}", reset_less=True)
+        tok_first = Signal(name=f"tok_first_{j}", reset_less=True)
+        tok_last = Signal(name=f"tok_last_{j}", reset_less=True)
+        tok_caddr = Signal(c_aw, name=f"tok_caddr_{j}", reset_less=True)
         m.d.comb += d_read.addr.eq(token.payload.daddr)
         m.d.sync += [
             tok_valid.eq(token.valid & ~start), tok_v.eq(token.payload.v),
@@ -296,11 +298,11 @@ class SwatCore(wiring.Component):
             tok_caddr.eq(token.payload.caddr),
         ]
         op_valid = Signal(name=f"op_valid_{j}")
-        op_d = Signal(rows * 8, name=f"op_d_{j}")
-        op_v = Signal(8, name=f"op_v_{j}")
-        op_first = Signal(name=f"op_first_{j}")
-        op_last = Signal(name=f"op_last_{j}")
-        op_caddr = Signal(c_aw, name=f"op_caddr_{j}")
+        op_d = Signal(rows * 8, name=f"op_d_{j}", reset_less=True)
+        op_v = Signal(8, name=f"op_v_{j}", reset_less=True)
+        op_first = Signal(name=f"op_first_{j}", reset_less=True)
+        op_last = Signal(name=f"op_last_{j}", reset_less=True)
+        op_caddr = Signal(c_aw, name=f"op_caddr_{j}", reset_less=True)
         m.d.sync += [
             op_valid.eq(tok_valid & ~start), op_d.eq(d_read.data), op_v.eq(tok_v),
             op_first.eq(tok_first), op_last.eq(tok_last), op_caddr.eq(tok_caddr),

@@ -130,7 +130,7 @@ class HostBridge(wiring.Component):
         status = Signal(8)
         word = Signal(word_bits)
         wbyte = Signal(range(max(rows, 4)))
-        txbuf = Signal(8 * tx_bytes)
+        txbuf = Signal(8 * tx_bytes, reset_less=True)  # sent only while txleft > 0
         txleft = Signal(range(tx_bytes + 1))
         then_c = Signal()
         timer = Signal(range(self.timeout + 1))

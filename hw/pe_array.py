@@ -103,13 +103,15 @@ class PEArray(wiring.Component):
         ovf_terms = []
         for j in range(cols):
             inp, out = self.inp[j], self.out[j]
-            # S0: operand registers
+            # S0: operand registers. Data registers (operands, products, accumulators, results,
+            # tags) have no reset: the valid bits qualify them, and a reset on them would put
+            # thousands of FFs on the reset net (reset_less: one net less to route to each).
             s0_valid = Signal(name=f"s0_valid_{j}")
-            s0_d = Signal(rows * 8, name=f"s0_d_{j}")
-            s0_v = Signal(signed(8), name=f"s0_v_{j}")
-            s0_first = Signal(name=f"s0_first_{j}")
-            s0_last = Signal(name=f"s0_last_{j}")
-            s0_tag = Signal(self.tag_width, name=f"s0_tag_{j}")
+            s0_d = Signal(rows * 8, name=f"s0_d_{j}", reset_less=True)
+            s0_v = Signal(signed(8), name=f"s0_v_{j}", reset_less=True)
+            s0_first = Signal(name=f"s0_first_{j}", reset_less=True)
+            s0_last = Signal(name=f"s0_last_{j}", reset_less=True)
+            s0_tag = Signal(self.tag_width, name=f"s0_tag_{j}", reset_less=True)
             m.d.sync += [
                 s0_valid.eq(inp.valid & ~self.clear),
                 s0_d.eq(inp.payload.d),
@@ -120,12 +122,13 @@ class PEArray(wiring.Component):
             ]
             # S1: products
             s1_valid = Signal(name=f"s1_valid_{j}")
-            s1_first = Signal(name=f"s1_first_{j}")
-            s1_last = Signal(name=f"s1_last_{j}")
-            s1_tag = Signal(self.tag_width, name=f"s1_tag_{j}")
+            s1_first = Signal(name=f"s1_first_{j}", reset_less=True)
+            s1_last = Signal(name=f"s1_last_{j}", reset_less=True)
+            s1_tag = Signal(self.tag_width, name=f"s1_tag_{j}", reset_less=True)
             s1_push = Signal(name=f"s1_push_{j}")  # = s1_valid & s1_last, its own register:
             # it enables the 32*rows holding FFs (no LUT before that fan-out)
-            s1_p = [Signal(signed(16), name=f"s1_p_{i}_{j}") for i in range(rows)]
+            s1_p = [Signal(signed(16), name=f"s1_p_{i}_{j}", reset_less=True)
+                    for i in range(rows)]
             m.d.sync += [
                 s1_valid.eq(s0_valid & ~self.clear),
                 s1_first.eq(s0_first),
@@ -141,14 +144,16 @@ class PEArray(wiring.Component):
                 for i in range(rows):
                     m.d.sync += s1_p[i].eq(s0_d[8 * i:8 * i + 8].as_signed() * s0_v)
             # S2: accumulators and holding register (double buffer)
-            acc = [Signal(signed(32), name=f"acc_{i}_{j}") for i in range(rows)]
+            acc = [Signal(signed(32), name=f"acc_{i}_{j}", reset_less=True) for i in range(rows)]
             nxt = [Signal(signed(32), name=f"nxt_{i}_{j}") for i in range(rows)]
             # holding queue of hold_depth results: slot 0 is the head (out), slot 1 behind it
             hd = self.hold_depth
-            hold = [[Signal(signed(32), name=f"hold{h}_{i}_{j}") for i in range(rows)]
+            hold = [[Signal(signed(32), name=f"hold{h}_{i}_{j}", reset_less=True)
+                     for i in range(rows)]
                     for h in range(hd)]
             hold_valid = [Signal(name=f"hold{h}_valid_{j}") for h in range(hd)]
-            hold_tag = [Signal(self.tag_width, name=f"hold{h}_tag_{j}") for h in range(hd)]
+            hold_tag = [Signal(self.tag_width, name=f"hold{h}_tag_{j}", reset_less=True)
+                        for h in range(hd)]
             for i in range(rows):
                 m.d.comb += nxt[i].eq(Mux(s1_first, s1_p[i], (acc[i] + s1_p[i])[:32]))
                 with m.If(s1_valid):

@@ -122,8 +122,11 @@ class ResultLogs(wiring.Component):
             # for log j? (delayed twice, as the entry: block RAM, then its output register)
             mine_1 = Signal(name=f"log_mine1_{j}")
             mine = Signal(name=f"log_mine_{j}")
-            q = Signal(self.width, name=f"log_q_{j}")
-            link = Signal(self.width, name=f"log_chain_{j}")
+            # the entry registers have no reset (data only: a reset would put 2 * width FFs
+            # per log on the reset net); the host reads them ``latency`` cycles after an
+            # address, by then they hold the entry
+            q = Signal(self.width, name=f"log_q_{j}", reset_less=True)
+            link = Signal(self.width, name=f"log_chain_{j}", reset_less=True)
             with m.If(en):
                 m.d.sync += [mine_1.eq(addr[aw:] == j if self.bank_w else 1), mine.eq(mine_1),
                              q.eq(rd.data), link.eq(Mux(mine, q, chain))]
