@@ -38,14 +38,20 @@ Passes (``docs/contract.md``): forward ``D = A [M, K]``, ``S = Wsᵀ [K, F]``; i
 ``D = dY [M, F]``, ``S = Ws [F, K]`` (skipped for the first layer, whose input needs no
 gradient); weight gradient ``D = dYᵀ [F, M]``, ``S = As [M, K]``.
 
-Threshold select: the step's sparse GEMMs also run with the core's threshold-select unit in
-the loop (:mod:`sim.compare_select`, :mod:`sim.select_loop`): every ``S`` blob is written by the
-unit into one S buffer while the previous GEMM reads the other and is checked word for word
-against the host's Top-K (a difference fails the job). The select cycles of the tables are the
-unit's, ``summary.totals.select_exposed_cycles`` the core's ``sel.exposed_cycles`` counter over
-the step (cycles the unit works while no GEMM runs); GEMMs simulated only in samples keep the
-formula (``hw.contract.cycles``), as ``summary.select.source`` says. They are not added to the
-GEMM cycles.
+Threshold select: the step's sparse GEMMs that run whole run with the core's threshold-select
+unit in the loop (:mod:`sim.compare_select`, :mod:`sim.select_loop`): every ``S`` blob is written
+by the unit into one S buffer while the previous GEMM reads the other and is checked word for
+word against the host's Top-K (a difference fails the job). That run is their only RTL run: the
+table's cycles, counters and ``C`` of those GEMMs come from it (the same core operations
+``run_gemms`` would run); ``run_gemms`` runs the baselines and the sampled GEMMs.
+``summary.simulation`` counts every simulator process of the job (the ``run_gemms`` workers and
+the select loop): ``cycles_per_s`` is simulated cycles per wall second of one process (buffer
+preload and the host's work between requests included), ``cycles_per_cpu_s`` per CPU second of
+the simulator processes; ``gemm_batch`` and ``select_loop`` give each part. The select cycles
+of the tables are the unit's, ``summary.totals.select_exposed_cycles`` the core's
+``sel.exposed_cycles`` counter over the step (cycles the unit works while no GEMM runs); GEMMs
+simulated only in samples keep the formula (``hw.contract.cycles``), as
+``summary.select.source`` says. They are not added to the GEMM cycles.
 """
 
 from __future__ import annotations
@@ -90,11 +96,10 @@ def _step_order(jobs):
     return fwd + bwd
 
 
-#: Models whose GEMM runs use the core built without the threshold-select unit
-#: (``sel_lanes=0``): the same GEMM cycles (the select loop reruns the whole sparse GEMMs on the
-#: select core and checks them, ``summary.select.gemm_cycles_match``) at ~1.1 M simulated
-#: cycles per CPU second instead of ~0.75 M; only where simulation time dominates, since the
-#: second model costs a Verilator build.
+#: Models whose ``run_gemms`` runs (baselines, sampled GEMMs) use the core built without the
+#: threshold-select unit (``sel_lanes=0``): the same GEMM cycles (equal on every GEMM of the
+#: digits step, sparse and dense) at ~1.0 M simulated cycles per CPU second instead of ~0.7 M;
+#: only where simulation time dominates, since the second model costs a Verilator build.
 PLAIN_GEMM_MODELS = ("resnet50",)
 
 
@@ -103,13 +108,22 @@ def gemm_model_params(name: str) -> dict:
     return {"sel_lanes": 0} if name in PLAIN_GEMM_MODELS else {}
 
 
-def _rtl_plan(jobs, shared):
+#: ``first`` of a plan entry (:func:`_rtl_plan`) whose GEMM runs in the select loop
+IN_LOOP = -1
+
+
+def _rtl_plan(jobs, shared, in_loop=()):
     """The GEMMs to simulate: per planned job (:mod:`sim.compare_jobs`) and operand kind its
     runs, unless a kind's ``share`` key is in ``shared`` (results of an earlier sparsity) or
-    an earlier job of this run has the same key."""
+    an earlier job of this run has the same key, or it is the sparse GEMM of a job in
+    ``in_loop`` (simulated by the select loop: ``first`` is :data:`IN_LOOP`)."""
     gemms, only, plan, first_of = [], [], [], {}
+    in_loop = set(in_loop)
     for i, j in enumerate(jobs):
         for kind, kp in j.kinds.items():
+            if kind == "sparse" and i in in_loop:
+                plan.append((i, kind, kp, IN_LOOP, 0))
+                continue
             if kp.share is not None and (kp.share in shared or kp.share in first_of):
                 plan.append((i, kind, kp, None, 0))
                 continue
@@ -121,10 +135,10 @@ def _rtl_plan(jobs, shared):
     return gemms, only, plan
 
 
-def _combine(jobs, results, plan, shared):
+def _combine(jobs, results, plan, shared, looped=None):
     """Per job and kind: cycles (whole, extrapolated or exact from groups), 95 % bound,
     counters, bit-exactness; kinds with a ``share`` key are stored in / taken from
-    ``shared``."""
+    ``shared``; ``looped``: the results of the GEMMs the select loop ran, by job index."""
     from sw import intref
 
     from .sampling import Groups, extrapolate
@@ -133,7 +147,7 @@ def _combine(jobs, results, plan, shared):
     for i, kind, kp, first, count in plan:
         if first is None:
             continue
-        rs = results[first:first + count]
+        rs = [looped[i]] if first == IN_LOOP else results[first:first + count]
         smp = kp.sample
         rec = {"busy": sum(r.busy_cycles for r in rs), "stall": sum(r.stall_cycles for r in rs),
                "idle": sum(r.idle_cycles for r in rs), "runs": sum(r.runs for r in rs)}
@@ -186,6 +200,45 @@ def _pass_totals(rows_out):
                        speedup_vs_truly_dense=round(td / rtl, 3) if rtl else None)
         out[name] = rec
     return out
+
+
+def _rate(cycles, seconds):
+    return round(cycles / seconds) if seconds > 0 else None
+
+
+def _simulation(batch, loop, t_sim) -> dict:
+    """``summary.simulation``'s speed figures over every simulator process of the job: the
+    ``run_gemms`` batch (baselines, sampled GEMMs; ``batch``) and the select loop (the whole
+    sparse GEMMs with the unit; ``loop``). ``cycles_per_s``: simulated cycles per wall second
+    of one process (cycles / wall, summed over the processes; the wall of each runs from its
+    first request to its last answer, buffer preload and the host's work between requests
+    included); ``cycles_per_cpu_s`` the same per CPU second of the simulator processes (what a
+    loaded machine does not change)."""
+    procs = [p for p in batch.processes if p["wall"] > 0]
+    if not procs and batch.cycles:  # an engine without per-process figures
+        procs = [{"cycles": batch.cycles, "wall": batch.bench - batch.io,
+                  "cpu": batch.cpu - batch.cpu_io}]
+    if loop.ticks:
+        procs = [*procs, {"cycles": loop.ticks, "wall": loop.wall, "cpu": loop.cpu}]
+    cycles = sum(p["cycles"] for p in procs)
+    return {
+        "core_operations": batch.runs + sum(r["runs"] for r in loop.jobs),
+        "simulated_cycles": batch.cycles + loop.ticks,
+        "sim_wall_s": round(t_sim, 2), "bench_s": round(batch.bench + loop.wall, 2),
+        "cycles_per_s": _rate(cycles, sum(p["wall"] for p in procs)),
+        "cycles_per_cpu_s": _rate(cycles, sum(p["cpu"] for p in procs)),
+        "processes": len(batch.processes) + (1 if loop.ticks else 0),
+        "aggregate_cycles_per_s": _rate(batch.cycles + loop.ticks, batch.bench + loop.wall),
+        "gemm_batch": {"simulated_cycles": batch.cycles, "wall_s": round(batch.bench, 3),
+                       "cpu_s": round(batch.cpu, 3),
+                       "cycles_per_s": _rate(batch.cycles, sum(p["wall"] for p in
+                                                               batch.processes)),
+                       "cycles_per_cpu_s": _rate(batch.cycles, batch.cpu - batch.cpu_io),
+                       "processes": len(batch.processes)},
+        "select_loop": {"simulated_cycles": loop.ticks, "wall_s": round(loop.wall, 3),
+                        "cpu_s": round(loop.cpu, 3), "cycles_per_s": _rate(loop.ticks, loop.wall),
+                        "cycles_per_cpu_s": _rate(loop.ticks, loop.cpu)},
+    }
 
 
 def _lower(args, sparsity, lim, n_max, truly_dense, log):
@@ -274,7 +327,10 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, model_rtl=None,
     flop = {r.name: r for r in flops.count(model, in_shape, convention="gemm")}
     log(f"{len(jobs)} GEMMs: step captured in {info['capture_s']} s, lowered and planned in "
         f"{info['lowering_s']} s" + (" (streamed layer by layer)" if n_max else ""))
-    gemms, only, plan = _rtl_plan(jobs, shared)
+    from . import compare_select  # every blob by the RTL select unit, exposure counted in RTL
+
+    whole = compare_select.in_loop(jobs)  # their sparse GEMMs run only in the select loop
+    gemms, only, plan = _rtl_plan(jobs, shared, whole)
     labels = []
     for i, kind, _kp, _first, count in plan:
         labels += [f"{jobs[i].label}" + ("" if kind == "sparse" else f" {kind}")] * count
@@ -292,6 +348,12 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, model_rtl=None,
                                      parallel=getattr(args, "client", None), labels=labels)
     t_sim = time.monotonic() - t0
     batch = results.stats
+    select_model = model_rtl if model_rtl.attrs.get("sel_lanes") else \
+        verilate.harness_model(rows, cols, quiet=False)
+    t0 = time.monotonic()
+    loop = compare_select.run(jobs, whole, select_model)
+    t_sim += time.monotonic() - t0
+    looped = compare_select.gemm_results(jobs, whole, loop, select_model)
     if getattr(args, "waves", None) is not None:
         j = next((j for j in jobs if j.label == args.waves.removesuffix(" dense")), None)
         if j is None:
@@ -302,7 +364,7 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, model_rtl=None,
         gemm_mod.dump_waves(j.d, j.s_dense if args.waves.endswith(" dense") else j.s, wave,
                             rows=rows, cols=cols)
         log(f"waves of {args.waves} -> {wave}")
-    per_job = _combine(jobs, results, plan, shared)
+    per_job = _combine(jobs, results, plan, shared, looped)
 
     rows_out = []
     for j, rec in zip(jobs, per_job, strict=True):
@@ -363,11 +425,7 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, model_rtl=None,
         "select_exposed_cycles_formula": exposed_select_cycles(
             [rows_out[i]["rtl_cycles"] for i in order], [jobs[i].select_cycles for i in order]),
     }
-    from . import compare_select  # every blob by the RTL select unit, exposure counted in RTL
-
-    select_model = model_rtl if model_rtl.attrs.get("sel_lanes") else \
-        verilate.harness_model(rows, cols, quiet=False)
-    select = compare_select.apply(jobs, plan, rows_out, select_model, order, log)
+    select = compare_select.apply(jobs, whole, loop, rows_out, order, log)
     tot["select_exposed_cycles"] = select["exposed_cycles"]
     tot["select_exposed_pct_of_gemm"] = round(100 * select["exposed_cycles"] /
                                               tot["rtl_cycles"], 2) if tot["rtl_cycles"] else 0
@@ -388,13 +446,8 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, model_rtl=None,
         "totals": tot,
         "passes": _pass_totals(rows_out),
         "simulation": {
-            "core_operations": batch.runs, "simulated_cycles": batch.cycles,
-            "sim_wall_s": round(t_sim, 2), "bench_s": round(batch.bench, 2),
+            **_simulation(batch, loop, t_sim),
             "preload_io_s": round(batch.io, 2),
-            "cycles_per_s": round(batch.cycles_per_second),
-            "cycles_per_cpu_s": round(batch.cycles_per_cpu_second),
-            "processes": len(batch.processes),
-            "aggregate_cycles_per_s": round(batch.aggregate_cycles_per_second),
             "lost_workers": batch.lost_workers,
             "lowering_s": info["lowering_s"], "capture_s": info["capture_s"],
             "capture_and_lowering_s": round(t_lower, 2), "total_wall_s": None,
@@ -519,9 +572,10 @@ def write_outputs(out: Path, rows, summary, sweep, args, tag: str = "") -> None:
         f"{t['flop_sparse']:,.0f}; utilization **{t['utilization']:.1%}**.",
         "",
         f"Simulation: {s['core_operations']} core operations, {s['simulated_cycles']:,} cycles "
-        f"in {s['sim_wall_s']} s ({s['cycles_per_s']:,} simulated cycles per wall second, "
-        f"{s['cycles_per_cpu_s']:,} per CPU second of the simulator, excluding buffer "
-        f"preload of {s['preload_io_s']} s); whole job {s['total_wall_s']} s.",
+        f"in {s['sim_wall_s']} s in {s['processes']} simulator processes (select loop "
+        f"included; {s['cycles_per_s']:,} simulated cycles per wall second of one process, "
+        f"buffer preload included; {s['cycles_per_cpu_s']:,} per CPU second of the "
+        f"simulator); whole job {s['total_wall_s']} s.",
         "",
         "Threshold-select cycles: " + summary["threshold_select"] + ".",
         "",

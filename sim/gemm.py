@@ -260,6 +260,46 @@ def _model(rows, cols, model, engine):
     return model
 
 
+def _has_logs(model) -> bool:
+    """The core writes result logs (one per PE column) instead of one C buffer."""
+    return any(p.startswith("ctrl__results__") for p in model.ports)
+
+
+def _block_models(blocks, rows: int, cols: int, logs: bool) -> list:
+    """``hw.contract.cycles``' estimate of each core operation ``(S block, M rows)`` (``None``:
+    0), all result-log operations at once (``schedule_cycles_many``)."""
+    if not logs:
+        return [0 if b is None else schedule_cycles(b[0], b[1], rows, cols, result_logs=False)
+                for b in blocks]
+    out = [0] * len(blocks)
+    todo = [i for i, b in enumerate(blocks) if b is not None]
+    if todo:
+        est = schedule_cycles_many([(blocks[i][0] != 0).sum(axis=0) for i in todo],
+                                   [blocks[i][1] for i in todo], rows, cols)
+        for i, e in zip(todo, est.tolist(), strict=True):
+            out[i] = e
+    return out
+
+
+def model_cycles(jobs, model) -> list:
+    """:attr:`GemmResult.model_cycles` of each GEMM ``(d, s)`` without simulating it: the cycle
+    model summed over the core operations :func:`run_gemms` cuts it into (for GEMMs that run
+    elsewhere, e.g. with the select unit in the loop, :mod:`sim.select_loop`)."""
+    lim = _limits(model)
+    logs = _has_logs(model)
+    out = []
+    for d, s in jobs:
+        (m, k), n = np.shape(d), np.shape(s)[1]
+        if not (m and k and n):
+            out.append(0)
+            continue
+        nz = np.asarray(s) != 0
+        blocks = [(s[kb, nb], mb.stop - mb.start)
+                  for mb, kb, nb in plan(m, k, n, lambda kb, nz=nz: nz[kb].sum(axis=0), lim)]
+        out.append(sum(_block_models(blocks, lim["rows"], lim["cols"], logs)))
+    return out
+
+
 def run_gemms(jobs, *, rows: int = 8, cols: int = 8, model=None, mode: str = "auto",
               check: bool = True, progress=None, cycles_only=False, sim=None,
               parallel=None, engine: str = "harness", labels=None) -> GemmBatch:
@@ -296,7 +336,7 @@ def run_gemms(jobs, *, rows: int = 8, cols: int = 8, model=None, mode: str = "au
     rows, cols = lim["rows"], lim["cols"]
     runs, d_blobs, s_blobs, owners, mults, models = [], {}, {}, [], [], []
     metas = []
-    logs = any(p.startswith("ctrl__results__") for p in model.ports)
+    logs = _has_logs(model)
     only = ([bool(cycles_only)] * len(jobs) if isinstance(cycles_only, bool | int)
             else [bool(x) for x in cycles_only])
     for j, (d, s) in enumerate(jobs):
@@ -336,19 +376,8 @@ def run_gemms(jobs, *, rows: int = 8, cols: int = 8, model=None, mode: str = "au
                          d_cache[dkey], sid, len(s_blobs[sid]), 0 if only[j] else 1])
             owners.append((j, mb, nb))
             mults.append(1)
-            models.append(None if only[j] or not logs else (nz[kb, nb].sum(axis=0),
-                                                            mb.stop - mb.start))
-            if not only[j] and not logs:
-                models[-1] = schedule_cycles(s[kb, nb], mb.stop - mb.start, rows, cols,
-                                             result_logs=False)
-    # the cycle model of every computed block at once (hw.contract.cycles)
-    todo = [i for i, x in enumerate(models) if isinstance(x, tuple)]
-    if todo:
-        est = schedule_cycles_many([models[i][0] for i in todo], [models[i][1] for i in todo],
-                                   rows, cols)
-        for i, e in zip(todo, est.tolist(), strict=True):
-            models[i] = e
-    models = [0 if x is None else x for x in models]
+            models.append(None if only[j] else (s[kb, nb], mb.stop - mb.start))
+    models = _block_models(models, rows, cols, logs)
     # group runs by D block to avoid rewriting D for every column group
     order = sorted(range(len(runs)), key=lambda r: (owners[r][0], runs[r][3], runs[r][4]))
     runs = [runs[r] for r in order]

@@ -192,8 +192,9 @@ def im2col_source_index(a_shape, module) -> np.ndarray:
     the threshold-select unit needs to write ``im2col(int_topk(A))`` exactly from the im2col
     stream (``by_index``, ``sw.int_topk.compress_indexed``)."""
     n = int(np.prod(a_shape))
-    positions = np.arange(1, n + 1, dtype=np.float64).reshape(a_shape)
-    idx = np.rint(im2col(positions, module)).astype(np.int64) - 1  # padding: 0 - 1
+    # integer positions take im2col's strided path (exact, no float unfold through torch)
+    positions = np.arange(1, n + 1, dtype=np.int64).reshape(a_shape)
+    idx = im2col(positions, module) - 1  # padding: 0 - 1
     idx[idx < 0] = PAD_INDEX
     return idx
 

@@ -134,6 +134,10 @@ def test_cycles_only_counts_the_same_cycles(model8):
             (b.cycles, b.busy_cycles, b.stall_cycles, b.idle_cycles)
         assert b.cycles_only and not a.cycles_only
 
+    # the cycle model of a GEMM without simulating it: the sum run_gemms reports
+    assert gemm.model_cycles(jobs, model8) == [r.model_cycles for r in full]
+    assert all(r.model_cycles > 0 for r in full)
+
 
 def _batch(rng):
     return [

@@ -99,6 +99,6 @@ def test_a_select_error_is_one_line_in_the_compare_job(monkeypatch, capsys):
 
     monkeypatch.setattr(select_loop, "run_step", boom)
     with pytest.raises(SystemExit) as e:
-        compare_select.apply([], [], [], None, [], print)
+        compare_select.run([], [], None)
     assert str(e.value) == ("compare: threshold-select unit (f:A pass 1): error 5 OVERFLOW "
                             "after 99 cycles")
