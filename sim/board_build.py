@@ -48,7 +48,7 @@ def board_config(toplevel: str, ports: dict, attrs: dict) -> str:
 def build_board(bdir: Path, toplevel: str, text: str, ports: dict, attrs: dict) -> None:
     """Write the Verilog and ``board_config.h`` into a fresh ``bdir`` and build the board's
     executable there (:data:`sim.verilate.BOARD_EXE`)."""
-    from .verilate import BOARD_EXE, BOARD_SOURCES, _verilate_executable
+    from .verilate import BOARD_EXE, BOARD_MAKEFLAGS, BOARD_SOURCES, _verilate_executable
 
     if bdir.exists():
         shutil.rmtree(bdir)
@@ -56,4 +56,5 @@ def build_board(bdir: Path, toplevel: str, text: str, ports: dict, attrs: dict) 
     vfile = bdir / f"{toplevel}.v"
     vfile.write_text(text)
     (bdir / "board_config.h").write_text(board_config(toplevel, ports, attrs))
-    _verilate_executable(bdir, toplevel, [vfile], BOARD_SOURCES, BOARD_EXE, [], f"-I{bdir}", [])
+    _verilate_executable(bdir, toplevel, [vfile], BOARD_SOURCES, BOARD_EXE, [], f"-I{bdir}", [],
+                         makeflags=BOARD_MAKEFLAGS)
