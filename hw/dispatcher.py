@@ -13,9 +13,10 @@ descriptor per cycle keeps up with ``cols`` PE columns however short the columns
 Pointers of the next items are read while the current ones stream. Only checked pointers make
 descriptors, so every entry address handed out lies in ``[4+N, 4+N+nnz) ⊆ [0, s_len)``.
 
-Pipeline of a pointer (all registered): read issued → BRAM word registered → checked and the
-descriptor formed into registers → FIFO. Header errors are reported after the fit check, in the
-order fit (8), ``s_len`` (4), magic (1), shape (2), blob longer than ``s_len`` (4).
+Pipeline of a pointer (all registered, the read address too): read issued → BRAM word
+registered → checked and the descriptor formed into registers → FIFO. Header errors are
+reported after the fit check, in the order fit (8), ``s_len`` (4), magic (1), shape (2), blob
+longer than ``s_len`` (4).
 
 Latency: ``start`` → first descriptor in the FIFO about ``max(6, ceil(mtiles/8) + 3) + 4``
 cycles. Throughput: one descriptor per cycle while the FIFO has room.
@@ -146,22 +147,27 @@ class Dispatcher(wiring.Component):
         m.d.sync += lim.eq(self.s_len - self.n - 4)  # the shape is registered at start
         header_error = Signal(4)  # first header error (reported after the fit check)
 
-        m.d.comb += port.en.eq(1)
+        # The read address is a register of its own (``raddr``: 0, 1, 2 in HDR0-2, then
+        # ``next_ptr + 3``), kept up to date with ``next_ptr``: no logic between the FFs and
+        # the block RAM, which the placer may put far away. A read whose word is not wanted
+        # (no ``read_valid``) is harmless.
+        raddr = Signal(self.s_aw)
+        m.d.comb += [port.en.eq(1), port.addr.eq(raddr)]
         m.d.sync += read_valid.eq(0)
         with m.FSM(name="ctl") as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
+                    m.d.sync += raddr.eq(0)
                     m.next = "HDR0"
             with m.State("HDR0"):
-                m.d.comb += port.addr.eq(0)
                 m.d.sync += header_error.eq(Mux((self.s_len > self.s_depth) | (self.s_len < 3),
                                                 int(LoaderError.TRUNC), 0))
+                m.d.sync += raddr.eq(1)
                 m.next = "HDR1"
             with m.State("HDR1"):
-                m.d.comb += port.addr.eq(1)
+                m.d.sync += raddr.eq(2)
                 m.next = "HDR2"
             with m.State("HDR2"):  # word = blob word 0
-                m.d.comb += port.addr.eq(2)
                 with m.If((header_error == 0) & (word != MAGIC)):
                     m.d.sync += header_error.eq(LoaderError.MAGIC)
                 m.next = "HDR3"
@@ -171,7 +177,7 @@ class Dispatcher(wiring.Component):
                 m.next = "HDR4"
             with m.State("HDR4"):  # word = blob word 2
                 m.d.sync += [
-                    nnz.eq(word_lo), entry0.eq(n + 4), next_ptr.eq(0), d_base.eq(0),
+                    nnz.eq(word_lo), entry0.eq(n + 4), next_ptr.eq(0), raddr.eq(3), d_base.eq(0),
                     c_base.eq(0), all_read.eq(0), prev_word.eq(0),
                 ]
                 # word + N + 4 > s_len, as a narrow compare against the registered limit
@@ -203,6 +209,7 @@ class Dispatcher(wiring.Component):
                     m.next = "END"
             with m.State("END"):
                 with m.If(self.start):
+                    m.d.sync += raddr.eq(0)
                     m.next = "HDR0"
         m.d.comb += [self.idle.eq(fsm.ongoing("IDLE")), self.ended.eq(fsm.ongoing("END"))]
 
@@ -219,8 +226,7 @@ class Dispatcher(wiring.Component):
         room = Signal()
         m.d.comb += room.eq((fifo.level + read_valid + word_valid + desc_valid)
                             < self.fifo_depth)
-        with m.If(self.running & ~all_read & ~self.stop & room):
-            m.d.comb += port.addr.eq(next_ptr + 3)
+        with m.If(self.running & ~all_read & ~self.stop & room):  # the read of raddr
             m.d.sync += [read_valid.eq(1), read_ptr.eq(next_ptr), read_d_base.eq(d_base),
                          read_c_base.eq(c_base), read_reps.eq(reps),
                          read_zero.eq(next_ptr == 0), read_one.eq(next_ptr == 1),
@@ -230,9 +236,9 @@ class Dispatcher(wiring.Component):
                     m.d.sync += all_read.eq(1)
                 with m.Else():
                     m.d.sync += [tiles_left.eq(tiles_left - group), d_base.eq(d_base + d_step),
-                                 c_base.eq(c_base + c_step), next_ptr.eq(1)]
+                                 c_base.eq(c_base + c_step), next_ptr.eq(1), raddr.eq(4)]
             with m.Else():
-                m.d.sync += next_ptr.eq(next_ptr + 1)
+                m.d.sync += [next_ptr.eq(next_ptr + 1), raddr.eq(raddr + 1)]
 
         # stage C: pointer checked and descriptor formed into registers (no compare or adder
         # in front of the FIFO's LUT-RAM write)
