@@ -73,7 +73,13 @@ class SwatCore(wiring.Component):
         survivors of Top-K land compressed in the S buffer (see ``docs/core-interface.md``).
         The S buffer is then double and split into ``sel_banks`` sub-banks (memories
         ``s_mem_<b>``, word ``a`` of buffer ``f`` at ``s_buffer.locate(a, f)``) so that the unit
-        writes up to ``sel_banks`` (= ``sel_lanes`` when a power of two) words a cycle.
+        writes up to ``sel_banks`` words a cycle: the largest power of two ``<= sel_lanes`` and
+        ``<= sel_max_banks`` that divides ``s_depth``.
+    sel_max_banks : int
+        Most S sub-banks (default 8): a unit wider than that (16 or 32 lanes, for the long
+        im2col streams of convolution activations) keeps 8 sub-banks, so the loader's read mux
+        stays 8:1 and the S memories stay ``s_mem_0..7``; its writer queues a beat with more
+        kept elements than sub-banks (backpressure through its record FIFO).
     sel_index_width : int
         Bits of the select unit's per-lane source index (default 32; 0: none), for the exact
         im2col blob of a selected tensor (``by_index``, ``docs/threshold-select.md``).
@@ -100,7 +106,8 @@ class SwatCore(wiring.Component):
 
     def __init__(self, *, rows: int = 8, cols: int = 8, d_depth: int = 16384,
                  s_depth: int = 8192, c_depth: int = 8192, hold_depth: int = 2,
-                 sel_lanes: int = 0, result_logs: bool = True, sel_index_width: int = 32):
+                 sel_lanes: int = 0, result_logs: bool = True, sel_index_width: int = 32,
+                 sel_max_banks: int = 8):
         self.rows = check_int("SwatCore", "rows", rows, minimum=1)
         self.cols = check_int("SwatCore", "cols", cols, minimum=1)
         self.d_depth = check_int("SwatCore", "d_depth", d_depth, minimum=2)
@@ -110,6 +117,7 @@ class SwatCore(wiring.Component):
         self.sel_lanes = check_int("SwatCore", "sel_lanes", sel_lanes, minimum=0)
         self.sel_index_width = check_int("SwatCore", "sel_index_width", sel_index_width,
                                          minimum=0, maximum=32)
+        self.sel_max_banks = check_int("SwatCore", "sel_max_banks", sel_max_banks, minimum=1)
         if not isinstance(result_logs, bool):
             raise TypeError(f"SwatCore: result_logs must be a bool, not {result_logs!r}")
         self.result_logs = result_logs
@@ -136,9 +144,10 @@ class SwatCore(wiring.Component):
         if sel_lanes:
             from .threshold_select import ThresholdSelect
             # S sub-banks = words the unit writes a cycle: the largest power of two <= lanes
-            # that divides s_depth and leaves at least two rows per sub-bank
+            # and <= sel_max_banks that divides s_depth and leaves at least two rows per sub-bank
             self.sel_banks = 1
-            while (self.sel_banks * 2 <= sel_lanes and s_depth % (self.sel_banks * 2) == 0
+            while (self.sel_banks * 2 <= min(sel_lanes, self.sel_max_banks)
+                   and s_depth % (self.sel_banks * 2) == 0
                    and self.sel_banks * 4 <= 1 << self.s_aw):
                 self.sel_banks *= 2
             self.sel_unit = ThresholdSelect(lanes=sel_lanes, depth=s_depth, banks=self.sel_banks,

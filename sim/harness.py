@@ -98,6 +98,10 @@ class CoreSim:
         (_, self.rows, self.cols, self.d_depth, self.s_depth, self.c_depth, self.dbytes,
          self.cbytes, self.can_trace, self.sel_lanes, self.s_mem_depth, self.s_bank_base,
          self.sel_index_width) = (int(x) for x in info[:13])
+        # S words the unit writes a cycle: its sub-banks s_mem_<b> (fewer than sel_lanes on a
+        # unit wider than them; 1 on a core whose S is one memory)
+        self.sel_banks = sum(1 for mem in model.memories
+                             if mem["name"].startswith("s_mem_")) or 1
         self._sel_queue = collections.deque()  # beats of each select begun, not yet waited for
         self.s_len_max = (1 << model.ports.get("s_len", 32)) - 1
 

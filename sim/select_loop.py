@@ -186,7 +186,8 @@ class _Runner:
         est_gemm = {i: [_gemm_estimate(j, kb, nb, mbs, self.rows, self.cols)
                         for kb, nb, mbs in blocks[i]] for i, j in enumerate(self.jobs)}
         est_blob = {i: [sp.given_cycles(kb.stop - kb.start, nb.stop - nb.start,
-                                        int(np.count_nonzero(j.s[kb, nb])), core.sel_lanes)
+                                        int(np.count_nonzero(j.s[kb, nb])), core.sel_lanes,
+                                        core.sel_banks)
                         for kb, nb, _ in blocks[i]] for i, j in enumerate(self.jobs)}
         self.order = list(order) if order is not None else step_order(
             self.jobs, {i: v[0] for i, v in est_blob.items()},

@@ -216,6 +216,7 @@ def threshold_cycles(src_view: np.ndarray, lanes: int = LANES, by_index: bool = 
                          mode=SelectMode.THRESHOLD, by_index=by_index)
 
 
-def given_cycles(rows: int, cols: int, nnz: int, lanes: int = LANES) -> int:
-    """Model cycles of a GIVEN on a ``rows x cols`` block (scheduling estimates only)."""
-    return select_cycles(rows, cols, lanes, mode=SelectMode.GIVEN, nnz=nnz)
+def given_cycles(rows: int, cols: int, nnz: int, lanes: int = LANES, banks: int = 1) -> int:
+    """Model cycles of a GIVEN on a ``rows x cols`` block (scheduling estimates only);
+    ``banks``: S words the unit writes a cycle (the core's ``sel_banks``)."""
+    return select_cycles(rows, cols, lanes, mode=SelectMode.GIVEN, nnz=nnz, banks=banks)

@@ -658,7 +658,7 @@ def _lz4_link_dir(bdir: Path) -> Path:
 
 #: Select lanes of the harness's core: one model (with the threshold-select unit and two S
 #: buffers) serves plain GEMMs and the select unit in the loop, so nothing builds a second one.
-HARNESS_SEL_LANES = 8
+HARNESS_SEL_LANES = 32
 
 
 def harness_model(rows: int = 8, cols: int = 8, *, trace: bool = False,

@@ -278,6 +278,7 @@ def test_start_ignored_while_busy():
     (dict(c_depth=1), ValueError, "SwatCore: c_depth must be >= 2, not 1"),
     (dict(hold_depth=0), ValueError, "SwatCore: hold_depth must be >= 1, not 0"),
     (dict(sel_lanes=-1), ValueError, "SwatCore: sel_lanes must be >= 0, not -1"),
+    (dict(sel_max_banks=0), ValueError, "SwatCore: sel_max_banks must be >= 1, not 0"),
     (dict(rows=2.0), TypeError, "SwatCore: rows must be an int, not 2.0"),
     (dict(d_depth="64"), TypeError, "SwatCore: d_depth must be an int, not '64'"),
     (dict(cols=True), TypeError, "SwatCore: cols must be an int, not True"),
@@ -430,6 +431,34 @@ def test_select_writes_lanes_words_a_cycle():
         cycles = ctx.get(dut.sel.status.cycles)
         assert cycles == select_cycles(k, n, lanes, banks=lanes, kept=s_dense)
         assert cycles < select_cycles(k, n, lanes, banks=1, nnz=keep) - k * n // 2
+        await _gemm_on_units_blob(tb, ctx, d, s_dense, s_len)
+
+    tb.run(body)
+
+
+def test_select_wider_than_its_sub_banks():
+    """A unit with more lanes than S sub-banks (``sel_max_banks``; the harness core: 32 lanes,
+    8 sub-banks): a dense FULL queues the beats' entries behind the writer (backpressure, no
+    word lost), takes exactly ``select_cycles(..., banks=sel_banks, kept=...)``, and the GEMM
+    on the blob is exact."""
+    from hw.contract.cycles import select_cycles
+
+    rng = np.random.default_rng(5)
+    rows, lanes = 2, 8
+    m, k, n = 4, 16, 12
+    tb = CoreTB(rows=rows, cols=2, sel_lanes=lanes, sel_max_banks=2, d_depth=64, s_depth=256,
+                c_depth=32)
+    dut = tb.dut
+    assert dut.sel_banks == 2 == dut.s_buffer.sub_banks
+    d = rng.integers(-128, 128, (m, k)).astype(np.int8)
+    s_dense = rng.integers(1, 128, (k, n)).astype(np.int8)
+
+    async def body(ctx):
+        tb.preload(ctx, intref.pack_d(d, rows), [])
+        s_len = await _select(ctx, dut, rng, s_dense, k * n, bank=0, p_valid=1.0)
+        cycles = ctx.get(dut.sel.status.cycles)
+        assert cycles == select_cycles(k, n, lanes, banks=2, kept=s_dense)
+        assert cycles > select_cycles(k, n, lanes, banks=lanes, kept=s_dense)  # write-bound
         await _gemm_on_units_blob(tb, ctx, d, s_dense, s_len)
 
     tb.run(body)

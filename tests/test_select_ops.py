@@ -3,7 +3,8 @@
 Blobs read back from the S buffer equal the integer reference (sw.int_topk) word for word;
 a GEMM reads the unit's blob from one S buffer while the unit writes the other; the core's
 exposed-select counter equals a count from the harness's tick stamps; an error code of the
-unit surfaces as one SelectFailed line. One model: the harness's default core (sel_lanes=8).
+unit surfaces as one SelectFailed line; the unit's cycles equal hw.contract.cycles.select_cycles.
+One model: the harness's default core (sel_lanes=32, 8 S sub-banks).
 """
 
 import numpy as np
@@ -83,6 +84,44 @@ def test_threshold_by_index_holds_the_cut_of_the_tensor(core):
     assert st.held["cut_any"] == 1
     assert st.held["cut_index"] == int_topk.last_kept_tie_index(qa, t, ties)
     assert st.cycles > plain.cycles  # the stream went through twice
+
+
+def test_cycles_exact_on_the_wide_unit(core):
+    """The harness core's unit (more lanes than S sub-banks) takes exactly ``select_cycles(...,
+    banks=sel_banks, kept=...)``: a dense FULL whose beats keep more entries than it writes a
+    cycle (backpressure through the record FIFO), and the im2col blob of a convolution's
+    activations (GIVEN ``by_index``, input-bound)."""
+    from hw.contract.cycles import select_cycles
+    from sw import lowering
+
+    assert core.sel_lanes > core.sel_banks > 1
+    lanes, banks = core.sel_lanes, core.sel_banks
+    rng = np.random.default_rng(7)
+    dense = rng.integers(1, 128, (40, 24)).astype(np.int8)
+    k = int_topk.k_from_density(0.9, dense.size)
+    st = core.select(dense, SelectMode.FULL, keep=k, bank=0, label="dense FULL")
+    kept = np.where(int_topk.select_mask(dense.T, k).T, dense, 0)
+    assert np.array_equal(st.blob, encode_words(kept))
+    assert st.cycles == select_cycles(40, 24, lanes, banks=banks, kept=kept)
+    assert st.cycles > select_cycles(40, 24, lanes, banks=lanes, kept=kept)  # write-bound
+
+    import torch
+
+    conv = torch.nn.Conv2d(4, 8, 3, padding=1)
+    qa = _tensor(rng, (2, 4, 10, 10))
+    k = int_topk.k_from_density(0.1, qa.size)
+    thr = core.select(int_topk.stream_matrix(qa), SelectMode.THRESHOLD, keep=k, bank=1,
+                      by_index=True, label="A THRESHOLD")
+    h = thr.held
+    given = (h["threshold"], h["ties"], h["cut_row"], h["cut_col"], h["cut_any"],
+             h["cut_index"])
+    s = lowering.im2col(qa, conv).astype(np.int8)
+    st = core.select(s, SelectMode.GIVEN, given=given, by_index=True, bank=1,
+                     index=lowering.im2col_source_index(qa.shape, conv), label="im2col GIVEN")
+    assert np.array_equal(st.blob, lowering.im2col_topk_blob(qa, conv, 0.1))
+    kept = lowering.im2col(np.where(int_topk.select_mask(qa, k), qa, 0), conv)
+    assert st.cycles == select_cycles(*s.shape, lanes, mode=SelectMode.GIVEN, banks=banks,
+                                      kept=kept)
 
 
 def test_gemm_reads_the_units_blob_while_the_next_is_written(core):
