@@ -414,9 +414,46 @@ def _cxx_name(name: str) -> str:
     return name.replace("__", "___05F")
 
 
-def harness_config(toplevel: str, ports: dict, memories: list, attrs: dict) -> str:
+def _cxx_bytes(width: int) -> int:
+    """``sizeof`` of Verilator's C++ type of a ``width``-bit variable (:func:`_cxx_type`)."""
+    return 1 if width <= 8 else 2 if width <= 16 else 4 if width <= 32 else 8 if width <= 64 \
+        else 4 * ((width + 31) // 32)
+
+
+def _inputs_changed(cls: str, inputs: dict) -> list[str]:
+    """``harness_inputs_changed``: whether any input port differs from what it was at the last
+    call (a byte copy of each; ``sim/cpp/core_main.cpp`` runs the ico region only then)."""
+    total = sum(_cxx_bytes(w) for w in inputs.values())
+    lines = ["#define HARNESS_INPUTS_CHANGED 1",
+             "static inline bool harness_snap(unsigned char* s, const void* v, std::size_t n) {",
+             "    if (std::memcmp(s, v, n) == 0) return false;",
+             "    std::memcpy(s, v, n);", "    return true;", "}",
+             f"static inline bool harness_inputs_changed({cls}* t) {{",
+             f"    static unsigned char snap[{max(1, total)}];",
+             "    static bool first = true;",
+             "    bool changed = first;", "    first = false;"]
+    off = 0
+    for name, width in inputs.items():
+        n = _cxx_bytes(width)
+        member = _cxx_name(name)
+        lines += [f"    static_assert(sizeof(t->{member}) == {n}, \"{name}\");",
+                  f"    changed |= harness_snap(snap + {off}, &t->{member}, {n});"]
+        off += n
+    return [*lines, "    return changed;", "}"]
+
+
+def input_ports(text: str, toplevel: str) -> dict:
+    """``{name: width}`` of the input ports of module ``toplevel`` in Verilog ``text``."""
+    top = re.search(rf"^module {re.escape(toplevel)}\b.*?^endmodule", text, re.M | re.S)
+    return {m.group(3): int(m.group(2)) + 1 if m.group(2) is not None else 1
+            for m in PORT_RE.finditer(top.group(0) if top else text) if m.group(1) == "input"}
+
+
+def harness_config(toplevel: str, ports: dict, memories: list, attrs: dict,
+                   inputs: dict | None = None) -> str:
     """``harness_config.h``: the model's class, geometry and the C++ names of the ports and
-    buffer memories the harness touches (names from :mod:`sim.coreports`)."""
+    buffer memories the harness touches (names from :mod:`sim.coreports`); with ``inputs``
+    (:func:`input_ports`) also ``harness_inputs_changed`` (:func:`_inputs_changed`)."""
     from . import coreports
 
     names = coreports.resolve(ports, memories)
@@ -459,6 +496,8 @@ def harness_config(toplevel: str, ports: dict, memories: list, attrs: dict) -> s
                   f"[a >> {nb.bit_length() - 1}];", "    }", "}",
                   "#define MEM_S_WORD(t, a) harness_s_word((t).get(), (a))"]
     lines += _select_config(names, ports, attrs)
+    if inputs:
+        lines += _inputs_changed(cls, inputs)
     if names["logs"]:  # result logs: entries = C lanes | C address above them
         caw = (attrs["c_depth"] - 1).bit_length()
         lines += ["#define HAS_C_LOGS 1", f"#define C_LOGS {len(names['logs'])}",
@@ -525,7 +564,8 @@ def _build_harness(bdir: Path, toplevel: str, text: str, ports: dict, memories: 
     public += [mem for mem, _ in names["logs"]] + list(names.get("s_banks", []))
     vlt.write_text("`verilator_config\n" + "".join(
         f'public_flat_rw -module "{toplevel}" -var "{mem}"\n' for mem in public))
-    (bdir / "harness_config.h").write_text(harness_config(toplevel, ports, memories, attrs))
+    (bdir / "harness_config.h").write_text(harness_config(toplevel, ports, memories, attrs,
+                                                          input_ports(text, toplevel)))
     cflags = f"-I{bdir} -DHARNESS_HAS_TRACE={int(trace)}" + (" -DHARNESS_TRACE" if trace else "")
     ldflags = []
     if trace:
@@ -534,12 +574,13 @@ def _build_harness(bdir: Path, toplevel: str, text: str, ports: dict, memories: 
     args = (bdir, toplevel, [vlt, vfile], HARNESS_SOURCES, HARNESS_EXE,
             ["--trace-fst"] if trace else [])
     if trace or not harness_pgo():
-        _verilate_executable(*args, cflags, ldflags)
+        _verilate_executable(*args, cflags, ldflags, ico_skip=True)
         return
     # profile-guided: the instrumented executable writes its profile next to its objects
     # (obj/*.gcda) when the training run quits; the second build reads it from there
     _verilate_executable(*args, f"{cflags} {PGO_GENERATE}",
-                         [*ldflags, "-LDFLAGS", "-fprofile-generate"], keep_objects=True)
+                         [*ldflags, "-LDFLAGS", "-fprofile-generate"], keep_objects=True,
+                         ico_skip=True)
     try:
         _pgo_train(Model("core", toplevel, bdir, {}, ports, memories, attrs, kind="harness"))
     except Exception as exc:  # noqa: BLE001 - a profile is an optimisation, not a result
@@ -548,7 +589,7 @@ def _build_harness(bdir: Path, toplevel: str, text: str, ports: dict, memories: 
     obj = bdir / "obj"
     for f in [*obj.glob("*.o"), *obj.glob("*.a"), *obj.glob("*.gch"), bdir / HARNESS_EXE]:
         f.unlink(missing_ok=True)
-    _verilate_executable(*args, f"{cflags} {PGO_USE}", ldflags)
+    _verilate_executable(*args, f"{cflags} {PGO_USE}", ldflags, ico_skip=True)
 
 
 def _pgo_train(model) -> None:
@@ -587,28 +628,61 @@ def _pgo_train(model) -> None:
 
 def _verilate_executable(bdir: Path, toplevel: str, inputs: list, sources, exe: str,
                          flags: list, cflags: str, ldflags: list, *,
-                         keep_objects: bool = False, makeflags=None) -> None:
+                         keep_objects: bool = False, makeflags=None,
+                         ico_skip: bool = False) -> None:
     """Verilator: the model of ``toplevel`` and the C++ ``sources`` (in ``sim/cpp``) into the
     executable ``bdir/exe``, with the harness's optimisation flags (``makeflags``, default
-    :data:`HARNESS_MAKEFLAGS`); objects are removed unless ``keep_objects``."""
+    :data:`HARNESS_MAKEFLAGS`); objects are removed unless ``keep_objects``. ``ico_skip``:
+    the generated eval runs the input-driven region only when the harness asks
+    (:func:`patch_ico`; ``sim/cpp/core_main.cpp`` defines the flag)."""
     makeflags = HARNESS_MAKEFLAGS if makeflags is None else makeflags
-    cmd = [str(toolchain.verilator_bin_dir() / "verilator"), "--cc", "--exe", "--build",
-           "-j", "2", "--top-module", toplevel, *HARNESS_ARGS, *flags,
+    obj = bdir / "obj"
+    cmd = [str(toolchain.verilator_bin_dir() / "verilator"), "--cc", "--exe",
+           "--top-module", toplevel, *HARNESS_ARGS, *flags,
            *map(str, inputs), *(str(HARNESS_DIR / f) for f in sources),
-           "-CFLAGS", cflags, *ldflags, "-MAKEFLAGS", " ".join(makeflags),
-           "--Mdir", str(bdir / "obj"), "-o", str(bdir / exe)]
+           "-CFLAGS", cflags, *ldflags, "--Mdir", str(obj), "-o", str(bdir / exe)]
+    # what verilator --build runs, after the generated eval is patched (ico_skip)
+    make = ["make", "-C", str(obj), "-f", f"V{toplevel}.mk", "-j", "2", *makeflags]
     log = bdir / "build.log"
     with open(log, "w") as fh:
-        fh.write(" ".join(cmd) + "\n")
-        fh.flush()
-        proc = _run_group(cmd, env=toolchain.verilator_env(), stdout=fh,
-                          stderr=subprocess.STDOUT, cwd=bdir)
+        for i, c in enumerate((cmd, make)):
+            fh.write(" ".join(c) + "\n")
+            fh.flush()
+            proc = _run_group(c, env=toolchain.verilator_env(), stdout=fh,
+                              stderr=subprocess.STDOUT, cwd=bdir)
+            if proc.returncode:
+                break
+            if i == 0 and ico_skip:
+                fh.write(f"ico region on input change only: {patch_ico(obj, toplevel)}\n")
     if proc.returncode or not (bdir / exe).is_file():
         tail = log.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"Verilator {exe} build failed (exit {proc.returncode}); "
                            f"see {log}:\n{tail}")
     if not keep_objects:
         shutil.rmtree(bdir / "obj", ignore_errors=True)  # objects are not needed to run
+
+
+ICO_LINE = "vlSelfRef.__VicoFirstIteration = 1U;"
+
+
+def patch_ico(obj: Path, toplevel: str) -> bool:
+    """Make the generated ``eval`` of ``V<toplevel>`` start its input-combinational (ico)
+    region only when the harness's ``harness_ico_pending`` is set, instead of at every eval
+    (Verilator 5 triggers that region on each eval's first iteration). ``False`` (nothing
+    changed) when the generated code is not the shape this expects, e.g. another Verilator:
+    the model then runs the region at every eval, as before."""
+    hits = [f for f in sorted(obj.glob(f"V{toplevel}___024root__*.cpp"))
+            if not f.name.endswith("__Slow.cpp") and ICO_LINE in f.read_text()]
+    if len(hits) != 1:
+        return False
+    text = hits[0].read_text()
+    if text.count(ICO_LINE) != 1 or f"void V{toplevel}___024root___eval(" not in text:
+        return False
+    at = text.find("\n", text.find("#include")) + 1  # after the first include
+    text = text[:at] + "extern bool harness_ico_pending;  // sim/cpp/core_main.cpp\n" + text[at:]
+    hits[0].write_text(text.replace(ICO_LINE, "vlSelfRef.__VicoFirstIteration = "
+                                              "harness_ico_pending;"))
+    return True
 
 
 def _run_group(cmd, **kw) -> subprocess.CompletedProcess:

@@ -119,6 +119,40 @@ def test_harness_config_of_the_select_core():
         verilate.harness_config("swat_core", ports, mems, attrs)
 
 
+def test_input_ports_and_their_change_check():
+    """Every input of the top module (not its outputs, not a submodule's) gets a byte copy of
+    its C++ size in ``harness_inputs_changed``."""
+    text = ("module swat_core(clk, a, w, q);\n  input clk;\n  wire clk;\n"
+            "  input [13:0] a;\n  input [320:0] w;\n  output [31:0] q;\nendmodule\n"
+            "module \\swat_core.sub (x);\n  input [7:0] x;\nendmodule\n")
+    inputs = verilate.input_ports(text, "swat_core")
+    assert inputs == {"clk": 1, "a": 14, "w": 321}
+    lines = "\n".join(verilate._inputs_changed("Vswat_core", inputs))
+    assert "static unsigned char snap[47];" in lines  # 1 + 2 + 11 * 4 bytes
+    assert "changed |= harness_snap(snap + 3, &t->w, 44);" in lines
+    assert "static_assert(sizeof(t->a) == 2" in lines
+
+
+def test_patch_ico_gates_the_first_iteration_only_in_eval(tmp_path):
+    """The generated eval's ``__VicoFirstIteration = 1U`` becomes the harness's flag; code of
+    another shape is left alone (the model then runs the region at every eval)."""
+    body = ("// Verilated -*- C++ -*-\n\n#include \"Vswat_core__pch.h\"\n\n"
+            "void Vswat_core___024root___eval(Vswat_core___024root* vlSelf) {\n"
+            "    vlSelfRef.__VicoFirstIteration = 1U;\n    do {} while (0);\n}\n")
+    f = tmp_path / "Vswat_core___024root__2.cpp"
+    f.write_text(body)
+    (tmp_path / "Vswat_core___024root__0__Slow.cpp").write_text(body)  # never patched
+    assert verilate.patch_ico(tmp_path, "swat_core") is True
+    got = f.read_text()
+    assert "vlSelfRef.__VicoFirstIteration = harness_ico_pending;" in got
+    assert got.index("extern bool harness_ico_pending;") > got.index("#include")
+    assert verilate.ICO_LINE not in got
+    assert verilate.patch_ico(tmp_path, "swat_core") is False  # nothing left to patch
+    f.write_text(body.replace("___eval(", "___eval_other("))
+    assert verilate.patch_ico(tmp_path, "swat_core") is False
+    assert f.read_text() == body.replace("___eval(", "___eval_other(")
+
+
 @pytest.mark.slow
 def test_cli_prints_where_the_model_is(capsys):
     assert verilate.main(["--array", "8x8"]) == 0
