@@ -100,50 +100,122 @@ def _gemm_estimate(job, kb, nb, mbs, rows, cols) -> float:
     return sum(ideal_cycles(mb.stop - mb.start, nnz, rows, cols) + 20 for mb in mbs)
 
 
-def step_order(jobs, est_first_blob, est_last_block) -> list:
+def step_order(jobs, est_first_blob, est_last_block, est_pass1=None) -> list:
     """Indices of ``jobs`` in the order the step runs them: forwards in layer order, then the
     backward passes: input gradients in chain order (last layer first), each weight gradient
-    once its output gradient exists, placed greedily after the GEMM whose last block best hides
-    its first blob (``est_*``: cycle estimates per job index)."""
+    once its output gradient exists (``est_*``: cycle estimates per job index). Each next GEMM
+    is the candidate whose choice, completed by the greedy rule (:func:`_greedy_pick`), leaves
+    the least estimated exposure ``sum(max(0, first_blob(next) - last_block(previous)))``; a
+    greedy choice alone put a long blob behind a short GEMM it could have avoided (digits:
+    ``features.3``'s weight gradient behind the classifier's). ``est_pass1``: per job, pass-1
+    cycles its first blob waits for unless the spare slack of the backward GEMMs before it
+    (last block minus the next first blob) took them (the last layer's activations: they exist
+    only after the last forward)."""
     layers = list(dict.fromkeys(j.layer for j in jobs))
     if not layers:  # nothing to run (e.g. every GEMM of a large model sampled)
         return []
     by = {(j.layer, j.pass_name): i for i, j in enumerate(jobs)}
     seq = [by[(name, "forward")] for name in layers if (name, "forward") in by]
-    chain = [by[(name, "backward_input")] for name in reversed(layers)
-             if (name, "backward_input") in by]
-    ready = [by[(layers[-1], "backward_weight")]] if (layers[-1], "backward_weight") in by \
-        else []
-    done_w = set(ready)
+    state = _Backward(jobs, layers, by)
 
-    def release(layer_idx):  # dY of layer_idx exists: its weight gradient may run
-        if layer_idx >= 0 and (layers[layer_idx], "backward_weight") in by:
-            i = by[(layers[layer_idx], "backward_weight")]
-            if i not in done_w:
-                done_w.add(i)
-                ready.append(i)
+    pass1 = est_pass1 or {}
 
-    if chain and jobs[chain[0]].layer != layers[-1]:
-        release(len(layers) - 1)
-    while chain or ready:
+    def exposure(prev, rest):
+        total = spare = 0.0
+        for c in rest:
+            slack = est_last_block[prev] if prev is not None else 0
+            wait = max(0.0, pass1.get(c, 0) - spare)
+            spare -= pass1.get(c, 0) - wait
+            total += max(0.0, est_first_blob[c] + wait - slack)
+            spare += max(0.0, slack - est_first_blob[c] - wait)
+            prev = c
+        return total
+
+    def rollout(st, prev):
+        st, rest = st.copy(), []
+        while st.cands():
+            c = _greedy_pick(st, prev, est_first_blob, est_last_block)
+            st.take(c)
+            rest.append(c)
+            prev = c
+        return rest
+
+    while state.cands():
         cur = seq[-1] if seq else None
-        cands = ([chain[0]] if chain else []) + ready
-        slack = est_last_block[cur] if cur is not None else 0
-        fits = [c for c in cands if est_first_blob[c] <= slack]
-        if fits:  # the one whose own last block hides the most of what follows
-            pick = max(fits, key=lambda c: est_last_block[c])
-        else:  # nothing hides behind `cur`: keep the chain going, defer weight gradients
-            pick = chain[0] if chain else min(cands, key=lambda c: est_first_blob[c])
-        seq.append(pick)
-        if chain and pick == chain[0]:
-            chain.pop(0)
-            release(layers.index(jobs[pick].layer) - 1)
+        greedy = _greedy_pick(state, cur, est_first_blob, est_last_block)
+        best, best_cost = greedy, None
+        cands = state.cands()
+        if len(cands) > 1 and len(cands) * state.left() <= _ROLLOUT_LIMIT:
+            for c in [greedy] + [c for c in cands if c != greedy]:
+                st = state.copy()
+                st.take(c)
+                cost = exposure(cur, [c] + rollout(st, c))
+                if best_cost is None or cost < best_cost:
+                    best, best_cost = c, cost
+        state.take(best)
+        seq.append(best)
+    return seq + state.rest()
+
+
+#: Candidates x GEMMs left above which :func:`step_order` stays greedy (the rollout is cubic).
+_ROLLOUT_LIMIT = 4096
+
+
+class _Backward:
+    """The backward GEMMs not yet placed: the input-gradient chain and the weight gradients
+    whose output gradient exists."""
+
+    def __init__(self, jobs, layers, by):
+        self.jobs, self.layers, self.by = jobs, layers, by
+        self.chain = [by[(name, "backward_input")] for name in reversed(layers)
+                      if (name, "backward_input") in by]
+        self.ready = []
+        self.done_w = set()
+        self._release(len(layers) - 1)
+
+    def copy(self):
+        new = object.__new__(_Backward)
+        new.jobs, new.layers, new.by = self.jobs, self.layers, self.by
+        new.chain, new.ready, new.done_w = list(self.chain), list(self.ready), set(self.done_w)
+        return new
+
+    def _release(self, layer_idx):  # dY of layer_idx exists: its weight gradient may run
+        if layer_idx >= 0 and (self.layers[layer_idx], "backward_weight") in self.by:
+            i = self.by[(self.layers[layer_idx], "backward_weight")]
+            if i not in self.done_w:
+                self.done_w.add(i)
+                self.ready.append(i)
+
+    def cands(self):
+        return ([self.chain[0]] if self.chain else []) + self.ready
+
+    def left(self):
+        return len(self.chain) + len(self.ready)
+
+    def take(self, pick):
+        if self.chain and pick == self.chain[0]:
+            self.chain.pop(0)
+            self._release(self.layers.index(self.jobs[pick].layer) - 1)
         else:
-            ready.remove(pick)
-    for i in range(len(layers)):  # weight gradients of layers with no input gradient
-        release(i)
-    seq += [i for i in ready if i not in seq]
-    return seq
+            self.ready.remove(pick)
+
+    def rest(self):
+        """Weight gradients of layers with no input gradient above them (never released)."""
+        for i in range(len(self.layers)):
+            self._release(i)
+        return list(self.ready)
+
+
+def _greedy_pick(state, cur, est_first_blob, est_last_block):
+    """The greedy rule: of the GEMMs whose first blob fits behind ``cur``'s last block, the one
+    whose own last block hides the most of what follows; if none fits, the chain goes on (weight
+    gradients wait), else the shortest first blob."""
+    cands = state.cands()
+    slack = est_last_block[cur] if cur is not None else 0
+    fits = [c for c in cands if est_first_blob[c] <= slack]
+    if fits:
+        return max(fits, key=lambda c: est_last_block[c])
+    return state.chain[0] if state.chain else min(cands, key=lambda c: est_first_blob[c])
 
 
 def run_step(jobs, *, model=None, sim=None, order=None, log=None, limits=None,
@@ -189,9 +261,17 @@ class _Runner:
                                         int(np.count_nonzero(j.s[kb, nb])), core.sel_lanes,
                                         core.sel_banks)
                         for kb, nb, _ in blocks[i]] for i, j in enumerate(self.jobs)}
+        # the last layer's activations exist only after the last forward: their pass 1 has
+        # the backward GEMMs' slack only
+        last = list(dict.fromkeys(j.layer for j in self.jobs))[-1] if self.jobs else None
+        est_pass1 = {i: sp.threshold_cycles(sp.threshold_view(s.src), core.sel_lanes,
+                                            by_index=core.sel_index_width > 0)
+                     for i, (j, s) in enumerate(zip(self.jobs, self.sels, strict=True))
+                     if j.layer == last and j.pass_name == "backward_weight"
+                     and s.key.endswith(":A") and not self.unsupported[i]}
         self.order = list(order) if order is not None else step_order(
             self.jobs, {i: v[0] for i, v in est_blob.items()},
-            {i: v[-1] for i, v in est_gemm.items()})
+            {i: v[-1] for i, v in est_gemm.items()}, est_pass1)
         self.tasks = [(i, kb, nb, mbs, est_gemm[i][b], est_blob[i][b])
                       for i in self.order for b, (kb, nb, mbs) in enumerate(blocks[i])]
         # when each tensor's pass 1 may run: weights at step start, A_l after forward l-1

@@ -85,6 +85,44 @@ def test_backward_order_hides_blobs():
     assert sorted(order) == list(range(len(jobs)))
 
 
+def _labels_est(jobs, values):
+    idx = {j.label: i for i, j in enumerate(jobs)}
+    return {idx[k]: v for k, v in values.items()}
+
+
+def test_backward_order_looks_past_the_greedy_choice():
+    # greedy: f:backward_input, then the longest last block (c:backward_input), which leaves c's
+    # weight-gradient blob (900) behind f's short weight gradient (200): 700 exposed; looking
+    # ahead, every blob fits behind the GEMM before it
+    jobs = _step(1, levels=4)
+    first = _labels_est(jobs, {"c:forward": 10, "f:forward": 10, "f:backward_input": 50,
+                               "c:backward_input": 100, "f:backward_weight": 50,
+                               "c:backward_weight": 900})
+    last = _labels_est(jobs, {"c:forward": 5000, "f:forward": 100, "f:backward_input": 1000,
+                              "c:backward_input": 300, "f:backward_weight": 200,
+                              "c:backward_weight": 250})
+    order = select_loop.step_order(jobs, first, last)
+    assert sorted(order) == list(range(len(jobs)))
+    assert all(first[b] <= last[a] for a, b in zip(order, order[1:], strict=False))  # all hidden
+
+
+def test_backward_order_leaves_slack_for_the_last_layers_pass_1():
+    # f's activations exist only after f:forward (100 cycles): their pass 1 (400) must not
+    # come right behind it; after f:backward_input it hides
+    jobs = _step(1, levels=4)
+    first = _labels_est(jobs, {"c:forward": 10, "f:forward": 10, "f:backward_input": 50,
+                               "c:backward_input": 50, "f:backward_weight": 50,
+                               "c:backward_weight": 50})
+    last = _labels_est(jobs, {"c:forward": 5000, "f:forward": 100, "f:backward_input": 1000,
+                              "c:backward_input": 1000, "f:backward_weight": 5000,
+                              "c:backward_weight": 1000})
+    greedy = [jobs[i].label for i in select_loop.step_order(jobs, first, last)]
+    assert greedy[2] == "f:backward_weight"
+    pass1 = _labels_est(jobs, {"f:backward_weight": 400})
+    names = [jobs[i].label for i in select_loop.step_order(jobs, first, last, pass1)]
+    assert names[2] == "f:backward_input" and names.index("f:backward_weight") > 2
+
+
 def test_an_empty_step_has_an_empty_order():
     # a large model's job samples every GEMM: nothing runs whole through the select loop
     assert select_loop.step_order([], {}, {}) == []
