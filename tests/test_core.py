@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+from amaranth.hdl import ClockDomain, Module
 from amaranth.sim import Simulator
 
 from hw.contract import malformed
@@ -23,7 +24,10 @@ class CoreTB:
         self.dut = SwatCore(rows=rows, cols=cols, d_depth=d_depth, s_depth=s_depth,
                             c_depth=c_depth, result_logs=result_logs, **extra)
         self.rows, self.cols = rows, cols
-        self.sim = Simulator(self.dut)
+        top = Module()
+        top.domains.sync = self.sync = ClockDomain("sync")  # so a test can pulse its reset
+        top.submodules.dut = self.dut
+        self.sim = Simulator(top)
         self.sim.add_clock(1e-8)
 
     def run(self, body):
@@ -147,6 +151,59 @@ def test_random_ragged(rows, cols, seed, logs):
             check_result(tb, ctx, d, s, st, m, n)
 
     tb.run(body)
+
+
+@pytest.mark.parametrize("logs", [True, False])
+@pytest.mark.parametrize("reset_at", [1, 4, 11, 37])
+def test_reset_in_the_middle_of_a_gemm_leaves_nothing_behind(logs, reset_at):
+    """The datapath registers (operands, products, accumulators, results, tags, log entries)
+    have no reset, for the ECP5's routing: a ``sync`` reset pulsed ``reset_at`` cycles into a
+    GEMM must still leave a core whose next GEMM is bit-exact with the cycle count and
+    counters of a fresh core's (nothing stale in a PE, an issue stage or a result log). Fails
+    when the in-flight valid bits neither reset nor are flushed by ``start``."""
+    rng = np.random.default_rng(reset_at)
+    rows, cols, depth = 2, 3, 512
+    d1 = rng.integers(-128, 128, (7, 40)).astype(np.int8)
+    s1 = rand_s(rng, 40, 9, 0.6)
+    d2 = rng.integers(-128, 128, (5, 23)).astype(np.int8)
+    s2 = rand_s(rng, 23, 7, 0.4)
+    w1, w2 = (compress.words(compress.encode(s)) for s in (s1, s2))
+    fresh, status = {}, {}
+
+    tb = CoreTB(rows=rows, cols=cols, d_depth=depth, s_depth=depth, c_depth=128,
+                result_logs=logs)
+
+    async def fresh_body(ctx):
+        tb.preload(ctx, intref.pack_d(d2, rows), w2)
+        fresh["st"] = await tb.op(ctx, 5, 23, 7, len(w2))
+
+    tb.run(fresh_body)
+
+    tb = CoreTB(rows=rows, cols=cols, d_depth=depth, s_depth=depth, c_depth=128,
+                result_logs=logs)
+
+    async def body(ctx):
+        dut = tb.dut
+        tb.preload(ctx, intref.pack_d(d1, rows), w1)
+        ctrl = dut.ctrl
+        ctx.set(ctrl.m, 7), ctx.set(ctrl.k, 40), ctx.set(ctrl.n, 9), ctx.set(ctrl.s_len, len(w1))
+        ctx.set(ctrl.start, 1)
+        await ctx.tick()
+        ctx.set(ctrl.start, 0)
+        await ctx.tick().repeat(reset_at)
+        assert ctx.get(ctrl.busy) == 1, "the first GEMM ended before the reset"
+        ctx.set(tb.sync.rst, 1)
+        await ctx.tick()
+        ctx.set(tb.sync.rst, 0)
+        assert ctx.get(ctrl.busy) == 0 and ctx.get(ctrl.done) == 0
+        tb.preload(ctx, intref.pack_d(d2, rows), w2)
+        status["st"] = await tb.op(ctx, 5, 23, 7, len(w2))
+        check_result(tb, ctx, d2, s2, status["st"], 5, 7)
+
+    tb.run(body)
+    assert status["st"] == fresh["st"]
+    if logs:
+        assert status["st"]["cycles"] == schedule_cycles(s2, 5, rows, cols)
 
 
 def test_extremes_dense_and_zero():
