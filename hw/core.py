@@ -286,7 +286,14 @@ class SwatCore(wiring.Component):
                      s_buffer.gemm_busy.eq(ctrl.busy)]
         with m.If(unit.status.busy & ~ctrl.busy):
             m.d.sync += sel.exposed_cycles.eq(sel.exposed_cycles + 1)
-        return unit.status.busy & (unit.status.bank == ctrl.s_bank)
+        # a THRESHOLD operation (pass 1, the write-free cut pass) writes no buffer: a GEMM may
+        # start on its bank, so that a long pass 1 runs on across GEMM boundaries
+        from .select_layouts import Mode
+
+        writes = Signal()  # the unit's operation (taken at its command) writes its bank
+        with m.If(unit.cmd.valid & unit.cmd.ready):
+            m.d.sync += writes.eq(unit.cmd.payload.mode != Mode.THRESHOLD)
+        return unit.status.busy & writes & (unit.status.bank == ctrl.s_bank)
 
     def _operand_fetch(self, m, j, start, token, d_read, operand):
         """PE column ``j``: D read at the token's address, D data straight into a register

@@ -15,8 +15,10 @@ pass 1 (THRESHOLD) of tensors needed later: the weights of every layer at step s
 activations ``A_l`` once forward ``l - 1`` has run. The backward GEMMs run in an order that
 hides the blobs (:func:`step_order`): input gradients in chain order, each weight gradient
 placed after a GEMM long enough to hide its blob. Before a block starts, the host waits for the
-unit's work of the window; the cycles it waits are the exposed ones, counted by the core itself
-(``sel.exposed_cycles``: unit busy, no GEMM running).
+unit's work up to that block's blob; a pass 1 queued after the blob writes no S buffer, so it
+runs on behind the next GEMM (the core starts a GEMM on the bank of a THRESHOLD operation) and
+may be longer than one window (ResNet-18's layer4 weights). The cycles the host waits are the
+exposed ones, counted by the core itself (``sel.exposed_cycles``: unit busy, no GEMM running).
 """
 
 from __future__ import annotations
@@ -370,54 +372,71 @@ class _Runner:
 
     def _wait_all(self):
         while self.pending:
-            item = self.pending.popleft()
-            if item[0] == "thr":
-                _, key, _bank = item
-                st = self.core.select_wait(label=f"{key} pass 1")
-                sel = self.sels[self.thr_owner[key]]
-                t, ties = st.held["threshold"], st.held["ties"]
-                want = int_topk.threshold_int(sel.src, sel.k)
-                if (t, ties) != (int(want[0]), int(want[1])):
-                    self.mismatches.append(f"{key}: RTL pass 1 pair ({t}, {ties}) != host "
-                                           f"{tuple(int(x) for x in want)}")
-                if self.core.sel_index_width > 0:  # the unit's cut, the host's only checks it
-                    cut = st.held["cut_index"] if st.held["cut_any"] else None
-                    host_cut = int_topk.last_kept_tie_index(sel.src, t, ties)
-                    if cut != host_cut:
-                        self.mismatches.append(f"{key}: RTL cut {cut} != host {host_cut}")
-                else:
-                    cut = sp.tie_cut(sel.src, t, ties)
-                self.thr[key] = (t, ties, cut, st.cycles)
-                self.held[self._held_key(key)] = self.thr[key]
-                self.rec[self.thr_owner[key]]["select_cycles"] += st.cycles
-                continue
-            _, t, bank, cmd = item
-            i, kb, nb, *_ = self.tasks[t]
-            job = self.jobs[i]
-            st = self.core.select_wait(label=f"{job.label} S[{kb.start}:{kb.stop}, "
-                                             f"{nb.start}:{nb.stop}]")
-            rec = self.rec[i]
-            rec["select_cycles"] += st.cycles
-            rec["blobs"] += 1
-            want = encode_words(job.s[kb, nb])
-            if cmd.host is not None:
-                rec["blobs_host"] += 1
-                self.host_reasons[cmd.host] += 1
-                self.core.write_s(want, base=bank * self.core.s_bank_base)
-                self.s_len[t] = len(want)
+            self._wait_one()
+
+    def _wait_blob(self, t):
+        """Wait for the unit's operations up to the blob of block ``t`` (in order): a pass 1
+        queued after it runs on behind the next GEMM (it writes no S buffer)."""
+        while self.pending:
+            if self._wait_one() == t:
+                return
+
+    def _wait_thr(self, key):
+        """Wait for the unit's operations up to the pass 1 of tensor ``key`` (in order)."""
+        while self.pending and key not in self.thr:
+            self._wait_one()
+
+    def _wait_one(self):
+        """Wait for the oldest queued operation and check it; returns the block of a blob."""
+        item = self.pending.popleft()
+        if item[0] == "thr":
+            _, key, _bank = item
+            st = self.core.select_wait(label=f"{key} pass 1")
+            sel = self.sels[self.thr_owner[key]]
+            t, ties = st.held["threshold"], st.held["ties"]
+            want = int_topk.threshold_int(sel.src, sel.k)
+            if (t, ties) != (int(want[0]), int(want[1])):
+                self.mismatches.append(f"{key}: RTL pass 1 pair ({t}, {ties}) != host "
+                                       f"{tuple(int(x) for x in want)}")
+            if self.core.sel_index_width > 0:  # the unit's cut, the host's only checks it
+                cut = st.held["cut_index"] if st.held["cut_any"] else None
+                host_cut = int_topk.last_kept_tie_index(sel.src, t, ties)
+                if cut != host_cut:
+                    self.mismatches.append(f"{key}: RTL cut {cut} != host {host_cut}")
             else:
-                got = st.blob if st.blob is not None else np.zeros(0, np.uint32)
-                if got.shape == want.shape and np.array_equal(got, want):
-                    rec["blobs_rtl"] += 1
-                else:
-                    diff = np.flatnonzero(got[:min(len(got), len(want))]
-                                          != want[:min(len(got), len(want))])
-                    first = int(diff[0]) if diff.size else min(len(got), len(want))
-                    self.mismatches.append(
-                        f"{job.label} S[{kb.start}:{kb.stop}, {nb.start}:{nb.stop}]: RTL blob "
-                        f"{len(got)} words vs host {len(want)}, first difference at word "
-                        f"{first}")
-                self.s_len[t] = st.s_len
+                cut = sp.tie_cut(sel.src, t, ties)
+            self.thr[key] = (t, ties, cut, st.cycles)
+            self.held[self._held_key(key)] = self.thr[key]
+            self.rec[self.thr_owner[key]]["select_cycles"] += st.cycles
+            return None
+        _, t, bank, cmd = item
+        i, kb, nb, *_ = self.tasks[t]
+        job = self.jobs[i]
+        st = self.core.select_wait(label=f"{job.label} S[{kb.start}:{kb.stop}, "
+                                         f"{nb.start}:{nb.stop}]")
+        rec = self.rec[i]
+        rec["select_cycles"] += st.cycles
+        rec["blobs"] += 1
+        want = encode_words(job.s[kb, nb])
+        if cmd.host is not None:
+            rec["blobs_host"] += 1
+            self.host_reasons[cmd.host] += 1
+            self.core.write_s(want, base=bank * self.core.s_bank_base)
+            self.s_len[t] = len(want)
+        else:
+            got = st.blob if st.blob is not None else np.zeros(0, np.uint32)
+            if got.shape == want.shape and np.array_equal(got, want):
+                rec["blobs_rtl"] += 1
+            else:
+                diff = np.flatnonzero(got[:min(len(got), len(want))]
+                                      != want[:min(len(got), len(want))])
+                first = int(diff[0]) if diff.size else min(len(got), len(want))
+                self.mismatches.append(
+                    f"{job.label} S[{kb.start}:{kb.stop}, {nb.start}:{nb.stop}]: RTL blob "
+                    f"{len(got)} words vs host {len(want)}, first difference at word "
+                    f"{first}")
+            self.s_len[t] = st.s_len
+        return t
 
     # -- the step -----------------------------------------------------------------------------
     def _thr_ready(self, t):
@@ -440,6 +459,7 @@ class _Runner:
             self._begin_blob(0, 0)
             self._wait_all()
             self.rec[i0]["exposed_cycles"] += self._exposed() - exposed0
+        carry = 0.0  # estimated pass-1 work still queued when the last window ended
         for t, (i, _kb, _nb, _mbs, est_gemm, _est_blob) in enumerate(tasks):
             bank = t % 2
             before = self._exposed()
@@ -449,21 +469,32 @@ class _Runner:
                     key = self.sels[tasks[t + 1][0]].key
                     if key not in self.begun:
                         self._begin_thr(key, nxt)
-                    self._wait_all()  # its pair is needed for the next blob's command
+                    self._wait_thr(key)  # its pair is needed for the next blob's command
+                    carry = 0.0 if not self.pending else carry
                 self._begin_blob(t + 1, nxt)
-                budget = est_gemm - tasks[t + 1][5]
+                budget = est_gemm - tasks[t + 1][5] - carry
+                # a pass 1 writes no S buffer: one whose pair no blob of the next two blocks
+                # needs may run on behind the next GEMM, ahead of that GEMM's successor's blob
+                spread = tasks[t + 1][4] - tasks[t + 2][5] if t + 2 < len(tasks) else 0.0
                 mandatory = self.sels[tasks[t + 2][0]].key if t + 2 < len(tasks) else None
+                begun = 0.0
                 for key in self.need_order:
                     if key in self.begun or self.avail[key] >= t or self._cached(key):
                         continue
                     est = sp.threshold_cycles(self._view(key), core.sel_lanes,
                                               by_index=core.sel_index_width > 0)
-                    if key != mandatory and est > budget:
+                    if key != mandatory and est > budget + spread:
                         break
                     self._begin_thr(key, nxt)
                     budget -= est
+                    begun += est
+                carry = max(0.0, carry + tasks[t + 1][5] + begun - est_gemm)
             self._run_block(t, bank)
-            self._wait_all()
+            if t + 1 < len(tasks):
+                self._wait_blob(t + 1)  # the next block's blob; a pass 1 after it runs on
+                carry = carry if self.pending else 0.0
+            else:
+                self._wait_all()
             # what this window left exposed delays the next block (the last: the step's end)
             owner = tasks[t + 1][0] if t + 1 < len(tasks) else i
             self.rec[owner]["exposed_cycles"] += self._exposed() - before

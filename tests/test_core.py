@@ -392,13 +392,15 @@ def _select_beats(s_dense, lanes):
     return beats
 
 
-async def _select(ctx, dut, rng, s_dense, keep, bank, p_valid=0.7):
-    """Mode FULL on ``s_dense`` into S buffer ``bank`` through ``sel``; returns ``s_len``."""
+async def _select(ctx, dut, rng, s_dense, keep, bank, p_valid=0.7, mode=None):
+    """Mode FULL (or ``mode``: THRESHOLD streams once) on ``s_dense`` into S buffer ``bank``
+    through ``sel``; returns ``s_len``."""
     from hw.threshold_select import Mode
 
+    mode = Mode.FULL if mode is None else mode
     k, n = s_dense.shape
     cmd = dut.sel.cmd
-    for field, value in ((cmd.payload.mode, Mode.FULL), (cmd.payload.keep, keep),
+    for field, value in ((cmd.payload.mode, mode), (cmd.payload.keep, keep),
                          (cmd.payload.rows, k), (cmd.payload.cols, n),
                          (cmd.payload.bank, bank)):
         ctx.set(field, value)
@@ -407,7 +409,7 @@ async def _select(ctx, dut, rng, s_dense, keep, bank, p_valid=0.7):
         await ctx.tick()
     await ctx.tick()
     ctx.set(cmd.valid, 0)
-    queue = _select_beats(s_dense, dut.sel_lanes) * 2
+    queue = _select_beats(s_dense, dut.sel_lanes) * (1 if mode == Mode.THRESHOLD else 2)
     payload = dut.sel.i.payload.as_value()
     for _ in range(20000):
         if ctx.get(dut.sel.status.done):
@@ -521,20 +523,24 @@ def test_select_wider_than_its_sub_banks():
     tb.run(body)
 
 
+def _gemm_beside_select(seed):
+    """A 2x2 core with a 4-lane unit, a 40x24 ``D`` and a host blob of a 24x8 ``S`` (the GEMM
+    that runs while the unit works)."""
+    rng = np.random.default_rng(seed)
+    tb = _select_core_tb(2, 2, 4, d_depth=512, s_depth=256, c_depth=256)
+    d = rng.integers(-128, 128, (40, 24)).astype(np.int8)
+    s0 = rand_s(rng, 24, 8, 0.9)
+    return rng, tb, d, s0, [int(x) for x in compress.words(compress.encode(s0))]
+
+
 def test_select_overlaps_gemm_in_other_s_buffer():
     """Double-buffered S: while a GEMM reads buffer 0 the unit fills buffer 1 (no exposed
     cycles); the GEMM on buffer 1 runs while the unit refills buffer 0; a start on the buffer
     the unit is busy with is ignored; every result is exact."""
     from sw import int_topk
 
-    rng = np.random.default_rng(8)
-    rows, cols, lanes = 2, 2, 4
-    m, k, n = 40, 24, 8
-    tb = _select_core_tb(rows, cols, lanes, d_depth=512, s_depth=256, c_depth=256)
-    dut = tb.dut
-    d = rng.integers(-128, 128, (m, k)).astype(np.int8)
-    s0 = rand_s(rng, k, n, 0.9)
-    w0 = [int(x) for x in compress.words(compress.encode(s0))]
+    rng, tb, d, s0, w0 = _gemm_beside_select(8)
+    dut, rows, (m, k), n = tb.dut, 2, d.shape, s0.shape[1]
     dense = [rng.integers(-128, 128, (k, n)).astype(np.int8) for _ in range(2)]
     keep = int_topk.k_from_density(0.25, k * n)
     sel = [np.where(int_topk.select_mask(x.T, keep).T, x, 0).astype(np.int8) for x in dense]
@@ -576,6 +582,46 @@ def test_select_overlaps_gemm_in_other_s_buffer():
         ctx.set(dut.ctrl.s_bank, 0)
         st = await tb.op(ctx, m, k, n, state[0])
         check_result(tb, ctx, d, sel[1], st, m, n)
+        state["done"] = True
+
+    tb.sim.add_testbench(selector)
+    tb.run(body)
+    assert state.get("done")
+
+
+def test_gemm_starts_on_the_bank_of_a_threshold_pass():
+    """A THRESHOLD operation (pass 1) writes no S buffer: a GEMM starts on its ``bank`` while
+    it runs (the select loop lets a long pass 1 run on across GEMM boundaries), the GEMM is
+    exact with the cycles of a core without the pass, and the pass holds the integer Top-K
+    pair."""
+    from hw.threshold_select import Mode
+    from sw import int_topk
+
+    rng, tb, d, s0, w0 = _gemm_beside_select(12)
+    dut, rows, cols, m, k, n = tb.dut, 2, 2, *d.shape, s0.shape[1]
+    dense = rng.integers(-128, 128, (30, 20)).astype(np.int8)
+    keep = int_topk.k_from_density(0.25, dense.size)
+    state = {}
+
+    async def selector(ctx):
+        state["len"] = await _select(ctx, dut, rng, dense, keep, bank=0, p_valid=0.05,
+                                     mode=Mode.THRESHOLD)
+        held = dut.sel.status.held
+        state["pair"] = (ctx.get(held.threshold), ctx.get(held.ties))
+
+    async def body(ctx):
+        tb.preload(ctx, intref.pack_d(d, rows), w0)
+        while not ctx.get(dut.sel.status.busy):
+            await ctx.tick()
+        ctx.set(dut.ctrl.s_bank, 0)
+        st = await tb.op(ctx, m, k, n, len(w0))
+        assert "pair" not in state, "the pass should outlast the GEMM"
+        check_result(tb, ctx, d, s0, st, m, n)
+        assert st["cycles"] == schedule_cycles(s0, m, rows, cols)
+        while "pair" not in state:
+            await ctx.tick()
+        want = int_topk.threshold_int(dense.T, keep)
+        assert state["pair"] == (int(want[0]), int(want[1]))
         state["done"] = True
 
     tb.sim.add_testbench(selector)

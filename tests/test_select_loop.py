@@ -140,3 +140,25 @@ def test_a_select_error_is_one_line_in_the_compare_job(monkeypatch, capsys):
         compare_select.run([], [], None)
     assert str(e.value) == ("compare: threshold-select unit (f:A pass 1): error 5 OVERFLOW "
                             "after 99 cycles")
+
+
+def test_a_pass_1_runs_on_across_a_gemm_boundary(core, monkeypatch):
+    """A pass 1 writes no S buffer: the host waits only up to the next block's blob, the pass 1
+    queued behind it runs on while the next GEMM starts on its bank, and every blob, pair and
+    GEMM stays exact."""
+    jobs = _step(0, levels=4)
+    lim = limits(rows=8, cols=8, d_depth=96, s_depth=80, c_depth=64)
+    ran_on = []
+    wait_blob = select_loop._Runner._wait_blob
+
+    def spy(self, t):
+        wait_blob(self, t)
+        ran_on.extend(item[1] for item in self.pending if item[0] == "thr")
+
+    monkeypatch.setattr(select_loop._Runner, "_wait_blob", spy)
+    res = select_loop.run_step(jobs, sim=core, limits=lim)
+    assert ran_on, "no pass 1 was left running at a block boundary"
+    assert res.mismatches == []
+    assert all(r["bit_exact"] for r in res.jobs)
+    assert res.blobs == res.blobs_rtl
+    assert set(res.thresholds) == {"c:W", "f:W", "f:A", "c:A"}
