@@ -88,15 +88,19 @@ class CoreTB:
                    for i in range(ctx.get(dut.ctrl.results[j]))]
         return gather_c(entries, self.rows, count)
 
+    async def start(self, ctx, m, k, n, s_len):
+        """Set the shape and pulse ``start`` for one cycle (the operation is then running)."""
+        ctrl = self.dut.ctrl
+        ctx.set(ctrl.m, m), ctx.set(ctrl.k, k), ctx.set(ctrl.n, n), ctx.set(ctrl.s_len, s_len)
+        ctx.set(ctrl.start, 1)
+        await ctx.tick()
+        ctx.set(ctrl.start, 0)
+        assert ctx.get(ctrl.busy) == 1 and ctx.get(ctrl.done) == 0
+
     async def op(self, ctx, m, k, n, s_len, max_cycles=20000):
         """Start one operation, wait for done; returns the status dict."""
         dut = self.dut
-        ctrl = dut.ctrl
-        ctx.set(ctrl.m, m), ctx.set(ctrl.k, k), ctx.set(ctrl.n, n), ctx.set(ctrl.s_len, s_len)
-        ctx.set(dut.ctrl.start, 1)
-        await ctx.tick()
-        ctx.set(dut.ctrl.start, 0)
-        assert ctx.get(dut.ctrl.busy) == 1 and ctx.get(dut.ctrl.done) == 0
+        await self.start(ctx, m, k, n, s_len)
         for _ in range(max_cycles):
             if ctx.get(dut.ctrl.done):
                 break
@@ -186,10 +190,7 @@ def test_reset_in_the_middle_of_a_gemm_leaves_nothing_behind(logs, reset_at):
         dut = tb.dut
         tb.preload(ctx, intref.pack_d(d1, rows), w1)
         ctrl = dut.ctrl
-        ctx.set(ctrl.m, 7), ctx.set(ctrl.k, 40), ctx.set(ctrl.n, 9), ctx.set(ctrl.s_len, len(w1))
-        ctx.set(ctrl.start, 1)
-        await ctx.tick()
-        ctx.set(ctrl.start, 0)
+        await tb.start(ctx, 7, 40, 9, len(w1))
         await ctx.tick().repeat(reset_at)
         assert ctx.get(ctrl.busy) == 1, "the first GEMM ended before the reset"
         ctx.set(tb.sync.rst, 1)
