@@ -57,6 +57,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hw.contract.cycles import SELECT_LANES
+
 from . import toolchain
 
 BUILD_ARGS = [
@@ -732,7 +734,7 @@ def _lz4_link_dir(bdir: Path) -> Path:
 
 #: Select lanes of the harness's core: one model (with the threshold-select unit and two S
 #: buffers) serves plain GEMMs and the select unit in the loop, so nothing builds a second one.
-HARNESS_SEL_LANES = 32
+HARNESS_SEL_LANES = SELECT_LANES
 
 
 def harness_model(rows: int = 8, cols: int = 8, *, trace: bool = False,

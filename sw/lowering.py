@@ -29,7 +29,7 @@ import dataclasses
 import numpy as np
 
 from hw.contract.codes import SelectMode
-from hw.contract.cycles import select_cycles
+from hw.contract.cycles import SELECT_BANKS, SELECT_LANES, select_cycles
 
 __all__ = ["PASSES", "SELECT_LANES", "GemmJob", "LayerOperands", "quantize", "int_topk",
            "topk_groups", "im2col", "im2col_source_index",
@@ -38,9 +38,6 @@ __all__ = ["PASSES", "SELECT_LANES", "GemmJob", "LayerOperands", "quantize", "in
 
 #: The three GEMMs of a layer, in the order a step runs them.
 PASSES = ("forward", "backward_input", "backward_weight")
-#: Lanes of the threshold-select unit assumed for its cycle count; the core's unit writes as
-#: many S words a cycle (``banks = lanes``, sub-banked S).
-SELECT_LANES = 8
 
 
 @dataclasses.dataclass(eq=False)
@@ -284,10 +281,10 @@ def quantize_layer(name: str, module, a, w, dy=None, *, density: float = 1.0,
         qa=qa, sa=sa, qw=qw, sw=sw_, qws=qws, qas=qas,
         a_col=np.ascontiguousarray(a_col), as_col=np.ascontiguousarray(as_col),
         select_w_cycles=int(select_cycles(qw.shape[1], qw.shape[0], SELECT_LANES,
-                                          nnz=int((qws != 0).sum()), banks=SELECT_LANES)),
+                                          nnz=int((qws != 0).sum()), banks=SELECT_BANKS)),
         select_w_held_cycles=int(select_cycles(qw.shape[0], qw.shape[1], SELECT_LANES,
                                                mode=SelectMode.HELD,
-                                               nnz=int((qws != 0).sum()), banks=SELECT_LANES)),
+                                               nnz=int((qws != 0).sum()), banks=SELECT_BANKS)),
         select_a_cycles=_select_a_cycles(a, qas, as_col if conv else None),
     )
     if dy is not None:
@@ -303,10 +300,10 @@ def _select_a_cycles(a, qas, as_col=None) -> int:
     matrix) and, for a convolution (``as_col``), GIVEN ``by_index`` on the im2col stream
     (``docs/threshold-select.md``: the exact ``im2col(As)``)."""
     cycles = select_cycles(a[0].size, a.shape[0], SELECT_LANES, nnz=int((qas != 0).sum()),
-                           banks=SELECT_LANES)
+                           banks=SELECT_BANKS)
     if as_col is not None:
         cycles += select_cycles(*as_col.shape, SELECT_LANES, mode=SelectMode.GIVEN,
-                                nnz=int((as_col != 0).sum()), banks=SELECT_LANES)
+                                nnz=int((as_col != 0).sum()), banks=SELECT_BANKS)
     return int(cycles)
 
 

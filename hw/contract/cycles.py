@@ -27,7 +27,14 @@ from .codes import BINS, SelectMode
 
 __all__ = ["ideal_cycles", "mac_bound_cycles", "schedule_cycles", "schedule_cycles_many",
            "select_cycles",
-           "exposed_select_cycles", "chunk_tiles", "MAX_REPS"]
+           "exposed_select_cycles", "chunk_tiles", "MAX_REPS", "SELECT_LANES", "SELECT_BANKS"]
+
+#: Threshold-select unit of the simulated core (``sim.verilate.harness_model``): elements
+#: streamed per cycle, and the S sub-banks it writes per cycle (``SwatCore(sel_max_banks=8)``
+#: keeps the loader's 8:1 read select). The host's select-cycle formulas (``sw.lowering``) use
+#: the same unit, so ``intref`` and ``rtl`` count the same select.
+SELECT_LANES = 32
+SELECT_BANKS = 8
 
 #: most M-tiles one work-item descriptor of the core covers (a power of two)
 MAX_REPS = 16
