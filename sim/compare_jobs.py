@@ -89,7 +89,7 @@ def plan_gemm(job, lim: dict, n_max: int, seed: int, *, truly_dense: bool,
     for kind in KIND_NAMES if truly_dense else KIND_NAMES[:2]:
         only = kind != "sparse"
         if kind == "truly_dense":
-            grp = exact_groups(m, k, n, lim) if n_base else None
+            grp = exact_groups(m, k, n, lim)  # exact for every model: one run per block shape
             if grp is not None:
                 kinds[kind] = KindPlan(grp.sub_jobs(), grp, ("truly_dense", m, k, n), True)
                 continue

@@ -32,6 +32,14 @@ def test_compare_job_writes_results(tmp_path):
     assert tot["rtl_cycles"] == sum(r["rtl_cycles"] for r in layers)
     assert tot["dense_rtl_cycles"] == sum(r["dense_rtl_cycles"] for r in layers)
     assert tot["speedup"] == round(tot["dense_rtl_cycles"] / tot["rtl_cycles"], 3)
+    # truly dense (no zero in S): no fewer cycles than the operands without Top-K, and no
+    # fewer than the MAC bound of every dense multiply-accumulate on the 64 PEs
+    for r in layers:
+        assert r["truly_dense_rtl_cycles"] >= r["dense_rtl_cycles"]
+        assert r["truly_dense_rtl_cycles"] >= r["dense_macs"] / 64
+    assert tot["truly_dense_rtl_cycles"] == sum(r["truly_dense_rtl_cycles"] for r in layers)
+    assert tot["speedup_vs_truly_dense"] == round(tot["truly_dense_rtl_cycles"]
+                                                  / tot["rtl_cycles"], 3)
     for f in ("compare.csv", "compare.md", "speedup_passes.png", "cycles_breakdown.png"):
         assert (out / f).stat().st_size > 0
     sim = data["summary"]["simulation"]
