@@ -49,9 +49,11 @@ the select loop): ``cycles_per_s`` is simulated cycles per wall second of one pr
 preload and the host's work between requests included), ``cycles_per_cpu_s`` per CPU second of
 the simulator processes; ``gemm_batch`` and ``select_loop`` give each part. The select cycles
 of the tables are the unit's, ``summary.totals.select_exposed_cycles`` the core's
-``sel.exposed_cycles`` counter over the step (cycles the unit works while no GEMM runs); GEMMs
-simulated only in samples keep the formula (``hw.contract.cycles``), as
-``summary.select.source`` says. They are not added to the GEMM cycles.
+``sel.exposed_cycles`` counter over the step (cycles the unit works while no GEMM runs); the
+select of GEMMs simulated only in samples runs on the unit where it fits (every ``W`` blob, the
+``A`` blobs of the sampled operations; :mod:`sim.select_sampled`), the rest extrapolated and
+their exposure modelled, as ``summary.select.source`` says. They are not added to the GEMM
+cycles.
 """
 
 from __future__ import annotations
@@ -206,29 +208,34 @@ def _rate(cycles, seconds):
     return round(cycles / seconds) if seconds > 0 else None
 
 
-def _simulation(batch, loop, t_sim) -> dict:
+def _simulation(batch, loop, t_sim, sampled=None) -> dict:
     """``summary.simulation``'s speed figures over every simulator process of the job: the
     ``run_gemms`` batch (baselines, sampled GEMMs; ``batch``) and the select loop (the whole
     sparse GEMMs with the unit; ``loop``). ``cycles_per_s``: simulated cycles per wall second
     of one process (cycles / wall, summed over the processes; the wall of each runs from its
     first request to its last answer, buffer preload and the host's work between requests
     included); ``cycles_per_cpu_s`` the same per CPU second of the simulator processes (what a
-    loaded machine does not change)."""
+    loaded machine does not change); ``sampled``: the select unit's run for the sampled GEMMs
+    (:func:`sim.compare_select.run_sampled`), counted with the select loop."""
     procs = [p for p in batch.processes if p["wall"] > 0]
     if not procs and batch.cycles:  # an engine without per-process figures
         procs = [{"cycles": batch.cycles, "wall": batch.bench - batch.io,
                   "cpu": batch.cpu - batch.cpu_io}]
     if loop.ticks:
         procs = [*procs, {"cycles": loop.ticks, "wall": loop.wall, "cpu": loop.cpu}]
+    if sampled is not None and sampled.ticks:
+        procs = [*procs, {"cycles": sampled.ticks, "wall": sampled.wall, "cpu": sampled.cpu}]
+    s_ticks, s_wall = (sampled.ticks, sampled.wall) if sampled is not None else (0, 0.0)
     cycles = sum(p["cycles"] for p in procs)
-    return {
+    out = {
         "core_operations": batch.runs + sum(r["runs"] for r in loop.jobs),
-        "simulated_cycles": batch.cycles + loop.ticks,
-        "sim_wall_s": round(t_sim, 2), "bench_s": round(batch.bench + loop.wall, 2),
+        "simulated_cycles": batch.cycles + loop.ticks + s_ticks,
+        "sim_wall_s": round(t_sim, 2), "bench_s": round(batch.bench + loop.wall + s_wall, 2),
         "cycles_per_s": _rate(cycles, sum(p["wall"] for p in procs)),
         "cycles_per_cpu_s": _rate(cycles, sum(p["cpu"] for p in procs)),
-        "processes": len(batch.processes) + (1 if loop.ticks else 0),
-        "aggregate_cycles_per_s": _rate(batch.cycles + loop.ticks, batch.bench + loop.wall),
+        "processes": len(batch.processes) + (1 if loop.ticks else 0) + (1 if s_ticks else 0),
+        "aggregate_cycles_per_s": _rate(batch.cycles + loop.ticks + s_ticks,
+                                        batch.bench + loop.wall + s_wall),
         "gemm_batch": {"simulated_cycles": batch.cycles, "wall_s": round(batch.bench, 3),
                        "cpu_s": round(batch.cpu, 3),
                        "cycles_per_s": _rate(batch.cycles, sum(p["wall"] for p in
@@ -239,6 +246,11 @@ def _simulation(batch, loop, t_sim) -> dict:
                         "cpu_s": round(loop.cpu, 3), "cycles_per_s": _rate(loop.ticks, loop.wall),
                         "cycles_per_cpu_s": _rate(loop.ticks, loop.cpu)},
     }
+    if sampled is not None:
+        out["select_sampled"] = {"simulated_cycles": s_ticks, "wall_s": round(s_wall, 3),
+                                 "cpu_s": round(sampled.cpu, 3),
+                                 "cycles_per_cpu_s": _rate(s_ticks, sampled.cpu)}
+    return out
 
 
 def _lower(args, sparsity, lim, n_max, truly_dense, log):
@@ -352,6 +364,7 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, model_rtl=None,
         verilate.harness_model(rows, cols, quiet=False)
     t0 = time.monotonic()
     loop = compare_select.run(jobs, whole, select_model)
+    sampled = compare_select.run_sampled(jobs, whole, select_model, loop, log)
     t_sim += time.monotonic() - t0
     looped = compare_select.gemm_results(jobs, whole, loop, select_model)
     if getattr(args, "waves", None) is not None:
@@ -425,7 +438,7 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, model_rtl=None,
         "select_exposed_cycles_formula": exposed_select_cycles(
             [rows_out[i]["rtl_cycles"] for i in order], [jobs[i].select_cycles for i in order]),
     }
-    select = compare_select.apply(jobs, whole, loop, rows_out, order, log)
+    select = compare_select.apply(jobs, whole, loop, rows_out, order, log, sampled)
     tot["select_exposed_cycles"] = select["exposed_cycles"]
     tot["select_exposed_pct_of_gemm"] = round(100 * select["exposed_cycles"] /
                                               tot["rtl_cycles"], 2) if tot["rtl_cycles"] else 0
@@ -450,7 +463,7 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, model_rtl=None,
         "totals": tot,
         "passes": _pass_totals(rows_out),
         "simulation": {
-            **_simulation(batch, loop, t_sim),
+            **_simulation(batch, loop, t_sim, sampled),
             "preload_io_s": round(batch.io, 2),
             "lost_workers": batch.lost_workers,
             "lowering_s": info["lowering_s"], "capture_s": info["capture_s"],

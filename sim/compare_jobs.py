@@ -57,6 +57,7 @@ class PlannedGemm:
     nnz: int
     nnz_dense: int
     kinds: dict
+    select: object = None  # sim.select_sampled.SampledSelect of a sampled sparse GEMM
 
     def __getattr__(self, name):
         if name == "job":  # not yet set (copy, pickle)
@@ -104,6 +105,10 @@ def plan_gemm(job, lim: dict, n_max: int, seed: int, *, truly_dense: bool,
         kinds[kind] = KindPlan(subs, smp, share, only)
     out = PlannedGemm(job=job, shape=(m, k, n), nnz=int(np.count_nonzero(job.s)),
                       nnz_dense=int(np.count_nonzero(job.s_dense)), kinds=kinds)
+    if kinds["sparse"].sample is not None:  # its blobs: sim.select_sampled
+        from .select_sampled import keep as keep_select
+
+        out.select = keep_select(job, kinds["sparse"].sample, seed)
     if not keep and kinds["sparse"].sample is not None:
         job.d = job.s = job.s_dense = job.ref = job.s_golden = None
         if getattr(job, "select_src", None) is not None:  # the whole quantized A: not needed

@@ -12,12 +12,17 @@ blobs and ``select_w_cycles`` / ``select_a_cycles`` of each layer are the unit's
 ``status.cycles`` (pass 1 on the tensor + pass 2 of each block),
 ``summary.totals.select_exposed_cycles`` is the core's ``sel.exposed_cycles`` counter over the
 step. GEMMs the job samples (``--sample-ops``, ResNet-50) are not simulated whole, so their
-blobs are not made in RTL (nor those of an ``S`` above :data:`STREAM_CAP` elements): their
-select cycles stay the formula's
-(``hw.contract.cycles.select_cycles``) and their exposure the double-buffer model's
-(``exposed_select_cycles`` in step order), added and named in ``summary.select.source``."""
+blobs are not made in the loop: :func:`run_sampled` makes them on the RTL unit where it fits
+(:mod:`sim.select_sampled`: every ``W`` blob and pass 1, the ``A`` blobs of the sampled core
+operations and the ``A`` pass 1 of a random sample of layers, each blob checked word for word;
+the rest extrapolated from the formula calibrated on those) and their exposure comes from the
+double buffer modelled by S block (:func:`sim.select_sampled.exposed_model`), added and named in
+``summary.select.source``; an ``S`` above :data:`STREAM_CAP` elements that is not sampled keeps
+the formula (``hw.contract.cycles.select_cycles``, ``exposed_select_cycles``)."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -26,7 +31,7 @@ from hw.contract.cycles import exposed_select_cycles
 from . import select_loop
 from .select_ops import SelectFailed
 
-__all__ = ["in_loop", "run", "gemm_results", "apply", "describe", "STREAM_CAP"]
+__all__ = ["in_loop", "run", "run_sampled", "gemm_results", "apply", "describe", "STREAM_CAP"]
 
 #: GEMMs whose dense ``S`` has more elements than this are left to the formula like sampled
 #: ones (streaming it costs ``size / 8`` simulated cycles; keeps large models' jobs sane)
@@ -50,6 +55,22 @@ def run(jobs, whole, model_rtl, *, check_c: bool = False):
         raise SystemExit(f"compare: {e}") from None
 
 
+def run_sampled(jobs, whole, model_rtl, loop, log):
+    """The select of the sampled GEMMs (:mod:`sim.select_sampled`: ``W`` whole and the ``A``
+    blobs of the sampled core operations on the RTL unit, the rest extrapolated), ``None``
+    when every GEMM ran in the loop. A unit's error code exits with one line."""
+    from . import select_sampled
+
+    plans = {i: j.select for i, j in enumerate(jobs)
+             if i not in set(whole) and getattr(j, "select", None) is not None}
+    if not plans:
+        return None
+    try:
+        return select_sampled.run(plans, model_rtl, done_pairs=loop.thresholds, log=log)
+    except SelectFailed as e:
+        raise SystemExit(f"compare: {e}") from None
+
+
 def gemm_results(jobs, whole, res, model_rtl) -> dict:
     """``{job index: sim.gemm.GemmResult}`` of the GEMMs the select loop ran (``res``), as
     :func:`sim.gemm.run_gemms` would report them (the same core operations, so the same
@@ -69,14 +90,16 @@ def gemm_results(jobs, whole, res, model_rtl) -> dict:
     return out
 
 
-def apply(jobs, whole, res, rows_out, order, log) -> dict:
+def apply(jobs, whole, res, rows_out, order, log, sampled=None) -> dict:
     """Fill ``rows_out``'s select columns from the loop's run ``res`` on the jobs ``whole``
-    (:func:`run`), return the ``summary["select"]`` record (``mismatches`` non-empty = a
+    (:func:`run`) and, for the others, from ``sampled`` (:func:`run_sampled`; ``None``: the
+    formula), return the ``summary["select"]`` record (``mismatches`` non-empty = a
     failure)."""
-    sampled = [i for i in range(len(jobs)) if i not in set(whole)]
+    sampled_idx = [i for i in range(len(jobs)) if i not in set(whole)]
     per = dict(zip(whole, res.jobs, strict=True))
+    srec = sampled.jobs if sampled is not None else {}
     layer_w, layer_a = {}, {}
-    for i, rec in per.items():
+    for i, rec in [*per.items(), *srec.items()]:
         j = jobs[i]
         if j.pass_name == "forward":
             layer_w[j.layer] = layer_w.get(j.layer, 0) + rec["select_cycles"]
@@ -84,6 +107,14 @@ def apply(jobs, whole, res, rows_out, order, log) -> dict:
             layer_a[j.layer] = layer_a.get(j.layer, 0) + rec["select_cycles"]
     for i, row in enumerate(rows_out):
         rec = per.get(i)
+        if rec is None and i in srec:
+            s = srec[i]
+            row.update(select_cycles=s["select_cycles"],
+                       select_source="rtl" if s["rtl_cycles"] == s["select_cycles"]
+                       else "rtl + extrapolated",
+                       select_simulated=s["simulated"], select_cycles_bound95=s["bound95"],
+                       select_blobs=s["blobs"], select_blobs_rtl=s["blobs_rtl"])
+            continue
         if rec is None:
             row.update(select_cycles=jobs[i].select_cycles, select_source="formula")
             continue
@@ -96,21 +127,34 @@ def apply(jobs, whole, res, rows_out, order, log) -> dict:
         if row["layer"] in layer_a:
             row["select_a_cycles"] = layer_a[row["layer"]]
     exposed = res.exposed_cycles
-    seq = [i for i in order if i in set(sampled)]
-    extra = exposed_select_cycles([rows_out[i]["rtl_cycles"] for i in seq],
-                                  [jobs[i].select_cycles for i in seq]) if seq else 0
-    prev = None  # each formula GEMM's share of `extra`: its blob minus the GEMM before it
-    for i in seq:
-        own = jobs[i].select_cycles
-        rows_out[i]["select_exposed_cycles"] = own if prev is None else max(0, own - prev)
-        prev = rows_out[i]["rtl_cycles"]
-    source = "rtl" if not sampled else (f"rtl ({len(whole)} whole GEMMs) + formula "
-                                        f"({len(sampled)} sampled or larger GEMMs)")
+    seq = [i for i in order if i in set(sampled_idx)]
+    extra, model = 0, None
+    if seq and sampled is not None:
+        extra, model = _sampled_exposure(jobs, seq, rows_out, sampled)
+    elif seq:
+        extra = exposed_select_cycles([rows_out[i]["rtl_cycles"] for i in seq],
+                                      [jobs[i].select_cycles for i in seq])
+        prev = None  # each formula GEMM's share of `extra`: its blob minus the GEMM before it
+        for i in seq:
+            own = jobs[i].select_cycles
+            rows_out[i]["select_exposed_cycles"] = own if prev is None else max(0, own - prev)
+            prev = rows_out[i]["rtl_cycles"]
+    if not sampled_idx:
+        source = "rtl"
+    elif sampled is not None:
+        source = (f"rtl ({len(whole)} whole GEMMs: core counter) + model ({len(seq)} sampled "
+                  f"GEMMs: double buffer by S block over their extrapolated GEMM cycles, "
+                  f"select cycles {model['select_rtl_pct']} % from the RTL unit, the rest "
+                  f"extrapolated)")
+    else:
+        source = (f"rtl ({len(whole)} whole GEMMs) + formula "
+                  f"({len(sampled_idx)} sampled or larger GEMMs)")
     rec = {
         "source": source,
         "exposed_cycles": exposed + extra,
         "exposed_cycles_rtl": exposed,
-        "exposed_cycles_formula": extra,
+        "exposed_cycles_formula": extra if sampled is None else 0,
+        "exposed_cycles_model": extra if sampled is not None else 0,
         "select_cycles_rtl": res.select_cycles,
         "blobs": res.blobs, "blobs_rtl_equal": res.blobs_rtl, "blobs_host": res.blobs_host,
         "host_reasons": res.host_reasons,
@@ -119,13 +163,73 @@ def apply(jobs, whole, res, rows_out, order, log) -> dict:
         "gemm_cycles_in_loop": res.gemm_cycles,
         # the table's GEMMs of these jobs are the loop's runs (one RTL run each)
         "gemm_cycles_source": "select loop" if whole else None,
-        "mismatches": res.mismatches,
+        "mismatches": res.mismatches + (sampled.mismatches if sampled is not None else []),
         "simulated_cycles": res.ticks, "wall_s": round(res.wall, 3), "cpu_s": round(res.cpu, 3),
         "cycles_per_s": round(res.ticks / res.wall) if res.wall > 0 else None,
         "cycles_per_cpu_s": round(res.ticks / res.cpu) if res.cpu > 0 else None,
     }
+    if model is not None:
+        rec["sampled"] = model
     log(describe(rec))
     return rec
+
+
+def _sampled_exposure(jobs, seq, rows_out, sampled):
+    """Exposure of the sampled GEMMs ``seq`` (:func:`sim.select_sampled.exposed_model`) in
+    the loop's backward order (:func:`sim.select_loop.step_order` on their estimates): each
+    GEMM's RTL cycles (extrapolated) shared over its S blocks by the cycle model, each blob's
+    cycles the RTL unit's or extrapolated. Fills the rows' ``select_exposed_cycles``;
+    returns ``(exposed, summary["select"]["sampled"])``."""
+    from . import select_loop
+    from .select_sampled import exposed_model
+
+    blocks, pass1 = [], {}
+    for i in seq:
+        p, rec = jobs[i].select, sampled.jobs[i]
+        tot = sum(p.gemm_est) or 1.0
+        blocks.append([(rows_out[i]["rtl_cycles"] * e / tot, c)
+                       for e, c in zip(p.gemm_est, rec["blob_cycles"], strict=True)])
+        if rec["pass1"] is not None:
+            pass1[p.sel.key] = rec["pass1"][0]
+    sub = [jobs[i] for i in seq]
+    layers = list(dict.fromkeys(j.layer for j in jobs))
+    last = layers[-1]
+    est_p1 = {n: pass1.get(j.select.sel.key, 0) for n, j in enumerate(sub)
+              if j.layer == last and j.pass_name == "backward_weight"}
+    order = select_loop.step_order(sub, {n: b[0][1] for n, b in enumerate(blocks)},
+                                   {n: b[-1][0] for n, b in enumerate(blocks)}, est_p1)
+    model_seq = []
+    for pos, n in enumerate(order):
+        j = sub[n]
+        key = j.select.sel.key
+        p1 = None
+        if key in pass1:
+            li = layers.index(j.layer)
+            avail = -1
+            if key.endswith(":A") and li > 0:  # A_l exists after the forward of layer l - 1
+                avail = max((q for q, m in enumerate(order[:pos])
+                             if sub[m].pass_name == "forward"
+                             and layers.index(sub[m].layer) <= li - 1), default=-1)
+            p1 = (key, pass1[key], avail)
+        model_seq.append((blocks[n], p1))
+    total, share = exposed_model(model_seq)
+    for n, own in zip(order, share, strict=True):
+        rows_out[seq[n]]["select_exposed_cycles"] = own
+    recs = [sampled.jobs[i] for i in seq]
+    sel_total = sum(r["select_cycles"] for r in recs)
+    sel_rtl = sum(r["rtl_cycles"] for r in recs)
+    model = {
+        "gemms": len(seq), "exposed_cycles": total,
+        "select_cycles": sel_total, "select_cycles_rtl": sel_rtl,
+        "select_rtl_pct": round(100 * sel_rtl / sel_total, 1) if sel_total else 100.0,
+        "select_cycles_bound95": round(math.sqrt(sum(r["bound95"] ** 2 for r in recs)), 1),
+        "blobs": sampled.blobs, "blobs_rtl_equal": sampled.blobs_rtl,
+        "checks": sampled.checks, "mismatches": sampled.mismatches,
+        "order": [sub[n].label for n in order],
+        "simulated_cycles": sampled.ticks, "wall_s": round(sampled.wall, 3),
+        "cpu_s": round(sampled.cpu, 3),
+    }
+    return total, model
 
 
 def describe(rec) -> str:
@@ -135,9 +239,23 @@ def describe(rec) -> str:
         why = "; ".join(f"{n}: {r}" for r, n in rec["host_reasons"].items())
         host = f", {rec['blobs_host']} written by the host ({why})"
     formula = " + formula for sampled GEMMs" if rec["exposed_cycles_formula"] else ""
+    sampled = ""
+    smp = rec.get("sampled")
+    if smp:
+        c = smp["checks"]
+        formula = (f" over the whole GEMMs, {rec['exposed_cycles_rtl']:,}, + the model over "
+                   f"the sampled ones, {rec['exposed_cycles_model']:,}")
+        sampled = (f"; sampled GEMMs: {smp['blobs_rtl_equal']} of {smp['blobs']} blobs made "
+                   f"by the unit and equal to the host's word for word, {c['pass1_rtl']} "
+                   f"pass 1 on the RTL, {smp['select_cycles_rtl']:,} of "
+                   f"{smp['select_cycles']:,} select cycles from the RTL (the rest "
+                   f"extrapolated, ±{smp['select_cycles_bound95']:,.0f} at 95 %; formula vs "
+                   f"RTL worst error: pass 1 {c['pass1_worst_error']:.2%}, blob "
+                   f"{c['blob_exact_worst_error']:.2%} given the kept matrix, "
+                   f"{c['blob_estimate_worst_error']:.2%} from its non-zero count)")
     return (f"threshold select in RTL ({rec['source']}): {rec['blobs']} blobs, "
             f"{rec['blobs_rtl_equal']} written by the unit and equal to the host's word for "
-            f"word{host}; {rec['select_cycles_rtl']:,} select cycles, "
+            f"word{host}; {rec['select_cycles_rtl']:,} select cycles{sampled}; "
             f"{rec['exposed_cycles']:,} not hidden behind GEMMs (core counter "
             f"sel.exposed_cycles{formula}); "
             f"{len(rec['mismatches'])} mismatches")

@@ -1,0 +1,366 @@
+"""Threshold select of the GEMMs the compare job only samples, on the RTL unit where it fits.
+
+A GEMM too large to simulate whole (``--sample-ops``, ResNet-50) does not run in the select
+loop (:mod:`sim.select_loop`), so its ``S`` blobs are not made there. This module makes as much
+of them on the RTL unit as the job can afford and extrapolates the rest:
+
+* the weights ``W`` (forward ``Wsᵀ`` and input-gradient ``Ws``; small): every tensor's pass 1
+  (THRESHOLD ``by_index``) and every S block's blob (GIVEN) on the RTL unit, each blob equal to
+  the host's Top-K word for word;
+* the activations ``A`` (weight gradient; an im2col'd ``A`` of a convolution is 9× the
+  activations for a 3×3 kernel): the blobs of the S blocks of the GEMM's *sampled core
+  operations* (:mod:`sim.sampling`) on the RTL unit, checked word for word; the other blocks'
+  cycles by the ratio estimator (the RTL cycles of the sampled blobs over the formula's,
+  times the formula's total, with its 95 % bound), the formula being
+  ``hw.contract.cycles.select_cycles`` from each block's non-zero count; the pass 1 on the
+  whole ``A`` on the RTL for a random fraction :data:`A_PASS1_FRACTION` of the layers (pair
+  and cut checked against the host's), the formula's (exact: it depends on the shape only)
+  for the others.
+
+Every RTL operation here runs alone (the unit writes, then the host reads the blob back): no
+GEMM runs beside it, so the exposure of these GEMMs' select cycles comes from a model
+(:func:`exposed_model`): the step's double buffer at S-block granularity, each block's GEMM
+cycles the GEMM's extrapolated RTL cycles shared over its blocks by the cycle model, each
+blob's cycles the RTL's where simulated and the extrapolation's elsewhere, the pass 1 of a
+tensor in the slack left once it exists (weights at step start, ``A_l`` after forward
+``l - 1``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import zlib
+
+import numpy as np
+
+from hw.contract.blob import encode_words
+from hw.contract.codes import SelectMode
+from hw.contract.cycles import select_cycles
+from sw import int_topk
+
+from . import select_plan as sp
+
+__all__ = ["A_PASS1_FRACTION", "SampledSelect", "keep", "run", "exposed_model"]
+
+#: Fraction of the layers whose whole-``A`` pass 1 runs on the RTL unit (random, per
+#: ``--seed``); the others take the formula, which the RTL ones check.
+A_PASS1_FRACTION = 0.15
+
+
+@dataclasses.dataclass(eq=False)
+class SampledSelect:
+    """What the select work of one sampled GEMM needs, kept when it is planned.
+
+    ``sel``: the :class:`sim.select_plan.Selection` (``src`` kept only when its pass 1 runs
+    on the RTL: ``rtl_pass1``); ``pair``: the host's ``(t, ties, cut)``; ``blocks``:
+    ``[(kb, nb)]`` of ``S`` in plan order with ``nnz`` and ``gemm_est`` (cycle-model estimate
+    of the block's core operations) each; ``picked``: the blocks whose blob the RTL makes,
+    with their ``dense`` and host ``sparse`` blocks; ``host``: why none is made on the RTL."""
+
+    label: str
+    layer: str
+    pass_name: str
+    sel: object
+    s_shape: tuple
+    pair: tuple
+    view_shape: tuple
+    blocks: list
+    nnz: list
+    gemm_est: list
+    picked: list
+    dense: dict
+    sparse: dict
+    rtl_pass1: bool
+    host: str | None = None
+
+
+class _Im2colPos:
+    """Reference positions of an im2col'd ``A`` computed per block (``pos[kb, nb]``), from
+    the positions of one batch item: the whole array is 8 bytes per element of ``im2col``."""
+
+    def __init__(self, a_shape, module):
+        from sw.lowering import PAD_INDEX, im2col_source_index
+
+        self.idx0 = im2col_source_index((1, *a_shape[1:]), module)
+        self.pad = PAD_INDEX
+        self.rows = self.idx0.shape[0]
+        self.item = int(np.prod(a_shape[1:]))
+
+    def __getitem__(self, key):
+        kb, nb = key
+        r = np.arange(kb.start, kb.stop)
+        base = self.idx0[r % self.rows][:, nb]
+        out = base + (r // self.rows * self.item)[:, None]
+        out[base == self.pad] = -1
+        return out
+
+
+def _selection(job):
+    """The job's :class:`~sim.select_plan.Selection` without the whole im2col position array
+    (``pos`` computed per block)."""
+    if job.pass_name != "backward_weight" or job.kind == "linear" \
+            or getattr(job, "select_src", None) is None:
+        return sp.selection_of(job)
+    if np.array_equal(job.s, job.s_dense):
+        return sp.Selection(f"{job.layer}:backward_weight", "all")
+    src = np.ascontiguousarray(job.select_src)
+    return sp.Selection(f"{job.layer}:A", "im2col", src,
+                        int_topk.k_from_density(job.density, src.size),
+                        _Im2colPos(src.shape, job.select_module))
+
+
+def _check_blocks(sel, keep_, s_blocks) -> str | None:
+    """``None`` when the host blocks are the per-tensor Top-K of ``sel.src`` (``keep_``, its
+    mask: what the unit makes), else why not (groups, a structured mask)."""
+    flat = np.concatenate([np.where(keep_, sel.src, 0).astype(np.int8).ravel(),
+                           np.zeros(1, np.int8)])
+    for (kb, nb), blk in s_blocks:
+        if not np.array_equal(flat[sel.pos[kb, nb]], blk):
+            return "not a per-tensor Top-K of the quantized tensor (groups or a structured mask)"
+    return None
+
+
+def keep(job, sample, seed: int) -> SampledSelect:
+    """The :class:`SampledSelect` of the sampled sparse GEMM ``job`` (operands still there)
+    and its :class:`sim.sampling.Sample` ``sample``: W blocks all, A blocks those of the
+    sampled operations; the whole ``A`` kept for an RTL pass 1 with probability
+    :data:`A_PASS1_FRACTION` (``seed`` and the layer name decide)."""
+    groups, est, picked_ops = {}, {}, set(int(i) for i in sample.picked)
+    for i, (_mb, kb, nb) in enumerate(sample.blocks):
+        key = (kb.start, kb.stop, nb.start, nb.stop)
+        if key not in groups:
+            groups[key] = (len(groups), kb, nb, [])
+            est[key] = 0.0
+        est[key] += float(sample.estimates[i])
+        if i in picked_ops:
+            groups[key][3].append(i)
+    blocks = [(kb, nb) for _b, kb, nb, _p in groups.values()]
+    nnz = [int(np.count_nonzero(job.s[kb, nb])) for kb, nb in blocks]
+    weights = job.pass_name != "backward_weight"
+    picked = list(range(len(blocks))) if weights else \
+        [b for b, _kb, _nb, ops in groups.values() if ops]
+    sel = _selection(job)
+    dense = {b: np.ascontiguousarray(job.s_dense[blocks[b]]) for b in picked}
+    sparse = {b: np.ascontiguousarray(job.s[blocks[b]]) for b in picked}
+    host = None
+    pair, view = (0, 0, None), (0, 0)
+    if sel.kind != "all":
+        t, ties = (int(v) for v in int_topk.threshold_int(sel.src, sel.k))
+        mask = int_topk.select_mask_threshold(sel.src, t, ties)
+        tied = np.flatnonzero(mask.ravel() & (int_topk.magnitudes(sel.src).ravel() == t))
+        pair = (t, ties, int(tied[-1]) if tied.size else None)  # last_kept_tie_index
+        if sel.kind == "im2col":
+            host = _check_blocks(sel, mask, [(blocks[b], sparse[b]) for b in picked])
+        else:
+            host = sp.supported(job, sel)
+        view = sp.threshold_view(sel.src).shape
+    rng = np.random.default_rng([seed, zlib.crc32(job.layer.encode()), 7])
+    rtl_pass1 = sel.kind != "all" and host is None and (
+        weights or rng.random() < A_PASS1_FRACTION)
+    if not rtl_pass1 and sel.kind != "all":
+        sel.src = None  # the pair is the host's: the whole tensor is not needed
+    return SampledSelect(job.label, job.layer, job.pass_name, sel, tuple(job.s.shape), pair,
+                         view, blocks, nnz, [est[k] for k in groups], picked, dense,
+                         sparse, rtl_pass1, host)
+
+
+@dataclasses.dataclass
+class SampledResult:
+    """What :func:`run` measured: per plan (job index) ``select_cycles`` (RTL + extrapolated),
+    ``bound95``, ``rtl_cycles`` (the part simulated), ``blobs`` / ``blobs_rtl`` (S blocks,
+    blobs the unit made equal to the host's), ``simulated`` (one line), ``blob_cycles`` per
+    block (RTL or extrapolated) and ``pass1`` (cycles, ``"rtl"`` / ``"formula"``) when this
+    job owns its tensor's pass 1; ``checks``: the formula against the RTL."""
+
+    jobs: dict
+    mismatches: list
+    checks: dict
+    ticks: int
+    wall: float
+    cpu: float
+
+    @property
+    def blobs_rtl(self) -> int:
+        return sum(r["blobs_rtl"] for r in self.jobs.values())
+
+    @property
+    def blobs(self) -> int:
+        return sum(r["blobs"] for r in self.jobs.values())
+
+
+def _ratio(y, x, big_x, n_all):
+    """Ratio estimator ``(Σy/Σx)·big_x`` and its 95 % bound (:mod:`sim.sampling`)."""
+    y, x = np.asarray(y, np.float64), np.asarray(x, np.float64)
+    n = len(y)
+    r = float(y.sum() / x.sum()) if x.sum() else 1.0
+    if n >= n_all:
+        return r * big_x, 0.0, r
+    if n < 2:
+        return r * big_x, float("inf"), r
+    var = (1 - n / n_all) / n * float(((y - r * x) ** 2).sum()) / (n - 1)
+    return r * big_x, 1.96 * n_all * math.sqrt(var), r
+
+
+def run(plans: dict, model, *, done_pairs=None, log=None) -> SampledResult:
+    """Run the RTL part of ``plans`` (``{job index: SampledSelect}``, in step order) in one
+    simulator process of ``model`` (a core with the select unit) and extrapolate the rest.
+    ``done_pairs``: tensors whose pass 1 the select loop already ran (not counted again)."""
+    from .harness import CoreSim
+
+    done_pairs = set(done_pairs or ())
+    out, mismatches = {}, []
+    checks = {"pass1_rtl": 0, "pass1_worst_error": 0.0, "blobs_rtl": 0,
+              "blob_exact_worst_error": 0.0, "blob_estimate_worst_error": 0.0}
+    owner = {}
+    for i, p in plans.items():
+        owner.setdefault(p.sel.key, i)
+    core = CoreSim(model)
+    try:
+        lanes, banks = core.sel_lanes, core.sel_banks
+        t0, cpu0, ticks0 = time.perf_counter(), core.cpu_seconds(), core.ticks
+        pairs = {}
+        bank = 0
+        for i, p in plans.items():
+            rec = {"blobs": len(p.blocks), "blobs_rtl": 0, "rtl_cycles": 0, "pass1": None}
+            pair = p.pair
+            if p.sel.kind != "all" and owner[p.sel.key] == i and p.sel.key not in done_pairs:
+                if p.rtl_pass1:
+                    view = sp.threshold_view(p.sel.src)
+                    core.select_begin(view, SelectMode.THRESHOLD, keep=p.sel.k, bank=bank,
+                                      by_index=core.sel_index_width > 0, read_blob=False,
+                                      label=f"{p.sel.key} pass 1")
+                    st = core.select_wait(label=f"{p.sel.key} pass 1")
+                    cut = st.held["cut_index"] if st.held["cut_any"] else None
+                    got = (int(st.held["threshold"]), int(st.held["ties"]), cut)
+                    if got != tuple(p.pair):
+                        mismatches.append(f"{p.sel.key}: RTL pass 1 (t, ties, cut) {got} != "
+                                          f"host {tuple(p.pair)}")
+                    pairs[p.sel.key] = got
+                    want = sp.threshold_cycles(view, lanes, by_index=core.sel_index_width > 0)
+                    checks["pass1_rtl"] += 1
+                    checks["pass1_worst_error"] = max(checks["pass1_worst_error"],
+                                                      abs(want / st.cycles - 1))
+                    rec["pass1"] = (st.cycles, "rtl")
+                    rec["rtl_cycles"] += st.cycles
+                    p.sel.src = None
+                else:
+                    rec["pass1"] = (select_cycles(*p.view_shape, lanes,
+                                                  mode=SelectMode.THRESHOLD,
+                                                  by_index=core.sel_index_width > 0), "formula")
+            pair = pairs.get(p.sel.key, pair)
+            y, x = [], []
+            est = [sp.given_cycles(kb.stop - kb.start, nb.stop - nb.start, nz, lanes, banks)
+                   for (kb, nb), nz in zip(p.blocks, p.nnz, strict=True)]
+            blob = dict.fromkeys(range(len(p.blocks)))
+            shape = np.broadcast_to(np.int8(0), p.s_shape)
+            for b in ([] if p.host else p.picked):
+                kb, nb = p.blocks[b]
+                cmd = sp.block_command(p.sel, shape, kb, nb, *pair,
+                                       indexed=core.sel_index_width > 0)
+                what = f"{p.label} S[{kb.start}:{kb.stop}, {nb.start}:{nb.stop}]"
+                core.select_begin(p.dense.pop(b), SelectMode.GIVEN, bank=bank, given=cmd.given,
+                                  transpose=cmd.transpose, by_index=cmd.by_index,
+                                  index=cmd.index, label=what)
+                st = core.select_wait(label=what)
+                bank = 1 - bank
+                host = p.sparse.pop(b)
+                want = encode_words(host)
+                got = st.blob if st.blob is not None else np.zeros(0, np.uint32)
+                if got.shape == want.shape and np.array_equal(got, want):
+                    rec["blobs_rtl"] += 1
+                else:
+                    mismatches.append(f"{what}: RTL blob {len(got)} words vs host "
+                                      f"{len(want)}")
+                exact = select_cycles(host.shape[0], host.shape[1], lanes,
+                                      mode=SelectMode.GIVEN, kept=host, banks=banks) \
+                    if p.pass_name == "backward_weight" else st.cycles
+                checks["blobs_rtl"] += 1
+                checks["blob_exact_worst_error"] = max(checks["blob_exact_worst_error"],
+                                                       abs(exact / st.cycles - 1))
+                checks["blob_estimate_worst_error"] = max(
+                    checks["blob_estimate_worst_error"], abs(est[b] / st.cycles - 1))
+                blob[b] = st.cycles
+                y.append(st.cycles)
+                x.append(est[b])
+                rec["rtl_cycles"] += st.cycles
+            total, bound, r = _ratio(y, x, float(sum(est)), len(p.blocks)) if y else \
+                (float(sum(est)), 0.0, 1.0)
+            rec["blob_cycles"] = [blob[b] if blob[b] is not None else r * est[b]
+                                  for b in range(len(p.blocks))]
+            p1 = rec["pass1"][0] if rec["pass1"] else 0
+            rec["select_cycles"] = int(round(total)) + p1
+            rec["bound95"] = round(bound, 1)
+            rec["simulated"] = _describe(p, rec)
+            out[i] = rec
+        ticks = core.ticks - ticks0
+        wall, cpu = time.perf_counter() - t0, core.cpu_seconds() - cpu0
+    finally:
+        core.close()
+    res = SampledResult(out, mismatches, checks, ticks, wall, cpu)
+    if log:
+        log(f"select of the sampled GEMMs: {res.blobs_rtl} of {res.blobs} blobs made by the RTL "
+            f"unit (equal to the host's), {checks['pass1_rtl']} pass 1 on the RTL, "
+            f"{ticks:,} cycles in {wall:.1f} s; {len(mismatches)} mismatches")
+    return res
+
+
+def _describe(p, rec) -> str:
+    """What of a sampled GEMM's select ran on the RTL (one line for the table)."""
+    if p.sel.kind == "all":
+        head = "no Top-K"
+    elif rec["pass1"] is None:
+        head = "pass 1 counted elsewhere"
+    else:
+        head = f"pass 1 {rec['pass1'][1]}"
+    if p.host:
+        return f"{head}; blobs formula ({p.host})"
+    n = rec["blobs_rtl"]
+    if n == len(p.blocks):
+        return f"{head}; all {n} blobs RTL"
+    return f"{head}; {n} of {len(p.blocks)} blobs RTL, rest extrapolated"
+
+
+def exposed_model(seq) -> tuple[int, list]:
+    """Select cycles not hidden behind GEMMs in a double-buffered step, by S block.
+
+    ``seq``: per GEMM in the order the step runs them, ``(blocks, pass1)``: ``blocks`` the
+    ``(gemm cycles, blob cycles)`` of each S block, ``pass1`` ``(key, cycles, available)`` or
+    ``None``: the pass 1 its first blob needs, ``available`` the index in ``seq`` of the GEMM
+    after which the tensor exists (-1: at step start). The blob of a block is written while
+    the block before it runs (the step's first blob has nothing to hide behind); in what is
+    left of that window the unit runs the pass 1 of tensors that existed when it began, in the
+    order they are needed, across windows (a pass 1 writes no S buffer); what of a pass 1 is
+    not done when its first blob is due is waited for (exposed), as is a blob longer than its
+    window. Returns the total and each GEMM's share."""
+    queue, left = [], {}
+    for _blocks, p1 in seq:
+        if p1 is not None and p1[0] not in left:
+            left[p1[0]] = [p1[0], float(p1[1]), p1[2]]
+            queue.append(left[p1[0]])
+    total, share = 0, []
+    window, running = 0.0, None  # the block before the next blob, and its GEMM
+    for g, (blocks, p1) in enumerate(seq):
+        own = 0.0
+        for b, (gemm, blob) in enumerate(blocks):
+            need = float(blob)
+            if b == 0 and p1 is not None and left[p1[0]][1] > 0:
+                for q in queue:  # the pass 1 queued before this tensor's, then its own
+                    if q[1] > 0 and (q[2] < g or q is left[p1[0]]):
+                        need += q[1]
+                        q[1] = 0.0
+                    if q is left[p1[0]]:
+                        break
+            own += max(0.0, need - window)
+            spare = max(0.0, window - need)
+            for q in queue:
+                if spare <= 0:
+                    break
+                if q[1] > 0 and running is not None and q[2] < running:
+                    used = min(spare, q[1])
+                    q[1] -= used
+                    spare -= used
+            window, running = float(gemm), g
+        share.append(int(round(own)))
+        total += own
+    return int(round(total)), share

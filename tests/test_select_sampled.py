@@ -1,0 +1,123 @@
+"""sim.select_sampled: the select of sampled GEMMs on the RTL unit, the rest extrapolated.
+
+On a small conv + linear step planned with tiny buffers (so every GEMM is sampled): every blob
+the unit makes equals the host's Top-K word for word (the conv's im2col'd ``A`` with a split
+tie class through per-block source indices), the RTL pass 1 gives the host's ``(t, ties,
+cut)``, the formula equals the RTL on every simulated blob given its kept matrix, and the
+extrapolated select cycles are the ratio estimator of the formula calibrated on the sample.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from hw.contract.codes import SelectMode
+from hw.contract.cycles import select_cycles
+from hw.contract.tiling import limits
+from sim import select_plan as sp
+from sim import select_sampled, verilate
+from sim.compare_jobs import plan_gemm
+from sw import int_topk, lowering
+
+
+@pytest.fixture(scope="module")
+def model():
+    return verilate.harness_model(8, 8)
+
+
+def _planned(seed=0, levels=4, density=0.3, n_max=2):
+    # a strided, padded convolution over 5 batch items: the per-block source indices of its
+    # im2col'd A cross items and padding
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    conv = torch.nn.Conv2d(3, 6, 3, stride=2, padding=1, bias=False)
+    fc = torch.nn.Linear(6 * 16, 5, bias=False)
+    a0 = rng.integers(-levels, levels + 1, (5, 3, 8, 8)).astype(np.float64)
+    a1 = np.maximum(rng.integers(-levels, levels + 1, (5, 6 * 16)), 0).astype(np.float64)
+    lim = limits(rows=8, cols=8, d_depth=96, s_depth=80, c_depth=64)
+    out = []
+    for name, mod, a, dy in (("c", conv, a0, rng.normal(size=(5, 6, 4, 4))),
+                             ("f", fc, a1, rng.normal(size=(5, 5)))):
+        w = rng.integers(-levels, levels + 1, tuple(mod.weight.shape)).astype(np.float64)
+        ops = lowering.quantize_layer(name, mod, a, w, dy, density=density)
+        for j in (lowering.forward_job(ops), lowering.backward_input_job(ops),
+                  lowering.backward_weight_job(ops)):
+            keep = {"s": j.s.copy(), "src": None if j.select_src is None
+                    else j.select_src.copy()}
+            out.append((plan_gemm(j, lim, n_max, seed, truly_dense=False), keep))
+    return out
+
+
+def test_sampled_blobs_from_the_rtl_unit(model, monkeypatch):
+    monkeypatch.setattr(select_sampled, "A_PASS1_FRACTION", 1.0)  # every A's pass 1 on RTL
+    planned = _planned()
+    plans = {i: p.select for i, (p, _k) in enumerate(planned) if p.select is not None}
+    assert len(plans) == len(planned)  # tiny buffers: every GEMM is sampled
+    conv_a = plans[2]
+    assert conv_a.sel.kind == "im2col" and conv_a.host is None
+    t, ties, cut = conv_a.pair
+    assert 0 < ties < int((np.abs(planned[2][1]["src"].astype(int)) == t).sum())  # split ties
+    assert len(conv_a.picked) < len(conv_a.blocks)  # only the sampled blocks' blobs
+    want_blobs = {i: p.blocks for i, p in plans.items()}
+    sparse = {i: {b: p.sparse[b].copy() for b in p.picked} for i, p in plans.items()}
+    res = select_sampled.run(plans, model)
+    assert res.mismatches == []
+    assert res.checks["pass1_rtl"] == 4  # c:W, c:A, f:W, f:A
+    assert res.checks["pass1_worst_error"] == 0.0
+    assert res.checks["blob_exact_worst_error"] == 0.0
+    lanes, banks = 32, 8
+    for i, rec in res.jobs.items():
+        p = plans[i]
+        assert rec["blobs"] == len(want_blobs[i])
+        assert rec["blobs_rtl"] == len(p.picked)  # every RTL blob equal to the host's
+        p1 = rec["pass1"][0] if rec["pass1"] else 0
+        # the simulated blobs: their cycles are the formula's given the kept matrix
+        for b in p.picked:
+            host = sparse[i][b]
+            assert rec["blob_cycles"][b] == select_cycles(
+                *host.shape, lanes, mode=SelectMode.GIVEN, kept=host, banks=banks)
+        est = [sp.given_cycles(kb.stop - kb.start, nb.stop - nb.start, nz, lanes, banks)
+               for (kb, nb), nz in zip(p.blocks, p.nnz, strict=True)]
+        y = [rec["blob_cycles"][b] for b in p.picked]
+        x = [est[b] for b in p.picked]
+        if len(p.picked) == len(p.blocks):  # W: all on the RTL, nothing extrapolated
+            assert rec["select_cycles"] == sum(y) + p1 == rec["rtl_cycles"]
+            assert rec["bound95"] == 0.0
+        else:  # A: the ratio estimator of the formula calibrated on the RTL sample
+            assert rec["select_cycles"] == round(sum(y) / sum(x) * sum(est)) + p1
+            assert rec["rtl_cycles"] == sum(y) + p1
+    # the pass 1 counted once per tensor, on its first GEMM (W: forward)
+    assert res.jobs[0]["pass1"][1] == "rtl" and res.jobs[1]["pass1"] is None
+    k = int_topk.k_from_density(0.3, planned[2][1]["src"].size)
+    assert conv_a.pair[:2] == tuple(int(v) for v in int_topk.threshold_int(
+        planned[2][1]["src"], k))
+
+
+def test_a_pass_1_not_sampled_takes_the_formula(model, monkeypatch):
+    monkeypatch.setattr(select_sampled, "A_PASS1_FRACTION", 0.0)
+    planned = _planned(seed=1)
+    plans = {i: p.select for i, (p, _k) in enumerate(planned) if p.select is not None}
+    assert plans[2].sel.src is None  # the whole A is not kept
+    res = select_sampled.run({2: plans[2]}, model)
+    assert res.mismatches == [] and res.jobs[2]["blobs_rtl"] == len(plans[2].picked)
+    p1, how = res.jobs[2]["pass1"]
+    assert how == "formula"
+    assert p1 == select_cycles(*plans[2].view_shape, 32, mode=SelectMode.THRESHOLD,
+                               by_index=True)
+
+
+def test_exposed_model_by_s_block():
+    # one GEMM, two blocks: the first blob waits (nothing before it), the second hides
+    # behind the first block unless longer
+    assert select_sampled.exposed_model([([(100, 30), (50, 40)], None)]) == (30, [30])
+    assert select_sampled.exposed_model([([(100, 30), (50, 140)], None)]) == (70, [70])
+    # a weight pass 1 (available at step start) runs in the slack of earlier windows
+    seq = [([(100, 10)], None), ([(100, 10)], ("x:W", 80, -1))]
+    assert select_sampled.exposed_model(seq) == (10, [10, 0])
+    seq = [([(100, 10)], None), ([(100, 10)], ("x:W", 200, -1))]
+    assert select_sampled.exposed_model(seq) == (120, [10, 110])
+    # an activation's pass 1 only after the GEMM that makes it: no earlier slack
+    seq = [([(100, 10)], None), ([(100, 10)], None), ([(100, 10)], ("x:A", 80, 1))]
+    assert select_sampled.exposed_model(seq) == (10, [10, 0, 0])
+    seq = [([(100, 10)], None), ([(10, 10)], None), ([(100, 10)], ("x:A", 80, 1))]
+    assert select_sampled.exposed_model(seq) == (90, [10, 0, 80])
