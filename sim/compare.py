@@ -364,7 +364,7 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, model_rtl=None,
         verilate.harness_model(rows, cols, quiet=False)
     t0 = time.monotonic()
     loop = compare_select.run(jobs, whole, select_model)
-    sampled = compare_select.run_sampled(jobs, whole, select_model, loop, log)
+    sel_sampled = compare_select.run_sampled(jobs, whole, select_model, loop, log)
     t_sim += time.monotonic() - t0
     looped = compare_select.gemm_results(jobs, whole, loop, select_model)
     if getattr(args, "waves", None) is not None:
@@ -438,7 +438,7 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, model_rtl=None,
         "select_exposed_cycles_formula": exposed_select_cycles(
             [rows_out[i]["rtl_cycles"] for i in order], [jobs[i].select_cycles for i in order]),
     }
-    select = compare_select.apply(jobs, whole, loop, rows_out, order, log, sampled)
+    select = compare_select.apply(jobs, whole, loop, rows_out, order, log, sel_sampled)
     tot["select_exposed_cycles"] = select["exposed_cycles"]
     tot["select_exposed_pct_of_gemm"] = round(100 * select["exposed_cycles"] /
                                               tot["rtl_cycles"], 2) if tot["rtl_cycles"] else 0
@@ -463,7 +463,7 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, model_rtl=None,
         "totals": tot,
         "passes": _pass_totals(rows_out),
         "simulation": {
-            **_simulation(batch, loop, t_sim, sampled),
+            **_simulation(batch, loop, t_sim, sel_sampled),
             "preload_io_s": round(batch.io, 2),
             "lost_workers": batch.lost_workers,
             "lowering_s": info["lowering_s"], "capture_s": info["capture_s"],
@@ -570,8 +570,10 @@ def write_outputs(out: Path, rows, summary, sweep, args, tag: str = "") -> None:
             "speedup", "select_w_cycles", "select_a_cycles", "bit_exact", "rel_err_vs_float",
             "rel_err_quant_only"]
     for extra in ("truly_dense_rtl_cycles", "simulated", "rtl_cycles_bound95",
-                  "dense_simulated", "truly_dense_simulated"):
-        if any(extra in r for r in rows):
+                  "dense_simulated", "truly_dense_simulated", "select_cycles",
+                  "select_simulated", "select_cycles_bound95"):
+        if any(extra in r for r in rows) and (extra != "select_cycles" or any(
+                "select_simulated" in r for r in rows)):
             cols.insert(cols.index("bit_exact"), extra)
     t = summary["totals"]
     s = summary["simulation"]
@@ -618,8 +620,11 @@ def write_outputs(out: Path, rows, summary, sweep, args, tag: str = "") -> None:
               "integers (quantization error alone); `simulated`: what of the GEMM ran on the "
               "RTL (whole, or n of N core operations with the rest extrapolated by the "
               "calibrated cycle model; `rtl_cycles_bound95` its 95 % bound; truly dense: one "
-              "run per block size, exact); empty `rel_err_*`: the step was streamed (no float "
-              "references) or the GEMM sampled."]
+              "run per block size, exact); `select_cycles`: the threshold-select unit's cycles "
+              "of the GEMM's blobs (with its tensor's pass 1 on the first GEMM that needs it), "
+              "`select_simulated` what of them ran on the RTL unit and what was extrapolated "
+              "(`select_cycles_bound95` its 95 % bound); empty `rel_err_*`: the step was "
+              "streamed (no float references) or the GEMM sampled."]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     _plots(out, rows, sweep, summary, tag)
 

@@ -251,7 +251,8 @@ def describe(rec) -> str:
                    f"{smp['select_cycles']:,} select cycles from the RTL (the rest "
                    f"extrapolated, ±{smp['select_cycles_bound95']:,.0f} at 95 %; formula vs "
                    f"RTL worst error: pass 1 {c['pass1_worst_error']:.2%}, blob "
-                   f"{c['blob_exact_worst_error']:.2%} given the kept matrix, "
+                   f"{c['blob_exact_worst_error']:.2%} given the kept matrix (on "
+                   f"{c['blobs_exact_checked']} A blobs), "
                    f"{c['blob_estimate_worst_error']:.2%} from its non-zero count)")
     return (f"threshold select in RTL ({rec['source']}): {rec['blobs']} blobs, "
             f"{rec['blobs_rtl_equal']} written by the unit and equal to the host's word for "

@@ -47,6 +47,10 @@ __all__ = ["A_PASS1_FRACTION", "SampledSelect", "keep", "run", "exposed_model"]
 #: ``--seed``); the others take the formula, which the RTL ones check.
 A_PASS1_FRACTION = 0.15
 
+#: RTL blobs per GEMM also checked against the formula given their kept matrix (a cycle-by-cycle
+#: model in Python, ~2 µs a cycle: the first ones only)
+EXACT_CHECKS = 4
+
 
 @dataclasses.dataclass(eq=False)
 class SampledSelect:
@@ -210,7 +214,7 @@ def run(plans: dict, model, *, done_pairs=None, log=None) -> SampledResult:
 
     done_pairs = set(done_pairs or ())
     out, mismatches = {}, []
-    checks = {"pass1_rtl": 0, "pass1_worst_error": 0.0, "blobs_rtl": 0,
+    checks = {"pass1_rtl": 0, "pass1_worst_error": 0.0, "blobs_rtl": 0, "blobs_exact_checked": 0,
               "blob_exact_worst_error": 0.0, "blob_estimate_worst_error": 0.0}
     owner = {}
     for i, p in plans.items():
@@ -272,12 +276,13 @@ def run(plans: dict, model, *, done_pairs=None, log=None) -> SampledResult:
                 else:
                     mismatches.append(f"{what}: RTL blob {len(got)} words vs host "
                                       f"{len(want)}")
-                exact = select_cycles(host.shape[0], host.shape[1], lanes,
-                                      mode=SelectMode.GIVEN, kept=host, banks=banks) \
-                    if p.pass_name == "backward_weight" else st.cycles
+                if p.pass_name == "backward_weight" and len(y) < EXACT_CHECKS:
+                    exact = select_cycles(host.shape[0], host.shape[1], lanes,
+                                          mode=SelectMode.GIVEN, kept=host, banks=banks)
+                    checks["blobs_exact_checked"] += 1
+                    checks["blob_exact_worst_error"] = max(checks["blob_exact_worst_error"],
+                                                           abs(exact / st.cycles - 1))
                 checks["blobs_rtl"] += 1
-                checks["blob_exact_worst_error"] = max(checks["blob_exact_worst_error"],
-                                                       abs(exact / st.cycles - 1))
                 checks["blob_estimate_worst_error"] = max(
                     checks["blob_estimate_worst_error"], abs(est[b] / st.cycles - 1))
                 blob[b] = st.cycles

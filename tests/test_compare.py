@@ -84,6 +84,17 @@ def test_sampled_job_streams_the_step_and_shares_baselines(tmp_path):
                        - 8 * r["rtl_cycles"]) <= 3
         assert sum(r["select_exposed_cycles"] for r in data["layers"]) == \
             data["summary"]["totals"]["select_exposed_cycles"]
+        # the sampled GEMMs' select on the RTL unit (sim.select_sampled): every blob it made
+        # equals the host's, the formula equals the RTL where checked
+        sel = data["summary"]["select"]
+        smp = sel["sampled"]
+        assert sel["mismatches"] == [] and 0 < smp["blobs_rtl_equal"] <= smp["blobs"]
+        assert smp["checks"]["pass1_worst_error"] == smp["checks"]["blob_exact_worst_error"] == 0
+        assert "model" in sel["source"] and sim["select_sampled"]["simulated_cycles"] > 0
+        for r in data["layers"]:
+            if r["simulated"] != "whole":
+                assert r["select_source"] in ("rtl", "rtl + extrapolated")
+                assert "blobs RTL" in r["select_simulated"]
     # truly dense: the shape alone, simulated once (the dense W baselines differ here: the
     # model trained a step at each sparsity; ResNet-50's initial W is shared)
     for ra, rb in zip(runs[0]["layers"], runs[1]["layers"], strict=True):
