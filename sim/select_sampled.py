@@ -315,7 +315,7 @@ def _describe(p, rec) -> str:
     if p.sel.kind == "all":
         head = "no Top-K"
     elif rec["pass1"] is None:
-        head = "pass 1 counted elsewhere"
+        head = "pass 1 counted on the tensor's first GEMM"
     else:
         head = f"pass 1 {rec['pass1'][1]}"
     if p.host:
