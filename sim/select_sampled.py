@@ -327,45 +327,97 @@ def _describe(p, rec) -> str:
 
 
 def exposed_model(seq) -> tuple[int, list]:
-    """Select cycles not hidden behind GEMMs in a double-buffered step, by S block.
+    """Select cycles not hidden behind GEMMs in a double-buffered step, by S block, with the
+    select loop's schedule (:class:`sim.select_loop._Runner`) replayed on cycle counts.
 
     ``seq``: per GEMM in the order the step runs them, ``(blocks, pass1)``: ``blocks`` the
     ``(gemm cycles, blob cycles)`` of each S block, ``pass1`` ``(key, cycles, available)`` or
-    ``None``: the pass 1 its first blob needs, ``available`` the index in ``seq`` of the GEMM
-    after which the tensor exists (-1: at step start). The blob of a block is written while
-    the block before it runs (the step's first blob has nothing to hide behind); in what is
-    left of that window the unit runs the pass 1 of tensors that existed when it began, in the
-    order they are needed, across windows (a pass 1 writes no S buffer); what of a pass 1 is
-    not done when its first blob is due is waited for (exposed), as is a blob longer than its
-    window. Returns the total and each GEMM's share."""
-    queue, left = [], {}
+    ``None``: the pass 1 its blobs need, ``available`` the index in ``seq`` of the GEMM after
+    which the tensor exists (-1: at step start). As in the loop: the unit runs its queued
+    operations one after the other; the step's first blob (and its pass 1) has nothing to hide
+    behind; while block ``t`` runs, the unit writes block ``t + 1``'s blob and then starts the
+    pass 1 of tensors that exist, in the order they are needed, as long as each fits the
+    window's estimated slack (``gemm[t] - blob[t + 1]`` less the work carried over, plus the
+    next window's) or is needed two blocks on; a pass 1 writes no S buffer and runs on behind
+    the next GEMM. The host waits for the unit up to block ``t + 1``'s blob after GEMM ``t``,
+    and for a pass 1 not done when the next blob needs its pair: those waits (unit busy, no
+    GEMM) are the exposed cycles, each charged to the GEMM whose block waited. Returns the total
+    and each GEMM's share."""
+    import collections
+
+    tasks = [(g, float(gemm), float(blob), p1[0] if p1 else None)
+             for g, (blocks, p1) in enumerate(seq) for gemm, blob in blocks]
+    dur, avail, need = {}, {}, []
+    last_task = {}
+    for t, (g, *_rest) in enumerate(tasks):
+        last_task[g] = t
     for _blocks, p1 in seq:
-        if p1 is not None and p1[0] not in left:
-            left[p1[0]] = [p1[0], float(p1[1]), p1[2]]
-            queue.append(left[p1[0]])
-    total, share = 0, []
-    window, running = 0.0, None  # the block before the next blob, and its GEMM
-    for g, (blocks, p1) in enumerate(seq):
-        own = 0.0
-        for b, (gemm, blob) in enumerate(blocks):
-            need = float(blob)
-            if b == 0 and p1 is not None and left[p1[0]][1] > 0:
-                for q in queue:  # the pass 1 queued before this tensor's, then its own
-                    if q[1] > 0 and (q[2] < g or q is left[p1[0]]):
-                        need += q[1]
-                        q[1] = 0.0
-                    if q is left[p1[0]]:
-                        break
-            own += max(0.0, need - window)
-            spare = max(0.0, window - need)
-            for q in queue:
-                if spare <= 0:
+        if p1 is not None and p1[0] not in dur:
+            dur[p1[0]] = float(p1[1])
+            avail[p1[0]] = last_task.get(p1[2], -1) if p1[2] >= 0 else -1
+    for *_rest, key in tasks:
+        if key is not None and key not in need:
+            need.append(key)
+    share = [0.0] * len(seq)
+    st = {"now": 0.0, "free": 0.0}
+    pending, done, begun = collections.deque(), set(), set()
+
+    def begin(kind, ident, cycles):
+        st["free"] = max(st["free"], st["now"]) + cycles
+        pending.append((kind, ident, st["free"]))
+        if kind == "thr":
+            begun.add(ident)
+
+    def wait_one(owner):
+        kind, ident, end = pending.popleft()
+        if end > st["now"]:
+            share[owner] += end - st["now"]
+            st["now"] = end
+        if kind == "thr":
+            done.add(ident)
+        return kind, ident
+
+    if tasks:
+        g0, _gemm, blob0, k0 = tasks[0]
+        if k0 is not None and k0 not in done:
+            begin("thr", k0, dur[k0])
+        begin("blob", 0, blob0)
+        while pending:
+            wait_one(g0)
+    carry = 0.0
+    for t, (g, gemm, _blob, _key) in enumerate(tasks):
+        nxt = tasks[t + 1] if t + 1 < len(tasks) else None
+        owner = nxt[0] if nxt else g
+        if nxt:
+            k = nxt[3]
+            if k is not None and k not in done:
+                if k not in begun:
+                    begin("thr", k, dur[k])
+                while k not in done:
+                    wait_one(owner)
+                carry = carry if pending else 0.0
+            begin("blob", t + 1, nxt[2])
+            budget = gemm - nxt[2] - carry
+            spread = nxt[1] - tasks[t + 2][2] if t + 2 < len(tasks) else 0.0
+            mandatory = tasks[t + 2][3] if t + 2 < len(tasks) else None
+            started = 0.0
+            for key in need:
+                if key in begun or key in done or avail[key] >= t:
+                    continue
+                if key != mandatory and dur[key] > budget + spread:
                     break
-                if q[1] > 0 and running is not None and q[2] < running:
-                    used = min(spare, q[1])
-                    q[1] -= used
-                    spare -= used
-            window, running = float(gemm), g
-        share.append(int(round(own)))
-        total += own
-    return int(round(total)), share
+                begin("thr", key, dur[key])
+                budget -= dur[key]
+                started += dur[key]
+            carry = max(0.0, carry + nxt[2] + started - gemm)
+        st["now"] += gemm
+        if nxt:
+            while pending:
+                if wait_one(owner) == ("blob", t + 1):
+                    break
+            carry = carry if pending else 0.0
+        else:
+            while pending:
+                wait_one(owner)
+    out = [int(round(x)) for x in share]
+    return int(round(sum(share))), out

@@ -106,18 +106,25 @@ def test_a_pass_1_not_sampled_takes_the_formula(model, monkeypatch):
                                by_index=True)
 
 
-def test_exposed_model_by_s_block():
+def test_exposed_model_replays_the_loops_schedule():
     # one GEMM, two blocks: the first blob waits (nothing before it), the second hides
     # behind the first block unless longer
     assert select_sampled.exposed_model([([(100, 30), (50, 40)], None)]) == (30, [30])
     assert select_sampled.exposed_model([([(100, 30), (50, 140)], None)]) == (70, [70])
-    # a weight pass 1 (available at step start) runs in the slack of earlier windows
-    seq = [([(100, 10)], None), ([(100, 10)], ("x:W", 80, -1))]
-    assert select_sampled.exposed_model(seq) == (10, [10, 0])
-    seq = [([(100, 10)], None), ([(100, 10)], ("x:W", 200, -1))]
-    assert select_sampled.exposed_model(seq) == (120, [10, 110])
-    # an activation's pass 1 only after the GEMM that makes it: no earlier slack
-    seq = [([(100, 10)], None), ([(100, 10)], None), ([(100, 10)], ("x:A", 80, 1))]
-    assert select_sampled.exposed_model(seq) == (10, [10, 0, 0])
-    seq = [([(100, 10)], None), ([(10, 10)], None), ([(100, 10)], ("x:A", 80, 1))]
-    assert select_sampled.exposed_model(seq) == (90, [10, 0, 80])
+    g = ([(100, 10)], None)
+    # a pass 1 needed two blocks on starts in this window, behind the next blob; the blob
+    # after it needs its pair in its command, issued before the next GEMM starts
+    assert select_sampled.exposed_model([g, g, ([(100, 10)], ("x:W", 80, -1))]) == \
+        (10, [10, 0, 0])
+    assert select_sampled.exposed_model([g, g, ([(100, 10)], ("x:W", 200, -1))]) == \
+        (120, [10, 0, 110])  # starts at 20 behind the blob, GEMM 0 ends at 110
+    # needed by the very next block and not begun: waited for whole
+    assert select_sampled.exposed_model([g, ([(100, 10)], ("x:W", 80, -1))]) == (90, [10, 80])
+    # an activation's pass 1 only once the GEMM that makes it has run
+    assert select_sampled.exposed_model([g, g, g, ([(100, 10)], ("x:A", 80, 1))]) == \
+        (90, [10, 0, 0, 80])
+    assert select_sampled.exposed_model([g, g, g, ([(100, 10)], ("x:A", 80, 0))]) == \
+        (10, [10, 0, 0, 0])
+    # one longer than the slack of two windows waits until it is needed two blocks on
+    assert select_sampled.exposed_model(
+        [g, g, g, g, ([(100, 10)], ("x:W", 250, -1))]) == (170, [10, 0, 0, 0, 160])
