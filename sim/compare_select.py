@@ -143,9 +143,9 @@ def apply(jobs, whole, res, rows_out, order, log, sampled=None) -> dict:
         source = "rtl"
     elif sampled is not None:
         source = (f"rtl ({len(whole)} whole GEMMs: core counter) + model ({len(seq)} sampled "
-                  f"GEMMs: double buffer by S block over their extrapolated GEMM cycles, "
-                  f"select cycles {model['select_rtl_pct']} % from the RTL unit, the rest "
-                  f"extrapolated)")
+                  f"GEMMs: the loop's schedule replayed by S block over their extrapolated "
+                  f"GEMM cycles, select cycles {model['select_rtl_pct']} % from the RTL unit, "
+                  f"the rest extrapolated)")
     else:
         source = (f"rtl ({len(whole)} whole GEMMs) + formula "
                   f"({len(sampled_idx)} sampled or larger GEMMs)")
