@@ -94,3 +94,32 @@ def test_harness_sentinel_and_reset(model8):
         t = core.ticks
         core.reset()
         assert core.ticks == t + 3
+
+
+def test_the_select_unit_changes_no_gemm(model8):
+    """The core without the threshold-select unit (``sel_lanes=0``, what the compare job's
+    run_gemms uses: sim.compare_models) gives the same cycles, counters and C as the harness
+    core with the unit on the same GEMMs: dense, sparse, natural zeros, tiled in K and N, short
+    and skinny, whole and cycles-only."""
+    from sw import intref
+
+    plain = verilate.harness_model(8, 8, sel_lanes=0)
+    assert plain.attrs["sel_lanes"] == 0 and model8.attrs["sel_lanes"] > 0
+    rng = np.random.default_rng(11)
+    relu = _rand(rng, (300, 144))
+    relu[relu < 0] = 0  # natural zeros in D
+    jobs = [
+        *_batch(rng),
+        (relu, _rand(rng, (144, 32), 0.1)),
+        (_rand(rng, (64, 256)), _rand(rng, (256, 10))),
+        (_rand(rng, (10, 64), 0.5), _rand(rng, (64, 256), 0.9)),
+        (_rand(rng, (3, 5)), _rand(rng, (5, 1))),
+        (_rand(rng, (16, 40)), np.zeros((40, 8), np.int8)),
+    ]
+    for only in (False, True):
+        a = gemm.run_gemms(jobs, model=plain, cycles_only=only)
+        b = gemm.run_gemms(jobs, model=model8, cycles_only=only)
+        for (d, s), ra, rb in zip(jobs, a, b, strict=True):
+            _same(ra, rb)
+            if not only:
+                assert np.array_equal(ra.c, intref.gemm(d, s))
