@@ -168,7 +168,8 @@ def _worker_sim(spec: dict):
         if not model.executable.is_file() or _verilog_sha(model) != spec["sha"]:
             model = None
     if model is None:  # another machine: build from this worker's own sources
-        model = verilate.build(spec["design"], kind="harness", **spec["params"])
+        model = verilate.build(spec["design"], kind="harness", pgo=spec.get("pgo", True),
+                               **spec["params"])
     sha = _verilog_sha(model)
     if sha != spec["sha"]:
         raise SimulationError(
@@ -269,7 +270,7 @@ def run_distributed(model, runs, d_blobs: dict, s_blobs: dict, parallel, *,
         n_workers = max(1, len(known))
         rows, cols = model.attrs["rows"], model.attrs.get("cols", 1)
         spec = {"design": model.design, "params": model.params, "sha": _verilog_sha(model),
-                "build_dir": str(model.build_dir)}
+                "build_dir": str(model.build_dir), "pgo": model.pgo}
         tag = uuid.uuid4().hex[:8]
         futures = {}
         for i, (a, b) in enumerate(_chunks(runs, n_workers * CHUNKS_PER_WORKER, rows, cols)):

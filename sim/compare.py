@@ -72,7 +72,7 @@ import numpy as np
 from hw.contract.cycles import exposed_select_cycles
 from sw import lowering
 
-from . import verilate
+from .compare_models import JobModels
 
 PASSES = lowering.PASSES
 
@@ -98,16 +98,11 @@ def _step_order(jobs):
     return fwd + bwd
 
 
-#: Models whose ``run_gemms`` runs (baselines, sampled GEMMs) use the core built without the
-#: threshold-select unit (``sel_lanes=0``): the same GEMM cycles (equal on every GEMM of the
-#: digits step, sparse and dense) at ~1.0 M simulated cycles per CPU second instead of ~0.7 M;
-#: only where simulation time dominates, since the second model costs a Verilator build.
-PLAIN_GEMM_MODELS = ("resnet50",)
-
-
 def gemm_model_params(name: str) -> dict:
-    """``sim.verilate.harness_model`` parameters of the core the job's GEMMs run on."""
-    return {"sel_lanes": 0} if name in PLAIN_GEMM_MODELS else {}
+    """``sim.verilate.harness_model`` parameters of the core ``run_gemms`` runs the job's GEMMs
+    on (baselines, sampled GEMMs, the sweep): every job's, the core without the threshold-select
+    unit (:mod:`sim.compare_models`)."""
+    return dict(JobModels.PARAMS["gemm"])
 
 
 #: ``first`` of a plan entry (:func:`_rtl_plan`) whose GEMM runs in the select loop
@@ -276,6 +271,8 @@ def _lower(args, sparsity, lim, n_max, truly_dense, log):
         if "modules" not in ctx:
             import torch
 
+            # the core's buffer limits (a callable: the model may still be building)
+            ctx["lim"] = lim() if callable(lim) else lim
             ctx["modules"] = dict(model.named_modules())
             ctx["dens"] = lowering.layer_selection(model)
             ctx["order"] = {n: i for i, n in enumerate(ctx["modules"])}
@@ -286,7 +283,7 @@ def _lower(args, sparsity, lim, n_max, truly_dense, log):
                                      method=args.method, structured=structured):
             keep = j.label == waves or (waves == "" and j.layer == ctx["first"]
                                         and j.pass_name == "forward")
-            planned.append(plan_gemm(j, lim, n_max, args.seed, truly_dense=truly_dense,
+            planned.append(plan_gemm(j, ctx["lim"], n_max, args.seed, truly_dense=truly_dense,
                                      keep=keep, n_base=n_base))
             bar.update(1)
         ctx["t"] += time.monotonic() - t0
@@ -311,9 +308,11 @@ def _lower(args, sparsity, lim, n_max, truly_dense, log):
     return model, planned, in_shape, info
 
 
-def run_one(args, sparsity: float, out_dir: Path, log, *, model_rtl=None,
+def run_one(args, sparsity: float, out_dir: Path, log, *, job_models=None,
             shared=None) -> dict:
     """The job at one sparsity: capture, lower, simulate, report (``results/compare*.json``).
+    ``job_models``: the job's :class:`~sim.compare_models.JobModels` (started here when
+    ``None``);
     ``shared``: baseline results kept across sparsities (:func:`_rtl_plan`)."""
     from tqdm import tqdm
 
@@ -328,13 +327,15 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, model_rtl=None,
     from sw import models
 
     name = models._canonical(args.model)
-    if model_rtl is None:
-        model_rtl = verilate.harness_model(rows, cols, quiet=False, **gemm_model_params(name))
+    if job_models is None:  # both builds run while the step trains (a cold cache)
+        job_models = JobModels(rows, cols, name)
     n_max = args.sample_ops if args.sample_ops is not None else (48 if name == "resnet50" else 0)
     truly_dense = True  # one RTL run per block shape (sim.sampling.exact_groups): cheap
     t0 = time.monotonic()
-    model, jobs, in_shape, info = _lower(args, sparsity, gemm_mod._limits(model_rtl), n_max,
-                                         truly_dense, log)
+    model, jobs, in_shape, info = _lower(args, sparsity,
+                                         lambda: gemm_mod._limits(job_models.get("gemm")),
+                                         n_max, truly_dense, log)
+    model_rtl = job_models.get("gemm")
     t_lower = time.monotonic() - t0
     flop = {r.name: r for r in flops.count(model, in_shape, convention="gemm")}
     log(f"{len(jobs)} GEMMs: step captured in {info['capture_s']} s, lowered and planned in "
@@ -360,8 +361,7 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, model_rtl=None,
                                      parallel=getattr(args, "client", None), labels=labels)
     t_sim = time.monotonic() - t0
     batch = results.stats
-    select_model = model_rtl if model_rtl.attrs.get("sel_lanes") else \
-        verilate.harness_model(rows, cols, quiet=False)
+    select_model = job_models.get("select")
     t0 = time.monotonic()
     loop = compare_select.run(jobs, whole, select_model)
     sel_sampled = compare_select.run_sampled(jobs, whole, select_model, loop, log)
@@ -496,9 +496,13 @@ def run(args) -> dict:
         tqdm.write(f"[compare] {msg}")
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    runs, model_rtl, sweep, shared = [], None, None, {}
+    from sw import models
+
+    # both models build (cold cache) while the first step trains
+    job_models = JobModels(*args.array, models._canonical(args.model))
+    runs, sweep, shared = [], None, {}
     for sp in args.sparsity:
-        res = run_one(args, sp, out_dir, log, model_rtl=model_rtl, shared=shared)
+        res = run_one(args, sp, out_dir, log, job_models=job_models, shared=shared)
         model_rtl = res.pop("model_rtl")
         if sweep is None and not args.no_sweep:
             from . import sweep as sweep_mod

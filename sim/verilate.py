@@ -42,6 +42,7 @@ unchanged design skips even the Amaranth elaboration.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import fcntl
 import functools
@@ -54,6 +55,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,13 +146,14 @@ class Model:
     built_now: bool = False
     build_seconds: float = 0.0
     kind: str = "cocotb"  # or "harness" / "harness-trace" (sim.harness)
+    pgo: bool = False  # a harness executable built with profile-guided optimisation
 
     def to_json(self) -> dict:
         return {
             "design": self.design, "toplevel": self.toplevel, "params": self.params,
             "ports": self.ports, "memories": self.memories, "attrs": self.attrs,
             "key": self.key, "public": self.public, "build_seconds": self.build_seconds,
-            "kind": self.kind,
+            "kind": self.kind, "pgo": self.pgo,
         }
 
     @classmethod
@@ -160,6 +163,7 @@ class Model:
             params=data["params"], ports=data["ports"], memories=data["memories"],
             attrs=data["attrs"], key=data["key"], public=data.get("public", "ports"),
             build_seconds=data.get("build_seconds", 0.0), kind=data.get("kind", "cocotb"),
+            pgo=data.get("pgo", False),
         )
 
     @property
@@ -274,16 +278,20 @@ def _component_attrs(comp, ports: dict) -> dict:
     return attrs
 
 
+_ELABORATING = threading.Lock()
+
+
 def elaborate(design: str, params: dict) -> tuple[str, dict, list, dict]:
     """Return ``(verilog, ports, memories, attrs)`` of ``design`` with ``params``."""
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
     from .rtl_convert import convert
 
     d = DESIGNS[design]
-    comp = d.factory(**params)
-    # no initialisers for zero memories (sim.rtl_convert: ~10x faster for the 8x8 core);
-    # the strip is kept for initialisers Yosys writes otherwise
-    text = strip_zero_memory_inits(convert(comp, name=d.toplevel))
+    with _ELABORATING:  # Amaranth is not known to be thread-safe (sim.compare_models)
+        comp = d.factory(**params)
+        # no initialisers for zero memories (sim.rtl_convert: ~10x faster for the 8x8 core);
+        # the strip is kept for initialisers Yosys writes otherwise
+        text = strip_zero_memory_inits(convert(comp, name=d.toplevel))
     # only the top module's ports and memories (submodules may exist, e.g. FIFOs)
     top = re.search(rf"^module {re.escape(d.toplevel)}\b.*?^endmodule", text, re.M | re.S)
     top_text = top.group(0) if top else text
@@ -391,14 +399,20 @@ BOARD_MAKEFLAGS = ["OPT_FAST=-O2", "OPT_SLOW=-O1", "OPT_GLOBAL=-O2", *MAKE_OVERR
 #: without zeros, select passes overlapped with them), built again with that profile
 #: (``-fprofile-partial-training``: code the workload did not reach stays optimised as usual).
 #: About +8 % cycles per CPU second over -O3 on the core with the select unit, for a second
-#: compile. ``SWAT_SIM_PGO=0`` builds without it (another cache entry).
+#: compile and the training run: worth it for long jobs only (:func:`harness_model`'s ``pgo``;
+#: the default digits compare job and the test suite build without it). ``SWAT_SIM_PGO=0`` /
+#: ``1`` overrides every caller (another cache entry).
 PGO_GENERATE = "-fprofile-generate -fprofile-update=single"
 PGO_USE = "-fprofile-use -fprofile-partial-training -Wno-missing-profile"
 
 
-def harness_pgo() -> bool:
-    """Whether harness executables are built with profile-guided optimisation."""
-    return os.environ.get("SWAT_SIM_PGO", "1").strip() not in ("0", "", "no", "false")
+def harness_pgo(default: bool = True) -> bool:
+    """Whether harness executables are built with profile-guided optimisation: ``SWAT_SIM_PGO``
+    when it is set (``0``/``no``/``false``/empty: no), else ``default`` (the caller's choice)."""
+    env = os.environ.get("SWAT_SIM_PGO")
+    if env is None:
+        return default
+    return env.strip().lower() not in ("0", "", "no", "false")
 
 
 def _harness_source_hash(sources=HARNESS_SOURCES) -> str:
@@ -555,7 +569,7 @@ def _select_config(names: dict, ports: dict, attrs: dict) -> list[str]:
 
 
 def _build_harness(bdir: Path, toplevel: str, text: str, ports: dict, memories: list,
-                   attrs: dict, *, trace: bool) -> None:
+                   attrs: dict, *, trace: bool, pgo: bool) -> None:
     from . import coreports
 
     if bdir.exists():
@@ -578,7 +592,7 @@ def _build_harness(bdir: Path, toplevel: str, text: str, ports: dict, memories: 
         ldflags = ["-LDFLAGS", f"-L{_lz4_link_dir(bdir)}"]
     args = (bdir, toplevel, [vlt, vfile], HARNESS_SOURCES, HARNESS_EXE,
             ["--trace-fst"] if trace else [])
-    if trace or not harness_pgo():
+    if trace or not pgo:
         _verilate_executable(*args, cflags, ldflags, ico_skip=True)
         return
     # profile-guided: the instrumented executable writes its profile next to its objects
@@ -690,11 +704,24 @@ def patch_ico(obj: Path, toplevel: str) -> bool:
     return True
 
 
+#: process groups of the builds running now (a build in a background thread, see
+#: sim.compare_models, is not interrupted by Ctrl-C: they are ended when the interpreter exits)
+_GROUPS: set = set()
+
+
+@atexit.register
+def _end_groups() -> None:
+    for pid in list(_GROUPS):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
 def _run_group(cmd, **kw) -> subprocess.CompletedProcess:
     """``subprocess.run`` in a process group of its own that an interrupt (Ctrl-C, a kill of
     the job) takes down whole: the ``verilator`` wrapper, its ``make`` and the compilers, so no
     compiler outlives the Python process that asked for the model."""
     proc = subprocess.Popen(cmd, start_new_session=True, **kw)
+    _GROUPS.add(proc.pid)
     try:
         return subprocess.CompletedProcess(cmd, proc.wait())
     except BaseException:
@@ -704,6 +731,8 @@ def _run_group(cmd, **kw) -> subprocess.CompletedProcess:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
         raise
+    finally:
+        _GROUPS.discard(proc.pid)
 
 
 def _lz4_link_dir(bdir: Path) -> Path:
@@ -741,13 +770,17 @@ HARNESS_SEL_LANES = SELECT_LANES
 
 
 def harness_model(rows: int = 8, cols: int = 8, *, trace: bool = False,
-                  design: str | None = None, quiet: bool = True, **params) -> Model:
+                  design: str | None = None, quiet: bool = True, pgo: bool = True,
+                  **params) -> Model:
     """The core in the persistent C++ harness (:mod:`sim.harness`), built or reused; with
-    ``sel_lanes`` = :data:`HARNESS_SEL_LANES` unless given (``sel_lanes=0``: no select unit)."""
+    ``sel_lanes`` = :data:`HARNESS_SEL_LANES` unless given (``sel_lanes=0``: no select unit).
+    ``pgo``: build with GCC profile-guided optimisation (:data:`PGO_GENERATE`; a second compile
+    and a training run for ~8 % more cycles per second: for long jobs) unless ``SWAT_SIM_PGO``
+    says otherwise (:func:`harness_pgo`); ignored for tracing builds."""
     if (design or default_core_design()) == "core":
         params.setdefault("sel_lanes", HARNESS_SEL_LANES)
     return build(design, quiet=quiet, kind="harness-trace" if trace else "harness",
-                 rows=rows, cols=cols, **params)
+                 pgo=pgo, rows=rows, cols=cols, **params)
 
 
 def _log(msg: str, quiet: bool) -> None:
@@ -763,13 +796,14 @@ _MEMO: dict = {}
 
 
 def build(design: str | None = None, *, public: str = "ports", quiet: bool = True,
-          kind: str = "cocotb", **params) -> Model:
+          kind: str = "cocotb", pgo: bool = True, **params) -> Model:
     """Build (or reuse) the Verilator model of ``design`` with constructor ``params``.
 
     ``design`` defaults to :func:`default_core_design`. ``kind`` is ``"cocotb"`` (a model for
     cocotb benches, through cocotb's runner), ``"harness"`` (the core in the persistent C++
     harness of :mod:`sim.harness`, no VPI) or ``"harness-trace"`` (the same with FST
-    tracing, for ``--waves``). Returns a :class:`Model`.
+    tracing, for ``--waves``). ``pgo``: see :func:`harness_model` (harness kind only).
+    Returns a :class:`Model`.
     """
     design = design or default_core_design()
     if design not in DESIGNS:
@@ -777,7 +811,8 @@ def build(design: str | None = None, *, public: str = "ports", quiet: bool = Tru
     if kind not in KINDS:
         raise ValueError(f"unknown model kind {kind!r}; one of {sorted(KINDS)}")
     params = {k: v for k, v in sorted(params.items()) if v is not None}
-    memo_key = (design, public, kind, json.dumps(params, sort_keys=True))
+    pgo = kind == "harness" and harness_pgo(pgo)
+    memo_key = (design, public, kind, pgo, json.dumps(params, sort_keys=True))
     if memo_key in _MEMO and (_MEMO[memo_key].build_dir / "model.json").is_file():
         return _MEMO[memo_key]
 
@@ -786,7 +821,7 @@ def build(design: str | None = None, *, public: str = "ports", quiet: bool = Tru
     recipe = [FORMAT_VERSION, design, public, params, BUILD_ARGS, fp]
     if kind.startswith("harness"):
         recipe += [kind, HARNESS_ARGS, _harness_source_hash(), HARNESS_MAKEFLAGS,
-                   kind == "harness" and harness_pgo() and [PGO_GENERATE, PGO_USE]]
+                   pgo and [PGO_GENERATE, PGO_USE]]
     elif kind == "board":
         recipe += [kind, HARNESS_ARGS, _harness_source_hash(BOARD_SOURCES)]
     elif kind != "cocotb":
@@ -812,8 +847,8 @@ def build(design: str | None = None, *, public: str = "ports", quiet: bool = Tru
         if kind.startswith("harness") and not (meta.is_file()
                                                and (bdir / HARNESS_EXE).is_file()):
             _log(f"sim.verilate: building {design} {params} ({kind}) in {bdir}", quiet)
-            _build_harness(bdir, toplevel, text, ports, memories, attrs, trace=kind.endswith(
-                "trace"))
+            _build_harness(bdir, toplevel, text, ports, memories, attrs,
+                           trace=kind.endswith("trace"), pgo=pgo)
             built_now = True
         elif kind == "board" and not (meta.is_file() and (bdir / BOARD_EXE).is_file()):
             from .board_build import build_board
@@ -865,7 +900,7 @@ def build(design: str | None = None, *, public: str = "ports", quiet: bool = Tru
         if built_now:  # record the model only once it is complete
             model = Model(design, toplevel, bdir, params, ports, memories, attrs, key, public,
                           built_now=True, build_seconds=round(time.monotonic() - t0, 1),
-                          kind=kind)
+                          kind=kind, pgo=pgo)
             tmp = meta.with_suffix(".tmp")
             tmp.write_text(json.dumps(model.to_json(), indent=1))
             tmp.replace(meta)

@@ -104,13 +104,13 @@ def test_sampled_job_streams_the_step_and_shares_baselines(tmp_path):
         assert (out / f).stat().st_size > 0
 
 
-def test_resnet50_gemms_run_on_the_core_without_the_select_unit():
-    """The ResNet-50 job's GEMMs (minutes of simulation) use the plain core, the others (and
-    every job's select loop) the default one with the unit."""
+def test_gemms_run_on_the_core_without_the_select_unit():
+    """Every job's run_gemms GEMMs (baselines, samples, sweep) use the plain core (the select
+    loop the core with the unit, tests/test_compare_models.py)."""
     from sim import compare
 
     assert compare.gemm_model_params("resnet50") == {"sel_lanes": 0}
-    assert compare.gemm_model_params("digits_cnn") == compare.gemm_model_params("resnet18") == {}
+    assert compare.gemm_model_params("digits_cnn") == {"sel_lanes": 0}
 
 
 def test_step_order_and_pass_totals():

@@ -1,0 +1,39 @@
+"""sim.compare_models: the compare job's two models, built in background threads."""
+
+import threading
+
+import pytest
+
+from sim import compare_models, verilate
+
+
+def test_which_models_and_which_get_pgo():
+    """run_gemms on the core without the unit, the select loop on the harness default (with the
+    unit); profile-guided builds only for the long jobs."""
+    assert compare_models.JobModels.PARAMS == {"gemm": {"sel_lanes": 0}, "select": {}}
+    assert not compare_models.job_pgo("digits_cnn")
+    assert compare_models.job_pgo("resnet50") and compare_models.job_pgo("resnet18")
+
+
+def test_both_builds_run_at_once_and_a_failure_reaches_the_caller(monkeypatch):
+    started, release = [], threading.Event()
+
+    def fake(rows, cols, *, quiet, pgo, **params):
+        started.append((rows, cols, pgo, params))
+        assert release.wait(10)
+        if params == {"sel_lanes": 0}:
+            return "plain model"
+        raise RuntimeError("Verilator core_harness build failed (exit 2)")
+
+    monkeypatch.setattr(verilate, "harness_model", fake)
+    models = compare_models.JobModels(4, 2, "digits_cnn", quiet=True)
+    for _ in range(100):  # both threads are in their build before either finishes
+        if len(started) == 2:
+            break
+        threading.Event().wait(0.05)
+    assert sorted(map(str, started)) == sorted(map(str, [(4, 2, False, {"sel_lanes": 0}),
+                                                         (4, 2, False, {})]))
+    release.set()
+    assert models.get("gemm") == "plain model"
+    with pytest.raises(RuntimeError, match=r"^Verilator core_harness build failed \(exit 2\)$"):
+        models.get("select")
