@@ -656,6 +656,7 @@ def _verilate_executable(bdir: Path, toplevel: str, inputs: list, sources, exe: 
     (:func:`patch_ico`; ``sim/cpp/core_main.cpp`` defines the flag)."""
     makeflags = HARNESS_MAKEFLAGS if makeflags is None else makeflags
     obj = bdir / "obj"
+    runtime = _runtime_cache(flags, cflags, makeflags)
     cmd = [str(toolchain.verilator_bin_dir() / "verilator"), "--cc", "--exe",
            "--top-module", toplevel, *HARNESS_ARGS, *flags,
            *map(str, inputs), *(str(HARNESS_DIR / f) for f in sources),
@@ -673,12 +674,57 @@ def _verilate_executable(bdir: Path, toplevel: str, inputs: list, sources, exe: 
                 break
             if i == 0 and ico_skip:
                 fh.write(f"ico region on input change only: {patch_ico(obj, toplevel)}\n")
+            if i == 0 and runtime is not None:
+                _runtime_objects(runtime, obj, toplevel, makeflags, fh)
     if proc.returncode or not (bdir / exe).is_file():
         tail = log.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"Verilator {exe} build failed (exit {proc.returncode}); "
                            f"see {log}:\n{tail}")
     if not keep_objects:
         shutil.rmtree(bdir / "obj", ignore_errors=True)  # objects are not needed to run
+
+
+#: Verilator's runtime sources a harness build compiles (its VK_GLOBAL_OBJS)
+HARNESS_RUNTIME = ("verilated", "verilated_dpi", "verilated_threads")
+
+
+def _runtime_cache(flags: list, cflags: str, makeflags: list) -> Path | None:
+    """Where a harness build's runtime objects are kept (:func:`_runtime_objects`), or ``None``
+    for builds that compile their own: tracing (other defines) and PGO (instrumented or
+    profile-read objects)."""
+    if flags or "-fprofile" in cflags:
+        return None
+    generic = [f for f in cflags.split() if not f.startswith("-I")]  # the build's own headers
+    key = hashlib.sha256(json.dumps([toolchain_fingerprint(), HARNESS_ARGS, makeflags, generic])
+                         .encode()).hexdigest()[:16]
+    return build_root() / "objcache" / f"harness-{key}"
+
+
+def _runtime_objects(cache: Path, obj: Path, toplevel: str, makeflags: list, log) -> None:
+    """Verilator's runtime objects (~10 s of CPU of a ~40 s compile of the core with the select
+    unit) compiled once per toolchain and flags into ``cache`` and copied into ``obj``, newer
+    than the generated makefile, so make takes them as built. Concurrent builds (the compare
+    job builds two models at once) wait on the cache's lock for the first to compile them. If
+    that fails, nothing is copied and the build's own make compiles them (and reports)."""
+    want = [f"{n}.o" for n in HARNESS_RUNTIME]
+    with _locked(cache / "lock"):
+        if not all((cache / o).is_file() for o in want):
+            make = ["make", "-C", str(obj), "-f", f"V{toplevel}.mk", "-j", "2", *makeflags,
+                    *want]
+            log.write(" ".join(make) + "\n")
+            log.flush()
+            proc = _run_group(make, env=toolchain.verilator_env(), stdout=log,
+                              stderr=subprocess.STDOUT, cwd=obj)
+            if proc.returncode == 0 and all((obj / o).is_file() for o in want):
+                for o in want:
+                    tmp = cache / f"{o}.{os.getpid()}.tmp"
+                    shutil.copy2(obj / o, tmp)
+                    tmp.replace(cache / o)
+            return
+        for o in want:
+            shutil.copy2(cache / o, obj / o)
+            os.utime(obj / o)  # now: newer than the makefile verilator just wrote
+    log.write(f"runtime objects from {cache}\n")
 
 
 ICO_LINE = "vlSelfRef.__VicoFirstIteration = 1U;"
