@@ -7,8 +7,8 @@
   the start and drain of each core operation; the three counters cover every cycle of every
   column), and the threshold-select cycles of the GEMM's blob that two S buffers would not
   hide behind the previous GEMM (**exposed select**: the core's counter for GEMMs run whole
-  with the select unit in the loop, the double-buffer model for sampled ones; the title says
-  which).
+  with the select unit in the loop, the loop's schedule replayed on their cycles for sampled
+  ones, :func:`sim.select_sampled.exposed_model`; the title says which).
   Sampled GEMMs show their extrapolated counters.
 * :func:`plot_pass_speedups` (``speedup_passes{tag}.png``): per pass the speedup over the same
   core on the operands without Top-K and over truly dense operands, beside 1/density and,
@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,9 @@ def plot_breakdown(rows, summary: dict, path: Path) -> None:
         ax.set_ylabel("cycles")
     axes[0, 0].legend(fontsize=7, ncol=len(CATEGORIES), loc="upper right")
     axes[-1, 0].set_xticks(x, layers, rotation=90, fontsize=6 if len(layers) > 30 else 8)
-    src = summary.get("totals", {}).get("select_exposed_source", "model")
+    # the source without its details in parentheses ("rtl (3 whole GEMMs) + model (...)")
+    src = re.sub(r":[^()]*\)", ")", summary.get("totals", {}).get("select_exposed_source",
+                                                                  "model"))
     fig.suptitle(f"{summary['model']}: where the RTL cycles go ({summary['array']}, "
                  f"{summary['sparsity']:.0%} sparsity, batch {summary['batch']}; exposed "
                  f"select: {src})", fontsize=10)
