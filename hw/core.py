@@ -15,13 +15,13 @@ buffer through an arbitrated write port (:class:`~hw.result_port.ResultPort`, on
 Pipeline of one entry (cycle of the S read = 0)::
 
     0 S read  1 S data→reg  2 check→reg  3 D read  4 D data→reg  5 operand reg  6 product
-    7 acc/hold  8 log write (result_logs) | C arbitration 8, C write 9
+    7 product copy  8 acc/hold  9 log write (result_logs) | C arbitration 9, C write 10
 
 Every block-RAM output goes straight into a register (ECP5 block RAM has a long clock-to-output
 and the read-port copies spread over the die), so no logic follows a BRAM in the same cycle.
 
 Latency: ``start`` → first entry read 13 cycles (M <= 64*rows; ~M/(8*rows) more for taller M);
-last entry read → ``done`` about 10 cycles.
+last entry read → ``done`` about 11 cycles.
 Throughput: one effectual entry per PE column per cycle (``rows*cols`` MACs per cycle), so an
 operation takes about ``ceil(M/rows) * nnz(S) / cols`` cycles plus the start latency and the
 tail of the last chunks (``hw.contract.cycles.schedule_cycles`` models it).
@@ -33,6 +33,7 @@ from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import Out
 from amaranth.utils import ceil_log2
 
+from .bram import BUFFER_ATTRS, read_port
 from .core_ports import ControlSignature, SelectSignature
 from .loader import Loader
 from .params import check_int
@@ -155,17 +156,17 @@ class SwatCore(wiring.Component):
             members["sel"] = Out(SelectSignature(sel_lanes, sel_index_width))
         super().__init__(members)
         # memories are created here so that testbenches can preload them (ctx.set(mem.data[a], v))
-        self.d_mem = Memory(shape=rows * 8, depth=d_depth, init=[])
+        self.d_mem = Memory(shape=rows * 8, depth=d_depth, init=[], attrs=BUFFER_ATTRS)
         if sel_lanes:  # word a of S buffer f: self.s_buffer.locate(a, f) (s_mem_<a % banks>)
             self.s_buffer = SBuffer(depth=s_depth, read_ports=cols + 1, buffers=2,
                                     sub_banks=self.sel_banks, place_memories=False)
         else:
-            self.s_mem = Memory(shape=32, depth=s_depth, init=[])
+            self.s_mem = Memory(shape=32, depth=s_depth, init=[], attrs=BUFFER_ATTRS)
         if result_logs:
-            self.c_logs = [Memory(shape=log_width(rows, c_depth), depth=c_depth, init=[])
-                           for _ in range(cols)]
+            self.c_logs = [Memory(shape=log_width(rows, c_depth), depth=c_depth, init=[],
+                                  attrs=BUFFER_ATTRS) for _ in range(cols)]
         else:
-            self.c_mem = Memory(shape=rows * 32, depth=c_depth, init=[])
+            self.c_mem = Memory(shape=rows * 32, depth=c_depth, init=[], attrs=BUFFER_ATTRS)
 
     def elaborate(self, platform):
         m = Module()
@@ -191,7 +192,8 @@ class SwatCore(wiring.Component):
         # ---- D read stage, operands to the PE array
         in_flight = []
         for j in range(cols):
-            in_flight += self._operand_fetch(m, j, start, ld.out[j], d_mem.read_port(),
+            in_flight += self._operand_fetch(m, j, start, ld.out[j],
+                                             read_port(m, d_mem, f"d_rd_{j}"),
                                              pe.inp[j])
 
         # ---- results: per-column logs, or one C buffer behind an arbitrated port
@@ -234,7 +236,7 @@ class SwatCore(wiring.Component):
             for j, mem in enumerate(self.c_logs):
                 m.submodules[f"c_log_{j}"] = mem
                 wiring.connect(m, logs.log_write[j], mem.write_port())
-                wiring.connect(m, logs.log_read[j], mem.read_port())
+                wiring.connect(m, logs.log_read[j], read_port(m, mem, f"c_log_rd_{j}"))
                 wiring.connect(m, pe.out[j], logs.results[j])
                 m.d.comb += self.ctrl.results[j].eq(logs.counts[j])
             wiring.connect(m, wiring.flipped(self.c_read), logs.read)
@@ -244,7 +246,7 @@ class SwatCore(wiring.Component):
         m.submodules.results = port = ResultPort(rows=self.rows, cols=self.cols,
                                                  depth=self.c_depth, hold_depth=self.hold_depth)
         wiring.connect(m, port.c_write, c_mem.write_port())
-        wiring.connect(m, wiring.flipped(self.c_read), c_mem.read_port())
+        wiring.connect(m, wiring.flipped(self.c_read), read_port(m, c_mem, "c_rd"))
         m.d.comb += [port.start.eq(start), port.finishing.eq(ld.col_fin),
                      ld.hold_free.eq(port.hold_free), writing.eq(port.busy)]
         for j in range(self.cols):
@@ -265,7 +267,7 @@ class SwatCore(wiring.Component):
             m.submodules.s_mem = s_mem = self.s_mem
             wiring.connect(m, wiring.flipped(self.s_write), s_mem.write_port())
             for j in range(self.cols + 1):
-                wiring.connect(m, ld.s_rd[j], s_mem.read_port())
+                wiring.connect(m, ld.s_rd[j], read_port(m, s_mem, f"s_rd_{j}"))
             return Const(0)
         sel = self.sel
         m.submodules.s_buffer = s_buffer = self.s_buffer

@@ -121,10 +121,19 @@ class HostBridge(wiring.Component):
         tx_bytes = max(c_bytes, STATUS_BYTES, INFO_BYTES, results_bytes)
         word_bits = max(rows * 8, 32)
 
-        op = Signal(8)
+        # The opcode is decoded as it arrives: one flag register per known opcode (``is_op``)
+        # and its argument count, so that no state decision below starts from an 8-bit compare
+        # (the bridge's control was one cone from the opcode register to the timeout and
+        # reply registers, the critical path of a ULX3S build).
+        codes = [c for c in ARG_BYTES if c != OP_RESULTS or self.result_logs]
+        op_flags = Signal(len(codes))
         args = Signal(64)
         argidx = Signal(range(9))
         nargs = Signal(range(9))
+
+        def is_op(code):
+            return op_flags[codes.index(code)]
+
         addr = Signal(17)
         count = Signal(16)
         status = Signal(8)
@@ -153,14 +162,11 @@ class HostBridge(wiring.Component):
         ]
         with m.If(dw.en | sw.en):
             m.d.sync += addr.eq(addr + 1)
-        with m.Switch(op):
-            for code, n in ARG_BYTES.items():
-                if code == OP_RESULTS and not self.result_logs:
-                    continue  # an unknown opcode here (protocol 1)
+        rx_nargs = Signal(range(9))  # argument bytes of the opcode on ``rx`` (0: unknown)
+        with m.Switch(self.rx.payload):
+            for code in codes:  # OP_RESULTS only with result logs (else unknown: protocol 1)
                 with m.Case(code):
-                    m.d.comb += nargs.eq(n)
-            with m.Default():
-                m.d.comb += nargs.eq(0)
+                    m.d.comb += rx_nargs.eq(ARG_BYTES[code])
 
         def reply(code):
             m.d.sync += [txbuf.eq(code), txleft.eq(1), then_c.eq(0)]
@@ -182,7 +188,8 @@ class HostBridge(wiring.Component):
                 m.d.comb += self.rx.ready.eq(1)
                 m.d.sync += timer.eq(self.timeout)
                 with m.If(self.rx.valid):
-                    m.d.sync += [op.eq(self.rx.payload), argidx.eq(0), args.eq(0)]
+                    m.d.sync += [op_flags.eq(Cat(self.rx.payload == c for c in codes)),
+                                 nargs.eq(rx_nargs), argidx.eq(0), args.eq(0)]
                     m.next = "ARGS"
 
             with m.State("ARGS"):
@@ -199,75 +206,74 @@ class HostBridge(wiring.Component):
 
             with m.State("DISPATCH"):
                 m.d.sync += [addr.eq(arg_addr), count.eq(arg_count), wbyte.eq(0)]
-                with m.Switch(op):
-                    with m.Case(OP_NOP):
-                        reply(ST_OK)
-                    with m.Case(OP_INFO):
-                        m.d.sync += [txbuf.eq(Const(self.info_value(), 8 * tx_bytes)),
-                                     txleft.eq(INFO_BYTES), then_c.eq(0)]
+                with m.If(is_op(OP_NOP)):
+                    reply(ST_OK)
+                with m.Elif(is_op(OP_INFO)):
+                    m.d.sync += [txbuf.eq(Const(self.info_value(), 8 * tx_bytes)),
+                                 txleft.eq(INFO_BYTES), then_c.eq(0)]
+                    m.next = "SEND"
+                with m.Elif(is_op(OP_WRITE_D) | is_op(OP_WRITE_S)):
+                    depth = Signal(17)
+                    m.d.comb += depth.eq(Mux(is_op(OP_WRITE_D), self.d_depth, self.s_depth))
+                    with m.If(ctrl.busy):
+                        m.d.sync += status.eq(ERR_BUSY)
+                    with m.Elif(end > depth):
+                        m.d.sync += status.eq(ERR_RANGE)
+                    with m.Else():
+                        m.d.sync += status.eq(ST_OK)
+                    with m.If(arg_count == 0):
+                        m.next = "REPLY_STATUS"
+                    with m.Else():
+                        m.next = "DATA"
+                with m.Elif(is_op(OP_READ_C)):
+                    with m.If(end > self.c_space):
+                        reply(ERR_RANGE)
+                    with m.Else():
+                        m.d.sync += [txbuf.eq(ST_OK), txleft.eq(1),
+                                     then_c.eq(arg_count != 0)]
                         m.next = "SEND"
-                    with m.Case(OP_WRITE_D, OP_WRITE_S):
-                        depth = Signal(17)
-                        m.d.comb += depth.eq(Mux(op == OP_WRITE_D, self.d_depth, self.s_depth))
-                        with m.If(ctrl.busy):
-                            m.d.sync += status.eq(ERR_BUSY)
-                        with m.Elif(end > depth):
-                            m.d.sync += status.eq(ERR_RANGE)
-                        with m.Else():
-                            m.d.sync += status.eq(ST_OK)
-                        with m.If(arg_count == 0):
-                            m.next = "REPLY_STATUS"
-                        with m.Else():
-                            m.next = "DATA"
-                    with m.Case(OP_READ_C):
-                        with m.If(end > self.c_space):
-                            reply(ERR_RANGE)
-                        with m.Else():
-                            m.d.sync += [txbuf.eq(ST_OK), txleft.eq(1),
-                                         then_c.eq(arg_count != 0)]
-                            m.next = "SEND"
-                    with m.Case(OP_SET_SHAPE):
-                        s_len = args[48:64]
-                        with m.If(s_len > self.s_depth):
-                            reply(ERR_RANGE)
-                        with m.Else():
-                            m.d.sync += [
-                                ctrl.m.eq(args[0:16]), ctrl.k.eq(args[16:32]),
-                                ctrl.n.eq(args[32:48]), ctrl.s_len.eq(s_len),
-                            ]
-                            reply(ST_OK)
-                    with m.Case(OP_START):
-                        with m.If(ctrl.busy):
-                            reply(ERR_BUSY)
-                        with m.Else():
-                            m.d.sync += ctrl.start.eq(1)
-                            reply(ST_OK)
-                    if self.result_logs:
-                        with m.Case(OP_RESULTS):
-                            counts = [Cat(ctrl.results[j], Const(0, 16 - len(ctrl.results[j])))
-                                      for j in range(self.cols)]
-                            m.d.sync += [txbuf.eq(Cat(Const(ST_OK, 8), *counts)),
-                                         txleft.eq(results_bytes), then_c.eq(0)]
-                            m.next = "SEND"
-                    with m.Case(OP_STATUS):
-                        flags = Cat(ctrl.busy, ctrl.done, ctrl.error, self.rx_overrun,
-                                    self.rx_frame_error, timed_out)
+                with m.Elif(is_op(OP_SET_SHAPE)):
+                    s_len = args[48:64]
+                    with m.If(s_len > self.s_depth):
+                        reply(ERR_RANGE)
+                    with m.Else():
                         m.d.sync += [
-                            txbuf.eq(Cat(Const(ST_OK, 8), flags,
-                                         Const(0, 2), ctrl.error_code, Const(0, 4),
-                                         ctrl.cycles, ctrl.busy_cycles, ctrl.stall_cycles,
-                                         ctrl.idle_cycles)),
-                            txleft.eq(STATUS_BYTES), then_c.eq(0),
-                            self.rx_clear.eq(1), timed_out.eq(0),
+                            ctrl.m.eq(args[0:16]), ctrl.k.eq(args[16:32]),
+                            ctrl.n.eq(args[32:48]), ctrl.s_len.eq(s_len),
                         ]
+                        reply(ST_OK)
+                with m.Elif(is_op(OP_START)):
+                    with m.If(ctrl.busy):
+                        reply(ERR_BUSY)
+                    with m.Else():
+                        m.d.sync += ctrl.start.eq(1)
+                        reply(ST_OK)
+                if self.result_logs:
+                    with m.Elif(is_op(OP_RESULTS)):
+                        counts = [Cat(ctrl.results[j], Const(0, 16 - len(ctrl.results[j])))
+                                  for j in range(self.cols)]
+                        m.d.sync += [txbuf.eq(Cat(Const(ST_OK, 8), *counts)),
+                                     txleft.eq(results_bytes), then_c.eq(0)]
                         m.next = "SEND"
-                    with m.Default():
-                        reply(ERR_OPCODE)
+                with m.Elif(is_op(OP_STATUS)):
+                    flags = Cat(ctrl.busy, ctrl.done, ctrl.error, self.rx_overrun,
+                                self.rx_frame_error, timed_out)
+                    m.d.sync += [
+                        txbuf.eq(Cat(Const(ST_OK, 8), flags,
+                                     Const(0, 2), ctrl.error_code, Const(0, 4),
+                                     ctrl.cycles, ctrl.busy_cycles, ctrl.stall_cycles,
+                                     ctrl.idle_cycles)),
+                        txleft.eq(STATUS_BYTES), then_c.eq(0),
+                        self.rx_clear.eq(1), timed_out.eq(0),
+                    ]
+                    m.next = "SEND"
+                with m.Else():
+                    reply(ERR_OPCODE)
 
             with m.State("DATA"):
                 receiving()
                 last = Signal()
-                m.d.comb += last.eq(Mux(op == OP_WRITE_D, wbyte == rows - 1, wbyte == 3))
+                m.d.comb += last.eq(Mux(is_op(OP_WRITE_D), wbyte == rows - 1, wbyte == 3))
                 with m.If(self.rx.valid):
                     shifted = Cat(word[8:], self.rx.payload)
                     m.d.sync += [word.eq(shifted), wbyte.eq(wbyte + 1)]
@@ -277,8 +283,8 @@ class HostBridge(wiring.Component):
                         # then ``addr`` advances (below); the next byte is >= 40 cycles away
                         m.d.sync += [
                             wbyte.eq(0), count.eq(count - 1),
-                            dw.en.eq(ok & (op == OP_WRITE_D)),
-                            sw.en.eq(ok & (op == OP_WRITE_S)),
+                            dw.en.eq(ok & is_op(OP_WRITE_D)),
+                            sw.en.eq(ok & is_op(OP_WRITE_S)),
                         ]
                         with m.If(count == 1):
                             m.next = "REPLY_STATUS"

@@ -10,10 +10,17 @@ accumulators already serve the next item.
 
 Pipeline per column (all stages registered, no stall)::
 
-    inp ──► S0 operand regs ──► S1 product regs (d·v, 16 bit) ──► S2 acc (32 bit) / hold ──► out
+    inp ──► S0 operand regs ──► S1 product regs (d·v, 16 bit) ──► S2 product copy
+        ──► S3 acc (32 bit) / hold ──► out
 
-Latency: an operand accepted in cycle ``t`` is in the accumulator at the end of cycle ``t+2``;
-for a ``last`` operand ``out.valid`` rises in cycle ``t+3``. Throughput: one operand per cycle per
+S2 is a second register of the product: on the ECP5 S0 and S1 are the MULT18X18D's own input
+and output registers, whose sites are fixed rows of the die, and S2 lets the placer put the
+accumulator and holding registers near the column's result-log block RAMs with one routed hop
+on each side instead of one long one (the ULX3S critical path before it: DSP output → 12 ns of
+routing → accumulator carry chain).
+
+Latency: an operand accepted in cycle ``t`` is in the accumulator at the end of cycle ``t+3``;
+for a ``last`` operand ``out.valid`` rises in cycle ``t+4``. Throughput: one operand per cycle per
 column, i.e. ``rows*cols`` MACs per cycle.
 
 The input streams are ``always_ready`` (the pipeline never stalls). The holding register is a
@@ -64,7 +71,7 @@ class PEArray(wiring.Component):
         Width of the tag carried from ``last`` operand to result.
     hold_depth : int
         Results a column can hold while waiting for ``out.ready`` (>= 1; default 2, so that
-        items shorter than the ~7-cycle credit round trip of the core do not stall).
+        items shorter than the ~8-cycle credit round trip of the core do not stall).
 
     Members
     -------
@@ -76,7 +83,7 @@ class PEArray(wiring.Component):
 
     Notes
     -----
-    Latency 3 cycles from a ``last`` operand to ``out.valid``; throughput one operand per cycle
+    Latency 4 cycles from a ``last`` operand to ``out.valid``; throughput one operand per cycle
     per column. Accumulation wraps modulo 2**32 (no overflow possible for K <= 65535).
     """
 
@@ -143,7 +150,22 @@ class PEArray(wiring.Component):
             else:
                 for i in range(rows):
                     m.d.sync += s1_p[i].eq(s0_d[8 * i:8 * i + 8].as_signed() * s0_v)
-            # S2: accumulators and holding register (double buffer)
+            # S2: the product again (see the module docstring: one more routed hop between the
+            # DSP sites and the accumulators), with its control
+            s2_valid = Signal(name=f"s2_valid_{j}")
+            s2_first = Signal(name=f"s2_first_{j}", reset_less=True)
+            s2_tag = Signal(self.tag_width, name=f"s2_tag_{j}", reset_less=True)
+            s2_push = Signal(name=f"s2_push_{j}")
+            s2_p = [Signal(signed(16), name=f"s2_p_{i}_{j}", reset_less=True)
+                    for i in range(rows)]
+            m.d.sync += [
+                s2_valid.eq(s1_valid & ~self.clear),
+                s2_first.eq(s1_first),
+                s2_tag.eq(s1_tag),
+                s2_push.eq(s1_push & ~self.clear),
+                *(s2_p[i].eq(s1_p[i]) for i in range(rows)),
+            ]
+            # S3: accumulators and holding register (double buffer)
             acc = [Signal(signed(32), name=f"acc_{i}_{j}", reset_less=True) for i in range(rows)]
             nxt = [Signal(signed(32), name=f"nxt_{i}_{j}") for i in range(rows)]
             # holding queue of hold_depth results: slot 0 is the head (out), slot 1 behind it
@@ -155,8 +177,8 @@ class PEArray(wiring.Component):
             hold_tag = [Signal(self.tag_width, name=f"hold{h}_tag_{j}", reset_less=True)
                         for h in range(hd)]
             for i in range(rows):
-                m.d.comb += nxt[i].eq(Mux(s1_first, s1_p[i], (acc[i] + s1_p[i])[:32]))
-                with m.If(s1_valid):
+                m.d.comb += nxt[i].eq(Mux(s2_first, s2_p[i], (acc[i] + s2_p[i])[:32]))
+                with m.If(s2_valid):
                     m.d.sync += acc[i].eq(nxt[i])
             m.d.comb += [
                 out.valid.eq(hold_valid[0]),
@@ -166,7 +188,7 @@ class PEArray(wiring.Component):
                 m.d.comb += out.payload.c[32 * i:32 * i + 32].eq(hold[0][i])
             pop = Signal(name=f"pop_{j}")
             push = Signal(name=f"push_{j}")
-            m.d.comb += [pop.eq(out.valid & out.ready), push.eq(s1_push)]
+            m.d.comb += [pop.eq(out.valid & out.ready), push.eq(s2_push)]
             # occupancy after the pop, per slot
             occ = [Signal(name=f"occ{h}_{j}") for h in range(hd)]
             for h in range(hd):
@@ -181,14 +203,14 @@ class PEArray(wiring.Component):
                 placed = Const(0)
                 for h in range(hd):
                     with m.If(~occ[h] & ~placed):
-                        m.d.sync += [hold_valid[h].eq(1), hold_tag[h].eq(s1_tag)]
+                        m.d.sync += [hold_valid[h].eq(1), hold_tag[h].eq(s2_tag)]
                         m.d.sync += [hold[h][i].eq(nxt[i]) for i in range(rows)]
                     placed = placed | ~occ[h]
             with m.If(self.clear):
                 m.d.sync += [v.eq(0) for v in hold_valid]
             full = occ[hd - 1]
             ovf_terms.append(push & full)
-            busy_terms += [s0_valid, s1_valid, *hold_valid]
+            busy_terms += [s0_valid, s1_valid, s2_valid, *hold_valid]
         m.d.comb += self.busy.eq(Cat(*busy_terms).any())
         with m.If(Cat(*ovf_terms).any()):
             m.d.sync += self.overflow.eq(1)

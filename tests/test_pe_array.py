@@ -147,7 +147,7 @@ def test_overflow_flag_and_clear(hold_depth):
     sim.run()
 
 
-def test_latency_three_cycles():
+def test_latency_four_cycles():
     dut = PEArray(rows=2, cols=1)
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -158,7 +158,7 @@ def test_latency_three_cycles():
         ctx.set(dut.inp[0].payload, {"d": 0x02FF, "v": -7, "first": 1, "last": 1, "tag": 9})
         await ctx.tick()
         ctx.set(dut.inp[0].valid, 0)
-        for _ in range(2):
+        for _ in range(3):
             assert ctx.get(dut.out[0].valid) == 0
             await ctx.tick()
         assert ctx.get(dut.out[0].valid) == 1
