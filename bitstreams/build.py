@@ -1,7 +1,7 @@
 """FPGA bitstreams of the SWAT core behind the UART bridge, with utilization / Fmax reports.
 
 ``python -m bitstreams.build [--board icebreaker|ulx3s|all] [--rows R --cols C] [--freq MHz]
-[--seeds 1,2,3]``
+[--seeds 1,2,3] [--jobs 2]``
 
 Each board (``bitstreams/boards.py``) is elaborated with Amaranth's build system
 (amaranth-boards platform, ``hw.board_top`` top); the build plan is extracted to
@@ -20,6 +20,7 @@ default to the YoWASP wrappers.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
 import json
 import os
@@ -57,7 +58,8 @@ def _elaborate(board: Board, baud: int, seed: int, build_dir: Path):
     return top, cmds
 
 
-def _place_and_route(board: Board, cmd: str, seed: int, inputs: list[Path], env: dict) -> dict:
+def _place_and_route(board: Board, cmd: str, seed: int, inputs: list[Path], env: dict,
+                     jobs: int = 1) -> dict:
     """One nextpnr run in ``build/seed<N>/`` (``inputs``, the synthesis results, hard-linked
     from ``build/``: the WebAssembly tools may open nothing outside their working directory,
     symlinks included)."""
@@ -71,7 +73,7 @@ def _place_and_route(board: Board, cmd: str, seed: int, inputs: list[Path], env:
         except OSError:  # another file system
             shutil.copyfile(f, seed_dir / f.name)
     label = f"[{board.name}] nextpnr seed {seed}"
-    with runner.nextpnr_lock(label):
+    with runner.nextpnr_lock(label, slots=jobs):
         seconds = runner.run_step(label, runner.with_seed(cmd, seed), seed_dir, env,
                                   seed_dir / "nextpnr.log")
     pnr = reports.parse_nextpnr(seed_dir / "report.json", seed_dir / "top.tim")
@@ -84,9 +86,10 @@ def _place_and_route(board: Board, cmd: str, seed: int, inputs: list[Path], env:
 
 
 def build_board(board: Board, *, baud: int, seeds: list[int], synth_only: bool,
-                env: dict) -> dict:
+                env: dict, jobs: int = 1) -> dict:
     """Elaborate, synthesize, place and route ``board``; returns its report (also written to
-    ``<board>/report.json`` and ``report.md`` unless ``synth_only``)."""
+    ``<board>/report.json`` and ``report.md`` unless ``synth_only``). ``jobs``: seeds placed
+    and routed at the same time (each nextpnr run is one process on one core)."""
     outdir = HERE / board.name
     build_dir = outdir / "build"
     shutil.rmtree(build_dir, ignore_errors=True)
@@ -120,23 +123,43 @@ def build_board(board: Board, *, baud: int, seeds: list[int], synth_only: bool,
                    env, board.family.nextpnr_env)}
     inputs = sorted(f for f in build_dir.iterdir() if f.is_file() and f.name.startswith("top."))
     runs, best = [], None
-    for seed in seeds:
-        run = _place_and_route(board, cmds[1], seed, inputs, env)
-        runs.append(run)
-        steps[f"nextpnr seed {seed}"] = run["nextpnr_seconds"]
-        if best is None or (run["achieved_fmax_mhz"] or 0.0) > (best["achieved_fmax_mhz"] or 0.0):
-            best = run
-            steps["pack"] = runner.run_step(f"[{board.name}] pack (seed {seed})", cmds[2],
-                                            run["dir"], env, run["dir"] / "pack.log")
-            shutil.copyfile(run["dir"] / board.family.bitstream, context["bit"])
-        steps["total"] = time.monotonic() - t_start
-        report = _report(context, runs, best, steps)
-        (outdir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-        analysis = render.analysis_text(HERE, board.name)
-        (outdir / "report.md").write_text(render.render_report(report, analysis))
-        runner.log(f"[{board.name}] wrote {outdir / 'report.json'} and report.md "
-                   f"({len(runs)} of {len(seeds)} seeds)")
-    return report
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(_place_and_route, board, cmds[1], seed, inputs, env, jobs)
+                   for seed in seeds]
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                run = future.result()
+                best = _add_run(context, runs, run, best, steps, cmds, env, t_start)
+        except BaseException:  # a failed seed: the report of the seeds done stays
+            for future in futures:
+                future.cancel()
+            raise
+    return _report(context, runs, best, steps)
+
+
+def _add_run(ctx: dict, runs: list[dict], run: dict, best: dict | None, steps: dict,
+             cmds: list[str], env: dict, t_start: float) -> dict:
+    """Adds one finished place-and-route ``run`` (kept in seed order): packs it if it is the
+    fastest so far and rewrites the report, so a build stopped between seeds still leaves a
+    report of the seeds done. Returns the fastest run."""
+    board = ctx["board"]
+    outdir = HERE / board.name
+    runs.append(run)
+    runs.sort(key=lambda r: ctx["seeds"].index(r["seed"]))
+    steps[f"nextpnr seed {run['seed']}"] = run["nextpnr_seconds"]
+    if best is None or (run["achieved_fmax_mhz"] or 0.0) > (best["achieved_fmax_mhz"] or 0.0):
+        best = run
+        steps["pack"] = runner.run_step(f"[{board.name}] pack (seed {run['seed']})", cmds[2],
+                                        run["dir"], env, run["dir"] / "pack.log")
+        shutil.copyfile(run["dir"] / board.family.bitstream, ctx["bit"])
+    steps["total"] = time.monotonic() - t_start
+    report = _report(ctx, runs, best, steps)
+    (outdir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    analysis = render.analysis_text(HERE, board.name)
+    (outdir / "report.md").write_text(render.render_report(report, analysis))
+    runner.log(f"[{board.name}] wrote {outdir / 'report.json'} and report.md "
+               f"({len(runs)} of {len(ctx['seeds'])} seeds)")
+    return best
 
 
 def _report(ctx: dict, runs: list[dict], best: dict, steps: dict) -> dict:
@@ -214,6 +237,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--seeds", type=_seeds, default=[1],
                     help="nextpnr seeds, comma-separated: one place-and-route each, the "
                          "fastest one's bitstream is kept, the report lists all (default 1)")
+    ap.add_argument("--jobs", type=int, choices=(1, 2), default=1,
+                    help="seeds placed and routed at the same time (default 1; each is one "
+                         "nextpnr process on one core)")
     ap.add_argument("--synth-only", action="store_true",
                     help="stop after yosys (cell counts in build/synth_report.json)")
     ap.add_argument("--render-only", action="store_true",
@@ -240,7 +266,7 @@ def main(argv=None) -> int:
                               cols=args.cols, d_depth=args.d_depth, s_depth=args.s_depth,
                               c_depth=args.c_depth)
             rep = build_board(board, baud=args.baud, seeds=args.seeds,
-                              synth_only=args.synth_only, env=env)
+                              synth_only=args.synth_only, env=env, jobs=args.jobs)
         except Exception as exc:  # one line per failed board, then the next board
             runner.log(f"[{name}] FAILED: {type(exc).__name__}: {exc}")
             failed.append(name)

@@ -4,7 +4,7 @@ Amaranth writes the whole flow into ``build_top.sh``; :func:`plan_commands` take
 invocations so that each can be run, timed and logged on its own (:func:`run_step`), and the
 place-and-route step rerun with other seeds (:func:`with_seed`). Place-and-route needs one
 core for up to half an hour, so :class:`nextpnr_lock` lets only one run at a time on the
-machine, whichever process started it.
+machine, whichever process started it (two with ``python -m bitstreams.build --jobs 2``).
 """
 
 from __future__ import annotations
@@ -119,22 +119,40 @@ def _run_once(label: str, cmd: str, cwd: Path, env: dict, logfile: Path) -> floa
 
 
 class nextpnr_lock:
-    """Context manager: one place-and-route at a time on this machine (``flock`` on a file in
-    the temp directory, so separate invocations wait for each other too)."""
+    """Context manager: at most ``slots`` place-and-route runs at a time on this machine
+    (``flock`` on one of ``slots`` files in the temp directory, so separate invocations wait for
+    each other too; default one)."""
 
     path = Path(tempfile.gettempdir()) / "swat-bitstreams-nextpnr.lock"
 
-    def __init__(self, label: str):
+    def __init__(self, label: str, slots: int = 1):
         self.label = label
+        self.slots = slots
+
+    def _paths(self):
+        return [self.path] + [self.path.with_name(f"{self.path.name}.{k}")
+                              for k in range(1, self.slots)]
 
     def __enter__(self):
-        self.fh = open(self.path, "w")
-        try:
-            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            log(f"{self.label}: waiting for another nextpnr run to finish")
-            fcntl.flock(self.fh, fcntl.LOCK_EX)
-        return self
+        waiting = False
+        while True:
+            for path in self._paths():
+                fh = open(path, "w")
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    fh.close()
+                    continue
+                self.fh = fh
+                return self
+            if not waiting:
+                log(f"{self.label}: waiting for another nextpnr run to finish")
+                waiting = True
+            if self.slots == 1:  # one file: block on it
+                self.fh = open(self.path, "w")
+                fcntl.flock(self.fh, fcntl.LOCK_EX)
+                return self
+            time.sleep(5)
 
     def __exit__(self, *exc):
         fcntl.flock(self.fh, fcntl.LOCK_UN)

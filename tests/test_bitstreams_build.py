@@ -66,12 +66,16 @@ def fake_repo(tmp_path, monkeypatch):
     return repo, env
 
 
-def test_build_board_with_seeds(fake_repo):
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_build_board_with_seeds(fake_repo, jobs):
+    """The same report whether the seeds run one after the other or two at a time (seed
+    order in the report, the fastest seed packed)."""
     repo, env = fake_repo
     built = _git(repo, "rev-parse", "HEAD")
     (repo / "hw.py").write_text("changed = True\n")
     board = configure("ulx3s", rows=2, cols=2, d_depth=64, s_depth=64, c_depth=32)
-    rep = build.build_board(board, baud=115200, seeds=[1, 2, 3], synth_only=False, env=env)
+    rep = build.build_board(board, baud=115200, seeds=[1, 2, 3], synth_only=False, env=env,
+                            jobs=jobs)
 
     assert _git(repo, "rev-list", "--count", f"{built}..HEAD") == "1"  # landed meanwhile
     assert (rep["git_commit_full"], rep["git_commit"]) == (built, built[:7])

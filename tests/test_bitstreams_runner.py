@@ -64,3 +64,11 @@ def test_nextpnr_lock_excludes_a_second_holder(monkeypatch, tmp_path):
             fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
     with open(tmp_path / "lock") as other:  # released on exit
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_nextpnr_lock_with_two_slots_admits_two_holders(monkeypatch, tmp_path):
+    monkeypatch.setattr(runner.nextpnr_lock, "path", tmp_path / "lock")
+    with runner.nextpnr_lock("a", slots=2), runner.nextpnr_lock("b", slots=2):
+        for name in ("lock", "lock.1"):  # both slots held: a third holder would wait
+            with open(tmp_path / name) as other, pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
