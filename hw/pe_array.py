@@ -10,14 +10,16 @@ accumulators already serve the next item.
 
 Pipeline per column (all stages registered, no stall)::
 
-    inp ──► S0 operand regs ──► S1 product regs (d·v, 16 bit) ──► S2 product copy
-        ──► S3 acc (32 bit) / hold ──► out
+    ECP5:   inp ─► S0 operand regs ─► S1 product regs ─► S2 product copy ─► S3 acc / hold ─► out
+    others: inp ─► S0 operand regs ─► S1 operand copy ─► S2 product regs ─► S3 acc / hold ─► out
 
-S2 is a second register of the product: on the ECP5 S0 and S1 are the MULT18X18D's own input
-and output registers, whose sites are fixed rows of the die, and S2 lets the placer put the
-accumulator and holding registers near the column's result-log block RAMs with one routed hop
-on each side instead of one long one (the ULX3S critical path before it: DSP output → 12 ns of
-routing → accumulator carry chain).
+(products ``d·v`` 16 bit, accumulators 32 bit). On the ECP5 S0 and S1 are the MULT18X18D's own
+input and output registers, whose sites are fixed rows of the die, and the product copy S2 lets
+the placer put the accumulator and holding registers near the column's result-log block RAMs
+with one routed hop on each side instead of one long one (the ULX3S critical path before it:
+DSP output → 12 ns of routing → accumulator carry chain). Elsewhere (simulation, iCE40) the
+extra register is on the operand side, where yosys folds S1 and S2 into an SB_MAC16 as before;
+both pipelines are four stages of pure registers, so the results and the cycles are the same.
 
 Latency: an operand accepted in cycle ``t`` is in the accumulator at the end of cycle ``t+3``;
 for a ``last`` operand ``out.valid`` rises in cycle ``t+4``. Throughput: one operand per cycle per
@@ -127,44 +129,48 @@ class PEArray(wiring.Component):
                 s0_last.eq(inp.payload.last),
                 s0_tag.eq(inp.payload.tag),
             ]
-            # S1: products
+            # S1 and S2: the products, registered twice (see the module docstring), and their
+            # control
             s1_valid = Signal(name=f"s1_valid_{j}")
             s1_first = Signal(name=f"s1_first_{j}", reset_less=True)
-            s1_last = Signal(name=f"s1_last_{j}", reset_less=True)
+            s1_last = Signal(name=f"s1_last_{j}", reset_less=True)  # unused (``push`` carries it)
             s1_tag = Signal(self.tag_width, name=f"s1_tag_{j}", reset_less=True)
             s1_push = Signal(name=f"s1_push_{j}")  # = s1_valid & s1_last, its own register:
             # it enables the 32*rows holding FFs (no LUT before that fan-out)
-            s1_p = [Signal(signed(16), name=f"s1_p_{i}_{j}", reset_less=True)
-                    for i in range(rows)]
+            s2_valid = Signal(name=f"s2_valid_{j}")
+            s2_first = Signal(name=f"s2_first_{j}", reset_less=True)
+            s2_tag = Signal(self.tag_width, name=f"s2_tag_{j}", reset_less=True)
+            s2_push = Signal(name=f"s2_push_{j}")
             m.d.sync += [
                 s1_valid.eq(s0_valid & ~self.clear),
                 s1_first.eq(s0_first),
                 s1_last.eq(s0_last),
                 s1_tag.eq(s0_tag),
                 s1_push.eq(s0_valid & s0_last & ~self.clear),
-            ]
-            if ecp5:  # S0 and S1 inside the DSP block: its input and output registers
-                for i in range(rows):
-                    m.submodules[f"mult_{i}_{j}"] = _ecp5_mult(
-                        inp.payload.d[8 * i:8 * i + 8].as_signed(), inp.payload.v, s1_p[i])
-            else:
-                for i in range(rows):
-                    m.d.sync += s1_p[i].eq(s0_d[8 * i:8 * i + 8].as_signed() * s0_v)
-            # S2: the product again (see the module docstring: one more routed hop between the
-            # DSP sites and the accumulators), with its control
-            s2_valid = Signal(name=f"s2_valid_{j}")
-            s2_first = Signal(name=f"s2_first_{j}", reset_less=True)
-            s2_tag = Signal(self.tag_width, name=f"s2_tag_{j}", reset_less=True)
-            s2_push = Signal(name=f"s2_push_{j}")
-            s2_p = [Signal(signed(16), name=f"s2_p_{i}_{j}", reset_less=True)
-                    for i in range(rows)]
-            m.d.sync += [
                 s2_valid.eq(s1_valid & ~self.clear),
                 s2_first.eq(s1_first),
                 s2_tag.eq(s1_tag),
                 s2_push.eq(s1_push & ~self.clear),
-                *(s2_p[i].eq(s1_p[i]) for i in range(rows)),
             ]
+            s2_p = [Signal(signed(16), name=f"s2_p_{i}_{j}", reset_less=True)
+                    for i in range(rows)]
+            if ecp5:  # S0 and S1 inside the DSP block (its input and output registers), S2 a
+                # register in the fabric behind it
+                for i in range(rows):
+                    s1_p = Signal(signed(16), name=f"s1_p_{i}_{j}", reset_less=True)
+                    m.submodules[f"mult_{i}_{j}"] = _ecp5_mult(
+                        inp.payload.d[8 * i:8 * i + 8].as_signed(), inp.payload.v, s1_p)
+                    m.d.sync += s2_p[i].eq(s1_p)
+            else:  # the extra stage in front of the multiplier: operands registered twice,
+                # the product once. (A second register behind the product, as on the ECP5, is
+                # folded by yosys's ice40_dsp into the SB_MAC16 as its output register behind
+                # the pipeline register, and the product is lost: yosys 0.70, ``synth_ice40
+                # -dsp``, no SB_MAC16 left, the accumulators add 0.)
+                s1_d = Signal(rows * 8, name=f"s1_d_{j}", reset_less=True)
+                s1_v = Signal(signed(8), name=f"s1_v_{j}", reset_less=True)
+                m.d.sync += [s1_d.eq(s0_d), s1_v.eq(s0_v)]
+                for i in range(rows):
+                    m.d.sync += s2_p[i].eq(s1_d[8 * i:8 * i + 8].as_signed() * s1_v)
             # S3: accumulators and holding register (double buffer)
             acc = [Signal(signed(32), name=f"acc_{i}_{j}", reset_less=True) for i in range(rows)]
             nxt = [Signal(signed(32), name=f"nxt_{i}_{j}") for i in range(rows)]
