@@ -13,9 +13,14 @@ on a memory with ``BUFFER_ATTRS``: yosys folds the register into the block RAM a
 register and, told by ``no_rw_check`` that a same-cycle read of the written word need not give
 the old word, adds no bypass. The behaviour is that of a synchronous read port (data one cycle
 after the address; ``en`` low holds the data), and in simulation a same-cycle read still gives
-the old word. The core never relies on it: the host writes D and S only while no GEMM runs (the
-UART bridge answers ``ERR_BUSY`` otherwise), and a result-log entry is read only after it was
-written.
+the old word. The core uses it for the result logs (and the single C buffer), whose entries are
+read only after they were written.
+
+Not for the D and S buffers: there the write delay of yosys's bypass is a register per
+block-RAM copy on the host's write bus, which reaches every PE column's copy from the bridge.
+Without it (all buffers read through this port) the ULX3S critical path became that bus: the
+bridge's address register → 14–18 ns of routing → a D copy's address input (65.8 and 54.2 MHz
+on seeds 1 and 2, against 72.7 and 64.4 before).
 """
 
 from amaranth.hdl import Signal

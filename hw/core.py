@@ -156,12 +156,12 @@ class SwatCore(wiring.Component):
             members["sel"] = Out(SelectSignature(sel_lanes, sel_index_width))
         super().__init__(members)
         # memories are created here so that testbenches can preload them (ctx.set(mem.data[a], v))
-        self.d_mem = Memory(shape=rows * 8, depth=d_depth, init=[], attrs=BUFFER_ATTRS)
+        self.d_mem = Memory(shape=rows * 8, depth=d_depth, init=[])
         if sel_lanes:  # word a of S buffer f: self.s_buffer.locate(a, f) (s_mem_<a % banks>)
             self.s_buffer = SBuffer(depth=s_depth, read_ports=cols + 1, buffers=2,
                                     sub_banks=self.sel_banks, place_memories=False)
         else:
-            self.s_mem = Memory(shape=32, depth=s_depth, init=[], attrs=BUFFER_ATTRS)
+            self.s_mem = Memory(shape=32, depth=s_depth, init=[])
         if result_logs:
             self.c_logs = [Memory(shape=log_width(rows, c_depth), depth=c_depth, init=[],
                                   attrs=BUFFER_ATTRS) for _ in range(cols)]
@@ -192,8 +192,7 @@ class SwatCore(wiring.Component):
         # ---- D read stage, operands to the PE array
         in_flight = []
         for j in range(cols):
-            in_flight += self._operand_fetch(m, j, start, ld.out[j],
-                                             read_port(m, d_mem, f"d_rd_{j}"),
+            in_flight += self._operand_fetch(m, j, start, ld.out[j], d_mem.read_port(),
                                              pe.inp[j])
 
         # ---- results: per-column logs, or one C buffer behind an arbitrated port
@@ -264,10 +263,14 @@ class SwatCore(wiring.Component):
         works and no GEMM runs."""
         ctrl = self.ctrl
         if self.sel_unit is None:
+            # synchronous read ports (not hw.bram.read_port): to keep their simulated "old word"
+            # answer yosys delays the host's write by a register in each block-RAM copy, and
+            # that register is what keeps the host's write address and data (one bus from the
+            # bridge to every copy) off the critical path; see hw.bram
             m.submodules.s_mem = s_mem = self.s_mem
             wiring.connect(m, wiring.flipped(self.s_write), s_mem.write_port())
             for j in range(self.cols + 1):
-                wiring.connect(m, ld.s_rd[j], read_port(m, s_mem, f"s_rd_{j}"))
+                wiring.connect(m, ld.s_rd[j], s_mem.read_port())
             return Const(0)
         sel = self.sel
         m.submodules.s_buffer = s_buffer = self.s_buffer
