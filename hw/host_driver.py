@@ -172,12 +172,28 @@ class SwatFpga:
     def resync(self, attempts: int = 4) -> None:
         """Recover from a desynchronised link: drain, then NOP until a clean ``ST_OK``."""
         for _ in range(attempts):
-            self.port.read(4096)  # drain whatever is pending (relies on the port's timeout)
+            self._drain()
             self.port.write(bytes([OP_NOP]))
             reply = self.port.read(1)
             if reply == bytes([ST_OK]):
                 return
         raise TimeoutError("bridge does not answer NOP")
+
+    def _drain(self, quiet_s: float = 0.1) -> None:
+        """Read whatever is pending until the link has been quiet for ``quiet_s`` (a pyserial
+        port's ``timeout`` is lowered meanwhile; a port without one is read once), at most
+        1 MiB: a link that never goes quiet is left to the NOP check."""
+        wait = getattr(self.port, "timeout", None)
+        if not isinstance(wait, int | float):
+            self.port.read(4096)
+            return
+        self.port.timeout = min(wait, quiet_s)
+        try:
+            for _ in range(256):
+                if not self.port.read(4096):
+                    break
+        finally:
+            self.port.timeout = wait
 
     def info(self) -> CoreInfo:
         status = self._command(OP_INFO)

@@ -234,6 +234,9 @@ class FpgaBackend(GemmBackend):
     """The core on a board, over UART (the host driver ``SwatFpga`` on a pyserial port)."""
 
     name = "fpga"
+    #: Seconds the driver waits for a reply before it reports the board as not answering. A
+    #: board answers within milliseconds; a simulated board on a loaded machine may not.
+    reply_timeout_s = 2.0
 
     def __init__(self, port: str | None = None, baud: int = 115200):
         self.port, self.baud = port, baud
@@ -251,7 +254,7 @@ class FpgaBackend(GemmBackend):
             raise BackendError("backend fpga: pyserial is not installed "
                                "(pip install 'swat[fpga]')") from None
         try:
-            self.ser = serial.Serial(self.port, self.baud, timeout=2.0)
+            self.ser = serial.Serial(self.port, self.baud, timeout=self.reply_timeout_s)
             self.dev = drv.SwatFpga(self.ser)
             self.dev.resync()
             info = self.dev.info()

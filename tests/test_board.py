@@ -21,6 +21,7 @@ from hw.contract.protocol import ERR_OPCODE, ERR_TIMEOUT, OP_NOP, OP_WRITE_S, ST
 from hw.host_driver import SwatFpga, open_serial
 from sim.board import SimulatedBoard, board_model, board_params, main
 from sw import intref
+from sw.backend import FpgaBackend
 from sw.data import load_digits
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("board")]
@@ -120,7 +121,9 @@ def test_icebreaker_logic_with_its_uart():
 
 def test_fpga_training_through_the_pty_equals_intref(board, monkeypatch):
     """Two steps of digits with every GEMM through the terminal: the same integers as the
-    ``intref`` backend for the same seed (a 32-sample test split keeps the evaluation short)."""
+    ``intref`` backend for the same seed (a 32-sample test split keeps the evaluation short).
+    The simulated board shares the CPU with the rest of the suite: it gets 30 s to answer."""
+    monkeypatch.setattr(FpgaBackend, "reply_timeout_s", 30.0)
     ds = load_digits()
     small = dataclasses.replace(ds, test_x=ds.test_x[:32], test_y=ds.test_y[:32])
     kw = dict(max_steps=2, seed=5, data=small, **KW)
