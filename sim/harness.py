@@ -391,6 +391,7 @@ class CoreSim:
         th = threading.Thread(target=writer, daemon=True)
         th.start()
         last = time.perf_counter()
+        answered = False
         try:
             for kind, r in kinds:
                 what = describe(r) if describe else f"core operation {r + 1} of {len(runs)}"
@@ -406,7 +407,13 @@ class CoreSim:
                     if progress is not None and time.perf_counter() - last > 0.25:
                         last = time.perf_counter()
                         progress(r + 1)
+            answered = True
         finally:
+            if not answered:
+                # interrupted (Ctrl-C) or failed with answers unread: the writer may be blocked
+                # on a full pipe while the simulator waits to write its answers, so joining it
+                # would wait forever. The stream is out of step anyway: stop the simulator.
+                self._kill()
             th.join()
         if failure and not isinstance(failure[0], OSError):
             raise failure[0]
@@ -438,6 +445,15 @@ class CoreSim:
         with contextlib.suppress(OSError, ValueError):
             proc.stderr.close()
         self.proc = None
+
+    def _kill(self) -> None:
+        """Stop the simulator at once (its request stream is out of step with the replies);
+        a later call reports it as killed."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(OSError):
+                proc.kill()
+            proc.wait()
 
     def __enter__(self):
         return self

@@ -73,6 +73,31 @@ def test_dead_simulator_is_reported_with_what_it_was_doing(model8):
         core.close()
 
 
+def test_an_interrupted_batch_stops_the_simulator_instead_of_hanging(model8):
+    """Ctrl-C (here: an exception from ``progress``) while requests still stream: the writer
+    thread is blocked on a full pipe and the simulator on its unread answers; the batch must
+    stop the simulator and re-raise, not wait for the writer forever."""
+    from sim.harness import CoreSim
+
+    class Stop(Exception):
+        pass
+
+    def progress(done, total):
+        raise Stop
+
+    rng = np.random.default_rng(11)
+    s = _rand(rng, (600, 70), 0.1)
+    jobs = [(_rand(rng, (200, 600)), s) for _ in range(100)]  # 12 MB of D, 5.6 MB of C
+    core = CoreSim(model8, label="test")
+    try:
+        with pytest.raises(Stop):
+            gemm.run_gemms(jobs, sim=core, progress=progress)
+        assert not core.alive
+    finally:
+        core.close()
+    assert core.proc is None
+
+
 def test_harness_sentinel_and_reset(model8):
     """C words outside an operation's result keep what was there (here a sentinel)."""
     from sim.harness import CoreSim
