@@ -16,11 +16,12 @@ after the address; ``en`` low holds the data), and in simulation a same-cycle re
 the old word. The core uses it for the result logs (and the single C buffer), whose entries are
 read only after they were written.
 
-Not for the D and S buffers: there the write delay of yosys's bypass is a register per
-block-RAM copy on the host's write bus, which reaches every PE column's copy from the bridge.
-Without it (all buffers read through this port) the ULX3S critical path became that bus: the
-bridge's address register → 14–18 ns of routing → a D copy's address input (65.8 and 54.2 MHz
-on seeds 1 and 2, against 72.7 and 64.4 before).
+Not for the D and S buffers: there the write delay of yosys's bypass is a register stage on
+the host's write bus, which runs from the bridge to every PE column's block-RAM copy (yosys
+merges the copies' identical delay registers into one set, placed between the bridge and the
+copies). Without it (all buffers read through this port) the ULX3S critical path became that
+bus: the bridge's address register → 14–18 ns of routing → a D copy's address input (65.8 and
+54.2 MHz on seeds 1 and 2, against 72.7 and 64.4 before).
 """
 
 from amaranth.hdl import Signal

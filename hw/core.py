@@ -264,9 +264,9 @@ class SwatCore(wiring.Component):
         ctrl = self.ctrl
         if self.sel_unit is None:
             # synchronous read ports (not hw.bram.read_port): to keep their simulated "old word"
-            # answer yosys delays the host's write by a register in each block-RAM copy, and
-            # that register is what keeps the host's write address and data (one bus from the
-            # bridge to every copy) off the critical path; see hw.bram
+            # answer yosys delays the host's write by a register, and that register stage is
+            # what keeps the host's write address and data (one bus from the bridge to every
+            # block-RAM copy) off the critical path; see hw.bram
             m.submodules.s_mem = s_mem = self.s_mem
             wiring.connect(m, wiring.flipped(self.s_write), s_mem.write_port())
             for j in range(self.cols + 1):
