@@ -13,15 +13,18 @@ on a memory with ``BUFFER_ATTRS``: yosys folds the register into the block RAM a
 register and, told by ``no_rw_check`` that a same-cycle read of the written word need not give
 the old word, adds no bypass. The behaviour is that of a synchronous read port (data one cycle
 after the address; ``en`` low holds the data), and in simulation a same-cycle read still gives
-the old word. The core uses it for the result logs (and the single C buffer), whose entries are
-read only after they were written.
+the old word. The core uses it for the single C buffer, whose entries are read only after
+they were written.
 
-Not for the D and S buffers: there the write delay of yosys's bypass is a register stage on
-the host's write bus, which runs from the bridge to every PE column's block-RAM copy (yosys
-merges the copies' identical delay registers into one set, placed between the bridge and the
-copies). Without it (all buffers read through this port) the ULX3S critical path became that
-bus: the bridge's address register → 14–18 ns of routing → a D copy's address input (65.8 and
-54.2 MHz on seeds 1 and 2, against 72.7 and 64.4 before).
+Not for the result logs: with it (RTL of ``ea4e226``) the bypass's write-delay register went
+too, and the ULX3S critical path became a PE column's result-valid register → 16.6 ns of routing
+→ its log's write enable (57.5 MHz, seed 3); the logs use plain synchronous ports again. Not for
+the D and S buffers either: there the write delay of yosys's bypass is a register stage on the
+host's write bus, which runs from the bridge to every PE column's block-RAM copy (yosys merges
+the copies' identical delay registers into one set, placed between the bridge and the copies).
+Without it (all buffers read through this port) the ULX3S critical path became that bus: the
+bridge's address register → 14–18 ns of routing → a D copy's address input (65.8 and 54.2 MHz on
+seeds 1 and 2, against 72.7 and 64.4 before).
 """
 
 from amaranth.hdl import Signal

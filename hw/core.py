@@ -163,8 +163,10 @@ class SwatCore(wiring.Component):
         else:
             self.s_mem = Memory(shape=32, depth=s_depth, init=[])
         if result_logs:
-            self.c_logs = [Memory(shape=log_width(rows, c_depth), depth=c_depth, init=[],
-                                  attrs=BUFFER_ATTRS) for _ in range(cols)]
+            # plain synchronous read ports (not hw.bram.read_port): yosys's bypass delays the
+            # log write by a register, which the ULX3S needs (hw/bram.py)
+            self.c_logs = [Memory(shape=log_width(rows, c_depth), depth=c_depth, init=[])
+                           for _ in range(cols)]
         else:
             self.c_mem = Memory(shape=rows * 32, depth=c_depth, init=[], attrs=BUFFER_ATTRS)
 
@@ -235,7 +237,7 @@ class SwatCore(wiring.Component):
             for j, mem in enumerate(self.c_logs):
                 m.submodules[f"c_log_{j}"] = mem
                 wiring.connect(m, logs.log_write[j], mem.write_port())
-                wiring.connect(m, logs.log_read[j], read_port(m, mem, f"c_log_rd_{j}"))
+                wiring.connect(m, logs.log_read[j], mem.read_port())
                 wiring.connect(m, pe.out[j], logs.results[j])
                 m.d.comb += self.ctrl.results[j].eq(logs.counts[j])
             wiring.connect(m, wiring.flipped(self.c_read), logs.read)
