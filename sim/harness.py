@@ -436,8 +436,7 @@ class CoreSim:
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                self._kill()
         for f in (proc.stdin, proc.stdout):
             with contextlib.suppress(OSError, ValueError):
                 f.close()
