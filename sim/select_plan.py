@@ -54,6 +54,8 @@ __all__ = ["Selection", "BlockCommand", "selection_of", "threshold_view", "tie_c
 
 LANES = 8
 _U16 = 0xFFFF
+#: why the RTL unit cannot make a GEMM's S (:func:`supported`, ``sim.select_sampled``)
+NOT_PER_TENSOR = "not a per-tensor Top-K of the quantized tensor (groups or a structured mask)"
 PAD = 0xFFFF_FFFF  # index of a padding element (``sw.lowering.PAD_INDEX``): never a tie
 
 
@@ -128,7 +130,7 @@ def supported(job, sel: Selection) -> str | None:
         flat = np.concatenate([ref.ravel(), np.zeros(1, np.int8)])
         want = flat[sel.pos]  # position -1 -> the appended zero (padding)
     if want.shape != job.s.shape or not np.array_equal(want, job.s):
-        return "not a per-tensor Top-K of the quantized tensor (groups or a structured mask)"
+        return NOT_PER_TENSOR
     return None
 
 

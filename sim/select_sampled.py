@@ -121,7 +121,7 @@ def _check_blocks(sel, keep_, s_blocks) -> str | None:
                            np.zeros(1, np.int8)])
     for (kb, nb), blk in s_blocks:
         if not np.array_equal(flat[sel.pos[kb, nb]], blk):
-            return "not a per-tensor Top-K of the quantized tensor (groups or a structured mask)"
+            return sp.NOT_PER_TENSOR
     return None
 
 
