@@ -27,10 +27,10 @@ operation takes about ``ceil(M/rows) * nnz(S) / cols`` cycles plus the start lat
 tail of the last chunks (``hw.contract.cycles.schedule_cycles`` models it).
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, ClockDomain, Const, DomainRenamer, Module, Mux, ResetSignal, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
-from amaranth.lib.wiring import Out
+from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from .bram import BUFFER_ATTRS, read_port
@@ -84,6 +84,15 @@ class SwatCore(wiring.Component):
     sel_index_width : int
         Bits of the select unit's per-lane source index (default 32; 0: none), for the exact
         im2col blob of a selected tensor (``by_index``, ``docs/threshold-select.md``).
+    sel_clock_gate : bool
+        False (default): the select unit runs on ``sync``. True (needs ``sel_lanes > 0``): the
+        unit runs on a clock domain of its own whose clock is the input ``sel_clk`` (the same
+        clock as ``sync``, gated), and ``sel_quiet`` tells when it may stop:
+        :attr:`ThresholdSelect.quiet <hw.threshold_select.ThresholdSelect>` (no register of the
+        unit changes at an edge with no command and no beat offered). The logic is the same;
+        the simulation harness (``sim/cpp/core_main.cpp``) gates the clock like a clock-gating
+        cell, so the simulator skips the idle unit's logic (Verilator evaluates a clock
+        domain's logic only on its edges).
 
     Members
     -------
@@ -100,6 +109,8 @@ class SwatCore(wiring.Component):
         log ``j``.
     sel : Out(SelectSignature(...)), only with ``sel_lanes > 0``
         The threshold-select unit's host ports (``hw.core_ports``).
+    sel_clk : In(1), sel_quiet : Out(1), only with ``sel_clock_gate``
+        The unit's clock and its ``quiet`` (see ``sel_clock_gate``).
 
     All are synchronous to ``sync``; ``docs/core-interface.md`` has the semantics.
     Latency / throughput: see the module docstring.
@@ -108,7 +119,7 @@ class SwatCore(wiring.Component):
     def __init__(self, *, rows: int = 8, cols: int = 8, d_depth: int = 16384,
                  s_depth: int = 8192, c_depth: int = 8192, hold_depth: int = 2,
                  sel_lanes: int = 0, result_logs: bool = True, sel_index_width: int = 32,
-                 sel_max_banks: int = 8):
+                 sel_max_banks: int = 8, sel_clock_gate: bool = False):
         self.rows = check_int("SwatCore", "rows", rows, minimum=1)
         self.cols = check_int("SwatCore", "cols", cols, minimum=1)
         self.d_depth = check_int("SwatCore", "d_depth", d_depth, minimum=2)
@@ -122,6 +133,11 @@ class SwatCore(wiring.Component):
         if not isinstance(result_logs, bool):
             raise TypeError(f"SwatCore: result_logs must be a bool, not {result_logs!r}")
         self.result_logs = result_logs
+        if not isinstance(sel_clock_gate, bool):
+            raise TypeError(f"SwatCore: sel_clock_gate must be a bool, not {sel_clock_gate!r}")
+        if sel_clock_gate and not sel_lanes:
+            raise ValueError("SwatCore: sel_clock_gate needs the select unit (sel_lanes > 0)")
+        self.sel_clock_gate = sel_clock_gate
         self.d_aw, self.s_aw, self.c_aw = ceil_log2(d_depth), ceil_log2(s_depth), ceil_log2(c_depth)
         if result_logs:
             self.C_READ_LATENCY = read_latency(cols)
@@ -154,6 +170,9 @@ class SwatCore(wiring.Component):
             self.sel_unit = ThresholdSelect(lanes=sel_lanes, depth=s_depth, banks=self.sel_banks,
                                             index_width=sel_index_width)
             members["sel"] = Out(SelectSignature(sel_lanes, sel_index_width))
+            if sel_clock_gate:
+                members["sel_clk"] = In(1)
+                members["sel_quiet"] = Out(1)
         super().__init__(members)
         # memories are created here so that testbenches can preload them (ctx.set(mem.data[a], v))
         self.d_mem = Memory(shape=rows * 8, depth=d_depth, init=[])
@@ -278,7 +297,14 @@ class SwatCore(wiring.Component):
         m.submodules.s_buffer = s_buffer = self.s_buffer
         for b, mem in enumerate(s_buffer.memories):  # top level: simulators find them by name
             m.submodules[f"s_mem_{b}"] = mem
-        m.submodules.sel = unit = self.sel_unit
+        unit = self.sel_unit
+        if self.sel_clock_gate:  # the unit on its own (gated) clock, reset with sync
+            m.domains.sel = sel_domain = ClockDomain("sel", local=True)
+            m.d.comb += [sel_domain.clk.eq(self.sel_clk), sel_domain.rst.eq(ResetSignal()),
+                         self.sel_quiet.eq(unit.quiet)]
+            m.submodules.sel = DomainRenamer("sel")(unit)
+        else:
+            m.submodules.sel = unit
         wiring.connect(m, wiring.flipped(self.s_write), s_buffer.host_write)
         for j in range(self.cols + 1):
             wiring.connect(m, ld.s_rd[j], s_buffer.read[j])

@@ -38,6 +38,8 @@ class CommandCheck(wiring.Component):
         until the next ``start``.
     elements : ``Out(32)``
         ``rows * cols``.
+    running : ``Out(1)``
+        Computing ``elements`` (from ``start`` to ``done``).
     error : ``Out(ErrorCode)``
         In this order: SHAPE (``rows`` or ``cols`` zero), KEEP (``keep > n`` for FULL or
         THRESHOLD), OVERFLOW (``cols + 4 > depth`` for modes that write), NO_THRESHOLD (HELD
@@ -54,6 +56,7 @@ class CommandCheck(wiring.Component):
             "done": Out(1),
             "elements": Out(32),
             "error": Out(ErrorCode),
+            "running": Out(1),
         })
 
     def elaborate(self, platform):
@@ -61,7 +64,7 @@ class CommandCheck(wiring.Component):
         command = Signal(CommandLayout)
         rows_left = Signal(16)  # bits of rows still to add
         cols_shifted = Signal(32)
-        running = Signal()
+        running = self.running
         with m.If(self.start):
             m.d.sync += [command.eq(self.command), running.eq(1), self.done.eq(0),
                          self.elements.eq(0), rows_left.eq(self.command.rows),

@@ -45,6 +45,9 @@ class MagnitudeHistogram(wiring.Component):
     abort : ``In(1)``
         While counting (and no beat offered): forget the counts of the unfinished pass; the
         bins are cleared (``BINS`` cycles, during which ``count`` is not ready).
+    busy : ``Out(1)``
+        Scanning, clearing, holding a result or a count in the pipeline: not at rest (at rest,
+        only the free-running pipeline registers change, towards a fixed point).
     """
 
     def __init__(self, lanes):
@@ -54,6 +57,7 @@ class MagnitudeHistogram(wiring.Component):
             "scan": In(stream.Signature(unsigned(32))),
             "result": Out(stream.Signature(ThresholdLayout)),
             "abort": In(1),
+            "busy": Out(1),
         })
 
     def elaborate(self, platform):
@@ -133,6 +137,7 @@ class MagnitudeHistogram(wiring.Component):
                         m.d.sync += dirty.eq(0)
                         m.next = "COUNT"
 
+        m.d.comb += self.busy.eq(~fsm.ongoing("COUNT") | ~pipeline_empty)
         in_scan = fsm.ongoing("SCAN")
         in_clear = fsm.ongoing("CLEAR")
         for j in range(lanes):

@@ -45,7 +45,13 @@ from .select_layouts import (
 )
 from .select_writer import BlobWriter
 
-__all__ = ["Mode", "ErrorCode", "ThresholdSelect", "estimate_cycles", "MAGIC", "BINS"]
+__all__ = ["Mode", "ErrorCode", "ThresholdSelect", "estimate_cycles", "MAGIC", "BINS",
+           "QUIET_SETTLE"]
+
+#: Edges without activity before ``quiet``: the histogram's unconditional pipeline registers
+#: (read stage, increment stage, read-port data, lane sum) take at most 3 to reach their fixed
+#: point once nothing is counted or written.
+QUIET_SETTLE = 4
 
 
 def estimate_cycles(rows, cols, lanes, *, mode=Mode.FULL, nnz=None, banks=1, kept=None,
@@ -103,6 +109,14 @@ class ThresholdSelect(wiring.Component):
         every further input beat (``i.ready = 1``) so the producer never hangs. A stream that
         simply stops (no ``last``) is indistinguishable from a stalled producer and is waited
         for.
+    quiet : ``Out(1)``
+        A clock edge with ``cmd.valid = 0`` and ``i.valid = 0`` changes no register and no
+        memory word of the unit: it is idle (no operation, histogram counting nothing, writer
+        empty) and has been for :data:`QUIET_SETTLE` edges (its free-running pipeline registers
+        have settled). A function of registers only. What a clock gate needs: the unit's clock
+        may stop while ``quiet & ~cmd.valid & ~i.valid`` with no change of behaviour
+        (``hw.core.SwatCore``'s ``sel_clock_gate``; the simulation harness skips the unit's
+        logic in those cycles).
 
     Throughput: pass 1 takes one beat a cycle, its scan adds ``BINS + 3`` cycles; pass 2 takes
     one beat a cycle while the record FIFO has room, and the writer needs ``ceil(entries /
@@ -132,6 +146,7 @@ class ThresholdSelect(wiring.Component):
             "cmd": In(stream.Signature(CommandLayout)),
             "o": Out(stream.Signature(self.out_layout)),
             "status": Out(StatusSignature()),
+            "quiet": Out(1),
         })
 
     def elaborate(self, platform):
@@ -261,6 +276,17 @@ class ThresholdSelect(wiring.Component):
         idle = fsm.ongoing("IDLE") | fsm.ongoing("DONE") | fsm.ongoing("ERROR")
         with m.If(~idle):
             m.d.sync += cycles.eq(cycles + 1)
+        # quiet: idle for QUIET_SETTLE edges in a row (what may change a register: an
+        # operation, the histogram off its idle COUNT state or its pipeline, the writer, the
+        # argument check, a command or beat offered)
+        working = Signal()
+        m.d.comb += working.eq(~idle | histogram.busy | ~writer.idle | check.running)
+        settle = Signal(range(QUIET_SETTLE + 1), init=QUIET_SETTLE)
+        with m.If(working | self.cmd.valid | self.i.valid):
+            m.d.sync += settle.eq(QUIET_SETTLE)
+        with m.Elif(settle != 0):
+            m.d.sync += settle.eq(settle - 1)
+        m.d.comb += self.quiet.eq((settle == 0) & ~working)
         m.d.comb += [self.status.busy.eq(~idle),
                      self.status.done.eq(fsm.ongoing("DONE") | fsm.ongoing("ERROR"))]
         return m

@@ -62,6 +62,13 @@ SELECT: dict[str, tuple[str, ...]] = {
     "sel_exposed_cycles": ("sel__exposed_cycles",),
 }
 
+#: ports of a core whose select unit has a clock of its own (``sel_clock_gate``): its clock
+#: input and its ``quiet`` (the harness stops that clock while the unit is quiet); both or none
+SELECT_GATE: dict[str, tuple[str, ...]] = {
+    "sel_clk": ("sel_clk",),
+    "sel_quiet": ("sel_quiet",),
+}
+
 #: buffer -> candidate names of the top module's memory array holding it
 MEMORIES: dict[str, tuple[str, ...]] = {
     "d": ("d_mem",),
@@ -94,7 +101,8 @@ def resolve(ports: dict, memories: list | None = None) -> dict:
     Memories that are missing map to ``None`` (the harness then uses the ports); a missing
     port raises :class:`PortError` naming it. ``logs`` lists ``(memory, count port)`` of the
     result logs of a core that has them (empty otherwise); ``select`` maps the names of
-    :data:`SELECT` to Verilog names on a core with the select unit (empty otherwise).
+    :data:`SELECT` to Verilog names on a core with the select unit (empty otherwise);
+    ``select_gate`` those of :data:`SELECT_GATE` on a core whose unit has a clock of its own.
     """
     have = {_bare(p) for p in ports}
     out = {}
@@ -112,6 +120,12 @@ def resolve(ports: dict, memories: list | None = None) -> dict:
         raise PortError(f"the core has part of the select unit's ports; missing "
                         f"{', '.join(missing)}")
     out["select"] = {} if missing else sel
+    gate = {logical: next((c for c in cands if c in have), None)
+            for logical, cands in SELECT_GATE.items()}
+    if None in gate.values() and any(gate.values()):
+        raise PortError("the core has one of the select unit's clock-gate ports ("
+                        + ", ".join(h for h in gate.values() if h) + ") but not both")
+    out["select_gate"] = gate if all(gate.values()) and out["select"] else {}
     mem_names = {_bare(m["name"]) for m in (memories or [])}
     for buf, cands in MEMORIES.items():
         out[f"mem_{buf}"] = next((c for c in cands if c in mem_names), None)

@@ -565,6 +565,13 @@ def _select_config(names: dict, ports: dict, attrs: dict) -> list[str]:
              f"#define HELDWORDS {(held_bits + 31) // 32}"]
     for logical, verilog in sel.items():
         lines.append(f"#define PORT_{logical.upper()}(t) (t)->{_cxx_name(verilog)}")
+    gate = names.get("select_gate") or {}
+    if gate:  # the unit's own clock (hw.core.SwatCore's sel_clock_gate) and its last value
+        lines.append("#define HAS_SEL_GATE 1")
+        for logical, verilog in gate.items():
+            lines.append(f"#define PORT_{logical.upper()}(t) (t)->{_cxx_name(verilog)}")
+        lines.append("#define SEL_CLK_PREV_MEMBER "
+                     f"__Vtrigprevexpr___TOP__{_cxx_name(gate['sel_clk'])}__0")
     return lines
 
 
@@ -825,6 +832,10 @@ def harness_model(rows: int = 8, cols: int = 8, *, trace: bool = False,
     says otherwise (:func:`harness_pgo`); ignored for tracing builds."""
     if (design or default_core_design()) == "core":
         params.setdefault("sel_lanes", HARNESS_SEL_LANES)
+        # the unit on a clock the harness stops while it is quiet (same cycles, see
+        # hw.core.SwatCore's sel_clock_gate): its idle logic costs no simulation time
+        if params["sel_lanes"]:
+            params.setdefault("sel_clock_gate", True)
     return build(design, quiet=quiet, kind="harness-trace" if trace else "harness",
                  pgo=pgo, rows=rows, cols=cols, **params)
 

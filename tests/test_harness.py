@@ -148,3 +148,64 @@ def test_the_select_unit_changes_no_gemm(model8):
             _same(ra, rb)
             if not only:
                 assert np.array_equal(ra.c, intref.gemm(d, s))
+
+
+def _gate_workload(model, rng):
+    """What a process reports for selects overlapped with GEMMs and refused commands (errors
+    with ``done``), with the unit's clock gated or not (SWAT_SIM_SEL_GATE)."""
+    from hw.contract.codes import SelectMode
+    from sim.harness import CoreSim
+
+    out = []
+    s = _rand(rng, (40, 24))
+    d = _rand(rng, (30, 40))
+    sparse = s.copy()
+    sparse[np.abs(sparse.astype(int)) < 100] = 0
+    words = encode_words(sparse)
+    with CoreSim(model) as core:
+        core.write_d(pack_d(d, 8))
+        core.write_s(words)
+        for mode, kw in ((SelectMode.FULL, {"keep": 300}), (SelectMode.HELD, {}),
+                         (SelectMode.HELD, {"transpose": True}),
+                         (SelectMode.THRESHOLD, {"keep": 900}),
+                         (SelectMode.FULL, {"keep": 5000}),  # KEEP: more than the matrix
+                         (SelectMode.GIVEN, {"given": (200, 0, 0, 0, 0, 0)})):  # BAD_THRESHOLD
+            core.select_begin(s, mode, bank=1, **kw)
+            out.append(core.run(30, 40, 24, len(words)))  # overlapped with the select
+            out.append(core.select_wait(check=False))
+            for _ in range(3):  # the unit idle and quiet under GEMMs
+                out.append(core.run(30, 40, 24, len(words)))
+        core.reset()
+        out.append(core.select(s, SelectMode.HELD, bank=1, check=False))  # NO_THRESHOLD
+        out += [core.ticks, core.exposed_cycles]
+    return out
+
+
+def _same_reports(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        if isinstance(x, tuple):  # a GEMM: counters and C
+            assert x[0] == y[0] and np.array_equal(x[1], y[1])
+        elif hasattr(x, "blob"):  # a select's report, its tick stamps and blob
+            assert (x.blob is None) == (y.blob is None)
+            if x.blob is not None:
+                assert np.array_equal(x.blob, y.blob)
+            assert {k: v for k, v in vars(x).items() if k != "blob"} == \
+                {k: v for k, v in vars(y).items() if k != "blob"}
+        else:
+            assert x == y
+
+
+def test_the_gated_select_clock_changes_nothing(model8, monkeypatch):
+    """The harness stops the select unit's clock while the unit is quiet (``sel_clock_gate``,
+    ``sel_quiet``): every GEMM and select report (blobs, cycles, error codes, tick stamps, the
+    exposed-cycle counter) is what the same model gives with the unit clocked at every edge."""
+    assert model8.params.get("sel_clock_gate") is True
+    rng = np.random.default_rng(12)
+    monkeypatch.setenv("SWAT_SIM_SEL_GATE", "0")
+    always = _gate_workload(model8, rng)
+    monkeypatch.setenv("SWAT_SIM_SEL_GATE", "1")
+    gated = _gate_workload(model8, np.random.default_rng(12))
+    codes = [r.code_name for r in gated if hasattr(r, "blob")]
+    assert codes == ["NONE", "NONE", "NONE", "NONE", "KEEP", "BAD_THRESHOLD", "NO_THRESHOLD"]
+    _same_reports(always, gated)

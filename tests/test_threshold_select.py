@@ -866,3 +866,51 @@ if __name__ == "__main__":  # python tests/test_threshold_select.py rows cols la
     ds = tuple(float(a) for a in args[4:]) or (0.1,)
     for key, (rtl, model) in measure(r, c, ln, ds, banks=bk).items():
         print(f"{key[0]:5s} density {key[1]:.2f}: {rtl} cycles (model {model})")
+
+
+def test_quiet_after_the_settle_and_never_while_working():
+    """``quiet`` (what a clock gate of the unit waits for): never while the unit works,
+    ``QUIET_SETTLE`` edges after ``done``, after an error only once the histogram's clear
+    (``BINS`` cycles behind ERROR) is over, and low again at the edge after a command."""
+    from hw.threshold_select import QUIET_SETTLE
+
+    dut = ThresholdSelect(lanes=4, depth=96)
+    tb = TB(dut)
+    s = tensor(np.random.default_rng(3), 6, 5, "ties")
+    st = tb.beats(int_topk.stream_order(s))
+    short = tb.beats(int_topk.stream_order(s)[:9])  # `last` on the third beat of 30 elements
+    seen, edges = [], [0]
+
+    async def settle(ctx):
+        for edge in range(QUIET_SETTLE + 2 * BINS):
+            if ctx.get(dut.quiet):
+                return edge
+            await ctx.tick()
+        pytest.fail("the unit never became quiet")
+
+    async def bench(ctx):
+        await settle(ctx)
+        writes, _, _ = await tb.op(ctx, mode=Mode.FULL, keep=7, rows=6, cols=5,
+                                   streams=(st, st))
+        check_blob(writes, s, *int_topk.threshold_int(s, 7))
+        seen.append(await settle(ctx))
+        await tb.op(ctx, mode=Mode.FULL, keep=7, rows=6, cols=5, streams=(short,))
+        assert ctx.get(dut.status.error_code) == ErrorCode.SHORT
+        seen.append(await settle(ctx))
+        ctx.set(dut.cmd.valid, 1)  # offered (refused or not, the next edge is not quiet)
+        assert ctx.get(dut.quiet)
+        await ctx.tick()
+        assert not ctx.get(dut.quiet)
+
+    async def monitor(ctx):  # a working unit is never quiet
+        async for _ in ctx.tick():
+            edges[0] += 1
+            working = ctx.get(dut.status.busy) or ctx.get(dut.o.valid)
+            assert not (ctx.get(dut.quiet) and working)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.add_testbench(monitor, background=True)
+    sim.run()
+    assert seen[0] == QUIET_SETTLE and seen[1] > BINS and edges[0] > 2 * BINS

@@ -114,6 +114,15 @@ def test_harness_config_of_the_select_core():
     assert "#define S_BANK_BASE 8192" in text and "#define S_MEM_DEPTH 16384" in text
     assert "case 7: return t->rootp->swat_core__DOT__s_mem_7[a >> 3];" in text
     assert "#define PORT_SEL_CMD_READY(t) (t)->sel___05Fcmd___05Fready" in text
+    assert "HAS_SEL_GATE" not in text
+    # a unit on its own clock (sel_clock_gate): the clock, quiet and the clock's last value
+    gated = verilate.harness_config("swat_core", {**ports, "sel_clk": 1, "sel_quiet": 1},
+                                    mems, attrs)
+    assert "#define HAS_SEL_GATE 1" in gated
+    assert "#define PORT_SEL_QUIET(t) (t)->sel_quiet" in gated
+    assert "#define SEL_CLK_PREV_MEMBER __Vtrigprevexpr___TOP__sel_clk__0" in gated
+    with pytest.raises(coreports.PortError, match="clock-gate ports \\(sel_clk\\) but not both"):
+        verilate.harness_config("swat_core", {**ports, "sel_clk": 1}, mems, attrs)
     ports["sel__i__payload"] = 70
     with pytest.raises(ValueError, match=r"^sel.i payload is 70 bits: not 8\*8\+1 plus"):
         verilate.harness_config("swat_core", ports, mems, attrs)

@@ -111,6 +111,35 @@ static inline bool clear_clk_prev(R* root) {
     return false;
 }
 
+// The select unit's own clock (HAS_SEL_GATE: a core built with sel_clock_gate). Verilator
+// evaluates a clock domain's logic only at that domain's edges, so the harness gates the
+// unit's clock like a clock-gating cell: an edge reaches the unit unless it is quiet
+// (sel_quiet: idle and settled, so an edge with no command or beat offered changes none of its
+// registers) and nothing is offered to it, and during reset. The core's cycles and the unit's
+// behaviour are those of one shared clock; the idle unit (most cycles of a GEMM) costs nothing.
+// SWAT_SIM_SEL_GATE=0 in the environment clocks the unit at every edge (the same results,
+// checked by tests/test_harness.py). The same trick as for clk: the edge is a rising one when
+// the unit's copy of its clock is cleared before the eval (sel_clk stays 1).
+template <typename R, typename = void>
+struct has_sel_clk_prev : std::false_type {};
+#ifdef SEL_CLK_PREV_MEMBER
+template <typename R>
+struct has_sel_clk_prev<R, std::void_t<decltype(std::declval<R&>().SEL_CLK_PREV_MEMBER)>>
+    : std::true_type {};
+#endif
+template <typename R>
+static constexpr bool fast_edges() {
+#ifdef HAS_SEL_GATE
+    return has_clk_prev<R>::value && has_sel_clk_prev<R>::value;
+#else
+    return has_clk_prev<R>::value;
+#endif
+}
+static bool sel_gate_on() {
+    const char* v = std::getenv("SWAT_SIM_SEL_GATE");
+    return !(v && v[0] == '0' && v[1] == 0);
+}
+
 // Verilator runs the model's input-driven combinational logic (its `ico' region) at the start
 // of every eval, whether or not an input changed: about a quarter of an eval of the core with
 // the select unit, and most evals change no input (a GEMM runs hundreds of cycles on the same
@@ -157,6 +186,9 @@ struct Harness {
 #endif
     uint64_t gemm_start_tick = 0, gemm_done_tick = 0;  // of the last OP_RUN
     bool memories_written = true;  // the harness wrote model memories since the last eval
+#ifdef HAS_SEL_GATE
+    bool sel_gate = sel_gate_on();  // gate the select unit's clock (SWAT_SIM_SEL_GATE)
+#endif
 #ifdef HAS_SELECT
     // the select operation being fed: its command, its stream (replayed `passes` times)
     struct SelectFeed {
@@ -179,6 +211,9 @@ struct Harness {
         top.reset(new TOP_CLASS(&ctx));
         PORT_CLK(top) = 0;
         PORT_RST(top) = 0;
+#ifdef HAS_SEL_GATE
+        PORT_SEL_CLK(top) = 0;
+#endif
         idle_inputs();
         eval();
         reset(3);
@@ -213,9 +248,25 @@ struct Harness {
 #endif
         edge();
     }
+    // whether this edge reaches the select unit (see has_sel_clk_prev above)
+    inline bool sel_clock() {
+#ifdef HAS_SEL_GATE
+        return !sel_gate || !PORT_SEL_QUIET(top) || PORT_SEL_CMD_VALID(top) ||
+               PORT_SEL_I_VALID(top) || PORT_RST(top);
+#else
+        return true;
+#endif
+    }
     inline void edge() {
+        bool sel_on = sel_clock();
+        (void)sel_on;
 #ifndef HARNESS_TRACE
-        if (clear_clk_prev(top->rootp)) {
+        if constexpr (fast_edges<std::remove_pointer_t<decltype(top->rootp)>>()) {
+            clear_clk_prev(top->rootp);
+#ifdef HAS_SEL_GATE
+            if (sel_on) top->rootp->SEL_CLK_PREV_MEMBER = 0;
+            PORT_SEL_CLK(top) = 1;
+#endif
             PORT_CLK(top) = 1;
             eval();
             ++ticks;
@@ -223,12 +274,18 @@ struct Harness {
         }
 #endif
         PORT_CLK(top) = 1;
+#ifdef HAS_SEL_GATE
+        PORT_SEL_CLK(top) = sel_on ? 1 : 0;
+#endif
         eval();
 #ifdef HARNESS_TRACE
         if (tfp) tfp->dump(ctx.time());
         ctx.timeInc(5);
 #endif
         PORT_CLK(top) = 0;
+#ifdef HAS_SEL_GATE
+        PORT_SEL_CLK(top) = 0;
+#endif
         eval();
 #ifdef HARNESS_TRACE
         if (tfp) tfp->dump(ctx.time());
