@@ -129,8 +129,9 @@ def apply(jobs, whole, res, rows_out, order, log, sampled=None) -> dict:
     exposed = res.exposed_cycles
     seq = [i for i in order if i in set(sampled_idx)]
     extra, model = 0, None
-    if seq and sampled is not None:
-        extra, model = _sampled_exposure(jobs, seq, rows_out, sampled)
+    if seq and sampled is not None:  # the whole step replayed (the loop's GEMMs included)
+        extra, model = _sampled_exposure(jobs, whole, res, order, rows_out, sampled)
+        exposed = 0
     elif seq:
         extra = exposed_select_cycles([rows_out[i]["rtl_cycles"] for i in seq],
                                       [jobs[i].select_cycles for i in seq])
@@ -142,16 +143,23 @@ def apply(jobs, whole, res, rows_out, order, log, sampled=None) -> dict:
     if not sampled_idx:
         source = "rtl"
     elif sampled is not None:
-        source = (f"rtl ({len(whole)} whole GEMMs: core counter) + model ({len(seq)} sampled "
-                  f"GEMMs: the loop's schedule replayed by S block over their extrapolated "
-                  f"GEMM cycles, select cycles {model['select_rtl_pct']} % from the RTL unit, "
-                  f"the rest extrapolated)")
+        chk = model["loop_check"]
+        loop = ("" if chk is None else
+                f"; the select loop's run of the {chk['gemms']} whole GEMMs alone as the "
+                f"check: core counter {chk['core_counter']:,}, replay {chk['replay']:,}")
+        source = (f"model (the loop's schedule replayed by S block over the step's "
+                  f"{model['gemms']} GEMMs: {len(whole)} whole, their per-block RTL cycles "
+                  f"from the select loop, {len(seq)} sampled, their extrapolated GEMM cycles, "
+                  f"select cycles {model['select_rtl_pct']} % from the RTL unit, the rest "
+                  f"extrapolated{loop})")
     else:
         source = (f"rtl ({len(whole)} whole GEMMs) + formula "
                   f"({len(sampled_idx)} sampled or larger GEMMs)")
     rec = {
         "source": source,
         "exposed_cycles": exposed + extra,
+        # the core's counter over the loop's GEMMs (0 when the step is replayed: it is then
+        # only the check, in ``sampled.loop_check``)
         "exposed_cycles_rtl": exposed,
         "exposed_cycles_formula": extra if sampled is None else 0,
         "exposed_cycles_model": extra if sampled is not None else 0,
@@ -174,58 +182,61 @@ def apply(jobs, whole, res, rows_out, order, log, sampled=None) -> dict:
     return rec
 
 
-def _sampled_exposure(jobs, seq, rows_out, sampled):
-    """Exposure of the sampled GEMMs ``seq`` (:func:`sim.select_sampled.exposed_model`) in
-    the loop's backward order (:func:`sim.select_loop.step_order` on their estimates): each
-    GEMM's RTL cycles (extrapolated) shared over its S blocks by the cycle model, each blob's
-    cycles the RTL unit's or extrapolated. Fills the rows' ``select_exposed_cycles``;
-    returns ``(exposed, summary["select"]["sampled"])``."""
-    from . import select_loop
-    from .select_sampled import exposed_model
+def _sampled_exposure(jobs, whole, res, order, rows_out, sampled):
+    """Exposure of the whole step (:func:`sim.select_sampled.replay`): the GEMMs the loop ran
+    (``whole``, its run ``res``: measured per-block GEMM and blob cycles, pass-1 cycles) and the
+    sampled ones (each GEMM's RTL cycles, extrapolated, shared over its S blocks by the cycle
+    model; each blob's cycles the RTL unit's or extrapolated) in one step, in the loop's order
+    (:func:`sim.select_loop.step_order` on these cycles), so that no GEMM's select is left
+    without the earlier GEMMs it hides behind (the loop runs its few GEMMs alone: ResNet-50's
+    fc). The loop's own run is the check: the same replay over its GEMMs alone against the
+    core's counter. Fills every row's ``select_exposed_cycles``; returns ``(exposed,
+    summary["select"]["sampled"])``."""
+    from .select_sampled import replay
 
-    blocks, pass1 = [], {}
-    for i in seq:
+    pos = {i: n for n, i in enumerate(whole)}
+    pass1 = {k: v["cycles"] for k, v in res.thresholds.items()}
+    blocks, keys = [], []
+    for i in order:
+        if i in pos:
+            blocks.append(res.blocks[pos[i]])
+            keys.append(res.keys[pos[i]])
+            continue
         p, rec = jobs[i].select, sampled.jobs[i]
         tot = sum(p.gemm_est) or 1.0
-        blocks.append([(rows_out[i]["rtl_cycles"] * e / tot, c)
-                       for e, c in zip(p.gemm_est, rec["blob_cycles"], strict=True)])
+        blocks.append([(rows_out[i]["rtl_cycles"] * e / tot, c, e, x) for e, c, x in
+                       zip(p.gemm_est, rec["blob_cycles"], rec["blob_est"], strict=True)])
+        keys.append(p.sel.key)
         if rec["pass1"] is not None:
-            pass1[p.sel.key] = rec["pass1"][0]
-    sub = [jobs[i] for i in seq]
-    layers = list(dict.fromkeys(j.layer for j in jobs))
-    last = layers[-1]
-    est_p1 = {n: pass1.get(j.select.sel.key, 0) for n, j in enumerate(sub)
-              if j.layer == last and j.pass_name == "backward_weight"}
-    order = select_loop.step_order(sub, {n: b[0][1] for n, b in enumerate(blocks)},
-                                   {n: b[-1][0] for n, b in enumerate(blocks)}, est_p1)
-    model_seq = []
-    for pos, n in enumerate(order):
-        j = sub[n]
-        key = j.select.sel.key
-        p1 = None
-        if key in pass1:
-            li = layers.index(j.layer)
-            avail = -1
-            if key.endswith(":A") and li > 0:  # A_l exists after the forward of layer l - 1
-                avail = max((q for q, m in enumerate(order[:pos])
-                             if sub[m].pass_name == "forward"
-                             and layers.index(sub[m].layer) <= li - 1), default=-1)
-            p1 = (key, pass1[key], avail)
-        model_seq.append((blocks[n], p1))
-    total, share = exposed_model(model_seq)
-    for n, own in zip(order, share, strict=True):
-        rows_out[seq[n]]["select_exposed_cycles"] = own
+            pass1.setdefault(p.sel.key, rec["pass1"][0])
+    sub = [jobs[i] for i in order]
+    total, share, run_order = replay(sub, blocks, keys, pass1)
+    for n, own in share.items():
+        rows_out[order[n]]["select_exposed_cycles"] = own
+    check = None
+    if whole:
+        loop_jobs = [jobs[i] for i in whole]
+        replayed, own, _o = replay(loop_jobs, [res.blocks[n] for n in range(len(whole))],
+                                   [res.keys[n] for n in range(len(whole))],
+                                   {k: v["cycles"] for k, v in res.thresholds.items()},
+                                   order=res.order)
+        check = {"gemms": len(whole), "core_counter": res.exposed_cycles,
+                 "replay": replayed,
+                 "per_gemm": [(loop_jobs[n].label, res.jobs[n]["exposed_cycles"], own[n])
+                              for n in res.order]}
+    seq = [i for i in order if i not in pos]
     recs = [sampled.jobs[i] for i in seq]
     sel_total = sum(r["select_cycles"] for r in recs)
     sel_rtl = sum(r["rtl_cycles"] for r in recs)
     model = {
-        "gemms": len(seq), "exposed_cycles": total,
+        "gemms": len(order), "sampled_gemms": len(seq), "whole_gemms": len(whole),
+        "exposed_cycles": total, "loop_check": check,
         "select_cycles": sel_total, "select_cycles_rtl": sel_rtl,
         "select_rtl_pct": round(100 * sel_rtl / sel_total, 1) if sel_total else 100.0,
         "select_cycles_bound95": round(math.sqrt(sum(r["bound95"] ** 2 for r in recs)), 1),
         "blobs": sampled.blobs, "blobs_rtl_equal": sampled.blobs_rtl,
         "checks": sampled.checks, "mismatches": sampled.mismatches,
-        "order": [sub[n].label for n in order],
+        "order": [sub[n].label for n in run_order],
         "simulated_cycles": sampled.ticks, "wall_s": round(sampled.wall, 3),
         "cpu_s": round(sampled.cpu, 3),
     }
@@ -243,8 +254,8 @@ def describe(rec) -> str:
     smp = rec.get("sampled")
     if smp:
         c = smp["checks"]
-        formula = (f" over the whole GEMMs, {rec['exposed_cycles_rtl']:,}, + the model over "
-                   f"the sampled ones, {rec['exposed_cycles_model']:,}")
+        formula = ("; the loop's schedule replayed over the whole step, sampled GEMMs "
+                   "included")
         sampled = (f"; sampled GEMMs: {smp['blobs_rtl_equal']} of {smp['blobs']} blobs made "
                    f"by the unit and equal to the host's word for word, {c['pass1_rtl']} "
                    f"pass 1 on the RTL, {smp['select_cycles_rtl']:,} of "

@@ -57,7 +57,12 @@ class StepSelect:
     ``cycles`` (GEMM cycles), ``c`` and ``bit_exact``. ``exposed_cycles``: the core's counter
     over the step; ``gemm_cycles``: their sum; ``order``: the job indices as run;
     ``mismatches``: descriptions (empty when all equal); ``host_reasons``: why blobs came from
-    the host; ``ticks``, ``wall``, ``cpu``: simulated cycles, seconds.
+    the host; ``ticks``, ``wall``, ``cpu``: simulated cycles, seconds. ``blocks``: per job
+    index, ``[(gemm cycles, blob cycles, estimated gemm, estimated blob)]`` of its S blocks
+    in plan order, as measured and as the schedule estimated them (what
+    :func:`sim.select_sampled.exposed_model` replays: :func:`sim.select_sampled.replay`);
+    ``keys``: per job index, the tensor whose Top-K its blobs use (``"layer:W"``,
+    ``"layer:A"``; ``thresholds`` has the pass-1 cycles of those run here).
     """
 
     jobs: list
@@ -71,6 +76,8 @@ class StepSelect:
     ticks: int
     wall: float
     cpu: float
+    blocks: dict = dataclasses.field(default_factory=dict)
+    keys: dict = dataclasses.field(default_factory=dict)
 
     @property
     def blobs(self) -> int:
@@ -309,6 +316,7 @@ class _Runner:
             self.thr_owner.setdefault(self.sels[i].key, i)
         self.mismatches, self.host_reasons = [], collections.Counter()
         self.s_len = {}
+        self.task_gemm, self.task_blob = [0] * len(self.tasks), [0] * len(self.tasks)
 
     # -- the unit's operations ----------------------------------------------------------------
     def _cached(self, key) -> bool:
@@ -417,6 +425,7 @@ class _Runner:
         rec = self.rec[i]
         rec["select_cycles"] += st.cycles
         rec["blobs"] += 1
+        self.task_blob[t] = st.cycles
         want = encode_words(job.s[kb, nb])
         if cmd.host is not None:
             rec["blobs_host"] += 1
@@ -514,7 +523,16 @@ class _Runner:
                         for k, v in self.thr.items()},
             order=self.order, mismatches=self.mismatches,
             host_reasons=dict(self.host_reasons), ticks=ticks,
-            wall=time.perf_counter() - t0, cpu=core.cpu_seconds() - cpu0)
+            wall=time.perf_counter() - t0, cpu=core.cpu_seconds() - cpu0,
+            blocks=self._blocks_measured(),
+            keys={i: s.key for i, s in enumerate(self.sels)})
+
+    def _blocks_measured(self) -> dict:
+        out = {}
+        for t, (i, _kb, _nb, _mbs, est_gemm, est_blob) in enumerate(self.tasks):
+            out.setdefault(i, []).append((self.task_gemm[t], self.task_blob[t], est_gemm,
+                                          est_blob))
+        return out
 
     def _exposed(self) -> int:
         """The core's free-running ``sel.exposed_cycles`` now (a status read, no clock)."""
@@ -535,5 +553,6 @@ class _Runner:
                                       f"reading the select unit's blob")
             for key in ("cycles", "busy", "stall", "idle"):
                 rec[key] += stats[key]
+            self.task_gemm[t] += stats["cycles"]
             rec["runs"] += 1
             rec["c"][mb, nb] += unpack_c(c, m, nb.stop - nb.start, self.rows)

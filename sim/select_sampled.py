@@ -41,7 +41,7 @@ from sw import int_topk
 
 from . import select_plan as sp
 
-__all__ = ["A_PASS1_FRACTION", "SampledSelect", "keep", "run", "exposed_model"]
+__all__ = ["A_PASS1_FRACTION", "SampledSelect", "keep", "run", "exposed_model", "replay"]
 
 #: Fraction of the layers whose whole-``A`` pass 1 runs on the RTL unit (random, per
 #: ``--seed``); the others take the formula, which the RTL ones check.
@@ -293,6 +293,7 @@ def run(plans: dict, model, *, done_pairs=None, log=None) -> SampledResult:
                 (float(sum(est)), 0.0, 1.0)
             rec["blob_cycles"] = [blob[b] if blob[b] is not None else r * est[b]
                                   for b in range(len(p.blocks))]
+            rec["blob_est"] = est  # the formula's, what a scheduler decides with
             p1 = rec["pass1"][0] if rec["pass1"] else 0
             rec["select_cycles"] = int(round(total)) + p1
             rec["bound95"] = round(bound, 1)
@@ -331,31 +332,41 @@ def exposed_model(seq) -> tuple[int, list]:
     select loop's schedule (:class:`sim.select_loop._Runner`) replayed on cycle counts.
 
     ``seq``: per GEMM in the order the step runs them, ``(blocks, pass1)``: ``blocks`` the
-    ``(gemm cycles, blob cycles)`` of each S block, ``pass1`` ``(key, cycles, available)`` or
-    ``None``: the pass 1 its blobs need, ``available`` the index in ``seq`` of the GEMM after
-    which the tensor exists (-1: at step start). As in the loop: the unit runs its queued
-    operations one after the other; the step's first blob (and its pass 1) has nothing to hide
-    behind; while block ``t`` runs, the unit writes block ``t + 1``'s blob and then starts the
-    pass 1 of tensors that exist, in the order they are needed, as long as each fits the
-    window's estimated slack (``gemm[t] - blob[t + 1]`` less the work carried over, plus the
-    next window's) or is needed two blocks on; a pass 1 writes no S buffer and runs on behind
-    the next GEMM. The host waits for the unit up to block ``t + 1``'s blob after GEMM ``t``,
-    and for a pass 1 not done when the next blob needs its pair: those waits (unit busy, no
-    GEMM) are the exposed cycles, each charged to the GEMM whose block waited. Returns the total
-    and each GEMM's share."""
+    ``(gemm cycles, blob cycles)`` of each S block, optionally followed by the estimates of both
+    the scheduler decides with (``(gemm, blob, est gemm, est blob)``; default the cycles
+    themselves), ``pass1`` ``(key, cycles, available)`` or ``(key, cycles, available,
+    estimate)`` or ``None``: the pass 1 its blobs need, ``available`` the index in ``seq`` of
+    the GEMM after which the tensor exists (-1: at step start). As in the loop: the unit runs
+    its queued operations one after the other; the step's first blob (and its pass 1) has
+    nothing to hide behind; while block ``t`` runs, the unit writes block ``t + 1``'s blob and
+    then starts the pass 1 of tensors that exist, in the order they are needed, as long as each
+    fits the window's estimated slack (``gemm[t] - blob[t + 1]`` less the work carried over,
+    plus the next window's) or is needed two blocks on; a pass 1 writes no S buffer and runs on
+    behind the next GEMM. The host waits for the unit up to block ``t + 1``'s blob after GEMM
+    ``t``, and for a pass 1 not done when the next blob needs its pair: those waits (unit busy,
+    no GEMM) are the exposed cycles, each charged to the GEMM whose block waited. Returns the
+    total and each GEMM's share."""
     import collections
 
-    tasks = [(g, float(gemm), float(blob), p1[0] if p1 else None)
-             for g, (blocks, p1) in enumerate(seq) for gemm, blob in blocks]
-    dur, avail, need = {}, {}, []
+    # per S block: (GEMM, gemm, blob, key, estimated gemm, estimated blob); the decisions
+    # (what fits a window) use the estimates, as the loop does, the timing the cycles
+    tasks = []
+    for g, (blocks, p1) in enumerate(seq):
+        for blk in blocks:
+            gemm, blob = float(blk[0]), float(blk[1])
+            eg, eb = (float(blk[2]), float(blk[3])) if len(blk) > 2 else (gemm, blob)
+            tasks.append((g, gemm, blob, p1[0] if p1 else None, eg, eb))
+    dur, est_dur, avail, need = {}, {}, {}, []
     last_task = {}
     for t, (g, *_rest) in enumerate(tasks):
         last_task[g] = t
     for _blocks, p1 in seq:
         if p1 is not None and p1[0] not in dur:
             dur[p1[0]] = float(p1[1])
+            est_dur[p1[0]] = float(p1[3]) if len(p1) > 3 else float(p1[1])
             avail[p1[0]] = last_task.get(p1[2], -1) if p1[2] >= 0 else -1
-    for *_rest, key in tasks:
+    for task in tasks:
+        key = task[3]
         if key is not None and key not in need:
             need.append(key)
     share = [0.0] * len(seq)
@@ -378,14 +389,14 @@ def exposed_model(seq) -> tuple[int, list]:
         return kind, ident
 
     if tasks:
-        g0, _gemm, blob0, k0 = tasks[0]
+        g0, _gemm, blob0, k0, *_est = tasks[0]
         if k0 is not None and k0 not in done:
             begin("thr", k0, dur[k0])
         begin("blob", 0, blob0)
         while pending:
             wait_one(g0)
     carry = 0.0
-    for t, (g, gemm, _blob, _key) in enumerate(tasks):
+    for t, (g, gemm, _blob, _key, est_gemm, _est_blob) in enumerate(tasks):
         nxt = tasks[t + 1] if t + 1 < len(tasks) else None
         owner = nxt[0] if nxt else g
         if nxt:
@@ -397,19 +408,19 @@ def exposed_model(seq) -> tuple[int, list]:
                     wait_one(owner)
                 carry = carry if pending else 0.0
             begin("blob", t + 1, nxt[2])
-            budget = gemm - nxt[2] - carry
-            spread = nxt[1] - tasks[t + 2][2] if t + 2 < len(tasks) else 0.0
+            budget = est_gemm - nxt[5] - carry
+            spread = nxt[4] - tasks[t + 2][5] if t + 2 < len(tasks) else 0.0
             mandatory = tasks[t + 2][3] if t + 2 < len(tasks) else None
             started = 0.0
             for key in need:
                 if key in begun or key in done or avail[key] >= t:
                     continue
-                if key != mandatory and dur[key] > budget + spread:
+                if key != mandatory and est_dur[key] > budget + spread:
                     break
                 begin("thr", key, dur[key])
-                budget -= dur[key]
-                started += dur[key]
-            carry = max(0.0, carry + nxt[2] + started - gemm)
+                budget -= est_dur[key]
+                started += est_dur[key]
+            carry = max(0.0, carry + nxt[5] + started - est_gemm)
         st["now"] += gemm
         if nxt:
             while pending:
@@ -421,3 +432,45 @@ def exposed_model(seq) -> tuple[int, list]:
                 wait_one(owner)
     out = [int(round(x)) for x in share]
     return int(round(sum(share))), out
+
+
+def replay(jobs, blocks, keys, pass1, order=None) -> tuple[int, dict, list]:
+    """:func:`exposed_model` over a step's sparse GEMMs ``jobs`` (``.layer``, ``.pass_name``)
+    as the select loop would schedule them: ``blocks[n]`` the ``(gemm cycles, blob cycles)``
+    of job ``n``'s S blocks in plan order (measured or extrapolated), each optionally with the
+    estimates the scheduler decides with (:func:`exposed_model`), ``keys[n]`` the tensor
+    whose pair its blobs use, ``pass1`` ``{key: cycles}`` of the pass 1s to schedule (a key
+    not in it costs nothing: no Top-K, or counted elsewhere). ``order``: the positions of
+    ``jobs`` as run; by default :func:`sim.select_loop.step_order` on these cycles (the
+    loop's rule, on the estimates). A weight's pass 1 may run from the step's start, ``A_l``'s
+    once the forward of the layer before ran. Returns ``(total, {n: exposed share}, order)``.
+
+    With ``jobs`` a whole step (the GEMMs the loop runs with those it samples), no GEMM's
+    select is left without the earlier GEMMs it hides behind in the step; the select loop's
+    own run of a subset alone (ResNet-50: the fc GEMMs) is the check, not the figure."""
+    from . import select_loop
+
+    layers = list(dict.fromkeys(j.layer for j in jobs))
+    if order is None:
+        last = layers[-1] if layers else None
+        est_p1 = {n: pass1.get(keys[n], 0) for n, j in enumerate(jobs)
+                  if j.layer == last and j.pass_name == "backward_weight"}
+        order = select_loop.step_order(jobs, {n: b[0][-1] for n, b in enumerate(blocks)},
+                                       {n: b[-1][-2] for n, b in enumerate(blocks)}, est_p1)
+    seq = []
+    for pos, n in enumerate(order):
+        j, key = jobs[n], keys[n]
+        p1 = None
+        if key in pass1:
+            li = layers.index(j.layer)
+            avail = -1
+            if key.endswith(":A") and li > 0:  # A_l exists after the forward of layer l - 1
+                # (as the loop counts it: from the step's start when that forward is not
+                # among ``jobs``)
+                avail = next((q for q, m in enumerate(order[:pos])
+                              if jobs[m].pass_name == "forward"
+                              and jobs[m].layer == layers[li - 1]), -1)
+            p1 = (key, pass1[key], avail)
+        seq.append((blocks[n], p1))
+    total, share = exposed_model(seq)
+    return total, dict(zip(order, share, strict=True)), list(order)

@@ -91,6 +91,14 @@ def test_sampled_job_streams_the_step_and_shares_baselines(tmp_path):
         assert sel["mismatches"] == [] and 0 < smp["blobs_rtl_equal"] <= smp["blobs"]
         assert smp["checks"]["pass1_worst_error"] == smp["checks"]["blob_exact_worst_error"] == 0
         assert "model" in sel["source"] and sim["select_sampled"]["simulated_cycles"] > 0
+        # the exposure is the loop's schedule replayed over the whole step (the GEMMs the loop
+        # ran included, behind the GEMMs before them); the loop's own run checks the replay
+        assert sel["source"].startswith("model") and sel["exposed_cycles_rtl"] == 0
+        assert smp["gemms"] == len(data["layers"]) == smp["sampled_gemms"] + smp["whole_gemms"]
+        chk = smp["loop_check"]
+        if smp["whole_gemms"]:
+            assert abs(chk["replay"] - chk["core_counter"]) <= \
+                max(0.03 * chk["core_counter"], 10 * chk["gemms"]), chk
         for r in data["layers"]:
             if r["simulated"] != "whole":
                 assert r["select_source"] in ("rtl", "rtl + extrapolated")
