@@ -337,10 +337,12 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, job_models=None,
     n_max = args.sample_ops if args.sample_ops is not None else (48 if name == "resnet50" else 0)
     t0 = time.monotonic()
     model, jobs, in_shape, info = _lower(args, sparsity,
-                                         lambda: gemm_mod._limits(job_models.get("gemm")),
+                                         lambda: gemm_mod._limits(job_models.sizes("gemm")),
                                          n_max, log)
-    model_rtl = job_models.get("gemm")
     t_lower = time.monotonic() - t0
+    t0 = time.monotonic()
+    model_rtl = job_models.get("gemm")  # the compile ran beside the capture and the lowering
+    info["model_wait_s"] = round(info["model_wait_s"] + time.monotonic() - t0, 2)
     flop = {r.name: r for r in flops.count(model, in_shape, convention="gemm")}
     log(f"{len(jobs)} GEMMs: step captured in {info['capture_s']} s, lowered and planned in "
         f"{info['lowering_s']} s" + (" (streamed layer by layer)" if n_max else "")
@@ -366,12 +368,19 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, job_models=None,
         results = gemm_mod.run_gemms(gemms, model=model_rtl, progress=prog, cycles_only=only,
                                      parallel=getattr(args, "client", None), labels=labels)
     t_sim = time.monotonic() - t0
+    phases = {"gemms": round(t_sim, 1)}
     batch = results.stats
+    t0 = time.monotonic()
     select_model = job_models.get("select")
+    phases["select_model_wait"] = round(time.monotonic() - t0, 1)
     t0 = time.monotonic()
     loop = compare_select.run(jobs, whole, select_model)
+    phases["select_loop"] = round(time.monotonic() - t0, 1)
+    t1 = time.monotonic()
     sel_sampled = compare_select.run_sampled(jobs, whole, select_model, loop, log)
+    phases["select_sampled"] = round(time.monotonic() - t1, 1)
     t_sim += time.monotonic() - t0
+    t_report = time.monotonic()
     looped = compare_select.gemm_results(jobs, whole, loop, select_model)
     if getattr(args, "waves", None) is not None:
         j = next((j for j in jobs if j.label == args.waves.removesuffix(" dense")), None)
@@ -485,6 +494,10 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, job_models=None,
     }
     if info["model"] == "resnet50" and round(sparsity, 2) in PAPER_TABLE6:
         summary["paper_table6"] = PAPER_TABLE6[round(sparsity, 2)]
+    phases["report"] = round(time.monotonic() - t_report, 1)
+    summary["simulation"]["phases_s"] = {"capture": info["capture_s"],
+                                         "lowering": info["lowering_s"],
+                                         "model_wait": info["model_wait_s"], **phases}
     summary["simulation"]["total_wall_s"] = round(time.monotonic() - t_start, 1)
     return {"rows": rows_out, "summary": summary, "model_rtl": model_rtl}
 
@@ -514,11 +527,16 @@ def run(args) -> dict:
             from . import sweep as sweep_mod
 
             log("sweep: 64x576 @ 576x64 at sparsity 0..95 %")
+            t0 = time.monotonic()
             sweep = sweep_mod.run_sweep(array=args.array, out=out_dir, quiet=True,
                                         model=model_rtl, parallel=getattr(args, "client", None))
+            res["summary"]["simulation"]["phases_s"]["sweep"] = round(time.monotonic() - t0, 1)
         res["summary"]["simulation"]["total_wall_s"] = round(time.monotonic() - t_start, 1)
+        t0 = time.monotonic()
         write_outputs(out_dir, res["rows"], res["summary"], sweep, args,
                       tag=_tag(args, sp))
+        log(f"outputs written in {time.monotonic() - t0:.1f} s; phases (s): "
+            + ", ".join(f"{k} {v}" for k, v in res["summary"]["simulation"]["phases_s"].items()))
         runs.append(res)
         if not res["summary"]["totals"]["all_bit_exact"]:
             bad = [f"{r['layer']}:{r['pass']}" for r in res["rows"] if not r["bit_exact"]]

@@ -824,12 +824,13 @@ HARNESS_SEL_LANES = SELECT_LANES
 
 def harness_model(rows: int = 8, cols: int = 8, *, trace: bool = False,
                   design: str | None = None, quiet: bool = True, pgo: bool = True,
-                  **params) -> Model:
+                  on_elaborated=None, **params) -> Model:
     """The core in the persistent C++ harness (:mod:`sim.harness`), built or reused; with
     ``sel_lanes`` = :data:`HARNESS_SEL_LANES` unless given (``sel_lanes=0``: no select unit).
     ``pgo``: build with GCC profile-guided optimisation (:data:`PGO_GENERATE`; a second compile
     and a training run for ~8 % more cycles per second: for long jobs) unless ``SWAT_SIM_PGO``
-    says otherwise (:func:`harness_pgo`); ignored for tracing builds."""
+    says otherwise (:func:`harness_pgo`); ignored for tracing builds. ``on_elaborated``: see
+    :func:`build`."""
     if (design or default_core_design()) == "core":
         params.setdefault("sel_lanes", HARNESS_SEL_LANES)
         # the unit on a clock the harness stops while it is quiet (same cycles, see
@@ -837,7 +838,7 @@ def harness_model(rows: int = 8, cols: int = 8, *, trace: bool = False,
         if params["sel_lanes"]:
             params.setdefault("sel_clock_gate", True)
     return build(design, quiet=quiet, kind="harness-trace" if trace else "harness",
-                 pgo=pgo, rows=rows, cols=cols, **params)
+                 pgo=pgo, rows=rows, cols=cols, on_elaborated=on_elaborated, **params)
 
 
 def _log(msg: str, quiet: bool) -> None:
@@ -853,14 +854,17 @@ _MEMO: dict = {}
 
 
 def build(design: str | None = None, *, public: str = "ports", quiet: bool = True,
-          kind: str = "cocotb", pgo: bool = True, **params) -> Model:
+          kind: str = "cocotb", pgo: bool = True, on_elaborated=None, **params) -> Model:
     """Build (or reuse) the Verilator model of ``design`` with constructor ``params``.
 
     ``design`` defaults to :func:`default_core_design`. ``kind`` is ``"cocotb"`` (a model for
     cocotb benches, through cocotb's runner), ``"harness"`` (the core in the persistent C++
     harness of :mod:`sim.harness`, no VPI) or ``"harness-trace"`` (the same with FST
     tracing, for ``--waves``). ``pgo``: see :func:`harness_model` (harness kind only).
-    Returns a :class:`Model`.
+    ``on_elaborated(ports, attrs)``: called once the design is elaborated, before the
+    compile (minutes), so that a caller needing only the core's sizes (the compare job's
+    tiling) need not wait for it; not called when the model is reused. Returns a
+    :class:`Model`.
     """
     design = design or default_core_design()
     if design not in DESIGNS:
@@ -894,6 +898,8 @@ def build(design: str | None = None, *, public: str = "ports", quiet: bool = Tru
 
     t0 = time.monotonic()
     text, ports, memories, attrs = elaborate(design, params)
+    if on_elaborated is not None:
+        on_elaborated(dict(ports), dict(attrs))
     key = hashlib.sha256(json.dumps(recipe).encode() + text.encode()).hexdigest()[:16]
     prefix = design if kind in ("cocotb", design) else f"{design}-{kind}"
     bdir = root / f"{prefix}-{_params_tag(params)}-{key}"

@@ -58,11 +58,14 @@ def quantize(x, bits: int = 8):
         tdt = torch.int8 if bits == 8 else torch.int16
         return q.to(tdt).to(x.device), scale
     xa = np.asarray(x, dtype=np.float64)
-    if not np.all(np.isfinite(xa)):
+    # max and min propagate NaN and reach an infinity: finite both iff every element is
+    amax = max(float(xa.max()), -float(xa.min())) if xa.size else 0.0
+    if not np.isfinite(amax):
         raise ValueError("quantize: input contains NaN or Inf")
-    amax = float(np.max(np.abs(xa))) if xa.size else 0.0
     scale = amax / qm if amax > 0 else 1.0
-    q = np.clip(np.rint(xa / scale), -qm, qm)  # np.rint is half-to-even
+    q = xa / scale
+    np.rint(q, out=q)  # half-to-even
+    np.clip(q, -qm, qm, out=q)
     return q.astype(_DTYPES[bits]), scale
 
 

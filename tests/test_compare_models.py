@@ -18,7 +18,8 @@ def test_which_models_and_which_get_pgo():
 def test_both_builds_run_at_once_and_a_failure_reaches_the_caller(monkeypatch):
     started, release = [], threading.Event()
 
-    def fake(rows, cols, *, quiet, pgo, **params):
+    def fake(rows, cols, *, quiet, pgo, on_elaborated=None, **params):
+        on_elaborated({"s_len": 14}, {"rows": rows, "cols": cols, "d_depth": 64})
         started.append((rows, cols, pgo, params))
         assert release.wait(10)
         if params == {"sel_lanes": 0}:
@@ -33,6 +34,9 @@ def test_both_builds_run_at_once_and_a_failure_reaches_the_caller(monkeypatch):
         threading.Event().wait(0.05)
     assert sorted(map(str, started)) == sorted(map(str, [(4, 2, False, {"sel_lanes": 0}),
                                                          (4, 2, False, {})]))
+    # the sizes the job tiles with, while the compiles still run
+    assert models.sizes("gemm").attrs == {"rows": 4, "cols": 2, "d_depth": 64}
+    assert models.sizes("gemm").ports == {"s_len": 14}
     release.set()
     assert models.get("gemm") == "plain model"
     with pytest.raises(RuntimeError, match=r"^Verilator core_harness build failed \(exit 2\)$"):
