@@ -7,7 +7,8 @@ column's length even when ``S`` columns are short. A PE column asks for a descri
 (``desc.ready``) when it has none or issues the last entry of its last pass this cycle, so item
 switches cost no cycle. It reads one entry a cycle from its
 own S read port; the entry word goes straight into a register (nothing follows the block-RAM
-output in the same cycle), is checked — index ``< K`` (error 5), strictly increasing within the
+output in the same cycle), then into a second register (the first can sit by the block RAM,
+the second by the checks), is checked — index ``< K`` (error 5), strictly increasing within the
 item (6), value non-zero and reserved bits zero (7) — and leaves registered on ``out`` with the D
 address ``mt*K + k``, the value and the item's ``first``/``last`` flags. A bad entry never leaves;
 its error flag is registered before the loader merges the columns' flags. An item without
@@ -15,7 +16,7 @@ entries sends one *zero token* (``v = 0``, ``first = last = 1``) so that its C w
 ``hold_free`` low holds back the last entry (or zero token) of an item: the core's credit for the
 PE column's result queue.
 
-Latency: entry read → token on ``out`` 3 cycles; error flag 3 cycles after the read.
+Latency: entry read → token on ``out`` 4 cycles; error flag 4 cycles after the read.
 Throughput: one entry per cycle.
 """
 
@@ -156,7 +157,23 @@ class ColumnIssue(wiring.Component):
             read_first.eq(first_pending | issue_zero), read_last.eq(self.finishing),
             read_d_base.eq(d_base), read_c_addr.eq(c_addr),
         ]
-        # stage 2: entry word registered (nothing between the BRAM output and this FF), checked
+        # stage 2: the block-RAM output registered (nothing between the BRAM and this FF, which
+        # the placer can put next to it: ECP5 block RAM has a 5.8 ns clock-to-output, and the
+        # route on to the checks was the critical path of a ULX3S build)
+        fetch_valid = Signal()
+        fetch_zero = Signal()
+        fetch_first = Signal(reset_less=True)
+        fetch_last = Signal(reset_less=True)
+        fetch_d_base = Signal(d_aw, reset_less=True)
+        fetch_c_addr = Signal(c_aw, reset_less=True)
+        fetched = Signal(32, reset_less=True)
+        m.d.sync += [
+            fetch_valid.eq(read_valid & ~start), fetch_zero.eq(read_zero),
+            fetch_first.eq(read_first), fetch_last.eq(read_last),
+            fetch_d_base.eq(read_d_base), fetch_c_addr.eq(read_c_addr),
+            fetched.eq(port.data),
+        ]
+        # stage 3: entry word registered again (the route across the die), checked
         word_valid = Signal()
         word_zero = Signal()
         word_first = Signal(reset_less=True)
@@ -166,10 +183,10 @@ class ColumnIssue(wiring.Component):
         raw_word = Signal(32, reset_less=True)
         prev_index = Signal(16)
         m.d.sync += [
-            word_valid.eq(read_valid & ~start), word_zero.eq(read_zero),
-            word_first.eq(read_first), word_last.eq(read_last),
-            word_d_base.eq(read_d_base), word_c_addr.eq(read_c_addr),
-            raw_word.eq(port.data),
+            word_valid.eq(fetch_valid & ~start), word_zero.eq(fetch_zero),
+            word_first.eq(fetch_first), word_last.eq(fetch_last),
+            word_d_base.eq(fetch_d_base), word_c_addr.eq(fetch_c_addr),
+            raw_word.eq(fetched),
         ]
         word = Mux(word_zero, 0, raw_word)
         index, value, reserved = word[0:16], word[16:24], word[24:32]
@@ -184,7 +201,7 @@ class ColumnIssue(wiring.Component):
         ]
         with m.If(word_valid):
             m.d.sync += prev_index.eq(index)
-        # stage 3: checked token with its D address, registered (the D read port is fed
+        # stage 4: checked token with its D address, registered (the D read port is fed
         # straight from these FFs)
         out = self.out
         token_valid = Signal()
@@ -203,5 +220,6 @@ class ColumnIssue(wiring.Component):
         m.d.sync += [self.bad_index.eq(bad_index & ~start), self.bad_order.eq(bad_order & ~start),
                      self.bad_value.eq(bad_value & ~start)]
         m.d.comb += self.in_flight.eq(self.bad_index | self.bad_order | self.bad_value
-                                      | read_valid | word_valid | token_valid)
+                                      | read_valid | fetch_valid | word_valid
+                                      | token_valid)
         return m

@@ -14,14 +14,15 @@ buffer through an arbitrated write port (:class:`~hw.result_port.ResultPort`, on
 
 Pipeline of one entry (cycle of the S read = 0)::
 
-    0 S read  1 S data→reg  2 check→reg  3 D read  4 D data→reg  5 operand reg  6 product
-    7 product copy  8 acc/hold  9 log write (result_logs) | C arbitration 9, C write 10
+    0 S read  1 S data→reg  2 S reg→reg  3 check→reg  4 D read  5 D data→reg  6 D reg→reg
+    7 operand reg  8 product  9 product copy  10 acc/hold  11 log write (result_logs) |
+    C arbitration 11, C write 12
 
 Every block-RAM output goes straight into a register (ECP5 block RAM has a long clock-to-output
 and the read-port copies spread over the die), so no logic follows a BRAM in the same cycle.
 
 Latency: ``start`` → first entry read 13 cycles (M <= 64*rows; ~M/(8*rows) more for taller M);
-last entry read → ``done`` about 11 cycles.
+last entry read → ``done`` about 13 cycles.
 Throughput: one effectual entry per PE column per cycle (``rows*cols`` MACs per cycle), so an
 operation takes about ``ceil(M/rows) * nnz(S) / cols`` cycles plus the start latency and the
 tail of the last chunks (``hw.contract.cycles.schedule_cycles`` models it).
@@ -346,6 +347,19 @@ class SwatCore(wiring.Component):
             tok_first.eq(token.payload.first), tok_last.eq(token.payload.last),
             tok_caddr.eq(token.payload.caddr),
         ]
+        # the D word into a register the placer can put by the block RAM, then a second one
+        # by the PE column (ECP5 block RAM: 5.8 ns clock-to-output, and the column's DSPs sit
+        # in other rows)
+        dq_valid = Signal(name=f"dq_valid_{j}")
+        dq_d = Signal(rows * 8, name=f"dq_d_{j}", reset_less=True)
+        dq_v = Signal(8, name=f"dq_v_{j}", reset_less=True)
+        dq_first = Signal(name=f"dq_first_{j}", reset_less=True)
+        dq_last = Signal(name=f"dq_last_{j}", reset_less=True)
+        dq_caddr = Signal(c_aw, name=f"dq_caddr_{j}", reset_less=True)
+        m.d.sync += [
+            dq_valid.eq(tok_valid & ~start), dq_d.eq(d_read.data), dq_v.eq(tok_v),
+            dq_first.eq(tok_first), dq_last.eq(tok_last), dq_caddr.eq(tok_caddr),
+        ]
         op_valid = Signal(name=f"op_valid_{j}")
         op_d = Signal(rows * 8, name=f"op_d_{j}", reset_less=True)
         op_v = Signal(8, name=f"op_v_{j}", reset_less=True)
@@ -353,15 +367,15 @@ class SwatCore(wiring.Component):
         op_last = Signal(name=f"op_last_{j}", reset_less=True)
         op_caddr = Signal(c_aw, name=f"op_caddr_{j}", reset_less=True)
         m.d.sync += [
-            op_valid.eq(tok_valid & ~start), op_d.eq(d_read.data), op_v.eq(tok_v),
-            op_first.eq(tok_first), op_last.eq(tok_last), op_caddr.eq(tok_caddr),
+            op_valid.eq(dq_valid & ~start), op_d.eq(dq_d), op_v.eq(dq_v),
+            op_first.eq(dq_first), op_last.eq(dq_last), op_caddr.eq(dq_caddr),
         ]
         m.d.comb += [
             operand.valid.eq(op_valid), operand.payload.d.eq(op_d),
             operand.payload.v.eq(op_v), operand.payload.first.eq(op_first),
             operand.payload.last.eq(op_last), operand.payload.tag.eq(op_caddr),
         ]
-        return [tok_valid, op_valid]
+        return [tok_valid, dq_valid, op_valid]
 
 
 def _popcount(v):

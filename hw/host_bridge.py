@@ -140,6 +140,15 @@ class HostBridge(wiring.Component):
         word = Signal(word_bits)
         wbyte = Signal(range(max(rows, 4)))
         txbuf = Signal(8 * tx_bytes, reset_less=True)  # sent only while txleft > 0
+        # A reply is chosen in one state and loaded into ``txbuf`` in the next (``LOAD``), from
+        # these registers: the load enable and clear of the 272 ``txbuf`` FFs then come from the
+        # state register and three flags, not from the whole decision (argument count, range
+        # compares, timeout), which was the critical path of a ULX3S build (``argidx`` →
+        # ``txbuf`` clear). A reply starts one cycle later; a UART byte takes hundreds.
+        tx_code = Signal(8)
+        tx_info = Signal()
+        tx_results = Signal()
+        tx_status = Signal()
         txleft = Signal(range(tx_bytes + 1))
         then_c = Signal()
         timer = Signal(range(self.timeout + 1))
@@ -168,9 +177,15 @@ class HostBridge(wiring.Component):
                 with m.Case(code):
                     m.d.comb += rx_nargs.eq(ARG_BYTES[code])
 
+        def load(code=0, *, info=0, results=0, status_=0, nbytes=1, c=0):
+            """Reply next: ``nbytes`` bytes from ``code`` or the INFO / RESULTS / STATUS
+            reply (loaded in ``LOAD``), then C words if ``c``."""
+            m.d.sync += [tx_code.eq(code), tx_info.eq(info), tx_results.eq(results),
+                         tx_status.eq(status_), txleft.eq(nbytes), then_c.eq(c)]
+            m.next = "LOAD"
+
         def reply(code):
-            m.d.sync += [txbuf.eq(code), txleft.eq(1), then_c.eq(0)]
-            m.next = "SEND"
+            load(code)
 
         def receiving():
             """Common to every state that waits for a frame byte: ready, and the timeout."""
@@ -209,9 +224,7 @@ class HostBridge(wiring.Component):
                 with m.If(is_op(OP_NOP)):
                     reply(ST_OK)
                 with m.Elif(is_op(OP_INFO)):
-                    m.d.sync += [txbuf.eq(Const(self.info_value(), 8 * tx_bytes)),
-                                 txleft.eq(INFO_BYTES), then_c.eq(0)]
-                    m.next = "SEND"
+                    load(info=1, nbytes=INFO_BYTES)
                 with m.Elif(is_op(OP_WRITE_D) | is_op(OP_WRITE_S)):
                     depth = Signal(17)
                     m.d.comb += depth.eq(Mux(is_op(OP_WRITE_D), self.d_depth, self.s_depth))
@@ -229,9 +242,7 @@ class HostBridge(wiring.Component):
                     with m.If(end > self.c_space):
                         reply(ERR_RANGE)
                     with m.Else():
-                        m.d.sync += [txbuf.eq(ST_OK), txleft.eq(1),
-                                     then_c.eq(arg_count != 0)]
-                        m.next = "SEND"
+                        load(ST_OK, c=arg_count != 0)
                 with m.Elif(is_op(OP_SET_SHAPE)):
                     s_len = args[48:64]
                     with m.If(s_len > self.s_depth):
@@ -250,23 +261,9 @@ class HostBridge(wiring.Component):
                         reply(ST_OK)
                 if self.result_logs:
                     with m.Elif(is_op(OP_RESULTS)):
-                        counts = [Cat(ctrl.results[j], Const(0, 16 - len(ctrl.results[j])))
-                                  for j in range(self.cols)]
-                        m.d.sync += [txbuf.eq(Cat(Const(ST_OK, 8), *counts)),
-                                     txleft.eq(results_bytes), then_c.eq(0)]
-                        m.next = "SEND"
+                        load(results=1, nbytes=results_bytes)
                 with m.Elif(is_op(OP_STATUS)):
-                    flags = Cat(ctrl.busy, ctrl.done, ctrl.error, self.rx_overrun,
-                                self.rx_frame_error, timed_out)
-                    m.d.sync += [
-                        txbuf.eq(Cat(Const(ST_OK, 8), flags,
-                                     Const(0, 2), ctrl.error_code, Const(0, 4),
-                                     ctrl.cycles, ctrl.busy_cycles, ctrl.stall_cycles,
-                                     ctrl.idle_cycles)),
-                        txleft.eq(STATUS_BYTES), then_c.eq(0),
-                        self.rx_clear.eq(1), timed_out.eq(0),
-                    ]
-                    m.next = "SEND"
+                    load(status_=1, nbytes=STATUS_BYTES)
                 with m.Else():
                     reply(ERR_OPCODE)
 
@@ -291,6 +288,28 @@ class HostBridge(wiring.Component):
 
             with m.State("REPLY_STATUS"):
                 reply(status)
+
+            with m.State("LOAD"):
+                with m.If(tx_info):
+                    m.d.sync += txbuf.eq(Const(self.info_value(), 8 * tx_bytes))
+                with m.Elif(tx_status):
+                    flags = Cat(ctrl.busy, ctrl.done, ctrl.error, self.rx_overrun,
+                                self.rx_frame_error, timed_out)
+                    m.d.sync += [
+                        txbuf.eq(Cat(Const(ST_OK, 8), flags,
+                                     Const(0, 2), ctrl.error_code, Const(0, 4),
+                                     ctrl.cycles, ctrl.busy_cycles, ctrl.stall_cycles,
+                                     ctrl.idle_cycles)),
+                        self.rx_clear.eq(1), timed_out.eq(0),
+                    ]
+                if self.result_logs:
+                    with m.Elif(tx_results):
+                        counts = [Cat(ctrl.results[j], Const(0, 16 - len(ctrl.results[j])))
+                                  for j in range(self.cols)]
+                        m.d.sync += txbuf.eq(Cat(Const(ST_OK, 8), *counts))
+                with m.Else():
+                    m.d.sync += txbuf.eq(tx_code)
+                m.next = "SEND"
 
             with m.State("SEND"):
                 m.d.comb += self.tx.valid.eq(1)

@@ -62,7 +62,7 @@ def mac_bound_cycles(macs: int, pes: int) -> float:
 
 
 def schedule_cycles(s, m: int, rows: int = 8, cols: int = 8, *, start_latency: int = 13,
-                    drain_latency: int = 9, result_logs: bool = True) -> int:
+                    drain_latency: int = 11, result_logs: bool = True) -> int:
     """Estimated ``cycles`` of one ``SwatCore`` operation on ``S`` (dense ``[K, N]`` array).
 
     Work items are chunks: column ``n`` of ``S`` over ``g = chunk_tiles(nnz, N, cols)``
@@ -113,7 +113,7 @@ def _schedule(col_nnz, m, rows, cols, start_latency, drain_latency, result_logs)
 
 
 def schedule_cycles_many(col_nnz, ms, rows: int = 8, cols: int = 8, *, start_latency: int = 13,
-                         drain_latency: int = 9) -> np.ndarray:
+                         drain_latency: int = 11) -> np.ndarray:
     """:func:`schedule_cycles` (result logs) of many core operations at once, equal to it
     operation by operation: ``col_nnz[i]`` the non-zeros per column of operation ``i``'s ``S``,
     ``ms[i]`` its M rows.
