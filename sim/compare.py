@@ -392,7 +392,9 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, job_models=None,
         gemm_mod.dump_waves(j.d, j.s_dense if args.waves.endswith(" dense") else j.s, wave,
                             rows=rows, cols=cols)
         log(f"waves of {args.waves} -> {wave}")
+    t0 = time.monotonic()
     per_job = _combine(jobs, results, plan, shared, looped)
+    phases["combine_and_check"] = round(time.monotonic() - t0, 1)
 
     rows_out = []
     for j, rec in zip(jobs, per_job, strict=True):
@@ -452,7 +454,9 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, job_models=None,
         "select_exposed_cycles_formula": exposed_select_cycles(
             [rows_out[i]["rtl_cycles"] for i in order], [jobs[i].select_cycles for i in order]),
     }
+    t0 = time.monotonic()
     select = compare_select.apply(jobs, whole, loop, rows_out, order, log, sel_sampled)
+    phases["select_exposure"] = round(time.monotonic() - t0, 1)
     tot["select_exposed_cycles"] = select["exposed_cycles"]
     tot["select_exposed_pct_of_gemm"] = round(100 * select["exposed_cycles"] /
                                               tot["rtl_cycles"], 2) if tot["rtl_cycles"] else 0
@@ -473,7 +477,8 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, job_models=None,
         "model": info["model"], "sparsity": sparsity, "array": f"{rows}x{cols}",
         "method": args.method, "distribution": args.distribution, "period": args.period,
         "structured": args.structured, "data": info.get("data"),
-        "train_steps": info["steps"], "batch": info["batch"], "gemms": len(jobs),
+        "train_steps": info["steps"], "batch": info["batch"],
+        "train_batch": info.get("train_batch"), "gemms": len(jobs),
         "totals": tot,
         "passes": _pass_totals(rows_out),
         "simulation": {
@@ -610,7 +615,9 @@ def write_outputs(out: Path, rows, summary, sweep, args, tag: str = "") -> None:
         f" {summary['array']} core",
         "",
         f"{summary['gemms']} GEMMs (3 passes per layer), one training step "
-        f"(batch {summary['batch']}, after {summary['train_steps']} training steps). "
+        f"(batch {summary['batch']}, after {summary['train_steps']} training steps"
+        + (f" at batch {summary['train_batch']}" if summary.get("train_batch")
+           and summary["train_batch"] != summary["batch"] else "") + "). "
         f"All bit-exact vs `sw.intref.gemm`: **{t['all_bit_exact']}**.",
         "",
         f"Totals: RTL cycles {t['rtl_cycles']:,}; same core on the dense operands "

@@ -124,10 +124,11 @@ def parser(models: list[str], description: str = "") -> argparse.ArgumentParser:
     ap.add_argument("--out", default="results", help="output folder (default results/)")
     ap.add_argument("--steps", type=positive_int, default=None,
                     help="training steps before the captured step (digits 300, CIFAR-shaped "
-                         "models 20; ResNet-50 is not trained)")
+                         "models 150; ResNet-50 is not trained)")
     ap.add_argument("--batch", type=positive_int, default=None,
-                    help="batch of the training and of the captured step (digits 64, CIFAR-"
-                         "shaped 16, ResNet-50 32)")
+                    help="batch of the captured step (digits 64, CIFAR-shaped 16, ResNet-50 "
+                         "32); also of the training, which for CIFAR-shaped models is at "
+                         "least 16 (the step then takes the first items of its last batch)")
     ap.add_argument("--method", choices=["swat", "saw", "dense"], default="swat",
                     help="SWAT variant (meprop sparsifies dY, the dense operand: not lowered)")
     ap.add_argument("--distribution", choices=["uniform", "erk", "momentum", "snfs"],

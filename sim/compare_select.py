@@ -249,13 +249,13 @@ def describe(rec) -> str:
     if rec["blobs_host"]:
         why = "; ".join(f"{n}: {r}" for r, n in rec["host_reasons"].items())
         host = f", {rec['blobs_host']} written by the host ({why})"
-    formula = " + formula for sampled GEMMs" if rec["exposed_cycles_formula"] else ""
+    how = "core counter sel.exposed_cycles" + (
+        " + formula for sampled GEMMs" if rec["exposed_cycles_formula"] else "")
     sampled = ""
     smp = rec.get("sampled")
     if smp:
         c = smp["checks"]
-        formula = ("; the loop's schedule replayed over the whole step, sampled GEMMs "
-                   "included")
+        how = "the loop's schedule replayed over the whole step, sampled GEMMs included"
         sampled = (f"; sampled GEMMs: {smp['blobs_rtl_equal']} of {smp['blobs']} blobs made "
                    f"by the unit and equal to the host's word for word, {c['pass1_rtl']} "
                    f"pass 1 on the RTL, {smp['select_cycles_rtl']:,} of "
@@ -268,6 +268,5 @@ def describe(rec) -> str:
     return (f"threshold select in RTL ({rec['source']}): {rec['blobs']} blobs, "
             f"{rec['blobs_rtl_equal']} written by the unit and equal to the host's word for "
             f"word{host}; {rec['select_cycles_rtl']:,} select cycles{sampled}; "
-            f"{rec['exposed_cycles']:,} not hidden behind GEMMs (core counter "
-            f"sel.exposed_cycles{formula}); "
+            f"{rec['exposed_cycles']:,} not hidden behind GEMMs ({how}); "
             f"{len(rec['mismatches'])} mismatches")

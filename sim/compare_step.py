@@ -3,7 +3,10 @@
 * ``digits_cnn`` (the default job): trained on scikit-learn's bundled 8×8 digits for ``--steps``
   (default 300) steps; the step captured is the last training batch.
 * CIFAR-shaped models (``resnet18``, ``vgg16_bn``, ``densenet121``, ``wrn16_8``, input 3×32×32):
-  trained for ``--steps`` (default :data:`CIFAR_STEPS`) steps of batch ``--batch``, on CIFAR-10
+  trained for ``--steps`` (default :data:`CIFAR_STEPS`) steps of batch
+  ``max(--batch, TRAIN_BATCH)`` (:data:`TRAIN_BATCH` = 16: at batch 4 ResNet-18 reached 38.1 %
+  test accuracy in 150 steps, at 16 97.5 %), the step captured on the first ``--batch`` items
+  of the last training batch, on CIFAR-10
   when ``--data-dir`` (or ``$SWAT_DATA``) holds it, otherwise on the bundled digits resized to
   32×32 (bilinear) and repeated over the three channels. So the weights, activations and
   gradients are those of a network that has learned, not of its initialisation: ResNet-18 at
@@ -26,10 +29,13 @@ from __future__ import annotations
 
 import time
 
-__all__ = ["CIFAR_STEPS", "DEFAULT_BATCH", "capture"]
+__all__ = ["CIFAR_STEPS", "DEFAULT_BATCH", "TRAIN_BATCH", "capture"]
 
 #: Training steps of a CIFAR-shaped model before its step is captured (``--steps`` default).
 CIFAR_STEPS = 150
+#: Smallest training batch of a CIFAR-shaped model: a smaller ``--batch`` is the captured
+#: step's only (the network it captures has learned as at the default batch)
+TRAIN_BATCH = 16
 #: ``--batch`` default per input size: digits trains at the dataset default (64).
 DEFAULT_BATCH = {(1, 8, 8): None, (3, 32, 32): 16, (3, 224, 224): 32}
 
@@ -57,11 +63,15 @@ def _digits_resized(shape):
                           test_x=up(d.test_x), test_y=d.test_y, num_classes=10)
 
 
-def _train_and_capture(args, name, sparsity, steps, batch, data, dataset, log, on_layer):
+def _train_and_capture(args, name, sparsity, steps, batch, data, dataset, log, on_layer,
+                       train_batch=None):
+    """Train ``steps`` steps at ``train_batch`` (default ``batch``), capture the step on the
+    first ``batch`` items of the last training batch."""
     import torch
 
     from sw import train as swtrain
 
+    train_batch = train_batch or batch
     captured = {}
 
     def cb(info):
@@ -69,19 +79,22 @@ def _train_and_capture(args, name, sparsity, steps, batch, data, dataset, log, o
         captured["targets"] = info.targets.detach().clone()
 
     t0 = time.monotonic()
-    res = swtrain.train(dataset=dataset, model=name, max_steps=steps, batch_size=batch,
+    res = swtrain.train(dataset=dataset, model=name, max_steps=steps, batch_size=train_batch,
                         seed=args.seed, plots=False, callback=cb, data=data,
                         data_dir=args.data_dir, **_swat_kwargs(args, sparsity))
     acc = res.final.get("test_acc", res.final.get("test_accuracy"))
     log(f"trained {name} on {data.name if data is not None else dataset} ({args.method}, "
         f"{args.distribution}, sparsity {sparsity:.2f}) for {res.steps} steps in "
-        f"{time.monotonic() - t0:.1f} s"
+        f"{time.monotonic() - t0:.1f} s at batch {train_batch}"
         + (f", test accuracy {acc:.1%}" if acc is not None else ""))
     torch.manual_seed(args.seed)
-    recs = swtrain.capture_step(res.model, captured["inputs"], captured["targets"],
-                                on_layer=_bind(on_layer, res.model))
-    shape = tuple(captured["inputs"].shape)
+    x, y = captured["inputs"], captured["targets"]
+    if batch is not None and batch < x.shape[0]:
+        x, y = x[:batch].contiguous(), y[:batch].contiguous()
+    recs = swtrain.capture_step(res.model, x, y, on_layer=_bind(on_layer, res.model))
+    shape = tuple(x.shape)
     info = {"model": name, "steps": res.steps, "batch": shape[0],
+            "train_batch": int(captured["inputs"].shape[0]),
             "data": data.name if data is not None else dataset,
             "final": {k: v for k, v in res.final.items() if isinstance(v, int | float)}}
     return res.model, recs, shape, info
@@ -134,5 +147,5 @@ def capture(args, sparsity: float, log, on_layer=None):
         else:
             data, dataset = None, "cifar10"
         return _train_and_capture(args, name, sparsity, args.steps or CIFAR_STEPS, batch, data,
-                                  dataset, log, on_layer)
+                                  dataset, log, on_layer, train_batch=max(batch, TRAIN_BATCH))
     return _synthetic_step(args, name, sparsity, batch or 32, log, on_layer)

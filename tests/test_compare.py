@@ -73,6 +73,8 @@ def test_sampled_job_streams_the_step_and_shares_baselines(tmp_path):
     runs = [json.loads((out / f"compare_resnet18_s{p}.json").read_text()) for p in (80, 90)]
     for data in runs:
         assert data["summary"]["totals"]["all_bit_exact"] is True
+        # the step of batch 2 from a network trained at sim.compare_step.TRAIN_BATCH
+        assert data["summary"]["batch"] == 2 and data["summary"]["train_batch"] == 16
         sim = data["summary"]["simulation"]
         assert sim["sampled_gemms"] > 0 and sim["capture_s"] >= 0 and sim["lowering_s"] > 0
         for r in data["layers"]:
