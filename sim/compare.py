@@ -14,18 +14,20 @@
    the threshold-select unit produces) at each layer's density, im2col for convolutions;
 3. run the GEMMs on the Verilator model of the core (``sim.run_gemms`` on the core without the
    select unit, :mod:`sim.compare_models`; one simulator process per core, or a Dask cluster
-   with ``--scheduler``), check each bit for bit against
-   ``sw.intref.gemm`` and also run them on the operands without Top-K (the speedup baseline:
-   natural zeros still skipped) and, except for the digits job, on operands with no zero at
-   all ("truly dense"); baselines count cycles only (of the M blocks over one S block only one
-   runs, see ``run_gemms(cycles_only=...)``). A GEMM with more core operations than
-   ``--sample-ops`` (default: all for every model but ResNet-50, 48 there) runs a random sample
-   of them and the rest is extrapolated with the calibrated cycle model (:mod:`sim.sampling`);
-   the tables say per GEMM what was simulated and give the 95 % bound. With sampling the step
-   is streamed: each layer is lowered and planned as the backward pass reaches it, and only
-   the sampled blocks are kept (:mod:`sim.compare_jobs`); the truly dense baseline is exact
-   from one run per block size, and baselines with the same operands (the dense forward and
-   input-gradient ``W``, the truly dense shapes) are simulated once for all sparsities;
+   with ``--scheduler``; a short job, the digits step, runs them in one simulator process
+   instead of starting a cluster, beside the select loop's on 3 cores or more), check each bit
+   for bit against ``sw.intref.gemm`` and also run them on the operands without Top-K (the
+   speedup baseline: natural zeros still skipped) and, except for the digits job, on operands
+   with no zero at all ("truly dense"); baselines count cycles only (of the M blocks over one S
+   block only one runs, see ``run_gemms(cycles_only=...)``). A GEMM with more core operations
+   than ``--sample-ops`` (default: all for every model but ResNet-50, 48 there) runs a random
+   sample of them and the rest is extrapolated with the calibrated cycle model
+   (:mod:`sim.sampling`); the tables say per GEMM what was simulated and give the 95 % bound.
+   With sampling the step is streamed: each layer is lowered and planned as the backward pass
+   reaches it, and only the sampled blocks are kept (:mod:`sim.compare_jobs`); the truly dense
+   baseline is exact from one run per block size, and baselines with the same operands (the
+   dense forward and input-gradient ``W``, the truly dense shapes) are simulated once for all
+   sparsities;
 4. write ``results/compare{tag}.{csv,json,md}``, ``speedup_passes{tag}.png`` (speedup per pass
    against both baselines, 1/density and the paper) and ``cycles_breakdown{tag}.png`` (per
    layer: busy, stalled, idle, exposed select; :mod:`sim.compare_plots`)
@@ -59,6 +61,7 @@ cycles.
 
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import json
 import math
@@ -355,7 +358,22 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, job_models=None,
     labels = []
     for i, kind, _kp, _first, count in plan:
         labels += [f"{jobs[i].label}" + ("" if kind == "sparse" else f" {kind}")] * count
-    t0 = time.monotonic()
+    def select_loop():
+        """The select loop on the select core: ``(model, loop, model wait, loop wall)``."""
+        t0 = time.monotonic()
+        select_model = job_models.get("select")
+        wait = time.monotonic() - t0
+        t0 = time.monotonic()
+        return select_model, compare_select.run(jobs, whole, select_model), wait, \
+            time.monotonic() - t0
+
+    # a short job (main()) runs the batch in this process and the select loop beside it in a
+    # simulator process of its own: one simulator per core of a 2-core machine, no cluster
+    beside = None
+    if getattr(args, "select_beside", False):
+        beside = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="select-loop")
+        beside_loop = beside.submit(select_loop)
+    t_batch = t0 = time.monotonic()
     with tqdm(total=len(gemms), desc="RTL layers x passes", unit="gemm",
               disable=args.quiet) as bar:
         def prog(done, total):
@@ -365,21 +383,29 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, job_models=None,
                 bar.set_postfix_str(labels[done], refresh=False)
             bar.update(done - bar.n)
 
-        results = gemm_mod.run_gemms(gemms, model=model_rtl, progress=prog, cycles_only=only,
-                                     parallel=getattr(args, "client", None), labels=labels)
-    t_sim = time.monotonic() - t0
-    phases = {"gemms": round(t_sim, 1)}
+        try:
+            results = gemm_mod.run_gemms(gemms, model=model_rtl, progress=prog,
+                                         cycles_only=only,
+                                         parallel=getattr(args, "client", None), labels=labels)
+        except BaseException:
+            if beside is not None:
+                beside.shutdown(wait=False, cancel_futures=True)
+            raise
+    phases = {"gemms": round(time.monotonic() - t0, 1)}
     batch = results.stats
-    t0 = time.monotonic()
-    select_model = job_models.get("select")
-    phases["select_model_wait"] = round(time.monotonic() - t0, 1)
-    t0 = time.monotonic()
-    loop = compare_select.run(jobs, whole, select_model)
-    phases["select_loop"] = round(time.monotonic() - t0, 1)
+    if beside is not None:
+        select_model, loop, wait, phases["select_loop"] = beside_loop.result()
+        beside.shutdown()
+        t_sim = time.monotonic() - t_batch - wait
+    else:
+        select_model, loop, wait, phases["select_loop"] = select_loop()
+        t_sim = phases["gemms"] + phases["select_loop"]
+    phases["select_model_wait"] = round(wait, 1)
+    phases["select_loop"] = round(phases["select_loop"], 1)
     t1 = time.monotonic()
     sel_sampled = compare_select.run_sampled(jobs, whole, select_model, loop, log)
     phases["select_sampled"] = round(time.monotonic() - t1, 1)
-    t_sim += time.monotonic() - t0
+    t_sim += time.monotonic() - t1
     t_report = time.monotonic()
     looped = compare_select.gemm_results(jobs, whole, loop, select_model)
     if getattr(args, "waves", None) is not None:
@@ -746,8 +772,17 @@ def main(argv=None) -> int:
                            str(args.out)])
     t0 = time.monotonic()
     from .cluster import for_args
+    from .compare_models import SHORT_JOBS
 
-    with for_args(args.workers, args.scheduler) as args.client:
+    # a short job (the digits step: ~1 s of simulation) does not start a cluster (~2.3 s of CPU
+    # and 3 s of wall for a LocalCluster of 2 workers here): its batch runs in a simulator
+    # process driven from this one, and the select loop in a second one, beside it when there
+    # is a core for each simulator and one for this process, else after it (--workers N or
+    # --scheduler still spread the batch)
+    workers, args.select_beside = args.workers, False
+    if not workers and not args.scheduler and models._canonical(args.model) in SHORT_JOBS:
+        workers, args.select_beside = 1, (os.cpu_count() or 1) >= 3
+    with for_args(workers, args.scheduler) as args.client:
         res = run(args)
     for r in res["runs"]:
         s = r["summary"]

@@ -153,7 +153,8 @@ def parser(models: list[str], description: str = "") -> argparse.ArgumentParser:
     ap.add_argument("--no-sweep", action="store_true", help="skip the sweep after the layers")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     ap.add_argument("--workers", type=non_negative_int, default=0,
-                    help="local simulator processes (default: one per core; 1 = serial)")
+                    help="local simulator processes (default: one per core, the digits job "
+                         "one in-process; 1 = in-process)")
     ap.add_argument("--scheduler", type=scheduler, metavar="tcp://HOST:PORT",
                     help="spread the GEMMs over the workers of this running Dask scheduler")
     ap.add_argument("--waves", metavar="LAYER:PASS", nargs="?", const="",

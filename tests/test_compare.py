@@ -54,9 +54,24 @@ def test_compare_job_writes_results(tmp_path):
     assert sim["simulated_cycles"] == (sim["gemm_batch"]["simulated_cycles"]
                                        + sim["select_loop"]["simulated_cycles"])
     assert sim["processes"] == sim["gemm_batch"]["processes"] + 1
+    # a short job starts no cluster: its batch in one simulator process, the select loop in
+    # another (after the batch on 2 cores, beside it on 3 or more: the same figures)
+    assert sim["gemm_batch"]["processes"] == 1
     assert sel["blobs"] == sel["blobs_rtl_equal"] >= len(layers)
     assert tot["select_exposed_cycles"] == sel["exposed_cycles_rtl"] > 0
     assert all(r["select_source"] == "rtl" and r["select_cycles"] > 0 for r in layers)
+    import os
+    from unittest import mock
+
+    with mock.patch.object(os, "cpu_count", return_value=4):
+        assert compare.main(["--steps", "20", "--out", str(tmp_path / "beside"), "--no-sweep",
+                             "--quiet"]) == 0
+    beside = json.loads((tmp_path / "beside" / "compare.json").read_text())
+    timing = ("wall_s", "cpu_s", "cycles_per_s", "cycles_per_cpu_s")
+    assert beside["layers"] == layers
+    assert {k: v for k, v in beside["summary"]["select"].items() if k not in timing} == \
+        {k: v for k, v in sel.items() if k not in timing}
+    assert beside["summary"]["simulation"]["processes"] == 2
 
 
 @pytest.mark.slow
