@@ -87,6 +87,7 @@ def test_harness_config_names_the_ports_from_one_table():
     assert "#define MEM_D(t) (t)->rootp->swat_core__DOT__d_mem" in text
     assert "#define DBYTES 8" in text and "#define CBYTES 32" in text
     assert "HAS_MEM_C" not in text  # no single C memory: the harness reads C through the port
+    assert "#define ROOT_EVAL_FN Vswat_core___024root___eval" in text  # called directly
     from sim import coreports
 
     del ports["done"]
