@@ -133,3 +133,16 @@ def test_core_model_a_column_stops_at_its_first_bad_entry():
     assert intref.core_model(None, w, m=1, k=4, n=2).error_codes == {5}
     w[9] |= 1 << 24  # column 1, entry 1: reserved bits
     assert intref.core_model(None, w, m=1, k=4, n=2).error_codes == {5, 7}
+
+
+def test_gemm_exact_across_float32_chunks():
+    """Extreme operands across the float32 chunk boundary (K = 1024 products of -128 · -128 sum
+    to exactly 2**24): equal to the int64 product."""
+    for k in (0, 1, 1023, 1024, 1025, 3000):
+        for dv, sv in ((-128, -128), (127, -128), (-128, 127)):
+            d = np.full((3, k), dv, np.int8)
+            s = np.full((k, 5), sv, np.int8)
+            s[1::2, 1] = 0
+            want = (d.astype(np.int64) @ s.astype(np.int64)).astype(np.int32)
+            got = intref.gemm(d, s)
+            assert got.dtype == np.int32 and np.array_equal(got, want)
