@@ -195,7 +195,8 @@ def _sampled_exposure(jobs, whole, res, order, rows_out, sampled):
     from .select_sampled import replay
 
     pos = {i: n for n, i in enumerate(whole)}
-    pass1 = {k: v["cycles"] for k, v in res.thresholds.items()}
+    loop_pass1 = {k: v["cycles"] for k, v in res.thresholds.items()}  # measured on the RTL
+    pass1 = dict(loop_pass1)  # + the sampled GEMMs' below
     blocks, keys = [], []
     for i in order:
         if i in pos:
@@ -217,8 +218,7 @@ def _sampled_exposure(jobs, whole, res, order, rows_out, sampled):
     if whole:
         loop_jobs = [jobs[i] for i in whole]
         replayed, own, _o = replay(loop_jobs, [res.blocks[n] for n in range(len(whole))],
-                                   [res.keys[n] for n in range(len(whole))],
-                                   {k: v["cycles"] for k, v in res.thresholds.items()},
+                                   [res.keys[n] for n in range(len(whole))], loop_pass1,
                                    order=res.order)
         check = {"gemms": len(whole), "core_counter": res.exposed_cycles,
                  "replay": replayed,
