@@ -14,6 +14,7 @@ from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from .host_bridge import CORE_MEMBERS, HostBridge
+from .register_slice import RegisterSlice
 from .uart import UARTRx, UARTTx, divisor_for
 
 __all__ = ["SwatSystem", "ICEBreakerTop", "ULX3STop", "ice40_pll_params", "ecp5_pll_params"]
@@ -23,7 +24,12 @@ class SwatSystem(wiring.Component):
     """UART + bridge + core. ``core`` is a component with the host members of
     ``hw.core.SwatCore`` (``d_write``, ``s_write``, ``c_read``, ``ctrl``; docs/core-interface.md)
     and attributes ``rows``/``cols``/``d_depth``/``s_depth``/``c_depth``; by default a
-    ``SwatCore`` is built from the keyword arguments."""
+    ``SwatCore`` is built from the keyword arguments.
+
+    A register slice (``hw.register_slice``) sits on each byte stream between the UART and the
+    bridge: the UART is placed by its pins and the bridge by the core, and the slices let the
+    placer cut that distance into registered hops (the bridge's transmit control into the UART
+    was a ULX3S critical path, ``bitstreams/ulx3s/analysis.md``)."""
 
     def __init__(self, *, divisor: int, core=None, rows=8, cols=8, d_depth=512, s_depth=512,
                  c_depth=256, timeout=None, clk_hz=0, **core_extra):
@@ -54,8 +60,12 @@ class SwatSystem(wiring.Component):
             core.signature, rows=core.rows, cols=core.cols, d_depth=core.d_depth,
             s_depth=core.s_depth, c_depth=core.c_depth, timeout=self.timeout,
             clk_hz=self.clk_hz, c_read_latency=getattr(core, "C_READ_LATENCY", 1))
-        wiring.connect(m, rx.o, bridge.rx)
-        wiring.connect(m, bridge.tx, tx.i)
+        m.submodules.rx_slice = rx_slice = RegisterSlice(8)
+        m.submodules.tx_slice = tx_slice = RegisterSlice(8)
+        wiring.connect(m, rx.o, rx_slice.i)
+        wiring.connect(m, rx_slice.o, bridge.rx)
+        wiring.connect(m, bridge.tx, tx_slice.i)
+        wiring.connect(m, tx_slice.o, tx.i)
         for name in CORE_MEMBERS:
             wiring.connect(m, getattr(bridge, name), getattr(core, name))
         ctrl = core.ctrl

@@ -121,49 +121,79 @@ class HostBridge(wiring.Component):
         tx_bytes = max(c_bytes, STATUS_BYTES, INFO_BYTES, results_bytes)
         word_bits = max(rows * 8, 32)
 
-        # The opcode is decoded as it arrives: one flag register per known opcode (``is_op``)
-        # and its argument count, so that no state decision below starts from an 8-bit compare
-        # (the bridge's control was one cone from the opcode register to the timeout and
-        # reply registers, the critical path of a ULX3S build).
+        # Control is one-hot: one register per state (``state``), plus registered copies of
+        # every decision an enable, clear or handshake needs (``listen`` is ``rx.ready``, the
+        # SEND flag is ``tx.valid``, ``args_last``/``word_last``/``count_last``/``tx_last`` stand
+        # for counter compares; ``CHECK`` adds address and count, ``RANGE`` compares, then
+        # ``DISPATCH`` reads the registered result). So every such path starts at a register and
+        # crosses about one LUT: the bridge's control was a ULX3S critical path in several
+        # builds, pulled apart between the UART by the pins and the core
+        # (``bitstreams/ulx3s/analysis.md``). The registers cost a few cycles per command; a
+        # UART byte takes hundreds.
+        names = ("IDLE", "OPCODE", "ARGS", "CHECK", "RANGE", "DISPATCH", "DATA", "REPLY_STATUS",
+                 "LOAD", "SEND", "C_WAIT", "C_LATCH")
+        listening = ("IDLE", "ARGS", "DATA")
+        state = Signal(len(names), init=1)
+        listen = Signal(init=1)
+        now = {name: state[i] for i, name in enumerate(names)}
+
+        def goto(name):
+            m.d.sync += [state.eq(1 << names.index(name)), listen.eq(name in listening)]
+
+        # the opcode, decoded as it arrives: one flag register per known opcode
         codes = [c for c in ARG_BYTES if c != OP_RESULTS or self.result_logs]
         op_flags = Signal(len(codes))
-        args = Signal(64)
-        argidx = Signal(range(9))
-        nargs = Signal(range(9))
 
         def is_op(code):
             return op_flags[codes.index(code)]
 
+        args = Signal(64)  # shifted in from the top: 4 argument bytes land in args[32:64]
+        arg_left = Signal(range(9))
+        args_last = Signal()
+        no_args = Signal()
+
         addr = Signal(17)
         count = Signal(16)
+        count_last = Signal()  # count == 1
         status = Signal(8)
+        status_ok = Signal()
         word = Signal(word_bits)
         wbyte = Signal(range(max(rows, 4)))
-        txbuf = Signal(8 * tx_bytes, reset_less=True)  # sent only while txleft > 0
-        # A reply is chosen in one state and loaded into ``txbuf`` in the next (``LOAD``), from
-        # these registers: the load enable and clear of the 272 ``txbuf`` FFs then come from the
-        # state register and three flags, not from the whole decision (argument count, range
-        # compares, timeout), which was the critical path of a ULX3S build (``argidx`` →
-        # ``txbuf`` clear). A reply starts one cycle later; a UART byte takes hundreds.
+        word_last = Signal()  # the byte on ``rx`` completes a burst word
+        end = Signal(17)  # address + count
+        range_err = Signal()
+        count_zero = Signal()
+        busy = Signal()  # ``ctrl.busy`` registered in CHECK: only this bridge starts the core
+        # The reply goes out of ``out`` (``tx.payload``); ``txbuf`` holds the bytes after it and
+        # shifts the cycle *after* a byte leaves (``shift``, a register), so the enable of its
+        # 272 FFs is a register, not the handshake: while ``shift`` is pending the next byte is
+        # ``txbuf[8:16]``, and a byte can still leave every cycle.
+        txbuf = Signal(8 * tx_bytes, reset_less=True)
+        out = Signal(8, reset_less=True)
+        shift = Signal()
+        # A reply is chosen in one state and loaded into ``txbuf`` in the next (``LOAD``) from
+        # these registers, so the load of the 272 ``txbuf`` FFs is selected by flags only.
         tx_code = Signal(8)
         tx_info = Signal()
         tx_results = Signal()
         tx_status = Signal()
         txleft = Signal(range(tx_bytes + 1))
+        tx_last = Signal()  # txleft == 1
         then_c = Signal()
-        timer = Signal(range(self.timeout + 1))
+        # inter-byte timer: counts down to -1, its sign bit is the timeout (no 21-bit compare)
+        timer = Signal(range(-1, self.timeout))
         timed_out = Signal()  # sticky, cleared by STATUS
         c_wait = Signal(range(max(2, self.c_read_latency)))
 
-        arg_addr = args[0:16]
-        arg_count = args[16:32]
-        end = Signal(17)
-        m.d.comb += end.eq(arg_addr + arg_count)
-
         # registered, default-low pulses
-        m.d.sync += [dw.en.eq(0), sw.en.eq(0), ctrl.start.eq(0), self.rx_clear.eq(0)]
+        m.d.sync += [dw.en.eq(0), sw.en.eq(0), ctrl.start.eq(0), self.rx_clear.eq(0),
+                     shift.eq(0)]
+        with m.If(shift):
+            m.d.sync += txbuf.eq(txbuf >> 8)
         m.d.comb += [
-            self.tx.payload.eq(txbuf[0:8]),
+            self.rx.ready.eq(listen),
+            self.tx.valid.eq(now["SEND"]),
+            self.tx.payload.eq(out),
             cr.addr.eq(addr), cr.en.eq(1),
             dw.addr.eq(addr), sw.addr.eq(addr),
             dw.data.eq(word[word_bits - rows * 8:]),
@@ -181,158 +211,182 @@ class HostBridge(wiring.Component):
             """Reply next: ``nbytes`` bytes from ``code`` or the INFO / RESULTS / STATUS
             reply (loaded in ``LOAD``), then C words if ``c``."""
             m.d.sync += [tx_code.eq(code), tx_info.eq(info), tx_results.eq(results),
-                         tx_status.eq(status_), txleft.eq(nbytes), then_c.eq(c)]
-            m.next = "LOAD"
+                         tx_status.eq(status_), txleft.eq(nbytes), tx_last.eq(nbytes == 1),
+                         then_c.eq(c)]
+            goto("LOAD")
 
         def reply(code):
             load(code)
 
         def receiving():
-            """Common to every state that waits for a frame byte: ready, and the timeout."""
-            m.d.comb += self.rx.ready.eq(1)
+            """Common to ARGS and DATA: the timeout (``rx.ready`` is ``listen``)."""
             with m.If(self.rx.valid):
-                m.d.sync += timer.eq(self.timeout)
-            with m.Elif(timer == 0):
+                m.d.sync += timer.eq(self.timeout - 1)
+            with m.Elif(timer[-1]):
                 m.d.sync += timed_out.eq(1)
                 reply(ERR_TIMEOUT)
             with m.Else():
                 m.d.sync += timer.eq(timer - 1)
 
-        with m.FSM():
-            with m.State("IDLE"):
-                m.d.comb += self.rx.ready.eq(1)
-                m.d.sync += timer.eq(self.timeout)
-                with m.If(self.rx.valid):
-                    m.d.sync += [op_flags.eq(Cat(self.rx.payload == c for c in codes)),
-                                 nargs.eq(rx_nargs), argidx.eq(0), args.eq(0)]
-                    m.next = "ARGS"
+        with m.If(now["IDLE"]):
+            m.d.sync += timer.eq(self.timeout - 1)
+            with m.If(self.rx.valid):
+                m.d.sync += [op_flags.eq(Cat(self.rx.payload == c for c in codes)),
+                             arg_left.eq(rx_nargs), no_args.eq(rx_nargs == 0)]
+                goto("OPCODE")
 
-            with m.State("ARGS"):
-                with m.If(argidx == nargs):
-                    m.next = "DISPATCH"
+        with m.If(now["OPCODE"]):
+            m.d.sync += args_last.eq(arg_left == 1)
+            with m.If(no_args):
+                goto("CHECK")
+            with m.Else():
+                goto("ARGS")
+
+        with m.If(now["ARGS"]):
+            receiving()
+            with m.If(self.rx.valid):
+                m.d.sync += [args.eq(Cat(args[8:], self.rx.payload)), arg_left.eq(arg_left - 1),
+                             args_last.eq(arg_left == 2)]
+                with m.If(args_last):
+                    goto("CHECK")
+
+        with m.If(now["CHECK"]):
+            # WRITE_D, WRITE_S and READ_C: address and count in args[32:64]; SET_SHAPE: m, k, n,
+            # s_len in args[0:64]
+            arg_addr, arg_count = args[32:48], args[48:64]
+            m.d.sync += [
+                end.eq(arg_addr + arg_count), count_zero.eq(arg_count == 0), busy.eq(ctrl.busy),
+                addr.eq(arg_addr), count.eq(arg_count), wbyte.eq(0),
+            ]
+            goto("RANGE")
+
+        with m.If(now["RANGE"]):
+            s_len = args[48:64]
+            m.d.sync += range_err.eq((is_op(OP_WRITE_D) & (end > self.d_depth)) |
+                                     (is_op(OP_WRITE_S) & (end > self.s_depth)) |
+                                     (is_op(OP_READ_C) & (end > self.c_space)) |
+                                     (is_op(OP_SET_SHAPE) & (s_len > self.s_depth)))
+            goto("DISPATCH")
+
+        with m.If(now["DISPATCH"]):
+            m.d.sync += [count_last.eq(count == 1),
+                         word_last.eq(is_op(OP_WRITE_D) if rows == 1 else 0)]
+            with m.If(is_op(OP_NOP)):
+                reply(ST_OK)
+            with m.Elif(is_op(OP_INFO)):
+                load(info=1, nbytes=INFO_BYTES)
+            with m.Elif(is_op(OP_WRITE_D) | is_op(OP_WRITE_S)):
+                with m.If(busy):
+                    m.d.sync += [status.eq(ERR_BUSY), status_ok.eq(0)]
+                with m.Elif(range_err):
+                    m.d.sync += [status.eq(ERR_RANGE), status_ok.eq(0)]
                 with m.Else():
-                    receiving()
-                    with m.If(self.rx.valid):
-                        with m.Switch(argidx):
-                            for i in range(8):
-                                with m.Case(i):
-                                    m.d.sync += args[8 * i:8 * i + 8].eq(self.rx.payload)
-                        m.d.sync += argidx.eq(argidx + 1)
-
-            with m.State("DISPATCH"):
-                m.d.sync += [addr.eq(arg_addr), count.eq(arg_count), wbyte.eq(0)]
-                with m.If(is_op(OP_NOP)):
-                    reply(ST_OK)
-                with m.Elif(is_op(OP_INFO)):
-                    load(info=1, nbytes=INFO_BYTES)
-                with m.Elif(is_op(OP_WRITE_D) | is_op(OP_WRITE_S)):
-                    depth = Signal(17)
-                    m.d.comb += depth.eq(Mux(is_op(OP_WRITE_D), self.d_depth, self.s_depth))
-                    with m.If(ctrl.busy):
-                        m.d.sync += status.eq(ERR_BUSY)
-                    with m.Elif(end > depth):
-                        m.d.sync += status.eq(ERR_RANGE)
-                    with m.Else():
-                        m.d.sync += status.eq(ST_OK)
-                    with m.If(arg_count == 0):
-                        m.next = "REPLY_STATUS"
-                    with m.Else():
-                        m.next = "DATA"
-                with m.Elif(is_op(OP_READ_C)):
-                    with m.If(end > self.c_space):
-                        reply(ERR_RANGE)
-                    with m.Else():
-                        load(ST_OK, c=arg_count != 0)
-                with m.Elif(is_op(OP_SET_SHAPE)):
-                    s_len = args[48:64]
-                    with m.If(s_len > self.s_depth):
-                        reply(ERR_RANGE)
-                    with m.Else():
-                        m.d.sync += [
-                            ctrl.m.eq(args[0:16]), ctrl.k.eq(args[16:32]),
-                            ctrl.n.eq(args[32:48]), ctrl.s_len.eq(s_len),
-                        ]
-                        reply(ST_OK)
-                with m.Elif(is_op(OP_START)):
-                    with m.If(ctrl.busy):
-                        reply(ERR_BUSY)
-                    with m.Else():
-                        m.d.sync += ctrl.start.eq(1)
-                        reply(ST_OK)
-                if self.result_logs:
-                    with m.Elif(is_op(OP_RESULTS)):
-                        load(results=1, nbytes=results_bytes)
-                with m.Elif(is_op(OP_STATUS)):
-                    load(status_=1, nbytes=STATUS_BYTES)
+                    m.d.sync += [status.eq(ST_OK), status_ok.eq(1)]
+                with m.If(count_zero):
+                    goto("REPLY_STATUS")
                 with m.Else():
-                    reply(ERR_OPCODE)
-
-            with m.State("DATA"):
-                receiving()
-                last = Signal()
-                m.d.comb += last.eq(Mux(is_op(OP_WRITE_D), wbyte == rows - 1, wbyte == 3))
-                with m.If(self.rx.valid):
-                    shifted = Cat(word[8:], self.rx.payload)
-                    m.d.sync += [word.eq(shifted), wbyte.eq(wbyte + 1)]
-                    with m.If(last):
-                        ok = status == ST_OK
-                        # the write happens next cycle from ``word``/``addr`` (comb outputs),
-                        # then ``addr`` advances (below); the next byte is >= 40 cycles away
-                        m.d.sync += [
-                            wbyte.eq(0), count.eq(count - 1),
-                            dw.en.eq(ok & is_op(OP_WRITE_D)),
-                            sw.en.eq(ok & is_op(OP_WRITE_S)),
-                        ]
-                        with m.If(count == 1):
-                            m.next = "REPLY_STATUS"
-
-            with m.State("REPLY_STATUS"):
-                reply(status)
-
-            with m.State("LOAD"):
-                with m.If(tx_info):
-                    m.d.sync += txbuf.eq(Const(self.info_value(), 8 * tx_bytes))
-                with m.Elif(tx_status):
-                    flags = Cat(ctrl.busy, ctrl.done, ctrl.error, self.rx_overrun,
-                                self.rx_frame_error, timed_out)
+                    goto("DATA")
+            with m.Elif(is_op(OP_READ_C)):
+                with m.If(range_err):
+                    reply(ERR_RANGE)
+                with m.Else():
+                    load(ST_OK, c=~count_zero)
+            with m.Elif(is_op(OP_SET_SHAPE)):
+                with m.If(range_err):
+                    reply(ERR_RANGE)
+                with m.Else():
                     m.d.sync += [
-                        txbuf.eq(Cat(Const(ST_OK, 8), flags,
-                                     Const(0, 2), ctrl.error_code, Const(0, 4),
-                                     ctrl.cycles, ctrl.busy_cycles, ctrl.stall_cycles,
-                                     ctrl.idle_cycles)),
-                        self.rx_clear.eq(1), timed_out.eq(0),
+                        ctrl.m.eq(args[0:16]), ctrl.k.eq(args[16:32]),
+                        ctrl.n.eq(args[32:48]), ctrl.s_len.eq(args[48:64]),
                     ]
-                if self.result_logs:
-                    with m.Elif(tx_results):
-                        counts = [Cat(ctrl.results[j], Const(0, 16 - len(ctrl.results[j])))
-                                  for j in range(self.cols)]
-                        m.d.sync += txbuf.eq(Cat(Const(ST_OK, 8), *counts))
+                    reply(ST_OK)
+            with m.Elif(is_op(OP_START)):
+                with m.If(busy):
+                    reply(ERR_BUSY)
                 with m.Else():
-                    m.d.sync += txbuf.eq(tx_code)
-                m.next = "SEND"
+                    m.d.sync += ctrl.start.eq(1)
+                    reply(ST_OK)
+            if self.result_logs:
+                with m.Elif(is_op(OP_RESULTS)):
+                    load(results=1, nbytes=results_bytes)
+            with m.Elif(is_op(OP_STATUS)):
+                load(status_=1, nbytes=STATUS_BYTES)
+            with m.Else():
+                reply(ERR_OPCODE)
 
-            with m.State("SEND"):
-                m.d.comb += self.tx.valid.eq(1)
-                with m.If(self.tx.ready):
-                    m.d.sync += [txbuf.eq(txbuf >> 8), txleft.eq(txleft - 1)]
-                    with m.If(txleft == 1):
-                        with m.If(then_c):
-                            m.next = "C_WAIT"
-                        with m.Else():
-                            m.next = "IDLE"
+        with m.If(now["DATA"]):
+            receiving()
+            with m.If(self.rx.valid):
+                shifted = Cat(word[8:], self.rx.payload)
+                last_byte = Mux(is_op(OP_WRITE_D), rows - 1, 3)
+                m.d.sync += [word.eq(shifted), wbyte.eq(wbyte + 1),
+                             word_last.eq(wbyte + 1 == last_byte)]
+                with m.If(word_last):
+                    # the write happens next cycle from ``word``/``addr`` (comb outputs),
+                    # then ``addr`` advances (above); the next byte is >= 40 cycles away
+                    m.d.sync += [
+                        wbyte.eq(0), word_last.eq(last_byte == 0),
+                        count.eq(count - 1), count_last.eq(count == 2),
+                        dw.en.eq(status_ok & is_op(OP_WRITE_D)),
+                        sw.en.eq(status_ok & is_op(OP_WRITE_S)),
+                    ]
+                    with m.If(count_last):
+                        goto("REPLY_STATUS")
 
-            # the C read address follows ``addr`` combinationally; its data is valid
-            # ``c_read_latency`` cycles later
-            with m.State("C_WAIT"):
-                m.d.sync += c_wait.eq(c_wait + 1)
-                with m.If(c_wait == self.c_read_latency - 1):
-                    m.d.sync += c_wait.eq(0)
-                    m.next = "C_LATCH"
-            with m.State("C_LATCH"):
-                m.d.sync += [
-                    txbuf.eq(cr.data), txleft.eq(c_bytes),
-                    addr.eq(addr + 1), count.eq(count - 1), then_c.eq(count != 1),
-                ]
-                m.next = "SEND"
+        with m.If(now["REPLY_STATUS"]):
+            reply(status)
+
+        def send(value):
+            """Start sending ``value``: its first byte to ``out``, the rest to ``txbuf``."""
+            m.d.sync += [out.eq(value[0:8]), txbuf.eq(value >> 8)]
+            goto("SEND")
+
+        # The reply's value, an OR of terms each gated by one register: the flags are exclusive
+        # (``load``), ``tx_code`` is 0 unless it is the reply, and READ_C's C words come in
+        # C_LATCH, with every flag 0 (a priority select was the critical path of this bridge
+        # out of context).
+        with m.If(now["LOAD"] & tx_status):
+            m.d.sync += [self.rx_clear.eq(1), timed_out.eq(0)]
+        flags = Cat(ctrl.busy, ctrl.done, ctrl.error, self.rx_overrun, self.rx_frame_error,
+                    timed_out)
+        terms = [
+            (tx_info, Const(self.info_value(), 8 * tx_bytes)),
+            (tx_status, Cat(Const(ST_OK, 8), flags, Const(0, 2), ctrl.error_code, Const(0, 4),
+                            ctrl.cycles, ctrl.busy_cycles, ctrl.stall_cycles, ctrl.idle_cycles)),
+            (now["C_LATCH"], cr.data),
+        ]
+        if self.result_logs:
+            counts = [Cat(ctrl.results[j], Const(0, 16 - len(ctrl.results[j])))
+                      for j in range(self.cols)]
+            terms.append((tx_results, Cat(Const(ST_OK, 8), *counts)))
+        value = Signal(8 * tx_bytes)
+        expr = tx_code
+        for flag, term in terms:
+            expr = expr | Mux(flag, term, 0)
+        m.d.comb += value.eq(expr)
+        with m.If(now["LOAD"] | now["C_LATCH"]):
+            send(value)
+
+        with m.If(now["SEND"] & self.tx.ready):
+            m.d.sync += [out.eq(Mux(shift, txbuf[8:16], txbuf[0:8])), shift.eq(1),
+                         txleft.eq(txleft - 1), tx_last.eq(txleft == 2)]
+            with m.If(tx_last):
+                with m.If(then_c):
+                    goto("C_WAIT")
+                with m.Else():
+                    goto("IDLE")
+
+        # the C read address follows ``addr`` combinationally; its data is valid
+        # ``c_read_latency`` cycles later
+        with m.If(now["C_WAIT"]):
+            m.d.sync += c_wait.eq(c_wait + 1)
+            with m.If(c_wait == self.c_read_latency - 1):
+                m.d.sync += c_wait.eq(0)
+                goto("C_LATCH")
+        with m.If(now["C_LATCH"]):
+            m.d.sync += [
+                txleft.eq(c_bytes), tx_last.eq(c_bytes == 1),
+                addr.eq(addr + 1), count.eq(count - 1), count_last.eq(count == 2),
+                then_c.eq(~count_last),
+            ]
         return m
-

@@ -6,6 +6,11 @@ start bit that is still low half a bit later, then samples every bit in its midd
 stop bit reads low is dropped and counted as a framing error; a byte that arrives while the
 previous one has not been taken is dropped and counted as an overrun. Both flags are sticky until
 ``clear`` is pulsed.
+
+Every enable, clear and handshake here comes from a register through at most one LUT, because a
+board top spreads the UART and the bridge apart and their control was a ULX3S critical path
+(``bitstreams/ulx3s/analysis.md``): the bit timers count down to -1 and their sign bit is the
+tick (no ``timer == 0`` compare), and the transmitter's ``i.ready`` is an ``idle`` register.
 """
 
 from amaranth.hdl import Cat, Module, Signal
@@ -14,6 +19,12 @@ from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["UARTRx", "UARTTx", "divisor_for"]
+
+
+def _bit_timer(divisor: int) -> Signal:
+    """A down-counter for up to ``divisor`` cycles: loaded with ``n - 2``, its sign bit (``[-1]``)
+    rises ``n`` cycles after the load, one cycle after it read 0."""
+    return Signal(range(-1, divisor))
 
 
 def divisor_for(clk_hz: float, baud: int) -> int:
@@ -42,28 +53,32 @@ class UARTTx(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        timer = Signal(range(self.divisor))
+        reload = self.divisor - 2
+        timer = _bit_timer(self.divisor)
         bits = Signal(10, init=0x3FF)  # stop, data[7:0], start; LSB goes out first
-        left = Signal(range(11))
+        left = Signal(range(11))  # bits still to finish, this one included
+        idle = Signal(init=1)  # left == 0, as a register
 
         m.d.comb += [
             self.tx.eq(bits[0]),
-            self.busy.eq(left != 0),
-            self.i.ready.eq(left == 0),
+            self.busy.eq(~idle),
+            self.i.ready.eq(idle),
         ]
-        with m.If(left == 0):
+        with m.If(idle):
             with m.If(self.i.valid):
                 m.d.sync += [
                     bits.eq((self.i.payload << 1) | (1 << 9)),
                     left.eq(10),
-                    timer.eq(self.divisor - 1),
+                    timer.eq(reload),
+                    idle.eq(0),
                 ]
         with m.Else():
-            with m.If(timer == 0):
+            with m.If(timer[-1]):
                 m.d.sync += [
                     bits.eq((bits >> 1) | (1 << 9)),
                     left.eq(left - 1),
-                    timer.eq(self.divisor - 1),
+                    timer.eq(reload),
+                    idle.eq(left == 1),
                 ]
             with m.Else():
                 m.d.sync += timer.eq(timer - 1)
@@ -90,7 +105,9 @@ class UARTRx(wiring.Component):
         rx = Signal(init=1)
         m.submodules.sync_rx = FFSynchronizer(self.rx, rx, init=1)
 
-        timer = Signal(range(self.divisor))
+        reload = self.divisor - 2
+        timer = _bit_timer(self.divisor)
+        tick = timer[-1]
         shreg = Signal(8)
         nbit = Signal(range(9))
         data = Signal(8)
@@ -104,22 +121,22 @@ class UARTRx(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(~rx):
-                    m.d.sync += timer.eq(self.divisor // 2 - 1)
+                    m.d.sync += timer.eq(self.divisor // 2 - 2)
                     m.next = "START"
             with m.State("START"):
-                with m.If(timer == 0):
+                with m.If(tick):
                     with m.If(rx):  # glitch, not a start bit
                         m.next = "IDLE"
                     with m.Else():
-                        m.d.sync += [timer.eq(self.divisor - 1), nbit.eq(0)]
+                        m.d.sync += [timer.eq(reload), nbit.eq(0)]
                         m.next = "DATA"
                 with m.Else():
                     m.d.sync += timer.eq(timer - 1)
             with m.State("DATA"):
-                with m.If(timer == 0):
+                with m.If(tick):
                     m.d.sync += [
                         shreg.eq(Cat(shreg[1:], rx)),
-                        timer.eq(self.divisor - 1),
+                        timer.eq(reload),
                         nbit.eq(nbit + 1),
                     ]
                     with m.If(nbit == 7):
@@ -127,7 +144,7 @@ class UARTRx(wiring.Component):
                 with m.Else():
                     m.d.sync += timer.eq(timer - 1)
             with m.State("STOP"):
-                with m.If(timer == 0):
+                with m.If(tick):
                     with m.If(rx):
                         with m.If(full & ~self.o.ready):
                             m.d.sync += self.overrun.eq(1)
