@@ -137,12 +137,17 @@ class HostBridge(wiring.Component):
         listen = Signal(init=1)
         now = {name: state[i] for i, name in enumerate(names)}
 
+        loading = ("LOAD", "C_LATCH")
+        tload = Signal()  # in LOAD or C_LATCH: ``txbuf`` and ``out`` take a new reply
+
         def goto(name):
-            m.d.sync += [state.eq(1 << names.index(name)), listen.eq(name in listening)]
+            m.d.sync += [state.eq(1 << names.index(name)), listen.eq(name in listening),
+                         tload.eq(name in loading)]
 
         # the opcode, decoded as it arrives: one flag register per known opcode
         codes = [c for c in ARG_BYTES if c != OP_RESULTS or self.result_logs]
         op_flags = Signal(len(codes))
+        op_unknown = Signal()
 
         def is_op(code):
             return op_flags[codes.index(code)]
@@ -162,6 +167,8 @@ class HostBridge(wiring.Component):
         word_last = Signal()  # the byte on ``rx`` completes a burst word
         end = Signal(17)  # address + count
         range_err = Signal()
+        shape_ok = Signal()  # SET_SHAPE in range: DISPATCH sets the shape
+        start_ok = Signal()  # START while idle: DISPATCH starts the core
         count_zero = Signal()
         busy = Signal()  # ``ctrl.busy`` registered in CHECK: only this bridge starts the core
         # The reply goes out of ``out`` (``tx.payload``); ``txbuf`` holds the bytes after it and
@@ -202,10 +209,11 @@ class HostBridge(wiring.Component):
         with m.If(dw.en | sw.en):
             m.d.sync += addr.eq(addr + 1)
         rx_nargs = Signal(range(9))  # argument bytes of the opcode on ``rx`` (0: unknown)
+        rx_known = Signal()
         with m.Switch(self.rx.payload):
             for code in codes:  # OP_RESULTS only with result logs (else unknown: protocol 1)
                 with m.Case(code):
-                    m.d.comb += rx_nargs.eq(ARG_BYTES[code])
+                    m.d.comb += [rx_nargs.eq(ARG_BYTES[code]), rx_known.eq(1)]
 
         def load(code=0, *, info=0, results=0, status_=0, nbytes=1, c=0):
             """Reply next: ``nbytes`` bytes from ``code`` or the INFO / RESULTS / STATUS
@@ -232,6 +240,7 @@ class HostBridge(wiring.Component):
             m.d.sync += timer.eq(self.timeout - 1)
             with m.If(self.rx.valid):
                 m.d.sync += [op_flags.eq(Cat(self.rx.payload == c for c in codes)),
+                             op_unknown.eq(~rx_known),
                              arg_left.eq(rx_nargs), no_args.eq(rx_nargs == 0)]
                 goto("OPCODE")
 
@@ -262,20 +271,25 @@ class HostBridge(wiring.Component):
 
         with m.If(now["RANGE"]):
             s_len = args[48:64]
-            m.d.sync += range_err.eq((is_op(OP_WRITE_D) & (end > self.d_depth)) |
-                                     (is_op(OP_WRITE_S) & (end > self.s_depth)) |
-                                     (is_op(OP_READ_C) & (end > self.c_space)) |
-                                     (is_op(OP_SET_SHAPE) & (s_len > self.s_depth)))
+            err = Signal()
+            m.d.comb += err.eq((is_op(OP_WRITE_D) & (end > self.d_depth)) |
+                               (is_op(OP_WRITE_S) & (end > self.s_depth)) |
+                               (is_op(OP_READ_C) & (end > self.c_space)) |
+                               (is_op(OP_SET_SHAPE) & (s_len > self.s_depth)))
+            m.d.sync += [range_err.eq(err), shape_ok.eq(is_op(OP_SET_SHAPE) & ~err),
+                         start_ok.eq(is_op(OP_START) & ~busy)]
             goto("DISPATCH")
 
         with m.If(now["DISPATCH"]):
             m.d.sync += [count_last.eq(count == 1),
                          word_last.eq(is_op(OP_WRITE_D) if rows == 1 else 0)]
+            # the op flags are exclusive: one ``If`` each (an ``Elif`` chain would put every
+            # earlier flag in front of a branch's enables); ``op_unknown`` is the rest
             with m.If(is_op(OP_NOP)):
                 reply(ST_OK)
-            with m.Elif(is_op(OP_INFO)):
+            with m.If(is_op(OP_INFO)):
                 load(info=1, nbytes=INFO_BYTES)
-            with m.Elif(is_op(OP_WRITE_D) | is_op(OP_WRITE_S)):
+            with m.If(is_op(OP_WRITE_D) | is_op(OP_WRITE_S)):
                 with m.If(busy):
                     m.d.sync += [status.eq(ERR_BUSY), status_ok.eq(0)]
                 with m.Elif(range_err):
@@ -286,32 +300,28 @@ class HostBridge(wiring.Component):
                     goto("REPLY_STATUS")
                 with m.Else():
                     goto("DATA")
-            with m.Elif(is_op(OP_READ_C)):
+            with m.If(is_op(OP_READ_C)):
                 with m.If(range_err):
                     reply(ERR_RANGE)
                 with m.Else():
                     load(ST_OK, c=~count_zero)
-            with m.Elif(is_op(OP_SET_SHAPE)):
-                with m.If(range_err):
-                    reply(ERR_RANGE)
-                with m.Else():
-                    m.d.sync += [
-                        ctrl.m.eq(args[0:16]), ctrl.k.eq(args[16:32]),
-                        ctrl.n.eq(args[32:48]), ctrl.s_len.eq(args[48:64]),
-                    ]
-                    reply(ST_OK)
-            with m.Elif(is_op(OP_START)):
-                with m.If(busy):
-                    reply(ERR_BUSY)
-                with m.Else():
-                    m.d.sync += ctrl.start.eq(1)
-                    reply(ST_OK)
+            with m.If(shape_ok):
+                m.d.sync += [
+                    ctrl.m.eq(args[0:16]), ctrl.k.eq(args[16:32]),
+                    ctrl.n.eq(args[32:48]), ctrl.s_len.eq(args[48:64]),
+                ]
+            with m.If(is_op(OP_SET_SHAPE)):
+                reply(Mux(range_err, ERR_RANGE, ST_OK))
+            with m.If(start_ok):
+                m.d.sync += ctrl.start.eq(1)
+            with m.If(is_op(OP_START)):
+                reply(Mux(busy, ERR_BUSY, ST_OK))
             if self.result_logs:
-                with m.Elif(is_op(OP_RESULTS)):
+                with m.If(is_op(OP_RESULTS)):
                     load(results=1, nbytes=results_bytes)
-            with m.Elif(is_op(OP_STATUS)):
+            with m.If(is_op(OP_STATUS)):
                 load(status_=1, nbytes=STATUS_BYTES)
-            with m.Else():
+            with m.If(op_unknown):
                 reply(ERR_OPCODE)
 
         with m.If(now["DATA"]):
@@ -364,7 +374,7 @@ class HostBridge(wiring.Component):
         for flag, term in terms:
             expr = expr | Mux(flag, term, 0)
         m.d.comb += value.eq(expr)
-        with m.If(now["LOAD"] | now["C_LATCH"]):
+        with m.If(tload):
             send(value)
 
         with m.If(now["SEND"] & self.tx.ready):
