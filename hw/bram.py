@@ -14,24 +14,27 @@ register and, told by ``no_rw_check`` that a same-cycle read of the written word
 the old word, adds no bypass. The behaviour is that of a synchronous read port (data one cycle
 after the address; ``en`` low holds the data), and in simulation a same-cycle read still gives
 the old word. The core uses it for the single C buffer, whose entries are read only after
-they were written.
+they were written, and for the copies of D and S (below).
 
 Not for the result logs: with it (RTL of ``ea4e226``) the bypass's write-delay register went
 too, and the ULX3S critical path became a PE column's result-valid register → 16.6 ns of routing
-→ its log's write enable (57.5 MHz, seed 3); the logs use plain synchronous ports again. Not for
-the D and S buffers either: there the write delay of yosys's bypass is a register stage on the
-host's write bus, which runs from the bridge to every PE column's block-RAM copy (yosys merges
-the copies' identical delay registers into one set, placed between the bridge and the copies).
-Without it (all buffers read through this port) the ULX3S critical path became that bus: the
-bridge's address register → 14–18 ns of routing → a D copy's address input (65.8 and 54.2 MHz on
-seeds 1 and 2, against 72.7 and 64.4 before).
+→ its log's write enable (57.5 MHz, seed 3); the logs use plain synchronous ports again.
+
+For the D and S buffers the write delay of yosys's bypass was a register stage on the host's
+write bus, which runs from the bridge to every PE column's block-RAM copy; with one memory per
+buffer (its copies, one per read port, made by yosys) that delay was one set of registers shared
+by all copies, every bypass LUT was placed next to it, and without the bypass (build of
+``136eef7``, and branch ``fmax2-bypass``) the one write register fanned out to every copy
+became the critical path (14–18 ns of routing). So the core makes one memory per consumer
+(``hw.core.SwatCore.split_buffers``), reads each through :func:`read_port` and writes them
+through :func:`fan_out_writes`: a binary tree of registers whose leaves each write one copy.
 """
 
 from amaranth.hdl import Signal
 from amaranth.lib.memory import Memory, ReadPort
 from amaranth.utils import ceil_log2
 
-__all__ = ["BUFFER_ATTRS", "read_port"]
+__all__ = ["BUFFER_ATTRS", "read_port", "fan_out_writes"]
 
 #: attributes of a memory read through :func:`read_port` (see the module docstring)
 BUFFER_ATTRS = {"no_rw_check": 1}
@@ -49,3 +52,61 @@ def read_port(m, mem: Memory, name: str):
     with m.If(port.en):
         m.d.sync += data.eq(comb.data)
     return port
+
+
+def fan_out_writes(m, source, memories, name: str, *, early=()):
+    """Write every memory of ``memories`` (copies of one buffer, each read by one consumer)
+    from ``source`` (``en``, ``addr``, ``data`` of ``WritePort.Signature``) through a binary
+    tree of registers, so that every copy's write register can sit by its block RAM and no
+    register drives more than two others.
+
+    The copies are the leaves: a write reaches them at most ``ceil(log2(len(memories)))``
+    cycles after ``source`` (at least 1; exactly that many for a power of two). The memories
+    of ``early`` (a consumer that reads soon after the host's last write, e.g. the
+    dispatcher's header reads one cycle after ``start``) are written from the first register
+    of the tree, 1 cycle after ``source``. Returns the latency of ``memories``.
+
+    yosys merges registers with the same input (``opt_merge``; a ``keep`` on the signal does
+    not stop it), which would give back one register for all copies. The two children of a
+    node therefore differ: the second keeps the enable inverted (reset value 1 = no write)
+    and its address and data registers have the initial value all-ones (the first's: 0),
+    which is never seen (the enable qualifies them) but keeps them apart. (Nodes of two trees
+    at the same place whose sources are one register, such as the bridge's D and S address,
+    are still merged: one register then writes the D and the S copy of a PE column.)
+    """
+    memories, early = list(memories), list(early)
+    if not memories:
+        raise ValueError("fan_out_writes: no memories")
+    aw, shape = len(source.addr), source.data.shape()
+    levels = max(1, ceil_log2(len(memories)))
+
+    def node(src_en, src_addr, src_data, leaves, extra, path, second):
+        tag = f"{name}_wr{path}"
+        if second:  # the enable kept inverted: reset (1) = no write
+            en_n = Signal(name=f"{tag}_en_n", init=1)
+            m.d.sync += en_n.eq(~src_en)
+            en = ~en_n
+        else:
+            en = Signal(name=f"{tag}_en")
+            m.d.sync += en.eq(src_en)
+        ones = -1 if second else 0
+        addr = Signal(aw, name=f"{tag}_addr", reset_less=True, init=ones & ((1 << aw) - 1))
+        data = Signal(shape, name=f"{tag}_data", reset_less=True,
+                      init=ones & ((1 << len(source.data)) - 1))
+        m.d.sync += [addr.eq(src_addr), data.eq(src_data)]
+        for mem in extra + (leaves if len(leaves) == 1 else []):
+            port = mem.write_port()
+            m.d.comb += [port.en.eq(en), port.addr.eq(addr), port.data.eq(data)]
+        if len(leaves) > 1:
+            children(en, addr, data, leaves, [], path)
+
+    def children(en, addr, data, leaves, extra, path):
+        half = (len(leaves) + 1) // 2
+        node(en, addr, data, leaves[:half], extra, f"{path}0", False)
+        node(en, addr, data, leaves[half:], [], f"{path}1", True)
+
+    if len(memories) == 1:
+        node(source.en, source.addr, source.data, memories, early, "", False)
+    else:
+        children(source.en, source.addr, source.data, memories, early, "")
+    return levels

@@ -34,7 +34,7 @@ from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .bram import BUFFER_ATTRS, read_port
+from .bram import BUFFER_ATTRS, fan_out_writes, read_port
 from .core_ports import ControlSignature, SelectSignature
 from .loader import Loader
 from .params import check_int
@@ -175,13 +175,18 @@ class SwatCore(wiring.Component):
                 members["sel_clk"] = In(1)
                 members["sel_quiet"] = Out(1)
         super().__init__(members)
-        # memories are created here so that testbenches can preload them (ctx.set(mem.data[a], v))
-        self.d_mem = Memory(shape=rows * 8, depth=d_depth, init=[])
+        # memories are created here so that testbenches can preload them (ctx.set(mem.data[a], v)
+        # for every copy): one copy of D per PE column (``d_mem_<j>``), one of S per PE column
+        # and one for the dispatcher (``s_copy_<j>``, ``j = cols``: the dispatcher's), each
+        # with its own write port fed by a register tree (``_split``); on the iCE40 one memory
+        # of each, read by every consumer (``d_mems[0]``, ``s_mems[0]``; see elaborate)
+        self.d_mems = [Memory(shape=rows * 8, depth=d_depth, init=[]) for _ in range(cols)]
         if sel_lanes:  # word a of S buffer f: self.s_buffer.locate(a, f) (s_mem_<a % banks>)
             self.s_buffer = SBuffer(depth=s_depth, read_ports=cols + 1, buffers=2,
                                     sub_banks=self.sel_banks, place_memories=False)
+            self.s_mems = []
         else:
-            self.s_mem = Memory(shape=32, depth=s_depth, init=[])
+            self.s_mems = [Memory(shape=32, depth=s_depth, init=[]) for _ in range(cols + 1)]
         if result_logs:
             # plain synchronous read ports (not hw.bram.read_port): yosys's bypass delays the
             # log write by a register, which the ULX3S needs (hw/bram.py)
@@ -190,10 +195,44 @@ class SwatCore(wiring.Component):
         else:
             self.c_mem = Memory(shape=rows * 32, depth=c_depth, init=[], attrs=BUFFER_ATTRS)
 
+    @staticmethod
+    def split_buffers(platform):
+        """Whether the D and S buffers are one memory per consumer, written through a register
+        tree and read without yosys's bypass (everywhere but the iCE40: its build is of one
+        memory per buffer, and the tree's registers would not fit the UP5K).
+
+        Why: a synchronous read port on a memory that is also written makes yosys add a
+        read-first bypass (a register on the write and a LUT behind every read bit,
+        ``hw.bram``); with one memory and ``cols + 1`` read ports, yosys's copies share one
+        write port, so the bypass's write register was one set of FFs for every copy, and each
+        bypass LUT was placed by it, far from its block RAM (the ULX3S critical path of
+        ``d11ad36``: an S copy → 8.5 ns → the bypass LUT → ``fetched``). One memory per
+        consumer, read through ``hw.bram.read_port`` (no bypass), each written by its own
+        register at the end of a tree (``hw.bram.fan_out_writes``), leaves a block RAM with a
+        register on each side that the placer can put next to it.
+        """
+        return str(getattr(platform, "family", "")).lower() != "ice40"
+
     def elaborate(self, platform):
         m = Module()
         rows, cols, ctrl = self.rows, self.cols, self.ctrl
-        m.submodules.d_mem = d_mem = self.d_mem
+        split = self.split_buffers(platform)
+        if split:
+            # the host's writes land 1 (dispatcher's S copy) or ceil(log2(cols)) cycles
+            # (the PE columns' copies) after the write port; the dispatcher reads the blob
+            # header from the cycle after ``start`` on, the columns read S and D at least 12
+            # cycles after it (tests/test_core.py holds a write in the cycle before ``start``)
+            for j, mem in enumerate(self.d_mems):
+                mem.attrs.update(BUFFER_ATTRS)
+                m.submodules[f"d_mem_{j}"] = mem
+            fan_out_writes(m, self.d_write, self.d_mems, "d")
+            d_reads = [read_port(m, mem, f"d_rd_{j}") for j, mem in enumerate(self.d_mems)]
+        else:
+            m.submodules.d_mem = d_mem = self.d_mems[0]
+            for mem in self.d_mems[1:]:  # not used on this platform
+                mem._MustUse__used = True
+            wiring.connect(m, wiring.flipped(self.d_write), d_mem.write_port())
+            d_reads = [d_mem.read_port() for _ in range(cols)]
         m.submodules.loader = ld = Loader(rows=rows, cols=cols, d_depth=self.d_depth,
                                           s_depth=self.s_depth, c_depth=self.c_depth)
         # a result log takes a result every cycle, so one holding slot per column is enough
@@ -201,10 +240,9 @@ class SwatCore(wiring.Component):
         m.submodules.pe = pe = PEArray(rows=rows, cols=cols, tag_width=self.c_aw,
                                        hold_depth=1 if self.result_logs else self.hold_depth)
 
-        # ---- host ports of the D and S buffers, the loader on S (the select unit writes S)
-        wiring.connect(m, wiring.flipped(self.d_write), d_mem.write_port())
+        # ---- the loader on S (the select unit writes S)
         start = Signal()
-        start_held = self._s_buffer(m, ld, start)
+        start_held = self._s_buffer(m, ld, start, split)
         m.d.comb += start.eq(ctrl.start & ~ctrl.busy & ~start_held)
         m.d.comb += [
             ld.start.eq(start), ld.m.eq(ctrl.m), ld.k.eq(ctrl.k), ld.n.eq(ctrl.n),
@@ -214,8 +252,7 @@ class SwatCore(wiring.Component):
         # ---- D read stage, operands to the PE array
         in_flight = []
         for j in range(cols):
-            in_flight += self._operand_fetch(m, j, start, ld.out[j], d_mem.read_port(),
-                                             pe.inp[j])
+            in_flight += self._operand_fetch(m, j, start, ld.out[j], d_reads[j], pe.inp[j])
 
         # ---- results: per-column logs, or one C buffer behind an arbitrated port
         writing = self._results(m, start, ld, pe)
@@ -274,7 +311,7 @@ class SwatCore(wiring.Component):
             wiring.connect(m, pe.out[j], port.results[j])
         return writing
 
-    def _s_buffer(self, m, ld, start):
+    def _s_buffer(self, m, ld, start, split):
         """The S buffer and its writers; returns what holds back a GEMM ``start``.
 
         Without the select unit: one memory, written by the host. With it: two buffers
@@ -285,11 +322,19 @@ class SwatCore(wiring.Component):
         works and no GEMM runs."""
         ctrl = self.ctrl
         if self.sel_unit is None:
-            # synchronous read ports (not hw.bram.read_port): to keep their simulated "old word"
-            # answer yosys delays the host's write by a register, and that register stage is
-            # what keeps the host's write address and data (one bus from the bridge to every
-            # block-RAM copy) off the critical path; see hw.bram
-            m.submodules.s_mem = s_mem = self.s_mem
+            if split:  # one copy per PE column and the dispatcher's (split_buffers)
+                cols = self.cols
+                for j, mem in enumerate(self.s_mems):
+                    mem.attrs.update(BUFFER_ATTRS)
+                    m.submodules[f"s_copy_{j}"] = mem
+                fan_out_writes(m, self.s_write, self.s_mems[:cols], "s",
+                               early=self.s_mems[cols:])
+                for j, mem in enumerate(self.s_mems):
+                    wiring.connect(m, ld.s_rd[j], read_port(m, mem, f"s_rd_{j}"))
+                return Const(0)
+            m.submodules.s_mem = s_mem = self.s_mems[0]
+            for mem in self.s_mems[1:]:  # not used on this platform
+                mem._MustUse__used = True
             wiring.connect(m, wiring.flipped(self.s_write), s_mem.write_port())
             for j in range(self.cols + 1):
                 wiring.connect(m, ld.s_rd[j], s_mem.read_port())

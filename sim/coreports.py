@@ -80,6 +80,14 @@ MEMORIES: dict[str, tuple[str, ...]] = {
 #: a core whose S buffer is split into sub-banks: memories ``s_mem_<b>``
 S_BANK_MEMORY = "s_mem_{b}"
 
+#: a core with one copy of D per PE column (``hw.core.SwatCore.split_buffers``): memories
+#: ``d_mem_<j>``, each holding all of D (a preload writes every copy)
+D_COPY_MEMORY = "d_mem_{j}"
+
+#: likewise one copy of S per PE column and the dispatcher's (a core without the select unit):
+#: memories ``s_copy_<j>``, each holding all of S
+S_COPY_MEMORY = "s_copy_{j}"
+
 #: a core with result logs (one per PE column): memory ``c_log_<j>`` and port
 #: ``ctrl__results__<j>`` (entries the last operation wrote to log ``j``)
 LOG_MEMORY = "c_log_{j}"
@@ -103,6 +111,9 @@ def resolve(ports: dict, memories: list | None = None) -> dict:
     result logs of a core that has them (empty otherwise); ``select`` maps the names of
     :data:`SELECT` to Verilog names on a core with the select unit (empty otherwise);
     ``select_gate`` those of :data:`SELECT_GATE` on a core whose unit has a clock of its own.
+    ``d_copies`` / ``s_copies`` list the copies of D / S (:data:`D_COPY_MEMORY`,
+    :data:`S_COPY_MEMORY`) of a core that has one per consumer and no single memory (empty
+    otherwise).
     """
     have = {_bare(p) for p in ports}
     out = {}
@@ -143,4 +154,9 @@ def resolve(ports: dict, memories: list | None = None) -> dict:
     while out["mem_s"] is None and S_BANK_MEMORY.format(b=len(banks)) in mem_names:
         banks.append(S_BANK_MEMORY.format(b=len(banks)))
     out["s_banks"] = banks
+    for buf, pattern in (("d", D_COPY_MEMORY), ("s", S_COPY_MEMORY)):
+        copies = []
+        while out[f"mem_{buf}"] is None and pattern.format(j=len(copies)) in mem_names:
+            copies.append(pattern.format(j=len(copies)))
+        out[f"{buf}_copies"] = copies
     return out

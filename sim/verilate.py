@@ -501,8 +501,25 @@ def harness_config(toplevel: str, ports: dict, memories: list, attrs: dict,
         if mem is not None:
             lines.append(f"#define HAS_MEM_{buf.upper()} 1")
             lines.append(f"#define MEM_{buf.upper()}(t) (t)->rootp->{toplevel}__DOT__{mem}")
+    # PUT_D / PUT_S write a word into every memory that holds it (one per consumer on a core
+    # with copies, hw.core.SwatCore.split_buffers); MEM_S_WORD reads S word a
+    if names["mem_d"] is not None:
+        lines.append("#define PUT_D(t, a, p) put(MEM_D(t)[a], (p), DBYTES)")
+    elif names.get("d_copies"):
+        lines += ["#define HAS_MEM_D 1",
+                  f"static inline void harness_put_d({cls}* t, uint32_t a, const uint8_t* p) {{"]
+        lines += [f"    put(t->rootp->{toplevel}__DOT__{mem}[a], p, DBYTES);"
+                  for mem in names["d_copies"]]
+        lines += ["}", "#define PUT_D(t, a, p) harness_put_d((t).get(), (a), (p))"]
     if names["mem_s"] is not None:
         lines.append("#define MEM_S_WORD(t, a) (MEM_S(t)[a])")
+    elif names.get("s_copies"):
+        copies = names["s_copies"]
+        lines += ["#define HAS_MEM_S 1",
+                  f"#define MEM_S_WORD(t, a) ((t)->rootp->{toplevel}__DOT__{copies[0]}[a])",
+                  f"static inline void harness_put_s({cls}* t, uint32_t a, IData w) {{"]
+        lines += [f"    t->rootp->{toplevel}__DOT__{mem}[a] = w;" for mem in copies]
+        lines += ["}", "#define PUT_S(t, a, w) harness_put_s((t).get(), (a), (w))"]
     elif names.get("s_banks"):  # word a of the S memory space in sub-bank a % B, row a / B
         nb = len(names["s_banks"])
         if nb & (nb - 1):
@@ -516,6 +533,8 @@ def harness_config(toplevel: str, ports: dict, memories: list, attrs: dict,
         lines += [f"    default: return t->rootp->{toplevel}__DOT__{names['s_banks'][0]}"
                   f"[a >> {nb.bit_length() - 1}];", "    }", "}",
                   "#define MEM_S_WORD(t, a) harness_s_word((t).get(), (a))"]
+    if not names.get("s_copies"):
+        lines.append("#define PUT_S(t, a, w) (MEM_S_WORD(t, a) = (w))")
     lines += _select_config(names, ports, attrs)
     if inputs:
         lines += _inputs_changed(cls, inputs)
@@ -590,6 +609,7 @@ def _build_harness(bdir: Path, toplevel: str, text: str, ports: dict, memories: 
     vlt = bdir / "public.vlt"
     public = [names[f"mem_{b}"] for b in "dsc" if names[f"mem_{b}"]]
     public += [mem for mem, _ in names["logs"]] + list(names.get("s_banks", []))
+    public += list(names.get("d_copies", [])) + list(names.get("s_copies", []))
     vlt.write_text("`verilator_config\n" + "".join(
         f'public_flat_rw -module "{toplevel}" -var "{mem}"\n' for mem in public))
     (bdir / "harness_config.h").write_text(harness_config(toplevel, ports, memories, attrs,

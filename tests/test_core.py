@@ -35,19 +35,27 @@ class CoreTB:
         self.sim.run()
 
     # --- buffer access: backdoor (fast) and through the host ports
-    def s_cell(self, a, buffer=0):
-        """The memory cell of S word ``a`` (of S buffer ``buffer`` on a select core, whose S
-        is sub-banked)."""
+    def s_cells(self, a, buffer=0):
+        """The memory cells of S word ``a``: one per copy of a core without the select unit
+        (every consumer reads its own, ``SwatCore.split_buffers``); on a select core the one
+        of S buffer ``buffer`` (sub-banked)."""
         if self.dut.sel_unit is None:
-            return self.dut.s_mem.data[a]
+            return [mem.data[a] for mem in self.dut.s_mems]
         mem, row = self.dut.s_buffer.locate(a, buffer)
-        return mem.data[row]
+        return [mem.data[row]]
+
+    def s_cell(self, a, buffer=0):
+        """The first memory cell of S word ``a`` (to read it back)."""
+        return self.s_cells(a, buffer)[0]
 
     def preload(self, ctx, d_words, s_words):
+        """Write D and S words straight into the memories (every copy)."""
         for a, v in enumerate(d_words):
-            ctx.set(self.dut.d_mem.data[a], v)
+            for mem in self.dut.d_mems:
+                ctx.set(mem.data[a], v)
         for a, v in enumerate(s_words):
-            ctx.set(self.s_cell(a), int(v))
+            for cell in self.s_cells(a):
+                ctx.set(cell, int(v))
 
     async def write_ports(self, ctx, d_words, s_words):
         dut = self.dut
@@ -254,6 +262,40 @@ def test_host_ports(logs):
         for _ in range(3):
             await ctx.tick()
             assert ctx.get(tb.dut.ctrl.done) == 1
+
+    tb.run(body)
+
+
+@pytest.mark.parametrize("cols", [1, 3, 8])
+@pytest.mark.parametrize("s_last", [True, False])
+def test_host_writes_up_to_the_cycle_before_start(cols, s_last):
+    """Words written through the ports in reverse order (word 0, the blob's magic or the first
+    D word, in the cycle before ``start``) are read right: the write register tree
+    (``hw.bram.fan_out_writes``) lands them before the first read of each copy."""
+    rng = np.random.default_rng(cols)
+    tb = CoreTB(rows=2, cols=cols, d_depth=64, s_depth=128, c_depth=32)
+    m, k, n = 3, 5, 2 * cols
+    d = rng.integers(-128, 128, (m, k)).astype(np.int8)
+    s = rand_s(rng, k, n, 0.6)
+    w = compress.words(compress.encode(s))
+    dw = intref.pack_d(d, 2)
+
+    async def write(ctx, port, words):
+        for a in reversed(range(len(words))):
+            ctx.set(port.en, 1), ctx.set(port.addr, a), ctx.set(port.data, int(words[a]))
+            await ctx.tick()
+        ctx.set(port.en, 0)
+
+    async def body(ctx):
+        first, last = (tb.dut.d_write, dw), (tb.dut.s_write, w)
+        if not s_last:
+            first, last = last, first
+        await write(ctx, *first)
+        await write(ctx, *last)
+        st = await tb.op(ctx, m, k, n, len(w))
+        assert st["error_code"] == 0
+        np.testing.assert_array_equal(intref.unpack_c(tb.read_c(ctx, 2 * n), m, n, 2),
+                                      intref.gemm(d, s))
 
     tb.run(body)
 

@@ -85,6 +85,8 @@ def test_harness_config_names_the_ports_from_one_table():
     text = verilate.harness_config("swat_core", ports, mems, attrs)
     assert "#define PORT_D_WE(t) (t)->d_we" in text
     assert "#define MEM_D(t) (t)->rootp->swat_core__DOT__d_mem" in text
+    assert "#define PUT_D(t, a, p) put(MEM_D(t)[a], (p), DBYTES)" in text
+    assert "#define PUT_S(t, a, w) (MEM_S_WORD(t, a) = (w))" in text
     assert "#define DBYTES 8" in text and "#define CBYTES 32" in text
     assert "HAS_MEM_C" not in text  # no single C memory: the harness reads C through the port
     assert "#define ROOT_EVAL_FN Vswat_core___024root___eval" in text  # called directly
@@ -94,6 +96,27 @@ def test_harness_config_names_the_ports_from_one_table():
     with pytest.raises(coreports.PortError, match=r"^the core has no port for 'done' "
                                                   r"\(tried done, ctrl__done\)$"):
         verilate.harness_config("swat_core", ports, mems, attrs)
+
+
+def test_harness_config_writes_every_copy_of_d_and_s():
+    """A core with one copy of D per PE column (``d_mem_<j>``) and of S per consumer
+    (``s_copy_<j>``, hw.core.SwatCore.split_buffers): a preload writes every copy, S is read
+    back from the first."""
+    ports = {"clk": 1, "rst": 1, "d_we": 1, "d_addr": 10, "d_data": 16, "s_we": 1, "s_addr": 8,
+             "s_data": 32, "c_addr": 9, "c_data": 64, "m": 16, "k": 16, "n": 16, "s_len": 9,
+             "start": 1, "busy": 1, "done": 1, "error": 1, "error_code": 4, "cycles": 32,
+             "busy_cycles": 32, "stall_cycles": 32, "idle_cycles": 32}
+    mems = ([{"name": f"d_mem_{j}", "width": 16, "depth": 1024} for j in range(2)]
+            + [{"name": f"s_copy_{j}", "width": 32, "depth": 256} for j in range(3)])
+    attrs = {"rows": 2, "cols": 2, "d_depth": 1024, "s_depth": 256, "c_depth": 128}
+    text = verilate.harness_config("swat_core", ports, mems, attrs)
+    assert "#define HAS_MEM_D 1" in text and "#define HAS_MEM_S 1" in text
+    for j in range(2):
+        assert f"    put(t->rootp->swat_core__DOT__d_mem_{j}[a], p, DBYTES);" in text
+    for j in range(3):
+        assert f"    t->rootp->swat_core__DOT__s_copy_{j}[a] = w;" in text
+    assert "#define MEM_S_WORD(t, a) ((t)->rootp->swat_core__DOT__s_copy_0[a])" in text
+    assert "#define PUT_D(t, a, p) harness_put_d((t).get(), (a), (p))" in text
 
 
 def test_harness_config_of_the_select_core():

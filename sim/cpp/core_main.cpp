@@ -480,7 +480,7 @@ struct Harness {
                 tick();
             } else {
 #ifdef HAS_MEM_D
-                put(MEM_D(top)[base + i], p, DBYTES);
+                PUT_D(top, base + i, p);
                 memories_written = true;
 #endif
             }
@@ -503,7 +503,7 @@ struct Harness {
                 tick();
             } else {
 #ifdef HAS_MEM_S
-                MEM_S_WORD(top, base + i) = w;
+                PUT_S(top, base + i, w);
                 memories_written = true;
 #endif
             }

@@ -109,7 +109,11 @@ class CoreDriver:
             self.dmem = [h for h in (_find(dut, n) for n in self.dmem_names) if h is not None]
             self.smem = [h for h in (_find(dut, n) for n in self.smem_names) if h is not None]
             self.cmem = [h for h in (_find(dut, n) for n in self.cmem_names) if h is not None]
-            if len(self.smem) != 1:  # one S buffer expected; otherwise use the port
+            # one S buffer expected, or one copy per consumer (s_copy_<j>, all written);
+            # otherwise use the port
+            copies = [coreports.S_COPY_MEMORY.format(j=j) for j in range(len(self.smem_names))]
+            if len(self.smem) != 1 and not (sorted(self.smem_names) == sorted(copies)
+                                            and len(self.smem) == len(copies)):
                 self.smem = None
             self.dmem = self.dmem or None
             self.cmem = self.cmem or None
@@ -191,9 +195,10 @@ class CoreDriver:
     async def write_s(self, words: np.ndarray, base: int = 0):
         ints = np.asarray(words, dtype=np.uint32).tolist()
         if self.smem:
-            hs = self._elems(self.smem[0], base, len(ints))
-            for h, v in zip(hs, ints, strict=True):
-                h.set_signal_val_int(0, v - (1 << 32) if v >= 1 << 31 else v)
+            for mem in self.smem:
+                hs = self._elems(mem, base, len(ints))
+                for h, v in zip(hs, ints, strict=True):
+                    h.set_signal_val_int(0, v - (1 << 32) if v >= 1 << 31 else v)
         else:
             await self._write_port("s", ints, base)
 
