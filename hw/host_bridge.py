@@ -161,7 +161,8 @@ class HostBridge(wiring.Component):
         count = Signal(16)
         count_last = Signal()  # count == 1
         status = Signal(8)
-        status_ok = Signal()
+        write_d = Signal()  # WRITE_D accepted: its words go to the core
+        write_s = Signal()
         word = Signal(word_bits)
         wbyte = Signal(range(max(rows, 4)))
         word_last = Signal()  # the byte on ``rx`` completes a burst word
@@ -291,11 +292,13 @@ class HostBridge(wiring.Component):
                 load(info=1, nbytes=INFO_BYTES)
             with m.If(is_op(OP_WRITE_D) | is_op(OP_WRITE_S)):
                 with m.If(busy):
-                    m.d.sync += [status.eq(ERR_BUSY), status_ok.eq(0)]
+                    m.d.sync += status.eq(ERR_BUSY)
                 with m.Elif(range_err):
-                    m.d.sync += [status.eq(ERR_RANGE), status_ok.eq(0)]
+                    m.d.sync += status.eq(ERR_RANGE)
                 with m.Else():
-                    m.d.sync += [status.eq(ST_OK), status_ok.eq(1)]
+                    m.d.sync += status.eq(ST_OK)
+                ok = ~busy & ~range_err
+                m.d.sync += [write_d.eq(ok & is_op(OP_WRITE_D)), write_s.eq(ok & is_op(OP_WRITE_S))]
                 with m.If(count_zero):
                     goto("REPLY_STATUS")
                 with m.Else():
@@ -337,8 +340,7 @@ class HostBridge(wiring.Component):
                     m.d.sync += [
                         wbyte.eq(0), word_last.eq(last_byte == 0),
                         count.eq(count - 1), count_last.eq(count == 2),
-                        dw.en.eq(status_ok & is_op(OP_WRITE_D)),
-                        sw.en.eq(status_ok & is_op(OP_WRITE_S)),
+                        dw.en.eq(write_d), sw.en.eq(write_s),
                     ]
                     with m.If(count_last):
                         goto("REPLY_STATUS")
