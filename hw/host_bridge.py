@@ -20,37 +20,27 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from hw.contract.protocol import (  # noqa: F401  (re-exported: the bridge's public names)
-    ARG_BYTES,
-    ERR_BUSY,
-    ERR_OPCODE,
-    ERR_RANGE,
-    ERR_TIMEOUT,
-    INFO_BYTES,
-    OP_INFO,
-    OP_NOP,
-    OP_READ_C,
-    OP_RESULTS,
-    OP_SET_SHAPE,
-    OP_START,
-    OP_STATUS,
-    OP_WRITE_D,
-    OP_WRITE_S,
-    PROTOCOL_VERSION,
-    PROTOCOL_VERSION_LOGS,
-    ST_OK,
-    STATUS_BYTES,
-)
+from hw.contract import protocol
+from hw.contract.protocol import *  # noqa: F403  (re-exported: the bridge's public names)
 
-__all__ = [
-    "HostBridge", "CORE_MEMBERS",
-    "OP_NOP", "OP_INFO", "OP_WRITE_D", "OP_WRITE_S", "OP_READ_C", "OP_SET_SHAPE", "OP_START",
-    "OP_STATUS", "OP_RESULTS", "ARG_BYTES", "ST_OK", "ERR_OPCODE", "ERR_BUSY", "ERR_RANGE",
-    "ERR_TIMEOUT", "INFO_BYTES", "STATUS_BYTES", "PROTOCOL_VERSION", "PROTOCOL_VERSION_LOGS",
-]
+__all__ = ["HostBridge", "CORE_MEMBERS", "c_read_space", *protocol.__all__]
 
 #: the core's host members the bridge connects to (``hw.core_ports``)
 CORE_MEMBERS = ("d_write", "s_write", "c_read", "ctrl")
+
+
+def c_read_space(*, cols: int, d_depth: int, s_depth: int, c_depth: int,
+                 result_logs: bool) -> int:
+    """READ_C's address space for a core of these sizes; raises ``ValueError`` for sizes the
+    protocol's 16-bit addresses cannot reach. A plain function, so that a caller can check
+    the sizes before it builds a core (an elaboratable left unused warns at exit)."""
+    for name, depth in (("d_depth", d_depth), ("s_depth", s_depth), ("c_depth", c_depth)):
+        if not 1 <= depth <= 0xFFFF:
+            raise ValueError(f"{name} must be in 1..65535, not {depth}")
+    space = (cols << ceil_log2(c_depth)) if result_logs else c_depth
+    if space > 0x10000:
+        raise ValueError(f"{space} C read addresses do not fit READ_C's 16 bits")
+    return space
 
 
 class HostBridge(wiring.Component):
@@ -74,22 +64,19 @@ class HostBridge(wiring.Component):
     def __init__(self, core_signature: wiring.Signature, *, rows: int, cols: int, d_depth: int,
                  s_depth: int, c_depth: int, timeout: int = 1 << 20, clk_hz: int = 0,
                  c_read_latency: int = 1):
-        for name, depth in (("d_depth", d_depth), ("s_depth", s_depth), ("c_depth", c_depth)):
-            if not 1 <= depth <= 0xFFFF:
-                raise ValueError(f"{name} must be in 1..65535, not {depth}")
+        ctrl = core_signature.members["ctrl"].signature
+        #: a core with result logs (``ctrl.results``: entries per PE column's log) is read
+        #: through ``bank << ceil_log2(c_depth) | index`` addresses (protocol version 2)
+        self.result_logs = "results" in ctrl.members
+        self.c_space = c_read_space(cols=cols, d_depth=d_depth, s_depth=s_depth,
+                                    c_depth=c_depth, result_logs=self.result_logs)
         self.rows, self.cols = rows, cols
         self.d_depth, self.s_depth, self.c_depth = d_depth, s_depth, c_depth
         self.timeout = timeout
         self.clk_hz = int(clk_hz)
         self.c_read_latency = c_read_latency
-        ctrl = core_signature.members["ctrl"].signature
-        #: a core with result logs (``ctrl.results``: entries per PE column's log) is read
-        #: through ``bank << ceil_log2(c_depth) | index`` addresses (protocol version 2)
-        self.result_logs = "results" in ctrl.members
-        self.version = PROTOCOL_VERSION_LOGS if self.result_logs else PROTOCOL_VERSION
-        self.c_space = (cols << ceil_log2(c_depth)) if self.result_logs else c_depth
-        if self.c_space > 0x10000:
-            raise ValueError(f"{self.c_space} C read addresses do not fit READ_C's 16 bits")
+        self.version = (protocol.PROTOCOL_VERSION_LOGS if self.result_logs
+                        else protocol.PROTOCOL_VERSION)
         super().__init__({
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),
@@ -101,7 +88,7 @@ class HostBridge(wiring.Component):
     def info_value(self) -> int:
         """The INFO reply as a little-endian integer (status byte first)."""
         fields = [
-            (ST_OK, 1), (int.from_bytes(b"SWAT", "little"), 4), (self.version, 1),
+            (protocol.ST_OK, 1), (int.from_bytes(b"SWAT", "little"), 4), (self.version, 1),
             (self.rows, 1), (self.cols, 1), (self.d_depth, 2), (self.s_depth, 2),
             (self.c_depth, 2), (self.clk_hz & 0xFFFFFFFF, 4),
         ]
@@ -109,7 +96,7 @@ class HostBridge(wiring.Component):
         for v, n in fields:
             value |= v << shift
             shift += 8 * n
-        assert shift == 8 * INFO_BYTES
+        assert shift == 8 * protocol.INFO_BYTES
         return value
 
     def elaborate(self, platform):
@@ -118,7 +105,7 @@ class HostBridge(wiring.Component):
         dw, sw, cr, ctrl = self.d_write, self.s_write, self.c_read, self.ctrl
         c_bytes = -(-len(cr.data) // 8)  # bytes of one C word on the wire
         results_bytes = 1 + 2 * self.cols  # RESULTS reply: status, a 16-bit count per log
-        tx_bytes = max(c_bytes, STATUS_BYTES, INFO_BYTES, results_bytes)
+        tx_bytes = max(c_bytes, protocol.STATUS_BYTES, protocol.INFO_BYTES, results_bytes)
         word_bits = max(rows * 8, 32)
 
         # Control is one-hot: one register per state (``state``), plus registered copies of
@@ -145,7 +132,7 @@ class HostBridge(wiring.Component):
                          tload.eq(name in loading)]
 
         # the opcode, decoded as it arrives: one flag register per known opcode
-        codes = [c for c in ARG_BYTES if c != OP_RESULTS or self.result_logs]
+        codes = [c for c in protocol.ARG_BYTES if c != protocol.OP_RESULTS or self.result_logs]
         op_flags = Signal(len(codes))
         op_unknown = Signal()
 
@@ -214,7 +201,7 @@ class HostBridge(wiring.Component):
         with m.Switch(self.rx.payload):
             for code in codes:  # OP_RESULTS only with result logs (else unknown: protocol 1)
                 with m.Case(code):
-                    m.d.comb += [rx_nargs.eq(ARG_BYTES[code]), rx_known.eq(1)]
+                    m.d.comb += [rx_nargs.eq(protocol.ARG_BYTES[code]), rx_known.eq(1)]
 
         def load(code=0, *, info=0, results=0, status_=0, nbytes=1, c=0):
             """Reply next: ``nbytes`` bytes from ``code`` or the INFO / RESULTS / STATUS
@@ -233,7 +220,7 @@ class HostBridge(wiring.Component):
                 m.d.sync += timer.eq(self.timeout - 1)
             with m.Elif(timer[-1]):
                 m.d.sync += timed_out.eq(1)
-                reply(ERR_TIMEOUT)
+                reply(protocol.ERR_TIMEOUT)
             with m.Else():
                 m.d.sync += timer.eq(timer - 1)
 
@@ -273,65 +260,66 @@ class HostBridge(wiring.Component):
         with m.If(now["RANGE"]):
             s_len = args[48:64]
             err = Signal()
-            m.d.comb += err.eq((is_op(OP_WRITE_D) & (end > self.d_depth)) |
-                               (is_op(OP_WRITE_S) & (end > self.s_depth)) |
-                               (is_op(OP_READ_C) & (end > self.c_space)) |
-                               (is_op(OP_SET_SHAPE) & (s_len > self.s_depth)))
-            m.d.sync += [range_err.eq(err), shape_ok.eq(is_op(OP_SET_SHAPE) & ~err),
-                         start_ok.eq(is_op(OP_START) & ~busy)]
+            m.d.comb += err.eq((is_op(protocol.OP_WRITE_D) & (end > self.d_depth)) |
+                               (is_op(protocol.OP_WRITE_S) & (end > self.s_depth)) |
+                               (is_op(protocol.OP_READ_C) & (end > self.c_space)) |
+                               (is_op(protocol.OP_SET_SHAPE) & (s_len > self.s_depth)))
+            m.d.sync += [range_err.eq(err), shape_ok.eq(is_op(protocol.OP_SET_SHAPE) & ~err),
+                         start_ok.eq(is_op(protocol.OP_START) & ~busy)]
             goto("DISPATCH")
 
         with m.If(now["DISPATCH"]):
             m.d.sync += [count_last.eq(count == 1),
-                         word_last.eq(is_op(OP_WRITE_D) if rows == 1 else 0)]
+                         word_last.eq(is_op(protocol.OP_WRITE_D) if rows == 1 else 0)]
             # the op flags are exclusive: one ``If`` each (an ``Elif`` chain would put every
             # earlier flag in front of a branch's enables); ``op_unknown`` is the rest
-            with m.If(is_op(OP_NOP)):
-                reply(ST_OK)
-            with m.If(is_op(OP_INFO)):
-                load(info=1, nbytes=INFO_BYTES)
-            with m.If(is_op(OP_WRITE_D) | is_op(OP_WRITE_S)):
+            with m.If(is_op(protocol.OP_NOP)):
+                reply(protocol.ST_OK)
+            with m.If(is_op(protocol.OP_INFO)):
+                load(info=1, nbytes=protocol.INFO_BYTES)
+            with m.If(is_op(protocol.OP_WRITE_D) | is_op(protocol.OP_WRITE_S)):
                 with m.If(busy):
-                    m.d.sync += status.eq(ERR_BUSY)
+                    m.d.sync += status.eq(protocol.ERR_BUSY)
                 with m.Elif(range_err):
-                    m.d.sync += status.eq(ERR_RANGE)
+                    m.d.sync += status.eq(protocol.ERR_RANGE)
                 with m.Else():
-                    m.d.sync += status.eq(ST_OK)
+                    m.d.sync += status.eq(protocol.ST_OK)
                 ok = ~busy & ~range_err
-                m.d.sync += [write_d.eq(ok & is_op(OP_WRITE_D)), write_s.eq(ok & is_op(OP_WRITE_S))]
+                m.d.sync += [write_d.eq(ok & is_op(protocol.OP_WRITE_D)),
+                             write_s.eq(ok & is_op(protocol.OP_WRITE_S))]
                 with m.If(count_zero):
                     goto("REPLY_STATUS")
                 with m.Else():
                     goto("DATA")
-            with m.If(is_op(OP_READ_C)):
+            with m.If(is_op(protocol.OP_READ_C)):
                 with m.If(range_err):
-                    reply(ERR_RANGE)
+                    reply(protocol.ERR_RANGE)
                 with m.Else():
-                    load(ST_OK, c=~count_zero)
+                    load(protocol.ST_OK, c=~count_zero)
             with m.If(shape_ok):
                 m.d.sync += [
                     ctrl.m.eq(args[0:16]), ctrl.k.eq(args[16:32]),
                     ctrl.n.eq(args[32:48]), ctrl.s_len.eq(args[48:64]),
                 ]
-            with m.If(is_op(OP_SET_SHAPE)):
-                reply(Mux(range_err, ERR_RANGE, ST_OK))
+            with m.If(is_op(protocol.OP_SET_SHAPE)):
+                reply(Mux(range_err, protocol.ERR_RANGE, protocol.ST_OK))
             with m.If(start_ok):
                 m.d.sync += ctrl.start.eq(1)
-            with m.If(is_op(OP_START)):
-                reply(Mux(busy, ERR_BUSY, ST_OK))
+            with m.If(is_op(protocol.OP_START)):
+                reply(Mux(busy, protocol.ERR_BUSY, protocol.ST_OK))
             if self.result_logs:
-                with m.If(is_op(OP_RESULTS)):
+                with m.If(is_op(protocol.OP_RESULTS)):
                     load(results=1, nbytes=results_bytes)
-            with m.If(is_op(OP_STATUS)):
-                load(status_=1, nbytes=STATUS_BYTES)
+            with m.If(is_op(protocol.OP_STATUS)):
+                load(status_=1, nbytes=protocol.STATUS_BYTES)
             with m.If(op_unknown):
-                reply(ERR_OPCODE)
+                reply(protocol.ERR_OPCODE)
 
         with m.If(now["DATA"]):
             receiving()
             with m.If(self.rx.valid):
                 shifted = Cat(word[8:], self.rx.payload)
-                last_byte = Mux(is_op(OP_WRITE_D), rows - 1, 3)
+                last_byte = Mux(is_op(protocol.OP_WRITE_D), rows - 1, 3)
                 m.d.sync += [word.eq(shifted), wbyte.eq(wbyte + 1),
                              word_last.eq(wbyte + 1 == last_byte)]
                 with m.If(word_last):
@@ -363,14 +351,15 @@ class HostBridge(wiring.Component):
                     timed_out)
         terms = [
             (tx_info, Const(self.info_value(), 8 * tx_bytes)),
-            (tx_status, Cat(Const(ST_OK, 8), flags, Const(0, 2), ctrl.error_code, Const(0, 4),
-                            ctrl.cycles, ctrl.busy_cycles, ctrl.stall_cycles, ctrl.idle_cycles)),
+            (tx_status, Cat(Const(protocol.ST_OK, 8), flags, Const(0, 2), ctrl.error_code,
+                            Const(0, 4), ctrl.cycles, ctrl.busy_cycles, ctrl.stall_cycles,
+                            ctrl.idle_cycles)),
             (now["C_LATCH"], cr.data),
         ]
         if self.result_logs:
             counts = [Cat(ctrl.results[j], Const(0, 16 - len(ctrl.results[j])))
                       for j in range(self.cols)]
-            terms.append((tx_results, Cat(Const(ST_OK, 8), *counts)))
+            terms.append((tx_results, Cat(Const(protocol.ST_OK, 8), *counts)))
         value = Signal(8 * tx_bytes)
         expr = tx_code
         for flag, term in terms:

@@ -22,28 +22,9 @@ import time
 
 import numpy as np
 
+from hw.contract import protocol
 from hw.contract.blob import encode_words
 from hw.contract.codes import LoaderError
-from hw.contract.protocol import (
-    ARG_BYTES,
-    ERR_BUSY,
-    ERR_OPCODE,
-    ERR_RANGE,
-    ERR_TIMEOUT,
-    INFO_BYTES,
-    OP_INFO,
-    OP_NOP,
-    OP_READ_C,
-    OP_RESULTS,
-    OP_SET_SHAPE,
-    OP_START,
-    OP_STATUS,
-    OP_WRITE_D,
-    OP_WRITE_S,
-    PROTOCOL_VERSION_LOGS,
-    ST_OK,
-    STATUS_BYTES,
-)
 from hw.contract.tiling import limits, plan_for
 from hw.contract.words import m_tiles, pack_d, unpack_c
 
@@ -52,8 +33,8 @@ __all__ = [
     "encode_s", "open_serial", "run_gemm_fpga",
 ]
 
-_ERR_NAMES = {ERR_OPCODE: "unknown opcode", ERR_BUSY: "core busy", ERR_RANGE: "out of range",
-              ERR_TIMEOUT: "frame timeout"}
+_ERR_NAMES = {protocol.ERR_OPCODE: "unknown opcode", protocol.ERR_BUSY: "core busy",
+              protocol.ERR_RANGE: "out of range", protocol.ERR_TIMEOUT: "frame timeout"}
 CORE_ERRORS = {int(e): e.text for e in LoaderError if e}
 
 
@@ -87,7 +68,7 @@ class CoreInfo:
     @property
     def result_logs(self) -> bool:
         """Protocol 2: C leaves the core through one result log per PE column."""
-        return self.version >= PROTOCOL_VERSION_LOGS
+        return self.version >= protocol.PROTOCOL_VERSION_LOGS
 
     @property
     def c_addr_bits(self) -> int:
@@ -157,25 +138,25 @@ class SwatFpga:
 
     def _command(self, op: int, args: bytes = b"", payload: bytes = b"") -> int:
         """Send a frame and return its status byte (the reply's first byte)."""
-        assert len(args) == ARG_BYTES[op]
+        assert len(args) == protocol.ARG_BYTES[op]
         self.port.write(bytes([op]) + args + payload)
         return self._read(1)[0]
 
     def _check(self, op: int, status: int) -> None:
-        if status != ST_OK:
+        if status != protocol.ST_OK:
             raise BridgeError(op, status)
 
     # -- commands ------------------------------------------------------------------------
     def nop(self) -> None:
-        self._check(OP_NOP, self._command(OP_NOP))
+        self._check(protocol.OP_NOP, self._command(protocol.OP_NOP))
 
     def resync(self, attempts: int = 4) -> None:
         """Recover from a desynchronised link: drain, then NOP until a clean ``ST_OK``."""
         for _ in range(attempts):
             self._drain()
-            self.port.write(bytes([OP_NOP]))
+            self.port.write(bytes([protocol.OP_NOP]))
             reply = self.port.read(1)
-            if reply == bytes([ST_OK]):
+            if reply == bytes([protocol.ST_OK]):
                 return
         raise TimeoutError("bridge does not answer NOP")
 
@@ -196,12 +177,12 @@ class SwatFpga:
             self.port.timeout = wait
 
     def info(self) -> CoreInfo:
-        status = self._command(OP_INFO)
-        self._check(OP_INFO, status)
-        body = self._read(INFO_BYTES - 1)
+        status = self._command(protocol.OP_INFO)
+        self._check(protocol.OP_INFO, status)
+        body = self._read(protocol.INFO_BYTES - 1)
         magic, ver, rows, cols, dd, sd, cd, clk = struct.unpack("<4sBBBHHHI", body)
         if magic != b"SWAT":
-            raise BridgeError(OP_INFO, magic[0])
+            raise BridgeError(protocol.OP_INFO, magic[0])
         self._info = CoreInfo(ver, rows, cols, dd, sd, cd, clk)
         return self._info
 
@@ -214,18 +195,18 @@ class SwatFpga:
         words = np.ascontiguousarray(words).astype(np.uint8, copy=False)
         count = words.shape[0]
         args = struct.pack("<HH", addr, count)
-        self._check(OP_WRITE_D, self._command(OP_WRITE_D, args, words.tobytes()))
+        self._check(protocol.OP_WRITE_D, self._command(protocol.OP_WRITE_D, args, words.tobytes()))
 
     def write_s(self, addr: int, words: np.ndarray) -> None:
         words = np.asarray(words, dtype="<u4")
         args = struct.pack("<HH", addr, len(words))
-        self._check(OP_WRITE_S, self._command(OP_WRITE_S, args, words.tobytes()))
+        self._check(protocol.OP_WRITE_S, self._command(protocol.OP_WRITE_S, args, words.tobytes()))
 
     def _read_c_raw(self, addr: int, count: int) -> np.ndarray:
         """READ_C of ``count`` words at ``addr``: ``[count, c_word_bytes]`` uint8."""
         info = self.core
-        status = self._command(OP_READ_C, struct.pack("<HH", addr, count))
-        self._check(OP_READ_C, status)
+        status = self._command(protocol.OP_READ_C, struct.pack("<HH", addr, count))
+        self._check(protocol.OP_READ_C, status)
         body = self._read(count * info.c_word_bytes)
         return np.frombuffer(body, dtype=np.uint8).reshape(count, info.c_word_bytes)
 
@@ -249,7 +230,7 @@ class SwatFpga:
     def results(self) -> list[int]:
         """Entries in each PE column's result log after the last operation (protocol 2)."""
         info = self.core
-        self._check(OP_RESULTS, self._command(OP_RESULTS))
+        self._check(protocol.OP_RESULTS, self._command(protocol.OP_RESULTS))
         return list(struct.unpack(f"<{info.cols}H", self._read(2 * info.cols)))
 
     def gather_c(self, items: int) -> np.ndarray:
@@ -272,15 +253,16 @@ class SwatFpga:
 
     def set_shape(self, m: int, k: int, n: int, s_len: int) -> None:
         args = struct.pack("<HHHH", m, k, n, s_len)
-        self._check(OP_SET_SHAPE, self._command(OP_SET_SHAPE, args))
+        self._check(protocol.OP_SET_SHAPE, self._command(protocol.OP_SET_SHAPE, args))
 
     def start(self) -> None:
-        self._check(OP_START, self._command(OP_START))
+        self._check(protocol.OP_START, self._command(protocol.OP_START))
 
     def status(self) -> CoreStatus:
-        status = self._command(OP_STATUS)
-        self._check(OP_STATUS, status)
-        flags, code, cyc, busy, stall, idle = struct.unpack("<BBIIII", self._read(STATUS_BYTES - 1))
+        status = self._command(protocol.OP_STATUS)
+        self._check(protocol.OP_STATUS, status)
+        flags, code, cyc, busy, stall, idle = struct.unpack(
+            "<BBIIII", self._read(protocol.STATUS_BYTES - 1))
         return CoreStatus(
             bool(flags & 1), bool(flags & 2), bool(flags & 4), bool(flags & 8),
             bool(flags & 16), bool(flags & 32), code & 0xF, cyc, busy, stall, idle)
