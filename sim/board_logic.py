@@ -21,13 +21,15 @@ when no byte moves.
 
 from __future__ import annotations
 
+import inspect
+
 from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.board_top import SwatSystem
 from hw.contract.protocol import PROTOCOL_VERSION, PROTOCOL_VERSION_LOGS
-from hw.host_bridge import CORE_MEMBERS, HostBridge
+from hw.host_bridge import CORE_MEMBERS, HostBridge, c_read_space
 
 __all__ = ["BoardLogic", "DEFAULT_TIMEOUT"]
 
@@ -49,11 +51,29 @@ class BoardLogic(wiring.Component):
         ``hw.core.SwatCore``'s parameters (``rows``, ``cols``, the buffer depths, ...).
     """
 
-    def __init__(self, *, divisor: int = 0, timeout: int = DEFAULT_TIMEOUT, **core_kwargs):
+    def __new__(cls, *, divisor: int = 0, timeout: int = DEFAULT_TIMEOUT, **core_kwargs):
+        # the checks run before the object exists: a board logic (or a core, or half a
+        # bridge) left behind by a rejected size warns "created but never used" when collected
+        cls.check(divisor=divisor, **core_kwargs)
+        return super().__new__(cls, src_loc_at=1)
+
+    @staticmethod
+    def check(*, divisor: int = 0, **core_kwargs):
+        """Raise ``ValueError`` for a divisor or buffer sizes this board logic cannot take
+        (the bridge's rules, ``hw.host_bridge.c_read_space``; the core checks the rest)."""
         from hw.core import SwatCore
 
         if not isinstance(divisor, int) or divisor < 0 or 0 < divisor < 4:
             raise ValueError(f"divisor must be 0 (byte streams) or at least 4, not {divisor!r}")
+        sizes = {name: p.default for name, p in inspect.signature(SwatCore).parameters.items()
+                 if p.default is not inspect.Parameter.empty}
+        sizes.update(core_kwargs)
+        c_read_space(**{k: sizes[k] for k in ("cols", "d_depth", "s_depth", "c_depth",
+                                              "result_logs")})
+
+    def __init__(self, *, divisor: int = 0, timeout: int = DEFAULT_TIMEOUT, **core_kwargs):
+        from hw.core import SwatCore
+
         self.divisor = divisor
         self.timeout = max(int(timeout), 1000 * divisor)
         self.core = SwatCore(**core_kwargs)

@@ -5,12 +5,14 @@ A 2x2 core keeps the model quick to build (~20 s); the integers do not depend on
 """
 
 import dataclasses
+import gc
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -20,6 +22,7 @@ from hw.contract.codes import LoaderError
 from hw.contract.protocol import ERR_OPCODE, ERR_TIMEOUT, OP_NOP, OP_WRITE_S, ST_OK
 from hw.host_driver import SwatFpga, open_serial
 from sim.board import SimulatedBoard, board_model, board_params, main
+from sim.board_logic import BoardLogic
 from sw import intref
 from sw.backend import FpgaBackend
 from sw.data import load_digits
@@ -65,6 +68,19 @@ def test_bad_arguments_are_one_line(argv, message, capsys):
         sys.exit(main(argv))
     assert exc.value.code == 2
     assert capsys.readouterr().err.splitlines() == [f"python -m sim.board: error: {message}"]
+
+
+def test_rejected_sizes_leave_no_elaboratable_behind():
+    """Sizes the bridge cannot address are refused before anything is built: nothing is left
+    to warn "created but never used" when collected."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match="^d_depth must be in 1..65535, not 70000$"):
+            BoardLogic(rows=ROWS, cols=COLS, d_depth=70000)
+        with pytest.raises(ValueError, match="^divisor must be 0 .byte streams. or at least 4"):
+            BoardLogic(rows=ROWS, cols=COLS, divisor=2)
+        gc.collect()
+    assert [str(w.message) for w in caught] == []
 
 
 def test_gemms_through_the_pty_are_bit_exact(board, fpga):
@@ -169,28 +185,28 @@ def test_cli_serves_until_signalled(tmp_path):
     cleanly (exit 0, one summary line) and removes the link."""
     board_model(ROWS, COLS)  # built by the fixture's board or here
     link = tmp_path / "board"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sim.board", "--rows", str(ROWS), "--cols", str(COLS),
-         "--link", str(link)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=_env())
-    try:
-        line = proc.stdout.readline().strip()
-        path = line.split()[1]
-        assert line == f"board: {path} ({ROWS}x{COLS} core, protocol 2, byte streams)"
-        assert os.path.realpath(link) == os.path.realpath(path)
-        ser = open_serial(str(link), timeout=5.0)
-        fpga = SwatFpga(ser)
-        fpga.nop()
-        assert fpga.info().rows == ROWS
-        ser.close()
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    err = proc.stderr.read().strip().splitlines()
+    with subprocess.Popen(  # the context closes the three pipes
+            [sys.executable, "-m", "sim.board", "--rows", str(ROWS), "--cols", str(COLS),
+             "--link", str(link)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=_env()) as proc:
+        try:
+            line = proc.stdout.readline().strip()
+            path = line.split()[1]
+            assert line == f"board: {path} ({ROWS}x{COLS} core, protocol 2, byte streams)"
+            assert os.path.realpath(link) == os.path.realpath(path)
+            ser = open_serial(str(link), timeout=5.0)
+            fpga = SwatFpga(ser)
+            fpga.nop()
+            assert fpga.info().rows == ROWS
+            ser.close()
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        err = proc.stderr.read().strip().splitlines()
     assert len(err) == 1 and err[0].startswith("board: stopped (SIGINT): "), err
     assert not link.exists() and not link.is_symlink()
 
