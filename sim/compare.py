@@ -20,9 +20,11 @@
    speedup baseline: natural zeros still skipped) and, except for the digits job, on operands
    with no zero at all ("truly dense"); baselines count cycles only (of the M blocks over one S
    block only one runs, see ``run_gemms(cycles_only=...)``). A GEMM with more core operations
-   than ``--sample-ops`` (default: all for every model but ResNet-50, 48 there) runs a random
-   sample of them and the rest is extrapolated with the calibrated cycle model
-   (:mod:`sim.sampling`); the tables say per GEMM what was simulated and give the 95 % bound.
+   than ``--whole-ops`` runs a random sample of ``--sample-ops`` of them (default: all for
+   every model but ResNet-50, :data:`SAMPLE_OPS`: 16 of GEMMs with more than 48; the baselines
+   ``--baseline-sample-ops``, default 8) and the rest is extrapolated with the calibrated
+   cycle model (:mod:`sim.sampling`); the tables say per GEMM what was simulated and give the
+   95 % bound.
    With sampling the step is streamed: each layer is lowered and planned as the backward pass
    reaches it, and only the sampled blocks are kept (:mod:`sim.compare_jobs`); the truly dense
    baseline is exact from one run per block size, and baselines with the same operands (the
@@ -53,10 +55,10 @@ preload and the host's work between requests included), ``cycles_per_cpu_s`` per
 the simulator processes; ``gemm_batch`` and ``select_loop`` give each part. The select cycles
 of the tables are the unit's, ``summary.totals.select_exposed_cycles`` the core's
 ``sel.exposed_cycles`` counter over the step (cycles the unit works while no GEMM runs); the
-select of GEMMs simulated only in samples runs on the unit where it fits (every ``W`` blob, the
-``A`` blobs of the sampled operations; :mod:`sim.select_sampled`), the rest extrapolated and
-their exposure modelled, as ``summary.select.source`` says. They are not added to the GEMM
-cycles.
+select of GEMMs simulated only in samples runs on the unit where it fits (every ``W`` blob and
+pass 1, every ``A`` pass 1, a sample of the ``A`` blobs; :mod:`sim.select_sampled`), beside the
+GEMM batch in a simulator process of its own, the rest extrapolated and their exposure
+modelled, as ``summary.select.source`` says. They are not added to the GEMM cycles.
 """
 
 from __future__ import annotations
@@ -79,6 +81,14 @@ from sw import lowering
 from .compare_models import JobModels
 
 PASSES = lowering.PASSES
+
+
+#: Default sampling per model: ``(--sample-ops, --whole-ops)``: core operations simulated of a
+#: GEMM that has more than ``--whole-ops`` (the others run whole); every other model: all.
+#: ResNet-50 at batch 32: 16 of its 100s-1000s per GEMM (95 % bound of each pass under
+#: 0.03 % of its cycles; 48 gave under 0.02 % and the same speedups to the third digit),
+#: those with at most 48 (the fc layer's) whole, in the select loop.
+SAMPLE_OPS = {"resnet50": (16, 48)}
 
 
 #: The paper's Table 6 (ResNet-50, ImageNet, SWAT-U unstructured): speedup of the forward and
@@ -252,7 +262,7 @@ def _simulation(batch, loop, t_sim, sampled=None) -> dict:
     return out
 
 
-def _lower(args, sparsity, lim, n_max, log):
+def _lower(args, sparsity, lim, n_max, log, n_whole=0):
     """Capture the step and lower it to planned GEMMs (:mod:`sim.compare_jobs`), in layer
     order. With sampling (``n_max``) the step is streamed: each layer is lowered and planned as
     soon as the backward pass reaches it and its tensors are dropped (``capture_step``'s
@@ -264,7 +274,7 @@ def _lower(args, sparsity, lim, n_max, log):
 
     structured = args.structured != "none"
     n_base = getattr(args, "baseline_sample_ops", None)
-    n_base = min(16, n_max) if n_base is None else n_base
+    n_base = min(8, n_max) if n_base is None else n_base
     waves = getattr(args, "waves", None)
     waves = None if waves is None else waves.removesuffix(" dense")
     planned, ctx = [], {"t": 0.0}
@@ -290,7 +300,7 @@ def _lower(args, sparsity, lim, n_max, log):
             keep = j.label == waves or (waves == "" and j.layer == ctx["first"]
                                         and j.pass_name == "forward")
             planned.append(plan_gemm(j, ctx["lim"], n_max, args.seed, truly_dense=True,
-                                     keep=keep, n_base=n_base))
+                                     keep=keep, n_base=n_base, n_whole=n_whole))
             bar.update(1)
         ctx["t"] += time.monotonic() - t0
 
@@ -337,11 +347,15 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, job_models=None,
     name = models._canonical(args.model)
     if job_models is None:  # both builds run while the step trains (a cold cache)
         job_models = JobModels(rows, cols, name)
-    n_max = args.sample_ops if args.sample_ops is not None else (48 if name == "resnet50" else 0)
+    n_max = args.sample_ops if args.sample_ops is not None else \
+        SAMPLE_OPS.get(name, (0, 0))[0]
+    n_whole = getattr(args, "whole_ops", None)
+    n_whole = (SAMPLE_OPS.get(name, (0, 0))[1] if args.sample_ops is None else n_max) \
+        if n_whole is None else n_whole
     t0 = time.monotonic()
     model, jobs, in_shape, info = _lower(args, sparsity,
                                          lambda: gemm_mod._limits(job_models.sizes("gemm")),
-                                         n_max, log)
+                                         n_max, log, n_whole)
     t_lower = time.monotonic() - t0
     t0 = time.monotonic()
     model_rtl = job_models.get("gemm")  # the compile ran beside the capture and the lowering
@@ -358,21 +372,31 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, job_models=None,
     labels = []
     for i, kind, _kp, _first, count in plan:
         labels += [f"{jobs[i].label}" + ("" if kind == "sparse" else f" {kind}")] * count
-    def select_loop():
-        """The select loop on the select core: ``(model, loop, model wait, loop wall)``."""
+    def select_loop(sampled=False):
+        """The select loop on the select core: ``(model, loop, model wait, loop wall)``, and
+        with ``sampled`` the select of the sampled GEMMs after it (its result and wall)."""
         t0 = time.monotonic()
         select_model = job_models.get("select")
         wait = time.monotonic() - t0
         t0 = time.monotonic()
-        return select_model, compare_select.run(jobs, whole, select_model), wait, \
-            time.monotonic() - t0
+        out = (select_model, compare_select.run(jobs, whole, select_model), wait,
+               time.monotonic() - t0)
+        if not sampled:
+            return out
+        t0 = time.monotonic()
+        return (*out, compare_select.run_sampled(jobs, whole, select_model, out[1], log),
+                time.monotonic() - t0)
 
     # a short job (main()) runs the batch in this process and the select loop beside it in a
-    # simulator process of its own: one simulator per core of a 2-core machine, no cluster
+    # simulator process of its own: one simulator per core of a 2-core machine, no cluster;
+    # a sampled job (ResNet-50) runs all its select work (the loop's few whole GEMMs, then
+    # the select of the sampled GEMMs: ~20-30 M cycles of the select core and the host's
+    # blocks, indices and checks) beside the batch: it needs no result of the batch
     beside = None
-    if getattr(args, "select_beside", False):
+    sampled_beside = bool(n_max)
+    if getattr(args, "select_beside", False) or sampled_beside:
         beside = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="select-loop")
-        beside_loop = beside.submit(select_loop)
+        beside_loop = beside.submit(select_loop, sampled_beside)
     t_batch = t0 = time.monotonic()
     with tqdm(total=len(gemms), desc="RTL layers x passes", unit="gemm",
               disable=args.quiet) as bar:
@@ -394,18 +418,24 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, job_models=None,
     phases = {"gemms": round(time.monotonic() - t0, 1)}
     batch = results.stats
     if beside is not None:
-        select_model, loop, wait, phases["select_loop"] = beside_loop.result()
+        t1 = time.monotonic()
+        select_model, loop, wait, phases["select_loop"], *rest = beside_loop.result()
         beside.shutdown()
+        phases["select_after_gemms"] = round(time.monotonic() - t1, 1)  # not hidden
         t_sim = time.monotonic() - t_batch - wait
     else:
         select_model, loop, wait, phases["select_loop"] = select_loop()
         t_sim = phases["gemms"] + phases["select_loop"]
+        rest = []
     phases["select_model_wait"] = round(wait, 1)
     phases["select_loop"] = round(phases["select_loop"], 1)
-    t1 = time.monotonic()
-    sel_sampled = compare_select.run_sampled(jobs, whole, select_model, loop, log)
-    phases["select_sampled"] = round(time.monotonic() - t1, 1)
-    t_sim += time.monotonic() - t1
+    if rest:  # ran beside the batch
+        sel_sampled, phases["select_sampled"] = rest[0], round(rest[1], 1)
+    else:
+        t1 = time.monotonic()
+        sel_sampled = compare_select.run_sampled(jobs, whole, select_model, loop, log)
+        phases["select_sampled"] = round(time.monotonic() - t1, 1)
+        t_sim += time.monotonic() - t1
     t_report = time.monotonic()
     looped = compare_select.gemm_results(jobs, whole, loop, select_model)
     if getattr(args, "waves", None) is not None:
@@ -515,7 +545,8 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, job_models=None,
             "model_wait_s": info["model_wait_s"],
             "capture_and_lowering_s": round(t_lower, 2), "total_wall_s": None,
             "sampled_gemms": len(sampled),
-            "sample_ops": n_max, "baseline_sample_ops": info["baseline_sample_ops"],
+            "sample_ops": n_max, "whole_ops": max(n_max, n_whole) if n_max else 0,
+            "baseline_sample_ops": info["baseline_sample_ops"],
             "rtl_cycles_bound95": round(math.sqrt(sum(r["rtl_cycles_bound95"] ** 2
                                                       for r in sampled)), 1),
         },

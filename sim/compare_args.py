@@ -142,11 +142,14 @@ def parser(models: list[str], description: str = "") -> argparse.ArgumentParser:
     ap.add_argument("--sample-ops", type=non_negative_int, default=None,
                     help="simulate at most this many core operations per GEMM and extrapolate "
                          "the rest with the calibrated cycle model (0: all; default 0, "
-                         "ResNet-50 48)")
+                         "ResNet-50 16)")
+    ap.add_argument("--whole-ops", type=non_negative_int, default=None,
+                    help="with sampling, GEMMs with at most this many core operations run "
+                         "whole (in the select loop; default --sample-ops, ResNet-50 48)")
     ap.add_argument("--baseline-sample-ops", type=non_negative_int, default=None,
                     help="the same for the two baselines (operands without Top-K, truly dense "
                          "operands; the latter is exact from one run per block size when "
-                         "sampling); default min(16, --sample-ops)")
+                         "sampling); default min(8, --sample-ops)")
     ap.add_argument("--seed", type=seed, default=0)
     ap.add_argument("--sweep", action="store_true",
                     help="only the 64x576 @ 576x64 sparsity sweep (python -m sim.sweep)")

@@ -79,10 +79,11 @@ def _rng(seed: int, label: str, kind: str):
 
 
 def plan_gemm(job, lim: dict, n_max: int, seed: int, *, truly_dense: bool,
-              keep: bool = False, n_base: int | None = None) -> PlannedGemm:
+              keep: bool = False, n_base: int | None = None,
+              n_whole: int = 0) -> PlannedGemm:
     """Plan the RTL runs of ``job`` (module docstring): at most ``n_max`` sampled operations
-    of the sparse GEMM and ``n_base`` (default ``n_max``) of each baseline (0: whole);
-    ``keep`` keeps its operands."""
+    of the sparse GEMM (whole when it has at most ``max(n_max, n_whole)``) and ``n_base``
+    (default ``n_max``) of each baseline (0: whole); ``keep`` keeps its operands."""
     n_base = n_max if n_base is None else n_base
     m, k, n = job.shape
     kinds = {}
@@ -96,7 +97,8 @@ def plan_gemm(job, lim: dict, n_max: int, seed: int, *, truly_dense: bool,
                 continue
             s_td = np.where(job.s_dense == 0, 1, job.s_dense).astype(np.int8)
         s = {"sparse": job.s, "dense": job.s_dense, "truly_dense": s_td}[kind]
-        smp = sample_gemm(m, s, lim, n_base if only else n_max, _rng(seed, job.label, kind))
+        smp = sample_gemm(m, s, lim, n_base if only else n_max, _rng(seed, job.label, kind),
+                          whole=0 if only else n_whole)
         if smp is None:
             subs = [(job.d, s)]
         else:

@@ -86,14 +86,14 @@ def exact_groups(m: int, k: int, n: int, lim: dict) -> Groups | None:
     return Groups(list(count), list(count.values()))
 
 
-def sample_gemm(m: int, s, lim: dict, n_max: int, rng) -> Sample | None:
+def sample_gemm(m: int, s, lim: dict, n_max: int, rng, whole: int = 0) -> Sample | None:
     """A :class:`Sample` of ``n_max`` operations of ``D[m, K] @ S``, or ``None`` when the GEMM
-    has at most ``n_max`` operations (or ``n_max`` is 0) and runs whole."""
+    has at most ``max(n_max, whole)`` operations (or ``n_max`` is 0) and runs whole."""
     s = np.asarray(s)
     if not n_max or m == 0 or 0 in s.shape:
         return None
     blocks = plan_for(m, s, lim)
-    if len(blocks) <= n_max:
+    if len(blocks) <= max(n_max, whole):
         return None
     # M blocks of equal height over the same S block have the same estimate: one each
     nz, col_sums, uniq, which = s != 0, {}, {}, []

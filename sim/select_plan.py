@@ -161,13 +161,13 @@ def tie_cut(src: np.ndarray, t: int, ties: int):
 
 def positions(sel: Selection, s: np.ndarray, kb: slice, nb: slice) -> np.ndarray:
     """Reference position of every element of the block ``s[kb, nb]`` (-1: padding)."""
+    if sel.kind not in ("forward", "transposed"):
+        return sel.pos[kb, nb]
     rr, cc = np.meshgrid(np.arange(kb.start, kb.stop), np.arange(nb.start, nb.stop),
                          indexing="ij")
     if sel.kind == "forward":
         return cc * s.shape[0] + rr
-    if sel.kind == "transposed":
-        return rr * s.shape[1] + cc
-    return sel.pos[kb, nb]
+    return rr * s.shape[1] + cc
 
 
 def block_command(sel: Selection, s: np.ndarray, kb: slice, nb: slice, t: int,

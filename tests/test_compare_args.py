@@ -49,6 +49,7 @@ def _error(argv, capsys) -> str:
     (["--structured", "rows"], "argument --structured: invalid choice: 'rows' (choose from "
                                "'none', 'channel', 'filter')"),
     (["--sample-ops", "-1"], "argument --sample-ops: must be an integer >= 0, got -1"),
+    (["--whole-ops", "x"], "argument --whole-ops: must be an integer, got 'x'"),
     (["--bogus"], "unrecognized arguments: --bogus"),
 ])
 def test_bad_argument_is_one_line(argv, message, capsys, tmp_path):

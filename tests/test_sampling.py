@@ -20,6 +20,15 @@ def test_small_gemm_runs_whole():
     assert sample_gemm(800, _s(rng, 600, 80, 0.3), LIM, 0, rng) is None  # 0: never sample
 
 
+def test_whole_runs_gemms_up_to_that_many_operations_whole():
+    rng = np.random.default_rng(2)
+    s = _s(rng, 600, 80, 0.3)
+    ops = sample_gemm(200, s, LIM, 5, rng).operations
+    assert sample_gemm(200, s, LIM, 5, rng, whole=ops) is None
+    smp = sample_gemm(200, s, LIM, 5, rng, whole=ops - 1)  # one more: sampled, 5 of them
+    assert smp.operations == ops and smp.picked.size == 5
+
+
 def test_sample_covers_distinct_operations_and_sub_jobs_fit():
     rng = np.random.default_rng(1)
     s = _s(rng, 600, 80, 0.3)

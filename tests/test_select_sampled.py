@@ -50,6 +50,7 @@ def _planned(seed=0, levels=4, density=0.3, n_max=2):
 
 def test_sampled_blobs_from_the_rtl_unit(model, monkeypatch):
     monkeypatch.setattr(select_sampled, "A_PASS1_FRACTION", 1.0)  # every A's pass 1 on RTL
+    monkeypatch.setattr(select_sampled, "A_BLOBS", 2)  # a sample of the A blocks' blobs
     planned = _planned()
     plans = {i: p.select for i, (p, _k) in enumerate(planned) if p.select is not None}
     assert len(plans) == len(planned)  # tiny buffers: every GEMM is sampled
@@ -57,7 +58,7 @@ def test_sampled_blobs_from_the_rtl_unit(model, monkeypatch):
     assert conv_a.sel.kind == "im2col" and conv_a.host is None
     t, ties, cut = conv_a.pair
     assert 0 < ties < int((np.abs(planned[2][1]["src"].astype(int)) == t).sum())  # split ties
-    assert len(conv_a.picked) < len(conv_a.blocks)  # only the sampled blocks' blobs
+    assert len(conv_a.picked) == 2 < len(conv_a.blocks)  # only the sampled blocks' blobs
     want_blobs = {i: p.blocks for i, p in plans.items()}
     sparse = {i: {b: p.sparse[b].copy() for b in p.picked} for i, p in plans.items()}
     res = select_sampled.run(plans, model)
@@ -91,6 +92,23 @@ def test_sampled_blobs_from_the_rtl_unit(model, monkeypatch):
     k = int_topk.k_from_density(0.3, planned[2][1]["src"].size)
     assert conv_a.pair[:2] == tuple(int(v) for v in int_topk.threshold_int(
         planned[2][1]["src"], k))
+
+
+def test_a_blob_sample_is_drawn_apart_from_the_gemm_sample(model, monkeypatch):
+    # one sampled core operation per GEMM, three A blobs on the RTL: the blob sample does not
+    # shrink with the GEMM's, and is a sample of the S blocks (not of the operations)
+    monkeypatch.setattr(select_sampled, "A_BLOBS", 3)
+    planned = _planned(seed=2, n_max=1)
+    conv_a = planned[2][0].select
+    assert planned[2][0].kinds["sparse"].sample.picked.size == 1
+    assert len(conv_a.picked) == 3 < len(conv_a.blocks)
+    assert conv_a.picked == sorted(set(conv_a.picked))
+    again = _planned(seed=2, n_max=1)[2][0].select  # the seed decides it
+    assert again.picked == conv_a.picked
+    res = select_sampled.run({2: conv_a}, model)
+    assert res.mismatches == [] and res.jobs[2]["blobs_rtl"] == 3
+    assert res.jobs[2]["simulated"].endswith(f"3 of {len(conv_a.blocks)} blobs RTL, rest "
+                                             "extrapolated")
 
 
 def test_a_pass_1_not_sampled_takes_the_formula(model, monkeypatch):
