@@ -55,6 +55,15 @@ static const uint64_t GRACE = 64 + 2 * C_READ_LATENCY + 20 * DIVISOR;
 static const std::size_t CHUNK = 4096;  // output bytes queued before they go to the terminal
 static const uint64_t SLICE = 4096;     // cycles between looks at the terminal while computing
 
+// The model's own eval, Verilator's generated V<top>___024root___eval (board_config.h names it;
+// declared weak: null if a Verilator does not generate it). After the first eval (initial
+// blocks, settle), calling it directly skips eval_step's per-call bookkeeping, a deleter of
+// dynamic objects and the end-of-eval message queue, each behind a mutex, which this
+// single-threaded model never needs (as sim/cpp/core_main.cpp does).
+#ifdef ROOT_EVAL_FN
+void ROOT_EVAL_FN(ROOT_CLASS* vlSelf) __attribute__((weak));
+#endif
+
 static volatile std::sig_atomic_t g_signal = 0;
 static void on_signal(int sig) { g_signal = sig; }
 
@@ -62,6 +71,7 @@ struct Board {
     VerilatedContext ctx;
     std::unique_ptr<TOP_CLASS> top;
     uint64_t ticks = 0, last_io = 0, bytes_in = 0, bytes_out = 0;
+    bool evaluated = false;  // the first eval (initial blocks, settle) ran through top->eval()
     std::deque<uint8_t> rxq;  // host -> board, not yet taken by the logic
     std::deque<uint8_t> txq;  // board -> host, not yet written to the terminal
 #if BOARD_UART
@@ -87,8 +97,18 @@ struct Board {
     }
     // one clock cycle is low() (the inputs settle with the clock low; outputs can be sampled)
     // then edge() (the rising edge)
-    void low() { PORT_CLK(top) = 0; top->eval(); }
-    void edge() { PORT_CLK(top) = 1; top->eval(); ++ticks; }
+    void low() { PORT_CLK(top) = 0; eval(); }
+    void edge() { PORT_CLK(top) = 1; eval(); ++ticks; }
+    void eval() {
+#ifdef ROOT_EVAL_FN
+        if (evaluated && &ROOT_EVAL_FN != nullptr) {
+            ROOT_EVAL_FN(top->rootp);
+            return;
+        }
+        evaluated = true;
+#endif
+        top->eval();
+    }
 
     bool active() const {
         if (txq.size() >= CHUNK) return false;  // a chunk to write first (the host reads it)
