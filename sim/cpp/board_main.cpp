@@ -71,7 +71,7 @@ struct Board {
     VerilatedContext ctx;
     std::unique_ptr<TOP_CLASS> top;
     uint64_t ticks = 0, last_io = 0, bytes_in = 0, bytes_out = 0;
-    bool evaluated = false;  // the first eval (initial blocks, settle) ran through top->eval()
+    bool direct = false;  // eval through ROOT_EVAL_FN (set once reset has run through eval())
     std::deque<uint8_t> rxq;  // host -> board, not yet taken by the logic
     std::deque<uint8_t> txq;  // board -> host, not yet written to the terminal
 #if BOARD_UART
@@ -94,6 +94,9 @@ struct Board {
         PORT_RST(top) = 0;
         low();
         edge();
+#ifdef ROOT_EVAL_FN
+        direct = &ROOT_EVAL_FN != nullptr;
+#endif
     }
     // one clock cycle is low() (the inputs settle with the clock low; outputs can be sampled)
     // then edge() (the rising edge)
@@ -101,11 +104,7 @@ struct Board {
     void edge() { PORT_CLK(top) = 1; eval(); ++ticks; }
     void eval() {
 #ifdef ROOT_EVAL_FN
-        if (evaluated && &ROOT_EVAL_FN != nullptr) {
-            ROOT_EVAL_FN(top->rootp);
-            return;
-        }
-        evaluated = true;
+        if (direct) return ROOT_EVAL_FN(top->rootp);
 #endif
         top->eval();
     }
