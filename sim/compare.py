@@ -326,38 +326,12 @@ def _lower(args, sparsity, lim, n_max, log, n_whole=0):
     return model, planned, in_shape, info
 
 
-def _sampling(args, name: str) -> tuple[int, int]:
-    """``(--sample-ops, --whole-ops)`` of the job (their defaults: :data:`SAMPLE_OPS`)."""
-    n_max = args.sample_ops if args.sample_ops is not None else \
-        SAMPLE_OPS.get(name, (0, 0))[0]
-    n_whole = getattr(args, "whole_ops", None)
-    n_whole = (SAMPLE_OPS.get(name, (0, 0))[1] if args.sample_ops is None else n_max) \
-        if n_whole is None else n_whole
-    return n_max, n_whole
-
-
-def lower_step(args, sparsity: float, job_models, log):
-    """Capture and lower the step at ``sparsity`` (:func:`_lower`):
-    ``(model, planned jobs, input shape, info, wall seconds)``."""
-    from sw import models
-
-    from . import gemm as gemm_mod
-
-    n_max, n_whole = _sampling(args, models._canonical(args.model))
-    t0 = time.monotonic()
-    out = _lower(args, sparsity, lambda: gemm_mod._limits(job_models.sizes("gemm")), n_max, log,
-                 n_whole)
-    return (*out, time.monotonic() - t0)
-
-
 def run_one(args, sparsity: float, out_dir: Path, log, *, job_models=None,
-            shared=None, lowered=None, on_lowered=None) -> dict:
+            shared=None) -> dict:
     """The job at one sparsity: capture, lower, simulate, report (``results/compare*.json``).
     ``job_models``: the job's :class:`~sim.compare_models.JobModels` (started here when
     ``None``);
-    ``shared``: baseline results kept across sparsities (:func:`_rtl_plan`); ``lowered``: the
-    step already captured and lowered (:func:`lower_step`); ``on_lowered()``: called once it
-    is (:func:`run` then lowers the next sparsity beside this one's simulation)."""
+    ``shared``: baseline results kept across sparsities (:func:`_rtl_plan`)."""
     from tqdm import tqdm
 
     from sw import flops
@@ -373,13 +347,16 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, job_models=None,
     name = models._canonical(args.model)
     if job_models is None:  # both builds run while the step trains (a cold cache)
         job_models = JobModels(rows, cols, name)
-    n_max, n_whole = _sampling(args, name)
-    ahead = lowered is not None
-    model, jobs, in_shape, info, t_lower = lowered if ahead else \
-        lower_step(args, sparsity, job_models, log)
-    lowered = None
-    if on_lowered is not None:
-        on_lowered()
+    n_max = args.sample_ops if args.sample_ops is not None else \
+        SAMPLE_OPS.get(name, (0, 0))[0]
+    n_whole = getattr(args, "whole_ops", None)
+    n_whole = (SAMPLE_OPS.get(name, (0, 0))[1] if args.sample_ops is None else n_max) \
+        if n_whole is None else n_whole
+    t0 = time.monotonic()
+    model, jobs, in_shape, info = _lower(args, sparsity,
+                                         lambda: gemm_mod._limits(job_models.sizes("gemm")),
+                                         n_max, log, n_whole)
+    t_lower = time.monotonic() - t0
     t0 = time.monotonic()
     model_rtl = job_models.get("gemm")  # the compile ran beside the capture and the lowering
     info["model_wait_s"] = round(info["model_wait_s"] + time.monotonic() - t0, 2)
@@ -567,7 +544,6 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, job_models=None,
             "lowering_s": info["lowering_s"], "capture_s": info["capture_s"],
             "model_wait_s": info["model_wait_s"],
             "capture_and_lowering_s": round(t_lower, 2), "total_wall_s": None,
-            "lowered_beside_previous": ahead,
             "sampled_gemms": len(sampled),
             "sample_ops": n_max, "whole_ops": max(n_max, n_whole) if n_max else 0,
             "baseline_sample_ops": info["baseline_sample_ops"],
@@ -604,65 +580,43 @@ def run(args) -> dict:
     from sw import models
 
     # both models build (cold cache) while the first step trains
-    name = models._canonical(args.model)
-    job_models = JobModels(*args.array, name)
+    job_models = JobModels(*args.array, models._canonical(args.model))
     runs, sweep, shared = [], None, {}
-    # a streamed job (sampled GEMMs: ResNet-50) captures and lowers the next sparsity's step
-    # beside this one's simulation: the capture (torch) and the lowering (numpy, mostly one
-    # core) fill what the simulator processes leave (their select part ends with one of them)
-    ahead = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lower-next") \
-        if _sampling(args, name)[0] and len(args.sparsity) > 1 else None
-    nxt = {}
-    try:
-        for i, sp in enumerate(args.sparsity):
-            def start_next(i=i):
-                if ahead is not None and i + 1 < len(args.sparsity):
-                    nxt["future"] = ahead.submit(lower_step, args, args.sparsity[i + 1],
-                                                 job_models, log)
+    for sp in args.sparsity:
+        res = run_one(args, sp, out_dir, log, job_models=job_models, shared=shared)
+        model_rtl = res.pop("model_rtl")
+        if sweep is None and not args.no_sweep:
+            from . import sweep as sweep_mod
 
-            lowered = nxt.pop("future").result() if "future" in nxt else None
-            res = run_one(args, sp, out_dir, log, job_models=job_models, shared=shared,
-                          lowered=lowered, on_lowered=start_next)
-            del lowered
-            model_rtl = res.pop("model_rtl")
-            if sweep is None and not args.no_sweep:
-                from . import sweep as sweep_mod
-
-                log("sweep: 64x576 @ 576x64 at sparsity 0..95 %")
-                t0 = time.monotonic()
-                sweep = sweep_mod.run_sweep(array=args.array, out=out_dir, quiet=True,
-                                            model=model_rtl,
-                                            parallel=getattr(args, "client", None))
-                res["summary"]["simulation"]["phases_s"]["sweep"] = \
-                    round(time.monotonic() - t0, 1)
-            res["summary"]["simulation"]["total_wall_s"] = round(time.monotonic() - t_start, 1)
+            log("sweep: 64x576 @ 576x64 at sparsity 0..95 %")
             t0 = time.monotonic()
-            write_outputs(out_dir, res["rows"], res["summary"], sweep, args,
-                          tag=_tag(args, sp))
-            phases = res["summary"]["simulation"]["phases_s"]
-            log(f"outputs written in {time.monotonic() - t0:.1f} s; phases (s): "
-                + ", ".join(f"{k} {v}" for k, v in phases.items()))
-            runs.append(res)
-            if not res["summary"]["totals"]["all_bit_exact"]:
-                bad = [f"{r['layer']}:{r['pass']}" for r in res["rows"] if not r["bit_exact"]]
-                argv = list(getattr(args, "argv", []))
-                if "--waves" in argv:
-                    i = argv.index("--waves")
-                    bare = i + 1 == len(argv) or argv[i + 1].startswith("--")
-                    del argv[i:i + (1 if bare else 2)]
-                again = " ".join(shlex.quote(a) for a in argv)
-                raise SystemExit(f"RTL results differ from the integer reference: {bad}; "
-                                 f"waveform of one: python -m sim.compare {again} --waves "
-                                 f"{shlex.quote(bad[0])}")
-            bad = res["summary"]["select"]["mismatches"]
-            if bad:
-                again = " ".join(shlex.quote(a) for a in getattr(args, "argv", []))
-                raise SystemExit(f"the RTL select unit's blobs differ from the host's Top-K: "
-                                 f"{bad[0]} ({len(bad)} in all); rerun: python -m sim.compare "
-                                 f"{again}")
-    finally:
-        if ahead is not None:  # a failed sparsity: the next one's capture is not waited for
-            ahead.shutdown(wait=False, cancel_futures=True)
+            sweep = sweep_mod.run_sweep(array=args.array, out=out_dir, quiet=True,
+                                        model=model_rtl, parallel=getattr(args, "client", None))
+            res["summary"]["simulation"]["phases_s"]["sweep"] = round(time.monotonic() - t0, 1)
+        res["summary"]["simulation"]["total_wall_s"] = round(time.monotonic() - t_start, 1)
+        t0 = time.monotonic()
+        write_outputs(out_dir, res["rows"], res["summary"], sweep, args,
+                      tag=_tag(args, sp))
+        log(f"outputs written in {time.monotonic() - t0:.1f} s; phases (s): "
+            + ", ".join(f"{k} {v}" for k, v in res["summary"]["simulation"]["phases_s"].items()))
+        runs.append(res)
+        if not res["summary"]["totals"]["all_bit_exact"]:
+            bad = [f"{r['layer']}:{r['pass']}" for r in res["rows"] if not r["bit_exact"]]
+            argv = list(getattr(args, "argv", []))
+            if "--waves" in argv:
+                i = argv.index("--waves")
+                bare = i + 1 == len(argv) or argv[i + 1].startswith("--")
+                del argv[i:i + (1 if bare else 2)]
+            again = " ".join(shlex.quote(a) for a in argv)
+            raise SystemExit(f"RTL results differ from the integer reference: {bad}; waveform "
+                             f"of one: python -m sim.compare {again} --waves "
+                             f"{shlex.quote(bad[0])}")
+        bad = res["summary"]["select"]["mismatches"]
+        if bad:
+            again = " ".join(shlex.quote(a) for a in getattr(args, "argv", []))
+            raise SystemExit(f"the RTL select unit's blobs differ from the host's Top-K: "
+                             f"{bad[0]} ({len(bad)} in all); rerun: python -m sim.compare "
+                             f"{again}")
     if len(runs) > 1:
         write_table(out_dir, runs, args)
     out = dict(runs[0])
