@@ -8,9 +8,9 @@ and ``hw.core.SwatCore``). Verilator cannot run the PLL and does not need the pi
 ``divisor = 0`` (byte streams)
     :class:`~hw.host_bridge.HostBridge` wired to the core exactly as ``SwatSystem`` wires them,
     with the bridge's byte streams ``rx``/``tx`` (valid/ready) as the top-level ports instead of
-    the UART: a byte per clock cycle each way at most, so the simulated board moves bytes about
-    as fast as the model clocks. The UART's overrun and framing flags are 0 (a stream loses
-    nothing).
+    the UART and its register slices: a byte per clock cycle each way at most, so the simulated
+    board moves bytes about as fast as the model clocks. The UART's overrun and framing flags are
+    0 (a stream loses nothing).
 ``divisor > 0`` (bit-level UART)
     ``SwatSystem`` itself with ``divisor`` clocks per bit: the board's logic bit for bit, rx and
     tx pins as the ports; ``10 * divisor`` cycles per byte.
