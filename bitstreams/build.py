@@ -62,12 +62,15 @@ def _place_and_route(board: Board, cmd: str, seed: int, inputs: list[Path], env:
                      jobs: int = 1) -> dict:
     """One nextpnr run in ``build/seed<N>/`` (``inputs``, the synthesis results, hard-linked
     from ``build/``: the WebAssembly tools may open nothing outside their working directory,
-    symlinks included)."""
+    symlinks included). A seed added to a finished build may list ``build/``'s packed
+    bitstream among ``inputs``; it is left out."""
     build_dir = inputs[0].parent
     seed_dir = build_dir / f"seed{seed}"
     shutil.rmtree(seed_dir, ignore_errors=True)
     seed_dir.mkdir()
     for f in inputs:
+        if f.name == board.family.bitstream:  # an earlier seed's packed output, not an input:
+            continue  # linked, this seed's pack would write into it (and fail: "same file")
         try:
             os.link(f, seed_dir / f.name)
         except OSError:  # another file system

@@ -116,6 +116,24 @@ def test_report_after_each_seed(fake_repo):
     assert bit.read_text() == "bitstream from config of seed 2"
 
 
+def test_seed_added_to_finished_build(fake_repo):
+    """A seed placed on a finished build's synthesis (every ``top.*`` of ``build/``, the packed
+    bitstream among them) does not link that bitstream in, so packing the seed leaves it as it
+    was (a hard link made the pack fail on "same file" and write into it)."""
+    repo, env = fake_repo
+    board = configure("ulx3s", rows=2, cols=2, d_depth=64, s_depth=64, c_depth=32)
+    build.build_board(board, baud=115200, seeds=[1], synth_only=False, env=env)
+    build_dir = repo / "bitstreams" / "ulx3s" / "build"
+    cmds = runner.plan_commands((build_dir / "build_top.sh").read_text())
+    inputs = sorted(f for f in build_dir.iterdir() if f.is_file() and f.name.startswith("top."))
+    assert build_dir / "top.bit" in inputs
+    run = build._place_and_route(board, cmds[1], 3, inputs, env)
+    assert run["achieved_fmax_mhz"] == 44.0 and not (run["dir"] / "top.bit").exists()
+    runner.run_step("pack", cmds[2], run["dir"], env, run["dir"] / "pack.log")
+    assert (run["dir"] / "top.bit").read_text() == "bitstream from config of seed 3"
+    assert (build_dir / "top.bit").read_text() == "bitstream from config of seed 1"
+
+
 def test_check_reports(fake_repo):
     """A report matches the tree it was built from; a design change (here the UART divisor,
     through the report's baud rate) makes it stale."""
