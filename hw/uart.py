@@ -13,7 +13,7 @@ board top spreads the UART and the bridge apart and their control was a ULX3S cr
 tick (no ``timer == 0`` compare), and the transmitter's ``i.ready`` is an ``idle`` register.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
@@ -24,7 +24,7 @@ __all__ = ["UARTRx", "UARTTx", "divisor_for"]
 def _bit_timer(divisor: int) -> Signal:
     """A down-counter for up to ``divisor`` cycles: loaded with ``n - 2``, its sign bit (``[-1]``)
     rises ``n`` cycles after the load, one cycle after it read 0."""
-    return Signal(range(-1, divisor), name="timer")
+    return Signal(range(-1, divisor))
 
 
 def divisor_for(clk_hz: float, baud: int) -> int:
@@ -108,19 +108,8 @@ class UARTRx(wiring.Component):
         reload = self.divisor - 2
         timer = _bit_timer(self.divisor)
         tick = timer[-1]
-        # one-hot state, ``counting`` = START, DATA or STOP
-        names = ("IDLE", "START", "DATA", "STOP", "BREAK")
-        state = Signal(len(names), init=1)
-        now = {name: state[i] for i, name in enumerate(names)}
-        counting = Signal()
-
-        def goto(name):
-            m.d.sync += [state.eq(1 << names.index(name)),
-                         counting.eq(name in ("START", "DATA", "STOP"))]
-
-        # data bits shift in behind a marker bit: the byte is complete when the marker
-        # reaches bit 1 (no bit counter to compare)
-        shreg = Signal(9)
+        shreg = Signal(8)
+        nbit = Signal(range(9))
         data = Signal(8)
         full = Signal()
         m.d.comb += [self.o.payload.eq(data), self.o.valid.eq(full)]
@@ -129,31 +118,45 @@ class UARTRx(wiring.Component):
         with m.If(self.clear):
             m.d.sync += [self.overrun.eq(0), self.frame_error.eq(0)]
 
-        with m.If(counting):
-            m.d.sync += timer.eq(Mux(tick, reload, timer - 1))
-        with m.If(now["IDLE"] & ~rx):
-            m.d.sync += timer.eq(self.divisor // 2 - 2)
-            goto("START")
-        with m.If(now["START"] & tick):
-            m.d.sync += shreg.eq(1 << 8)
-            with m.If(rx):  # glitch, not a start bit
-                goto("IDLE")
-            with m.Else():
-                goto("DATA")
-        with m.If(now["DATA"] & tick):
-            m.d.sync += shreg.eq(Cat(shreg[1:], rx))
-            with m.If(shreg[1]):
-                goto("STOP")
-        with m.If(now["STOP"] & tick):
-            with m.If(rx):
-                with m.If(full & ~self.o.ready):
-                    m.d.sync += self.overrun.eq(1)
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(~rx):
+                    m.d.sync += timer.eq(self.divisor // 2 - 2)
+                    m.next = "START"
+            with m.State("START"):
+                with m.If(tick):
+                    with m.If(rx):  # glitch, not a start bit
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.d.sync += [timer.eq(reload), nbit.eq(0)]
+                        m.next = "DATA"
                 with m.Else():
-                    m.d.sync += [data.eq(shreg[1:]), full.eq(1)]
-                goto("IDLE")
-            with m.Else():
-                m.d.sync += self.frame_error.eq(1)
-                goto("BREAK")
-        with m.If(now["BREAK"] & rx):  # wait for the line to return high
-            goto("IDLE")
+                    m.d.sync += timer.eq(timer - 1)
+            with m.State("DATA"):
+                with m.If(tick):
+                    m.d.sync += [
+                        shreg.eq(Cat(shreg[1:], rx)),
+                        timer.eq(reload),
+                        nbit.eq(nbit + 1),
+                    ]
+                    with m.If(nbit == 7):
+                        m.next = "STOP"
+                with m.Else():
+                    m.d.sync += timer.eq(timer - 1)
+            with m.State("STOP"):
+                with m.If(tick):
+                    with m.If(rx):
+                        with m.If(full & ~self.o.ready):
+                            m.d.sync += self.overrun.eq(1)
+                        with m.Else():
+                            m.d.sync += [data.eq(shreg), full.eq(1)]
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.d.sync += self.frame_error.eq(1)
+                        m.next = "BREAK"
+                with m.Else():
+                    m.d.sync += timer.eq(timer - 1)
+            with m.State("BREAK"):  # wait for the line to return high
+                with m.If(rx):
+                    m.next = "IDLE"
         return m
