@@ -178,8 +178,9 @@ class SwatCore(wiring.Component):
         # memories are created here so that testbenches can preload them (ctx.set(mem.data[a], v)
         # for every copy): one copy of D per PE column (``d_mem_<j>``), one of S per PE column
         # and one for the dispatcher (``s_copy_<j>``, ``j = cols``: the dispatcher's), each
-        # with its own write port fed by a register tree (``_split``); on the iCE40 one memory
-        # of each, read by every consumer (``d_mems[0]``, ``s_mems[0]``; see elaborate)
+        # with its own write port fed by a register tree (``hw.bram.fan_out_writes``); on the
+        # iCE40 (``split_buffers``) one memory of each, read by every consumer (``d_mems[0]``,
+        # ``s_mems[0]``; see elaborate)
         self.d_mems = [Memory(shape=rows * 8, depth=d_depth, init=[]) for _ in range(cols)]
         if sel_lanes:  # word a of S buffer f: self.s_buffer.locate(a, f) (s_mem_<a % banks>)
             self.s_buffer = SBuffer(depth=s_depth, read_ports=cols + 1, buffers=2,
