@@ -347,11 +347,11 @@ def run_one(args, sparsity: float, out_dir: Path, log, *, job_models=None,
     name = models._canonical(args.model)
     if job_models is None:  # both builds run while the step trains (a cold cache)
         job_models = JobModels(rows, cols, name)
-    n_max = args.sample_ops if args.sample_ops is not None else \
-        SAMPLE_OPS.get(name, (0, 0))[0]
+    default_ops, default_whole = SAMPLE_OPS.get(name, (0, 0))
+    n_max = default_ops if args.sample_ops is None else args.sample_ops
     n_whole = getattr(args, "whole_ops", None)
-    n_whole = (SAMPLE_OPS.get(name, (0, 0))[1] if args.sample_ops is None else n_max) \
-        if n_whole is None else n_whole
+    if n_whole is None:  # with --sample-ops given, GEMMs of at most that many ops run whole
+        n_whole = default_whole if args.sample_ops is None else n_max
     t0 = time.monotonic()
     model, jobs, in_shape, info = _lower(args, sparsity,
                                          lambda: gemm_mod._limits(job_models.sizes("gemm")),
