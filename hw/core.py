@@ -94,6 +94,16 @@ class SwatCore(wiring.Component):
         the simulation harness (``sim/cpp/core_main.cpp``) gates the clock like a clock-gating
         cell, so the simulator skips the idle unit's logic (Verilator evaluates a clock
         domain's logic only on its edges).
+    gemm_clock_gate : bool
+        False (default). True (needs ``sel_clock_gate``): the select side's own registers
+        (the S buffer's write ports, ``sel.exposed_cycles``, the "unit writes its bank" flag)
+        run on the unit's ``sel`` domain instead of ``sync``, so that ``sync`` holds the GEMM
+        side only (loader, PE array, results, D buffer, S read ports, control). The logic is
+        the same (each of those registers changes only at an edge where the unit is not quiet
+        or the host writes S, and those edges reach ``sel``); the simulation harness then
+        stops the core's clock too while the GEMM side is idle (``sim/cpp/core_main.cpp``),
+        so that a select-only run evaluates the unit and the S buffer's writes, not the idle
+        GEMM datapath.
 
     Members
     -------
@@ -120,7 +130,8 @@ class SwatCore(wiring.Component):
     def __init__(self, *, rows: int = 8, cols: int = 8, d_depth: int = 16384,
                  s_depth: int = 8192, c_depth: int = 8192, hold_depth: int = 2,
                  sel_lanes: int = 0, result_logs: bool = True, sel_index_width: int = 32,
-                 sel_max_banks: int = 8, sel_clock_gate: bool = False):
+                 sel_max_banks: int = 8, sel_clock_gate: bool = False,
+                 gemm_clock_gate: bool = False):
         self.rows = check_int("SwatCore", "rows", rows, minimum=1)
         self.cols = check_int("SwatCore", "cols", cols, minimum=1)
         self.d_depth = check_int("SwatCore", "d_depth", d_depth, minimum=2)
@@ -139,6 +150,12 @@ class SwatCore(wiring.Component):
         if sel_clock_gate and not sel_lanes:
             raise ValueError("SwatCore: sel_clock_gate needs the select unit (sel_lanes > 0)")
         self.sel_clock_gate = sel_clock_gate
+        if not isinstance(gemm_clock_gate, bool):
+            raise TypeError(f"SwatCore: gemm_clock_gate must be a bool, not {gemm_clock_gate!r}")
+        if gemm_clock_gate and not sel_clock_gate:
+            raise ValueError("SwatCore: gemm_clock_gate needs the select unit's own clock "
+                             "(sel_clock_gate=True)")
+        self.gemm_clock_gate = gemm_clock_gate
         self.d_aw, self.s_aw, self.c_aw = ceil_log2(d_depth), ceil_log2(s_depth), ceil_log2(c_depth)
         if result_logs:
             self.C_READ_LATENCY = read_latency(cols)
@@ -184,7 +201,8 @@ class SwatCore(wiring.Component):
         self.d_mems = [Memory(shape=rows * 8, depth=d_depth, init=[]) for _ in range(cols)]
         if sel_lanes:  # word a of S buffer f: self.s_buffer.locate(a, f) (s_mem_<a % banks>)
             self.s_buffer = SBuffer(depth=s_depth, read_ports=cols + 1, buffers=2,
-                                    sub_banks=self.sel_banks, place_memories=False)
+                                    sub_banks=self.sel_banks, place_memories=False,
+                                    write_domain="sel" if gemm_clock_gate else "sync")
             self.s_mems = []
         else:
             self.s_mems = [Memory(shape=32, depth=s_depth, init=[]) for _ in range(cols + 1)]
@@ -364,15 +382,17 @@ class SwatCore(wiring.Component):
             m.d.sync += gemm_buffer.eq(ctrl.s_bank)
         m.d.comb += [s_buffer.gemm_buffer.eq(Mux(start, ctrl.s_bank, gemm_buffer)),
                      s_buffer.gemm_busy.eq(ctrl.busy)]
+        # the select side's registers: on the unit's clock with gemm_clock_gate (docstring)
+        side = m.d.sel if self.gemm_clock_gate else m.d.sync
         with m.If(unit.status.busy & ~ctrl.busy):
-            m.d.sync += sel.exposed_cycles.eq(sel.exposed_cycles + 1)
+            side += sel.exposed_cycles.eq(sel.exposed_cycles + 1)
         # a THRESHOLD operation (pass 1, the write-free cut pass) writes no buffer: a GEMM may
         # start on its bank, so that a long pass 1 runs on across GEMM boundaries
         from .select_layouts import Mode
 
         writes = Signal()  # the unit's operation (taken at its command) writes its bank
         with m.If(unit.cmd.valid & unit.cmd.ready):
-            m.d.sync += writes.eq(unit.cmd.payload.mode != Mode.THRESHOLD)
+            side += writes.eq(unit.cmd.payload.mode != Mode.THRESHOLD)
         return unit.status.busy & writes & (unit.status.bank == ctrl.s_bank)
 
     def _operand_fetch(self, m, j, start, token, d_read, operand):

@@ -40,6 +40,9 @@ class SBuffer(wiring.Component):
     place_memories : bool
         Add :attr:`memories` as submodules here (default); ``False`` when the owner places
         them itself (e.g. at the top level, where a simulator finds them by name).
+    write_domain : str
+        Clock domain of the memories' write ports (default ``"sync"``; the core's
+        ``gemm_clock_gate`` puts them on the select unit's clock, a simulation-only build).
 
     Members
     -------
@@ -62,7 +65,8 @@ class SBuffer(wiring.Component):
         ``Cat(a // sub_banks, f)`` of ``memories[a % sub_banks]``, for preloading.
     """
 
-    def __init__(self, *, depth, read_ports, buffers=2, sub_banks=1, place_memories=True):
+    def __init__(self, *, depth, read_ports, buffers=2, sub_banks=1, place_memories=True,
+                 write_domain="sync"):
         check_int("SBuffer", "depth", depth, minimum=1)
         check_int("SBuffer", "read_ports", read_ports, minimum=1)
         check_int("SBuffer", "buffers", buffers, minimum=1, maximum=2)
@@ -90,7 +94,7 @@ class SBuffer(wiring.Component):
         self.memories = [Memory(shape=32, depth=rows, init=[]) for _ in range(sub_banks)]
         self.place_memories = place_memories
         # ports requested now: the owner may elaborate the memories before this component
-        self._write_ports = [mem.write_port() for mem in self.memories]
+        self._write_ports = [mem.write_port(domain=write_domain) for mem in self.memories]
         self._read_ports = [[mem.read_port() for _ in range(read_ports)]
                             for mem in self.memories]
 

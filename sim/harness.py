@@ -322,6 +322,14 @@ class CoreSim:
         raw = self._call(struct.pack("<I", OP_TICKS), "reading the exposed-select counter")
         return struct.unpack("<I", raw[8:12])[0]
 
+    @property
+    def gemm_edges(self) -> int:
+        """Clock edges that reached the core's GEMM side: all of :attr:`ticks` but on a core
+        built with ``gemm_clock_gate``, whose clock the process stops while that side is idle
+        (``sim/cpp/core_main.cpp``)."""
+        raw = self._call(struct.pack("<I", OP_TICKS), "counting the GEMM side's edges")
+        return struct.unpack("<Q", raw[12:20])[0] if len(raw) >= 20 else self.ticks
+
     def cpu_seconds(self) -> float:
         """CPU seconds the simulator process has used so far (Linux: scheduler nanoseconds,
         else user + system ticks; NaN where neither can be read)."""

@@ -268,6 +268,8 @@ def _component_attrs(comp, ports: dict) -> dict:
         v = getattr(comp, name, None)
         if isinstance(v, int) and not isinstance(v, bool):
             attrs[name] = v
+    if getattr(comp, "gemm_clock_gate", False) is True:  # the harness gates the core's clock
+        attrs["gemm_clock_gate"] = 1
     # fall back to the address widths for buffer depths
     from hw.core_port_names import FLAT_NAMES
 
@@ -439,15 +441,17 @@ def _cxx_bytes(width: int) -> int:
         else 4 * ((width + 31) // 32)
 
 
-def _inputs_changed(cls: str, inputs: dict) -> list[str]:
+def _inputs_changed(cls: str, inputs: dict, fn: str = "harness_inputs_changed") -> list[str]:
     """``harness_inputs_changed``: whether any input port differs from what it was at the last
-    call (a byte copy of each; ``sim/cpp/core_main.cpp`` runs the ico region only then)."""
+    call (a byte copy of each; ``sim/cpp/core_main.cpp`` runs the ico region only then); with
+    ``fn`` another function of that kind (after the first), over other ``inputs``."""
     total = sum(_cxx_bytes(w) for w in inputs.values())
-    lines = ["#define HARNESS_INPUTS_CHANGED 1",
-             "static inline bool harness_snap(unsigned char* s, const void* v, std::size_t n) {",
-             "    if (std::memcmp(s, v, n) == 0) return false;",
-             "    std::memcpy(s, v, n);", "    return true;", "}",
-             f"static inline bool harness_inputs_changed({cls}* t) {{",
+    lines = [] if fn != "harness_inputs_changed" else [
+        "#define HARNESS_INPUTS_CHANGED 1",
+        "static inline bool harness_snap(unsigned char* s, const void* v, std::size_t n) {",
+        "    if (std::memcmp(s, v, n) == 0) return false;",
+        "    std::memcpy(s, v, n);", "    return true;", "}"]
+    lines += [f"static inline bool {fn}({cls}* t) {{",
              f"    static unsigned char snap[{max(1, total)}];",
              "    static bool first = true;",
              "    bool changed = first;", "    first = false;"]
@@ -538,6 +542,8 @@ def harness_config(toplevel: str, ports: dict, memories: list, attrs: dict,
     lines += _select_config(names, ports, attrs)
     if inputs:
         lines += _inputs_changed(cls, inputs)
+    if inputs and names.get("select_gate") and attrs.get("gemm_clock_gate"):
+        lines += _gemm_gate_config(cls, names, inputs)
     if names["logs"]:  # result logs: entries = C lanes | C address above them
         caw = (attrs["c_depth"] - 1).bit_length()
         lines += ["#define HAS_C_LOGS 1", f"#define C_LOGS {len(names['logs'])}",
@@ -594,6 +600,25 @@ def _select_config(names: dict, ports: dict, attrs: dict) -> list[str]:
         lines.append("#define SEL_CLK_PREV_MEMBER "
                      f"__Vtrigprevexpr___TOP__{_cxx_name(gate['sel_clk'])}__0")
     return lines
+
+
+#: Edges the harness keeps clocking the GEMM side (``sync``) of a core built with
+#: ``gemm_clock_gate`` after it was last busy, started, reset or had an input or a buffer
+#: memory changed, before it stops that clock (``sim/cpp/core_main.cpp``): a wide margin over
+#: the deepest pipeline of the idle GEMM side (in an Amaranth simulation of the 8x8 select
+#: core, VCD of every signal, the last register to change after ``done`` does so one edge
+#: later; the D write tree takes ``ceil(log2(cols))`` edges, the D read registers three).
+GEMM_SETTLE = 64
+
+
+def _gemm_gate_config(cls: str, names: dict, inputs: dict) -> list[str]:
+    """``harness_config.h`` lines of a core built with ``gemm_clock_gate``: ``HAS_GEMM_GATE``,
+    :data:`GEMM_SETTLE` and ``harness_gemm_inputs_changed`` over the inputs of the GEMM side
+    (every input but the clocks and the select unit's stream and command)."""
+    skip = {names["clk"], *names["select_gate"].values(), *names["select"].values()}
+    gemm = {k: w for k, w in inputs.items() if k not in skip}
+    return ["#define HAS_GEMM_GATE 1", f"#define GEMM_SETTLE {GEMM_SETTLE}",
+            *_inputs_changed(cls, gemm, "harness_gemm_inputs_changed")]
 
 
 def _build_harness(bdir: Path, toplevel: str, text: str, ports: dict, memories: list,
@@ -859,6 +884,8 @@ def harness_model(rows: int = 8, cols: int = 8, *, trace: bool = False,
         # hw.core.SwatCore's sel_clock_gate): its idle logic costs no simulation time
         if params["sel_lanes"]:
             params.setdefault("sel_clock_gate", True)
+            # and the core's clock stopped while the GEMM side is idle (gemm_clock_gate)
+            params.setdefault("gemm_clock_gate", params["sel_clock_gate"])
     return build(design, quiet=quiet, kind="harness-trace" if trace else "harness",
                  pgo=pgo, rows=rows, cols=cols, on_elaborated=on_elaborated, **params)
 

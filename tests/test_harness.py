@@ -196,6 +196,61 @@ def _same_reports(a, b):
             assert x == y
 
 
+def _gemm_gate_workload(model):
+    """Select-only passes whose blobs the next GEMM reads (the S buffer written while the GEMM
+    side's clock is stopped), GEMMs overlapped with selects, D and S written through the ports
+    and directly, a reset: every report, with the core's clock gated or not
+    (SWAT_SIM_GEMM_GATE)."""
+    from hw.contract.codes import SelectMode
+    from sim.harness import CoreSim
+
+    rng = np.random.default_rng(21)
+    out = []
+    with CoreSim(model) as core:
+        for i, (m, k, n) in enumerate(((30, 40, 24), (9, 300, 17), (64, 64, 64))):
+            d, s = _rand(rng, (m, k)), _rand(rng, (k, n), 0.7)
+            core.write_d(pack_d(d, 8), ports=i == 1)
+            bank = i % 2
+            for mode, kw in ((SelectMode.THRESHOLD, {"keep": s.size // 4, "read_blob": False}),
+                             (SelectMode.FULL, {"keep": s.size // 3})):
+                out.append(core.select(s, mode, bank=bank, check=False, **kw))  # alone
+            blob = out[-1].blob
+            out.append(core.run(m, k, n, len(blob), s_bank=bank))  # reads what the unit wrote
+            core.select_begin(s, SelectMode.HELD, bank=1 - bank)  # beside the next GEMMs
+            out.append(core.run(m, k, n, len(blob), s_bank=bank))
+            out.append(core.select_wait(check=False))
+            out.append(core.run(m, k, n, len(blob), s_bank=1 - bank))
+            words = encode_words(np.where(np.abs(s.astype(int)) > 60, s, 0).astype(np.int8))
+            core.write_s(words, ports=i == 2)  # the host's blob in buffer 0
+            out.append(core.run(m, k, n, len(words)))
+            out += [core.ticks, core.exposed_cycles]
+        core.reset()
+        out.append(core.select(s, SelectMode.FULL, keep=5, bank=0, check=False))
+        out += [core.ticks, core.exposed_cycles]
+        edges = core.gemm_edges
+    return out, edges
+
+
+def test_the_gated_gemm_clock_changes_nothing(model8, monkeypatch):
+    """The harness stops the core's clock while the GEMM side is idle (``gemm_clock_gate``):
+    every GEMM and select report (C, counters, blobs, cycles, tick stamps, the exposed-cycle
+    counter) is what the same model gives with the core clocked at every edge, also when a
+    GEMM reads a blob the unit wrote while that clock was stopped."""
+    assert model8.params.get("gemm_clock_gate") is True
+    monkeypatch.setenv("SWAT_SIM_GEMM_GATE", "0")
+    always, all_edges = _gemm_gate_workload(model8)
+    monkeypatch.setenv("SWAT_SIM_GEMM_GATE", "1")
+    gated, edges = _gemm_gate_workload(model8)
+    _same_reports(always, gated)
+    assert all_edges == always[-2]  # every tick reached the GEMM side
+    assert edges < 0.9 * all_edges  # the select-only cycles did not
+    for r in gated:
+        if isinstance(r, tuple):
+            assert r[0]["error"] == 0 and r[0]["log_oob"] == 0
+    monkeypatch.setenv("SWAT_SIM_SEL_GATE", "0")  # and with the unit clocked at every edge
+    _same_reports(always, _gemm_gate_workload(model8)[0])
+
+
 def test_the_gated_select_clock_changes_nothing(model8, monkeypatch):
     """The harness stops the select unit's clock while the unit is quiet (``sel_clock_gate``,
     ``sel_quiet``): every GEMM and select report (blobs, cycles, error codes, tick stamps, the

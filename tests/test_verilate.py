@@ -145,6 +145,18 @@ def test_harness_config_of_the_select_core():
     assert "#define HAS_SEL_GATE 1" in gated
     assert "#define PORT_SEL_QUIET(t) (t)->sel_quiet" in gated
     assert "#define SEL_CLK_PREV_MEMBER __Vtrigprevexpr___TOP__sel_clk__0" in gated
+    assert "HAS_GEMM_GATE" not in gated
+    # and the core's clock (gemm_clock_gate): harness_gemm_inputs_changed over the inputs but
+    # the clocks and the select unit's stream and command
+    inputs = {"clk": 1, "rst": 1, "start": 1, "d_data": 64, "sel_clk": 1, "sel__i__valid": 1,
+              "sel__cmd__payload": 174}
+    both = verilate.harness_config("swat_core", {**ports, "sel_clk": 1, "sel_quiet": 1}, mems,
+                                   {**attrs, "gemm_clock_gate": 1}, inputs)
+    assert "#define HAS_GEMM_GATE 1" in both
+    assert f"#define GEMM_SETTLE {verilate.GEMM_SETTLE}" in both
+    fn = both.split("static inline bool harness_gemm_inputs_changed(")[1].split("\n}")[0]
+    assert [x for x in inputs if f"&t->{verilate._cxx_name(x)}," in fn] == \
+        ["rst", "start", "d_data"]
     with pytest.raises(coreports.PortError, match="clock-gate ports \\(sel_clk\\) but not both"):
         verilate.harness_config("swat_core", {**ports, "sel_clk": 1}, mems, attrs)
     ports["sel__i__payload"] = 70

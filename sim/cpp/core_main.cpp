@@ -26,8 +26,10 @@
 // (log_oob: writes outside the result region).
 //   OP_RESET  ()                                   -> ()
 //   OP_TRACE  (on, path bytes) + path              -> ()       (FST; needs a tracing build)
-//   OP_TICKS  ()                                   -> 3 words: clock cycles simulated (lo, hi),
-//                                                      sel.exposed_cycles (0 without the unit)
+//   OP_TICKS  ()                                   -> 5 words: clock cycles simulated (lo, hi),
+//                                                      sel.exposed_cycles (0 without the unit),
+//                                                      edges of the GEMM side (lo, hi; all of
+//                                                      them but with HAS_GEMM_GATE)
 //   OP_QUIT   ()                                   -> () and exit 0
 // A core with the threshold-select unit (HAS_SELECT: sel_lanes > 0, two S buffers) also takes
 //   OP_SEL_BEGIN(passes, count, read_blob, has_index, cmd: CMDWORDS words) + count int8
@@ -135,10 +137,28 @@ static constexpr bool fast_edges() {
     return has_clk_prev<R>::value;
 #endif
 }
-static bool sel_gate_on() {
-    const char* v = std::getenv("SWAT_SIM_SEL_GATE");
-    return !(v && v[0] == '0' && v[1] == 0);
+static bool env_off(const char* name) {
+    const char* v = std::getenv(name);
+    return v && v[0] == '0' && v[1] == 0;
 }
+static bool sel_gate_on() { return !env_off("SWAT_SIM_SEL_GATE"); }
+
+// The core's own clock too (HAS_GEMM_GATE: a core built with gemm_clock_gate, whose `sync'
+// domain holds only the GEMM side: loader, PE array, results, D buffer, S read ports,
+// control; the select side's registers are on the unit's clock). The harness stops it while
+// the GEMM side is idle: an edge reaches it while the core is busy, and for GEMM_SETTLE edges
+// after the last one at which it was busy, reset, or saw an input of the GEMM side change
+// (harness_gemm_inputs_changed: start, shape, D/S/C ports, s_bank) or a buffer memory written
+// by the harness; GEMM_SETTLE is more than the deepest pipeline of the idle GEMM side, so its
+// registers have reached their fixed point when the clock stops. The registers that read the
+// S buffer at every edge (its read ports, the dispatcher's pointer word) then miss what the
+// select unit writes meanwhile; their words are used only behind valid bits that a GEMM's
+// start clears, and the first reads after start come two edges later (hw/dispatcher.py's
+// HDR0-HDR2), by which time they hold the memory's words again. A select-only run (the
+// compare job's sampled selects) then evaluates the unit and the S buffer's writes, not the
+// idle GEMM datapath. SWAT_SIM_GEMM_GATE=0 clocks it at every edge (the same results,
+// checked by tests/test_harness.py).
+static bool gemm_gate_on() { return !env_off("SWAT_SIM_GEMM_GATE"); }
 
 // Verilator runs the model's input-driven combinational logic (its `ico' region) at the start
 // of every eval, whether or not an input changed: about a quarter of an eval of the core with
@@ -200,6 +220,11 @@ struct Harness {
     bool evaluated = false;  // the first eval (initial blocks, settle) ran through top->eval()
 #ifdef HAS_SEL_GATE
     bool sel_gate = sel_gate_on();  // gate the select unit's clock (SWAT_SIM_SEL_GATE)
+#endif
+#ifdef HAS_GEMM_GATE
+    bool gemm_gate = gemm_gate_on();  // gate the core's clock (SWAT_SIM_GEMM_GATE)
+    uint32_t gemm_settle = GEMM_SETTLE;  // edges the GEMM side is still clocked when idle
+    uint64_t gemm_edges = 0;  // edges that reached it (for the speed figures)
 #endif
 #ifdef HAS_SELECT
     // the select operation being fed: its command, its stream (replayed `passes` times)
@@ -271,17 +296,39 @@ struct Harness {
     inline bool sel_clock() {
 #ifdef HAS_SEL_GATE
         return !sel_gate || !PORT_SEL_QUIET(top) || PORT_SEL_CMD_VALID(top) ||
-               PORT_SEL_I_VALID(top) || PORT_RST(top);
+               PORT_SEL_I_VALID(top) || PORT_RST(top)
+#ifdef HAS_GEMM_GATE
+               || PORT_S_WE(top)  // the S buffer's write ports are on the unit's clock
+#endif
+            ;
 #else
         return true;
 #endif
     }
+    // whether this edge reaches the GEMM side (see gemm_gate_on above); before the eval, as
+    // it reads memories_written
+    inline bool gemm_clock() {
+#ifdef HAS_GEMM_GATE
+        bool changed = harness_gemm_inputs_changed(top.get());  // keeps its snapshot current
+        if (gemm_gate) {
+            if (changed || memories_written || PORT_BUSY(top) || PORT_START(top) || PORT_RST(top))
+                gemm_settle = GEMM_SETTLE;
+            else if (gemm_settle == 0)
+                return false;
+            else
+                --gemm_settle;
+        }
+        ++gemm_edges;
+#endif
+        return true;
+    }
     inline void edge() {
         bool sel_on = sel_clock();
+        bool gemm_on = gemm_clock();
         (void)sel_on;
 #ifndef HARNESS_TRACE
         if constexpr (fast_edges<std::remove_pointer_t<decltype(top->rootp)>>()) {
-            clear_clk_prev(top->rootp);
+            if (gemm_on) clear_clk_prev(top->rootp);
 #ifdef HAS_SEL_GATE
             if (sel_on) top->rootp->SEL_CLK_PREV_MEMBER = 0;
             PORT_SEL_CLK(top) = 1;
@@ -292,7 +339,7 @@ struct Harness {
             return;
         }
 #endif
-        PORT_CLK(top) = 1;
+        PORT_CLK(top) = gemm_on ? 1 : 0;
 #ifdef HAS_SEL_GATE
         PORT_SEL_CLK(top) = sel_on ? 1 : 0;
 #endif
@@ -719,7 +766,12 @@ int main(int argc, char** argv) {
             break;
         }
         case OP_TICKS: {
-            uint32_t t[3] = {uint32_t(h.ticks), uint32_t(h.ticks >> 32), 0};
+            uint64_t g = h.ticks;  // edges that reached the GEMM side
+#ifdef HAS_GEMM_GATE
+            g = h.gemm_edges;
+#endif
+            uint32_t t[5] = {uint32_t(h.ticks), uint32_t(h.ticks >> 32), 0, uint32_t(g),
+                             uint32_t(g >> 32)};
 #ifdef HAS_SELECT
             t[2] = uint32_t(PORT_SEL_EXPOSED_CYCLES(h.top));
 #endif
