@@ -37,7 +37,7 @@ from amaranth.utils import ceil_log2
 from .bram import BUFFER_ATTRS, fan_out_writes, read_port
 from .core_ports import ControlSignature, SelectSignature
 from .loader import Loader
-from .params import check_int
+from .params import check_int, rejected_unused
 from .pe_array import PEArray
 from .result_logs import ResultLogs, log_width, read_latency
 from .result_port import ResultPort
@@ -127,6 +127,7 @@ class SwatCore(wiring.Component):
     Latency / throughput: see the module docstring.
     """
 
+    @rejected_unused  # a refused parameter leaves no "never used" warning behind
     def __init__(self, *, rows: int = 8, cols: int = 8, d_depth: int = 16384,
                  s_depth: int = 8192, c_depth: int = 8192, hold_depth: int = 2,
                  sel_lanes: int = 0, result_logs: bool = True, sel_index_width: int = 32,

@@ -11,13 +11,33 @@ Traceback (most recent call last):
 ValueError: SwatCore: rows must be >= 1, not 0
 
 A component whose constructor raised was never elaborated, so Amaranth warns about an unused
-elaboratable when it is collected; tests that construct rejected objects silence that with
+elaboratable when it is collected: the object exists (``Elaboratable.__new__`` ran) before its
+``__init__`` rejects a parameter. :func:`rejected_unused` on an ``__init__`` silences that
+warning for the rejected object only (a command-line tool then prints its one-line error and
+nothing else, without hiding the warning of any other object); tests that construct rejected
+objects of a component without it silence it with
 ``@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")``.
 """
 
 from __future__ import annotations
 
-__all__ = ["check_int"]
+import functools
+
+__all__ = ["check_int", "rejected_unused"]
+
+
+def rejected_unused(init):
+    """Decorator of an elaboratable's ``__init__``: an object whose ``__init__`` raised is
+    marked so that it does not warn "created but never used" when collected (it was refused,
+    not forgotten); the exception goes on unchanged."""
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        try:
+            init(self, *args, **kwargs)
+        except BaseException:
+            self._MustUse__silence = True  # amaranth's MustUse: this object only
+            raise
+    return wrapper
 
 
 def check_int(owner: str, name: str, value, *, minimum: int | None = None,

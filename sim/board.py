@@ -32,7 +32,6 @@ import signal
 import subprocess
 import sys
 import threading
-import warnings
 from pathlib import Path
 
 __all__ = ["SimulatedBoard", "board_label", "board_model", "board_params", "main"]
@@ -209,11 +208,9 @@ def main(argv=None) -> int:
         ap.error(f"argument --board: {e}")
     params.update({k: v for k, v in (("rows", args.rows), ("cols", args.cols)) if v})
     params.update(args.param)
-    # a design that fails its parameter checks half way through elaboration leaves unused
-    # elaboratables behind; after the one-line error their warnings would only be noise
-    from amaranth.hdl import UnusedElaboratable
-
-    warnings.simplefilter("ignore", UnusedElaboratable)
+    # a refused parameter leaves no half-built elaboratable to warn at exit (BoardLogic
+    # checks the bridge's sizes before it exists; SwatCore and BoardLogic objects whose
+    # __init__ refused a parameter are marked, hw.params.rejected_unused)
     try:
         model = board_model(divisor=args.divisor, quiet=False, **params)
     except (ValueError, TypeError) as e:  # the core's or the bridge's parameter checks

@@ -30,6 +30,7 @@ from amaranth.lib.wiring import In, Out
 from hw.board_top import SwatSystem
 from hw.contract.protocol import PROTOCOL_VERSION, PROTOCOL_VERSION_LOGS
 from hw.host_bridge import CORE_MEMBERS, HostBridge, c_read_space
+from hw.params import rejected_unused
 
 __all__ = ["BoardLogic", "DEFAULT_TIMEOUT"]
 
@@ -71,6 +72,7 @@ class BoardLogic(wiring.Component):
         c_read_space(**{k: sizes[k] for k in ("cols", "d_depth", "s_depth", "c_depth",
                                               "result_logs")})
 
+    @rejected_unused  # the core refused its parameters (SwatCore's own checks)
     def __init__(self, *, divisor: int = 0, timeout: int = DEFAULT_TIMEOUT, **core_kwargs):
         from hw.core import SwatCore
 
