@@ -14,6 +14,7 @@ from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from .host_bridge import CORE_MEMBERS, HostBridge
+from .port_slice import PortSlice
 from .register_slice import RegisterSlice
 from .uart import UARTRx, UARTTx, divisor_for
 
@@ -29,7 +30,22 @@ class SwatSystem(wiring.Component):
     A register slice (``hw.register_slice``) sits on each byte stream between the UART and the
     bridge: the UART is placed by its pins and the bridge by the core, and the slices let the
     placer cut that distance into registered hops (the bridge's transmit control into the UART
-    was a ULX3S critical path, ``bitstreams/ulx3s/analysis.md``)."""
+    was a ULX3S critical path, ``bitstreams/ulx3s/analysis.md``).
+
+    Between the bridge and the core, on every platform but the iCE40 (:meth:`port_slices`),
+    a :class:`~hw.port_slice.PortSlice` registers the control port (``ctrl``: ``start`` and
+    the shape in, status, counters and result-log counts out) and another the C read port, so
+    that no bridge logic lies between two core registers (the core's ``busy`` → the bridge's
+    ``start`` → the reset of the core's log counts was a ULX3S critical path). The bridge is
+    told: it waits ``2 * stages`` more cycles for C read data (``c_read_latency``) and takes
+    the core as busy for the cycles in which its ``busy`` is still on the way
+    (``ctrl_delay``). The protocol and its replies are the same.
+
+    ``busy``, ``done``, ``error`` and ``error_code`` (the board LEDs) are the bridge's view:
+    behind the slice."""
+
+    #: registers per direction of the bridge-to-core slices (:meth:`port_slices`)
+    SLICE_STAGES = 1
 
     def __init__(self, *, divisor: int, core=None, rows=8, cols=8, d_depth=512, s_depth=512,
                  c_depth=256, timeout=None, clk_hz=0, **core_extra):
@@ -50,16 +66,25 @@ class SwatSystem(wiring.Component):
             "busy": Out(1), "done": Out(1), "error": Out(1), "error_code": Out(4),
         })
 
+    @classmethod
+    def port_slices(cls, platform) -> int:
+        """Register stages between bridge and core: :attr:`SLICE_STAGES`, none on the iCE40
+        (its design is nearly full, ~4,840 of 5,280 LCs, and meets its 30 MHz without)."""
+        return 0 if str(getattr(platform, "family", "")).lower() == "ice40" else cls.SLICE_STAGES
+
     def elaborate(self, platform):
         m = Module()
         core = self.core
         m.submodules.core = core
+        stages = self.port_slices(platform)
         m.submodules.uart_rx = rx = UARTRx(self.divisor)
         m.submodules.uart_tx = tx = UARTTx(self.divisor)
         m.submodules.bridge = bridge = HostBridge(
             core.signature, rows=core.rows, cols=core.cols, d_depth=core.d_depth,
             s_depth=core.s_depth, c_depth=core.c_depth, timeout=self.timeout,
-            clk_hz=self.clk_hz, c_read_latency=getattr(core, "C_READ_LATENCY", 1))
+            clk_hz=self.clk_hz,
+            c_read_latency=getattr(core, "C_READ_LATENCY", 1) + 2 * stages,
+            ctrl_delay=stages)
         m.submodules.rx_slice = rx_slice = RegisterSlice(8)
         m.submodules.tx_slice = tx_slice = RegisterSlice(8)
         wiring.connect(m, rx.o, rx_slice.i)
@@ -67,8 +92,14 @@ class SwatSystem(wiring.Component):
         wiring.connect(m, bridge.tx, tx_slice.i)
         wiring.connect(m, tx_slice.o, tx.i)
         for name in CORE_MEMBERS:
-            wiring.connect(m, getattr(bridge, name), getattr(core, name))
-        ctrl = core.ctrl
+            if stages and name in ("ctrl", "c_read"):
+                m.submodules[f"{name}_slice"] = piece = PortSlice(
+                    core.signature.members[name].signature, stages=stages)
+                wiring.connect(m, piece.inner, getattr(core, name))
+                wiring.connect(m, getattr(bridge, name), piece.outer)
+            else:
+                wiring.connect(m, getattr(bridge, name), getattr(core, name))
+        ctrl = bridge.ctrl
         m.d.comb += [
             rx.rx.eq(self.rx),
             self.tx.eq(tx.tx),

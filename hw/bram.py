@@ -14,11 +14,15 @@ register and, told by ``no_rw_check`` that a same-cycle read of the written word
 the old word, adds no bypass. The behaviour is that of a synchronous read port (data one cycle
 after the address; ``en`` low holds the data), and in simulation a same-cycle read still gives
 the old word. The core uses it for the single C buffer, whose entries are read only after
-they were written, and for the copies of D and S (below).
+they were written, for the copies of D and S (below), and for the result logs.
 
-Not for the result logs: with it (RTL of ``ea4e226``) the bypass's write-delay register went
-too, and the ULX3S critical path became a PE column's result-valid register → 16.6 ns of routing
-→ its log's write enable (57.5 MHz, seed 3); the logs use plain synchronous ports again.
+The write delay of yosys's bypass is a register stage on the write side, which a buffer whose
+writes come from far away needs: without the bypass (RTL of ``ea4e226``, the logs written
+straight from the PE column's result register) the ULX3S critical path became a PE column's
+result-valid register → 16.6 ns of routing → its log's write enable (57.5 MHz, seed 3); with it
+(up to ``2679da4``) the path was a log's block RAM → 6.2 ns → the bypass LUT → ``log_q``. So the
+logs now have both: :func:`read_port`, and a write stage of their own in
+``hw.result_logs.ResultLogs`` (address, data and enable registers per log).
 
 For the D and S buffers the write delay of yosys's bypass was a register stage on the host's
 write bus, which runs from the bridge to every PE column's block-RAM copy; with one memory per

@@ -15,8 +15,8 @@ buffer through an arbitrated write port (:class:`~hw.result_port.ResultPort`, on
 Pipeline of one entry (cycle of the S read = 0)::
 
     0 S read  1 S data→reg  2 S reg→reg  3 check→reg  4 D read  5 D data→reg  6 D reg→reg
-    7 operand reg  8 product  9 product copy  10 acc/hold  11 log write (result_logs) |
-    C arbitration 11, C write 12
+    7 operand reg  8 product  9 product copy  10 acc/hold  11 log write register, 12 log
+    write (result_logs) | C arbitration 11, C write 12
 
 Every block-RAM output goes straight into a register (ECP5 block RAM has a long clock-to-output
 and the read-port copies spread over the die), so no logic follows a BRAM in the same cycle.
@@ -208,10 +208,10 @@ class SwatCore(wiring.Component):
         else:
             self.s_mems = [Memory(shape=32, depth=s_depth, init=[]) for _ in range(cols + 1)]
         if result_logs:
-            # plain synchronous read ports (not hw.bram.read_port): yosys's bypass delays the
-            # log write by a register, which the ULX3S needs (hw/bram.py)
-            self.c_logs = [Memory(shape=log_width(rows, c_depth), depth=c_depth, init=[])
-                           for _ in range(cols)]
+            # read through hw.bram.read_port (no bypass LUT behind the block RAMs); the write
+            # has a register stage of its own in ResultLogs
+            self.c_logs = [Memory(shape=log_width(rows, c_depth), depth=c_depth, init=[],
+                                  attrs=BUFFER_ATTRS) for _ in range(cols)]
         else:
             self.c_mem = Memory(shape=rows * 32, depth=c_depth, init=[], attrs=BUFFER_ATTRS)
 
@@ -314,12 +314,14 @@ class SwatCore(wiring.Component):
             for j, mem in enumerate(self.c_logs):
                 m.submodules[f"c_log_{j}"] = mem
                 wiring.connect(m, logs.log_write[j], mem.write_port())
-                wiring.connect(m, logs.log_read[j], mem.read_port())
+                wiring.connect(m, logs.log_read[j], read_port(m, mem, f"c_log_rd_{j}"))
                 wiring.connect(m, pe.out[j], logs.results[j])
                 m.d.comb += self.ctrl.results[j].eq(logs.counts[j])
             wiring.connect(m, wiring.flipped(self.c_read), logs.read)
             m.d.comb += ld.hold_free.eq(-1)  # a log takes a result every cycle
-            return writing  # the result register writes the log the cycle it is valid
+            # the log's write stage needs no wait: a result valid in cycle t is in its log
+            # from t + 2, and ``done`` rises no earlier (hw.result_logs)
+            return writing
         m.submodules.c_mem = c_mem = self.c_mem
         m.submodules.results = port = ResultPort(rows=self.rows, cols=self.cols,
                                                  depth=self.c_depth, hold_depth=self.hold_depth)

@@ -22,6 +22,7 @@ from amaranth.utils import ceil_log2
 
 from hw.contract import protocol
 from hw.contract.protocol import *  # noqa: F403  (re-exported: the bridge's public names)
+from hw.params import check_int
 
 __all__ = ["HostBridge", "CORE_MEMBERS", "c_read_space", *protocol.__all__]
 
@@ -58,12 +59,21 @@ class HostBridge(wiring.Component):
     clk_hz : int
         Reported by INFO.
     c_read_latency : int
-        Cycles from a C read address to its data (the core's ``C_READ_LATENCY``, default 1).
+        Cycles from a C read address to its data (the core's ``C_READ_LATENCY``, default 1;
+        plus ``2 * stages`` behind a ``hw.port_slice.PortSlice``).
+    ctrl_delay : int
+        Registers between the bridge's ``ctrl`` and the core's in each direction (default 0;
+        ``hw.port_slice.PortSlice`` stages). After a ``start`` the core's ``busy`` and ``done``
+        reach the bridge ``2 * ctrl_delay + 1`` cycles later than the core sets them; for
+        that long the bridge takes the core as busy and not done (CHECK's busy test, the
+        STATUS reply), so that a command right after START never sees the previous
+        operation's status. (Without a slice the one stale cycle cannot be reached: a reply
+        and an opcode lie between a START and the next CHECK.)
     """
 
     def __init__(self, core_signature: wiring.Signature, *, rows: int, cols: int, d_depth: int,
                  s_depth: int, c_depth: int, timeout: int = 1 << 20, clk_hz: int = 0,
-                 c_read_latency: int = 1):
+                 c_read_latency: int = 1, ctrl_delay: int = 0):
         ctrl = core_signature.members["ctrl"].signature
         #: a core with result logs (``ctrl.results``: entries per PE column's log) is read
         #: through ``bank << ceil_log2(c_depth) | index`` addresses (protocol version 2)
@@ -75,6 +85,7 @@ class HostBridge(wiring.Component):
         self.timeout = timeout
         self.clk_hz = int(clk_hz)
         self.c_read_latency = c_read_latency
+        self.ctrl_delay = check_int("HostBridge", "ctrl_delay", ctrl_delay, minimum=0)
         self.version = (protocol.PROTOCOL_VERSION_LOGS if self.result_logs
                         else protocol.PROTOCOL_VERSION)
         super().__init__({
@@ -247,12 +258,28 @@ class HostBridge(wiring.Component):
                 with m.If(args_last):
                     goto("CHECK")
 
+        # the core's busy and done as this bridge may trust them (``ctrl_delay``)
+        core_busy, core_done = ctrl.busy, ctrl.done
+        if self.ctrl_delay:
+            # set with ``ctrl.start``, held 2 * ctrl_delay + 1 cycles: a register and a
+            # counter, so that the reply's flag bits take one more register input only
+            starting = Signal()
+            starting_left = Signal(range(2 * self.ctrl_delay + 1))
+            with m.If(now["DISPATCH"] & start_ok):
+                m.d.sync += [starting.eq(1), starting_left.eq(2 * self.ctrl_delay)]
+            with m.Elif(starting_left != 0):
+                m.d.sync += starting_left.eq(starting_left - 1)
+            with m.Else():
+                m.d.sync += starting.eq(0)
+            core_busy, core_done = ctrl.busy | starting, ctrl.done & ~starting
+
         with m.If(now["CHECK"]):
             # WRITE_D, WRITE_S and READ_C: address and count in args[32:64]; SET_SHAPE: m, k, n,
             # s_len in args[0:64]
             arg_addr, arg_count = args[32:48], args[48:64]
             m.d.sync += [
-                end.eq(arg_addr + arg_count), count_zero.eq(arg_count == 0), busy.eq(ctrl.busy),
+                end.eq(arg_addr + arg_count), count_zero.eq(arg_count == 0),
+                busy.eq(core_busy),
                 addr.eq(arg_addr), count.eq(arg_count), wbyte.eq(0),
             ]
             goto("RANGE")
@@ -347,7 +374,7 @@ class HostBridge(wiring.Component):
         # out of context).
         with m.If(now["LOAD"] & tx_status):
             m.d.sync += [self.rx_clear.eq(1), timed_out.eq(0)]
-        flags = Cat(ctrl.busy, ctrl.done, ctrl.error, self.rx_overrun, self.rx_frame_error,
+        flags = Cat(core_busy, core_done, ctrl.error, self.rx_overrun, self.rx_frame_error,
                     timed_out)
         terms = [
             (tx_info, Const(self.info_value(), 8 * tx_bytes)),

@@ -3,10 +3,11 @@
 With dynamic work assignment any PE column may finish any work item, and short items finish
 several per cycle across the array. Instead of one C buffer behind a ``cols``-to-1 write select
 (one result per cycle, and a wide select spread over the die), PE column ``j`` appends each of its
-results to *its own* log ``j`` — a memory with one write port fed straight from the column's
-result register, no select, no arbitration, no backpressure — together with the result's C word
-address (``caddr = mt*N + n``, the tag). ``counts[j]`` says how many entries log ``j`` holds.
-The host gathers: ``C[caddr] = lanes`` for every entry (``hw.contract.words.gather_c``).
+results to *its own* log ``j`` — a memory with one write port fed from the column's result
+register through a register stage, no select, no arbitration, no backpressure — together with
+the result's C word address (``caddr = mt*N + n``, the tag). ``counts[j]`` says how many entries
+log ``j`` holds. The host gathers: ``C[caddr] = lanes`` for every entry
+(``hw.contract.words.gather_c``).
 
 Host reads go through one read port whose address is ``bank << ceil_log2(depth) | index``. The
 logs sit one per PE column across the die, so instead of one ``cols``-to-1 select of wide
@@ -17,9 +18,17 @@ next to it, and chain stage ``j`` takes that register when the read is for log `
 stage ``j - 1``. The data leaves the last stage ``latency(cols) = cols + 2`` cycles after the
 address; reads are pipelined (one address a cycle) and ``en`` low freezes the whole path.
 
-Latency: a result written the cycle it arrives (valid on ``results[j]``); ``counts`` one cycle
-later; host read ``cols + 2`` cycles. Throughput: one result per PE column per cycle; one host
-read per cycle.
+Each log's write comes from registers of its own (address, data, enable), so that the PE
+column's result register and the log's block RAMs need not sit together; the core reads each
+log through ``hw.bram.read_port`` (no read-first bypass: a LUT between the block RAM and
+``log_q`` was a ULX3S critical path, ``bitstreams/ulx3s/analysis.md``). A result valid in cycle
+``t`` is in its log from cycle ``t + 2`` on; the core's ``done`` rises no earlier (its PE array
+is busy while a result is valid, and ``done`` follows the first idle cycle), so nothing has to
+wait for the write stage.
+
+Latency: a result is written one cycle after it arrives (valid on ``results[j]``), ``counts``
+count it one cycle after it arrives; host read ``cols + 2`` cycles. Throughput: one result per
+PE column per cycle; one host read per cycle.
 """
 
 from amaranth.hdl import Const, Module, Mux, Signal
@@ -103,12 +112,18 @@ class ResultLogs(wiring.Component):
         for j in range(self.cols):
             res, wr, rd, count = self.results[j], self.log_write[j], self.log_read[j], \
                 self.counts[j]
-            # append: the result register feeds the write port directly
-            m.d.comb += [
-                res.ready.eq(1),
-                wr.en.eq(res.valid), wr.addr.eq(count[:aw]),
-                wr.data.eq(res.payload.c | (res.payload.tag << (rows * 32))),
+            # append, through a register stage of the log's own (placed by its block RAM: the
+            # PE column's result register is elsewhere): the write lands a cycle after the
+            # result, at the earliest edge that can raise the core's ``done``
+            wr_en = Signal(name=f"log_wr_en_{j}")
+            wr_addr = Signal(aw, name=f"log_wr_addr_{j}", reset_less=True)
+            wr_data = Signal(self.width, name=f"log_wr_data_{j}", reset_less=True)
+            m.d.comb += res.ready.eq(1)
+            m.d.sync += [
+                wr_en.eq(res.valid), wr_addr.eq(count[:aw]),
+                wr_data.eq(res.payload.c | (res.payload.tag << (rows * 32))),
             ]
+            m.d.comb += [wr.en.eq(wr_en), wr.addr.eq(wr_addr), wr.data.eq(wr_data)]
             with m.If(self.start):
                 m.d.sync += count.eq(0)
             with m.Elif(res.valid):

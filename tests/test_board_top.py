@@ -30,6 +30,7 @@ def test_icebreaker_top_prepares(with_core):
     assert "set_frequency clk12_0__io 12.0" in pcf  # PLL output: derived by nextpnr
     il = files["top.il"]
     assert "SB_PLL40_PAD" in il and "\\DIVF 7'1001111" in il
+    assert "ctrl_slice" not in il  # bridge and core wired directly (SwatSystem.port_slices)
 
 
 @pytest.mark.parametrize("with_core", ["real", "stand-in"])
@@ -41,6 +42,9 @@ def test_ulx3s_top_prepares(with_core):
     assert 'LOCATE COMP "uart_0__rx__io" SITE "M1"' in lpf
     assert 'FREQUENCY PORT "clk25_0__io" 25000000.0 HZ' in lpf
     assert "EHXPLLL" in files["top.il"]
+    # register slices between bridge and core (SwatSystem.port_slices)
+    assert "top.system.ctrl_slice" in files["top.il"]
+    assert "top.system.c_read_slice" in files["top.il"]
     assert "--85k" in files["build_top.sh"] and "--speed 6" in files["build_top.sh"]
 
 

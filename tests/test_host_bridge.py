@@ -5,6 +5,9 @@ import struct
 
 import numpy as np
 import pytest
+from amaranth.hdl import Elaboratable, Module
+from amaranth.lib import wiring
+from amaranth.sim import Simulator
 from sim_uart_port import SimUartPort
 from standin_core import StandInCore
 
@@ -17,11 +20,16 @@ from hw.host_bridge import (
     OP_NOP,
     OP_READ_C,
     OP_RESULTS,
+    OP_START,
+    OP_STATUS,
     OP_WRITE_D,
     OP_WRITE_S,
     ST_OK,
+    STATUS_BYTES,
+    HostBridge,
 )
 from hw.host_driver import BridgeError, CoreError, SwatFpga, encode_s, run_gemm_fpga
+from hw.port_slice import PortSlice
 
 DIVISOR = 4
 
@@ -213,3 +221,69 @@ def test_real_core_error_code():
     fpga.start()
     st = fpga.wait_done()
     assert st.error and st.error_code == 1
+
+
+# -- the bridge behind a register slice on ctrl (hw.port_slice) ---------------------------
+
+class _SlicedBridge(Elaboratable):
+    """The bridge with its ``ctrl`` behind a ``stages``-deep PortSlice, bytes straight on its
+    streams (no UART: a command can follow the last one's reply within a cycle)."""
+
+    def __init__(self, stages, ctrl_delay):
+        self.core = StandInCore(latency=30)
+        self.bridge = HostBridge(self.core.signature, rows=2, cols=2, d_depth=64, s_depth=64,
+                                 c_depth=32, timeout=1000, ctrl_delay=ctrl_delay)
+        self.slice = PortSlice(self.core.signature.members["ctrl"].signature, stages=stages)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.core, m.submodules.bridge = self.core, self.bridge
+        m.submodules.slice = self.slice
+        for name in ("d_write", "s_write", "c_read"):
+            wiring.connect(m, getattr(self.bridge, name), getattr(self.core, name))
+        wiring.connect(m, self.slice.inner, self.core.ctrl)
+        wiring.connect(m, self.bridge.ctrl, self.slice.outer)
+        return m
+
+
+@pytest.mark.parametrize("ctrl_delay", [4, 0])
+def test_status_right_after_start_behind_a_slice(ctrl_delay):
+    """START, then STATUS the cycle its reply has left, with the core's ``ctrl`` four registers
+    away each way: told the delay (``ctrl_delay``), the bridge reports the new operation busy
+    and not done; not told, it reports the last operation's ``done`` (the host would take the
+    new operation as finished: what ``ctrl_delay`` is for)."""
+    top = _SlicedBridge(stages=4, ctrl_delay=ctrl_delay)
+    bridge = top.bridge
+    replies = []
+
+    async def command(ctx, opcode, nbytes):
+        ctx.set(bridge.rx.payload, opcode)
+        ctx.set(bridge.rx.valid, 1)
+        while not ctx.get(bridge.rx.ready):
+            await ctx.tick()
+        await ctx.tick()
+        ctx.set(bridge.rx.valid, 0)
+        reply = []
+        while len(reply) < nbytes:
+            if ctx.get(bridge.tx.valid):
+                reply.append(ctx.get(bridge.tx.payload))
+            await ctx.tick()
+        return reply
+
+    async def tb(ctx):
+        ctx.set(bridge.tx.ready, 1)
+        assert await command(ctx, OP_START, 1) == [ST_OK]  # s_len 0: an error, soon done
+        for _ in range(100):
+            await ctx.tick()
+        first = await command(ctx, OP_STATUS, STATUS_BYTES)
+        assert first[1] & 3 == 2  # done, not busy
+        assert await command(ctx, OP_START, 1) == [ST_OK]
+        replies.append(await command(ctx, OP_STATUS, STATUS_BYTES))
+
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    sim.add_testbench(top.core.behaviour, background=True)
+    sim.add_testbench(tb)
+    sim.run()
+    busy, done = replies[0][1] & 1, replies[0][1] >> 1 & 1
+    assert (busy, done) == ((1, 0) if ctrl_delay else (0, 1))
