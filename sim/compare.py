@@ -233,7 +233,8 @@ def _simulation(batch, loop, t_sim, sampled=None) -> dict:
     if loop.ticks:
         procs = [*procs, {"cycles": loop.ticks, "wall": loop.wall, "cpu": loop.cpu}]
     if sampled is not None and sampled.ticks:
-        procs = [*procs, {"cycles": sampled.ticks, "wall": sampled.wall, "cpu": sampled.cpu}]
+        procs = [*procs, *(getattr(sampled, "processes", None) or [
+            {"cycles": sampled.ticks, "wall": sampled.wall, "cpu": sampled.cpu}])]
     s_ticks, s_wall = (sampled.ticks, sampled.wall) if sampled is not None else (0, 0.0)
     cycles = sum(p["cycles"] for p in procs)
     out = {
@@ -242,7 +243,8 @@ def _simulation(batch, loop, t_sim, sampled=None) -> dict:
         "sim_wall_s": round(t_sim, 2), "bench_s": round(batch.bench + loop.wall + s_wall, 2),
         "cycles_per_s": _rate(cycles, sum(p["wall"] for p in procs)),
         "cycles_per_cpu_s": _rate(cycles, sum(p["cpu"] for p in procs)),
-        "processes": len(batch.processes) + (1 if loop.ticks else 0) + (1 if s_ticks else 0),
+        "processes": len(batch.processes) + (1 if loop.ticks else 0)
+        + (len(getattr(sampled, "processes", None) or [1]) if s_ticks else 0),
         "aggregate_cycles_per_s": _rate(batch.cycles + loop.ticks + s_ticks,
                                         batch.bench + loop.wall + s_wall),
         "gemm_batch": {"simulated_cycles": batch.cycles, "wall_s": round(batch.bench, 3),
@@ -258,7 +260,8 @@ def _simulation(batch, loop, t_sim, sampled=None) -> dict:
     if sampled is not None:
         out["select_sampled"] = {"simulated_cycles": s_ticks, "wall_s": round(s_wall, 3),
                                  "cpu_s": round(sampled.cpu, 3),
-                                 "cycles_per_cpu_s": _rate(s_ticks, sampled.cpu)}
+                                 "cycles_per_cpu_s": _rate(s_ticks, sampled.cpu),
+                                 "processes": len(getattr(sampled, "processes", None) or [1])}
     return out
 
 

@@ -50,9 +50,8 @@ from sw import int_topk
 from .select_ops import KEEP_ALL_TIES
 
 __all__ = ["Selection", "BlockCommand", "selection_of", "threshold_view", "tie_cut",
-           "block_command", "positions", "supported", "LANES"]
+           "block_command", "positions", "supported"]
 
-LANES = 8
 _U16 = 0xFFFF
 #: why the RTL unit cannot make a GEMM's S (:func:`supported`, ``sim.select_sampled``)
 NOT_PER_TENSOR = "not a per-tensor Top-K of the quantized tensor (groups or a structured mask)"
@@ -171,11 +170,12 @@ def positions(sel: Selection, s: np.ndarray, kb: slice, nb: slice) -> np.ndarray
 
 
 def block_command(sel: Selection, s: np.ndarray, kb: slice, nb: slice, t: int,
-                  ties: int, cut, *, indexed: bool = False) -> BlockCommand:
+                  ties: int, cut, *, indexed: bool = False, pos=None) -> BlockCommand:
     """The GIVEN command that makes the blob of ``s[kb, nb]`` (module docstring); ``cut`` from
     :func:`tie_cut`. ``indexed`` (a unit with the source-index side band): a split tie class
-    is kept by position, ``by_index`` with the block's reference positions as indices and the
-    cut as ``cut_index``, exact for every kind of blob."""
+    is kept by position, ``by_index`` with the block's reference positions (``pos`` when the
+    caller has them, else :func:`positions`) as indices and the cut as ``cut_index``, exact
+    for every kind of blob."""
     if sel.kind == "all":
         return BlockCommand((0, KEEP_ALL_TIES, 0, 0, 0, 0))
     if cut is None:
@@ -183,7 +183,7 @@ def block_command(sel: Selection, s: np.ndarray, kb: slice, nb: slice, t: int,
     if cut == -1:
         return BlockCommand((t, KEEP_ALL_TIES, 0, 0, 0, 0))
     if indexed:
-        pos = positions(sel, s, kb, nb)
+        pos = positions(sel, s, kb, nb) if pos is None else pos
         return BlockCommand((t, ties, 0, 0, 1, cut), by_index=True,
                             index=np.where(pos < 0, PAD, pos).astype(np.uint32))
     if sel.kind == "forward":  # reference order = the stream of S: count the block's ties
@@ -211,14 +211,15 @@ def s_dense_of(sel: Selection) -> np.ndarray:
     return sel.src.T
 
 
-def threshold_cycles(src_view: np.ndarray, lanes: int = LANES, by_index: bool = False) -> int:
-    """Model cycles of a THRESHOLD on ``src_view`` (for scheduling estimates only);
-    ``by_index``: with the cut pass."""
+def threshold_cycles(src_view: np.ndarray, lanes: int, by_index: bool = False) -> int:
+    """Model cycles of a THRESHOLD on ``src_view`` (for scheduling estimates only) by a unit
+    of ``lanes`` lanes (the core's ``sel_lanes``); ``by_index``: with the cut pass."""
     return select_cycles(src_view.shape[0], src_view.shape[1], lanes,
                          mode=SelectMode.THRESHOLD, by_index=by_index)
 
 
-def given_cycles(rows: int, cols: int, nnz: int, lanes: int = LANES, banks: int = 1) -> int:
-    """Model cycles of a GIVEN on a ``rows x cols`` block (scheduling estimates only);
-    ``banks``: S words the unit writes a cycle (the core's ``sel_banks``)."""
+def given_cycles(rows: int, cols: int, nnz: int, lanes: int, banks: int = 1) -> int:
+    """Model cycles of a GIVEN on a ``rows x cols`` block (scheduling estimates only) by a
+    unit of ``lanes`` lanes (the core's ``sel_lanes``); ``banks``: S words the unit writes a
+    cycle (the core's ``sel_banks``)."""
     return select_cycles(rows, cols, lanes, mode=SelectMode.GIVEN, nnz=nnz, banks=banks)

@@ -11,12 +11,16 @@ of them on the RTL unit as the job can afford and extrapolates the rest:
   activations for a 3×3 kernel): the pass 1 on the whole ``A`` on the RTL (pair and cut
   checked against the host's) for a random fraction :data:`A_PASS1_FRACTION` of the layers
   (all of them by default; the formula's, exact as it depends on the shape only, for the
-  others), and the blobs of a simple random sample of :data:`A_BLOBS` of the GEMM's S blocks
-  (drawn apart from the sample of its core operations, :mod:`sim.sampling`, so that a smaller
-  GEMM sample does not shrink this one) on the RTL unit, checked word for word; the other
-  blocks' cycles by the ratio estimator (the RTL cycles of the sampled blobs over the
-  formula's, times the formula's total, with its 95 % bound), the formula being
-  ``hw.contract.cycles.select_cycles`` from each block's non-zero count.
+  others), and the blobs of every S block (:data:`A_BLOBS` = 0, the default) or of a simple
+  random sample of :data:`A_BLOBS` of them (drawn apart from the sample of its core
+  operations, :mod:`sim.sampling`, so that a smaller GEMM sample does not shrink this one) on
+  the RTL unit, checked word for word; with a sample, the other blocks' cycles by the ratio
+  estimator (the RTL cycles of the sampled blobs over the formula's, times the formula's
+  total, with its 95 % bound), the formula being ``hw.contract.cycles.select_cycles`` from
+  each block's non-zero count. The blocks of an im2col'd ``A`` whose every blob is made are
+  not kept: the dense and host blocks are gathered from the tensor (``A`` and its Top-K mask,
+  through the block's im2col positions) when the unit needs them, and each host block is
+  checked against a CRC-32 of the lowering's S block taken when the GEMM was planned.
 
 Every RTL operation here runs alone (the unit writes, then the host reads the blob back): no
 GEMM runs beside it, so the exposure of these GEMMs' select cycles comes from a model
@@ -50,8 +54,15 @@ __all__ = ["A_PASS1_FRACTION", "SampledSelect", "keep", "run", "exposed_model", 
 A_PASS1_FRACTION = 1.0
 
 #: ``A`` blobs per sampled GEMM made on the RTL unit (a simple random sample of its S blocks;
-#: all of them when it has no more); the others are extrapolated.
-A_BLOBS = 48
+#: all of them when it has no more), the others extrapolated; 0: every block's, nothing
+#: extrapolated (the default since the core's clock is gated in select-only runs,
+#: ``hw.core.SwatCore``'s ``gemm_clock_gate``).
+A_BLOBS = 0
+
+#: S blocks of an im2col'd ``A`` whose every blob is made (:data:`A_BLOBS` = 0) checked when
+#: the GEMM is planned to be the per-tensor Top-K (:func:`_check_blocks`, which decides
+#: whether the unit can make them; every block is then checked by its CRC-32 in :func:`run`)
+CHECK_BLOCKS = 48
 
 #: RTL blobs per GEMM also checked against the formula given their kept matrix (a cycle-by-cycle
 #: model in Python, ~2 µs a cycle: the first ones only)
@@ -66,7 +77,9 @@ class SampledSelect:
     on the RTL: ``rtl_pass1``); ``pair``: the host's ``(t, ties, cut)``; ``blocks``:
     ``[(kb, nb)]`` of ``S`` in plan order with ``nnz`` and ``gemm_est`` (cycle-model estimate
     of the block's core operations) each; ``picked``: the blocks whose blob the RTL makes,
-    with their ``dense`` and host ``sparse`` blocks; ``host``: why none is made on the RTL."""
+    with their ``dense`` and host ``sparse`` blocks; ``host``: why none is made on the RTL;
+    ``digests``: for an im2col'd ``A`` whose every blob is made (``dense`` and ``sparse`` then
+    empty: gathered from ``sel.src`` in :func:`run`), the CRC-32 of each S block."""
 
     label: str
     layer: str
@@ -83,6 +96,7 @@ class SampledSelect:
     sparse: dict
     rtl_pass1: bool
     host: str | None = None
+    digests: list | None = None
 
 
 class _Im2colPos:
@@ -134,9 +148,9 @@ def _check_blocks(sel, keep_, s_blocks) -> str | None:
 def keep(job, sample, seed: int, n_blobs: int | None = None) -> SampledSelect:
     """The :class:`SampledSelect` of the sampled sparse GEMM ``job`` (operands still there)
     and its :class:`sim.sampling.Sample` ``sample``: W blocks all, A blocks a simple random
-    sample of ``n_blobs`` (default :data:`A_BLOBS`) of its S blocks; the whole ``A`` kept for
-    an RTL pass 1 with probability :data:`A_PASS1_FRACTION` (``seed`` and the layer name
-    decide both)."""
+    sample of ``n_blobs`` (default :data:`A_BLOBS`; 0: all) of its S blocks; the whole ``A``
+    kept for an RTL pass 1 with probability :data:`A_PASS1_FRACTION` (``seed`` and the layer
+    name decide both), and for the blocks of an im2col'd ``A`` gathered from it."""
     groups, est = {}, {}
     for i, (_mb, kb, nb) in enumerate(sample.blocks):
         key = (kb.start, kb.stop, nb.start, nb.stop)
@@ -145,17 +159,29 @@ def keep(job, sample, seed: int, n_blobs: int | None = None) -> SampledSelect:
             est[key] = 0.0
         est[key] += float(sample.estimates[i])
     blocks = [(kb, nb) for _b, kb, nb in groups.values()]
-    nnz = [int(np.count_nonzero(job.s[kb, nb])) for kb, nb in blocks]
     weights = job.pass_name != "backward_weight"
     n_blobs = A_BLOBS if n_blobs is None else n_blobs
-    if weights or n_blobs >= len(blocks):
+    pick = np.random.default_rng([seed, zlib.crc32(job.label.encode()), 8])
+    if weights or not n_blobs or n_blobs >= len(blocks):
         picked = list(range(len(blocks)))
     else:
-        pick = np.random.default_rng([seed, zlib.crc32(job.label.encode()), 8])
         picked = sorted(int(b) for b in pick.choice(len(blocks), size=n_blobs, replace=False))
     sel = _selection(job)
-    dense = {b: np.ascontiguousarray(job.s_dense[blocks[b]]) for b in picked}
-    sparse = {b: np.ascontiguousarray(job.s[blocks[b]]) for b in picked}
+    digests = None
+    if sel.kind == "im2col" and len(picked) == len(blocks):  # gathered from A in run()
+        nnz, digests = [], []
+        for kb, nb in blocks:
+            blk = np.ascontiguousarray(job.s[kb, nb])
+            nnz.append(int(np.count_nonzero(blk)))
+            digests.append(zlib.crc32(blk))
+        checked = picked if len(blocks) <= CHECK_BLOCKS else sorted(
+            int(b) for b in pick.choice(len(blocks), size=CHECK_BLOCKS, replace=False))
+        dense, sparse = {}, {}
+    else:
+        nnz = [int(np.count_nonzero(job.s[kb, nb])) for kb, nb in blocks]
+        checked = picked
+        dense = {b: np.ascontiguousarray(job.s_dense[blocks[b]]) for b in picked}
+        sparse = {b: np.ascontiguousarray(job.s[blocks[b]]) for b in picked}
     host = None
     pair, view = (0, 0, None), (0, 0)
     if sel.kind != "all":
@@ -164,18 +190,21 @@ def keep(job, sample, seed: int, n_blobs: int | None = None) -> SampledSelect:
         tied = np.flatnonzero(mask.ravel() & (int_topk.magnitudes(sel.src).ravel() == t))
         pair = (t, ties, int(tied[-1]) if tied.size else None)  # last_kept_tie_index
         if sel.kind == "im2col":
-            host = _check_blocks(sel, mask, [(blocks[b], sparse[b]) for b in picked])
+            host = _check_blocks(sel, mask, [(blocks[b], np.ascontiguousarray(job.s[blocks[b]]))
+                                             for b in checked])
         else:
             host = sp.supported(job, sel)
         view = sp.threshold_view(sel.src).shape
+    if host is not None:
+        digests = None  # no blob made by the unit: nothing to gather
     rng = np.random.default_rng([seed, zlib.crc32(job.layer.encode()), 7])
     rtl_pass1 = sel.kind != "all" and host is None and (
         weights or rng.random() < A_PASS1_FRACTION)
-    if not rtl_pass1 and sel.kind != "all":
+    if not rtl_pass1 and sel.kind != "all" and digests is None:
         sel.src = None  # the pair is the host's: the whole tensor is not needed
     return SampledSelect(job.label, job.layer, job.pass_name, sel, tuple(job.s.shape), pair,
                          view, blocks, nnz, [est[k] for k in groups], picked, dense,
-                         sparse, rtl_pass1, host)
+                         sparse, rtl_pass1, host, digests)
 
 
 @dataclasses.dataclass
@@ -192,6 +221,7 @@ class SampledResult:
     ticks: int
     wall: float
     cpu: float
+    processes: list = dataclasses.field(default_factory=list)  # {cycles, wall, cpu} each
 
     @property
     def blobs_rtl(self) -> int:
@@ -215,19 +245,84 @@ def _ratio(y, x, big_x, n_all):
     return r * big_x, 1.96 * n_all * math.sqrt(var), r
 
 
-def run(plans: dict, model, *, done_pairs=None, log=None) -> SampledResult:
-    """Run the RTL part of ``plans`` (``{job index: SampledSelect}``, in step order) in one
-    simulator process of ``model`` (a core with the select unit) and extrapolate the rest.
+#: Simulator processes :func:`run` spreads the select work over by default (at most the
+#: machine's cores): the compare job runs it beside its GEMM batch, which ends first.
+PROCESSES = 2
+
+
+def run(plans: dict, model, *, done_pairs=None, log=None,
+        processes: int | None = None) -> SampledResult:
+    """Run the RTL part of ``plans`` (``{job index: SampledSelect}``, in step order) in
+    simulator processes of ``model`` (a core with the select unit; ``processes``, default
+    :data:`PROCESSES` but at most the cores, each with the plans of whole layers, so that a
+    tensor's pass 1 and its blobs stay in one) and extrapolate the rest. The figures do not
+    depend on how the layers are spread (every operation of the unit starts idle and alone).
     ``done_pairs``: tensors whose pass 1 the select loop already ran (not counted again)."""
-    from .harness import CoreSim
+    import concurrent.futures
+    import os
 
     done_pairs = set(done_pairs or ())
-    out, mismatches = {}, []
-    checks = {"pass1_rtl": 0, "pass1_worst_error": 0.0, "blobs_rtl": 0, "blobs_exact_checked": 0,
-              "blob_exact_worst_error": 0.0, "blob_estimate_worst_error": 0.0}
     owner = {}
     for i, p in plans.items():
         owner.setdefault(p.sel.key, i)
+    n = max(1, min(PROCESSES if processes is None else processes, os.cpu_count() or 1,
+                   len({p.layer for p in plans.values()})))
+    t0 = time.perf_counter()
+    if n == 1:
+        parts = [_run_part(plans, model, done_pairs, owner)]
+    else:
+        lanes = model.attrs.get("sel_lanes") or 1
+        with concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="select") as pool:
+            parts = list(pool.map(lambda part: _run_part(part, model, done_pairs, owner),
+                                  _spread(plans, n, lanes)))
+    wall = time.perf_counter() - t0
+    out, per_plan, procs = {}, {}, []
+    checks = {"pass1_rtl": 0, "pass1_worst_error": 0.0, "blobs_rtl": 0, "blobs_exact_checked": 0,
+              "blob_exact_worst_error": 0.0, "blob_estimate_worst_error": 0.0}
+    for part_out, part_mm, part_checks, proc in parts:
+        out.update(part_out)
+        per_plan.update(part_mm)
+        for key, v in part_checks.items():
+            checks[key] = max(checks[key], v) if key.endswith("_error") else checks[key] + v
+        procs.append(proc)
+    mismatches = [msg for i in plans for msg in per_plan.get(i, [])]
+    ticks = sum(p["cycles"] for p in procs)
+    res = SampledResult({i: out[i] for i in plans}, mismatches, checks, ticks, wall,
+                        sum(p["cpu"] for p in procs), procs)
+    if log:
+        log(f"select of the sampled GEMMs: {res.blobs_rtl} of {res.blobs} blobs made by the RTL "
+            f"unit (equal to the host's), {checks['pass1_rtl']} pass 1 on the RTL, "
+            f"{ticks:,} cycles in {wall:.1f} s ({len(procs)} simulator processes); "
+            f"{len(mismatches)} mismatches")
+    return res
+
+
+def _spread(plans: dict, n: int, lanes: int) -> list:
+    """``plans`` in ``n`` parts of whole layers (step order kept in each), the layers placed
+    longest first on the part with the fewest estimated select cycles so far (a unit of
+    ``lanes`` lanes: blobs one beat of ``lanes`` a cycle, a pass 1 by index two)."""
+    cost, layers = {}, {}
+    for i, p in plans.items():
+        layers.setdefault(p.layer, []).append(i)
+        c = sum(sp.given_cycles(kb.stop - kb.start, nb.stop - nb.start, nz, lanes)
+                for (kb, nb), nz in zip(p.blocks, p.nnz, strict=True)) if not p.host else 0
+        cost[p.layer] = cost.get(p.layer, 0) + c + 2 * p.view_shape[0] * p.view_shape[1] // lanes
+    load, parts = [0] * n, [[] for _ in range(n)]
+    for layer in sorted(layers, key=lambda name: -cost[name]):
+        k = load.index(min(load))
+        load[k] += cost[layer]
+        parts[k] += layers[layer]
+    return [{i: plans[i] for i in sorted(part, key=list(plans).index)} for part in parts if part]
+
+
+def _run_part(plans: dict, model, done_pairs: set, owner: dict):
+    """The select work of ``plans`` in one simulator process: ``(records, {plan: mismatches},
+    checks, {cycles, wall, cpu})``."""
+    from .harness import CoreSim
+
+    out, mismatches, per_plan = {}, [], {}
+    checks = {"pass1_rtl": 0, "pass1_worst_error": 0.0, "blobs_rtl": 0, "blobs_exact_checked": 0,
+              "blob_exact_worst_error": 0.0, "blob_estimate_worst_error": 0.0}
     core = CoreSim(model)
     try:
         lanes, banks = core.sel_lanes, core.sel_banks
@@ -235,6 +330,7 @@ def run(plans: dict, model, *, done_pairs=None, log=None) -> SampledResult:
         pairs = {}
         bank = 0
         for i, p in plans.items():
+            mark = len(mismatches)
             rec = {"blobs": len(p.blocks), "blobs_rtl": 0, "rtl_cycles": 0, "pass1": None}
             pair = p.pair
             if p.sel.kind != "all" and owner[p.sel.key] == i and p.sel.key not in done_pairs:
@@ -256,7 +352,8 @@ def run(plans: dict, model, *, done_pairs=None, log=None) -> SampledResult:
                                                       abs(want / st.cycles - 1))
                     rec["pass1"] = (st.cycles, "rtl")
                     rec["rtl_cycles"] += st.cycles
-                    p.sel.src = None
+                    if p.digests is None:  # else its blocks are gathered from it below
+                        p.sel.src = None
                 else:
                     rec["pass1"] = (select_cycles(*p.view_shape, lanes,
                                                   mode=SelectMode.THRESHOLD,
@@ -267,17 +364,24 @@ def run(plans: dict, model, *, done_pairs=None, log=None) -> SampledResult:
                    for (kb, nb), nz in zip(p.blocks, p.nnz, strict=True)]
             blob = dict.fromkeys(range(len(p.blocks)))
             shape = np.broadcast_to(np.int8(0), p.s_shape)
+            gather = _Gather(p) if p.digests is not None and not p.host else None
             for b in ([] if p.host else p.picked):
                 kb, nb = p.blocks[b]
-                cmd = sp.block_command(p.sel, shape, kb, nb, *pair,
-                                       indexed=core.sel_index_width > 0)
                 what = f"{p.label} S[{kb.start}:{kb.stop}, {nb.start}:{nb.stop}]"
-                core.select_begin(p.dense.pop(b), SelectMode.GIVEN, bank=bank, given=cmd.given,
+                if gather is not None:  # every block: from A, checked against the lowering's
+                    pos, dense, host = gather.block(kb, nb)
+                    if zlib.crc32(host) != p.digests[b]:
+                        mismatches.append(f"{what}: the Top-K of the tensor through the block's "
+                                          f"positions is not the lowering's S block (CRC-32)")
+                else:
+                    pos, dense, host = None, p.dense.pop(b), p.sparse.pop(b)
+                cmd = sp.block_command(p.sel, shape, kb, nb, *pair,
+                                       indexed=core.sel_index_width > 0, pos=pos)
+                core.select_begin(dense, SelectMode.GIVEN, bank=bank, given=cmd.given,
                                   transpose=cmd.transpose, by_index=cmd.by_index,
                                   index=cmd.index, label=what)
                 st = core.select_wait(label=what)
                 bank = 1 - bank
-                host = p.sparse.pop(b)
                 want = encode_words(host)
                 got = st.blob if st.blob is not None else np.zeros(0, np.uint32)
                 if got.shape == want.shape and np.array_equal(got, want):
@@ -308,16 +412,32 @@ def run(plans: dict, model, *, done_pairs=None, log=None) -> SampledResult:
             rec["bound95"] = round(bound, 1)
             rec["simulated"] = _describe(p, rec)
             out[i] = rec
-        ticks = core.ticks - ticks0
-        wall, cpu = time.perf_counter() - t0, core.cpu_seconds() - cpu0
+            per_plan[i] = mismatches[mark:]
+            if gather is not None:
+                p.sel.src = gather = None  # the tensor's blocks are made
+        proc = {"cycles": core.ticks - ticks0, "wall": time.perf_counter() - t0,
+                "cpu": core.cpu_seconds() - cpu0}
     finally:
         core.close()
-    res = SampledResult(out, mismatches, checks, ticks, wall, cpu)
-    if log:
-        log(f"select of the sampled GEMMs: {res.blobs_rtl} of {res.blobs} blobs made by the RTL "
-            f"unit (equal to the host's), {checks['pass1_rtl']} pass 1 on the RTL, "
-            f"{ticks:,} cycles in {wall:.1f} s; {len(mismatches)} mismatches")
-    return res
+    return out, per_plan, checks, proc
+
+
+class _Gather:
+    """The dense and host (Top-K) blocks of an im2col'd ``A`` from the tensor (``p.sel.src``)
+    and the host's pair ``p.pair``, through the blocks' im2col positions (padding: 0)."""
+
+    def __init__(self, p):
+        src = p.sel.src
+        keep_ = int_topk.select_mask_threshold(src, *p.pair[:2])
+        zero = np.zeros(1, np.int8)
+        self.dense = np.concatenate([src.ravel(), zero])  # position -1 -> the appended 0
+        self.kept = np.concatenate([np.where(keep_, src, 0).astype(np.int8).ravel(), zero])
+        self.pos = p.sel.pos
+
+    def block(self, kb, nb):
+        """``(positions, dense block, host block)`` of ``S[kb, nb]``."""
+        pos = self.pos[kb, nb]
+        return pos, self.dense[pos], self.kept[pos]
 
 
 def _describe(p, rec) -> str:

@@ -111,8 +111,58 @@ def test_a_blob_sample_is_drawn_apart_from_the_gemm_sample(model, monkeypatch):
                                              "extrapolated")
 
 
+def test_every_a_blob_gathered_from_the_tensor(model, monkeypatch):
+    # A_BLOBS = 0 (the default): every S block of the im2col'd A on the RTL, its dense and
+    # host blocks gathered from A when the unit needs them (not kept), each host block the
+    # lowering's (CRC-32), nothing extrapolated
+    monkeypatch.setattr(select_sampled, "A_BLOBS", 0)
+    planned = _planned()
+    conv_a, kept = planned[2][0].select, planned[2][1]
+    t, ties, _cut = conv_a.pair  # a split tie class: blobs by_index, with the gathered positions
+    assert 0 < ties < int((np.abs(kept["src"].astype(int)) == t).sum())
+    assert conv_a.picked == list(range(len(conv_a.blocks))) and len(conv_a.blocks) > 2
+    assert conv_a.dense == {} and conv_a.sparse == {} and conv_a.sel.src is not None
+    assert len(conv_a.digests) == len(conv_a.blocks)
+    res = select_sampled.run({2: conv_a}, model)
+    rec = res.jobs[2]
+    assert res.mismatches == [] and rec["blobs_rtl"] == rec["blobs"] == len(conv_a.blocks)
+    assert rec["select_cycles"] == rec["rtl_cycles"] and rec["bound95"] == 0.0
+    assert rec["simulated"] == f"pass 1 rtl; all {len(conv_a.blocks)} blobs RTL"
+    for b, (kb, nb) in enumerate(conv_a.blocks):  # the formula given the kept matrix
+        host = kept["s"][kb, nb]
+        assert rec["blob_cycles"][b] == select_cycles(*host.shape, 32, mode=SelectMode.GIVEN,
+                                                      kept=host, banks=8)
+    assert conv_a.sel.src is None  # dropped once its blocks are made
+    # a block that is not the lowering's is reported
+    bad = _planned()[2][0].select
+    bad.digests[1] ^= 1
+    res = select_sampled.run({2: bad}, model)
+    assert len(res.mismatches) == 1 and "is not the lowering's S block" in res.mismatches[0]
+
+
+def test_select_spread_over_processes_gives_the_same_figures(model, monkeypatch):
+    # the layers' select work in two simulator processes: every record, check and mismatch
+    # list as in one
+    monkeypatch.setattr(select_sampled, "A_BLOBS", 0)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+
+    def plans():
+        return {i: p.select for i, (p, _k) in enumerate(_planned()) if p.select is not None}
+
+    one = select_sampled.run(plans(), model, processes=1)
+    two = select_sampled.run(plans(), model, processes=2)
+    assert len(one.processes) == 1 and len(two.processes) == 2
+    parts = select_sampled._spread(plans(), 2, 32)  # whole layers: c's plans in one, f's in other
+    assert sorted({p.layer for p in part.values()} == {"c"} or
+                  {p.layer for p in part.values()} == {"f"} for part in parts) == [True, True]
+    assert two.jobs == one.jobs and two.checks == one.checks and two.mismatches == [] == \
+        one.mismatches
+    assert two.ticks == sum(p["cycles"] for p in two.processes)
+
+
 def test_a_pass_1_not_sampled_takes_the_formula(model, monkeypatch):
     monkeypatch.setattr(select_sampled, "A_PASS1_FRACTION", 0.0)
+    monkeypatch.setattr(select_sampled, "A_BLOBS", 2)  # a sample: the whole A is not kept
     planned = _planned(seed=1)
     plans = {i: p.select for i, (p, _k) in enumerate(planned) if p.select is not None}
     assert plans[2].sel.src is None  # the whole A is not kept
