@@ -150,8 +150,10 @@ def apply(jobs, whole, res, rows_out, order, log, sampled=None) -> dict:
         source = (f"model (the loop's schedule replayed by S block over the step's "
                   f"{model['gemms']} GEMMs: {len(whole)} whole, their per-block RTL cycles "
                   f"from the select loop, {len(seq)} sampled, their extrapolated GEMM cycles, "
-                  f"select cycles {model['select_rtl_pct']} % from the RTL unit, the rest "
-                  f"extrapolated{loop})")
+                  + ("select cycles all from the RTL unit"
+                     if model["select_cycles_rtl"] == model["select_cycles"] else
+                     f"select cycles {model['select_rtl_pct']} % from the RTL unit, the rest "
+                     "extrapolated") + f"{loop})")
     else:
         source = (f"rtl ({len(whole)} whole GEMMs) + formula "
                   f"({len(sampled_idx)} sampled or larger GEMMs)")
@@ -259,8 +261,10 @@ def describe(rec) -> str:
         sampled = (f"; sampled GEMMs: {smp['blobs_rtl_equal']} of {smp['blobs']} blobs made "
                    f"by the unit and equal to the host's word for word, {c['pass1_rtl']} "
                    f"pass 1 on the RTL, {smp['select_cycles_rtl']:,} of "
-                   f"{smp['select_cycles']:,} select cycles from the RTL (the rest "
-                   f"extrapolated, ±{smp['select_cycles_bound95']:,.0f} at 95 %; formula vs "
+                   f"{smp['select_cycles']:,} select cycles from the RTL ("
+                   + ("nothing extrapolated" if smp["select_cycles_rtl"] == smp["select_cycles"]
+                      else f"the rest extrapolated, ±{smp['select_cycles_bound95']:,.0f} at "
+                      "95 %") + f"; formula vs "
                    f"RTL worst error: pass 1 {c['pass1_worst_error']:.2%}, blob "
                    f"{c['blob_exact_worst_error']:.2%} given the kept matrix (on "
                    f"{c['blobs_exact_checked']} A blobs), "
