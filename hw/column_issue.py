@@ -3,9 +3,27 @@
 A work item descriptor covers ``reps`` consecutive M-tiles of one column of ``S`` (a *chunk*):
 the column streams the item's entries once per M-tile, adding ``K`` to the D base and ``N`` to
 the C address after each pass, so one descriptor keeps a PE column busy for ``reps`` times the
-column's length even when ``S`` columns are short. A PE column asks for a descriptor
-(``desc.ready``) when it has none or issues the last entry of its last pass this cycle, so item
-switches cost no cycle. It reads one entry a cycle from its
+column's length even when ``S`` columns are short.
+
+Where the next descriptor comes from (``slot``):
+
+* ``slot=True`` (every platform but the iCE40): a registered *next-item slot*. The loader
+  writes a descriptor into it (``fill``, ``fill_item``, both registers of the loader) when the
+  column asks for one (``want``, a register); the column moves it into its item registers in
+  the cycle it issues the last entry of its last pass (or at once when it has no item), so
+  item switches cost no cycle. ``want`` rises when the column's slot is empty, no fill is on
+  its way, and the current item has at most ``WANT_AHEAD`` issue cycles left including this
+  cycle (at once when it has no item, and as it takes an item that short): the loader's
+  hand-out (two cycles of registers each way) then fills the slot exactly in time for a long
+  item, and an item of ``length < WANT_AHEAD - 1`` cycles leaves ``WANT_AHEAD - 1 - length``
+  idle cycles after it (``hw.contract.cycles`` counts them). Every net between
+  the loader and a column is registered at both ends; ``running`` and ``stop`` are registered
+  here again (``go``) before they reach the issue logic, so an error stops the column one
+  cycle later (the extra entry read lies inside a checked item).
+* ``slot=False`` (the iCE40): the loader's FIFO head on ``desc``; the column asks for it
+  (``desc.ready``) when it has none or issues the last entry of its last pass this cycle.
+
+It reads one entry a cycle from its
 own S read port; the entry word goes straight into a register (nothing follows the block-RAM
 output in the same cycle), then into a second register (the first can sit by the block RAM,
 the second by the checks), is checked — index ``< K`` (error 5), strictly increasing within the
@@ -26,10 +44,16 @@ from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .dispatcher import descriptor_layout
+from .dispatcher import MAX_REPS, descriptor_layout
 from .params import check_int
 
-__all__ = ["ColumnIssue", "token_layout"]
+__all__ = ["ColumnIssue", "token_layout", "WANT_AHEAD"]
+
+#: ``want`` rises when the current item has at most this many issue cycles left (this cycle's
+#: included): the column's ``want`` register, the loader's copy of it, its grant register and
+#: the slot registers come in that order, so that the slot is full in the cycle the last entry
+#: issues
+WANT_AHEAD = 5
 
 
 def token_layout(d_aw: int, c_aw: int) -> data.StructLayout:
@@ -42,6 +66,15 @@ def token_layout(d_aw: int, c_aw: int) -> data.StructLayout:
     })
 
 
+def _times(a, b):
+    """``a * b`` of two small values by shift-and-add: a ``*`` becomes a multiplier that yosys
+    maps to a DSP block of the ECP5, whose sites are far from the column's logic."""
+    prod = 0
+    for i in range(len(a)):
+        prod = prod + Mux(a[i], b << i, 0)
+    return prod
+
+
 class ColumnIssue(wiring.Component):
     """Entry issue and checks of one PE column.
 
@@ -49,6 +82,10 @@ class ColumnIssue(wiring.Component):
     ----------
     d_depth, s_depth, c_depth : int
         Words of the D, S and C buffers (address widths).
+    slot : bool
+        True (default): the next descriptor arrives in a registered slot (``fill``,
+        ``fill_item``, asked for by ``want``); False: from the loader's queue head (``desc``).
+        See the module docstring.
 
     Members
     -------
@@ -56,7 +93,13 @@ class ColumnIssue(wiring.Component):
     running : In(1) — items may be taken and issued (loader state RUN).
     stop : In(1) — an error is registered: issue nothing more.
     k, n : In(16) — the operation's K (index check, D step per pass) and N (C step per pass).
-    desc : In(stream.Signature(descriptor_layout)) — the next work item (``ready``: wanted).
+    desc : In(stream.Signature(descriptor_layout)) — the next work item (``ready``: wanted);
+        ``slot=False`` only.
+    fill : In(1); fill_item : In(descriptor_layout) — write ``fill_item`` into the slot
+        (``slot=True`` only; the loader's registers).
+    want : Out(1) — a register: the slot is empty, no fill is on its way and the current item
+        ends within ``WANT_AHEAD`` issue cycles (or there is none); ``slot=True`` only.
+    slot_full : Out(1) — the slot holds a descriptor (``slot=True``; 0 otherwise).
     hold_free : In(1) — the last entry / zero token of an item may issue.
     s_rd : In(ReadPort.Signature(ceil_log2(s_depth), 32)) — this column's S read port.
     out : Out(stream.Signature(token_layout, always_ready=True)) — checked tokens.
@@ -67,15 +110,21 @@ class ColumnIssue(wiring.Component):
     in_flight : Out(1) — reads, tokens or error flags are still in the pipeline.
     """
 
-    def __init__(self, *, d_depth: int, s_depth: int, c_depth: int):
+    def __init__(self, *, d_depth: int, s_depth: int, c_depth: int, slot: bool = True):
         check_int("ColumnIssue", "d_depth", d_depth, minimum=2)
         check_int("ColumnIssue", "s_depth", s_depth, minimum=8)
         check_int("ColumnIssue", "c_depth", c_depth, minimum=2)
+        self.slot = bool(slot)
         self.s_aw, self.d_aw, self.c_aw = (ceil_log2(s_depth), ceil_log2(d_depth),
                                            ceil_log2(c_depth))
+        layout = descriptor_layout(self.s_aw, self.d_aw, self.c_aw)
+        if self.slot:
+            handout = {"fill": In(1), "fill_item": In(layout), "want": Out(1)}
+        else:
+            handout = {"desc": In(stream.Signature(layout))}
         super().__init__({
             "start": In(1), "running": In(1), "stop": In(1), "k": In(16), "n": In(16),
-            "desc": In(stream.Signature(descriptor_layout(self.s_aw, self.d_aw, self.c_aw))),
+            **handout, "slot_full": Out(1),
             "hold_free": In(1),
             "s_rd": In(ReadPort.Signature(addr_width=self.s_aw, shape=32)),
             "out": Out(stream.Signature(token_layout(self.d_aw, self.c_aw), always_ready=True)),
@@ -86,7 +135,16 @@ class ColumnIssue(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         d_aw, c_aw, sa_w = self.d_aw, self.c_aw, self.s_aw + 1
-        port, desc, start = self.s_rd, self.desc, self.start
+        port, start = self.s_rd, self.start
+        layout = descriptor_layout(self.s_aw, self.d_aw, self.c_aw)
+
+        # where issuing may go on: the loader's running / stop, registered here again with the
+        # slot (the loader's registers sit far from some columns: no logic after that route)
+        if self.slot:
+            go = Signal()
+            m.d.sync += go.eq(self.running & ~self.stop & ~start)
+        else:
+            go = self.running & ~self.stop
 
         # the current item: next entry address, bases, entries left with registered "none
         # left" / "one left" flags (keeps the count compare off the issue → grant path), and
@@ -102,26 +160,67 @@ class ColumnIssue(wiring.Component):
         item_count = Signal(sa_w)
         item_none = Signal()
         item_one = Signal()
-        passes_left = Signal(desc.payload.reps.shape())
+        passes_left = Signal(range(MAX_REPS + 1))
         last_pass = Signal()
         has_item = self.has_item
         can = Signal()
         issue_entry = Signal()
         issue_zero = Signal()
         item_done = Signal()
+        take = Signal()  # the next item goes into the item registers this cycle
         m.d.comb += [
-            can.eq(has_item & self.running & ~self.stop),
+            can.eq(has_item & go),
             issue_entry.eq(can & ~no_entries & (~one_left | self.hold_free)),
             issue_zero.eq(can & no_entries & self.hold_free),
             self.finishing.eq((issue_entry & one_left) | issue_zero),
             item_done.eq(self.finishing & last_pass),
             self.issuing.eq(issue_entry),
             port.en.eq(1), port.addr.eq(entry),
-            # = (~has_item | item_done) & running & ~stop, written flat over registers: it
-            # feeds the loader's hand-out chain across the columns
-            desc.ready.eq(self.running & ~self.stop
-                          & (~has_item | (last_pass & self.hold_free & (no_entries | one_left)))),
         ]
+        if self.slot:
+            # the next-item slot, written by the loader's registers only
+            slot = Signal(layout, reset_less=True)  # data: slot_full qualifies it
+            slot_full = self.slot_full
+            m.d.comb += take.eq(slot_full & go & (~has_item | item_done))
+            with m.If(self.fill):
+                m.d.sync += slot.eq(self.fill_item)
+            with m.If(start | ~go):
+                m.d.sync += slot_full.eq(0)
+            with m.Elif(self.fill):
+                m.d.sync += slot_full.eq(1)
+            with m.Elif(take):
+                m.d.sync += slot_full.eq(0)
+            p = slot
+            # want: issue cycles left in the current item, left' + (passes_left - 1) * count'
+            # (an empty item: one zero token per pass), compared with WANT_AHEAD in a few bits
+            # (anything above it saturates)
+            cap = WANT_AHEAD + 1
+            left_now = Mux(no_entries, 1, Mux(left >= cap, cap, left[:3]))
+            count_now = Mux(item_none, 1, Mux(item_count >= cap, cap, item_count[:3]))
+            more = passes_left - 1
+            ending = Signal()
+            m.d.comb += ending.eq((more < WANT_AHEAD)
+                                  & (left_now + _times(more[:3], count_now) <= WANT_AHEAD))
+            # an item of at most WANT_AHEAD cycles asks for the next one as it is taken (from
+            # the slot's registers: reps * count')
+            slot_count = Mux(slot.count == 0, 1, Mux(slot.count >= cap, cap, slot.count[:3]))
+            short = Signal()
+            m.d.comb += short.eq((slot.reps <= WANT_AHEAD)
+                                 & (_times(slot.reps[:3], slot_count) <= WANT_AHEAD))
+            m.d.sync += self.want.eq(~start & ((take & short)
+                                               | (~slot_full & ~self.fill
+                                                  & (~has_item | ending))))
+        else:
+            desc = self.desc
+            m.d.comb += [
+                take.eq(desc.valid & desc.ready),
+                # = (~has_item | item_done) & running & ~stop, written flat over registers: it
+                # feeds the loader's hand-out chain across the columns
+                desc.ready.eq(self.running & ~self.stop
+                              & (~has_item
+                                 | (last_pass & self.hold_free & (no_entries | one_left)))),
+            ]
+            p = desc.payload
         with m.If(issue_entry):
             m.d.sync += [entry.eq(entry + 1), first_pending.eq(0), left.eq(left - 1),
                          no_entries.eq(left == 1), one_left.eq(left == 2)]
@@ -132,8 +231,7 @@ class ColumnIssue(wiring.Component):
                 d_base.eq(d_base + self.k), c_addr.eq(c_addr + self.n),
                 passes_left.eq(passes_left - 1), last_pass.eq(passes_left == 2),
             ]
-        with m.If(desc.valid & desc.ready):
-            p = desc.payload
+        with m.If(take):
             m.d.sync += [
                 has_item.eq(1), entry.eq(p.entry), d_base.eq(p.d_base), c_addr.eq(p.c_addr),
                 first_pending.eq(1), left.eq(p.count), no_entries.eq(p.count == 0),
@@ -141,7 +239,7 @@ class ColumnIssue(wiring.Component):
                 item_none.eq(p.count == 0), item_one.eq(p.count == 1),
                 passes_left.eq(p.reps), last_pass.eq(p.reps == 1),
             ]
-        with m.Elif(item_done | ~self.running):
+        with m.Elif(item_done | ~go):
             m.d.sync += has_item.eq(0)
 
         # stage 1: S read in flight

@@ -253,8 +253,11 @@ class SwatCore(wiring.Component):
                 mem._MustUse__used = True
             wiring.connect(m, wiring.flipped(self.d_write), d_mem.write_port())
             d_reads = [d_mem.read_port() for _ in range(cols)]
+        # the registered hand-out (next-item slots, hw.loader) where the buffers are split too:
+        # everywhere but the iCE40, whose UP5K has no room for the slots' registers
         m.submodules.loader = ld = Loader(rows=rows, cols=cols, d_depth=self.d_depth,
-                                          s_depth=self.s_depth, c_depth=self.c_depth)
+                                          s_depth=self.s_depth, c_depth=self.c_depth,
+                                          slots=split)
         # a result log takes a result every cycle, so one holding slot per column is enough
         # (a second would be 32*rows FFs per column that never fill)
         m.submodules.pe = pe = PEArray(rows=rows, cols=cols, tag_width=self.c_aw,

@@ -19,7 +19,8 @@ reported after the fit check, in the order fit (8), ``s_len`` (4), magic (1), sh
 longer than ``s_len`` (4).
 
 Latency: ``start`` → first descriptor in the FIFO about ``max(6, ceil(mtiles/8) + 3) + 4``
-cycles. Throughput: one descriptor per cycle while the FIFO has room.
+cycles (at the FIFO's head one cycle earlier with ``bypass``). Throughput: one descriptor per
+cycle while the FIFO has room.
 """
 
 from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal, signed
@@ -57,6 +58,10 @@ class Dispatcher(wiring.Component):
         Words of the D, S and C buffers (address widths; ``s_depth`` bounds ``s_len``).
     fifo_depth : int
         Descriptors prefetched, >= 2.
+    bypass : bool
+        False (default): ``desc`` is the FIFO's head. True: when the FIFO is empty, the
+        descriptor just formed (stage C) is the head, so that a descriptor taken at once
+        skips the FIFO's cycle (``hw.loader``'s slots, which cost cycles of their own).
 
     Members
     -------
@@ -66,7 +71,8 @@ class Dispatcher(wiring.Component):
     stop : In(1) — an error is registered: issue nothing more.
     cols_idle : In(1) — no PE column holds an item (the end test).
     s_rd : In(ReadPort.Signature(ceil_log2(s_depth), 32)) — the dispatcher's S read port.
-    desc : Out(stream.Signature(descriptor_layout)) — the prefetch FIFO's head.
+    desc : Out(stream.Signature(descriptor_layout)) — the prefetch FIFO's head (with
+        ``bypass``: stage C's descriptor when the FIFO is empty).
     error : Out(4) — an error found this cycle (``LoaderError``; 0: none), combinational.
     running : Out(1) — work items are being handed out (state RUN; a register).
     idle, ended : Out(1) — states IDLE (before the first ``start``) and END.
@@ -74,7 +80,8 @@ class Dispatcher(wiring.Component):
     """
 
     def __init__(self, *, cols: int, d_depth: int, s_depth: int, c_depth: int,
-                 fifo_depth: int = 6):
+                 fifo_depth: int = 6, bypass: bool = False):
+        self.bypass = bool(bypass)
         self.cols = check_int("Dispatcher", "cols", cols, minimum=1)
         self.d_depth = check_int("Dispatcher", "d_depth", d_depth, minimum=2)
         self.s_depth = check_int("Dispatcher", "s_depth", s_depth, minimum=8)
@@ -101,8 +108,7 @@ class Dispatcher(wiring.Component):
         fifo = m.submodules.fifo = ResetInserter(self.start)(
             SyncFIFO(width=self.layout.size, depth=self.fifo_depth))
         fifo_in = data.View(self.layout, fifo.w_data)
-        m.d.comb += [self.desc.valid.eq(fifo.r_rdy), self.desc.payload.eq(fifo.r_data),
-                     fifo.r_en.eq(self.desc.ready)]
+        m.d.comb += fifo.r_en.eq(self.desc.ready)
 
         # A blob that passes the header checks has nnz + N + 4 <= s_len <= s_depth, so nnz, N
         # and every good pointer fit in sw = ceil_log2(s_depth) + 1 bits: the pointer checks
@@ -260,11 +266,21 @@ class Dispatcher(wiring.Component):
             m.d.sync += prev_word.eq(word_lo)
             with m.If(word_zero):  # ptr[0] makes no descriptor: only its check counts
                 m.d.sync += [desc_valid.eq(ptr_bad & ~self.start), desc_bad.eq(ptr_bad)]
+        good = Signal()  # stage C holds a checked descriptor for the queue
         with m.If(desc_valid & self.running & ~self.stop):
             with m.If(desc_bad):
                 m.d.comb += self.error.eq(LoaderError.PTR)
             with m.Else():
-                m.d.comb += [fifo.w_en.eq(1), fifo_in.eq(desc)]
+                m.d.comb += good.eq(1)
+                if not self.bypass:
+                    m.d.comb += [fifo.w_en.eq(1), fifo_in.eq(desc)]
+        if self.bypass:
+            # an empty FIFO's head is stage C's descriptor, taken without entering the FIFO
+            m.d.comb += [self.desc.valid.eq(fifo.r_rdy | good),
+                         self.desc.payload.eq(Mux(fifo.r_rdy, fifo.r_data, desc.as_value())),
+                         fifo_in.eq(desc), fifo.w_en.eq(good & ~(self.desc.ready & ~fifo.r_rdy))]
+        else:
+            m.d.comb += [self.desc.valid.eq(fifo.r_rdy), self.desc.payload.eq(fifo.r_data)]
         m.d.comb += self.queue_empty.eq(all_read & ~read_valid & ~word_valid & ~desc_valid
                                         & ~fifo.r_rdy)
         return m

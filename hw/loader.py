@@ -13,18 +13,34 @@ loader is three kinds of parts:
 * :class:`~hw.column_issue.ColumnIssue`, one per PE column (one S read port each) — one entry
   read per cycle, checked (5, 6, 7), out as a token with its D address ``mt*K + k``.
 
-The loader itself registers the shape, hands the FIFO head to the lowest PE column that wants
-an item (a column takes the next item in the cycle it issues the last entry of its current
-one, so item switches cost no cycle and short columns simply take more items; only the end of
-the GEMM has a tail), keeps the first error found (sticky ``error_code``; the lowest entry code
-of any column in a cycle wins over a pointer error) and reports per-column status.
+The loader itself registers the shape, hands the FIFO head out to the PE columns (a column
+takes its next item in the cycle it issues the last entry of its current one, so item switches
+cost no cycle and short columns simply take more items; only the end of the GEMM has a tail),
+keeps the first error found (sticky ``error_code``; the lowest entry code of any column in a
+cycle wins over a pointer error) and reports per-column status.
+
+The hand-out (``slots``, on everywhere but the iCE40) is decided from registers one item ahead:
+each PE column has a registered next-item slot and asks for a descriptor (``want``, a register)
+when the slot is empty and its current item has at most
+:data:`~hw.column_issue.WANT_AHEAD` issue cycles left; the loader registers the ``want`` flags,
+gives the head to the lowest column among them (one per cycle), and writes it into that
+column's slot through a register stage (``fill_q``, ``item_q``). Every net between the loader
+and a column is registered at both ends and the choice is made over the loader's own
+registers, so no path runs from one column's issue logic to another's registers (the chain of
+the lowest wanting column through all columns in one cycle, ``slots=False``, was the ULX3S
+critical path: 5–6 LUT levels and 13–14 ns of routing between columns spread over the die).
+A column asks ``WANT_AHEAD`` cycles before its item ends, so the slot fills just in time and
+the columns are handed items in the order they finish them, as with the chain; an operation
+starts 1 cycle later (2 through the registers, 1 won back by the dispatcher's FIFO bypass), and
+an item shorter than ``WANT_AHEAD - 1`` cycles leaves its column idle for the rest
+(``hw.contract.cycles`` counts both).
 
 After an error all issuing stops, entries already checked drain and ``busy`` falls: the
 operation never hangs and never produces an address out of bounds (only checked pointers make
 descriptors, so every entry read lies in ``[4+N, 4+N+nnz) ⊆ [0, s_len)``).
 
 Latency: start → first entry read: about ``max(6, ceil(M/rows)/8 + 9)`` (header, fit) + 4
-(first pointers) + 2 cycles; entry read → token 4 cycles.
+(first pointers) + 2 cycles (+ 1 with ``slots``); entry read → token 4 cycles.
 Throughput: one entry per cycle per PE column; one descriptor per cycle from the dispatcher.
 """
 
@@ -58,6 +74,11 @@ class Loader(wiring.Component):
         fit check).
     fifo_depth : int
         Descriptor prefetch FIFO depth (>= 2).
+    slots : bool
+        True (default): each PE column has a registered next-item slot, filled from the FIFO
+        head by a hand-out decided from registers (see the module docstring). False: the FIFO
+        head goes to the lowest column that wants an item in the cycle it wants it (fewer
+        cells: the iCE40).
 
     Members
     -------
@@ -78,7 +99,8 @@ class Loader(wiring.Component):
     """
 
     def __init__(self, *, rows: int, cols: int, d_depth: int, s_depth: int, c_depth: int,
-                 fifo_depth: int = 6):
+                 fifo_depth: int = 6, slots: bool = True):
+        self.slots = bool(slots)
         self.rows = check_int("Loader", "rows", rows, minimum=1)
         self.cols = check_int("Loader", "cols", cols, minimum=1)
         self.d_depth = check_int("Loader", "d_depth", d_depth, minimum=2)
@@ -130,7 +152,7 @@ class Loader(wiring.Component):
                                           c_depth=self.c_depth)
         m.d.comb += [fit.start.eq(start), fit.m.eq(self.m), fit.k.eq(self.k), fit.n.eq(self.n)]
         m.submodules.dispatcher = disp = Dispatcher(cols=cols, fifo_depth=self.fifo_depth,
-                                                    **depths)
+                                                    bypass=self.slots, **depths)
         wiring.connect(m, wiring.flipped(self.s_rd[cols]), disp.s_rd)
         m.d.comb += [
             disp.start.eq(start), disp.k.eq(k), disp.n.eq(n), disp.s_len.eq(s_len),
@@ -138,9 +160,8 @@ class Loader(wiring.Component):
             disp.stop.eq(stop),
         ]
 
-        # ---- PE column issue; the FIFO head goes to the lowest column that wants an item
-        issue = [ColumnIssue(**depths) for _ in range(cols)]
-        taken = Const(0)
+        # ---- PE column issue
+        issue = [ColumnIssue(**depths, slot=self.slots) for _ in range(cols)]
         for j, col in enumerate(issue):
             m.submodules[f"issue_{j}"] = col
             wiring.connect(m, wiring.flipped(self.s_rd[j]), col.s_rd)
@@ -148,16 +169,20 @@ class Loader(wiring.Component):
             m.d.comb += [
                 col.start.eq(start), col.running.eq(disp.running), col.stop.eq(stop),
                 col.k.eq(k), col.n.eq(n), col.hold_free.eq(self.hold_free[j]),
-                col.desc.payload.eq(disp.desc.payload),
-                col.desc.valid.eq(disp.desc.valid & ~taken),
                 self.col_fin[j].eq(col.finishing),
                 self.col_busy[j].eq(col.issuing),
-                self.col_idle[j].eq((~col.has_item & disp.queue_empty & disp.running)
-                                    | disp.ended),
             ]
-            m.d.comb += self.col_stall[j].eq(~disp.idle & ~self.col_busy[j] & ~self.col_idle[j])
-            taken = taken | (col.desc.valid & col.desc.ready)
-        m.d.comb += disp.desc.ready.eq(taken)
+        if self.slots:
+            on_way = self._hand_out_to_slots(m, start, stop, disp, issue)
+        else:
+            on_way = Const(0, cols)
+            self._hand_out_head(m, disp, issue)
+        for j, col in enumerate(issue):
+            m.d.comb += [
+                self.col_idle[j].eq((~col.has_item & ~col.slot_full & ~on_way[j]
+                                     & disp.queue_empty & disp.running) | disp.ended),
+                self.col_stall[j].eq(~disp.idle & ~self.col_busy[j] & ~self.col_idle[j]),
+            ]
 
         # entry errors: the lowest code of any column this cycle, else the dispatcher's
         entry_error = Mux(Cat(*[c.bad_index for c in issue]).any(), LoaderError.INDEX,
@@ -167,7 +192,51 @@ class Loader(wiring.Component):
         m.d.comb += found.eq(Mux(entry_error != 0, entry_error, disp.error))
 
         # ---- end of the operation
-        m.d.comb += disp.cols_idle.eq(~Cat(*[c.has_item for c in issue]).any())
+        m.d.comb += disp.cols_idle.eq(~Cat(*[c.has_item | c.slot_full for c in issue]).any()
+                                      & ~on_way.any())
         m.d.comb += self.busy.eq(~disp.idle & ~disp.ended
                                  | Cat(*[c.in_flight for c in issue]).any())
         return m
+
+    def _hand_out_head(self, m, disp, issue):
+        """``slots=False``: the FIFO head goes to the lowest column that wants an item, in the
+        cycle it wants it (a chain across the columns)."""
+        taken = Const(0)
+        for col in issue:
+            m.d.comb += [col.desc.payload.eq(disp.desc.payload),
+                         col.desc.valid.eq(disp.desc.valid & ~taken)]
+            taken = taken | (col.desc.valid & col.desc.ready)
+        m.d.comb += disp.desc.ready.eq(taken)
+
+    def _hand_out_to_slots(self, m, start, stop, disp, issue):
+        """``slots=True``: the FIFO head goes into the next-item slot of the lowest column whose
+        ``want`` this loader has registered, decided from registers only; returns the columns
+        whose fill is on its way (the ``fill_q`` registers).
+
+        Cycle ``g``: ``want_q`` (the columns' ``want`` registers, registered again here) picks
+        the column, the head is popped into ``item_q`` and the column's bit of ``fill_q`` set;
+        ``g + 1``: the column's slot takes ``item_q``; ``g + 2``: the slot is full. A column's
+        ``want`` falls in ``g + 2`` (it sees ``fill_q`` in ``g + 1``), so ``want_q`` is stale in
+        ``g + 1`` and ``g + 2``: ``fill_q`` and its copy ``sent`` mask it then."""
+        cols = self.cols
+        want_q = Signal(cols)
+        fill_q = Signal(cols)
+        sent = Signal(cols)
+        item_q = Signal.like(disp.desc.payload, reset_less=True)  # data: fill_q qualifies it
+        m.d.sync += [want_q.eq(Cat(*[c.want for c in issue])), sent.eq(fill_q)]
+        cand = Signal(cols)
+        m.d.comb += cand.eq(want_q & ~fill_q & ~sent)
+        grant = Signal(cols)
+        lower = Const(0)  # a lower column is a candidate: fixed priority, lowest first
+        for j in range(cols):
+            m.d.comb += grant[j].eq(cand[j] & ~lower)
+            lower = lower | cand[j]
+        pop = Signal()
+        m.d.comb += [pop.eq(disp.desc.valid & disp.running & ~stop & cand.any()),
+                     disp.desc.ready.eq(pop)]
+        m.d.sync += fill_q.eq(Mux(pop & ~start, grant, 0))
+        with m.If(pop):
+            m.d.sync += item_q.eq(disp.desc.payload)
+        for j, col in enumerate(issue):
+            m.d.comb += [col.fill.eq(fill_q[j]), col.fill_item.eq(item_q)]
+        return fill_q

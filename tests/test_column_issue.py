@@ -1,6 +1,8 @@
 """ColumnIssue in the Amaranth simulator: the tokens of a list of work items (entries in order,
 first/last flags, a zero token for an empty item, D and C addresses) under random ``hold_free``
-stalls, one entry per cycle without stalls, and the entry error flags."""
+stalls, one entry per cycle without stalls, and the entry error flags; with the next-item slot
+(filled as ``hw.loader`` does: ``want`` registered, the fill a cycle later) and with the queue
+head (``slot=False``)."""
 
 import numpy as np
 import pytest
@@ -14,8 +16,8 @@ from sw import compress
 
 
 class _DUT(Elaboratable):
-    def __init__(self, words, depth=128):
-        self.col = ColumnIssue(d_depth=256, s_depth=depth, c_depth=128)
+    def __init__(self, words, depth=128, slot=True):
+        self.col = ColumnIssue(d_depth=256, s_depth=depth, c_depth=128, slot=slot)
         self.mem = Memory(shape=32, depth=depth, init=[int(w) for w in words])
 
     def elaborate(self, platform):
@@ -25,10 +27,10 @@ class _DUT(Elaboratable):
         return m
 
 
-def _run(words, items, *, k, n=4, hold_p=1.0, seed=0):
+def _run(words, items, *, k, n=4, hold_p=1.0, seed=0, slot=True):
     """Feed ``items`` [(entry, count, d_base, c_addr, reps)]; returns (tokens, error flags,
     cycles)."""
-    dut = _DUT(words)
+    dut = _DUT(words, slot=slot)
     c = dut.col
     rng = np.random.default_rng(seed)
     tokens, flags, cycles = [], set(), []
@@ -36,16 +38,26 @@ def _run(words, items, *, k, n=4, hold_p=1.0, seed=0):
     async def tb(ctx):
         ctx.set(c.k, k), ctx.set(c.n, n), ctx.set(c.running, 1)
         queue = list(items)
+        want_q = fill_q = sent = False  # the loader's registers (slot=True)
         for cyc in range(400):
             hold = bool(rng.random() < hold_p)
             ctx.set(c.hold_free, hold)
-            ctx.set(c.desc.valid, bool(queue))
-            if queue:
-                e, cnt, d, a, r = queue[0]
-                ctx.set(c.desc.payload, {"entry": e, "count": cnt, "d_base": d, "c_addr": a,
-                                         "reps": r})
-            if queue and ctx.get(c.desc.ready):
-                queue.pop(0)
+            if slot:
+                ctx.set(c.fill, fill_q)
+                grant = bool(queue) and want_q and not fill_q and not sent and not flags
+                if grant:
+                    e, cnt, d, a, r = queue.pop(0)
+                    ctx.set(c.fill_item, {"entry": e, "count": cnt, "d_base": d, "c_addr": a,
+                                          "reps": r})
+                want_q, sent, fill_q = bool(ctx.get(c.want)), fill_q, grant
+            else:
+                ctx.set(c.desc.valid, bool(queue))
+                if queue:
+                    e, cnt, d, a, r = queue[0]
+                    ctx.set(c.desc.payload, {"entry": e, "count": cnt, "d_base": d,
+                                             "c_addr": a, "reps": r})
+                if queue and ctx.get(c.desc.ready):
+                    queue.pop(0)
             assert not ctx.get(c.finishing) or hold, "last entry issued without credit"
             if ctx.get(c.out.valid):
                 t = ctx.get(c.out.payload)
@@ -54,7 +66,8 @@ def _run(words, items, *, k, n=4, hold_p=1.0, seed=0):
                 if ctx.get(getattr(c, name)):
                     flags.add(name)
                     ctx.set(c.stop, 1), ctx.set(c.running, 0)  # as the loader does
-            quiet = not ctx.get(c.has_item) and not ctx.get(c.in_flight)
+            quiet = not (ctx.get(c.has_item) or ctx.get(c.in_flight) or ctx.get(c.slot_full)
+                         or fill_q or sent)
             if (not queue or flags) and quiet and cyc > 2:
                 cycles.append(cyc)
                 return
@@ -94,20 +107,38 @@ def _expected(mtiles=2, g=1):
     return out
 
 
+@pytest.mark.parametrize("slot", [True, False])
 @pytest.mark.parametrize("hold_p,seed,mtiles,g", [
     (1.0, 0, 2, 1), (0.5, 1, 2, 1), (0.2, 2, 2, 1), (1.0, 3, 5, 2), (0.5, 4, 7, 4)])
-def test_tokens(hold_p, seed, mtiles, g):
+def test_tokens(hold_p, seed, mtiles, g, slot):
     """Each chunk streams its entries once per M-tile (D base +K, C address +N each pass)."""
-    tokens, flags, _ = _run(W, _items(mtiles, g), k=K, hold_p=hold_p, seed=seed)
+    tokens, flags, _ = _run(W, _items(mtiles, g), k=K, hold_p=hold_p, seed=seed, slot=slot)
     assert flags == set() and tokens == _expected(mtiles, g)
 
 
-def test_one_entry_per_cycle():
+@pytest.mark.parametrize("slot,lead", [(True, 4), (False, 0)])
+def test_one_entry_per_cycle(slot, lead):
+    """Items of at least WANT_AHEAD cycles follow each other without a gap; the slot's first
+    item issues 4 cycles after the queue head's would (here: the ``want`` register and its
+    copy rise after reset; in the loader they are up before the first descriptor, 2 cycles)."""
     s = np.ones((20, 3), dtype=np.int8)
     w = [int(x) for x in compress.words(compress.encode(s))]
     items = [(7 + 20 * c, 20, 0, c, 2) for c in range(3)]
-    tokens, _, cycles = _run(w, items, k=20, n=3)
-    assert len(tokens) == 120 and cycles <= 120 + 5
+    tokens, _, cycles = _run(w, items, k=20, n=3, slot=slot)
+    assert len(tokens) == 120 and cycles == 120 + 5 + lead
+
+
+def test_short_items_leave_the_column_idle():
+    """An item of fewer than WANT_AHEAD - 1 cycles is followed by WANT_AHEAD - 1 - length idle
+    cycles (the slot cannot be filled sooner)."""
+    from hw.column_issue import WANT_AHEAD
+
+    s = np.ones((2, 6), dtype=np.int8)
+    w = [int(x) for x in compress.words(compress.encode(s))]
+    items = [(10 + 2 * c, 2, 0, c, 1) for c in range(6)]
+    tokens, _, cycles = _run(w, items, k=2, n=6)
+    _, _, chained = _run(w, items, k=2, n=6, slot=False)
+    assert len(tokens) == 12 and cycles - chained == 4 + 5 * (WANT_AHEAD - 1 - 2)
 
 
 @pytest.mark.parametrize("index,value,flag", [
@@ -121,5 +152,6 @@ def test_entry_errors(index, value, flag):
     w[index] = value
     tokens, flags, _ = _run(w, _items(1), k=K)
     assert flags == {flag}
+    assert _run(w, _items(1), k=K, slot=False)[1] == {flag}
     # the bad entry never leaves: every token is one of the good blob's
     assert all(t in _expected(1) for t in tokens)

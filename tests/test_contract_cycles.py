@@ -84,6 +84,28 @@ def test_schedule_cycles_many_is_schedule_cycles_operation_by_operation():
         ms.append(int(rng.integers(1, 900)))
     ss += [np.zeros((5, 3), np.int8), np.ones((40, 16), np.int8)]
     ms += [1, 2000]
-    got = schedule_cycles_many([(s != 0).sum(axis=0) for s in ss], ms)
-    assert got.tolist() == [schedule_cycles(s, m) for s, m in zip(ss, ms, strict=True)]
+    nnz = [(s != 0).sum(axis=0) for s in ss]
+    for slots in (True, False):
+        got = schedule_cycles_many(nnz, ms, slots=slots)
+        assert got.tolist() == [schedule_cycles(s, m, slots=slots)
+                                for s, m in zip(ss, ms, strict=True)]
     assert schedule_cycles_many([], []).tolist() == []
+
+
+def test_slots_hand_out_like_the_chain_two_cycles_later():
+    """Items of at least WANT_AHEAD cycles: the slots' schedule is the chain's, 1 cycle later
+    (start latency 14 against 13); items shorter than that leave their column idle for the
+    rest (less one cycle), unless the dispatcher's one item per cycle is the limit anyway."""
+    import numpy as np
+
+    from hw.column_issue import WANT_AHEAD
+    from hw.contract.cycles import schedule_cycles
+
+    s = np.ones((20, 24), np.int8)
+    assert schedule_cycles(s, 64) == schedule_cycles(s, 64, slots=False, start_latency=13) + 1
+    # 2 PE columns, 6 items of 2 cycles: one column gets items 0, 2, 4 (the other 1, 3, 5),
+    # each WANT_AHEAD - 1 cycles after the one before
+    s = np.ones((2, 6), np.int8)
+    chain = schedule_cycles(s, 1, rows=1, cols=2, slots=False, start_latency=0, drain_latency=0)
+    slots = schedule_cycles(s, 1, rows=1, cols=2, start_latency=0, drain_latency=0)
+    assert chain == 7 and slots == 1 + 2 * (WANT_AHEAD - 1) + 2

@@ -1,7 +1,8 @@
 """The cycle model (``hw.contract.cycles.schedule_cycles``) against the RTL (the Verilator model
-of the 8x8 core through ``sim.run_gemms``): within 3 % on the GEMM shapes of the compare job (the
-digits CNN's three passes per layer) and of its sparsity sweep (64x576 @ 576x64), with S drawn
-like SWAT's Top-K (unstructured, so column lengths vary) and with skewed columns."""
+of the 8x8 core through ``sim.run_gemms``): exact (the issue asks for 3 %) on the GEMM shapes of
+the compare job (the digits CNN's three passes per layer) and of its sparsity sweep (64x576 @
+576x64), with S drawn like SWAT's Top-K (unstructured, so column lengths vary) and with skewed
+columns."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def _s(rng, k, n, density, skew):
 
 
 @pytest.mark.parametrize("skew", [False, True])
-def test_model_within_3_percent(skew):
+def test_model_is_exact(skew):
     rng = np.random.default_rng(11 + skew)
     shapes = [(m, k, n, 0.1) for m, k, n in DIGITS] + SWEEP
     jobs = [(rng.integers(-127, 128, (m, k)).astype(np.int8), _s(rng, k, n, dens, skew))
@@ -37,5 +38,4 @@ def test_model_within_3_percent(skew):
     res = gemm.run_gemms(jobs)
     for (m, k, n, dens), r, (d, s) in zip(shapes, res, jobs, strict=True):
         assert np.array_equal(r.c.astype(np.int64), d.astype(np.int64) @ s.astype(np.int64))
-        err = r.model_cycles / r.cycles - 1
-        assert abs(err) <= 0.03, ((m, k, n, dens), r.cycles, r.model_cycles)
+        assert r.model_cycles == r.cycles, ((m, k, n, dens), r.cycles, r.model_cycles)

@@ -14,8 +14,9 @@ from sw import compress
 
 
 class _DUT(Elaboratable):
-    def __init__(self, words, depth=64, cols=2):
-        self.disp = Dispatcher(cols=cols, d_depth=256, s_depth=depth, c_depth=128)
+    def __init__(self, words, depth=64, cols=2, bypass=False):
+        self.disp = Dispatcher(cols=cols, d_depth=256, s_depth=depth, c_depth=128,
+                               bypass=bypass)
         self.mem = Memory(shape=32, depth=depth, init=[int(w) for w in words])
 
     def elaborate(self, platform):
@@ -25,9 +26,10 @@ class _DUT(Elaboratable):
         return m
 
 
-def _run(words, *, k, n, mtiles, s_len=None, fit_bad=0, ready_p=1.0, seed=0, cols=2):
+def _run(words, *, k, n, mtiles, s_len=None, fit_bad=0, ready_p=1.0, seed=0, cols=2,
+         bypass=False):
     """Returns (descriptors, error codes seen, cycles until END)."""
-    dut = _DUT(words, cols=cols)
+    dut = _DUT(words, cols=cols, bypass=bypass)
     d = dut.disp
     rng = np.random.default_rng(seed)
     got, errors = [], []
@@ -67,9 +69,10 @@ S = np.array([[0, 3, 0, 1], [-128, 0, 0, 2], [5, 127, 0, 0]], dtype=np.int8)
 W = [int(x) for x in compress.words(compress.encode(S))]
 
 
+@pytest.mark.parametrize("bypass", [False, True])
 @pytest.mark.parametrize("ready_p,seed,cols,mtiles", [
     (1.0, 0, 1, 3), (0.4, 1, 2, 3), (0.1, 2, 1, 5), (1.0, 3, 4, 19), (0.5, 4, 64, 30)])
-def test_descriptors_in_chunk_order(ready_p, seed, cols, mtiles):
+def test_descriptors_in_chunk_order(ready_p, seed, cols, mtiles, bypass):
     """Chunks of g = chunk_tiles(nnz, N, cols) M-tiles (fewer in the last group), columns in
     order within a tile group."""
     k, n = S.shape
@@ -78,7 +81,8 @@ def test_descriptors_in_chunk_order(ready_p, seed, cols, mtiles):
     ptr = W[3:4 + n]
     exp = [(4 + n + ptr[c], ptr[c + 1] - ptr[c], t * k, t * n + c, min(g, mtiles - t))
            for t in range(0, mtiles, g) for c in range(n)]
-    got, errors, _ = _run(W, k=k, n=n, mtiles=mtiles, ready_p=ready_p, seed=seed, cols=cols)
+    got, errors, _ = _run(W, k=k, n=n, mtiles=mtiles, ready_p=ready_p, seed=seed, cols=cols,
+                          bypass=bypass)
     assert errors == [] and got == exp
 
 
@@ -88,6 +92,7 @@ def _mutated(index, value):
     return w
 
 
+@pytest.mark.parametrize("bypass", [False, True])
 @pytest.mark.parametrize("words,s_len,fit_bad,code", [
     (_mutated(0, 0), None, 0, LoaderError.MAGIC),
     (_mutated(1, 3 | 5 << 16), None, 0, LoaderError.SHAPE),
@@ -99,8 +104,9 @@ def _mutated(index, value):
     (_mutated(5, 0), None, 0, LoaderError.PTR),
     (_mutated(7, W[7] + 1), None, 0, LoaderError.PTR),
 ])
-def test_errors(words, s_len, fit_bad, code):
-    got, errors, _ = _run(words, k=3, n=4, mtiles=2, s_len=s_len, fit_bad=fit_bad)
+def test_errors(words, s_len, fit_bad, code, bypass):
+    got, errors, _ = _run(words, k=3, n=4, mtiles=2, s_len=s_len, fit_bad=fit_bad,
+                          bypass=bypass)
     assert errors[:1] == [code]
     # no descriptor is formed from a pointer at or after the bad one
     assert all(c >= 0 and e + c <= 4 + 4 + 7 for e, c, _, _, _ in got)

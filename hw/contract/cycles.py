@@ -16,7 +16,6 @@ the RTL's ``cycles``); :func:`select_cycles` the threshold-select unit's exact c
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import deque
 
@@ -26,7 +25,7 @@ from .blob import as_numpy
 from .codes import BINS, SelectMode
 
 __all__ = ["ideal_cycles", "mac_bound_cycles", "schedule_cycles", "schedule_cycles_many",
-           "select_cycles",
+           "HANDOUT", "START_LATENCY", "select_cycles",
            "exposed_select_cycles", "chunk_tiles", "MAX_REPS", "SELECT_LANES", "SELECT_BANKS"]
 
 #: Threshold-select unit of the simulated core (``sim.verilate.harness_model``): elements
@@ -61,49 +60,82 @@ def mac_bound_cycles(macs: int, pes: int) -> float:
     return macs / pes
 
 
-def schedule_cycles(s, m: int, rows: int = 8, cols: int = 8, *, start_latency: int = 13,
-                    drain_latency: int = 11, result_logs: bool = True) -> int:
-    """Estimated ``cycles`` of one ``SwatCore`` operation on ``S`` (dense ``[K, N]`` array).
+#: The loader's two hand-outs (``hw.loader.Loader(slots=...)``) as ``(a, b, c)`` of the event
+#: model of :func:`schedule_cycles`: a PE column whose current item issues from cycle ``t`` to
+#: ``t1 - 1`` may be handed its next item from cycle ``max(t + a, t1 - b)`` on, and an item
+#: handed out in cycle ``G`` issues from ``max(t1, G + c)`` on.
+#:
+#: * ``False``, the chain: the column takes the FIFO head in its last issue cycle ``t1 - 1``
+#:   and issues it in the next.
+#: * ``True``, the next-item slots: the column's ``want`` register rises when its item has
+#:   ``WANT_AHEAD = 5`` issue cycles left (this cycle's included), the loader registers it
+#:   again and decides in ``G``; its ``fill_q`` / ``item_q`` registers write the column's slot
+#:   at the end of ``G + 1``, and the column moves the slot into its item registers when its
+#:   current item ends, in ``G + 2`` at the earliest, so the item issues from ``G + 3`` on.
+#:   An item of at most ``WANT_AHEAD`` cycles raises ``want`` as it is taken, in ``t - 1``:
+#:   ``G >= t + 1``, so an item shorter than ``WANT_AHEAD - 1`` cycles leaves its column idle
+#:   for the rest.
+HANDOUT = {False: (0, 1, 1), True: (1, 3, 3)}
+
+#: ``start`` → first entry read of :func:`schedule_cycles` (M of at most 32 M-tiles), per
+#: hand-out: the slots' first item goes through two registers more (``item_q``, the slot), and
+#: their dispatcher hands a descriptor out in the cycle it is formed when its FIFO is empty (one
+#: cycle less)
+START_LATENCY = {False: 13, True: 14}
+
+
+def schedule_cycles(s, m: int, rows: int = 8, cols: int = 8, *, start_latency: int | None = None,
+                    drain_latency: int = 11, result_logs: bool = True,
+                    slots: bool = True) -> int:
+    """Estimated ``cycles`` of one ``SwatCore`` operation on ``S`` (dense ``[K, N]`` array):
+    equal to the RTL's with the result logs.
 
     Work items are chunks: column ``n`` of ``S`` over ``g = chunk_tiles(nnz, N, cols)``
     consecutive M-tiles (fewer in the last tile group), in the order (group 0: ``n = 0 …
-    N-1``), (group 1: …). The dispatcher makes one chunk descriptor per cycle; a chunk goes to
-    the PE column that becomes free first (lowest index on a tie; at most one hand-out per
-    cycle) and takes ``reps · max(nnz(S[:, n]), 1)`` cycles (an empty column sends one zero
-    token per M-tile). Constants: ``start_latency`` (``start`` → first entry read; the fit
-    check adds ``mtiles // 8 + mtiles % 8 - 4`` cycles when that is positive) and
-    ``drain_latency`` (last entry read → ``done``). ``result_logs=False`` models the single C
-    write port too (one result per cycle, in order of completion).
+    N-1``), (group 1: …); an item takes ``reps · max(nnz(S[:, n]), 1)`` cycles (an empty column
+    sends one zero token per M-tile). The dispatcher hands out at most one item per cycle; in a
+    cycle in which it does, the item goes to the lowest-indexed PE column that may take one
+    then (:data:`HANDOUT`, ``slots``: the loader's next-item slots, or the chain of the iCE40).
+    Constants: ``start_latency`` (``start`` → first entry read, default
+    :data:`START_LATENCY`; the fit check adds ``mtiles // 8 + mtiles % 8 - 4`` cycles when that
+    is positive) and ``drain_latency`` (last entry read → ``done``). ``result_logs=False``
+    models the single C write port too (one result per cycle, in order of completion; exact
+    only while no result waits for a write).
     """
     s = as_numpy(s)
     return _schedule((s != 0).sum(axis=0), m, rows, cols, start_latency, drain_latency,
-                     result_logs)
+                     result_logs, slots)
 
 
-def _schedule(col_nnz, m, rows, cols, start_latency, drain_latency, result_logs) -> int:
+def _schedule(col_nnz, m, rows, cols, start_latency=None, drain_latency=11, result_logs=True,
+              slots=True) -> int:
     """:func:`schedule_cycles` from the non-zeros per column of ``S``."""
+    a, b, c = HANDOUT[bool(slots)]
+    if start_latency is None:
+        start_latency = START_LATENCY[bool(slots)]
     n = len(col_nnz)
     lens = np.maximum(col_nnz, 1).astype(int).tolist()
     mtiles = -(-m // rows)
     g = chunk_tiles(int(col_nnz.sum()), n, cols)
     start = start_latency + max(0, mtiles // 8 + mtiles % 8 - 4)
-    free = [(start, j) for j in range(cols)]
-    heapq.heapify(free)
+    free = [start] * cols  # when each PE column's current item ends (its next may issue)
+    may = [start - c] * cols  # from when each PE column may be handed its next item
     ends = []  # (finish time of each M-tile's pass)
-    t_desc = start  # when the next descriptor is at the head of the queue
+    hand = start - c - 1  # the cycle of the last hand-out
     last = start
     for t0 in range(0, mtiles, g):
         reps = min(g, mtiles - t0)
         for n_len in lens:
-            t_free, j = heapq.heappop(free)
-            t = t_free if t_free > t_desc else t_desc
-            t_desc = t + 1  # one descriptor per cycle
+            hand = max(hand + 1, min(may))
+            j = next(i for i in range(cols) if may[i] <= hand)  # lowest index first
+            t = max(free[j], hand + c)
             if not result_logs:  # only the single-port model needs every tile's finish
                 ends.extend(t + (r + 1) * n_len for r in range(reps))
             t1 = t + reps * n_len
             if t1 > last:
                 last = t1
-            heapq.heappush(free, (t1, j))
+            free[j] = t1
+            may[j] = max(t + a, t1 - b)
     if result_logs:
         return int(last + drain_latency)
     port = 0
@@ -112,8 +144,9 @@ def _schedule(col_nnz, m, rows, cols, start_latency, drain_latency, result_logs)
     return int(max(port - 1, last) + drain_latency)
 
 
-def schedule_cycles_many(col_nnz, ms, rows: int = 8, cols: int = 8, *, start_latency: int = 13,
-                         drain_latency: int = 11) -> np.ndarray:
+def schedule_cycles_many(col_nnz, ms, rows: int = 8, cols: int = 8, *,
+                         start_latency: int | None = None, drain_latency: int = 11,
+                         slots: bool = True) -> np.ndarray:
     """:func:`schedule_cycles` (result logs) of many core operations at once, equal to it
     operation by operation: ``col_nnz[i]`` the non-zeros per column of operation ``i``'s ``S``,
     ``ms[i]`` its M rows.
@@ -121,6 +154,9 @@ def schedule_cycles_many(col_nnz, ms, rows: int = 8, cols: int = 8, *, start_lat
     Operations with about the same number of work items are scheduled side by side, one numpy
     step per item position (shorter ones masked): a sampled ResNet-50 GEMM has thousands of
     operations, and one Python event loop each took a minute per step lowered."""
+    a, b, c = HANDOUT[bool(slots)]
+    if start_latency is None:
+        start_latency = START_LATENCY[bool(slots)]
     ms = [int(m) for m in ms]
     out = np.zeros(len(ms), dtype=np.int64)
     lens_of, starts = [], np.zeros(len(ms), dtype=np.int64)
@@ -133,17 +169,17 @@ def schedule_cycles_many(col_nnz, ms, rows: int = 8, cols: int = 8, *, start_lat
         starts[i] = start_latency + max(0, mtiles // 8 + mtiles % 8 - 4)
     counts = np.array([len(v) for v in lens_of], dtype=np.int64)
     order = np.argsort(counts, kind="stable")
-    a = 0
-    while a < len(order):
-        b = a + 1  # a bucket: counts within 25 % of its largest
-        while b < len(order) and counts[order[b]] * 4 <= counts[order[a]] * 5 + 4:
-            b += 1
-        idx = order[a:b]
-        a = b
+    lo = 0
+    while lo < len(order):
+        hi = lo + 1  # a bucket: counts within 25 % of its largest
+        while hi < len(order) and counts[order[hi]] * 4 <= counts[order[lo]] * 5 + 4:
+            hi += 1
+        idx = order[lo:hi]
+        lo = hi
         if len(idx) < 16:  # too few to gain from numpy steps: the event loop, one by one
             for i in idx:
                 out[i] = _schedule(np.asarray(col_nnz[i]), ms[i], rows, cols, start_latency,
-                                   drain_latency, True)
+                                   drain_latency, True, slots)
             continue
         width = int(counts[idx].max())
         last = starts[idx].copy()
@@ -153,16 +189,18 @@ def schedule_cycles_many(col_nnz, ms, rows: int = 8, cols: int = 8, *, start_lat
                 lens[r, :counts[i]] = lens_of[i]
             valid = np.arange(width)[None, :] < counts[idx][:, None]
             free = np.repeat(last[:, None], cols, axis=1)
-            t_desc = last.copy()
+            may = free - c
+            hand = last - c - 1
             ar = np.arange(len(idx))
-            for c in range(width):
-                j = free.argmin(axis=1)  # earliest free PE column, lowest index on a tie
-                t_free = free[ar, j]
-                t = np.maximum(t_free, t_desc)
-                t1 = t + lens[:, c]
-                v = valid[:, c]
-                free[ar, j] = np.where(v, t1, t_free)
-                t_desc = np.where(v, t + 1, t_desc)
+            for k in range(width):
+                v = valid[:, k]
+                h = np.maximum(hand + 1, may.min(axis=1))
+                j = (may <= h[:, None]).argmax(axis=1)  # lowest index that may take one
+                t = np.maximum(free[ar, j], h + c)
+                t1 = t + lens[:, k]
+                free[ar, j] = np.where(v, t1, free[ar, j])
+                may[ar, j] = np.where(v, np.maximum(t + a, t1 - b), may[ar, j])
+                hand = np.where(v, h, hand)
                 last = np.where(v, np.maximum(last, t1), last)
         out[idx] = last + drain_latency
     return out
