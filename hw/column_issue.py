@@ -13,7 +13,7 @@ Where the next descriptor comes from (``slot``):
   the cycle it issues the last entry of its last pass (or at once when it has no item), so
   item switches cost no cycle. ``want`` rises when the column's slot is empty, no fill is on
   its way, and the current item has at most ``WANT_AHEAD`` issue cycles left including this
-  cycle (at once when it has no item, and as it takes an item that short): the loader's
+  cycle (at once when it has no item, and as it takes an item shorter than that): the loader's
   hand-out (two cycles of registers each way) then fills the slot exactly in time for a long
   item, and an item of ``length < WANT_AHEAD - 1`` cycles leaves ``WANT_AHEAD - 1 - length``
   idle cycles after it (``hw.contract.cycles`` counts them). Every net between
@@ -201,12 +201,12 @@ class ColumnIssue(wiring.Component):
             ending = Signal()
             m.d.comb += ending.eq((more < WANT_AHEAD)
                                   & (left_now + _times(more[:3], count_now) <= WANT_AHEAD))
-            # an item of at most WANT_AHEAD cycles asks for the next one as it is taken (from
-            # the slot's registers: reps * count')
+            # an item shorter than WANT_AHEAD cycles asks for the next one as it is taken (from
+            # the slot's registers: reps * count'), a cycle before ``ending`` would
             slot_count = Mux(slot.count == 0, 1, Mux(slot.count >= cap, cap, slot.count[:3]))
             short = Signal()
-            m.d.comb += short.eq((slot.reps <= WANT_AHEAD)
-                                 & (_times(slot.reps[:3], slot_count) <= WANT_AHEAD))
+            m.d.comb += short.eq((slot.reps < WANT_AHEAD)
+                                 & (_times(slot.reps[:3], slot_count) < WANT_AHEAD))
             m.d.sync += self.want.eq(~start & ((take & short)
                                                | (~slot_full & ~self.fill
                                                   & (~has_item | ending))))

@@ -72,7 +72,7 @@ def mac_bound_cycles(macs: int, pes: int) -> float:
 #:   again and decides in ``G``; its ``fill_q`` / ``item_q`` registers write the column's slot
 #:   at the end of ``G + 1``, and the column moves the slot into its item registers when its
 #:   current item ends, in ``G + 2`` at the earliest, so the item issues from ``G + 3`` on.
-#:   An item of at most ``WANT_AHEAD`` cycles raises ``want`` as it is taken, in ``t - 1``:
+#:   An item shorter than ``WANT_AHEAD`` cycles raises ``want`` as it is taken, in ``t - 1``:
 #:   ``G >= t + 1``, so an item shorter than ``WANT_AHEAD - 1`` cycles leaves its column idle
 #:   for the rest.
 HANDOUT = {False: (0, 1, 1), True: (1, 3, 3)}
