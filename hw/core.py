@@ -237,22 +237,13 @@ class SwatCore(wiring.Component):
         m = Module()
         rows, cols, ctrl = self.rows, self.cols, self.ctrl
         split = self.split_buffers(platform)
-        if split:
-            # the host's writes land 1 (dispatcher's S copy) or ceil(log2(cols)) cycles
-            # (the PE columns' copies) after the write port; the dispatcher reads the blob
-            # header from the cycle after ``start`` on, the columns read S and D at least 12
-            # cycles after it (tests/test_core.py holds a write in the cycle before ``start``)
-            for j, mem in enumerate(self.d_mems):
-                mem.attrs.update(BUFFER_ATTRS)
-                m.submodules[f"d_mem_{j}"] = mem
-            fan_out_writes(m, self.d_write, self.d_mems, "d")
-            d_reads = [read_port(m, mem, f"d_rd_{j}") for j, mem in enumerate(self.d_mems)]
-        else:
-            m.submodules.d_mem = d_mem = self.d_mems[0]
-            for mem in self.d_mems[1:]:  # not used on this platform
-                mem._MustUse__used = True
-            wiring.connect(m, wiring.flipped(self.d_write), d_mem.write_port())
-            d_reads = [d_mem.read_port() for _ in range(cols)]
+        # with split buffers the host's writes land 1 (dispatcher's S copy) or
+        # ceil(log2(cols)) cycles (the PE columns' copies) after the write port; the dispatcher
+        # reads the blob header from the cycle after ``start`` on, the columns read S and D at
+        # least 12 cycles after it (tests/test_core.py holds a write in the cycle before
+        # ``start``)
+        d_reads = self._buffer_reads(m, split, self.d_write, self.d_mems, tag="d",
+                                     copy_name="d_mem_{j}")
         # the registered hand-out (next-item slots, hw.loader) where the buffers are split too:
         # everywhere but the iCE40, whose UP5K has no room for the slots' registers
         m.submodules.loader = ld = Loader(rows=rows, cols=cols, d_depth=self.d_depth,
@@ -336,6 +327,38 @@ class SwatCore(wiring.Component):
             wiring.connect(m, pe.out[j], port.results[j])
         return writing
 
+    @staticmethod
+    def _buffer_reads(m, split, source, mems, *, tag, copy_name, early=0, connect=None):
+        """The read ports of a buffer the host writes (D or S), one per consumer in ``mems``.
+
+        ``split`` (:meth:`split_buffers`): ``mems[i]`` is consumer ``i``'s own copy, submodule
+        ``copy_name.format(j=i)`` with ``BUFFER_ATTRS``, written from ``source`` through
+        ``hw.bram.fan_out_writes`` (the last ``early`` copies from the tree's first register)
+        and read through ``hw.bram.read_port`` (signals ``<tag>_rd_<i>``). Otherwise one
+        memory, ``mems[0]`` (submodule ``<tag>_mem``), written from ``source`` and read by
+        every consumer through a synchronous port; the other memories are left unused.
+        ``connect(i, port)``, if given, wires consumer ``i`` as its port is made (the order
+        of the statements, and so the RTLIL, stays that of a loop making and wiring each)."""
+        if split:
+            for j, mem in enumerate(mems):
+                mem.attrs.update(BUFFER_ATTRS)
+                m.submodules[copy_name.format(j=j)] = mem
+            last = len(mems) - early
+            fan_out_writes(m, source, mems[:last], tag, early=mems[last:])
+            ports = (read_port(m, mem, f"{tag}_rd_{j}") for j, mem in enumerate(mems))
+        else:
+            m.submodules[f"{tag}_mem"] = mem = mems[0]
+            for other in mems[1:]:  # not used on this platform
+                other._MustUse__used = True
+            wiring.connect(m, wiring.flipped(source), mem.write_port())
+            ports = (mem.read_port() for _ in mems)
+        out = []
+        for j, port in enumerate(ports):  # a generator: each port made, then wired
+            if connect is not None:
+                connect(j, port)
+            out.append(port)
+        return out
+
     def _s_buffer(self, m, ld, start, split):
         """The S buffer and its writers; returns what holds back a GEMM ``start``.
 
@@ -347,22 +370,10 @@ class SwatCore(wiring.Component):
         works and no GEMM runs."""
         ctrl = self.ctrl
         if self.sel_unit is None:
-            if split:  # one copy per PE column and the dispatcher's (split_buffers)
-                cols = self.cols
-                for j, mem in enumerate(self.s_mems):
-                    mem.attrs.update(BUFFER_ATTRS)
-                    m.submodules[f"s_copy_{j}"] = mem
-                fan_out_writes(m, self.s_write, self.s_mems[:cols], "s",
-                               early=self.s_mems[cols:])
-                for j, mem in enumerate(self.s_mems):
-                    wiring.connect(m, ld.s_rd[j], read_port(m, mem, f"s_rd_{j}"))
-                return Const(0)
-            m.submodules.s_mem = s_mem = self.s_mems[0]
-            for mem in self.s_mems[1:]:  # not used on this platform
-                mem._MustUse__used = True
-            wiring.connect(m, wiring.flipped(self.s_write), s_mem.write_port())
-            for j in range(self.cols + 1):
-                wiring.connect(m, ld.s_rd[j], s_mem.read_port())
+            # split: one copy per PE column and the dispatcher's (the last, written early)
+            self._buffer_reads(m, split, self.s_write, self.s_mems, tag="s",
+                               copy_name="s_copy_{j}", early=1,
+                               connect=lambda j, port: wiring.connect(m, ld.s_rd[j], port))
             return Const(0)
         sel = self.sel
         m.submodules.s_buffer = s_buffer = self.s_buffer
