@@ -687,6 +687,8 @@ def test_gemm_starts_on_the_bank_of_a_threshold_pass():
     (200, 5, 7, 0.4, 2, 3, True),     # ragged M, odd cols, skewed column lengths
     (512, 4, 4, 0.5, 2, 2, False),    # many M-tiles: the fit check delays the start
     (24, 60, 9, 0.5, 3, 4, True),     # long skewed columns: the tail
+    (6, 12, 40, 0.15, 2, 4, False),   # chunks of 3 M-tiles x 0-3 entries: shorter than the
+    (2, 30, 24, 0.05, 2, 8, True),    # slots' WANT_AHEAD (idle cycles), 1-entry chunks
 ])
 def test_cycle_model_is_exact(m, k, n, dens, rows, cols, skew):
     """``hw.contract.cycles.schedule_cycles`` gives the RTL's cycle count exactly, and short
