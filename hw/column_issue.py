@@ -86,6 +86,11 @@ class ColumnIssue(wiring.Component):
         True (default): the next descriptor arrives in a registered slot (``fill``,
         ``fill_item``, asked for by ``want``); False: from the loader's queue head (``desc``).
         See the module docstring.
+    go_copy : int
+        0 … 3 (``slot=True``): which form this column's registered ``go`` takes (plain or
+        inverted, with or without reset). yosys merges registers with the same input
+        (``opt_merge``), which made one ``go`` register drive every column across the die;
+        columns of different forms keep registers of their own (same value every cycle).
 
     Members
     -------
@@ -110,11 +115,13 @@ class ColumnIssue(wiring.Component):
     in_flight : Out(1) — reads, tokens or error flags are still in the pipeline.
     """
 
-    def __init__(self, *, d_depth: int, s_depth: int, c_depth: int, slot: bool = True):
+    def __init__(self, *, d_depth: int, s_depth: int, c_depth: int, slot: bool = True,
+                 go_copy: int = 0):
         check_int("ColumnIssue", "d_depth", d_depth, minimum=2)
         check_int("ColumnIssue", "s_depth", s_depth, minimum=8)
         check_int("ColumnIssue", "c_depth", c_depth, minimum=2)
         self.slot = bool(slot)
+        self.go_copy = check_int("ColumnIssue", "go_copy", go_copy, minimum=0, maximum=3)
         self.s_aw, self.d_aw, self.c_aw = (ceil_log2(s_depth), ceil_log2(d_depth),
                                            ceil_log2(c_depth))
         layout = descriptor_layout(self.s_aw, self.d_aw, self.c_aw)
@@ -141,8 +148,15 @@ class ColumnIssue(wiring.Component):
         # where issuing may go on: the loader's running / stop, registered here again with the
         # slot (the loader's registers sit far from some columns: no logic after that route)
         if self.slot:
-            go = Signal()
-            m.d.sync += go.eq(self.running & ~self.stop & ~start)
+            go_in = self.running & ~self.stop & ~start
+            inverted, reset_less = self.go_copy & 1, self.go_copy >> 1
+            if inverted:  # kept inverted: reset (1) = no go
+                go_n = Signal(init=1, reset_less=reset_less)
+                m.d.sync += go_n.eq(~go_in)
+                go = ~go_n
+            else:
+                go = Signal(reset_less=reset_less)
+                m.d.sync += go.eq(go_in)
         else:
             go = self.running & ~self.stop
 

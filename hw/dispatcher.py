@@ -230,8 +230,26 @@ class Dispatcher(wiring.Component):
         desc_bad = Signal()
         desc = Signal(self.layout)
         room = Signal()
-        m.d.comb += room.eq((fifo.level + read_valid + word_valid + desc_valid)
-                            < self.fifo_depth)
+        if self.bypass:
+            # the same test without an adder and a compare in carry chains (the ULX3S's
+            # critical path was read_valid → room → tiles_left): per FIFO level, how many of
+            # the three stages may be full
+            a, b, c = read_valid, word_valid, desc_valid
+            with m.Switch(fifo.level):
+                for lv in range(self.fifo_depth + 1):
+                    free = self.fifo_depth - lv  # room: busy stages < free
+                    with m.Case(lv):
+                        if free >= 4:
+                            m.d.comb += room.eq(1)
+                        elif free == 3:
+                            m.d.comb += room.eq(~(a & b & c))
+                        elif free == 2:
+                            m.d.comb += room.eq(~((a & b) | (a & c) | (b & c)))
+                        elif free == 1:
+                            m.d.comb += room.eq(~(a | b | c))
+        else:
+            m.d.comb += room.eq((fifo.level + read_valid + word_valid + desc_valid)
+                                < self.fifo_depth)
         with m.If(self.running & ~all_read & ~self.stop & room):  # the read of raddr
             m.d.sync += [read_valid.eq(1), read_ptr.eq(next_ptr), read_d_base.eq(d_base),
                          read_c_base.eq(c_base), read_reps.eq(reps),

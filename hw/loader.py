@@ -161,7 +161,10 @@ class Loader(wiring.Component):
         ]
 
         # ---- PE column issue
-        issue = [ColumnIssue(**depths, slot=self.slots) for _ in range(cols)]
+        # four forms of the columns' registered go (two columns each with 8): not one merged
+        # register fanned out across the die
+        issue = [ColumnIssue(**depths, slot=self.slots, go_copy=(j // max(1, cols // 4)) % 4)
+                 for j in range(cols)]
         for j, col in enumerate(issue):
             m.submodules[f"issue_{j}"] = col
             wiring.connect(m, wiring.flipped(self.s_rd[j]), col.s_rd)

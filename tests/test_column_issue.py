@@ -16,8 +16,9 @@ from sw import compress
 
 
 class _DUT(Elaboratable):
-    def __init__(self, words, depth=128, slot=True):
-        self.col = ColumnIssue(d_depth=256, s_depth=depth, c_depth=128, slot=slot)
+    def __init__(self, words, depth=128, slot=True, go_copy=0):
+        self.col = ColumnIssue(d_depth=256, s_depth=depth, c_depth=128, slot=slot,
+                               go_copy=go_copy)
         self.mem = Memory(shape=32, depth=depth, init=[int(w) for w in words])
 
     def elaborate(self, platform):
@@ -27,10 +28,10 @@ class _DUT(Elaboratable):
         return m
 
 
-def _run(words, items, *, k, n=4, hold_p=1.0, seed=0, slot=True):
+def _run(words, items, *, k, n=4, hold_p=1.0, seed=0, slot=True, go_copy=0):
     """Feed ``items`` [(entry, count, d_base, c_addr, reps)]; returns (tokens, error flags,
     cycles)."""
-    dut = _DUT(words, slot=slot)
+    dut = _DUT(words, slot=slot, go_copy=go_copy)
     c = dut.col
     rng = np.random.default_rng(seed)
     tokens, flags, cycles = [], set(), []
@@ -114,6 +115,19 @@ def test_tokens(hold_p, seed, mtiles, g, slot):
     """Each chunk streams its entries once per M-tile (D base +K, C address +N each pass)."""
     tokens, flags, _ = _run(W, _items(mtiles, g), k=K, hold_p=hold_p, seed=seed, slot=slot)
     assert flags == set() and tokens == _expected(mtiles, g)
+
+
+@pytest.mark.parametrize("go_copy", [1, 2, 3])
+def test_go_copies_behave_alike(go_copy):
+    """Every form of the registered ``go`` (plain / inverted, with / without reset) gives the
+    tokens and the cycle count of form 0."""
+    ref = _run(W, _items(5, 2), k=K, hold_p=0.5, seed=4)
+    assert _run(W, _items(5, 2), k=K, hold_p=0.5, seed=4, go_copy=go_copy) == ref
+
+
+def test_go_copy_range():
+    with pytest.raises(ValueError, match="go_copy"):
+        ColumnIssue(d_depth=256, s_depth=128, c_depth=128, go_copy=4)
 
 
 @pytest.mark.parametrize("slot,lead", [(True, 4), (False, 0)])
