@@ -45,7 +45,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from .dispatcher import MAX_REPS, descriptor_layout
-from .params import check_int
+from .params import check_int, rejected_unused
 
 __all__ = ["ColumnIssue", "token_layout", "WANT_AHEAD"]
 
@@ -115,6 +115,7 @@ class ColumnIssue(wiring.Component):
     in_flight : Out(1) — reads, tokens or error flags are still in the pipeline.
     """
 
+    @rejected_unused  # a refused parameter leaves no "never used" warning behind
     def __init__(self, *, d_depth: int, s_depth: int, c_depth: int, slot: bool = True,
                  go_copy: int = 0):
         check_int("ColumnIssue", "d_depth", d_depth, minimum=2)

@@ -126,7 +126,7 @@ def test_go_copies_behave_alike(go_copy):
 
 
 def test_go_copy_range():
-    with pytest.raises(ValueError, match="go_copy"):
+    with pytest.raises(ValueError, match=r"^ColumnIssue: go_copy must be <= 3, not 4$"):
         ColumnIssue(d_depth=256, s_depth=128, c_depth=128, go_copy=4)
 
 
