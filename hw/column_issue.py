@@ -16,7 +16,12 @@ Where the next descriptor comes from (``slot``):
   cycle (at once when it has no item, and as it takes an item shorter than that): the loader's
   hand-out (two cycles of registers each way) then fills the slot exactly in time for a long
   item, and an item of ``length < WANT_AHEAD - 1`` cycles leaves ``WANT_AHEAD - 1 - length``
-  idle cycles after it (``hw.contract.cycles`` counts them). Every net between
+  idle cycles after it (``hw.contract.cycles`` counts them). No arithmetic lies between a
+  register and ``want``: saturated 3-bit copies of the item's counters (issue cycles left in
+  this pass, a pass's issue cycles, passes after this one), updated with the wide counters,
+  index a table of constants (LUT logic), and so do the slot's ``reps`` / ``count`` (their low
+  bits and an OR of their high bits); ``left + (passes_left - 1) * count <= WANT_AHEAD``
+  written out was a row of carry chains, the ULX3S critical path. Every net between
   the loader and a column is registered at both ends; ``running`` and ``stop`` are registered
   here again (``go``) before they reach the issue logic, so an error stops the column one
   cycle later (the extra entry read lies inside a checked item).
@@ -38,7 +43,7 @@ Latency: entry read → token on ``out`` 4 cycles; error flag 4 cycles after the
 Throughput: one entry per cycle.
 """
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
@@ -66,13 +71,39 @@ def token_layout(d_aw: int, c_aw: int) -> data.StructLayout:
     })
 
 
-def _times(a, b):
-    """``a * b`` of two small values by shift-and-add: a ``*`` becomes a multiplier that yosys
-    maps to a DSP block of the ECP5, whose sites are far from the column's logic."""
-    prod = 0
-    for i in range(len(a)):
-        prod = prod + Mux(a[i], b << i, 0)
-    return prod
+def _table(fn, width: int, *fields):
+    """``fn(*values)`` as a table of constants indexed by the bits of ``fields`` (each field's
+    value an unsigned integer): a function of a few register bits that yosys maps to a few LUT
+    levels, where the same formula written with ``+`` / ``*`` / ``<=`` becomes carry chains."""
+    index = Cat(*fields)
+    table = 0
+    for i in range(1 << len(index)):
+        values, shift = [], 0
+        for f in fields:
+            values.append((i >> shift) & ((1 << len(f)) - 1))
+            shift += len(f)
+        table |= int(fn(*values)) << (i * width)
+    return Const(table, width << len(index)).word_select(index, width)
+
+
+_CAP = WANT_AHEAD + 1  # "more than WANT_AHEAD" in the saturated counters
+
+
+def _cycles(n: int) -> int:
+    """Issue cycles of one pass over ``n`` entries (an empty item sends one zero token), capped
+    at ``_CAP``."""
+    return 1 if n == 0 else min(n, _CAP)
+
+
+def _more(passes_left: int) -> int:
+    """Passes after the current one, capped at ``WANT_AHEAD`` (``passes_left`` 0: none taken)."""
+    return WANT_AHEAD if passes_left == 0 else min(passes_left - 1, WANT_AHEAD)
+
+
+def _low(v):
+    """``v``'s three low bits and "any higher bit set" (value 8 … 15 stands for ``v >= 8``): an
+    index for :func:`_table` that is exact wherever the function saturates below 8."""
+    return Cat(v[:3], v[3:].any())
 
 
 class ColumnIssue(wiring.Component):
@@ -125,7 +156,7 @@ class ColumnIssue(wiring.Component):
         self.go_copy = check_int("ColumnIssue", "go_copy", go_copy, minimum=0, maximum=3)
         self.s_aw, self.d_aw, self.c_aw = (ceil_log2(s_depth), ceil_log2(d_depth),
                                            ceil_log2(c_depth))
-        layout = descriptor_layout(self.s_aw, self.d_aw, self.c_aw)
+        self.layout = layout = descriptor_layout(self.s_aw, self.d_aw, self.c_aw)
         if self.slot:
             handout = {"fill": In(1), "fill_item": In(layout), "want": Out(1)}
         else:
@@ -144,7 +175,6 @@ class ColumnIssue(wiring.Component):
         m = Module()
         d_aw, c_aw, sa_w = self.d_aw, self.c_aw, self.s_aw + 1
         port, start = self.s_rd, self.start
-        layout = descriptor_layout(self.s_aw, self.d_aw, self.c_aw)
 
         # where issuing may go on: the loader's running / stop, registered here again with the
         # slot (the loader's registers sit far from some columns: no logic after that route)
@@ -193,8 +223,15 @@ class ColumnIssue(wiring.Component):
             port.en.eq(1), port.addr.eq(entry),
         ]
         if self.slot:
+            # saturated copies of the item's counters for ``want`` (below), updated with the
+            # wide ones: left' (the pass's issue cycles left, 1 for an empty item), count' (a
+            # pass's issue cycles) and passes_left - 1, each capped where ``want`` stops telling
+            # values apart
+            left_sat = Signal(range(_CAP + 1))
+            count_sat = Signal(range(_CAP + 1))
+            more_sat = Signal(range(WANT_AHEAD + 1), init=WANT_AHEAD)
             # the next-item slot, written by the loader's registers only
-            slot = Signal(layout, reset_less=True)  # data: slot_full qualifies it
+            slot = Signal(self.layout, reset_less=True)  # data: slot_full qualifies it
             slot_full = self.slot_full
             m.d.comb += take.eq(slot_full & go & (~has_item | item_done))
             with m.If(self.fill):
@@ -206,22 +243,23 @@ class ColumnIssue(wiring.Component):
             with m.Elif(take):
                 m.d.sync += slot_full.eq(0)
             p = slot
-            # want: issue cycles left in the current item, left' + (passes_left - 1) * count'
-            # (an empty item: one zero token per pass), compared with WANT_AHEAD in a few bits
-            # (anything above it saturates)
-            cap = WANT_AHEAD + 1
-            left_now = Mux(no_entries, 1, Mux(left >= cap, cap, left[:3]))
-            count_now = Mux(item_none, 1, Mux(item_count >= cap, cap, item_count[:3]))
-            more = passes_left - 1
+            # want: the current item's issue cycles left, left' + (passes_left - 1) * count'
+            # (an empty item: one zero token per pass), compared with WANT_AHEAD. No arithmetic
+            # between the item's registers and ``want`` (its carry chains were the ULX3S
+            # critical path): saturated copies of left', count' and passes_left - 1 are kept in
+            # registers of their own next to the wide ones (below), and ``ending`` is a table
+            # of their 9 bits
             ending = Signal()
-            m.d.comb += ending.eq((more < WANT_AHEAD)
-                                  & (left_now + _times(more[:3], count_now) <= WANT_AHEAD))
+            m.d.comb += ending.eq(_table(
+                lambda lft, cnt, more: more < WANT_AHEAD and lft + more * cnt <= WANT_AHEAD,
+                1, left_sat, count_sat, more_sat))
             # an item shorter than WANT_AHEAD cycles asks for the next one as it is taken (from
-            # the slot's registers: reps * count'), a cycle before ``ending`` would
-            slot_count = Mux(slot.count == 0, 1, Mux(slot.count >= cap, cap, slot.count[:3]))
+            # the slot's registers: reps * count' < WANT_AHEAD, a table of their low bits and an
+            # OR of their high bits), a cycle before ``ending`` would
             short = Signal()
-            m.d.comb += short.eq((slot.reps < WANT_AHEAD)
-                                 & (_times(slot.reps[:3], slot_count) < WANT_AHEAD))
+            m.d.comb += short.eq(_table(
+                lambda reps, cnt: reps < WANT_AHEAD and reps * _cycles(cnt) < WANT_AHEAD,
+                1, _low(slot.reps), _low(slot.count)))
             m.d.sync += self.want.eq(~start & ((take & short)
                                                | (~slot_full & ~self.fill
                                                   & (~has_item | ending))))
@@ -239,6 +277,9 @@ class ColumnIssue(wiring.Component):
         with m.If(issue_entry):
             m.d.sync += [entry.eq(entry + 1), first_pending.eq(0), left.eq(left - 1),
                          no_entries.eq(left == 1), one_left.eq(left == 2)]
+            if self.slot:
+                m.d.sync += left_sat.eq(_table(
+                    lambda v: _CAP if v == 0 else _cycles(v - 1), len(left_sat), _low(left)))
         with m.If(self.finishing & ~last_pass):  # next pass: same entries, next M-tile
             m.d.sync += [
                 entry.eq(item_entry), left.eq(item_count), no_entries.eq(item_none),
@@ -246,6 +287,10 @@ class ColumnIssue(wiring.Component):
                 d_base.eq(d_base + self.k), c_addr.eq(c_addr + self.n),
                 passes_left.eq(passes_left - 1), last_pass.eq(passes_left == 2),
             ]
+            if self.slot:
+                wrap = 1 << len(passes_left)
+                m.d.sync += [left_sat.eq(count_sat), more_sat.eq(_table(
+                    lambda v: _more((v - 1) % wrap), len(more_sat), passes_left))]
         with m.If(take):
             m.d.sync += [
                 has_item.eq(1), entry.eq(p.entry), d_base.eq(p.d_base), c_addr.eq(p.c_addr),
@@ -254,6 +299,10 @@ class ColumnIssue(wiring.Component):
                 item_none.eq(p.count == 0), item_one.eq(p.count == 1),
                 passes_left.eq(p.reps), last_pass.eq(p.reps == 1),
             ]
+            if self.slot:
+                count_now = _table(_cycles, len(count_sat), _low(p.count))
+                m.d.sync += [left_sat.eq(count_now), count_sat.eq(count_now),
+                             more_sat.eq(_table(_more, len(more_sat), p.reps))]
         with m.Elif(item_done | ~go):
             m.d.sync += has_item.eq(0)
 

@@ -2,7 +2,8 @@
 first/last flags, a zero token for an empty item, D and C addresses) under random ``hold_free``
 stalls, one entry per cycle without stalls, and the entry error flags; with the next-item slot
 (filled as ``hw.loader`` does: ``want`` registered, the fill a cycle later) and with the queue
-head (``slot=False``)."""
+head (``slot=False``); ``want`` every cycle against a Python model of the item state under random
+items and stalls."""
 
 import numpy as np
 import pytest
@@ -169,3 +170,99 @@ def test_entry_errors(index, value, flag):
     assert _run(w, _items(1), k=K, slot=False)[1] == {flag}
     # the bad entry never leaves: every token is one of the good blob's
     assert all(t in _expected(1) for t in tokens)
+
+
+def _want_reference(seed, *, cycles=3000, hold_p=0.7):
+    """Random items (count 0 … 255 incl. 0, reps 1 … MAX_REPS) under random ``hold_free``,
+    ``running`` / ``stop`` / ``start`` and spurious fills: the column's ``has_item``,
+    ``slot_full``, ``issuing``, ``finishing`` and ``want`` against a Python model of the item
+    state with ``want`` written out in integers (issue cycles left ``<= WANT_AHEAD``; an item
+    taken with ``reps * count' < WANT_AHEAD``), every cycle. Returns the distinct (left,
+    count, passes left) with which ``want`` was decided while the column held an item."""
+    from hw.column_issue import WANT_AHEAD
+    from hw.dispatcher import MAX_REPS
+
+    dut = _DUT([0] * 128)
+    c = dut.col
+    top = (1 << (c.s_aw + 1)) - 1
+    rng = np.random.default_rng(seed)
+    seen = set()
+
+    def item():
+        r = rng.random()
+        count = int(rng.integers(0, 8) if r < 0.6 else rng.integers(8, 13) if r < 0.9
+                    else rng.integers(13, top + 1))
+        reps = int(rng.integers(1, 4) if rng.random() < 0.5 else rng.integers(1, MAX_REPS + 1))
+        return {"entry": int(rng.integers(0, 128)), "count": count, "d_base": 0, "c_addr": 0,
+                "reps": reps}
+
+    async def tb(ctx):
+        go = has = slot_full = want = False
+        left = count = passes = 0
+        slot = None
+        want_q = fill_q = sent = False  # the loader's registers
+        for cyc in range(cycles):
+            start = bool(rng.random() < 0.01)
+            running = bool(rng.random() < 0.95)
+            stop = bool(rng.random() < 0.01)
+            hold = bool(rng.random() < hold_p)
+            grant = want_q and not fill_q and not sent
+            fill = fill_q or bool(rng.random() < 0.01)
+            new = item()
+            for name, v in (("start", start), ("running", running), ("stop", stop),
+                            ("hold_free", hold), ("fill", fill)):
+                ctx.set(getattr(c, name), v)
+            ctx.set(c.fill_item, new)
+            # the model's combinational signals
+            can = has and go
+            issue_entry = can and left > 0 and (left != 1 or hold)
+            issue_zero = can and left == 0 and hold
+            finishing = (issue_entry and left == 1) or issue_zero
+            last_pass = passes == 1
+            item_done = finishing and last_pass
+            take = slot_full and go and (not has or item_done)
+            got = tuple(bool(ctx.get(getattr(c, n)))
+                        for n in ("has_item", "slot_full", "issuing", "finishing", "want"))
+            assert got == (has, slot_full, issue_entry, finishing, want), (cyc, got)
+            if has:
+                seen.add((min(left, 8), min(count, 8), min(passes, 8)))
+            ending = (left or 1) + (passes - 1) * (count or 1) <= WANT_AHEAD
+            short = take and slot["reps"] * (slot["count"] or 1) < WANT_AHEAD
+            # the registers
+            want = not start and (short or (not slot_full and not fill
+                                            and (not has or ending)))
+            slot_full = False if start or not go else True if fill else False if take \
+                else slot_full
+            if issue_entry:
+                left -= 1
+            if finishing and not last_pass:
+                left, passes = count, passes - 1
+            if take:
+                has, left, count, passes = True, slot["count"], slot["count"], slot["reps"]
+            elif item_done or not go:
+                has = False
+            if fill:
+                slot = new
+            go = running and not stop and not start
+            want_q, sent, fill_q = bool(ctx.get(c.want)), fill_q, grant
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    return seen
+
+
+@pytest.mark.parametrize("seed,hold_p", [(0, 0.7), (1, 0.3), (2, 1.0)])
+def test_want_against_reference(seed, hold_p):
+    """``want`` (a table of saturated registers, no arithmetic before it) is the registered
+    "the current item has at most WANT_AHEAD issue cycles left, or is taken with fewer than
+    WANT_AHEAD" of the item's full counters, every cycle; the run reaches many distinct item
+    states (left, count and passes on either side of the limits)."""
+    seen = _want_reference(seed, hold_p=hold_p)
+    assert len(seen) >= 150, len(seen)
+    # each of left, count, passes at every small value and above
+    assert {s[0] for s in seen} >= set(range(9))
+    assert {s[1] for s in seen} >= set(range(9))
+    assert {s[2] for s in seen} >= set(range(1, 9))
