@@ -22,12 +22,14 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import datetime
+import gc
 import json
 import os
 import shutil
 import statistics
 import sys
 import time
+import traceback
 import warnings
 from pathlib import Path
 
@@ -253,6 +255,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def _drop_refused(exc: BaseException) -> None:
+    """Frees what the failed build of one board left behind (the frames of ``exc``'s
+    traceback) without Amaranth's "created but never used" warning for it: a constructor that
+    refused a parameter leaves its owner half-made (``SwatCore`` refusing ``rows=0`` inside
+    ``SwatSystem.__init__``; ``SwatCore`` itself is marked, ``hw.params.rejected_unused``), and
+    an elaboration that raised leaves the submodules it had made. Only these objects: the
+    warning filter holds while they are freed here, and warnings of anything else stand."""
+    from amaranth.hdl import UnusedElaboratable
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        traceback.clear_frames(exc.__traceback__)
+        gc.collect()
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.render_only:
@@ -273,6 +290,7 @@ def main(argv=None) -> int:
         except Exception as exc:  # one line per failed board, then the next board
             runner.log(f"[{name}] FAILED: {type(exc).__name__}: {exc}")
             failed.append(name)
+            _drop_refused(exc)
             continue
         clk = rep.get("clock")
         if clk and clk["achieved_fmax_mhz"] is not None:
@@ -289,9 +307,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    # a board whose design cannot be built is reported in one line (``main``); the objects its
-    # constructors left half-made would add an "UnusedElaboratable" warning each at exit
-    from amaranth.hdl import UnusedElaboratable
-
-    warnings.filterwarnings("ignore", category=UnusedElaboratable)
     sys.exit(main())
