@@ -54,7 +54,13 @@ def _verilog_sha(model) -> str:
 
 def local_client(n_workers: int | None = None):
     """A client of a new :class:`distributed.LocalCluster` with one single-threaded worker
-    process per core (``n_workers`` defaults to ``os.cpu_count()``); close it when done."""
+    process per core (``n_workers`` defaults to ``os.cpu_count()``); close it when done.
+
+    It has no dashboard (a batch job: nothing shows its address; for one, run ``dask
+    scheduler``, whose dashboard is on port 8787, and pass its address). The scheduler's HTTP
+    server (health and metrics routes) starts all the same, and without an address
+    distributed puts it on the fixed port 8787, so that runs side by side warned "Port 8787
+    is already in use": it listens on a free port of 127.0.0.1."""
     import logging
 
     from distributed import Client, LocalCluster
@@ -63,7 +69,8 @@ def local_client(n_workers: int | None = None):
     repo = str(Path(__file__).resolve().parent.parent)
     path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH", "")) if p)
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=logging.ERROR,
+                           dashboard_address="127.0.0.1:0",
+                           scheduler_kwargs={"dashboard": False}, silence_logs=logging.ERROR,
                            env={"PYTHONPATH": path})
     return Client(cluster)
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import functools
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -35,18 +37,41 @@ def _dask(*args):
 
 
 @pytest.fixture(scope="module")
-def scheduler(tmp_path_factory):
-    """``dask scheduler`` and two ``dask worker`` processes (one thread each) on 127.0.0.1."""
+def port_8787_taken():
+    """distributed's default dashboard port held, as by another run's cluster: a listening
+    socket on 127.0.0.1:8787 that accepts nothing (or another process holds the port)."""
+    sock = socket.socket()
+    try:
+        sock.bind(("127.0.0.1", 8787))
+        sock.listen()
+    except OSError:  # in use already
+        sock.close()
+    try:
+        yield
+    finally:
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def dask_logs(tmp_path_factory):
+    return tmp_path_factory.mktemp("dask")
+
+
+@pytest.fixture(scope="module")
+def scheduler(dask_logs, port_8787_taken):
+    """``dask scheduler`` and two ``dask worker`` processes (one thread each) on 127.0.0.1,
+    logs in ``dask_logs``."""
     verilate.harness_model(8, 8)  # built once here, reused by the workers from the cache
-    tmp = tmp_path_factory.mktemp("dask")
-    sfile = tmp / "scheduler.json"
+    sfile = dask_logs / "scheduler.json"
     env = dict(os.environ)
     repo = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH")) if p)
     env["SWAT_SIM_BUILD"] = str(verilate.build_root())
-    logs = [open(tmp / f"{name}.log", "w") for name in ("scheduler", "worker0", "worker1")]
+    logs = [open(dask_logs / f"{name}.log", "w") for name in ("scheduler", "worker0", "worker1")]
+    # --no-dashboard still starts the HTTP server, by default on 8787: a free port instead
     procs = [subprocess.Popen(_dask("scheduler", "--host", "127.0.0.1", "--port", "0",
-                                    "--no-dashboard", "--scheduler-file", str(sfile)),
+                                    "--no-dashboard", "--dashboard-address", "127.0.0.1:0",
+                                    "--scheduler-file", str(sfile)),
                               env=env, stdout=logs[0], stderr=subprocess.STDOUT)]
     try:
         for _ in range(300):
@@ -112,6 +137,32 @@ def test_a_worker_that_dies_is_reported_and_its_work_rerun(scheduler, tmp_path, 
             f"its core operations elsewhere") in capsys.readouterr().err
     for a, b in zip(serial, spread, strict=True):
         _same(a, b)
+
+
+def test_the_scheduler_leaves_port_8787_alone(scheduler, dask_logs):
+    """The test scheduler's HTTP server (no dashboard) is on a free port: with 8787 taken, as
+    by a second test run beside this one, its log has no "Port 8787 is already in use"."""
+    from distributed import Client
+
+    with Client(scheduler, timeout="30s") as client:
+        port = client.scheduler_info()["services"]["dashboard"]
+    assert port != 8787
+    assert "already in use" not in (dask_logs / "scheduler.log").read_text()
+
+
+def test_a_local_cluster_leaves_port_8787_alone(port_8787_taken):
+    """``local_client`` (the compare job's ``--workers N``): no dashboard, and the scheduler's
+    HTTP server on a free port of 127.0.0.1, so that concurrent runs do not warn."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        client = cluster.local_client(1)
+        try:
+            http = client.cluster.scheduler.http_server
+            address = (http.address, http.port)
+        finally:
+            cluster.close_client(client)
+    assert [str(w.message) for w in caught if "in use" in str(w.message)] == []
+    assert address[0] == "127.0.0.1" and address[1] != 8787
 
 
 def test_unreachable_scheduler_is_one_clear_error():
