@@ -816,23 +816,47 @@ def _end_groups() -> None:
             os.killpg(pid, signal.SIGKILL)
 
 
+@contextlib.contextmanager
+def _sigint_deferred():
+    """A SIGINT (Ctrl-C) that arrives inside the block is handled at its end, by the handler
+    it would have met (``KeyboardInterrupt``). In the main thread, and only for a handler
+    written in Python: elsewhere, as before."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield
+        return
+    caught = []
+    signal.signal(signal.SIGINT, lambda signum, frame: caught.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            previous(signal.SIGINT, caught[0])
+
+
 def _run_group(cmd, **kw) -> subprocess.CompletedProcess:
     """``subprocess.run`` in a process group of its own that an interrupt (Ctrl-C, a kill of
     the job) takes down whole: the ``verilator`` wrapper, its ``make`` and the compilers, so no
-    compiler outlives the Python process that asked for the model."""
-    proc = subprocess.Popen(cmd, start_new_session=True, **kw)
-    _GROUPS.add(proc.pid)
+    compiler outlives the Python process that asked for the model. An interrupt while the
+    group starts waits until it is known (a Ctrl-C inside ``Popen``, after the fork, left the
+    group running)."""
+    proc = None
     try:
+        with _sigint_deferred():
+            proc = subprocess.Popen(cmd, start_new_session=True, **kw)
+            _GROUPS.add(proc.pid)
         return subprocess.CompletedProcess(cmd, proc.wait())
     except BaseException:
-        for sig in (signal.SIGTERM, signal.SIGKILL):  # SIGKILL: whatever SIGTERM left behind
+        for sig in (signal.SIGTERM, signal.SIGKILL) if proc else ():  # SIGKILL: what's left
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, sig)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
         raise
     finally:
-        _GROUPS.discard(proc.pid)
+        if proc is not None:
+            _GROUPS.discard(proc.pid)
 
 
 def _lz4_link_dir(bdir: Path) -> Path:
