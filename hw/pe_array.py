@@ -4,7 +4,7 @@ Each PE column ``j`` receives one effectual operand pair per cycle on ``inp[j]``
 slice (``rows`` int8 lanes), one non-zero S value ``v`` and the ``first``/``last`` flags of the
 output column (work item) it belongs to — and every PE ``(i, j)`` does ``acc[i] += d[i] * v``.
 Only effectual work is presented, so only effectual work takes cycles. When the ``last``
-operand of an item has been accumulated, the column's sums move to a holding register (the
+operand of an item has been accumulated, the column's sums move to a holding queue (the
 second buffer of the double-buffered accumulators) and leave on ``out[j]`` while the
 accumulators already serve the next item.
 
@@ -25,12 +25,28 @@ Latency: an operand accepted in cycle ``t`` is in the accumulator at the end of 
 for a ``last`` operand ``out.valid`` rises in cycle ``t+4``. Throughput: one operand per cycle per
 column, i.e. ``rows*cols`` MACs per cycle.
 
-The input streams are ``always_ready`` (the pipeline never stalls). The holding register is a
-queue of ``hold_depth`` results per column; the producer must keep at most ``hold_depth``
-unfinished results per column (items whose ``last`` operand was sent but whose result has not
-left on ``out``): the core does so with a credit counter, see ``hw.core``. Should a result
-arrive at a full queue anyway, the sticky ``overflow`` flag rises (never in correct operation;
-the tests check it stays low).
+The input streams are ``always_ready`` (the pipeline never stalls). The holding queue keeps
+``hold_depth`` results per column; the producer must keep at most ``hold_depth`` unfinished
+results per column (items whose ``last`` operand was sent but whose result has not left on
+``out``): the core does so with a credit counter, see ``hw.core``. Should a result arrive at a
+queue that is full after this cycle's pop anyway, it is dropped and the sticky ``overflow``
+flag rises (never in correct operation; the tests check it stays low).
+
+The queue is a circular buffer of ``hold_depth`` slots: a result is written once, into the
+slot of the write pointer, and never moved; a pop (``out.valid & out.ready``) only advances the
+read pointer, and ``out.payload`` is the read pointer's slot (no select for ``hold_depth`` 1;
+both consumers, ``hw.result_logs`` and ``hw.result_port``, register it). Each slot's write
+enable is a register computed at S1 (``s1_push`` and the write pointer as it will be), in
+copies of different forms, one per group of about two lanes, so the ``32*rows`` data FFs of a
+slot have nothing but a nearby register on their clock enable: the consumer's ``ready`` only
+reaches the pointers, the valid bit and the enables' inputs. (Before, the slots were a shift
+register whose enables were a function of ``s2_push``, the pop and the valid bits; with
+``hold_depth`` 1 and the logs' constant ``ready`` yosys reduced that to ``s2_push`` itself, one
+register driving the 265 enables of a column: the ULX3S seed-1 critical path.) The one
+difference to a queue that drops an overflowing result untouched: its write, decided a cycle
+before the pop is known, has gone into the slot of the write pointer, which for a full queue is
+the head, so after an ``overflow`` the head holds the dropped result (``valid``, ``busy`` and
+``overflow`` are unaffected; the core does not use ``overflow``).
 """
 
 from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed
@@ -79,8 +95,9 @@ class PEArray(wiring.Component):
     -------
     inp : ``In(stream.Signature(operand_layout, always_ready=True)).array(cols)``
     out : ``Out(stream.Signature(result_layout)).array(cols)``
-    busy : ``Out(1)`` — some operand or result is in flight (pipeline or holding register).
-    overflow : ``Out(1)`` — sticky: a result arrived while the holding register was full.
+    busy : ``Out(1)`` — some operand or result is in flight (pipeline or holding queue).
+    overflow : ``Out(1)`` — sticky: a result arrived while the holding queue was full (after
+        the pop of the same cycle).
     clear : ``In(1)`` — drop everything in flight and clear ``overflow`` (start of an operation).
 
     Notes
@@ -136,7 +153,7 @@ class PEArray(wiring.Component):
             s1_last = Signal(name=f"s1_last_{j}", reset_less=True)  # unused (``push`` carries it)
             s1_tag = Signal(self.tag_width, name=f"s1_tag_{j}", reset_less=True)
             s1_push = Signal(name=f"s1_push_{j}")  # = s1_valid & s1_last, its own register:
-            # it enables the 32*rows holding FFs (no LUT before that fan-out)
+            # the holding slots' write enables are computed from it (registers, S2)
             s2_valid = Signal(name=f"s2_valid_{j}")
             s2_first = Signal(name=f"s2_first_{j}", reset_less=True)
             s2_tag = Signal(self.tag_width, name=f"s2_tag_{j}", reset_less=True)
@@ -171,52 +188,83 @@ class PEArray(wiring.Component):
                 m.d.sync += [s1_d.eq(s0_d), s1_v.eq(s0_v)]
                 for i in range(rows):
                     m.d.sync += s2_p[i].eq(s1_d[8 * i:8 * i + 8].as_signed() * s1_v)
-            # S3: accumulators and holding register (double buffer)
+            # S3: accumulators and the holding queue (the double buffer)
             acc = [Signal(signed(32), name=f"acc_{i}_{j}", reset_less=True) for i in range(rows)]
             nxt = [Signal(signed(32), name=f"nxt_{i}_{j}") for i in range(rows)]
-            # holding queue of hold_depth results: slot 0 is the head (out), slot 1 behind it
-            hd = self.hold_depth
-            hold = [[Signal(signed(32), name=f"hold{h}_{i}_{j}", reset_less=True)
-                     for i in range(rows)]
-                    for h in range(hd)]
-            hold_valid = [Signal(name=f"hold{h}_valid_{j}") for h in range(hd)]
-            hold_tag = [Signal(self.tag_width, name=f"hold{h}_tag_{j}", reset_less=True)
-                        for h in range(hd)]
             for i in range(rows):
                 m.d.comb += nxt[i].eq(Mux(s2_first, s2_p[i], (acc[i] + s2_p[i])[:32]))
                 with m.If(s2_valid):
                     m.d.sync += acc[i].eq(nxt[i])
-            m.d.comb += [
-                out.valid.eq(hold_valid[0]),
-                out.payload.tag.eq(hold_tag[0]),
-            ]
-            for i in range(rows):
-                m.d.comb += out.payload.c[32 * i:32 * i + 32].eq(hold[0][i])
-            pop = Signal(name=f"pop_{j}")
-            push = Signal(name=f"push_{j}")
-            m.d.comb += [pop.eq(out.valid & out.ready), push.eq(s2_push)]
-            # occupancy after the pop, per slot
-            occ = [Signal(name=f"occ{h}_{j}") for h in range(hd)]
+            # holding queue of hold_depth results: a circular buffer. A result is written once,
+            # into slot ``wp``, and never moved; a pop only advances the read pointer ``rp``.
+            # The write enable of each slot (``we[h]``, = S2 push into slot h) is a register
+            # computed at S1, so the 32*rows data FFs of a slot have a register on their clock
+            # enable and nothing else: ``out.ready`` (the consumer's) only reaches the pointers,
+            # the count and the enables' D inputs.
+            hd = self.hold_depth
+            hold = [[Signal(signed(32), name=f"hold{h}_{i}_{j}", reset_less=True)
+                     for i in range(rows)]
+                    for h in range(hd)]
+            hold_tag = [Signal(self.tag_width, name=f"hold{h}_tag_{j}", reset_less=True)
+                        for h in range(hd)]
+            # the enable of each slot in copies, one per group of lanes (the tag with the last
+            # group): one register drives at most ~2*32 FFs, placed by its lanes
+            groups = _lane_groups(rows)
+            we = [[_copy_register(m, f"hold{h}_we{g}_{j}", g) for g in range(len(groups))]
+                  for h in range(hd)]  # we[h][g]: (next value, current value)
+            head_valid = Signal(name=f"hold_valid_{j}")  # = count != 0, its own register
+            count = head_valid if hd == 1 else Signal(range(hd + 1), name=f"hold_count_{j}")
+            rp = Signal(range(hd), name=f"hold_rp_{j}")
+            wp = Signal(range(hd), name=f"hold_wp_{j}")
             for h in range(hd):
-                nxt_valid = hold_valid[h + 1] if h + 1 < hd else 0
-                m.d.comb += occ[h].eq(Mux(pop, nxt_valid, hold_valid[h]))
-                with m.If(pop):  # shift towards the head
-                    m.d.sync += hold_valid[h].eq(nxt_valid)
-                    if h + 1 < hd:
-                        m.d.sync += [hold[h][i].eq(hold[h + 1][i]) for i in range(rows)]
-                        m.d.sync += hold_tag[h].eq(hold_tag[h + 1])
-            with m.If(push):  # into the first free slot after the pop
-                placed = Const(0)
-                for h in range(hd):
-                    with m.If(~occ[h] & ~placed):
-                        m.d.sync += [hold_valid[h].eq(1), hold_tag[h].eq(s2_tag)]
-                        m.d.sync += [hold[h][i].eq(nxt[i]) for i in range(rows)]
-                    placed = placed | ~occ[h]
-            with m.If(self.clear):
-                m.d.sync += [v.eq(0) for v in hold_valid]
-            full = occ[hd - 1]
-            ovf_terms.append(push & full)
-            busy_terms += [s0_valid, s1_valid, s2_valid, *hold_valid]
+                for g, lanes in enumerate(groups):
+                    with m.If(we[h][g][1]):
+                        m.d.sync += [hold[h][i].eq(nxt[i]) for i in lanes]
+                        if g == len(groups) - 1:
+                            m.d.sync += hold_tag[h].eq(s2_tag)
+            m.d.comb += out.valid.eq(head_valid)
+            if hd == 1:
+                m.d.comb += [out.payload.c.eq(Cat(*hold[0])), out.payload.tag.eq(hold_tag[0])]
+            else:
+                with m.Switch(rp):
+                    for h in range(hd):
+                        with m.Case(h):
+                            m.d.comb += [out.payload.c.eq(Cat(*hold[h])),
+                                         out.payload.tag.eq(hold_tag[h])]
+            pop = Signal(name=f"pop_{j}")
+            after_pop = Signal(range(hd + 1), name=f"hold_after_pop_{j}")
+            full = Signal(name=f"hold_full_{j}")  # full after the pop
+            accept = Signal(name=f"push_{j}")  # the S2 result joins the queue
+            m.d.comb += [
+                pop.eq(head_valid & out.ready),
+                after_pop.eq(count - pop),
+                full.eq(after_pop == hd),
+                accept.eq(s2_push & ~full),
+            ]
+            # (a result arriving at a full queue is dropped and raises ``overflow``; its write,
+            # decided a cycle before the pop is known, has then gone into slot ``wp`` = ``rp``:
+            # after an overflow the head holds the dropped result, see the module docstring)
+            wp_next = Signal(range(hd), name=f"hold_wp_next_{j}")
+            rp_next = Signal(range(hd), name=f"hold_rp_next_{j}")
+            if hd == 1:
+                m.d.comb += [wp_next.eq(0), rp_next.eq(0)]
+            else:
+                m.d.comb += [
+                    wp_next.eq(Mux(accept, Mux(wp == hd - 1, 0, wp + 1), wp)),
+                    rp_next.eq(Mux(pop, Mux(rp == hd - 1, 0, rp + 1), rp)),
+                ]
+            m.d.sync += [head_valid.eq(accept | (after_pop != 0)), wp.eq(wp_next), rp.eq(rp_next)]
+            if hd > 1:
+                m.d.sync += count.eq(after_pop + accept)
+            for h in range(hd):
+                for d_in, _ in we[h]:
+                    m.d.comb += d_in.eq(s1_push & ~self.clear & (wp_next == h))
+            with m.If(self.clear):  # empty; s2_push and the enables are 0 next cycle
+                m.d.sync += [head_valid.eq(0), wp.eq(0), rp.eq(0)]
+                if hd > 1:
+                    m.d.sync += count.eq(0)
+            ovf_terms.append(s2_push & full)
+            busy_terms += [s0_valid, s1_valid, s2_valid, head_valid]
         m.d.comb += self.busy.eq(Cat(*busy_terms).any())
         with m.If(Cat(*ovf_terms).any()):
             m.d.sync += self.overflow.eq(1)
@@ -224,6 +272,34 @@ class PEArray(wiring.Component):
             m.d.sync += self.overflow.eq(0)
         return m
 
+
+def _lane_groups(rows):
+    """The lanes ``0 … rows-1`` in groups of about two, at most ``len(_COPY_FORMS)`` groups:
+    one copy of a holding slot's write enable per group."""
+    n = min(-(-rows // 2), len(_COPY_FORMS))
+    return [[i for i in range(rows) if i * n // rows == g] for g in range(n)]
+
+
+# Forms of a copied enable register (inverted, reset_less, init): yosys merges registers with
+# the same input (``opt_merge``), so every copy of one enable takes another form; none is the
+# plain register with reset of ``s2_push``, which has the same input when ``hold_depth`` is 1.
+# (The value is the same every cycle; the init of a reset-less copy differs only before the
+# first clock edge, when no slot is valid.)
+_COPY_FORMS = ((False, True, 0), (True, False, 1), (False, True, 1), (True, True, 0),
+               (True, True, 1))
+
+
+def _copy_register(m, name, form):
+    """A 1-bit register in form ``form`` of ``_COPY_FORMS``: returns ``(d, q)``, ``q`` is ``d``
+    one cycle later (through an inverted register for the inverted forms)."""
+    inverted, reset_less, init = _COPY_FORMS[form]
+    d = Signal(name=f"{name}_d")
+    reg = Signal(name=f"{name}_n" if inverted else name, init=init, reset_less=reset_less)
+    if inverted:
+        m.d.sync += reg.eq(~d)
+        return d, ~reg
+    m.d.sync += reg.eq(d)
+    return d, reg
 
 
 def _ecp5_mult(a, b, p):

@@ -210,3 +210,134 @@ def test_ecp5_multipliers_use_the_dsp_registers():
     assert not any(c.startswith("$mul ") for c in cells)
     generic = netlist(None)
     assert "MULT18X18D" not in generic and "$mul " in generic
+
+
+class _QueueModel:
+    """Cycle model of a PE column's ports: the four pipeline stages and the holding queue as a
+    list (``hold_depth`` results), the sticky ``overflow``. ``on_overflow``: what a result
+    arriving at a full queue does to it — ``"drop"`` (the shift-register queue before the
+    circular buffer) or ``"head"`` (the circular buffer: the dropped result's write has gone
+    into the head slot)."""
+
+    def __init__(self, rows, hold_depth, on_overflow):
+        self.rows, self.hd, self.on_overflow = rows, hold_depth, on_overflow
+        self.stages = [None, None, None]  # S0, S1, S2: (d, v, first, last, tag) or None
+        self.acc = [0] * rows
+        self.queue = []
+        self.overflow = 0
+
+    def outputs(self):
+        head = self.queue[0] if self.queue else None
+        busy = any(s is not None for s in self.stages) or bool(self.queue)
+        return head, int(busy), self.overflow
+
+    def step(self, operand, ready, clear):
+        pop = bool(self.queue) and ready
+        s2 = self.stages[2]
+        push = None
+        if s2 is not None:
+            d, v, first, last, tag = s2
+            self.acc = [((0 if first else a) + x * v) & 0xFFFFFFFF
+                        for a, x in zip(self.acc, d, strict=True)]
+            if last:
+                push = (list(self.acc), tag)
+        if pop:
+            self.queue.pop(0)
+        if push is not None:
+            if len(self.queue) < self.hd:
+                self.queue.append(push)
+            else:
+                self.overflow = 1
+                if self.on_overflow == "head":
+                    self.queue[0] = push
+        self.stages = [operand, *self.stages[:2]]
+        if clear:
+            self.stages = [None, None, None]
+            self.queue = []
+            self.overflow = 0
+        return pop
+
+
+def _run_queue(*, rows, hold_depth, seed, cycles, valid_p, last_p, ready_p, credit, clear_p,
+               on_overflow="head"):
+    """Random operands (random ``first``/``last``) into one column, random ``out.ready``, and
+    random ``clear``; ``out.valid``, the payload of a valid result, ``busy`` and ``overflow``
+    compared with :class:`_QueueModel` every cycle. ``credit``: at most ``hold_depth``
+    unfinished results, as the core keeps (no overflow); otherwise results pile up."""
+    dut = PEArray(rows=rows, cols=1, tag_width=8, hold_depth=hold_depth)
+    model = _QueueModel(rows, hold_depth, on_overflow)
+    rng = np.random.default_rng(seed)
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    seen = {"pops": 0, "overflows": 0, "full": 0}
+
+    async def tb(ctx):
+        inp, out = dut.inp[0], dut.out[0]
+        owed = 0
+        for t in range(cycles):
+            clear = bool(rng.random() < clear_p)
+            operand = None
+            if rng.random() < valid_p:
+                d = [int(x) for x in rng.integers(-128, 128, rows)]
+                if rng.random() < 0.2:
+                    d = [-128] * rows
+                v = -128 if rng.random() < 0.2 else int(rng.integers(-128, 128))
+                last = bool(rng.random() < last_p)
+                if last and credit and owed >= hold_depth:
+                    last = False
+                operand = (d, v, bool(rng.random() < 0.5), last, int(rng.integers(0, 256)))
+            ready = bool(rng.random() < ready_p)
+            ctx.set(dut.clear, clear)
+            ctx.set(out.ready, ready)
+            ctx.set(inp.valid, operand is not None)
+            if operand is not None:
+                d, v, first, last, tag = operand
+                word = sum((x & 0xFF) << (8 * i) for i, x in enumerate(d))
+                ctx.set(inp.payload, {"d": word, "v": v, "first": first, "last": last,
+                                      "tag": tag})
+            head, busy, overflow = model.outputs()
+            where = f"cycle {t}"
+            assert ctx.get(out.valid) == (head is not None), where
+            if head is not None:
+                c = ctx.get(out.payload.c)
+                lanes = [(c >> (32 * i)) & 0xFFFFFFFF for i in range(rows)]
+                assert (lanes, ctx.get(out.payload.tag)) == head, where
+            assert ctx.get(dut.busy) == busy, where
+            assert ctx.get(dut.overflow) == overflow, where
+            seen["full"] += len(model.queue) == hold_depth
+            if model.step(operand, ready, clear):
+                seen["pops"] += 1
+                owed -= 1
+            if operand is not None and operand[3] and not clear:
+                owed += 1
+            if clear:
+                owed = 0
+            seen["overflows"] += model.overflow
+            await ctx.tick()
+
+    sim.add_testbench(tb)
+    sim.run()
+    return seen
+
+
+@pytest.mark.parametrize("hold_depth", [1, 2, 3])
+@pytest.mark.parametrize("valid_p,ready_p", [(1.0, 1.0), (1.0, 0.3), (0.6, 0.6), (0.3, 0.9)])
+def test_queue_against_model_with_credit(hold_depth, valid_p, ready_p):
+    """As the core drives it (credit, no overflow): every cycle as the model, with and without
+    idle inputs and backpressure on ``out.ready``."""
+    seen = _run_queue(rows=3, hold_depth=hold_depth, seed=hold_depth * 10 + int(ready_p * 10),
+                      cycles=600, valid_p=valid_p, last_p=0.5, ready_p=ready_p, credit=True,
+                      clear_p=0.0)
+    assert seen["pops"] > 50 and seen["overflows"] == 0
+    if ready_p < 0.5:
+        assert seen["full"] > 20  # the backpressure filled the queue
+
+
+@pytest.mark.parametrize("hold_depth", [1, 2, 3])
+@pytest.mark.parametrize("ready_p", [0.2, 0.7])
+def test_queue_against_model_overflow_and_clear(hold_depth, ready_p):
+    """No credit: results arrive at a full queue (overflow, sticky until ``clear``); random
+    ``clear``. Every cycle as the model, including the head a dropped result overwrites."""
+    seen = _run_queue(rows=2, hold_depth=hold_depth, seed=100 + hold_depth, cycles=800,
+                      valid_p=0.8, last_p=0.6, ready_p=ready_p, credit=False, clear_p=0.03)
+    assert seen["pops"] > 50 and seen["overflows"] > 20
