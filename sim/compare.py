@@ -12,11 +12,11 @@
 2. lower each layer to its GEMMs (``sw.lowering``): quantize (``sw.quant``, symmetric per
    tensor), Top-K *on the integers* with the hardware's tie rule (``sw.int_topk``: the kept set
    the threshold-select unit produces) at each layer's density, im2col for convolutions;
-3. run the GEMMs on the Verilator model of the core (``sim.run_gemms`` on the core without the
-   select unit, :mod:`sim.compare_models`; one simulator process per core, or a Dask cluster
-   with ``--scheduler``; a short job, the digits step, runs them in one simulator process
-   instead of starting a cluster, beside the select loop's on 3 cores or more), check each bit
-   for bit against ``sw.intref.gemm`` and also run them on the operands without Top-K (the
+3. run the GEMMs on the Verilator model of the core (``sim.gemm.run_gemms`` on the core
+   without the select unit, :mod:`sim.compare_models`; one simulator process per core, or a
+   Dask cluster with ``--scheduler``; a short job, the digits step, runs them in one simulator
+   process instead of starting a cluster, beside the select loop's on 3 cores or more), check
+   each bit for bit against ``sw.intref.gemm`` and also run them on the operands without Top-K (the
    speedup baseline: natural zeros still skipped) and, except for the digits job, on operands
    with no zero at all ("truly dense"); baselines count cycles only (of the M blocks over one S
    block only one runs, see ``run_gemms(cycles_only=...)``). A GEMM with more core operations

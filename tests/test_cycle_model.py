@@ -1,8 +1,8 @@
 """The cycle model (``hw.contract.cycles.schedule_cycles``) against the RTL (the Verilator model
-of the 8x8 core through ``sim.run_gemms``): exact (the issue asks for 3 %) on the GEMM shapes of
-the compare job (the digits CNN's three passes per layer) and of its sparsity sweep (64x576 @
-576x64), with S drawn like SWAT's Top-K (unstructured, so column lengths vary) and with skewed
-columns."""
+of the 8x8 core through ``sim.gemm.run_gemms``): exact (the issue asks for 3 %) on the GEMM
+shapes of the compare job (the digits CNN's three passes per layer) and of its sparsity sweep
+(64x576 @ 576x64), with S drawn like SWAT's Top-K (unstructured, so column lengths vary) and
+with skewed columns."""
 
 from __future__ import annotations
 
