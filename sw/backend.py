@@ -245,9 +245,8 @@ class FpgaBackend(GemmBackend):
     def start(self) -> None:
         if not self.port:
             raise BackendError("backend fpga: no serial port given (--port /dev/ttyUSB0)")
-        drv = _fpga_driver()
-        if drv is None:
-            raise BackendError("backend fpga: the UART host driver is not installed")
+        from hw import host_driver as drv
+
         try:
             import serial
         except ImportError:
@@ -279,20 +278,6 @@ class FpgaBackend(GemmBackend):
             out.append(GemmOut(np.asarray(r.c, dtype=np.int64), int(r.macs), int(r.cycles),
                                int(r.tiles)))
         return out
-
-
-def _fpga_driver():
-    """The module of the UART host driver (moving from ``sim/fpga.py`` into ``hw/``)."""
-    import importlib
-
-    for mod in ("hw.host.fpga", "hw.fpga", "hw.host_driver", "sim.fpga"):
-        try:
-            m = importlib.import_module(mod)
-        except ImportError:
-            continue
-        if hasattr(m, "SwatFpga"):
-            return m
-    return None
 
 
 def make_backend(name: str, **kw) -> GemmBackend | None:

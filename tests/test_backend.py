@@ -69,6 +69,42 @@ def test_fpga_missing_port_fails_to_start(tmp_path):
     assert "\n" not in msg
 
 
+def test_fpga_starts_the_host_driver_on_the_port(monkeypatch):
+    """``start`` opens the port with pyserial and drives it with ``hw.host_driver.SwatFpga``
+    (resync, then INFO: the board's array sizes the utilization)."""
+    serial = pytest.importorskip("serial")
+    from hw import host_driver
+
+    calls = []
+
+    class Port:
+        def __init__(self, path, baud, timeout):
+            calls.append(("open", path, baud, timeout))
+
+        def close(self):
+            calls.append(("close",))
+
+    class Driver:
+        def __init__(self, port):
+            assert isinstance(port, Port)
+
+        def resync(self):
+            calls.append(("resync",))
+
+        def info(self):
+            return host_driver.CoreInfo(version=2, rows=4, cols=2, d_depth=256, s_depth=256,
+                                        c_depth=128, clk_hz=0)
+
+    monkeypatch.setattr(serial, "Serial", Port)
+    monkeypatch.setattr(host_driver, "SwatFpga", Driver)
+    be = B.FpgaBackend("/dev/ttyX")
+    be.start()
+    assert isinstance(be.dev, Driver) and be.pes == 8
+    be.close()
+    assert calls == [("open", "/dev/ttyX", be.baud, be.reply_timeout_s), ("resync",),
+                     ("close",)]
+
+
 def test_rtl_model_that_cannot_be_built(monkeypatch):
     from sim import verilate
 
