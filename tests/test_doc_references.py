@@ -67,3 +67,13 @@ def test_named_paths_exist():
             if not (REPO / path).exists():
                 missing.append(f"{f}: {p}")
     assert missing == []
+
+
+def test_the_module_table_of_the_simulation_docs_is_complete():
+    """docs/simulation.md opens with a table of the modules of ``sim/``: each is in it."""
+    text = (REPO / "docs" / "simulation.md").read_text()
+    table = {p for line in text.splitlines() if line.startswith("| `sim/")
+             for p in re.findall(r"`(sim/[\w./]+)`", line.split(" | ")[0])}
+    tracked = subprocess.run(["git", "ls-files", "sim/*.py", "sim/*.cpp"], cwd=REPO, check=True,
+                             capture_output=True, text=True).stdout.split()
+    assert sorted(f for f in tracked if not f.endswith("__init__.py") and f not in table) == []
