@@ -64,6 +64,10 @@ class Board:
 
     ``core_extra`` holds further ``SwatCore`` keywords; ``synth_opts`` and ``nextpnr_opts``
     go to Amaranth's build templates (the runner adds the report, seed and timing options).
+    ``lut_wire_ps`` (ECP5 only; 0: yosys's own) is the wire delay yosys's LUT mapper (``abc9
+    -W``) assumes per net: ``synth_ecp5`` passes 300 ps, which makes a chain of LUTs through
+    their fast input look cheaper than a shallower tree, while a routed net on this part costs
+    0.5–1 ns. See ``yosys_overrides``.
     """
 
     name: str
@@ -78,6 +82,7 @@ class Board:
     c_depth: int
     synth_opts: str = ""
     nextpnr_opts: str = ""
+    lut_wire_ps: int = 0
     core_extra: dict = dataclasses.field(default_factory=dict)
 
     def platform(self):
@@ -89,6 +94,25 @@ class Board:
         from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
         return ULX3S_85F_Platform()
+
+    def yosys_overrides(self) -> dict:
+        """Amaranth's yosys template overrides: ``synth_opts``, and with ``lut_wire_ps`` the
+        ``synth_ecp5`` script split around its LUT mapping step (``-run begin:map_luts``, then
+        ``map_luts`` with our ``abc9 -W``, then ``-run map_cells:``)."""
+        if not self.lut_wire_ps:
+            return {"synth_opts": self.synth_opts}
+        if self.family is not ECP5:
+            raise ValueError(f"{self.name}: lut_wire_ps is for ECP5 boards only")
+        return {
+            "synth_opts": f"{self.synth_opts} -run begin:map_luts".strip(),
+            "script_after_synth": "\n".join([
+                "check -latchonly -assert",
+                "techmap -map +/lattice/latches_map.v",
+                f"abc9 -W {self.lut_wire_ps}",
+                "clean",
+                f"synth_ecp5 {self.synth_opts} -run map_cells:".replace("  ", " "),
+            ]),
+        }
 
     def top(self, *, baud: int):
         """The board top (UART pins, PLL, bridge and core) at the requested clock."""

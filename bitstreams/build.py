@@ -50,7 +50,7 @@ def nextpnr_opts(board: Board, seed: int) -> str:
 def _elaborate(board: Board, baud: int, seed: int, build_dir: Path):
     """The board top and its extracted build plan; returns ``(top, plan commands)``."""
     top = board.top(baud=baud)
-    plan = board.platform().build(top, name="top", do_build=False, synth_opts=board.synth_opts,
+    plan = board.platform().build(top, name="top", do_build=False, **board.yosys_overrides(),
                                   nextpnr_opts=nextpnr_opts(board, seed))
     plan.extract(str(build_dir))
     cmds = runner.plan_commands((build_dir / "build_top.sh").read_text())
@@ -186,7 +186,8 @@ def _report(ctx: dict, runs: list[dict], best: dict, steps: dict) -> dict:
             "rows": board.rows, "cols": board.cols, "pes": board.rows * board.cols,
             "d_depth": board.d_depth, "s_depth": board.s_depth, "c_depth": board.c_depth,
             "core_extra": board.core_extra, "baud": ctx["baud"], "uart_divisor": top.divisor,
-            "synth_opts": board.synth_opts, "nextpnr_opts": nextpnr_opts(board, best["seed"]),
+            "synth_opts": board.synth_opts, "lut_wire_ps": board.lut_wire_ps,
+            "nextpnr_opts": nextpnr_opts(board, best["seed"]),
         },
         "clock": {
             "board_oscillator_mhz": top.clk_in_hz / 1e6,

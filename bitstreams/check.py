@@ -23,7 +23,7 @@ def elaborated_digest(board: Board, baud: int) -> str:
     """SHA-256 of the RTLIL that ``board`` elaborates to from the current tree (no synthesis;
     the RTLIL does not depend on the place-and-route options)."""
     plan = board.platform().build(board.top(baud=baud), name="top", do_build=False,
-                                  synth_opts=board.synth_opts)
+                                  **board.yosys_overrides())
     return provenance.rtlil_digest(plan.files["top.il"])
 
 

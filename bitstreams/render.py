@@ -105,7 +105,9 @@ def render_report(rep: dict, analysis: str = "") -> str:
         f"{clk['pll_mhz']:g} MHz (requested {clk['requested_mhz']:g} MHz), PLL {clk['pll']}",
         f"- UART {c['baud']} baud 8N1 (divisor {c['uart_divisor']}), protocol in "
         "`docs/host-protocol.md`",
-        f"- yosys synth options `{c['synth_opts'] or '(none)'}`, nextpnr `{c['nextpnr_opts']}`",
+        f"- yosys synth options `{c['synth_opts'] or '(none)'}`"
+        + (f", LUT mapping `abc9 -W {c['lut_wire_ps']}`" if c.get("lut_wire_ps") else "")
+        + f", nextpnr `{c['nextpnr_opts']}`",
         "",
         "## Timing",
         "",
