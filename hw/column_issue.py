@@ -24,7 +24,11 @@ Where the next descriptor comes from (``slot``):
   written out was a row of carry chains, the ULX3S critical path. Every net between
   the loader and a column is registered at both ends; ``running`` and ``stop`` are registered
   here again (``go``) before they reach the issue logic, so an error stops the column one
-  cycle later (the extra entry read lies inside a checked item).
+  cycle later (the extra entry read lies inside a checked item). The item registers (next
+  entry, entries left, bases, passes) are don't-care without an item: they are loaded from the
+  slot in every cycle without one and updated as if ``go`` were high, so that their enables are
+  functions of ``has_item``, ``hold_free`` and "the pass ends at its next issue" /
+  ``last_pass`` (registers), not of ``take``.
 * ``slot=False`` (the iCE40): the loader's FIFO head on ``desc``; the column asks for it
   (``desc.ready``) when it has none or issues the last entry of its last pass this cycle.
 
@@ -34,7 +38,10 @@ output in the same cycle), then into a second register (the first can sit by the
 the second by the checks), is checked — index ``< K`` (error 5), strictly increasing within the
 item (6), value non-zero and reserved bits zero (7) — and leaves registered on ``out`` with the D
 address ``mt*K + k``, the value and the item's ``first``/``last`` flags. A bad entry never leaves;
-its error flag is registered before the loader merges the columns' flags. An item without
+its error flag is registered before the loader merges the columns' flags. With the slot, the
+compares' carry chains and the D adder have only registers before them (a zero token's word is
+zeroed as it is registered; "to check" and "to check for order" are registers of their own),
+and ``start`` clears the check stage's registers as a synchronous reset. An item without
 entries sends one *zero token* (``v = 0``, ``first = last = 1``) so that its C word is written.
 ``hold_free`` low holds back the last entry (or zero token) of an item: the core's credit for the
 PE column's result queue.
@@ -213,15 +220,31 @@ class ColumnIssue(wiring.Component):
         issue_zero = Signal()
         item_done = Signal()
         take = Signal()  # the next item goes into the item registers this cycle
-        m.d.comb += [
-            can.eq(has_item & go),
-            issue_entry.eq(can & ~no_entries & (~one_left | self.hold_free)),
-            issue_zero.eq(can & no_entries & self.hold_free),
-            self.finishing.eq((issue_entry & one_left) | issue_zero),
-            item_done.eq(self.finishing & last_pass),
-            self.issuing.eq(issue_entry),
-            port.en.eq(1), port.addr.eq(entry),
-        ]
+        if self.slot:
+            # "at most one entry left" in registers of their own (the pass ends at its next
+            # issue), in place of "one left": one register where the issue logic asked for
+            # no_entries | one_left
+            ends = Signal()
+            item_ends = Signal()
+            m.d.comb += [
+                can.eq(has_item & go),
+                issue_entry.eq(can & (~ends | (~no_entries & self.hold_free))),
+                issue_zero.eq(can & no_entries & self.hold_free),
+                self.finishing.eq(can & ends & self.hold_free),
+                item_done.eq(self.finishing & last_pass),
+                self.issuing.eq(issue_entry),
+                port.en.eq(1), port.addr.eq(entry),
+            ]
+        else:
+            m.d.comb += [
+                can.eq(has_item & go),
+                issue_entry.eq(can & ~no_entries & (~one_left | self.hold_free)),
+                issue_zero.eq(can & no_entries & self.hold_free),
+                self.finishing.eq((issue_entry & one_left) | issue_zero),
+                item_done.eq(self.finishing & last_pass),
+                self.issuing.eq(issue_entry),
+                port.en.eq(1), port.addr.eq(entry),
+            ]
         if self.slot:
             # saturated copies of the item's counters for ``want`` (below), updated with the
             # wide ones: left' (the pass's issue cycles left, 1 for an empty item), count' (a
@@ -260,9 +283,16 @@ class ColumnIssue(wiring.Component):
             m.d.comb += short.eq(_table(
                 lambda reps, cnt: reps < WANT_AHEAD and reps * _cycles(cnt) < WANT_AHEAD,
                 1, _low(slot.reps), _low(slot.count)))
-            m.d.sync += self.want.eq(~start & ((take & short)
-                                               | (~slot_full & ~self.fill
-                                                  & (~has_item | ending))))
+            # = ~start & (take & short | ~slot_full & ~fill & (~has_item | ending)), with
+            # ``take`` written out over registers (its logic is shared with the item registers'
+            # enables otherwise) and ``start`` as a synchronous reset
+            with m.If(start):
+                m.d.sync += self.want.eq(0)
+            with m.Else():
+                m.d.sync += self.want.eq(Mux(
+                    slot_full,
+                    go & short & (~has_item | (ends & self.hold_free & last_pass)),
+                    ~self.fill & (~has_item | ending)))
         else:
             desc = self.desc
             m.d.comb += [
@@ -274,37 +304,82 @@ class ColumnIssue(wiring.Component):
                                  | (last_pass & self.hold_free & (no_entries | one_left)))),
             ]
             p = desc.payload
-        with m.If(issue_entry):
-            m.d.sync += [entry.eq(entry + 1), first_pending.eq(0), left.eq(left - 1),
-                         no_entries.eq(left == 1), one_left.eq(left == 2)]
-            if self.slot:
-                m.d.sync += left_sat.eq(_table(
-                    lambda v: _CAP if v == 0 else _cycles(v - 1), len(left_sat), _low(left)))
-        with m.If(self.finishing & ~last_pass):  # next pass: same entries, next M-tile
-            m.d.sync += [
-                entry.eq(item_entry), left.eq(item_count), no_entries.eq(item_none),
-                one_left.eq(item_one), first_pending.eq(1),
+        # the item registers' three updates: one entry issued, the next pass over the same
+        # entries (next M-tile), the next item taken from the slot / queue head
+        def issue_one():
+            return [entry.eq(entry + 1), first_pending.eq(0), left.eq(left - 1),
+                    no_entries.eq(left == 1),
+                    # left' <= 1: left is 1 or 2
+                    *([ends.eq((left[2:] == 0) & (left[0] ^ left[1]))] if self.slot
+                      else [one_left.eq(left == 2)]),
+                    *([left_sat.eq(_table(lambda v: _CAP if v == 0 else _cycles(v - 1),
+                                          len(left_sat), _low(left)))] if self.slot else [])]
+
+        def next_pass(counts):
+            return [
+                *([entry.eq(item_entry), left.eq(item_count), no_entries.eq(item_none),
+                   ends.eq(item_ends) if self.slot else one_left.eq(item_one),
+                   first_pending.eq(1)] if counts else []),
                 d_base.eq(d_base + self.k), c_addr.eq(c_addr + self.n),
                 passes_left.eq(passes_left - 1), last_pass.eq(passes_left == 2),
             ]
-            if self.slot:
-                wrap = 1 << len(passes_left)
-                m.d.sync += [left_sat.eq(count_sat), more_sat.eq(_table(
-                    lambda v: _more((v - 1) % wrap), len(more_sat), passes_left))]
-        with m.If(take):
-            m.d.sync += [
-                has_item.eq(1), entry.eq(p.entry), d_base.eq(p.d_base), c_addr.eq(p.c_addr),
-                first_pending.eq(1), left.eq(p.count), no_entries.eq(p.count == 0),
-                one_left.eq(p.count == 1), item_entry.eq(p.entry), item_count.eq(p.count),
-                item_none.eq(p.count == 0), item_one.eq(p.count == 1),
-                passes_left.eq(p.reps), last_pass.eq(p.reps == 1),
+
+        def load(counts, bases, item):
+            return [
+                *([entry.eq(p.entry)] if counts else []),
+                *([d_base.eq(p.d_base), c_addr.eq(p.c_addr)] if bases else []),
+                *([first_pending.eq(1), left.eq(p.count), no_entries.eq(p.count == 0),
+                   ends.eq(p.count[1:] == 0) if self.slot else one_left.eq(p.count == 1)]
+                  if counts else []),
+                *([item_entry.eq(p.entry), item_count.eq(p.count),
+                   item_none.eq(p.count == 0),
+                   item_ends.eq(p.count[1:] == 0) if self.slot else item_one.eq(p.count == 1)]
+                  if item else []),
+                *([passes_left.eq(p.reps), last_pass.eq(p.reps == 1)] if bases else []),
             ]
-            if self.slot:
-                count_now = _table(_cycles, len(count_sat), _low(p.count))
-                m.d.sync += [left_sat.eq(count_now), count_sat.eq(count_now),
-                             more_sat.eq(_table(_more, len(more_sat), p.reps))]
-        with m.Elif(item_done | ~go):
-            m.d.sync += has_item.eq(0)
+
+        if self.slot:
+            # The item registers are don't-care while ``has_item`` is low (a take loads every
+            # one of them), and ``has_item`` falls after a cycle without ``go``: they are
+            # updated as if ``go`` were high, and loaded from the slot in every cycle without
+            # an item (the take among them). Their clock enables and selects are then
+            # functions of 3 or 4 registers (has_item, hold_free, ends, last_pass), not of the 7
+            # of ``take``. At the ports only ``s_rd.addr`` and the payload of invalid tokens
+            # differ (reads whose words are dropped).
+            wrap = 1 << len(passes_left)
+            count_now = _table(_cycles, len(count_sat), _low(p.count))
+            # entry, left, ...: one entry issued, or the pass / item ends (with hold_free)
+            with m.If(~has_item | self.hold_free | ~ends):
+                with m.If(~has_item | (ends & last_pass)):
+                    m.d.sync += [*load(True, False, False), left_sat.eq(count_now)]
+                with m.Elif(ends):
+                    m.d.sync += [*next_pass(True)[:5], left_sat.eq(count_sat)]
+                with m.Else():
+                    m.d.sync += issue_one()
+            # bases and passes: the pass ends (with hold_free)
+            with m.If(~has_item | (self.hold_free & ends)):
+                with m.If(~has_item | last_pass):
+                    m.d.sync += [*load(False, True, False),
+                                 more_sat.eq(_table(_more, len(more_sat), p.reps))]
+                with m.Else():
+                    m.d.sync += [*next_pass(False), more_sat.eq(_table(
+                        lambda v: _more((v - 1) % wrap), len(more_sat), passes_left))]
+            # what each pass starts from: the item ends (with hold_free)
+            with m.If(~has_item | (self.hold_free & ends & last_pass)):
+                m.d.sync += [*load(False, False, True), count_sat.eq(count_now)]
+            with m.If(take):
+                m.d.sync += has_item.eq(1)
+            with m.Elif(item_done | ~go):
+                m.d.sync += has_item.eq(0)
+        else:
+            with m.If(issue_entry):
+                m.d.sync += issue_one()
+            with m.If(self.finishing & ~last_pass):  # next pass: same entries, next M-tile
+                m.d.sync += next_pass(True)
+            with m.If(take):
+                m.d.sync += [has_item.eq(1), *load(True, True, True)]
+            with m.Elif(item_done | ~go):
+                m.d.sync += has_item.eq(0)
 
         # stage 1: S read in flight
         read_valid = Signal()
@@ -348,17 +423,33 @@ class ColumnIssue(wiring.Component):
             word_valid.eq(fetch_valid & ~start), word_zero.eq(fetch_zero),
             word_first.eq(fetch_first), word_last.eq(fetch_last),
             word_d_base.eq(fetch_d_base), word_c_addr.eq(fetch_c_addr),
-            raw_word.eq(fetched),
+            *([] if self.slot else [raw_word.eq(fetched)]),
         ]
-        word = Mux(word_zero, 0, raw_word)
+        if self.slot:
+            # only registers before the compares' carry chains and the D adder: the word of a
+            # zero token is zeroed as it is registered (a synchronous reset of ``raw_word``), and
+            # "entry to check" / "entry to check for order" are registers of their own
+            word_checked = Signal()
+            word_ordered = Signal()
+            m.d.sync += raw_word.eq(Mux(fetch_zero, 0, fetched))
+            with m.If(start):  # a synchronous reset (see the error flags below)
+                m.d.sync += [word_checked.eq(0), word_ordered.eq(0)]
+            with m.Else():
+                m.d.sync += [word_checked.eq(fetch_valid & ~fetch_zero),
+                             word_ordered.eq(fetch_valid & ~fetch_zero & ~fetch_first)]
+            word = raw_word
+            checked, ordered = word_checked, word_ordered
+        else:
+            word = Mux(word_zero, 0, raw_word)
+            checked = word_valid & ~word_zero
+            ordered = checked & ~word_first
         index, value, reserved = word[0:16], word[16:24], word[24:32]
         bad_index = Signal()
         bad_order = Signal()
         bad_value = Signal()
-        checked = word_valid & ~word_zero
         m.d.comb += [
             bad_index.eq(checked & (index >= self.k)),
-            bad_order.eq(checked & ~word_first & (index <= prev_index)),
+            bad_order.eq(ordered & (index <= prev_index)),
             bad_value.eq(checked & ((value == 0) | (reserved != 0))),
         ]
         with m.If(word_valid):
@@ -368,8 +459,19 @@ class ColumnIssue(wiring.Component):
         out = self.out
         token_valid = Signal()
         token = Signal(out.payload.shape(), reset_less=True)
+        if self.slot:
+            # ``start`` (a LUT of the controller's registers, on every column) as the
+            # registers' synchronous reset, not one more input of their LUTs
+            with m.If(start):
+                m.d.sync += [token_valid.eq(0), self.bad_index.eq(0), self.bad_order.eq(0),
+                             self.bad_value.eq(0)]
+            with m.Else():
+                m.d.sync += [token_valid.eq(word_valid & ~bad_index & ~bad_order & ~bad_value),
+                             self.bad_index.eq(bad_index), self.bad_order.eq(bad_order),
+                             self.bad_value.eq(bad_value)]
+        else:
+            m.d.sync += token_valid.eq(word_valid & ~bad_index & ~bad_order & ~bad_value & ~start)
         m.d.sync += [
-            token_valid.eq(word_valid & ~bad_index & ~bad_order & ~bad_value & ~start),
             token.daddr.eq((word_d_base + index)[:d_aw]),
             token.v.eq(value),
             token.first.eq(word_first),
@@ -379,8 +481,10 @@ class ColumnIssue(wiring.Component):
         m.d.comb += [out.valid.eq(token_valid), out.payload.eq(token)]
         # error flags registered before the loader merges the columns (the error is raised
         # one cycle later, which is harmless: the bad entry itself never leaves)
-        m.d.sync += [self.bad_index.eq(bad_index & ~start), self.bad_order.eq(bad_order & ~start),
-                     self.bad_value.eq(bad_value & ~start)]
+        if not self.slot:
+            m.d.sync += [self.bad_index.eq(bad_index & ~start),
+                         self.bad_order.eq(bad_order & ~start),
+                         self.bad_value.eq(bad_value & ~start)]
         m.d.comb += self.in_flight.eq(self.bad_index | self.bad_order | self.bad_value
                                       | read_valid | fetch_valid | word_valid
                                       | token_valid)

@@ -172,35 +172,61 @@ def test_entry_errors(index, value, flag):
     assert all(t in _expected(1) for t in tokens)
 
 
+def _s_words(rng, depth=128):
+    """S words for the reference: indices rising by 0 … 2 a word (so that most items are in
+    order; an item that wraps around the buffer is not), a few zero values and reserved bits."""
+    words, index = [], 0
+    for _ in range(depth):
+        index += int(rng.integers(0, 3))
+        value = int(rng.integers(1, 256)) if rng.random() < 0.97 else 0
+        reserved = 0 if rng.random() < 0.97 else int(rng.integers(1, 256))
+        words.append(reserved << 24 | value << 16 | index)
+    return words
+
+
 def _want_reference(seed, *, cycles=3000, hold_p=0.7):
     """Random items (count 0 … 255 incl. 0, reps 1 … MAX_REPS) under random ``hold_free``,
-    ``running`` / ``stop`` / ``start`` and spurious fills: the column's ``has_item``,
-    ``slot_full``, ``issuing``, ``finishing`` and ``want`` against a Python model of the item
-    state with ``want`` written out in integers (issue cycles left ``<= WANT_AHEAD``; an item
-    taken with ``reps * count' < WANT_AHEAD``), every cycle. Returns the distinct (left,
-    count, passes left) with which ``want`` was decided while the column held an item."""
+    ``running`` / ``stop`` / ``start`` (with a new ``k`` / ``n``) and spurious fills, over S
+    words with random index, order and value errors: the column's ``has_item``,
+    ``slot_full``, ``issuing``, ``finishing``, ``want``, ``out`` (valid, and the payload of a
+    valid token), the error flags and ``in_flight`` against a Python model of the item state
+    and of the 4-stage entry pipeline, with ``want`` written out in integers (issue cycles
+    left ``<= WANT_AHEAD``; an item taken with ``reps * count' < WANT_AHEAD``), every cycle.
+    Returns the distinct (left, count, passes left) with which ``want`` was decided while the
+    column held an item, and the number of tokens and of each error flag seen."""
     from hw.column_issue import WANT_AHEAD
     from hw.dispatcher import MAX_REPS
 
-    dut = _DUT([0] * 128)
+    rng = np.random.default_rng(seed)
+    words = _s_words(rng)
+    dut = _DUT(words)
     c = dut.col
     top = (1 << (c.s_aw + 1)) - 1
-    rng = np.random.default_rng(seed)
     seen = set()
+    counts = {"tokens": 0, "bad_index": 0, "bad_order": 0, "bad_value": 0}
 
     def item():
         r = rng.random()
         count = int(rng.integers(0, 8) if r < 0.6 else rng.integers(8, 13) if r < 0.9
                     else rng.integers(13, top + 1))
         reps = int(rng.integers(1, 4) if rng.random() < 0.5 else rng.integers(1, MAX_REPS + 1))
-        return {"entry": int(rng.integers(0, 128)), "count": count, "d_base": 0, "c_addr": 0,
-                "reps": reps}
+        return {"entry": int(rng.integers(0, 128)), "count": count,
+                "d_base": int(rng.integers(0, 1 << c.d_aw)),
+                "c_addr": int(rng.integers(0, 1 << c.c_aw)), "reps": reps}
 
     async def tb(ctx):
         go = has = slot_full = want = False
         left = count = passes = 0
+        entry = item_entry = d_base = c_addr = 0
+        first_pending = False
         slot = None
         want_q = fill_q = sent = False  # the loader's registers
+        k, n = 150, 5
+        # the entry pipeline: S read, word fetched, word registered, token; error flags
+        rd = fe = wd = {"valid": False}
+        tok = {"valid": False}
+        flags = (False, False, False)
+        prev_index = 0
         for cyc in range(cycles):
             start = bool(rng.random() < 0.01)
             running = bool(rng.random() < 0.95)
@@ -209,8 +235,10 @@ def _want_reference(seed, *, cycles=3000, hold_p=0.7):
             grant = want_q and not fill_q and not sent
             fill = fill_q or bool(rng.random() < 0.01)
             new = item()
+            if start:  # the loader's k / n registers take the new shape at start
+                k, n = int(rng.integers(60, 200)), int(rng.integers(0, 1 << 16))
             for name, v in (("start", start), ("running", running), ("stop", stop),
-                            ("hold_free", hold), ("fill", fill)):
+                            ("hold_free", hold), ("fill", fill), ("k", k), ("n", n)):
                 ctx.set(getattr(c, name), v)
             ctx.set(c.fill_item, new)
             # the model's combinational signals
@@ -221,24 +249,59 @@ def _want_reference(seed, *, cycles=3000, hold_p=0.7):
             last_pass = passes == 1
             item_done = finishing and last_pass
             take = slot_full and go and (not has or item_done)
+            word = 0 if not wd["valid"] or wd["zero"] else wd["word"]
+            index, value, reserved = word & 0xFFFF, word >> 16 & 0xFF, word >> 24
+            checked = wd["valid"] and not wd["zero"]
+            bad = (checked and index >= k,
+                   checked and not wd["first"] and index <= prev_index,
+                   checked and (value == 0 or reserved != 0))
+            in_flight = any(flags) or rd["valid"] or fe["valid"] or wd["valid"] or tok["valid"]
             got = tuple(bool(ctx.get(getattr(c, n)))
-                        for n in ("has_item", "slot_full", "issuing", "finishing", "want"))
-            assert got == (has, slot_full, issue_entry, finishing, want), (cyc, got)
+                        for n in ("has_item", "slot_full", "issuing", "finishing", "want",
+                                  "bad_index", "bad_order", "bad_value", "in_flight"))
+            got += (bool(ctx.get(c.out.valid)),)
+            assert got == (has, slot_full, issue_entry, finishing, want, *flags, in_flight,
+                           tok["valid"]), (cyc, got)
+            if tok["valid"]:
+                t = ctx.get(c.out.payload)
+                assert (t.daddr, t.v, t.first, t.last, t.caddr) == tok["payload"], (cyc, t)
+                counts["tokens"] += 1
+            for name, f in zip(("bad_index", "bad_order", "bad_value"), flags):
+                counts[name] += f
             if has:
                 seen.add((min(left, 8), min(count, 8), min(passes, 8)))
             ending = (left or 1) + (passes - 1) * (count or 1) <= WANT_AHEAD
             short = take and slot["reps"] * (slot["count"] or 1) < WANT_AHEAD
-            # the registers
+            # the registers: the entry pipeline
+            v = value - 256 if value >= 128 else value
+            tok = {"valid": wd["valid"] and not any(bad) and not start,
+                   "payload": ((wd.get("d_base", 0) + index) % (1 << c.d_aw), v,
+                               int(wd.get("first", 0)), int(wd.get("last", 0)),
+                               wd.get("c_addr", 0))}
+            flags = tuple(b and not start for b in bad)
+            if wd["valid"]:
+                prev_index = index
+            wd = {**fe, "valid": fe["valid"] and not start}
+            fe = {**rd, "valid": rd["valid"] and not start,
+                  "word": words[rd["addr"] % len(words)] if rd["valid"] else 0}
+            rd = {"valid": issue_entry or issue_zero, "zero": issue_zero,
+                  "first": first_pending or issue_zero, "last": finishing, "d_base": d_base,
+                  "c_addr": c_addr, "addr": entry}
+            # the item registers
             want = not start and (short or (not slot_full and not fill
                                             and (not has or ending)))
             slot_full = False if start or not go else True if fill else False if take \
                 else slot_full
             if issue_entry:
-                left -= 1
+                left, entry, first_pending = left - 1, (entry + 1) & top, False
             if finishing and not last_pass:
-                left, passes = count, passes - 1
+                left, passes, entry, first_pending = count, passes - 1, item_entry, True
+                d_base = (d_base + k) % (1 << c.d_aw)
+                c_addr = (c_addr + n) % (1 << c.c_aw)
             if take:
                 has, left, count, passes = True, slot["count"], slot["count"], slot["reps"]
+                entry = item_entry = slot["entry"]
+                d_base, c_addr, first_pending = slot["d_base"], slot["c_addr"], True
             elif item_done or not go:
                 has = False
             if fill:
@@ -251,7 +314,7 @@ def _want_reference(seed, *, cycles=3000, hold_p=0.7):
     sim.add_clock(1e-8)
     sim.add_testbench(tb)
     sim.run()
-    return seen
+    return seen, counts
 
 
 @pytest.mark.parametrize("seed,hold_p", [(0, 0.7), (1, 0.3), (2, 1.0)])
@@ -260,8 +323,10 @@ def test_want_against_reference(seed, hold_p):
     "the current item has at most WANT_AHEAD issue cycles left, or is taken with fewer than
     WANT_AHEAD" of the item's full counters, every cycle; the run reaches many distinct item
     states (left, count and passes on either side of the limits)."""
-    seen = _want_reference(seed, hold_p=hold_p)
+    seen, counts = _want_reference(seed, hold_p=hold_p)
     assert len(seen) >= 150, len(seen)
+    # tokens and every error flag were compared
+    assert counts["tokens"] >= 500 and min(counts.values()) >= 5, counts
     # each of left, count, passes at every small value and above
     assert {s[0] for s in seen} >= set(range(9))
     assert {s[1] for s in seen} >= set(range(9))
