@@ -100,8 +100,13 @@ class Dispatcher(wiring.Component):
             "queue_empty": Out(1),
         })
 
+    #: with ``bypass``, the read decision from registered flags (False: the plain compares, the
+    #: same behaviour every cycle; the tests' reference)
+    _flag_decision = True
+
     def elaborate(self, platform):
         m = Module()
+        flags = self.bypass and self._flag_decision
         port, d_aw, c_aw = self.s_rd, self.d_aw, self.c_aw
         k, n = self.k, self.n
 
@@ -127,6 +132,11 @@ class Dispatcher(wiring.Component):
         d_base = Signal(d_aw)
         c_base = Signal(c_aw)
         all_read = Signal()     # every pointer of every M-tile has been read
+        # (bypass) the read decision's flags as registers: N - next_ptr - 1, tiles_left -
+        # group - 1 (signed: their sign bits), next_ptr == 0, next_ptr == 1
+        ptr_left = Signal(signed(sw + 1))
+        tiles_rest = Signal(signed(19))
+        ptr_zero, ptr_one = Signal(), Signal()
         # stage A: pointer read issued last cycle
         read_valid = Signal()
         read_ptr = Signal(sw)
@@ -186,6 +196,8 @@ class Dispatcher(wiring.Component):
                     nnz.eq(word_lo), entry0.eq(n + 4), next_ptr.eq(0), raddr.eq(3), d_base.eq(0),
                     c_base.eq(0), all_read.eq(0), prev_word.eq(0),
                 ]
+                if flags:
+                    m.d.sync += [ptr_left.eq(n[:sw] - 1), ptr_zero.eq(1), ptr_one.eq(0)]
                 # word + N + 4 > s_len, as a narrow compare against the registered limit
                 with m.If((header_error == 0)
                           & ((lim < 0) | word_hi | (word_lo > lim[:sw]))):
@@ -199,6 +211,8 @@ class Dispatcher(wiring.Component):
                 for i in reversed(range(MAX_REPS.bit_length() - 1)):
                     shift = Mux((nnz << i) >= need, i, shift)
                 m.d.sync += [group_shift.eq(shift), tiles_left.eq(self.mtiles)]
+                if flags:  # group right from RUN's first cycle on (``tiles_rest``)
+                    m.d.sync += group.eq(1 << shift)
                 with m.If(~self.fit_busy):
                     with m.If(self.fit_bad):
                         m.d.comb += self.error.eq(LoaderError.FIT)
@@ -221,8 +235,9 @@ class Dispatcher(wiring.Component):
 
         # ---- chunk geometry (steps registered from group_shift, set in JOIN; the first use
         # is the second pointer read)
-        m.d.sync += [group.eq(1 << group_shift), d_step.eq(k << group_shift),
-                     c_step.eq(n << group_shift)]
+        m.d.sync += [d_step.eq(k << group_shift), c_step.eq(n << group_shift)]
+        if not flags:
+            m.d.sync += group.eq(1 << group_shift)
         m.d.comb += reps.eq(Mux(tiles_left < group, tiles_left, group))
 
         # ---- pointer reads (RUN), while the FIFO has room for what is in flight
@@ -250,13 +265,43 @@ class Dispatcher(wiring.Component):
         else:
             m.d.comb += room.eq((fifo.level + read_valid + word_valid + desc_valid)
                                 < self.fifo_depth)
-        with m.If(self.running & ~all_read & ~self.stop & room):  # the read of raddr
+        if flags:
+            # the read decision from register bits (the ULX3S's path n → next_ptr == n →
+            # tiles_left <= group → next_ptr/raddr/c_base was 8 LUT levels): flags prepared a
+            # cycle ahead, kept by a down-counter and a subtractor of registers
+            at_last = ptr_left[-1]  # next_ptr == N: ptr_left = N - next_ptr - 1 is -1
+            last_group = tiles_rest[-1]  # tiles_left <= group: tiles_rest < 0
+            at_zero, at_one = ptr_zero, ptr_one  # next_ptr == 0, next_ptr == 1
+            n_less2 = Signal.like(ptr_left)  # N - 2: ptr_left after a wrap to next_ptr = 1
+            m.d.sync += n_less2.eq(n[:sw] - 2)
+            # go = running & ~all_read as a register (stop, sticky until start, ends RUN the
+            # cycle after it rises: clearing go on it changes nothing)
+            go = Signal()
+            fire = Signal()
+            m.d.comb += fire.eq(go & ~self.stop & room)
+            with m.If(fsm.ongoing("JOIN") & ~self.fit_busy & ~self.fit_bad
+                      & (header_error == 0)):
+                m.d.sync += go.eq(1)
+            with m.Elif(self.stop | (fire & at_last & last_group)):
+                m.d.sync += go.eq(0)
+            wrap = fire & at_last & ~last_group
+            # tiles_rest = tiles_left - group - 1 (group is set in JOIN, constant in RUN; the
+            # first use is a wrap, at the earliest in RUN's second cycle)
+            m.d.sync += tiles_rest.eq(Mux(wrap, tiles_rest - group, tiles_left - group - 1))
+            with m.If(fire & ~(at_last & last_group)):  # next_ptr changes
+                m.d.sync += [ptr_zero.eq(0), ptr_one.eq(at_last | at_zero),
+                             ptr_left.eq(Mux(at_last, n_less2, ptr_left - 1))]
+        else:
+            at_last = next_ptr == n[:sw]
+            last_group = tiles_left <= group
+            at_zero, at_one = next_ptr == 0, next_ptr == 1
+            fire = self.running & ~all_read & ~self.stop & room
+        with m.If(fire):  # the read of raddr
             m.d.sync += [read_valid.eq(1), read_ptr.eq(next_ptr), read_d_base.eq(d_base),
                          read_c_base.eq(c_base), read_reps.eq(reps),
-                         read_zero.eq(next_ptr == 0), read_one.eq(next_ptr == 1),
-                         read_last.eq(next_ptr == n[:sw])]
-            with m.If(next_ptr == n[:sw]):
-                with m.If(tiles_left <= group):
+                         read_zero.eq(at_zero), read_one.eq(at_one), read_last.eq(at_last)]
+            with m.If(at_last):
+                with m.If(last_group):
                     m.d.sync += all_read.eq(1)
                 with m.Else():
                     m.d.sync += [tiles_left.eq(tiles_left - group), d_base.eq(d_base + d_step),

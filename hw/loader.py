@@ -98,6 +98,11 @@ class Loader(wiring.Component):
     Latency / throughput: see the module docstring.
     """
 
+    #: the dispatcher class and (``slots``) whether the hand-out's candidates are registers
+    #: (False: combinational, the same behaviour every cycle; the tests' reference)
+    _dispatcher = Dispatcher
+    _registered_cand = True
+
     def __init__(self, *, rows: int, cols: int, d_depth: int, s_depth: int, c_depth: int,
                  fifo_depth: int = 6, slots: bool = True):
         self.slots = bool(slots)
@@ -151,7 +156,7 @@ class Loader(wiring.Component):
         m.submodules.fit = fit = FitCheck(rows=self.rows, d_depth=self.d_depth,
                                           c_depth=self.c_depth)
         m.d.comb += [fit.start.eq(start), fit.m.eq(self.m), fit.k.eq(self.k), fit.n.eq(self.n)]
-        m.submodules.dispatcher = disp = Dispatcher(cols=cols, fifo_depth=self.fifo_depth,
+        m.submodules.dispatcher = disp = self._dispatcher(cols=cols, fifo_depth=self.fifo_depth,
                                                     bypass=self.slots, **depths)
         wiring.connect(m, wiring.flipped(self.s_rd[cols]), disp.s_rd)
         m.d.comb += [
@@ -220,24 +225,35 @@ class Loader(wiring.Component):
         the column, the head is popped into ``item_q`` and the column's bit of ``fill_q`` set;
         ``g + 1``: the column's slot takes ``item_q``; ``g + 2``: the slot is full. A column's
         ``want`` falls in ``g + 2`` (it sees ``fill_q`` in ``g + 1``), so ``want_q`` is stale in
-        ``g + 1`` and ``g + 2``: ``fill_q`` and its copy ``sent`` mask it then."""
+        ``g + 1`` and ``g + 2``: ``fill_q`` and its copy ``sent`` mask it then. The candidates
+        ``want_q & ~fill_q & ~sent`` and their OR are registers of their own (``cand``,
+        ``cand_any``, set from the next values of the three): ``pop`` is one LUT from
+        registers, the grant a fixed priority over registers."""
         cols = self.cols
-        want_q = Signal(cols)
         fill_q = Signal(cols)
-        sent = Signal(cols)
         item_q = Signal.like(disp.desc.payload, reset_less=True)  # data: fill_q qualifies it
-        m.d.sync += [want_q.eq(Cat(*[c.want for c in issue])), sent.eq(fill_q)]
         cand = Signal(cols)
-        m.d.comb += cand.eq(want_q & ~fill_q & ~sent)
+        cand_any = Signal()
         grant = Signal(cols)
         lower = Const(0)  # a lower column is a candidate: fixed priority, lowest first
         for j in range(cols):
             m.d.comb += grant[j].eq(cand[j] & ~lower)
             lower = lower | cand[j]
         pop = Signal()
-        m.d.comb += [pop.eq(disp.desc.valid & disp.running & ~stop & cand.any()),
+        m.d.comb += [pop.eq(disp.desc.valid & disp.running & ~stop & cand_any),
                      disp.desc.ready.eq(pop)]
-        m.d.sync += fill_q.eq(Mux(pop & ~start, grant, 0))
+        fill_next = Mux(pop & ~start, grant, 0)
+        want = Cat(*[c.want for c in issue])
+        m.d.sync += fill_q.eq(fill_next)
+        if self._registered_cand:
+            # want & ~fill_next & ~fill_q, with the pop (the latest signal) last
+            p, avail = pop & ~start, want & ~fill_q
+            m.d.sync += [cand.eq(Mux(p, avail & ~grant, avail)),
+                         cand_any.eq(Mux(p, (avail & ~grant).any(), avail.any()))]
+        else:
+            want_q, sent = Signal(cols), Signal(cols)
+            m.d.sync += [want_q.eq(want), sent.eq(fill_q)]
+            m.d.comb += [cand.eq(want_q & ~fill_q & ~sent), cand_any.eq(cand.any())]
         with m.If(pop):
             m.d.sync += item_q.eq(disp.desc.payload)
         for j, col in enumerate(issue):
