@@ -162,6 +162,10 @@ class Dispatcher(wiring.Component):
         prev_word = Signal(sw)  # the pointer read before (start of the item)
         m.d.sync += lim.eq(self.s_len - self.n - 4)  # the shape is registered at start
         header_error = Signal(4)  # first header error (reported after the fit check)
+        # (bypass) the magic and shape compares of the word registered: used a cycle later
+        magic_bad, shape_bad = Signal(), Signal()
+        if flags:
+            m.d.sync += [magic_bad.eq(word != MAGIC), shape_bad.eq(word != Cat(k, n))]
 
         # The read address is a register of its own (``raddr``: 0, 1, 2 in HDR0-2, then
         # ``next_ptr + 3``), kept up to date with ``next_ptr``: no logic between the FFs and
@@ -184,12 +188,17 @@ class Dispatcher(wiring.Component):
                 m.d.sync += raddr.eq(2)
                 m.next = "HDR2"
             with m.State("HDR2"):  # word = blob word 0
-                with m.If((header_error == 0) & (word != MAGIC)):
-                    m.d.sync += header_error.eq(LoaderError.MAGIC)
+                if not flags:
+                    with m.If((header_error == 0) & (word != MAGIC)):
+                        m.d.sync += header_error.eq(LoaderError.MAGIC)
                 m.next = "HDR3"
             with m.State("HDR3"):  # word = blob word 1
-                with m.If((header_error == 0) & (word != Cat(k, n))):
-                    m.d.sync += header_error.eq(LoaderError.SHAPE)
+                if flags:  # the checks of words 0 and 1 a cycle later, from registers
+                    with m.If((header_error == 0) & magic_bad):
+                        m.d.sync += header_error.eq(LoaderError.MAGIC)
+                else:
+                    with m.If((header_error == 0) & (word != Cat(k, n))):
+                        m.d.sync += header_error.eq(LoaderError.SHAPE)
                 m.next = "HDR4"
             with m.State("HDR4"):  # word = blob word 2
                 m.d.sync += [
@@ -199,9 +208,14 @@ class Dispatcher(wiring.Component):
                 if flags:
                     m.d.sync += [ptr_left.eq(n[:sw] - 1), ptr_zero.eq(1), ptr_one.eq(0)]
                 # word + N + 4 > s_len, as a narrow compare against the registered limit
-                with m.If((header_error == 0)
-                          & ((lim < 0) | word_hi | (word_lo > lim[:sw]))):
-                    m.d.sync += header_error.eq(LoaderError.TRUNC)
+                trunc = (lim < 0) | word_hi | (word_lo > lim[:sw])
+                if flags:
+                    with m.If((header_error == 0) & (shape_bad | trunc)):
+                        m.d.sync += header_error.eq(Mux(shape_bad, LoaderError.SHAPE,
+                                                        LoaderError.TRUNC))
+                else:
+                    with m.If((header_error == 0) & trunc):
+                        m.d.sync += header_error.eq(LoaderError.TRUNC)
                 m.next = "JOIN"
             with m.State("JOIN"):  # wait for the fit check; its error takes precedence
                 # chunk size: smallest g = 2**i with g * nnz >= 2 * cols * N (chunk_tiles)

@@ -99,6 +99,8 @@ def _mutated(index, value):
     (W, len(W) - 1, 0, LoaderError.TRUNC),
     (W, 2, 0, LoaderError.TRUNC),
     (_mutated(0, 0), 2, 0, LoaderError.TRUNC),  # s_len first, then magic
+    ([0, 3 | 5 << 16] + W[2:], None, 0, LoaderError.MAGIC),  # magic, then shape
+    (_mutated(1, 3 | 5 << 16), len(W) - 1, 0, LoaderError.SHAPE),  # shape, then nnz
     (_mutated(0, 0), None, 1, LoaderError.FIT),  # the fit check first
     (_mutated(3, 1), None, 0, LoaderError.PTR),
     (_mutated(5, 0), None, 0, LoaderError.PTR),
