@@ -97,15 +97,22 @@ def build_board(board: Board, *, baud: int, seeds: list[int], synth_only: bool,
     and routed at the same time (each nextpnr run is one process on one core)."""
     outdir = HERE / board.name
     build_dir = outdir / "build"
-    shutil.rmtree(build_dir, ignore_errors=True)
-    build_dir.mkdir(parents=True)
+    staging = outdir / "build.new"  # the last build stays until this one has elaborated
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
     source = provenance.source_state(REPO)  # before elaboration: the tree may move meanwhile
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M")
     runner.log(f"[{board.name}] elaborating {board.rows}x{board.cols} array, D/S/C depth "
                f"{board.d_depth}/{board.s_depth}/{board.c_depth}, {board.f_mhz:g} MHz requested,"
                f" commit {source['commit_short']}{' (dirty)' if source['dirty'] else ''}")
     t_start = time.monotonic()
-    top, cmds = _elaborate(board, baud, seeds[0], build_dir)
+    try:
+        top, cmds = _elaborate(board, baud, seeds[0], staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(build_dir, ignore_errors=True)
+    staging.rename(build_dir)
     digest = provenance.rtlil_digest((build_dir / "top.il").read_text())
     steps = {"elaborate": time.monotonic() - t_start}
 

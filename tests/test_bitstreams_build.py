@@ -179,7 +179,8 @@ def test_bad_arguments(argv, message, capsys):
     (["--rows", "0"], "ValueError: SwatCore: rows must be >= 1, not 0"),
 ])
 def test_failed_board_is_one_line(fake_repo, monkeypatch, capsys, argv, error):
-    """A board that cannot be built fails with one line and exit 1, no traceback; what its
+    """A board that cannot be built fails with one line and exit 1, no traceback, and leaves
+    the last build's folder as it was; what its
     elaboration left half-made does not warn "created but never used", and no filter is left
     behind: an object forgotten after the run still warns."""
     from amaranth.hdl import Module, UnusedElaboratable
@@ -188,6 +189,9 @@ def test_failed_board_is_one_line(fake_repo, monkeypatch, capsys, argv, error):
     # ``python -m bitstreams.build``, by the board's own elaboration; here, maybe not yet)
     monkeypatch.setattr(UnusedElaboratable, "_MustUse__silence", False)
     monkeypatch.setattr(render, "render_files", lambda here: None)
+    last = fake_repo[0] / "bitstreams" / "icebreaker" / "build"
+    last.mkdir(parents=True)
+    (last / "top.bin").write_text("the last build's bitstream")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert build.main(["--board", "icebreaker", *argv, "--synth-only"]) == 1
@@ -199,3 +203,6 @@ def test_failed_board_is_one_line(fake_repo, monkeypatch, capsys, argv, error):
         (UnusedElaboratable, ["but", "never", "used"])]
     out = [line.split("] ", 1)[1] for line in capsys.readouterr().out.splitlines()]
     assert out[1:] == [f"[icebreaker] FAILED: {error}", "failed boards: icebreaker"]
+    # the last build is not thrown away for a board that cannot be elaborated
+    assert (last / "top.bin").read_text() == "the last build's bitstream"
+    assert sorted(p.name for p in last.parent.iterdir()) == ["build"]
