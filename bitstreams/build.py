@@ -265,11 +265,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def _drop_refused(exc: BaseException) -> None:
     """Frees what the failed build of one board left behind (the frames of ``exc``'s
-    traceback) without Amaranth's "created but never used" warning for it: a constructor that
-    refused a parameter leaves its owner half-made (``SwatCore`` refusing ``rows=0`` inside
-    ``SwatSystem.__init__``; ``SwatCore`` itself is marked, ``hw.params.rejected_unused``), and
-    an elaboration that raised leaves the submodules it had made. Only these objects: the
-    warning filter holds while they are freed here, and warnings of anything else stand."""
+    traceback) without Amaranth's "created but never used" warning for it: an elaboration that
+    raised leaves the submodules it had made (``--d-depth 70000``: the bridge refuses it in
+    ``SwatSystem.elaborate``, after the core and the UARTs were made). A constructor that
+    refused a parameter leaves nothing to warn: ``SwatCore`` refusing ``rows=0`` and the
+    ``SwatSystem`` it leaves half-made are both marked (``hw.params.rejected_unused``). Only
+    these objects: the warning filter holds while they are freed here, and warnings of
+    anything else stand."""
     from amaranth.hdl import UnusedElaboratable
 
     with warnings.catch_warnings():

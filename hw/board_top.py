@@ -14,6 +14,7 @@ from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from .host_bridge import CORE_MEMBERS, HostBridge
+from .params import rejected_unused
 from .port_slice import PortSlice
 from .register_slice import RegisterSlice
 from .uart import UARTRx, UARTTx, divisor_for
@@ -47,6 +48,7 @@ class SwatSystem(wiring.Component):
     #: registers per direction of the bridge-to-core slices (:meth:`port_slices`)
     SLICE_STAGES = 1
 
+    @rejected_unused  # SwatCore refusing a parameter leaves no half-made system to warn
     def __init__(self, *, divisor: int, core=None, rows=8, cols=8, d_depth=512, s_depth=512,
                  c_depth=256, timeout=None, clk_hz=0, **core_extra):
         if core is None:

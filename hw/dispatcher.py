@@ -33,7 +33,7 @@ from amaranth.utils import ceil_log2
 from .contract.blob import MAGIC
 from .contract.codes import LoaderError
 from .contract.cycles import MAX_REPS, chunk_tiles
-from .params import check_int
+from .params import check_int, rejected_unused
 
 __all__ = ["Dispatcher", "descriptor_layout", "chunk_tiles", "MAX_REPS"]
 
@@ -79,6 +79,7 @@ class Dispatcher(wiring.Component):
     queue_empty : Out(1) — every descriptor of the operation has been taken.
     """
 
+    @rejected_unused  # a refused parameter leaves no "never used" warning behind
     def __init__(self, *, cols: int, d_depth: int, s_depth: int, c_depth: int,
                  fifo_depth: int = 6, bypass: bool = False):
         self.bypass = bool(bypass)

@@ -16,7 +16,7 @@ from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .params import check_int
+from .params import check_int, rejected_unused
 
 __all__ = ["FitCheck"]
 
@@ -43,6 +43,7 @@ class FitCheck(wiring.Component):
     mtiles : Out(17) — ``ceil(m / rows)`` once ``busy`` is low and ``bad`` is not set.
     """
 
+    @rejected_unused  # a refused parameter leaves no "never used" warning behind
     def __init__(self, *, rows: int, d_depth: int, c_depth: int):
         self.rows = check_int("FitCheck", "rows", rows, minimum=1)
         self.d_depth = check_int("FitCheck", "d_depth", d_depth, minimum=2)

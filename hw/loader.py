@@ -55,7 +55,7 @@ from .contract.blob import MAGIC
 from .contract.codes import LoaderError
 from .dispatcher import Dispatcher
 from .fit_check import FitCheck
-from .params import check_int
+from .params import check_int, rejected_unused
 
 __all__ = ["Loader", "token_layout", "MAGIC", "LoaderError"]
 
@@ -103,6 +103,7 @@ class Loader(wiring.Component):
     _dispatcher = Dispatcher
     _registered_cand = True
 
+    @rejected_unused  # a refused parameter leaves no "never used" warning behind
     def __init__(self, *, rows: int, cols: int, d_depth: int, s_depth: int, c_depth: int,
                  fifo_depth: int = 6, slots: bool = True):
         self.slots = bool(slots)

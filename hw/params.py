@@ -14,9 +14,10 @@ A component whose constructor raised was never elaborated, so Amaranth warns abo
 elaboratable when it is collected: the object exists (``Elaboratable.__new__`` ran) before its
 ``__init__`` rejects a parameter. :func:`rejected_unused` on an ``__init__`` silences that
 warning for the rejected object only (a command-line tool then prints its one-line error and
-nothing else, without hiding the warning of any other object); tests that construct rejected
-objects of a component without it silence it with
-``@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")``.
+nothing else, without hiding the warning of any other object). Every component of ``hw/`` that
+checks its parameters has it (and ``SwatSystem``, which a refusing ``SwatCore`` leaves
+half-made); their tests check with the ``assert_refused`` fixture (``tests/conftest.py``) that
+a refused object does not warn, so that they fail without it.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal,
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .params import check_int
+from .params import check_int, rejected_unused
 
 __all__ = ["PEArray", "operand_layout", "result_layout"]
 
@@ -106,6 +106,7 @@ class PEArray(wiring.Component):
     per column. Accumulation wraps modulo 2**32 (no overflow possible for K <= 65535).
     """
 
+    @rejected_unused  # a refused parameter leaves no "never used" warning behind
     def __init__(self, *, rows: int, cols: int, tag_width: int = 16, hold_depth: int = 2):
         for name, val in (("rows", rows), ("cols", cols), ("tag_width", tag_width),
                           ("hold_depth", hold_depth)):

@@ -21,7 +21,7 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .params import check_int
+from .params import check_int, rejected_unused
 
 __all__ = ["PortSlice"]
 
@@ -56,6 +56,7 @@ class PortSlice(wiring.Component):
     the reset, so that the slice adds no load to the reset net.
     """
 
+    @rejected_unused  # a refused parameter leaves no "never used" warning behind
     def __init__(self, signature: wiring.Signature, *, stages: int = 1):
         self.stages = check_int("PortSlice", "stages", stages, minimum=1)
         super().__init__({"inner": In(signature), "outer": Out(signature)})

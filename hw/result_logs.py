@@ -37,7 +37,7 @@ from amaranth.lib.memory import ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .params import check_int
+from .params import check_int, rejected_unused
 from .pe_array import result_layout
 
 __all__ = ["ResultLogs", "log_width", "read_latency"]
@@ -82,6 +82,7 @@ class ResultLogs(wiring.Component):
     latency : int — ``read_latency(cols)``.
     """
 
+    @rejected_unused  # a refused parameter leaves no "never used" warning behind
     def __init__(self, *, rows: int, cols: int, depth: int):
         self.rows = check_int("ResultLogs", "rows", rows, minimum=1)
         self.cols = check_int("ResultLogs", "cols", cols, minimum=1)

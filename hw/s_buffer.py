@@ -18,7 +18,7 @@ from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
-from .params import check_int
+from .params import check_int, rejected_unused
 from .select_layouts import write_layout
 
 __all__ = ["SBuffer"]
@@ -65,6 +65,7 @@ class SBuffer(wiring.Component):
         ``Cat(a // sub_banks, f)`` of ``memories[a % sub_banks]``, for preloading.
     """
 
+    @rejected_unused  # a refused parameter leaves no "never used" warning behind
     def __init__(self, *, depth, read_ports, buffers=2, sub_banks=1, place_memories=True,
                  write_domain="sync"):
         check_int("SBuffer", "depth", depth, minimum=1)

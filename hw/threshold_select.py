@@ -28,7 +28,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from .contract.cycles import select_cycles
-from .params import check_int
+from .params import check_int, rejected_unused
 from .select_command_check import CommandCheck
 from .select_framer import BeatFramer
 from .select_histogram import MagnitudeHistogram
@@ -124,6 +124,7 @@ class ThresholdSelect(wiring.Component):
     given the kept matrix).
     """
 
+    @rejected_unused  # a refused parameter leaves no "never used" warning behind
     def __init__(self, *, lanes=8, depth=1 << 16, banks=1, fifo_depth=16, index_width=0):
         check_int("ThresholdSelect", "lanes", lanes, minimum=1)
         check_int("ThresholdSelect", "index_width", index_width, minimum=0, maximum=32)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import os
+import warnings
+
+import pytest
 
 # The suite's harness models are built without GCC profile-guided optimisation (a second
 # compile and a training run per model, ~8 % faster simulation: it does not pay off for the
@@ -13,3 +17,28 @@ os.environ.setdefault("SWAT_SIM_PGO", "0")
 def pytest_sessionfinish(session, exitstatus):
     if exitstatus == 5:  # pytest.ExitCode.NO_TESTS_COLLECTED
         print("\nNO TESTS RAN: pytest collected no tests")
+
+
+@pytest.fixture
+def assert_refused(monkeypatch):
+    """``assert_refused(make, exc, message)``: ``make()`` raises ``exc`` whose text is
+    ``message``, and what it left half-made does not warn "created but never used" when
+    collected (``hw.params.rejected_unused`` on the refusing ``__init__``; without it the
+    check fails). The warnings are recorded with amaranth's own silence forced off: amaranth
+    enables the warning only once anything was elaborated in the process, and the test may
+    be a worker's first."""
+    from amaranth.hdl import UnusedElaboratable
+
+    monkeypatch.setattr(UnusedElaboratable, "_MustUse__silence", False)
+
+    def check(make, exc, message):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(exc) as info:
+                make()
+            assert str(info.value) == message
+            del info  # its traceback holds the refused object
+            gc.collect()  # the refused object goes while the warnings are recorded
+        assert [str(w.message) for w in caught] == []
+
+    return check

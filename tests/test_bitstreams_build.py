@@ -175,8 +175,12 @@ def test_bad_arguments(argv, message, capsys):
 @pytest.mark.parametrize("argv, error", [
     (["--baud", "10000000"],
      "ValueError: 30000000.0 Hz is too slow for 10000000 baud (divisor 3 < 4)"),
-    # refused inside SwatSystem's constructor, which is left half-made
+    # refused inside SwatSystem's constructor, which is left half-made (both are marked,
+    # hw.params.rejected_unused)
     (["--rows", "0"], "ValueError: SwatCore: rows must be >= 1, not 0"),
+    # refused by the bridge inside SwatSystem's elaboration, after the core and the UARTs
+    # were made (what build._drop_refused is for)
+    (["--d-depth", "70000"], "ValueError: d_depth must be in 1..65535, not 70000"),
 ])
 def test_failed_board_is_one_line(fake_repo, monkeypatch, capsys, argv, error):
     """A board that cannot be built fails with one line and exit 1, no traceback, and leaves

@@ -126,9 +126,9 @@ def test_go_copies_behave_alike(go_copy):
     assert _run(W, _items(5, 2), k=K, hold_p=0.5, seed=4, go_copy=go_copy) == ref
 
 
-def test_go_copy_range():
-    with pytest.raises(ValueError, match=r"^ColumnIssue: go_copy must be <= 3, not 4$"):
-        ColumnIssue(d_depth=256, s_depth=128, c_depth=128, go_copy=4)
+def test_go_copy_range(assert_refused):
+    assert_refused(lambda: ColumnIssue(d_depth=256, s_depth=128, c_depth=128, go_copy=4),
+                   ValueError, "ColumnIssue: go_copy must be <= 3, not 4")
 
 
 @pytest.mark.parametrize("slot,lead", [(True, 4), (False, 0)])
@@ -266,7 +266,7 @@ def _want_reference(seed, *, cycles=3000, hold_p=0.7):
                 t = ctx.get(c.out.payload)
                 assert (t.daddr, t.v, t.first, t.last, t.caddr) == tok["payload"], (cyc, t)
                 counts["tokens"] += 1
-            for name, f in zip(("bad_index", "bad_order", "bad_value"), flags):
+            for name, f in zip(("bad_index", "bad_order", "bad_value"), flags, strict=True):
                 counts[name] += f
             if has:
                 seen.add((min(left, 8), min(count, 8), min(passes, 8)))

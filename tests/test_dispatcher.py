@@ -215,3 +215,8 @@ def test_every_cycle_compare_can_fail():
 
     with pytest.raises(AssertionError):
         _compare_every_cycle(1, 2, new_cls=shallower, ops=4)
+
+
+def test_parameters(assert_refused):
+    assert_refused(lambda: Dispatcher(cols=0, d_depth=64, s_depth=64, c_depth=16), ValueError,
+                   "Dispatcher: cols must be >= 1, not 0")

@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 from amaranth.hdl import Elaboratable, Module
 from amaranth.lib import wiring
+from amaranth.lib.wiring import Out
 from amaranth.sim import Simulator
 from sim_uart_port import SimUartPort
 from standin_core import StandInCore
 
 from hw.board_top import SwatSystem
+from hw.core_ports import ControlSignature
 from hw.host_bridge import (
     ERR_BUSY,
     ERR_OPCODE,
@@ -287,3 +289,22 @@ def test_status_right_after_start_behind_a_slice(ctrl_delay):
     sim.run()
     busy, done = replies[0][1] & 1, replies[0][1] >> 1 & 1
     assert (busy, done) == ((1, 0) if ctrl_delay else (0, 1))
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(d_depth=70000), "d_depth must be in 1..65535, not 70000"),
+    (dict(ctrl_delay=-1), "HostBridge: ctrl_delay must be >= 0, not -1"),
+])
+def test_bridge_parameters(kwargs, message, assert_refused):
+    """(The sizes and ``ctrl_delay`` are checked before the core's other members are looked
+    at: ``ctrl`` is all the signature needs here.)"""
+    core = wiring.Signature({"ctrl": Out(ControlSignature(7))})
+    sizes = {**dict(rows=2, cols=2, d_depth=64, s_depth=64, c_depth=32), **kwargs}
+    assert_refused(lambda: HostBridge(core, **sizes), ValueError, message)
+
+
+def test_system_with_a_refused_core_size(assert_refused):
+    """SwatCore refusing a size inside ``SwatSystem.__init__`` leaves neither half-made object
+    to warn "created but never used"."""
+    assert_refused(lambda: SwatSystem(divisor=DIVISOR, rows=0), ValueError,
+                   "SwatCore: rows must be >= 1, not 0")

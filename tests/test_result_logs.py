@@ -4,8 +4,6 @@ are all kept (``cols`` per cycle), tagged with their C word address, counted per
 (pipelined, one address a cycle); a result is in its log memory two cycles after its
 ``valid`` (the log's write stage), counted one cycle after."""
 
-import gc
-
 import numpy as np
 import pytest
 from amaranth.hdl import Elaboratable, Module
@@ -110,10 +108,6 @@ def test_write_lands_two_cycles_after_the_result():
     assert seen == [(0, 0), (1, 0), (1, 0x1234_5678 | 5 << 32), (1, 0x1234_5678 | 5 << 32)]
 
 
-@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
-def test_parameters():
-    with pytest.raises(ValueError) as info:
-        ResultLogs(rows=1, cols=2, depth=1)
-    assert str(info.value) == "ResultLogs: depth must be >= 2, not 1"
-    del info
-    gc.collect()
+def test_parameters(assert_refused):
+    assert_refused(lambda: ResultLogs(rows=1, cols=2, depth=1), ValueError,
+                   "ResultLogs: depth must be >= 2, not 1")

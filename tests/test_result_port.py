@@ -89,3 +89,8 @@ def test_credits():
     sim.add_clock(1e-8)
     sim.add_testbench(tb)
     sim.run()
+
+
+def test_parameters(assert_refused):
+    assert_refused(lambda: ResultPort(rows=1, cols=2, depth=1), ValueError,
+                   "ResultPort: depth must be >= 2, not 1")

@@ -100,3 +100,11 @@ def test_divisor_for():
     assert divisor_for(100e6, 115200) == 868
     with pytest.raises(ValueError):
         divisor_for(1e6, 1_000_000)
+
+
+@pytest.mark.parametrize("cls,divisor,message", [
+    (UARTTx, 1, "divisor must be at least 2"),
+    (UARTRx, 3, "divisor must be at least 4"),
+])
+def test_divisor_refused(cls, divisor, message, assert_refused):
+    assert_refused(lambda: cls(divisor), ValueError, message)
