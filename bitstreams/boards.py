@@ -143,11 +143,9 @@ BOARDS = {
         name="ulx3s", title="ULX3S 85F (LFE5U-85F-6BG381C, speed grade 6)",
         device="LFE5U-85F-6BG381C", family=ECP5, f_mhz=100.0, rows=8, cols=8, d_depth=1024,
         s_depth=2048, c_depth=512, nextpnr_opts="--router router2",
-        # abc9 -W 1000 instead of synth_ecp5's 300: on cfc9a2d's netlist the loader's hand-out
-        # grant (8 LUTs chained through their fast inputs) came out 6 levels deep instead of 8,
-        # with the same LUT count; routed first for the 64a7cba report, beside one seed of the
-        # default synthesis (bitstreams/ulx3s/analysis.md)
-        lut_wire_ps=1000,
+        # LUT mapping: synth_ecp5's own (abc9 -W 300). abc9 -W 1000 (lut_wire_ps=1000) made the
+        # deepest cones shallower and routed worse on the same RTLIL (205a5c44, seeds 1 / 2 / 3):
+        # 81.95 / 81.41 / 85.72 MHz against 83.62 / 83.25 / 84.97 (bitstreams/ulx3s/analysis.md)
     ),
 }
 
