@@ -110,7 +110,7 @@ class Board:
                 "techmap -map +/lattice/latches_map.v",
                 f"abc9 -W {self.lut_wire_ps}",
                 "clean",
-                f"synth_ecp5 {self.synth_opts} -run map_cells:".replace("  ", " "),
+                " ".join(filter(None, ("synth_ecp5", self.synth_opts, "-run map_cells:"))),
             ]),
         }
 
