@@ -139,10 +139,13 @@ BOARDS = {
     ),
     # ECP5 LFE5U-85F on the ULX3S: package CABGA381, speed grade 6 (the slowest ECP5 grade).
     # router2: router1 spent > 15 min of rip-ups on this design on a 2-core build machine.
+    # --tmg-ripup (router2 rips up and reroutes failing arcs by timing, not only by overuse):
+    # on the netlist of 2cea8d4, seeds 1 / 2 routed at 90.24 / 89.90 MHz against 83.62 / 83.25
+    # without, at about twice the router time (bitstreams/ulx3s/analysis.md)
     "ulx3s": Board(
         name="ulx3s", title="ULX3S 85F (LFE5U-85F-6BG381C, speed grade 6)",
         device="LFE5U-85F-6BG381C", family=ECP5, f_mhz=100.0, rows=8, cols=8, d_depth=1024,
-        s_depth=2048, c_depth=512, nextpnr_opts="--router router2",
+        s_depth=2048, c_depth=512, nextpnr_opts="--router router2 --tmg-ripup",
         # LUT mapping: synth_ecp5's own (abc9 -W 300). abc9 -W 1000 (lut_wire_ps=1000) made the
         # deepest cones shallower and routed worse on the same RTLIL (205a5c44, seeds 1 / 2 / 3):
         # 81.95 / 81.41 / 85.72 MHz against 83.62 / 83.25 / 84.97 (bitstreams/ulx3s/analysis.md)
