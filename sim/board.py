@@ -34,6 +34,8 @@ import sys
 import threading
 from pathlib import Path
 
+from .compare_args import OneLineParser, integer, positive_int
+
 __all__ = ["SimulatedBoard", "board_label", "board_model", "board_params", "main"]
 
 PROG = "python -m sim.board"
@@ -146,29 +148,12 @@ class SimulatedBoard:
         self.close()
 
 
-class _Parser(argparse.ArgumentParser):
-    """Errors are one line (no usage block), exit status 2."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-
-
 def _positive(text: str) -> int:
-    value = _int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
-    return value
+    return positive_int(text, base=0)
 
 
 def _divisor(text: str) -> int:
-    value = _int(text)
+    value = integer(text, base=0)
     if value != 0 and value < 4:
         raise argparse.ArgumentTypeError(f"must be 0 (byte streams) or >= 4, got {value}")
     return value
@@ -178,11 +163,11 @@ def _param(text: str) -> tuple[str, int]:
     name, eq, value = text.partition("=")
     if not (eq and name.isidentifier()):
         raise argparse.ArgumentTypeError(f"must be NAME=INT, got {text!r}")
-    return name, _int(value)
+    return name, integer(value, base=0)
 
 
 def main(argv=None) -> int:
-    ap = _Parser(prog=PROG, description=__doc__.split("\n")[0])
+    ap = OneLineParser(prog=PROG, description=__doc__.split("\n")[0])
     ap.add_argument("--board", metavar="NAME",
                     help="the core of a board's bitstream (bitstreams/boards.py: icebreaker, "
                          "ulx3s); --rows, --cols and --param change it")

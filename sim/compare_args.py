@@ -2,7 +2,8 @@
 
 Every argument is validated while parsing, so a bad one costs a second instead of a training
 run: the job exits with status 2 and one line naming the argument (``swat-compare: error:
-argument --steps: must be an integer >= 1, got 0``), never with a traceback.
+argument --steps: must be an integer >= 1, got 0``), never with a traceback. The simulated
+board's command line (``python -m sim.board``) uses the same parser and integer types.
 """
 
 from __future__ import annotations
@@ -14,29 +15,31 @@ import tempfile
 from pathlib import Path
 
 __all__ = ["parser", "parse", "array", "positive_int", "seed", "sparsity_list", "out_dir",
-           "scheduler"]
+           "scheduler", "OneLineParser", "integer"]
 
 MAX_ARRAY = 64  # PE rows or columns: larger arrays take too long to build and simulate
 MAX_SEED = 2**32 - 1  # numpy's seed range
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors are one line (no usage block) and exit 2."""
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _int(text: str) -> int:
+def integer(text: str, base: int = 10) -> int:
+    """``text`` as an integer of ``base`` (as :func:`int`; 0 takes ``0x10`` too), else the
+    argument error ``must be an integer, got 'text'``."""
     try:
-        return int(text, 10)
+        return int(text, base)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
 
 
-def positive_int(text: str) -> int:
+def positive_int(text: str, base: int = 10) -> int:
     """An integer >= 1 (``--steps``, ``--batch``, ``--period``)."""
-    v = _int(text)
+    v = integer(text, base)
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {v}")
     return v
@@ -44,7 +47,7 @@ def positive_int(text: str) -> int:
 
 def non_negative_int(text: str) -> int:
     """An integer >= 0 (``--workers``)."""
-    v = _int(text)
+    v = integer(text)
     if v < 0:
         raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {v}")
     return v
@@ -52,7 +55,7 @@ def non_negative_int(text: str) -> int:
 
 def seed(text: str) -> int:
     """A random seed in ``[0, 2**32 - 1]``."""
-    v = _int(text)
+    v = integer(text)
     if not 0 <= v <= MAX_SEED:
         raise argparse.ArgumentTypeError(f"must be an integer in [0, {MAX_SEED}], got {v}")
     return v
@@ -116,7 +119,7 @@ def scheduler(text: str) -> str:
 
 def parser(models: list[str], description: str = "") -> argparse.ArgumentParser:
     """The compare job's parser; ``models`` are the accepted ``--model`` names."""
-    ap = _Parser(prog="swat-compare", description=description)
+    ap = OneLineParser(prog="swat-compare", description=description)
     ap.add_argument("--model", choices=models, default="digits")
     ap.add_argument("--sparsity", type=sparsity_list, default=[0.9],
                     help="SWAT sparsity, or a comma-separated list (default 0.9)")
