@@ -7,6 +7,7 @@ from amaranth.hdl import Elaboratable, Module
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
+from lockstep import lockstep
 
 from hw.contract.codes import LoaderError
 from hw.dispatcher import Dispatcher, chunk_tiles
@@ -118,22 +119,6 @@ class _RefDispatcher(Dispatcher):
     _flag_decision = False  # the read decision from plain compares
 
 
-class _Pair(Elaboratable):
-    """The dispatcher and its reference on one S buffer (a read port each)."""
-
-    def __init__(self, words, depth, cols, new_cls=Dispatcher):
-        kw = dict(cols=cols, d_depth=256, s_depth=depth, c_depth=128, bypass=True)
-        self.new, self.ref = new_cls(**kw), _RefDispatcher(**kw)
-        self.mem = Memory(shape=32, depth=depth, init=[int(w) for w in words])
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.new, m.submodules.ref, m.submodules.mem = self.new, self.ref, self.mem
-        wiring.connect(m, self.new.s_rd, self.mem.read_port())
-        wiring.connect(m, self.ref.s_rd, self.mem.read_port())
-        return m
-
-
 def _blob(rng, depth):
     """A random blob (random shape, density, now and then one mutated word) and its K, N."""
     k, n = int(rng.integers(1, 6)), int(rng.choice([1, 1, 2, 3, 5, 9]))
@@ -145,11 +130,31 @@ def _blob(rng, depth):
     return w + [0] * (depth - len(w)), k, n, len(w)
 
 
-def _port(dut, name):
-    """``dut.desc.valid`` for ``"desc.valid"``."""
-    for part in name.split("."):
-        dut = getattr(dut, part)
-    return dut
+def _stimulus(rng):
+    """Random fit delay and result, ready, stop, cols_idle and restarts: ``drive`` and
+    ``after`` of :func:`lockstep.lockstep`."""
+    st = {}
+
+    def restart():
+        st.update(fit_left=int(rng.integers(0, 12)), stopped=0, mtiles=int(rng.integers(1, 50)))
+
+    def drive(cyc):
+        start = cyc == 0 or rng.random() < 0.003
+        if start:
+            restart()
+        ins = {"start": start, "fit_busy": st["fit_left"] > 0,
+               "fit_bad": st["fit_left"] == 0 and rng.random() < 0.05, "mtiles": st["mtiles"],
+               "stop": st["stopped"], "cols_idle": rng.random() < 0.5,
+               "desc.ready": rng.random() < 0.6}
+        st["fit_left"] = max(0, st["fit_left"] - 1)
+        return ins
+
+    def after(cyc, get):
+        if get("error") or rng.random() < 0.002:
+            st["stopped"] = 1
+
+    restart()
+    return drive, after
 
 
 def _compare_every_cycle(seed, cols, new_cls=Dispatcher, ops=12):
@@ -158,45 +163,16 @@ def _compare_every_cycle(seed, cols, new_cls=Dispatcher, ops=12):
     rng = np.random.default_rng(seed)
     depth = 64
     blobs = [_blob(rng, depth) for _ in range(ops)]
+    kw = dict(cols=cols, d_depth=256, s_depth=depth, c_depth=128, bypass=True)
     checked = 0  # one simulation per blob (its own S buffer), restarts within it
     for words, k, n, s_len in blobs:
-        dut = _Pair(words, depth, cols, new_cls)
-        a, b = dut.new, dut.ref
-        ports = ["error", "running", "idle", "ended", "queue_empty", "desc.valid", "s_rd.addr",
-                 "s_rd.en"]
-
-        async def tb(ctx, k=k, n=n, s_len=s_len, a=a, b=b, ports=ports):
-            nonlocal checked
-            for x in (a, b):
-                ctx.set(x.k, k), ctx.set(x.n, n), ctx.set(x.s_len, s_len)
-            fit_left, stopped = int(rng.integers(0, 12)), 0
-            mtiles = int(rng.integers(1, 50))
-            for cyc in range(400):
-                start = cyc == 0 or rng.random() < 0.003
-                if start:
-                    fit_left, stopped = int(rng.integers(0, 12)), 0
-                    mtiles = int(rng.integers(1, 50))
-                ins = {"start": start, "fit_busy": fit_left > 0,
-                       "fit_bad": fit_left == 0 and rng.random() < 0.05, "mtiles": mtiles,
-                       "stop": stopped, "cols_idle": rng.random() < 0.5,
-                       "desc.ready": rng.random() < 0.6}
-                fit_left = max(0, fit_left - 1)
-                for x in (a, b):
-                    for name, v in ins.items():
-                        ctx.set(_port(x, name), int(v))
-                for name in ports:
-                    assert ctx.get(_port(a, name)) == ctx.get(_port(b, name)), (name, cyc)
-                if ctx.get(a.desc.valid):
-                    assert ctx.get(a.desc.payload) == ctx.get(b.desc.payload), cyc
-                    checked += 1
-                if ctx.get(a.error) or rng.random() < 0.002:
-                    stopped = 1
-                await ctx.tick()
-
-        sim = Simulator(dut)
-        sim.add_clock(1e-8)
-        sim.add_testbench(tb)
-        sim.run()
+        drive, after = _stimulus(rng)
+        checked += lockstep(
+            new_cls(**kw), _RefDispatcher(**kw), words, depth, cycles=400,
+            constants={"k": k, "n": n, "s_len": s_len}, drive=drive, after=after,
+            outputs=["error", "running", "idle", "ended", "queue_empty", "desc.valid",
+                     "s_rd.addr", "s_rd.en"],
+            payloads=[("desc.valid", "desc.payload")])
     return checked
 
 
