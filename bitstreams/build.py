@@ -7,10 +7,12 @@ Each board (``bitstreams/boards.py``) is elaborated with Amaranth's build system
 (amaranth-boards platform, ``hw.board_top`` top); the build plan is extracted to
 ``bitstreams/<board>/build/`` (git-ignored) and its commands run one by one
 (``bitstreams/runner.py``): yosys once, nextpnr once per seed in ``build/seed<N>/``, and the
-pack step for the fastest seed. ``bitstreams/<board>/report.json`` records the figures parsed
-from the tools' reports (``bitstreams/reports.py``) with the commit that was elaborated and the
-toolchain (``bitstreams/provenance.py``); ``report.md`` and ``bitstreams/README.md`` are
-rendered from it (``bitstreams/render.py``).
+pack step for the fastest seed. For a board with ``fold_bram_outreg`` the yosys netlist is
+rewritten between yosys and nextpnr (``bitstreams/bram_outreg.py``).
+``bitstreams/<board>/report.json`` records the figures parsed from the tools' reports
+(``bitstreams/reports.py``) with the commit that was elaborated and the toolchain
+(``bitstreams/provenance.py``); ``report.md`` and ``bitstreams/README.md`` are rendered from
+it (``bitstreams/render.py``).
 
 Tools come from the environment variables Amaranth reads (``YOSYS``, ``NEXTPNR_ICE40``,
 ``ICEPACK``, ``NEXTPNR_ECP5``, ``ECPPACK``, as ``nox -s bitstream`` sets them); unset ones
@@ -33,7 +35,7 @@ import traceback
 import warnings
 from pathlib import Path
 
-from . import check, provenance, render, reports, runner
+from . import bram_outreg, check, provenance, render, reports, runner
 from .boards import BOARDS, Board, configure
 
 HERE = Path(__file__).resolve().parent
@@ -119,18 +121,20 @@ def build_board(board: Board, *, baud: int, seeds: list[int], synth_only: bool,
     steps["yosys"] = runner.run_step(f"[{board.name}] yosys", cmds[0], build_dir, env,
                                      build_dir / "yosys.log")
     cells = reports.parse_yosys_stat((build_dir / "top.rpt").read_text(errors="replace"))
+    outreg = _fold_bram_outreg(board, build_dir, steps)
     if synth_only:
         summary = board.family.summarize_cells(cells)
         (build_dir / "synth_report.json").write_text(json.dumps(
             {"board": board.name, "git_commit": source["commit_short"], "rtlil_sha256": digest,
-             "yosys_cells": summary, "yosys_cells_raw": cells}, indent=2) + "\n")
+             "yosys_cells": summary, "yosys_cells_raw": cells, "bram_outreg": outreg},
+            indent=2) + "\n")
         runner.log(f"[{board.name}] synth-only: {summary}")
         return {}
 
     # one place-and-route per seed; after each, the fastest so far is packed and the report
     # rewritten, so a build stopped between seeds still leaves a report of the seeds done
     context = {"board": board, "source": source, "date": date, "digest": digest, "top": top,
-               "baud": baud, "cells": cells, "seeds": seeds, "bit": build_dir
+               "baud": baud, "cells": cells, "outreg": outreg, "seeds": seeds, "bit": build_dir
                / board.family.bitstream, "toolchain": provenance.toolchain_versions(
                    env, board.family.nextpnr_env)}
     inputs = sorted(f for f in build_dir.iterdir() if f.is_file() and f.name.startswith("top."))
@@ -147,6 +151,20 @@ def build_board(board: Board, *, baud: int, seeds: list[int], synth_only: bool,
                 future.cancel()
             raise
     return _report(context, runs, best, steps)
+
+
+def _fold_bram_outreg(board: Board, build_dir: Path, steps: dict) -> dict | None:
+    """For a board with ``fold_bram_outreg``: rewrites ``build/top.json`` (yosys's netlist,
+    nextpnr's input) with the register after each block-RAM read folded into the block RAM,
+    logs the counts and returns the summary (``None`` for other boards)."""
+    if not board.fold_bram_outreg:
+        return None
+    t0 = time.monotonic()
+    netlist = build_dir / "top.json"
+    summary = bram_outreg.rewrite(netlist, netlist)
+    steps["bram_outreg"] = time.monotonic() - t0
+    runner.log(f"[{board.name}] bram_outreg: {bram_outreg.describe(summary)}")
+    return summary
 
 
 def _add_run(ctx: dict, runs: list[dict], run: dict, best: dict | None, steps: dict,
@@ -194,6 +212,7 @@ def _report(ctx: dict, runs: list[dict], best: dict, steps: dict) -> dict:
             "d_depth": board.d_depth, "s_depth": board.s_depth, "c_depth": board.c_depth,
             "core_extra": board.core_extra, "baud": ctx["baud"], "uart_divisor": top.divisor,
             "synth_opts": board.synth_opts, "lut_wire_ps": board.lut_wire_ps,
+            "fold_bram_outreg": board.fold_bram_outreg,
             "nextpnr_opts": nextpnr_opts(board, best["seed"]),
         },
         "clock": {
@@ -216,6 +235,7 @@ def _report(ctx: dict, runs: list[dict], best: dict, steps: dict) -> dict:
         "utilization": best["pnr"]["utilization"],
         "yosys_cells": board.family.summarize_cells(ctx["cells"]),
         "yosys_cells_raw": ctx["cells"],
+        "bram_outreg": ctx["outreg"],
         "critical_paths": best["pnr"]["critical_paths"],
         "build_seconds": {k: round(v, 1) for k, v in steps.items()},
         "bitstream": str(bit.relative_to(REPO)),

@@ -87,6 +87,18 @@ def _timing(rep: dict) -> list[str]:
     return lines
 
 
+def _outreg_line(rep: dict) -> list[str]:
+    """The configuration line on the block-RAM output-register fold (none for a report
+    without one: another family, or written before the fold existed)."""
+    outreg = rep.get("bram_outreg")
+    if not outreg:
+        return []
+    skipped = ", ".join(f"{n} {r}" for r, n in outreg["skipped"].items())
+    return [f"- block-RAM output registers (`bitstreams/bram_outreg.py`): the register after "
+            f"{outreg['folded']} of {outreg['read_ports']} DP16KD read ports folded into the "
+            f"block RAM (`REGMODE` `OUTREG`)" + (f"; skipped: {skipped}" if skipped else "")]
+
+
 def render_report(rep: dict, analysis: str = "") -> str:
     """``report.md`` of one board from its ``report.json`` and its hand-written analysis."""
     c, clk = rep["config"], rep["clock"]
@@ -108,6 +120,7 @@ def render_report(rep: dict, analysis: str = "") -> str:
         f"- yosys synth options `{c['synth_opts'] or '(none)'}`"
         + (f", LUT mapping `abc9 -W {c['lut_wire_ps']}`" if c.get("lut_wire_ps") else "")
         + f", nextpnr `{c['nextpnr_opts']}`",
+        *_outreg_line(rep),
         "",
         "## Timing",
         "",
@@ -118,8 +131,11 @@ def render_report(rep: dict, analysis: str = "") -> str:
     lines += ["", "## Utilization (nextpnr)", "", "| resource | used | available | % |",
               "| --- | ---: | ---: | ---: |"]
     lines += [f"| {n} | {used} | {avail} | {pct} |" for n, used, avail, pct in util_rows(rep)]
+    outreg = rep.get("bram_outreg")
     lines += ["", "Yosys cell counts: "
-              + ", ".join(f"{k} {v}" for k, v in rep["yosys_cells"].items()),
+              + ", ".join(f"{k} {v}" for k, v in rep["yosys_cells"].items())
+              + (f" (before the block-RAM output-register fold, which removed "
+                 f"{outreg['ffs_removed']} FFs)" if outreg else ""),
               "", "## Build", "", "| step | seconds |", "| --- | ---: |"]
     lines += [f"| {k} | {v} |" for k, v in rep["build_seconds"].items()]
     lines += ["", f"Bitstream: `{rep['bitstream']}` ({rep['bitstream_bytes']} bytes, "

@@ -21,7 +21,7 @@ if args in (["-V"], ["--version"]):
 elif tool == "yosys":
     pathlib.Path("top.rpt").write_text("=== top ===\\n   Number of cells: 3\\n"
                                        "     LUT4 2\\n     MULT18X18D 1\\n")
-    pathlib.Path("top.json").write_text("{{}}")
+    pathlib.Path("top.json").write_text({netlist})
     # a commit lands while the build runs: the report must name the one before
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
                     "--allow-empty", "-m", "later"], cwd={repo!r}, check=True)
@@ -40,6 +40,23 @@ elif tool == "pack":
     src = pathlib.Path(args[args.index("--input") + 1]).read_text()
     pathlib.Path(args[args.index("--bit") + 1]).write_text("bitstream from " + src)
 """
+
+
+#: the fake yosys's netlist: a block RAM whose read bit feeds a register (folded by
+#: ``bitstreams.bram_outreg`` for the ULX3S)
+NETLIST = {"modules": {"top": {
+    "attributes": {"top": "00000000000000000000000000000001"},
+    "ports": {"clk": {"direction": "input", "bits": [2]},
+              "q": {"direction": "output", "bits": [4]}},
+    "cells": {
+        "ram": {"type": "DP16KD", "parameters": {"REGMODE_B": "NOREG"},
+                "port_directions": {"CLKB": "input", "DOB0": "output", "OCEB": "input"},
+                "connections": {"CLKB": [2], "DOB0": [3], "OCEB": ["1"]}},
+        "ff": {"type": "TRELLIS_FF", "parameters": {"CEMUX": "1 ", "REGSET": "RESET"},
+               "port_directions": {"CLK": "input", "DI": "input", "LSR": "input",
+                                   "Q": "output"},
+               "connections": {"CLK": [2], "DI": [3], "LSR": ["0"], "Q": [4]}}},
+    "netnames": {}}}}
 
 
 def _git(repo, *args):
@@ -62,7 +79,8 @@ def fake_repo(tmp_path, monkeypatch):
     for var, name in (("YOSYS", "yosys"), ("NEXTPNR_ECP5", "nextpnr"), ("ECPPACK", "pack")):
         tool = tmp_path / "tools" / name
         tool.parent.mkdir(exist_ok=True)
-        tool.write_text(FAKE_TOOL.format(python=sys.executable, repo=str(repo)))
+        tool.write_text(FAKE_TOOL.format(python=sys.executable, repo=str(repo),
+                                         netlist=repr(json.dumps(NETLIST))))
         tool.chmod(0o755)
         env[var] = str(tool)
     return repo, env
@@ -95,13 +113,33 @@ def test_build_board_with_seeds(fake_repo, jobs):
     assert (build_dir / "top.bit").read_text() == "bitstream from config of seed 2"
     assert rep["bitstream"] == "bitstreams/ulx3s/build/top.bit"
     assert rep["yosys_cells"]["DSP"] == 1 and rep["utilization"]["TRELLIS_COMB"]["used"] == 9
-    assert set(rep["build_seconds"]) == {"elaborate", "yosys", "nextpnr seed 1",
+    assert set(rep["build_seconds"]) == {"elaborate", "yosys", "bram_outreg", "nextpnr seed 1",
                                          "nextpnr seed 2", "nextpnr seed 3", "pack", "total"}
+    # the ULX3S folds the register after the block-RAM read before nextpnr
+    assert rep["config"]["fold_bram_outreg"] is True
+    assert rep["bram_outreg"] == {"read_ports": 1, "folded": 1, "ffs_removed": 1,
+                                  "skipped": {}, "skipped_ports": []}
+    ram = json.loads((build_dir / "top.json").read_text())["modules"]["top"]["cells"]
+    assert list(ram) == ["ram"] and ram["ram"]["parameters"]["REGMODE_B"] == "OUTREG"
+    assert ram["ram"]["connections"]["DOB0"] == [4]
     assert (rep["toolchain"]["yosys"], rep["toolchain"]["nextpnr"]) == ("fake yosys 1.0",
                                                                       "fake nextpnr 1.0")
     assert json.loads((repo / "bitstreams" / "ulx3s" / "report.json").read_text()) == rep
     md = (repo / "bitstreams" / "ulx3s" / "report.md").read_text()
     assert f"from commit `{built[:7]}` with uncommitted changes (`M hw.py`)" in md
+    assert "the register after 1 of 1 DP16KD read ports folded into the block RAM" in md
+
+
+def test_synth_only_folds_and_records(fake_repo):
+    """``--synth-only`` runs the block-RAM output-register fold too and records its counts."""
+    repo, env = fake_repo
+    board = configure("ulx3s", rows=2, cols=2, d_depth=64, s_depth=64, c_depth=32)
+    assert build.build_board(board, baud=115200, seeds=[1], synth_only=True, env=env) == {}
+    build_dir = repo / "bitstreams" / "ulx3s" / "build"
+    rep = json.loads((build_dir / "synth_report.json").read_text())
+    assert (rep["bram_outreg"]["folded"], rep["bram_outreg"]["ffs_removed"]) == (1, 1)
+    cells = json.loads((build_dir / "top.json").read_text())["modules"]["top"]["cells"]
+    assert list(cells) == ["ram"]
 
 
 def test_report_after_each_seed(fake_repo):
