@@ -104,6 +104,8 @@ class Dispatcher(wiring.Component):
     #: with ``bypass``, the read decision from registered flags (False: the plain compares, the
     #: same behaviour every cycle; the tests' reference)
     _flag_decision = True
+    #: the S read word register with the domain reset (True: the tests' reference)
+    _word_reset = False
 
     def elaborate(self, platform):
         m = Module()
@@ -150,7 +152,13 @@ class Dispatcher(wiring.Component):
         word_d_base = Signal(d_aw)
         word_c_base = Signal(c_aw)
         word_reps = Signal.like(reps)
-        word = Signal(32)
+        # the block RAM's word, registered with no reset: yosys's register right after a
+        # DP16KD read folds into the block RAM's output register (REGMODE OUTREG, no
+        # clock-to-output path left) only without a reset. Every use is qualified: the header
+        # states, ``word_valid``, ``desc_valid`` (``desc.count``, formed from it every cycle,
+        # reaches ``desc.payload`` with ``desc.valid`` low; only after a domain reset while the
+        # S read gives a non-zero word can it differ there, for one cycle)
+        word = Signal(32, reset_less=not self._word_reset)
         # which pointer it is (ptr[0], ptr[1], ptr[N]), decided when the read is issued
         read_zero, read_one, read_last = Signal(), Signal(), Signal()
         word_zero, word_one, word_last = Signal(), Signal(), Signal()

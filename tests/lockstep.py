@@ -1,7 +1,7 @@
 """A module and its reference run side by side in one Amaranth simulation, compared every cycle
 (``test_dispatcher``, ``test_loader``: a faster form against the logic it replaced)."""
 
-from amaranth.hdl import Elaboratable, Module
+from amaranth.hdl import ClockDomain, Elaboratable, Module
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
@@ -23,9 +23,11 @@ class _Pair(Elaboratable):
     def __init__(self, new, ref, words, depth):
         self.new, self.ref = new, ref
         self.mem = Memory(shape=32, depth=depth, init=[int(w) for w in words])
+        self.sync = ClockDomain("sync")  # its reset: ``lockstep``'s ``reset``
 
     def elaborate(self, platform):
         m = Module()
+        m.domains.sync = self.sync
         m.submodules.new, m.submodules.ref, m.submodules.mem = self.new, self.ref, self.mem
         for x in (self.new, self.ref):
             for p in x.s_rd if isinstance(x.s_rd, (list, tuple)) else [x.s_rd]:
@@ -34,17 +36,19 @@ class _Pair(Elaboratable):
 
 
 def lockstep(new, ref, words, depth, *, cycles, drive, outputs, payloads=(), constants=None,
-             after=None) -> int:
+             after=None, reset=None) -> int:
     """Simulate ``new`` beside its reference ``ref`` on an S buffer of ``depth`` words holding
     ``words`` for ``cycles`` cycles; ports are named as :func:`port` reads them.
 
     ``constants`` (``{port: value}``) are set on both once; every cycle ``drive(cycle)`` gives
     the inputs (``{port: value}``) set on both, then each port of ``outputs`` must be equal on
     both (an ``AssertionError`` names it and the cycle), and for each ``(valid, payload)`` of
-    ``payloads`` whose ``valid`` is high the payloads must be equal; then ``after(cycle, get)``
-    may read ``new``'s ports (``get(name)``) for the next cycle's stimulus. Returns the count of
-    payloads compared."""
+    ``payloads`` whose ``valid`` is high (a port of ``new``, or a function of the cycle) the
+    payloads must be equal; then ``after(cycle, get)`` may read ``new``'s ports
+    (``get(name)``) for the next cycle's stimulus. ``reset(cycle)``: the ``sync`` domain's
+    reset in that cycle (default: low). Returns the count of payloads compared."""
     checked = 0
+    pair = _Pair(new, ref, words, depth)
 
     async def tb(ctx):
         nonlocal checked
@@ -52,6 +56,7 @@ def lockstep(new, ref, words, depth, *, cycles, drive, outputs, payloads=(), con
             for name, v in (constants or {}).items():
                 ctx.set(port(x, name), v)
         for cyc in range(cycles):
+            ctx.set(pair.sync.rst, bool(reset is not None and reset(cyc)))
             ins = drive(cyc)
             for x in (new, ref):
                 for name, v in ins.items():
@@ -59,7 +64,7 @@ def lockstep(new, ref, words, depth, *, cycles, drive, outputs, payloads=(), con
             for name in outputs:
                 assert ctx.get(port(new, name)) == ctx.get(port(ref, name)), (name, cyc)
             for valid, payload in payloads:
-                if ctx.get(port(new, valid)):
+                if valid(cyc) if callable(valid) else ctx.get(port(new, valid)):
                     assert ctx.get(port(new, payload)) == ctx.get(port(ref, payload)), \
                         (payload, cyc)
                     checked += 1
@@ -67,7 +72,7 @@ def lockstep(new, ref, words, depth, *, cycles, drive, outputs, payloads=(), con
                 after(cyc, lambda name: ctx.get(port(new, name)))
             await ctx.tick()
 
-    sim = Simulator(_Pair(new, ref, words, depth))
+    sim = Simulator(pair)
     sim.add_clock(1e-8)
     sim.add_testbench(tb)
     sim.run()

@@ -119,6 +119,10 @@ class _RefDispatcher(Dispatcher):
     _flag_decision = False  # the read decision from plain compares
 
 
+class _RefWordReset(Dispatcher):
+    _word_reset = True  # the S read word register with the domain reset
+
+
 def _blob(rng, depth):
     """A random blob (random shape, density, now and then one mutated word) and its K, N."""
     k, n = int(rng.integers(1, 6)), int(rng.choice([1, 1, 2, 3, 5, 9]))
@@ -157,22 +161,48 @@ def _stimulus(rng):
     return drive, after
 
 
-def _compare_every_cycle(seed, cols, new_cls=Dispatcher, ops=12):
+def _resets(rng, cycles):
+    """Random domain resets of 1-4 cycles: the reset per cycle, and the second cycle after each
+    (whose ``desc.count`` is formed from the word loaded in the reset's last cycle)."""
+    high, left = [], 0
+    for cyc in range(cycles):
+        if not left and cyc > 0 and rng.random() < 0.01:
+            left = int(rng.integers(1, 5))
+        high.append(left > 0)
+        left = max(0, left - 1)
+    second = {c + 2 for c in range(cycles) if high[c] and not any(high[c + 1:c + 2])}
+    return high, second
+
+
+def _compare_every_cycle(seed, cols, new_cls=Dispatcher, ops=12, ref_cls=_RefDispatcher,
+                         payload_always=False, resets=False, stats=None):
     """Random operations (random fit delay and result, ready, stop, cols_idle, restarts):
-    every output port of the dispatcher equals the reference's in every cycle."""
+    every output port of the dispatcher equals the reference's in every cycle (``desc.payload``
+    while ``desc.valid``; with ``payload_always`` in every cycle but the second after a domain
+    reset). ``resets``: random domain resets too (``resets="all"``: the payload compared in
+    those cycles as well); ``stats`` (a dict) gets their count."""
     rng = np.random.default_rng(seed)
+    reset_rng = np.random.default_rng(seed + 1000)  # the stimulus's sequence as without
     depth = 64
     blobs = [_blob(rng, depth) for _ in range(ops)]
     kw = dict(cols=cols, d_depth=256, s_depth=depth, c_depth=128, bypass=True)
     checked = 0  # one simulation per blob (its own S buffer), restarts within it
     for words, k, n, s_len in blobs:
         drive, after = _stimulus(rng)
+        high, second = _resets(reset_rng, 400) if resets else ([False] * 400, set())
+        if stats is not None:
+            stats["resets"] = stats.get("resets", 0) + sum(
+                h and (c == 0 or not high[c - 1]) for c, h in enumerate(high))
+        payloads = [("desc.valid", "desc.payload")]
+        if payload_always:
+            payloads.append((lambda c, second=second: resets == "all" or c not in second,
+                             "desc.payload"))
         checked += lockstep(
-            new_cls(**kw), _RefDispatcher(**kw), words, depth, cycles=400,
+            new_cls(**kw), ref_cls(**kw), words, depth, cycles=400,
             constants={"k": k, "n": n, "s_len": s_len}, drive=drive, after=after,
             outputs=["error", "running", "idle", "ended", "queue_empty", "desc.valid",
                      "s_rd.addr", "s_rd.en"],
-            payloads=[("desc.valid", "desc.payload")])
+            payloads=payloads, reset=lambda c, high=high: high[c])
     return checked
 
 
@@ -181,6 +211,28 @@ def test_flag_decision_equals_compares_every_cycle(seed, cols):
     """The registered-flag read decision (``bypass``) against the plain compares: every port
     every cycle under random stalls, fit delays, stops and restarts."""
     assert _compare_every_cycle(seed, cols) > 100
+
+
+@pytest.mark.parametrize("seed,cols", [(4, 1), (5, 2), (6, 8)])
+def test_word_without_reset_every_cycle(seed, cols):
+    """The S read word register without reset (so that it folds into the block RAM's output
+    register) against the same register with the domain reset: every port every cycle, the
+    whole ``desc.payload`` too; with random domain resets as well, the payload may differ only
+    in the second cycle after a reset (``desc.count`` from the word loaded in the reset's last
+    cycle), and there only with ``desc.valid`` low."""
+    assert _compare_every_cycle(seed, cols, ref_cls=_RefWordReset, payload_always=True) > 1000
+    stats = {}
+    assert _compare_every_cycle(seed, cols, ref_cls=_RefWordReset, payload_always=True,
+                                resets=True, stats=stats) > 1000
+    assert stats["resets"] > 20
+
+
+def test_word_reset_compare_sees_resets():
+    """The domain resets above reach the word register: with the payload compared in the second
+    cycle after each reset too, the comparison fails (a don't-care payload, ``desc.valid``
+    low)."""
+    with pytest.raises(AssertionError):
+        _compare_every_cycle(5, 2, ref_cls=_RefWordReset, payload_always=True, resets="all")
 
 
 def test_every_cycle_compare_can_fail():
