@@ -29,6 +29,18 @@ __all__ = ["HostBridge", "CORE_MEMBERS", "c_read_space", *protocol.__all__]
 #: the core's host members the bridge connects to (``hw.core_ports``)
 CORE_MEMBERS = ("d_write", "s_write", "c_read", "ctrl")
 
+# Forms (inverted, reset_less, init) of the copies of ``txbuf``'s enable and of its load
+# select, each copy for one part of ``txbuf``: yosys merges registers with the same input
+# (``opt_merge``), so each copy takes another form (as ``hw.pe_array._COPY_FORMS``). The enables
+# are not inverted (a clock enable straight from the register); the selects (LUT inputs, where
+# an inversion is free) are inverted or reset-less, so none is ``tload`` (plain, with reset).
+# The reset-less ones may differ from ``tload | shift`` and ``tload`` before the first clock
+# edge and after a domain reset, when ``txbuf`` is not read: every reply loads it whole
+# before a byte of it is sent.
+_TX_CE_FORMS = ((False, False, 0), (False, True, 0), (False, True, 1))
+_TX_SEL_FORMS = ((True, False, 1), (True, True, 0), (True, True, 1), (False, True, 0),
+                 (False, True, 1))
+
 
 def c_read_space(*, cols: int, d_depth: int, s_depth: int, c_depth: int,
                  result_logs: bool) -> int:
@@ -70,6 +82,12 @@ class HostBridge(wiring.Component):
         operation's status. (Without a slice the one stale cycle cannot be reached: a reply
         and an opcode lie between a START and the next CHECK.)
     """
+
+    #: ``txbuf``'s enable and load select from copies of registers computed a cycle ahead, the
+    #: shape registers' enable a register, except on the iCE40 (False: ``tload | shift``,
+    #: ``tload`` and ``DISPATCH & shape_ok``, the same behaviour every cycle; the tests'
+    #: reference and the iCE40's logic)
+    _registered_enables = True
 
     @rejected_unused  # a refused parameter leaves no "never used" warning behind
     def __init__(self, core_signature: wiring.Signature, *, rows: int, cols: int, d_depth: int,
@@ -138,10 +156,33 @@ class HostBridge(wiring.Component):
 
         loading = ("LOAD", "C_LATCH")
         tload = Signal()  # in LOAD or C_LATCH: ``txbuf`` and ``out`` take a new reply
+        # ``txbuf``'s clock enable (``tload | shift``) and load select (``tload``) as registers
+        # of their own, copies of each for parts of ``txbuf`` (``_TX_CE_FORMS``,
+        # ``_TX_SEL_FORMS``): the enable of its 272 FFs through a LUT of ``tload`` and
+        # ``shift`` was a ULX3S critical path (``tload`` -> 1 LUT -> CE, 11.25 ns of routing).
+        # Both are set where ``tload`` and ``shift`` are, a cycle ahead: ``tx_sel`` with
+        # ``tload`` in every ``goto`` (it holds otherwise), ``tx_ce`` by default to ``tload``,
+        # by every ``goto`` to ``tload``'s value, and to 1 where ``shift`` is set (last, see
+        # SEND).
+        # (not on the iCE40: its UP5K is 92 % full, and its bridge is not near a critical path)
+        registered = (self._registered_enables
+                      and str(getattr(platform, "family", "")).lower() != "ice40")
+
+        def copies(name, forms):
+            regs = [(Signal(name=f"{name}{i}_n" if inv else f"{name}{i}", init=init,
+                            reset_less=rl), inv) for i, (inv, rl, init) in enumerate(forms)]
+            return regs, [~r if inv else r for r, inv in regs]
+
+        ce_regs, tx_ce = copies("tx_ce", _TX_CE_FORMS if registered else ())
+        sel_regs, tx_sel = copies("tx_sel", _TX_SEL_FORMS if registered else ())
+
+        def set_copies(regs, value):
+            m.d.sync += [r.eq(~value if inv else value) for r, inv in regs]
 
         def goto(name):
             m.d.sync += [state.eq(1 << names.index(name)), listen.eq(name in listening),
                          tload.eq(name in loading)]
+            set_copies(ce_regs + sel_regs, int(name in loading))
 
         # the opcode, decoded as it arrives: one flag register per known opcode
         codes = [c for c in protocol.ARG_BYTES if c != protocol.OP_RESULTS or self.result_logs]
@@ -168,6 +209,10 @@ class HostBridge(wiring.Component):
         end = Signal(17)  # address + count
         range_err = Signal()
         shape_ok = Signal()  # SET_SHAPE in range: DISPATCH sets the shape
+        # (registered) DISPATCH & shape_ok as a register (set in RANGE, which always goes to
+        # DISPATCH, for DISPATCH's one cycle): the enable of ``ctrl``'s shape FFs, by the core,
+        # without a LUT
+        shape_set = Signal()
         start_ok = Signal()  # START while idle: DISPATCH starts the core
         count_zero = Signal()
         busy = Signal()  # ``ctrl.busy`` registered in CHECK: only this bridge starts the core
@@ -195,8 +240,12 @@ class HostBridge(wiring.Component):
         # registered, default-low pulses
         m.d.sync += [dw.en.eq(0), sw.en.eq(0), ctrl.start.eq(0), self.rx_clear.eq(0),
                      shift.eq(0)]
-        with m.If(shift):
-            m.d.sync += txbuf.eq(txbuf >> 8)
+        set_copies(ce_regs, tload)  # tload | shift, unless set below; the selects hold
+        if registered:
+            m.d.sync += shape_set.eq(0)  # default low
+        if not registered:
+            with m.If(shift):
+                m.d.sync += txbuf.eq(txbuf >> 8)
         m.d.comb += [
             self.rx.ready.eq(listen),
             self.tx.valid.eq(now["SEND"]),
@@ -294,6 +343,8 @@ class HostBridge(wiring.Component):
                                (is_op(protocol.OP_SET_SHAPE) & (s_len > self.s_depth)))
             m.d.sync += [range_err.eq(err), shape_ok.eq(is_op(protocol.OP_SET_SHAPE) & ~err),
                          start_ok.eq(is_op(protocol.OP_START) & ~busy)]
+            if registered:
+                m.d.sync += shape_set.eq(is_op(protocol.OP_SET_SHAPE) & ~err)
             goto("DISPATCH")
 
         with m.If(now["DISPATCH"]):
@@ -324,11 +375,12 @@ class HostBridge(wiring.Component):
                     reply(protocol.ERR_RANGE)
                 with m.Else():
                     load(protocol.ST_OK, c=~count_zero)
-            with m.If(shape_ok):
-                m.d.sync += [
-                    ctrl.m.eq(args[0:16]), ctrl.k.eq(args[16:32]),
-                    ctrl.n.eq(args[32:48]), ctrl.s_len.eq(args[48:64]),
-                ]
+            if not registered:
+                with m.If(shape_ok):
+                    m.d.sync += [
+                        ctrl.m.eq(args[0:16]), ctrl.k.eq(args[16:32]),
+                        ctrl.n.eq(args[32:48]), ctrl.s_len.eq(args[48:64]),
+                    ]
             with m.If(is_op(protocol.OP_SET_SHAPE)):
                 reply(Mux(range_err, protocol.ERR_RANGE, protocol.ST_OK))
             with m.If(start_ok):
@@ -342,6 +394,13 @@ class HostBridge(wiring.Component):
                 load(status_=1, nbytes=protocol.STATUS_BYTES)
             with m.If(op_unknown):
                 reply(protocol.ERR_OPCODE)
+
+        if registered:
+            with m.If(shape_set):  # DISPATCH & shape_ok
+                m.d.sync += [
+                    ctrl.m.eq(args[0:16]), ctrl.k.eq(args[16:32]),
+                    ctrl.n.eq(args[32:48]), ctrl.s_len.eq(args[48:64]),
+                ]
 
         with m.If(now["DATA"]):
             receiving()
@@ -366,7 +425,9 @@ class HostBridge(wiring.Component):
 
         def send(value):
             """Start sending ``value``: its first byte to ``out``, the rest to ``txbuf``."""
-            m.d.sync += [out.eq(value[0:8]), txbuf.eq(value >> 8)]
+            m.d.sync += out.eq(value[0:8])
+            if not registered:
+                m.d.sync += txbuf.eq(value >> 8)
             goto("SEND")
 
         # The reply's value, an OR of terms each gated by one register: the flags are exclusive
@@ -395,6 +456,22 @@ class HostBridge(wiring.Component):
         m.d.comb += value.eq(expr)
         with m.If(tload):
             send(value)
+        # (registered) each bit of ``txbuf`` enabled by the ``tx_ce`` copy of its part, loaded
+        # or shifted by the ``tx_sel`` copy of its part (``tload`` and ``shift`` are never high
+        # together); the select drives two LUT levels of every bit, so it has more copies
+        loaded, shifted = value >> 8, txbuf >> 8
+
+        def part(bit, n):
+            return bit * n // len(txbuf)
+
+        if registered:
+            bounds = sorted({0, len(txbuf)} | {
+                next(b for b in range(len(txbuf)) if part(b, n) == i)
+                for n in (len(tx_ce), len(tx_sel)) for i in range(n)})
+            for lo, hi in zip(bounds, bounds[1:]):
+                ce, sel = tx_ce[part(lo, len(tx_ce))], tx_sel[part(lo, len(tx_sel))]
+                with m.If(ce):
+                    m.d.sync += txbuf[lo:hi].eq(Mux(sel, loaded[lo:hi], shifted[lo:hi]))
 
         with m.If(now["SEND"] & self.tx.ready):
             m.d.sync += [out.eq(Mux(shift, txbuf[8:16], txbuf[0:8])), shift.eq(1),
@@ -404,6 +481,7 @@ class HostBridge(wiring.Component):
                     goto("C_WAIT")
                 with m.Else():
                     goto("IDLE")
+            set_copies(ce_regs, 1)  # shift (after the goto: it wins)
 
         # the C read address follows ``addr`` combinationally; its data is valid
         # ``c_read_latency`` cycles later

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from amaranth.hdl import Elaboratable, Module
 from amaranth.lib import wiring
+from amaranth.lib.memory import ReadPort, WritePort
 from amaranth.lib.wiring import Out
 from amaranth.sim import Simulator
 from sim_uart_port import SimUartPort
@@ -19,9 +20,12 @@ from hw.host_bridge import (
     ERR_OPCODE,
     ERR_RANGE,
     ERR_TIMEOUT,
+    INFO_BYTES,
+    OP_INFO,
     OP_NOP,
     OP_READ_C,
     OP_RESULTS,
+    OP_SET_SHAPE,
     OP_START,
     OP_STATUS,
     OP_WRITE_D,
@@ -308,3 +312,138 @@ def test_system_with_a_refused_core_size(assert_refused):
     to warn "created but never used"."""
     assert_refused(lambda: SwatSystem(divisor=DIVISOR, rows=0), ValueError,
                    "SwatCore: rows must be >= 1, not 0")
+
+
+class _RefBridge(HostBridge):
+    # txbuf's enable tload | shift through a LUT, its select tload; the shape's DISPATCH & shape_ok
+    _registered_enables = False
+
+
+class _BridgePair(Elaboratable):
+    """Two bridges on the same inputs (the test drives both)."""
+
+    def __init__(self, new, ref):
+        self.new, self.ref = new, ref
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.new, m.submodules.ref = self.new, self.ref
+        return m
+
+
+def _command_bytes(rng, *, rows, result_logs, d_depth, c_space):
+    """One random command frame (now and then an unknown opcode, out-of-range arguments, or a
+    frame cut short for the timeout: ``None`` marks a pause longer than the timeout)."""
+    ops = [OP_NOP, OP_INFO, OP_WRITE_D, OP_WRITE_S, OP_READ_C, OP_SET_SHAPE, OP_START, OP_STATUS,
+           OP_STATUS, OP_READ_C, OP_INFO, 0x55]
+    if result_logs:
+        ops += [OP_RESULTS, OP_RESULTS]
+    op = int(rng.choice(ops))
+    frame = [op]
+    if op in (OP_WRITE_D, OP_WRITE_S, OP_READ_C):
+        space = c_space if op == OP_READ_C else d_depth
+        count = int(rng.integers(0, 4))
+        addr = int(rng.integers(0, space - count + 1)) if rng.random() < 0.9 else space
+        frame += list(struct.pack("<HH", addr, count))
+        if op != OP_READ_C:
+            frame += [int(b) for b in rng.integers(0, 256, count * (rows if op == OP_WRITE_D
+                                                                    else 4))]
+    elif op == OP_SET_SHAPE:  # m, k, n, s_len
+        frame += [int(b) for b in rng.integers(0, 256, 6)] + list(struct.pack(
+            "<H", int(rng.integers(0, 80))))
+    if len(frame) > 1 and rng.random() < 0.05:  # cut short
+        frame = frame[:int(rng.integers(1, len(frame)))] + [None]
+    return frame
+
+
+def _bridges_every_cycle(seed, *, result_logs, c_read_latency, ctrl_delay, cycles=6000,
+                         new_cls=HostBridge):
+    """Random command frames, rx gaps, tx stalls and core inputs: every output port of
+    ``new_cls`` equals the reference's (``_RefBridge``) in every cycle. Returns the reply bytes
+    sent."""
+    rng = np.random.default_rng(seed)
+    rows, cols, d_depth, s_depth, c_depth = 2, 2, 64, 64, 32  # StandInCore's
+    if result_logs:
+        c_read = ReadPort.Signature(addr_width=6, shape=rows * 32 + 5)
+        ctrl = ControlSignature(7, logs=cols, count_width=6)
+    else:
+        c_read, ctrl = ReadPort.Signature(addr_width=5, shape=rows * 32), ControlSignature(7)
+    core = wiring.Signature({
+        "d_write": Out(WritePort.Signature(addr_width=6, shape=rows * 8)),
+        "s_write": Out(WritePort.Signature(addr_width=6, shape=32)),
+        "c_read": Out(c_read), "ctrl": Out(ctrl)})
+    kw = dict(rows=rows, cols=cols, d_depth=d_depth, s_depth=s_depth, c_depth=c_depth,
+              timeout=60, c_read_latency=c_read_latency, ctrl_delay=ctrl_delay)
+    new, ref = new_cls(core, **kw), _RefBridge(core, **kw)
+    members = list(new.signature.flatten(new))
+    outs = [path for path, mem, _ in members if mem.flow == wiring.Out]
+    ins = [(path, len(v)) for path, mem, v in members
+           if mem.flow == wiring.In and path not in (("rx", "valid"), ("rx", "payload"))]
+    sent = []
+
+    def at(obj, path):
+        for part in path:
+            obj = obj[part] if isinstance(part, int) else getattr(obj, part)
+        return obj
+
+    async def tb(ctx):
+        queue, byte, pause = [], None, 0
+        for cyc in range(cycles):
+            if byte is None and pause:
+                pause -= 1
+            elif byte is None and not queue:  # the next frame, after a gap
+                queue = _command_bytes(rng, rows=rows, result_logs=result_logs,
+                                       d_depth=d_depth, c_space=new.c_space)
+                pause = int(rng.integers(0, 30))
+            elif byte is None and rng.random() < 0.5:
+                byte = queue.pop(0)
+                if byte is None:  # longer than the timeout
+                    pause = 100
+            values = {("rx", "valid"): byte is not None, ("rx", "payload"): byte or 0}
+            for path, width in ins:
+                if path == ("tx", "ready"):
+                    values[path] = rng.random() < 0.7
+                elif width == 1:
+                    values[path] = rng.random() < (0.02 if path[0].startswith("rx_") else 0.5)
+                else:
+                    values[path] = int(rng.integers(0, 1 << min(width, 62)))
+            for x in (new, ref):
+                for path, v in values.items():
+                    ctx.set(at(x, path), int(v))
+            for path in outs:
+                assert ctx.get(at(new, path)) == ctx.get(at(ref, path)), (path, cyc)
+            if ctx.get(new.tx.valid) and values[("tx", "ready")]:
+                sent.append(ctx.get(new.tx.payload))
+            if byte is not None and ctx.get(new.rx.ready):
+                byte = None
+            await ctx.tick()
+
+    sim = Simulator(_BridgePair(new, ref))
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    return sent
+
+
+@pytest.mark.parametrize("seed,result_logs,c_read_latency,ctrl_delay", [
+    (0, False, 1, 0), (1, True, 3, 0), (2, True, 1, 2), (3, False, 3, 1)])
+def test_registered_tx_every_cycle(seed, result_logs, c_read_latency, ctrl_delay):
+    """``txbuf``'s enable and load select from registers computed a cycle ahead (per part of
+    ``txbuf``), and the shape registers' enable a register, against ``tload | shift``,
+    ``tload`` and ``DISPATCH & shape_ok``: every output port every cycle under random commands
+    (every reply kind, C reads of several words, SET_SHAPE), gaps, timeouts and stalls."""
+    sent = _bridges_every_cycle(seed, result_logs=result_logs, c_read_latency=c_read_latency,
+                                ctrl_delay=ctrl_delay)
+    assert len(sent) > 1000
+
+
+def test_bridges_every_cycle_can_fail():
+    """The comparison sees a difference in one byte deep in ``txbuf`` (INFO's last)."""
+
+    class LastInfoByte(HostBridge):
+        def info_value(self):
+            return super().info_value() ^ (1 << 8 * (INFO_BYTES - 1))
+
+    with pytest.raises(AssertionError, match="payload"):
+        _bridges_every_cycle(0, result_logs=False, c_read_latency=1, ctrl_delay=0,
+                             new_cls=LastInfoByte)
