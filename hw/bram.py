@@ -16,6 +16,16 @@ after the address; ``en`` low holds the data), and in simulation a same-cycle re
 the old word. The core uses it for the single C buffer, whose entries are read only after
 they were written, for the copies of D and S (below), and for the result logs.
 
+On the ECP5 the register that follows such a read (the consumer's register on ``data``, e.g.
+the dispatcher's ``word``) is moved into the DP16KD too, after synthesis: ``bitstreams.bram_outreg``
+(run by ``bitstreams.build`` for the ULX3S, ``fold_bram_outreg``) makes it the block RAM's
+output register (``REGMODE`` ``OUTREG``, its enable as ``OCE``), so the long ``NOREG``
+clock-to-output (5.8 ns at speed grade 6) ends inside the block RAM and the fabric sees
+0.96 ns. It folds a register only where that is exact: no reset (``reset_less``), clocked by
+``sync``, one enable for the whole word, and the only load of every read bit (nothing in
+between, no second consumer); other read ports keep their fabric register (the build log and
+``report.json``'s ``bram_outreg`` count them). The iCE40's block RAM has no output register.
+
 The write delay of yosys's bypass is a register stage on the write side, which a buffer whose
 writes come from far away needs: without the bypass (RTL of ``ea4e226``, the logs written
 straight from the PE column's result register) the ULX3S critical path became a PE column's
