@@ -16,24 +16,29 @@ ns and CLKA → DOA 5.535–5.609 ns in ``NOREG``, 0.882–0.956 ns and 0.903–
 ``OUTREG``; ``OCEB`` / ``OCEA`` setup 0.253 / 0.226 ns. (A fabric FF: CLK → Q 0.430–0.525 ns.)
 
 The fold rule, per read port of a DP16KD: side A or B of a true-dual-port cell (``DATA_WIDTH``
-up to 18: ``DOX`` clocked by ``CLKX``), or the whole 36-bit read of a pseudo-dual-port cell
-(yosys's ``$__PDPW16KD_`` mapping, ``DATA_WIDTH_B`` 36: ``DOA`` and ``DOB`` are the read data,
-both on the read clock ``CLKB``; nextpnr times them so, and yosys ties ``OCEA`` to 0). The port
-is folded when
+up to 18: ``DOX`` clocked by ``CLKX``), or the one read port of a pseudo-dual-port cell
+(yosys's ``$__PDPW16KD_`` mapping: ``DATA_WIDTH_A`` 36, the 36-bit write, which is what puts
+the cell in that mode for nextpnr; a 36-bit read has its data on ``DOA`` and ``DOB``, a
+narrower one on ``DOB``, all on the read clock ``CLKB``; nextpnr times them so, and yosys ties
+``OCEA`` to 0). Lattice's ``PDPW16KD`` has one ``REGMODE`` for its read, which nextpnr writes
+to both ``REGMODE_A`` and ``REGMODE_B``: a pseudo-dual-port cell is folded as one port (side
+``AB``) on both sides' settings. The port is folded when
 
-- its ``REGMODE`` is ``NOREG`` (both, for a 36-bit cell), its clock is not inverted
-  (``CLKXMUX``) and its ``RSTX`` is constant 0 (both ``RSTA`` and ``RSTB`` for a 36-bit cell);
+- its ``REGMODE`` is ``NOREG`` (both, for a pseudo-dual-port cell), its clock is not inverted
+  (``CLKXMUX``) and its ``RSTX`` is constant 0 (both ``RSTA`` and ``RSTB`` for a
+  pseudo-dual-port cell);
 - every used ``DO`` bit drives exactly one load (module ports count), the ``DI`` of a
   ``TRELLIS_FF``;
-- each such FF is clocked by the port's clock net (``CLKMUX`` ``CLK``; a 36-bit cell needs
-  ``CLKA`` and ``CLKB`` to be that net), has no set/reset (``LSRMUX`` ``LSR`` with ``LSR``
-  constant 0) and ``REGSET`` ``RESET`` (initial value 0; no ``init`` attribute of 1 on its
-  output), and all of them share one clock enable: ``CEMUX`` ``1`` for all (``OCE`` = 1) or
-  ``CEMUX`` ``CE`` with the same ``CE`` net for all (``OCE`` = that net).
+- each such FF is clocked by the port's clock net (``CLKMUX`` ``CLK``; a pseudo-dual-port cell
+  needs ``CLKA`` and ``CLKB`` to be that net), has no set/reset (``LSRMUX`` ``LSR`` with
+  ``LSR`` constant 0) and ``REGSET`` ``RESET`` (initial value 0; no ``init`` attribute of 1 on
+  its output), and all of them share one clock enable: ``CEMUX`` ``1`` for all (``OCE`` = 1)
+  or ``CEMUX`` ``CE`` with the same ``CE`` net for all (``OCE`` = that net).
 
-Then ``REGMODE_X`` becomes ``OUTREG``, ``OCEX`` the common enable (for a 36-bit cell both
-``REGMODE``s and both ``OCE``s), each ``DO`` pin is connected to its FF's output net, and the
-FFs are deleted.
+Then ``REGMODE_X`` becomes ``OUTREG``, ``OCEX`` the common enable (for a pseudo-dual-port cell
+both ``REGMODE``s and both ``OCE``s), each ``DO`` pin is connected to its FF's output net, and
+the FFs are deleted. The nets the ``DO`` pins drove before keep their names (``netnames``),
+now without driver or load.
 
 Why it is exact (no cycle changes): the output register is the read latch's word registered
 once more on the same clock edge, loaded when ``OCE`` is high and cleared only by ``RST`` and
@@ -142,15 +147,16 @@ def _init_ones(top: dict) -> set[int]:
 
 
 def _read_ports(cell: dict) -> list[tuple[str, tuple[str, ...], list[str]]]:
-    """``(label, sides, DO pins)`` of a DP16KD's read ports: one per side, or one 36-bit port
-    on both sides' pins (clocked by ``CLKB``) when the cell is in pseudo-dual-port mode."""
+    """``(label, sides, DO pins)`` of a DP16KD's read ports: one per side, or one port on both
+    sides' pins (clocked by ``CLKB``) when the cell is in pseudo-dual-port mode (a 36-bit
+    write, ``DATA_WIDTH_A`` 36, as nextpnr tells the mode)."""
     conns = cell["connections"]
 
     def pins(side):
         return sorted((p for p in conns if p.startswith("DO" + side) and p[3:].isdigit()),
                       key=lambda p: int(p[3:]))
 
-    if _int_param(cell, "DATA_WIDTH_B", 18) == 36:
+    if _int_param(cell, "DATA_WIDTH_A", 18) == 36:
         return [("AB", ("A", "B"), pins("A") + pins("B"))]
     return [(side, (side,), pins(side)) for side in "AB"]
 
@@ -159,7 +165,7 @@ def _check_port(top, cell, sides, used, loads, init_ones):
     """``(reason, None)`` if the port cannot be folded, else ``(None, (ffs, enable))``: the FF
     of each used ``DO`` pin and the common enable connection."""
     conns, cells = cell["connections"], top["cells"]
-    clock_pin = "CLK" + sides[-1]  # B for a 36-bit read
+    clock_pin = "CLK" + sides[-1]  # B for a pseudo-dual-port read
     clk = conns.get(clock_pin)
     for s in sides:
         if _param(cell, f"REGMODE_{s}", "NOREG") != "NOREG":
@@ -202,7 +208,7 @@ def fold_outreg(netlist: dict) -> dict:
     DP16KD read port into the block RAM's output register where that is exact (module
     docstring). Returns ``{"read_ports", "folded", "ffs_removed", "skipped": {reason: n},
     "skipped_ports": ["cell:side", ...]}`` (``read_ports``: ports with a used ``DO`` bit;
-    a 36-bit pseudo-dual-port read counts once, as side ``AB``)."""
+    a pseudo-dual-port read counts once, as side ``AB``)."""
     top = _top(netlist)
     cells = top.get("cells", {})
     loads = _loads(top)

@@ -403,6 +403,48 @@ def test_rule_edge_cases(change, reason):
         assert nl == _hand_made(**change)
 
 
+def _pdp(**change) -> dict:
+    """:func:`_hand_made`'s cell in yosys's pseudo-dual-port mapping (``$__PDPW16KD_``: the
+    36-bit write on A, here an 18-bit read on ``DOB``, both clocks the same net, ``OCEA`` tied
+    to 0); ``change`` sets the cell's parameters and connections (``"CLKA"``, ``"REGMODE_A"``)."""
+    nl = _hand_made()
+    ram = nl["modules"]["top"]["cells"]["ram"]
+    ram["parameters"].update(DATA_WIDTH_A=format(36, "032b"), DATA_WIDTH_B=format(18, "032b"),
+                             REGMODE_A="NOREG", CLKAMUX="CLKA")
+    ram["connections"].update(CLKA=[2], RSTA=["0"], OCEA=["0"])
+    ram["port_directions"].update(CLKA="input", RSTA="input", OCEA="input")
+    for key, value in change.items():
+        (ram["connections"] if key in ram["connections"] else ram["parameters"])[key] = value
+    return nl
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({}, None),
+    ({"CLKA": [6]}, "clock"),  # write clock not the read clock
+    ({"CLKAMUX": "INV"}, "clock"),
+    ({"RSTA": [7]}, "bram_reset"),
+    ({"REGMODE_A": "OUTREG"}, "regmode"),
+])
+def test_pseudo_dual_port_folds_as_one_port(change, reason):
+    """A pseudo-dual-port cell (``DATA_WIDTH_A`` 36, as nextpnr tells the mode) with a read
+    narrower than 36 bits, on ``DOB`` only: one read port on both sides' settings, folded with
+    both ``REGMODE``s and both ``OCE``s (Lattice's ``PDPW16KD`` has one ``REGMODE``), or not at
+    all."""
+    nl = _pdp(**change)
+    summary = bram_outreg.fold_outreg(nl)
+    ram = nl["modules"]["top"]["cells"]["ram"]
+    if reason is None:
+        assert summary == {"read_ports": 1, "folded": 1, "ffs_removed": 2, "skipped": {},
+                           "skipped_ports": []}
+        assert (ram["parameters"]["REGMODE_A"], ram["parameters"]["REGMODE_B"]) \
+            == ("OUTREG", "OUTREG")
+        assert (ram["connections"]["OCEA"], ram["connections"]["OCEB"]) == ([3], [3])
+        assert (ram["connections"]["DOB0"], ram["connections"]["DOB1"]) == ([20], [21])
+    else:
+        assert summary["skipped"] == {reason: 1} and summary["skipped_ports"] == ["ram:AB"]
+        assert nl == _pdp(**change)
+
+
 def test_init_attribute_of_one_is_not_folded():
     nl = _hand_made()
     nl["modules"]["top"]["netnames"]["q"]["attributes"]["init"] = "10"
