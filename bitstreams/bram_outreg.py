@@ -62,8 +62,10 @@ behaviour without more proof), ``init`` (the FF starts at 1), ``enable`` (``CEMU
 or constant 0, or different enables across the port's bits: one ``OCE`` per port).
 
 ``python -m bitstreams.bram_outreg in.json out.json`` rewrites a netlist (``out.json`` may be
-``in.json``; written through a temporary file); ``bitstreams.build`` runs :func:`rewrite` on
-``build/top.json`` for boards with ``fold_bram_outreg``.
+``in.json``; written through a temporary file, with ``out.json``'s permissions, or
+``in.json``'s for a new file); an input that is not a yosys JSON netlist, or a file that
+cannot be read or written, is one line on stderr and exit status 1. ``bitstreams.build`` runs
+:func:`rewrite` on ``build/top.json`` for boards with ``fold_bram_outreg``.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ import argparse
 import collections
 import json
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -105,15 +108,42 @@ def _int_param(cell: dict, name: str, default: int) -> int | None:
 
 
 def _top(netlist) -> dict:
-    """The module of ``netlist`` that carries yosys's ``top`` attribute."""
+    """The module of ``netlist`` that carries yosys's ``top`` attribute, checked to have the
+    shape this pass reads (:func:`_check_shape`)."""
     if not isinstance(netlist, dict) or not isinstance(netlist.get("modules"), dict):
         raise NetlistError("not a yosys JSON netlist (no 'modules' object)")
     tops = [m for m in netlist["modules"].values()
-            if isinstance(m, dict) and str(m.get("attributes", {}).get("top", "0")).strip("0 ")]
+            if isinstance(m, dict) and isinstance(m.get("attributes", {}), dict)
+            and str(m.get("attributes", {}).get("top", "0")).strip("0 ")]
     if len(tops) != 1:
         raise NetlistError("no top module (no module has the 'top' attribute)" if not tops
                            else f"{len(tops)} modules have the 'top' attribute")
+    _check_shape(tops[0])
     return tops[0]
+
+
+def _check_shape(top: dict) -> None:
+    """:class:`NetlistError` unless ``top``'s cells, ports and net names are objects of the
+    shape yosys writes (the objects and lists this pass reads), so that a damaged netlist is an
+    error message, not a traceback."""
+    def need(ok, what):
+        if not ok:
+            raise NetlistError(f"not a yosys JSON netlist ({what})")
+
+    for key in ("cells", "ports", "netnames"):
+        items = top.get(key, {})
+        need(isinstance(items, dict) and all(isinstance(v, dict) for v in items.values()),
+             f"the top module's '{key}' is not an object of objects")
+    for name, cell in top.get("cells", {}).items():
+        for key in ("parameters", "port_directions", "connections"):
+            need(isinstance(cell.get(key, {}), dict), f"cell {name!r}: '{key}' is not an object")
+        need(all(isinstance(bits, list) for bits in cell.get("connections", {}).values()),
+             f"cell {name!r}: a connection is not a list of bits")
+    for key in ("ports", "netnames"):
+        for name, item in top.get(key, {}).items():
+            need(isinstance(item.get("bits", []), list)
+                 and isinstance(item.get("attributes", {}), dict),
+                 f"{key[:-1]} {name!r}: 'bits' is not a list or 'attributes' not an object")
 
 
 def _loads(top: dict) -> dict[int, list[tuple[str, str]]]:
@@ -150,7 +180,7 @@ def _read_ports(cell: dict) -> list[tuple[str, tuple[str, ...], list[str]]]:
     """``(label, sides, DO pins)`` of a DP16KD's read ports: one per side, or one port on both
     sides' pins (clocked by ``CLKB``) when the cell is in pseudo-dual-port mode (a 36-bit
     write, ``DATA_WIDTH_A`` 36, as nextpnr tells the mode)."""
-    conns = cell["connections"]
+    conns = cell.get("connections", {})
 
     def pins(side):
         return sorted((p for p in conns if p.startswith("DO" + side) and p[3:].isdigit()),
@@ -185,7 +215,9 @@ def _check_port(top, cell, sides, used, loads, init_ones):
             return "clock", None
         if _param(ff, "LSRMUX", "LSR") != "LSR" or fc.get("LSR", ["0"]) != ["0"]:
             return "reset", None
-        q = fc.get("Q", [None])
+        q = fc.get("Q", [])
+        if len(q) != 1:  # not a register's output: nothing to connect the DO pin to
+            return "load", None
         if _param(ff, "REGSET", "RESET") != "RESET" or q[0] in init_ones:
             return "init", None
         cemux = _param(ff, "CEMUX", "1")
@@ -219,9 +251,9 @@ def fold_outreg(netlist: dict) -> dict:
     for name in sorted(n for n, c in cells.items() if c.get("type") == "DP16KD"):
         cell = cells[name]
         for label, sides, pins in _read_ports(cell):
-            used = [(p, cell["connections"][p][0]) for p in pins
-                    if isinstance(cell["connections"][p][0], int)
-                    and loads.get(cell["connections"][p][0])]
+            conns = cell.get("connections", {})
+            used = [(p, conns[p][0]) for p in pins if len(conns[p]) == 1
+                    and isinstance(conns[p][0], int) and loads.get(conns[p][0])]
             if not used:
                 continue
             summary["read_ports"] += 1
@@ -236,7 +268,7 @@ def fold_outreg(netlist: dict) -> dict:
                 cell["connections"][pin] = list(cells[ff]["connections"]["Q"])
                 del cells[ff]
             for s in sides:
-                cell["parameters"][f"REGMODE_{s}"] = "OUTREG"
+                cell.setdefault("parameters", {})[f"REGMODE_{s}"] = "OUTREG"
                 cell["connections"][f"OCE{s}"] = list(enable)
                 cell.setdefault("port_directions", {})[f"OCE{s}"] = "input"
             summary["folded"] += 1
@@ -255,12 +287,16 @@ def describe(summary: dict) -> str:
 def rewrite(src: Path, dst: Path) -> dict:
     """Read the netlist ``src``, fold it, write it to ``dst`` (through a temporary file in
     ``dst``'s directory and ``os.replace``, so ``dst`` may be ``src`` and is never left half
-    written). Returns the summary; :class:`NetlistError` or ``OSError`` if it cannot."""
+    written; the file keeps ``dst``'s permissions, or takes ``src``'s if ``dst`` is new).
+    Returns the summary; :class:`NetlistError` (the input), or ``OSError`` naming ``src`` or
+    ``dst`` (never the temporary file) if it cannot."""
     src, dst = Path(src), Path(dst)
     try:
         text = src.read_text()
     except FileNotFoundError:
         raise NetlistError(f"{src}: no such file") from None
+    except UnicodeDecodeError:
+        raise NetlistError(f"{src}: not a yosys JSON netlist (not UTF-8 text)") from None
     try:
         netlist = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -269,13 +305,20 @@ def rewrite(src: Path, dst: Path) -> dict:
         summary = fold_outreg(netlist)
     except NetlistError as exc:
         raise NetlistError(f"{src}: {exc}") from None
-    fd, tmp = tempfile.mkstemp(prefix=dst.name + ".", suffix=".tmp", dir=dst.parent)
+    try:
+        mode = stat.S_IMODE((dst if dst.exists() else src).stat().st_mode)
+        fd, tmp = tempfile.mkstemp(prefix=dst.name + ".", suffix=".tmp", dir=dst.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(dst)) from None
     try:
         with os.fdopen(fd, "w") as fh:
             json.dump(netlist, fh)
+        os.chmod(tmp, mode)
         os.replace(tmp, dst)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, exc.strerror, str(dst)) from None
         raise
     return summary
 

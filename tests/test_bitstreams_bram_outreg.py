@@ -473,12 +473,16 @@ def _cli(*argv, cwd=None):
 def test_cli_rewrites_in_place(tmp_path):
     path = tmp_path / "top.json"
     path.write_text(json.dumps(_hand_made()))
+    path.chmod(0o640)
     res = _cli(path, path)
     assert (res.returncode, res.stderr) == (0, "")
     assert res.stdout == ("1 of 1 block-RAM read ports folded into OUTREG (2 FFs removed); "
                           "skipped: none\n")
     assert list(json.loads(path.read_text())["modules"]["top"]["cells"]) == ["ram"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["top.json"]  # no temporary left
+    assert path.stat().st_mode & 0o777 == 0o640  # not the temporary file's 0o600
+    assert _cli(path, tmp_path / "new.json").returncode == 0
+    assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o640  # a new file: the input's
 
 
 @pytest.mark.parametrize("content, message", [
@@ -488,15 +492,39 @@ def test_cli_rewrites_in_place(tmp_path):
     ("[1, 2]", "{src}: not a yosys JSON netlist (no 'modules' object)"),
     ('{"modules": {"top": {"cells": {}}}}',
      "{src}: no top module (no module has the 'top' attribute)"),
+    (b"\xff\xfe{}", "{src}: not a yosys JSON netlist (not UTF-8 text)"),
+    ('{"modules": {"top": {"attributes": {"top": 1}, "cells": []}}}',
+     "{src}: not a yosys JSON netlist (the top module's 'cells' is not an object of objects)"),
+    ('{"modules": {"top": {"attributes": {"top": 1}, "cells": {"r": {"type": "DP16KD", '
+     '"connections": {"DOB0": 5}}}}}}',
+     "{src}: not a yosys JSON netlist (cell 'r': a connection is not a list of bits)"),
 ])
 def test_cli_errors_are_one_line(tmp_path, content, message):
     src = tmp_path / "in.json"
-    if content is not None:
+    if isinstance(content, bytes):
+        src.write_bytes(content)
+    elif content is not None:
         src.write_text(content)
     res = _cli(src, tmp_path / "out.json")
     assert res.returncode == 1 and res.stdout == ""
     assert res.stderr == f"bram_outreg: error: {message.format(src=src)}\n"
     assert not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.parametrize("where, message", [
+    ("missing/out.json", "No such file or directory"),
+    ("adir", "Is a directory"),
+])
+def test_cli_output_errors_name_the_output(tmp_path, where, message):
+    """A netlist that cannot be written is one line naming the output, not the temporary
+    file, and leaves no temporary file behind."""
+    src, dst = tmp_path / "in.json", tmp_path / where
+    src.write_text(json.dumps(_hand_made()))
+    (tmp_path / "adir").mkdir()
+    res = _cli(src, dst)
+    assert (res.returncode, res.stdout) == (1, "")
+    assert res.stderr == f"bram_outreg: error: {dst}: {message}\n"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["adir", "in.json"]
 
 
 def test_board_refuses_the_fold_off_ecp5():
