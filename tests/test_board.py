@@ -62,6 +62,10 @@ def _operands(rng, m, k, n, density):
     (["--param", "rows=4"], "--param rows: use --rows"),
     (["--board", "de10"], "argument --board: unknown board 'de10'; one of icebreaker, ulx3s"),
     (["--param", "d_depth=70000", "--build-only"], "d_depth must be in 1..65535, not 70000"),
+    # integers in any base Python reads (sim.compare_args.integer with base 0)
+    (["--rows", "0x0"], "argument --rows: must be an integer >= 1, got 0"),
+    (["--rows", "1.5"], "argument --rows: must be an integer, got '1.5'"),
+    (["--param", "d_depth=0x11170", "--build-only"], "d_depth must be in 1..65535, not 70000"),
 ])
 def test_bad_arguments_are_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
