@@ -468,7 +468,7 @@ class HostBridge(wiring.Component):
             bounds = sorted({0, len(txbuf)} | {
                 next(b for b in range(len(txbuf)) if part(b, n) == i)
                 for n in (len(tx_ce), len(tx_sel)) for i in range(n)})
-            for lo, hi in zip(bounds, bounds[1:]):
+            for lo, hi in zip(bounds, bounds[1:]):  # noqa: B905 (neighbours: one shorter)
                 ce, sel = tx_ce[part(lo, len(tx_ce))], tx_sel[part(lo, len(tx_sel))]
                 with m.If(ce):
                     m.d.sync += txbuf[lo:hi].eq(Mux(sel, loaded[lo:hi], shifted[lo:hi]))
