@@ -44,10 +44,13 @@ Why it is exact (no cycle changes): the output register is the read latch's word
 once more on the same clock edge, loaded when ``OCE`` is high and cleared only by ``RST`` and
 by the power-up reset, to 0. So reads Lattice's simulation model of the same EBR generation
 (MachXO2 ``DP8KC``, public copies: ``if (OCEB) DOB_reg <= DOB_node``, and in pseudo-dual-port
-mode the low half ``DOA`` also from a register on ``CLKB`` / ``OCEB``); the ECP5 ``DP16KD``
-model itself was not at hand, and yosys's is a blackbox. That register is the removed FF: same
-D (the latch's output), same clock, same enable, never reset, starting at 0 (an ECP5 FF starts
-at its ``REGSET`` value). The read latch itself (``CE``, ``WRITEMODE``, address) is untouched,
+mode the low half ``DOA`` also from a register on ``CLKB`` / ``OCEB``), and so reads the
+ECP3's ``DP16KC``, the ``DP16KD``'s predecessor with the same pins (``OCEB`` loads ``DOB_reg``
+and, for a 36-bit read, ``DOAB_reg``, which ``DOA`` shows under ``REGMODE_A``; ``RSTB`` and
+GSR/PUR clear them; ``CEB`` does not gate them); the ECP5 ``DP16KD`` model itself was not at
+hand, and yosys's is a blackbox. That register is the removed FF: same D (the latch's output),
+same clock, same enable, never reset, starting at 0 (an ECP5 FF starts at its ``REGSET``
+value). The read latch itself (``CE``, ``WRITEMODE``, address) is untouched,
 and every consumer sees the same net with the same value in every cycle; only where the
 register sits changes. ``tests/test_bitstreams_bram_outreg.py`` runs a folded and an unfolded
 netlist side by side (Verilator, such a model).
