@@ -48,6 +48,8 @@ from amaranth.hdl import Signal
 from amaranth.lib.memory import Memory, ReadPort
 from amaranth.utils import ceil_log2
 
+from .register_copy import RegisterCopy
+
 __all__ = ["BUFFER_ATTRS", "read_port", "fan_out_writes"]
 
 #: attributes of a memory read through :func:`read_port` (see the module docstring)
@@ -82,11 +84,12 @@ def fan_out_writes(m, source, memories, name: str, *, early=()):
 
     yosys merges registers with the same input (``opt_merge``; a ``keep`` on the signal does
     not stop it), which would give back one register for all copies. The two children of a
-    node therefore differ: the second keeps the enable inverted (reset value 1 = no write)
-    and its address and data registers have the initial value all-ones (the first's: 0),
-    which is never seen (the enable qualifies them) but keeps them apart. (Nodes of two trees
-    at the same place whose sources are one register, such as the bridge's D and S address,
-    are still merged: one register then writes the D and the S copy of a PE column.)
+    node therefore differ (``hw.register_copy``): the second keeps the enable inverted (reset
+    value 1 = no write) and its address and data registers have the initial value all-ones
+    (the first's: 0), which is never seen (the enable qualifies them) but keeps them apart.
+    (Nodes of two trees at the same place whose sources are one register, such as the bridge's
+    D and S address, are still merged: one register then writes the D and the S copy of a PE
+    column.)
     """
     memories, early = list(memories), list(early)
     if not memories:
@@ -96,18 +99,12 @@ def fan_out_writes(m, source, memories, name: str, *, early=()):
 
     def node(src_en, src_addr, src_data, leaves, extra, path, second):
         tag = f"{name}_wr{path}"
-        if second:  # the enable kept inverted: reset (1) = no write
-            en_n = Signal(name=f"{tag}_en_n", init=1)
-            m.d.sync += en_n.eq(~src_en)
-            en = ~en_n
-        else:
-            en = Signal(name=f"{tag}_en")
-            m.d.sync += en.eq(src_en)
-        ones = -1 if second else 0
-        addr = Signal(aw, name=f"{tag}_addr", reset_less=True, init=ones & ((1 << aw) - 1))
-        data = Signal(shape, name=f"{tag}_data", reset_less=True,
-                      init=ones & ((1 << len(source.data)) - 1))
-        m.d.sync += [addr.eq(src_addr), data.eq(src_data)]
+        # the second's enable kept inverted (reset 1 = no write), its address and data all-ones
+        regs = (RegisterCopy(f"{tag}_en", (second, False, int(second))),
+                RegisterCopy(f"{tag}_addr", (False, True, int(second)), aw),
+                RegisterCopy(f"{tag}_data", (False, True, int(second)), shape))
+        m.d.sync += [r.eq(src) for r, src in zip(regs, (src_en, src_addr, src_data), strict=True)]
+        en, addr, data = (r.q for r in regs)
         for mem in extra + (leaves if len(leaves) == 1 else []):
             port = mem.write_port()
             m.d.comb += [port.en.eq(en), port.addr.eq(addr), port.data.eq(data)]

@@ -58,6 +58,7 @@ from amaranth.utils import ceil_log2
 
 from .dispatcher import MAX_REPS, descriptor_layout
 from .params import check_int, rejected_unused
+from .register_copy import RegisterCopy
 
 __all__ = ["ColumnIssue", "token_layout", "WANT_AHEAD"]
 
@@ -187,14 +188,11 @@ class ColumnIssue(wiring.Component):
         # slot (the loader's registers sit far from some columns: no logic after that route)
         if self.slot:
             go_in = self.running & ~self.stop & ~start
-            inverted, reset_less = self.go_copy & 1, self.go_copy >> 1
-            if inverted:  # kept inverted: reset (1) = no go
-                go_n = Signal(init=1, reset_less=reset_less)
-                m.d.sync += go_n.eq(~go_in)
-                go = ~go_n
-            else:
-                go = Signal(reset_less=reset_less)
-                m.d.sync += go.eq(go_in)
+            # (``hw.register_copy``) an inverted copy starts at 1 (= no go), as the others at 0
+            inverted, reset_less = bool(self.go_copy & 1), bool(self.go_copy >> 1)
+            go_copy = RegisterCopy("go", (inverted, reset_less, int(inverted)))
+            m.d.sync += go_copy.eq(go_in)
+            go = go_copy.q
         else:
             go = self.running & ~self.stop
 

@@ -23,15 +23,16 @@ from amaranth.utils import ceil_log2
 from hw.contract import protocol
 from hw.contract.protocol import *  # noqa: F403  (re-exported: the bridge's public names)
 from hw.params import check_int, rejected_unused
+from hw.register_copy import RegisterCopy
 
 __all__ = ["HostBridge", "CORE_MEMBERS", "c_read_space", *protocol.__all__]
 
 #: the core's host members the bridge connects to (``hw.core_ports``)
 CORE_MEMBERS = ("d_write", "s_write", "c_read", "ctrl")
 
-# Forms (inverted, reset_less, init) of the copies of ``txbuf``'s enable and of its load
-# select, each copy for one part of ``txbuf``: yosys merges registers with the same input
-# (``opt_merge``), so each copy takes another form (as ``hw.pe_array._COPY_FORMS``). The enables
+# Forms (``hw.register_copy.Form``: inverted, reset_less, init) of the copies of ``txbuf``'s
+# enable and of its load select, each copy for one part of ``txbuf``, each in another form
+# (yosys merges registers of one form and input, see ``hw.register_copy``). The enables
 # are not inverted (a clock enable straight from the register); the selects (LUT inputs, where
 # an inversion is free) are inverted or reset-less, so none is ``tload`` (plain, with reset).
 # The reset-less ones may differ from ``tload | shift`` and ``tload`` before the first clock
@@ -168,16 +169,14 @@ class HostBridge(wiring.Component):
         registered = (self._registered_enables
                       and str(getattr(platform, "family", "")).lower() != "ice40")
 
-        def copies(name, forms):
-            regs = [(Signal(name=f"{name}{i}_n" if inv else f"{name}{i}", init=init,
-                            reset_less=rl), inv) for i, (inv, rl, init) in enumerate(forms)]
-            return regs, [~r if inv else r for r, inv in regs]
-
-        ce_regs, tx_ce = copies("tx_ce", _TX_CE_FORMS if registered else ())
-        sel_regs, tx_sel = copies("tx_sel", _TX_SEL_FORMS if registered else ())
+        ce_regs = [RegisterCopy(f"tx_ce{i}", form)
+                   for i, form in enumerate(_TX_CE_FORMS if registered else ())]
+        sel_regs = [RegisterCopy(f"tx_sel{i}", form)
+                    for i, form in enumerate(_TX_SEL_FORMS if registered else ())]
+        tx_ce, tx_sel = [c.q for c in ce_regs], [c.q for c in sel_regs]
 
         def set_copies(regs, value):
-            m.d.sync += [r.eq(~value if inv else value) for r, inv in regs]
+            m.d.sync += [c.eq(value) for c in regs]
 
         def goto(name):
             m.d.sync += [state.eq(1 << names.index(name)), listen.eq(name in listening),

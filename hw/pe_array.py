@@ -54,6 +54,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .params import check_int, rejected_unused
+from .register_copy import RegisterCopy
 
 __all__ = ["PEArray", "operand_layout", "result_layout"]
 
@@ -281,9 +282,9 @@ def _lane_groups(rows):
     return [[i for i in range(rows) if i * n // rows == g] for g in range(n)]
 
 
-# Forms of a copied enable register (inverted, reset_less, init): yosys merges registers with
-# the same input (``opt_merge``), so every copy of one enable takes another form; none is the
-# plain register with reset of ``s2_push``, which has the same input when ``hold_depth`` is 1.
+# Forms (``hw.register_copy.Form``: inverted, reset_less, init) of a copied enable register:
+# every copy of one enable takes another form (``hw.register_copy``); none is the plain
+# register with reset of ``s2_push``, which has the same input when ``hold_depth`` is 1.
 # (The value is the same every cycle; the init of a reset-less copy differs only before the
 # first clock edge, when no slot is valid.)
 _COPY_FORMS = ((False, True, 0), (True, False, 1), (False, True, 1), (True, True, 0),
@@ -293,14 +294,10 @@ _COPY_FORMS = ((False, True, 0), (True, False, 1), (False, True, 1), (True, True
 def _copy_register(m, name, form):
     """A 1-bit register in form ``form`` of ``_COPY_FORMS``: returns ``(d, q)``, ``q`` is ``d``
     one cycle later (through an inverted register for the inverted forms)."""
-    inverted, reset_less, init = _COPY_FORMS[form]
     d = Signal(name=f"{name}_d")
-    reg = Signal(name=f"{name}_n" if inverted else name, init=init, reset_less=reset_less)
-    if inverted:
-        m.d.sync += reg.eq(~d)
-        return d, ~reg
-    m.d.sync += reg.eq(d)
-    return d, reg
+    copy = RegisterCopy(name, _COPY_FORMS[form])
+    m.d.sync += copy.eq(d)
+    return d, copy.q
 
 
 def _ecp5_mult(a, b, p):
