@@ -83,6 +83,9 @@ class CoreSim:
         self.label = label
         self._stderr = collections.deque(maxlen=64)
         self._doing = "starting"
+        # False while a request is half written or a reply half read: an exception there (a
+        # Ctrl-C) leaves the stream out of step, and close() must not talk the protocol
+        self._in_step = True
         self.proc = subprocess.Popen(
             [str(model.executable)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, cwd=str(model.build_dir))
@@ -132,16 +135,20 @@ class CoreSim:
             f"{doing}: {how}" + (f"; stderr:\n{tail}" if tail else ""))
 
     def _send(self, data: bytes, doing: str) -> None:
+        self._in_step = False  # until the whole request is written (see close)
         try:
             self.proc.stdin.write(data)
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError, ValueError):
             raise self._died(doing) from None
+        self._in_step = True
 
     def _recv(self, doing: str) -> bytes:
+        self._in_step = False  # until the whole reply is read (see close)
         hdr = self._read_exact(8, doing)
         status, n = struct.unpack("<2I", hdr)
         payload = self._read_exact(n, doing)
+        self._in_step = True
         if status:
             raise SimulationError(f"simulator refused {doing}: status {status}")
         return payload
@@ -434,10 +441,15 @@ class CoreSim:
 
     # -- lifetime ----------------------------------------------------------------------------
     def close(self, timeout: float = 10.0) -> None:
-        """Ask the process to quit (flushing a trace); kill it if it does not."""
+        """Ask the process to quit (flushing a trace); kill it if it does not, or at once when
+        the stream is out of step: after a half-written request (a Ctrl-C inside a large write)
+        the simulator would read the quit as payload and wait for the rest, while this waited
+        for its reply, forever."""
         proc = self.proc
         if proc is None:
             return
+        if not self._in_step:
+            self._kill()
         if proc.poll() is None:
             with contextlib.suppress(OSError, ValueError, SimulationError):
                 self._call(struct.pack("<I", OP_QUIT), "quitting")

@@ -98,6 +98,47 @@ def test_an_interrupted_batch_stops_the_simulator_instead_of_hanging(model8):
     assert core.proc is None
 
 
+def test_close_after_a_half_written_request_does_not_hang(model8):
+    """Ctrl-C inside a large write (the trainer's first D blob): the simulator waits for the
+    rest of the payload, so close() must not send it a quit and wait for the reply (both
+    sides waited forever: CI's Ctrl-C test timed out so). The close runs in a thread, only so
+    that the old behaviour fails the test instead of hanging the suite."""
+    import threading
+
+    from sim.harness import CoreSim
+
+    class HalfWriter:  # writes half of each request, then is interrupted
+        def __init__(self, pipe):
+            self.pipe = pipe
+
+        def write(self, data):
+            self.pipe.write(data[: len(data) // 2])
+            self.pipe.flush()
+            raise KeyboardInterrupt
+
+        def __getattr__(self, name):
+            return getattr(self.pipe, name)
+
+    core = CoreSim(model8, label="test")
+    proc = core.proc
+    pipe = proc.stdin
+    try:
+        proc.stdin = HalfWriter(pipe)
+        with pytest.raises(KeyboardInterrupt):
+            core.write_d(np.zeros((4096, 8), dtype=np.int8))
+        proc.stdin = pipe
+        closing = threading.Thread(target=core.close, daemon=True)
+        closing.start()
+        closing.join(timeout=120)
+        assert not closing.is_alive(), "close() hangs on a stream out of step"
+        assert core.proc is None and proc.poll() is not None
+    finally:
+        proc.stdin = pipe
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_harness_sentinel_and_reset(model8):
     """C words outside an operation's result keep what was there (here a sentinel)."""
     from sim.harness import CoreSim

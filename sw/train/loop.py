@@ -143,6 +143,8 @@ def train(config: TrainConfig | dict | None = None, *,
     run = None
     try:
         run = _Run(cfg, d, model=net, dataset=data)
+        if run.hil is not None:  # started once ``run`` holds it: a Ctrl-C now still closes it
+            run.hil.start()
         if cfg.resume is not None:
             run.resume()
         return run.run(callback)
@@ -190,8 +192,7 @@ class _Run:
             from ..hil_run import HilRun
 
             self.hil = HilRun(cfg.backend, grad_quant=cfg.grad_quant, port=cfg.port)
-            self.model = self.hil.attach(self.model)
-            self.hil.start()
+            self.model = self.hil.attach(self.model)  # started by train(), which closes it
         self.steps_per_epoch = self.ds.num_batches("train", self.local_bs, d.world_size)
         if cfg.epochs is None:  # max_steps without epochs: just enough epochs
             cfg.epochs = math.ceil(cfg.max_steps / self.steps_per_epoch)
