@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -20,6 +21,10 @@ from sim import cluster, gemm, verilate
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dask")]
 
+#: Seconds the scheduler and the workers get to start, from their ``Popen`` (imports of
+#: distributed on 2 cores busy with the rest of the suite): only bounds how long a cluster that
+#: never comes up makes the tests wait.
+START_S = 300.0
 
 
 def _jobs():
@@ -67,27 +72,22 @@ def scheduler(dask_logs, port_8787_taken):
     repo = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH")) if p)
     env["SWAT_SIM_BUILD"] = str(verilate.build_root())
-    logs = [open(dask_logs / f"{name}.log", "w") for name in ("scheduler", "worker0", "worker1")]
-    # --no-dashboard still starts the HTTP server, by default on 8787: a free port instead
-    procs = [subprocess.Popen(_dask("scheduler", "--host", "127.0.0.1", "--port", "0",
-                                    "--no-dashboard", "--dashboard-address", "127.0.0.1:0",
-                                    "--scheduler-file", str(sfile)),
-                              env=env, stdout=logs[0], stderr=subprocess.STDOUT)]
+    logs, procs = [], []
     try:
-        for _ in range(300):
-            if sfile.exists() and sfile.stat().st_size:
-                break
-            time.sleep(0.1)
-        address = json.loads(sfile.read_text())["address"]
+        for name in ("scheduler", "worker0", "worker1"):
+            logs.append(open(dask_logs / f"{name}.log", "w"))
+        # --no-dashboard still starts the HTTP server, by default on 8787: a free port instead
+        procs.append(subprocess.Popen(
+            _dask("scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                  "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(sfile)),
+            env=env, stdout=logs[0], stderr=subprocess.STDOUT))
+        address = _scheduler_address(sfile, procs[0], dask_logs / "scheduler.log")
         for i in (1, 2):
             procs.append(subprocess.Popen(
                 _dask("worker", address, "--nthreads", "1", "--host", "127.0.0.1",
                       "--no-dashboard", "--name", f"w{i}"),
                 env=env, stdout=logs[i], stderr=subprocess.STDOUT))
-        from distributed import Client
-
-        with Client(address, timeout="30s") as client:
-            client.wait_for_workers(2, timeout=120)
+        _wait_for_workers(address)
         yield address
     finally:
         for p in reversed(procs):
@@ -97,8 +97,38 @@ def scheduler(dask_logs, port_8787_taken):
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
+                p.wait()
         for f in logs:
             f.close()
+
+
+def _scheduler_address(sfile: Path, proc: subprocess.Popen, log: Path) -> str:
+    """The address the scheduler wrote to ``sfile``, once it did (a file has no event to wait
+    on: polled, for up to START_S from the scheduler's start, or until it exits)."""
+    deadline = time.monotonic() + START_S
+    while True:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            return json.loads(sfile.read_text())["address"]
+        assert proc.poll() is None, f"the scheduler exited ({proc.returncode}):\n" \
+                                    f"{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no scheduler file in {START_S:g} s:\n" \
+                                            f"{log.read_text()[-3000:]}"
+        time.sleep(0.1)
+
+
+def _wait_for_workers(address: str) -> None:
+    """Both workers connected (again, after a test killed one: its nanny starts another)."""
+    from distributed import Client
+
+    with Client(address, timeout="60s") as client:
+        client.wait_for_workers(2, timeout=START_S)
+
+
+@pytest.fixture
+def two_workers(scheduler):
+    """The scheduler's address, with two workers connected whatever ran before."""
+    _wait_for_workers(scheduler)
+    return scheduler
 
 
 def _same(a, b):
@@ -107,10 +137,10 @@ def _same(a, b):
         (b.cycles, b.busy_cycles, b.stall_cycles, b.idle_cycles, b.runs)
 
 
-def test_two_workers_give_the_serial_results(scheduler):
+def test_two_workers_give_the_serial_results(two_workers):
     jobs = _jobs()
     serial = gemm.run_gemms(jobs)
-    spread = gemm.run_gemms(jobs, parallel=scheduler, cycles_only=[False, True, False, False])
+    spread = gemm.run_gemms(jobs, parallel=two_workers, cycles_only=[False, True, False, False])
     stats = spread.stats
     assert len(stats.processes) == 2  # both workers simulated
     assert sum(p["runs"] for p in stats.processes) == stats.runs
@@ -122,14 +152,14 @@ def test_two_workers_give_the_serial_results(scheduler):
             _same(a, b)
 
 
-def test_a_worker_that_dies_is_reported_and_its_work_rerun(scheduler, tmp_path, monkeypatch,
+def test_a_worker_that_dies_is_reported_and_its_work_rerun(two_workers, tmp_path, monkeypatch,
                                                            capsys):
     jobs = _jobs()
     serial = gemm.run_gemms(jobs)
     marker = tmp_path / "killed"
     monkeypatch.setattr(cluster, "run_distributed",
                         functools.partial(cluster.run_distributed, kill_once=str(marker)))
-    spread = gemm.run_gemms(jobs, parallel=scheduler)
+    spread = gemm.run_gemms(jobs, parallel=two_workers)
     assert marker.exists()  # one worker process exited in the middle of a task
     lost = spread.stats.lost_workers
     assert len(lost) == 1 and lost[0].startswith("tcp://127.0.0.1:")
