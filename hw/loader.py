@@ -98,10 +98,8 @@ class Loader(wiring.Component):
     Latency / throughput: see the module docstring.
     """
 
-    #: the dispatcher class and (``slots``) whether the hand-out's candidates are registers
-    #: (False: combinational, the same behaviour every cycle; the tests' reference)
+    #: the dispatcher class (the tests' reference loader takes a reference dispatcher)
     _dispatcher = Dispatcher
-    _registered_cand = True
 
     @rejected_unused  # a refused parameter leaves no "never used" warning behind
     def __init__(self, *, rows: int, cols: int, d_depth: int, s_depth: int, c_depth: int,
@@ -246,17 +244,22 @@ class Loader(wiring.Component):
         fill_next = Mux(pop & ~start, grant, 0)
         want = Cat(*[c.want for c in issue])
         m.d.sync += fill_q.eq(fill_next)
-        if self._registered_cand:
-            # want & ~fill_next & ~fill_q, with the pop (the latest signal) last
-            p, avail = pop & ~start, want & ~fill_q
-            m.d.sync += [cand.eq(Mux(p, avail & ~grant, avail)),
-                         cand_any.eq(Mux(p, (avail & ~grant).any(), avail.any()))]
-        else:
-            want_q, sent = Signal(cols), Signal(cols)
-            m.d.sync += [want_q.eq(want), sent.eq(fill_q)]
-            m.d.comb += [cand.eq(want_q & ~fill_q & ~sent), cand_any.eq(cand.any())]
+        self._candidates(m, start=start, pop=pop, want=want, fill_q=fill_q, grant=grant,
+                         cand=cand, cand_any=cand_any)
         with m.If(pop):
             m.d.sync += item_q.eq(disp.desc.payload)
         for j, col in enumerate(issue):
             m.d.comb += [col.fill.eq(fill_q[j]), col.fill_item.eq(item_q)]
         return fill_q
+
+    @staticmethod
+    def _candidates(m, *, start, pop, want, fill_q, grant, cand, cand_any):
+        """Set the registers ``cand`` (= ``want_q & ~fill_q & ~sent`` next cycle, see
+        :meth:`_hand_out_to_slots`) and ``cand_any`` (their OR) from the next values of the
+        three: ``want`` and ``fill_q``'s next value (``grant`` if this cycle pops, else 0) and
+        ``sent``'s (``fill_q``). (The tests' reference loader computes them combinationally
+        from ``want_q`` and ``sent`` registers: the same values every cycle.)"""
+        # want & ~fill_next & ~fill_q, with the pop (the latest signal) last
+        p, avail = pop & ~start, want & ~fill_q
+        m.d.sync += [cand.eq(Mux(p, avail & ~grant, avail)),
+                     cand_any.eq(Mux(p, (avail & ~grant).any(), avail.any()))]

@@ -5,7 +5,7 @@ stalls; every error code; never hangs; addresses always in bounds; with the next
 
 import numpy as np
 import pytest
-from amaranth.hdl import Elaboratable, Module
+from amaranth.hdl import Elaboratable, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
@@ -188,7 +188,15 @@ class _RefDispatcher(Dispatcher):
 class _RefLoader(Loader):
     """The hand-out's candidates combinational, the dispatcher's read decision from compares."""
     _dispatcher = _RefDispatcher
-    _registered_cand = False
+
+    @staticmethod
+    def _candidates(m, *, start, pop, want, fill_q, grant, cand, cand_any):
+        """``cand`` = ``want_q & ~fill_q & ~sent`` of registers ``want_q`` (the columns'
+        ``want`` registered again) and ``sent`` (``fill_q``'s copy), as the loader's docstring
+        states it (``hw.loader.Loader._hand_out_to_slots``)."""
+        want_q, sent = Signal(len(cand)), Signal(len(cand))
+        m.d.sync += [want_q.eq(want), sent.eq(fill_q)]
+        m.d.comb += [cand.eq(want_q & ~fill_q & ~sent), cand_any.eq(cand.any())]
 
 
 def _compare_every_cycle(seed, cols, new_cls=Loader, ops=6):
