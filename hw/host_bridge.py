@@ -84,12 +84,6 @@ class HostBridge(wiring.Component):
         and an opcode lie between a START and the next CHECK.)
     """
 
-    #: ``txbuf``'s enable and load select from copies of registers computed a cycle ahead, the
-    #: shape registers' enable a register, except on the iCE40 (False: ``tload | shift``,
-    #: ``tload`` and ``DISPATCH & shape_ok``, the same behaviour every cycle; the tests'
-    #: reference and the iCE40's logic)
-    _registered_enables = True
-
     @rejected_unused  # a refused parameter leaves no "never used" warning behind
     def __init__(self, core_signature: wiring.Signature, *, rows: int, cols: int, d_depth: int,
                  s_depth: int, c_depth: int, timeout: int = 1 << 20, clk_hz: int = 0,
@@ -165,9 +159,11 @@ class HostBridge(wiring.Component):
         # ``tload`` in every ``goto`` (it holds otherwise), ``tx_ce`` by default to ``tload``,
         # by every ``goto`` to ``tload``'s value, and to 1 where ``shift`` is set (last, see
         # SEND).
-        # (not on the iCE40: its UP5K is 92 % full, and its bridge is not near a critical path)
-        registered = (self._registered_enables
-                      and str(getattr(platform, "family", "")).lower() != "ice40")
+        # (not on the iCE40: its UP5K is 92 % full, and its bridge is not near a critical path;
+        # there ``txbuf``'s enable is ``tload | shift``, its select ``tload`` and the shape
+        # registers' enable ``DISPATCH & shape_ok``, the same behaviour every cycle: the tests'
+        # reference)
+        registered = str(getattr(platform, "family", "")).lower() != "ice40"
 
         ce_regs = [RegisterCopy(f"tx_ce{i}", form)
                    for i, form in enumerate(_TX_CE_FORMS if registered else ())]

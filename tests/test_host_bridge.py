@@ -2,9 +2,11 @@
 real ``SwatCore``; the host driver ``hw.host_driver`` does the talking."""
 
 import struct
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from amaranth.back import rtlil
 from amaranth.hdl import Elaboratable, Module
 from amaranth.lib import wiring
 from amaranth.lib.memory import ReadPort, WritePort
@@ -315,8 +317,13 @@ def test_system_with_a_refused_core_size(assert_refused):
 
 
 class _RefBridge(HostBridge):
-    # txbuf's enable tload | shift through a LUT, its select tload; the shape's DISPATCH & shape_ok
-    _registered_enables = False
+    """The bridge as the iCE40 builds it (its platform's ``family``, all the bridge reads of a
+    platform): ``txbuf``'s enable ``tload | shift`` through a LUT, its select ``tload``, the
+    shape registers' enable ``DISPATCH & shape_ok``."""
+
+    def elaborate(self, platform):
+        assert platform is None  # the simulator's
+        return super().elaborate(SimpleNamespace(family="ice40"))
 
 
 class _BridgePair(Elaboratable):
@@ -356,12 +363,8 @@ def _command_bytes(rng, *, rows, result_logs, d_depth, c_space):
     return frame
 
 
-def _bridges_every_cycle(seed, *, result_logs, c_read_latency, ctrl_delay, cycles=6000,
-                         new_cls=HostBridge):
-    """Random command frames, rx gaps, tx stalls and core inputs: every output port of
-    ``new_cls`` equals the reference's (``_RefBridge``) in every cycle. Returns the reply bytes
-    sent."""
-    rng = np.random.default_rng(seed)
+def _core(result_logs):
+    """A core signature of StandInCore's sizes, and the bridge's size arguments for it."""
     rows, cols, d_depth, s_depth, c_depth = 2, 2, 64, 64, 32  # StandInCore's
     if result_logs:
         c_read = ReadPort.Signature(addr_width=6, shape=rows * 32 + 5)
@@ -372,8 +375,18 @@ def _bridges_every_cycle(seed, *, result_logs, c_read_latency, ctrl_delay, cycle
         "d_write": Out(WritePort.Signature(addr_width=6, shape=rows * 8)),
         "s_write": Out(WritePort.Signature(addr_width=6, shape=32)),
         "c_read": Out(c_read), "ctrl": Out(ctrl)})
-    kw = dict(rows=rows, cols=cols, d_depth=d_depth, s_depth=s_depth, c_depth=c_depth,
-              timeout=60, c_read_latency=c_read_latency, ctrl_delay=ctrl_delay)
+    return core, dict(rows=rows, cols=cols, d_depth=d_depth, s_depth=s_depth, c_depth=c_depth)
+
+
+def _bridges_every_cycle(seed, *, result_logs, c_read_latency, ctrl_delay, cycles=6000,
+                         new_cls=HostBridge):
+    """Random command frames, rx gaps, tx stalls and core inputs: every output port of
+    ``new_cls`` equals the reference's (``_RefBridge``) in every cycle. Returns the reply bytes
+    sent."""
+    rng = np.random.default_rng(seed)
+    core, kw = _core(result_logs)
+    rows = kw["rows"]
+    kw.update(timeout=60, c_read_latency=c_read_latency, ctrl_delay=ctrl_delay)
     new, ref = new_cls(core, **kw), _RefBridge(core, **kw)
     members = list(new.signature.flatten(new))
     outs = [path for path, mem, _ in members if mem.flow == wiring.Out]
@@ -393,7 +406,7 @@ def _bridges_every_cycle(seed, *, result_logs, c_read_latency, ctrl_delay, cycle
                 pause -= 1
             elif byte is None and not queue:  # the next frame, after a gap
                 queue = _command_bytes(rng, rows=rows, result_logs=result_logs,
-                                       d_depth=d_depth, c_space=new.c_space)
+                                       d_depth=kw["d_depth"], c_space=new.c_space)
                 pause = int(rng.integers(0, 30))
             elif byte is None and rng.random() < 0.5:
                 byte = queue.pop(0)
@@ -435,6 +448,17 @@ def test_registered_tx_every_cycle(seed, result_logs, c_read_latency, ctrl_delay
     sent = _bridges_every_cycle(seed, result_logs=result_logs, c_read_latency=c_read_latency,
                                 ctrl_delay=ctrl_delay)
     assert len(sent) > 1000
+
+
+def test_reference_is_the_other_form():
+    """The reference has no ``txbuf`` enable or select registers, the bridge under test has
+    them: the every-cycle comparison compares the two forms."""
+    core, kw = _core(result_logs=False)
+    names = [{w.split()[-1] for w in rtlil.convert(cls(core, **kw)).splitlines()
+              if w.strip().startswith("wire ")} for cls in (HostBridge, _RefBridge)]
+    copies = {"\\tx_ce0", "\\tx_ce1", "\\tx_sel0_n"}
+    assert copies <= names[0]
+    assert not copies & names[1]
 
 
 def test_bridges_every_cycle_can_fail():
