@@ -10,6 +10,9 @@ import os
 import nox
 
 nox.options.reuse_venv = "yes"
+# Without a Python 3.11 nox skips the session and exits 0 (it errors only when $CI is set): CI
+# (.ci/run, which sets no $CI) would pass having run no test.
+nox.options.error_on_missing_interpreters = True
 nox.options.sessions = ["tests"]
 nox.options.default_venv_backend = "virtualenv"  # uv would fetch CUDA builds of torch
 
