@@ -170,7 +170,8 @@ def test_csv_takes_rows_with_different_keys(tmp_path):
     path = tmp_path / "t.csv"
     with open(path, "w", newline="") as fh:
         compare._write_csv(fh, rows)
-    got = list(csv.DictReader(open(path)))
+    with open(path, newline="") as fh:
+        got = list(csv.DictReader(fh))
     assert [r["model_error"] for r in got] == ["", "0.0"]
 
 

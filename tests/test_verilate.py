@@ -216,7 +216,8 @@ def _live_members(pgid: int) -> list[int]:
         if not entry.isdigit():
             continue
         try:
-            stat = open(f"/proc/{entry}/stat").read()
+            with open(f"/proc/{entry}/stat") as fh:
+                stat = fh.read()
         except OSError:  # gone meanwhile
             continue
         state, _ppid, pgrp = stat[stat.rindex(")") + 2:].split()[:3]
