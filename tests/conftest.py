@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import gc
 import os
-import warnings
 
 import pytest
+from recorded import recorded_warnings
 
 # The suite's harness models are built without GCC profile-guided optimisation (a second
 # compile and a training run per model, ~8 % faster simulation: it does not pay off for the
@@ -33,14 +33,9 @@ def assert_refused(monkeypatch):
     monkeypatch.setattr(UnusedElaboratable, "_MustUse__silence", False)
 
     def check(make, exc, message):
-        # Garbage other code left (an earlier test's leaked subprocess, an unclosed file: its
-        # ResourceWarning) goes first, outside the recording: only what ``make()`` leaves counts.
-        # Collect until nothing is left, for a finaliser can free more.
-        for _ in range(10):
-            if not gc.collect():
-                break
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        # garbage other code left (an earlier test's leaked subprocess, an unclosed file: its
+        # ResourceWarning) goes first, outside the recording: only what ``make()`` leaves counts
+        with recorded_warnings() as caught:
             with pytest.raises(exc) as info:
                 make()
             assert str(info.value) == message

@@ -1,13 +1,16 @@
-"""The ``assert_refused`` fixture (tests/conftest.py) itself: it fails when the refused object
-leaves a warning behind, and does not fail on garbage another test left."""
+"""The ``assert_refused`` fixture (tests/conftest.py) and ``recorded.recorded_warnings`` under it:
+they fail when the refused object (the block) leaves a warning behind, and do not fail on
+garbage another test left."""
 
 import gc
 import os
+import types
 import warnings
 import weakref
 
 import pytest
 from amaranth.hdl import Elaboratable
+from recorded import recorded_warnings
 
 from hw.params import rejected_unused
 
@@ -83,6 +86,26 @@ def test_another_tests_garbage_does_not_count(assert_refused):
             warnings.simplefilter("ignore", ResourceWarning)  # the garbage's: not this test's
             assert_refused(lambda: _Refused(0), ValueError, "n must be positive, not 0")
         assert alive() is None  # it went, and its warnings did not fail the check
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def test_recorded_warnings_records_the_block_and_not_what_was_left_before():
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        garbage = _Garbage()
+        alive = weakref.ref(garbage)
+        del garbage
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)  # the garbage's: not this test's
+            with recorded_warnings() as caught:
+                assert alive() is None  # collected as the recording started, not inside it
+                types.SimpleNamespace(log=open(os.devnull))  # a file the block leaves open
+                gc.collect()
+        assert [(w.category, str(w.message).split()[:2]) for w in caught] == [
+            (ResourceWarning, ["unclosed", "file"])]
     finally:
         if enabled:
             gc.enable()

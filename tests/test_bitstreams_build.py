@@ -5,9 +5,9 @@ import gc
 import json
 import subprocess
 import sys
-import warnings
 
 import pytest
+from recorded import recorded_warnings
 
 from bitstreams import build, check, render, runner
 from bitstreams.boards import configure
@@ -234,8 +234,7 @@ def test_failed_board_is_one_line(fake_repo, monkeypatch, capsys, argv, error):
     last = fake_repo[0] / "bitstreams" / "icebreaker" / "build"
     last.mkdir(parents=True)
     (last / "top.bin").write_text("the last build's bitstream")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with recorded_warnings() as caught:  # not counting what earlier tests left
         assert build.main(["--board", "icebreaker", *argv, "--synth-only"]) == 1
         gc.collect()
         assert [str(w.message) for w in caught] == []

@@ -15,6 +15,7 @@ import warnings
 
 import numpy as np
 import pytest
+from recorded import recorded_warnings
 from test_hil_run import assert_identical_integers, train_recorded
 
 from hw.contract.codes import LoaderError
@@ -82,8 +83,7 @@ def test_bad_arguments_are_one_line(argv, message, capsys):
 def test_rejected_sizes_leave_no_elaboratable_behind():
     """Sizes the bridge cannot address are refused before anything is built: nothing is left
     to warn "created but never used" when collected."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with recorded_warnings() as caught:  # not counting what earlier tests left
         with pytest.raises(ValueError, match="^d_depth must be in 1..65535, not 70000$"):
             BoardLogic(rows=ROWS, cols=COLS, d_depth=70000)
         with pytest.raises(ValueError, match="^divisor must be 0 .byte streams. or at least 4"):
@@ -102,8 +102,7 @@ def test_a_parameter_the_core_refuses_is_one_line_and_hides_no_warning(capsys, m
     # earlier tests; in sim.board, by a model build before a refused one)
     monkeypatch.setattr(UnusedElaboratable, "_MustUse__silence", False)
     filters = list(warnings.filters)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with recorded_warnings() as caught:  # not counting what earlier tests left
         assert main(["--param", "hold_depth=0"]) == 2
         gc.collect()
         assert warnings.filters[1:] == filters
