@@ -175,6 +175,16 @@ class Dispatcher(wiring.Component):
         magic_bad, shape_bad = Signal(), Signal()
         if flags:
             m.d.sync += [magic_bad.eq(word != MAGIC), shape_bad.eq(word != Cat(k, n))]
+        # (bypass) the truncation compare of word 2 (nnz), registered in HDR4 into a flag of its
+        # own (its only consumer, placed beside the compare) instead of into ``header_error``:
+        # JOIN reports it after ``header_error`` (seed 1 of the ULX3S: the block RAM's word →
+        # a 5 ns net → the header checks → ``header_error``'s clock enable)
+        hdr_error = header_error  # the header error JOIN reports (0: none)
+        if flags:
+            trunc_bad = Signal()
+            hdr_error = Signal(4)
+            m.d.comb += hdr_error.eq(Mux(header_error != 0, header_error,
+                                         Mux(trunc_bad, LoaderError.TRUNC, 0)))
 
         # The read address is a register of its own (``raddr``: 0, 1, 2 in HDR0-2, then
         # ``next_ptr + 3``), kept up to date with ``next_ptr``: no logic between the FFs and
@@ -219,9 +229,9 @@ class Dispatcher(wiring.Component):
                 # word + N + 4 > s_len, as a narrow compare against the registered limit
                 trunc = (lim < 0) | word_hi | (word_lo > lim[:sw])
                 if flags:
-                    with m.If((header_error == 0) & (shape_bad | trunc)):
-                        m.d.sync += header_error.eq(Mux(shape_bad, LoaderError.SHAPE,
-                                                        LoaderError.TRUNC))
+                    with m.If((header_error == 0) & shape_bad):
+                        m.d.sync += header_error.eq(LoaderError.SHAPE)
+                    m.d.sync += trunc_bad.eq(trunc)
                 else:
                     with m.If((header_error == 0) & trunc):
                         m.d.sync += header_error.eq(LoaderError.TRUNC)
@@ -240,8 +250,8 @@ class Dispatcher(wiring.Component):
                     with m.If(self.fit_bad):
                         m.d.comb += self.error.eq(LoaderError.FIT)
                         m.next = "END"
-                    with m.Elif(header_error != 0):
-                        m.d.comb += self.error.eq(header_error)
+                    with m.Elif(hdr_error != 0):
+                        m.d.comb += self.error.eq(hdr_error)
                         m.next = "END"
                     with m.Else():
                         m.d.sync += self.running.eq(1)
@@ -303,7 +313,7 @@ class Dispatcher(wiring.Component):
             fire = Signal()
             m.d.comb += fire.eq(go & ~self.stop & room)
             with m.If(fsm.ongoing("JOIN") & ~self.fit_busy & ~self.fit_bad
-                      & (header_error == 0)):
+                      & (hdr_error == 0)):
                 m.d.sync += go.eq(1)
             with m.Elif(self.stop | (fire & at_last & last_group)):
                 m.d.sync += go.eq(0)

@@ -9,6 +9,7 @@ from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 from lockstep import lockstep
 
+from hw.contract.blob import MAGIC
 from hw.contract.codes import LoaderError
 from hw.dispatcher import Dispatcher, chunk_tiles
 from sw import compress
@@ -174,8 +175,24 @@ def _resets(rng, cycles):
     return high, second
 
 
+def _header_blob(rng, depth):
+    """A blob of :func:`_blob` with its header broken now and then, alone or together: the
+    magic, the shape word, ``nnz`` too large for ``s_len``, ``s_len`` itself (short, too long
+    for the buffer, too short for the blob)."""
+    w, k, n, s_len = _blob(rng, depth)
+    if rng.random() < 0.3:
+        w[0] ^= 1 << int(rng.integers(0, 32))
+    if rng.random() < 0.3:
+        w[1] ^= 1 << int(rng.integers(0, 32))
+    if rng.random() < 0.5:  # nnz + N + 4 > s_len, now and then by far (high bits)
+        w[2] += int(rng.choice([1, 2, 40, 1 << 12, 1 << 31]))
+    if rng.random() < 0.2:
+        s_len = int(rng.choice([0, 2, depth + 1, max(3, s_len - 1)]))
+    return w, k, n, s_len
+
+
 def _compare_every_cycle(seed, cols, new_cls=Dispatcher, ops=12, ref_cls=_RefDispatcher,
-                         payload_always=False, resets=False, stats=None):
+                         payload_always=False, resets=False, stats=None, blob=_blob):
     """Random operations (random fit delay and result, ready, stop, cols_idle, restarts):
     every output port of the dispatcher equals the reference's in every cycle (``desc.payload``
     while ``desc.valid``; with ``payload_always`` in every cycle but the second after a domain
@@ -184,7 +201,7 @@ def _compare_every_cycle(seed, cols, new_cls=Dispatcher, ops=12, ref_cls=_RefDis
     rng = np.random.default_rng(seed)
     reset_rng = np.random.default_rng(seed + 1000)  # the stimulus's sequence as without
     depth = 64
-    blobs = [_blob(rng, depth) for _ in range(ops)]
+    blobs = [blob(rng, depth) for _ in range(ops)]
     kw = dict(cols=cols, d_depth=256, s_depth=depth, c_depth=128, bypass=True)
     checked = 0  # one simulation per blob (its own S buffer), restarts within it
     for words, k, n, s_len in blobs:
@@ -193,6 +210,8 @@ def _compare_every_cycle(seed, cols, new_cls=Dispatcher, ops=12, ref_cls=_RefDis
         if stats is not None:
             stats["resets"] = stats.get("resets", 0) + sum(
                 h and (c == 0 or not high[c - 1]) for c, h in enumerate(high))
+        if stats is not None:
+            stats.setdefault("errors", []).append((words[:3], k, n, s_len))
         payloads = [("desc.valid", "desc.payload")]
         if payload_always:
             payloads.append((lambda c, second=second: resets == "all" or c not in second,
@@ -211,6 +230,21 @@ def test_flag_decision_equals_compares_every_cycle(seed, cols):
     """The registered-flag read decision (``bypass``) against the plain compares: every port
     every cycle under random stalls, fit delays, stops and restarts."""
     assert _compare_every_cycle(seed, cols) > 100
+
+
+@pytest.mark.parametrize("seed", [10, 11, 12])
+def test_flag_header_checks_equal_compares_every_cycle(seed):
+    """The header checks of ``bypass`` (magic and shape compares registered, the truncation
+    compare into a flag of its own reported by JOIN) against the plain compares, every port
+    every cycle, on blobs with broken headers (alone and together: the error codes' order) and
+    random fit delays (the fit check done already in JOIN's first cycle, or later)."""
+    stats = {}
+    assert _compare_every_cycle(seed, 2, ops=24, blob=_header_blob, stats=stats) > 20
+    headers = stats["errors"]
+    bad = [(w[0] != MAGIC, w[1] != (k | n << 16), w[2] + n + 4 > s_len)
+           for w, k, n, s_len in headers]
+    assert sum(m and t for m, _, t in bad) >= 2 and sum(s and t for _, s, t in bad) >= 2
+    assert sum(t and not m and not s for m, s, t in bad) >= 2
 
 
 @pytest.mark.parametrize("seed,cols", [(4, 1), (5, 2), (6, 8)])
