@@ -76,11 +76,11 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
 import stat
 import sys
-import tempfile
 from pathlib import Path
+
+from sw.atomic import atomic_write_text
 
 __all__ = ["NetlistError", "fold_outreg", "rewrite", "main"]
 
@@ -288,9 +288,9 @@ def describe(summary: dict) -> str:
 
 
 def rewrite(src: Path, dst: Path) -> dict:
-    """Read the netlist ``src``, fold it, write it to ``dst`` (through a temporary file in
-    ``dst``'s directory and ``os.replace``, so ``dst`` may be ``src`` and is never left half
-    written; the file keeps ``dst``'s permissions, or takes ``src``'s if ``dst`` is new).
+    """Read the netlist ``src``, fold it, write it to ``dst`` (atomically, ``sw.atomic``, so
+    ``dst`` may be ``src`` and is never left half written; the file keeps ``dst``'s
+    permissions, or takes ``src``'s if ``dst`` is new; ``dst``'s folder must exist).
     Returns the summary; :class:`NetlistError` (the input), or ``OSError`` naming ``src`` or
     ``dst`` (never the temporary file) if it cannot."""
     src, dst = Path(src), Path(dst)
@@ -309,20 +309,10 @@ def rewrite(src: Path, dst: Path) -> dict:
     except NetlistError as exc:
         raise NetlistError(f"{src}: {exc}") from None
     try:
-        mode = stat.S_IMODE((dst if dst.exists() else src).stat().st_mode)
-        fd, tmp = tempfile.mkstemp(prefix=dst.name + ".", suffix=".tmp", dir=dst.parent)
+        mode = stat.S_IMODE(src.stat().st_mode)
     except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, str(dst)) from None
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(netlist, fh)
-        os.chmod(tmp, mode)
-        os.replace(tmp, dst)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise OSError(exc.errno, exc.strerror, str(dst)) from None
-        raise
+        raise OSError(exc.errno, exc.strerror, str(src)) from None
+    atomic_write_text(json.dumps(netlist), dst, new_mode=mode)
     return summary
 
 

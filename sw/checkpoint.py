@@ -1,10 +1,10 @@
 """Atomic, resumable training checkpoints.
 
-A checkpoint is written to a temporary file in the same folder, flushed and fsync'ed, then moved
-over the target with ``os.replace`` (atomic on POSIX and Windows), so a crash or a kill never
+A checkpoint is written atomically (``sw.atomic``: a temporary file in the same folder, flushed
+and fsync'ed, then moved over the target with ``os.replace``), so a crash or a kill never
 leaves a truncated checkpoint behind: the target is either the previous complete checkpoint or
 the new one. A kill during the write leaves the temporary ``.<name>.*.tmp`` file, which
-:func:`stale_temporaries` finds (the trainer removes them at its next start).
+``sw.atomic.stale_temporaries`` finds (the trainer removes them at its next start).
 
 File layout: one header line ``SWAT-CHECKPOINT 2 sha256=<64 hex digits> size=<bytes>\n``, then
 the ``torch.save`` bytes it describes. :func:`load_checkpoint` verifies size and SHA-256 before
@@ -29,27 +29,25 @@ Contents (all plain tensors / Python containers; loadable with ``weights_only=Tr
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .atomic import atomic_write
+
 __all__ = [
     "FORMAT",
     "atomic_save",
-    "atomic_write_text",
     "CheckpointError",
     "get_rng_state",
     "load_checkpoint",
     "set_rng_state",
-    "stale_temporaries",
 ]
 
 FORMAT = "swat-checkpoint"
@@ -62,36 +60,10 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used; the message names the file and the problem."""
 
 
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # not supported everywhere (e.g. Windows)
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _atomic(path: str | os.PathLike, write) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save(obj)`` to ``path`` atomically (temporary file + ``os.replace``), behind a
-    header line carrying the payload's size and SHA-256 (see the module docstring)."""
+    """``torch.save(obj)`` to ``path`` atomically (``sw.atomic.atomic_write``, creating its
+    folders), behind a header line carrying the payload's size and SHA-256 (see the module
+    docstring)."""
     buf = io.BytesIO()
     torch.save(obj, buf)
     payload = buf.getbuffer()
@@ -102,20 +74,7 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
         f.write(header)
         f.write(payload)
 
-    return _atomic(path, write)
-
-
-def stale_temporaries(folder: str | os.PathLike, name: str) -> list[Path]:
-    """Temporary files that an interrupted atomic write of ``folder/name`` left behind."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.glob(f".{name}.*.tmp") if p.is_file())
-
-
-def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    return _atomic(path, lambda f: f.write(text.encode("utf-8")))
+    return atomic_write(path, write, parents=True)
 
 
 def get_rng_state() -> dict:

@@ -81,7 +81,7 @@ class HilRun:
     def write_steps(self, out_dir, history: list[dict], *, plots: bool = True) -> Path:
         """``steps.csv`` (one row per optimisation step, from the epoch records of ``history``,
         so a resumed run keeps the steps before the resume) and ``cycles.png``."""
-        from .checkpoint import atomic_write_text
+        from .atomic import atomic_write_text
 
         steps = [s for rec in history for s in rec.get("steps", ())]
         buf = io.StringIO()
@@ -89,7 +89,7 @@ class HilRun:
                            restval="", lineterminator="\n")
         w.writeheader()
         w.writerows(steps)
-        path = atomic_write_text(buf.getvalue(), Path(out_dir) / "steps.csv")
+        path = atomic_write_text(buf.getvalue(), Path(out_dir) / "steps.csv", parents=True)
         if plots and any(s.get("cycles") is not None for s in steps):
             from .hil_plots import plot_cycles
 

@@ -11,7 +11,7 @@ import math
 import os
 from pathlib import Path
 
-from .checkpoint import atomic_write_text
+from .atomic import atomic_write_text
 
 __all__ = ["flatten_record", "write_metrics"]
 
@@ -39,7 +39,8 @@ def flatten_record(rec: dict) -> dict:
 def write_metrics(history: list[dict], out_dir: str | os.PathLike) -> tuple[Path, Path]:
     """Write ``metrics.json`` and ``metrics.csv`` under ``out_dir``; returns both paths."""
     out = Path(out_dir)
-    jpath = atomic_write_text(json.dumps(_clean(history), indent=1) + "\n", out / "metrics.json")
+    jpath = atomic_write_text(json.dumps(_clean(history), indent=1) + "\n",
+                              out / "metrics.json", parents=True)
     rows = [flatten_record(r) for r in history]
     cols: list[str] = []
     for r in rows:
@@ -48,5 +49,5 @@ def write_metrics(history: list[dict], out_dir: str | os.PathLike) -> tuple[Path
     w = csv.DictWriter(buf, fieldnames=cols, restval="", lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
-    cpath = atomic_write_text(buf.getvalue(), out / "metrics.csv")
+    cpath = atomic_write_text(buf.getvalue(), out / "metrics.csv", parents=True)
     return jpath, cpath

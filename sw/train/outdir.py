@@ -14,7 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..checkpoint import stale_temporaries
+from ..atomic import stale_temporaries
 from .config import ConfigError
 
 __all__ = ["RUN_FILES", "prepare_out"]
