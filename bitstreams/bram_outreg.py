@@ -82,7 +82,7 @@ from pathlib import Path
 
 from sw.atomic import atomic_write_text
 
-__all__ = ["NetlistError", "fold_outreg", "rewrite", "main"]
+__all__ = ["NetlistError", "fold_outreg", "describe", "rewrite", "main"]
 
 #: how many skipped ports the summary names (the rest are only counted)
 MAX_NAMED = 20

@@ -532,3 +532,10 @@ def test_board_refuses_the_fold_off_ecp5():
     with pytest.raises(ValueError, match=r"^icebreaker: fold_bram_outreg is for ECP5 boards "
                                          r"only$"):
         dataclasses.replace(BOARDS["icebreaker"], fold_bram_outreg=True)
+
+
+def test_all_names_every_public_function_and_class():
+    defined = {name for name, v in vars(bram_outreg).items()
+               if not name.startswith("_")
+               and getattr(v, "__module__", None) == bram_outreg.__name__}
+    assert sorted(bram_outreg.__all__) == sorted(defined)
