@@ -223,12 +223,13 @@ def fuzz(count: int = 10_000, seed: int = 0, *, core=None, cases=None, log=None,
 
 def main(argv=None) -> int:
     from . import verilate
+    from .compare_args import array
     from .harness import CoreSim
 
     ap = argparse.ArgumentParser(prog="python -m sim.fuzz", description=__doc__.split("\n")[0])
     ap.add_argument("--count", type=int, default=10_000, help="malformed blobs (default 10000)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--array", type=verilate.parse_array, default=(8, 8))
+    ap.add_argument("--array", type=array, default=(8, 8))
     ap.add_argument("--case", type=int, action="append", help="replay only this case number")
     ap.add_argument("--waves", metavar="FILE.fst", help="dump an FST of the replayed case(s)")
     ap.add_argument("--json", metavar="FILE", help="write the counts as JSON")

@@ -43,7 +43,7 @@ from hw.contract.tiling import limits, plan
 from hw.contract.words import pack_d, unpack_c
 from hw.core_port_names import FLAT_NAMES
 
-from . import verilate
+from . import compare_args, verilate
 from .bench import REWRITE_ENV, SimulationError, run_bench
 
 __all__ = ["GemmResult", "BatchStats", "GemmBatch", "SimulationError", "run_gemm", "run_gemms",
@@ -503,7 +503,7 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m sim.gemm")
     ap.add_argument("shape", nargs="*", type=float, default=[64, 576, 64, 0.1])
-    ap.add_argument("--array", type=verilate.parse_array, default=(8, 8))
+    ap.add_argument("--array", type=compare_args.array, default=(8, 8))
     ap.add_argument("--mode", default="auto", choices=["auto", "preload", "ports"])
     ap.add_argument("--repeat", type=int, default=1)
     args = ap.parse_args(argv)

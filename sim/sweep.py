@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import verilate
+from . import compare_args, verilate
 
 SPARSITIES = (0.0, 0.5, 0.8, 0.9, 0.95)
 SHAPE = (64, 576, 64)
@@ -135,7 +135,7 @@ def plot_sweep(rows, path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sim.sweep", description=__doc__.split("\n")[0])
-    ap.add_argument("--array", type=verilate.parse_array, default=(8, 8))
+    ap.add_argument("--array", type=compare_args.array, default=(8, 8))
     ap.add_argument("--out", default="results")
     ap.add_argument("--sparsities", type=float, nargs="+", default=list(SPARSITIES))
     ap.add_argument("--seed", type=int, default=0)

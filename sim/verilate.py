@@ -62,7 +62,7 @@ from pathlib import Path
 
 from hw.contract.cycles import SELECT_LANES
 
-from . import toolchain
+from . import compare_args, toolchain
 
 BUILD_ARGS = [
     "-Wno-fatal",
@@ -1076,13 +1076,6 @@ def _from_index(root: Path, index: Path) -> Model | None:
     return None
 
 
-def parse_array(text: str) -> tuple[int, int]:
-    m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"expected RxC such as 8x8, got {text!r}")
-    return int(m.group(1)), int(m.group(2))
-
-
 def core_model(rows: int = 8, cols: int = 8, *, design: str | None = None, quiet: bool = True,
                **params) -> Model:
     """The core model for a ``rows × cols`` array (the design's default buffer depths)."""
@@ -1091,7 +1084,7 @@ def core_model(rows: int = 8, cols: int = 8, *, design: str | None = None, quiet
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sim.verilate", description=__doc__.split("\n")[0])
-    ap.add_argument("--array", type=parse_array, action="append",
+    ap.add_argument("--array", type=compare_args.array, action="append",
                     help="PE array RxC (repeatable; default 8x8)")
     ap.add_argument("--design", choices=sorted(DESIGNS), default=None,
                     help="core (hw.core.SwatCore, the default) or select (hw.threshold_select)")

