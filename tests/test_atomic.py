@@ -132,6 +132,6 @@ def test_the_fpga_build_imports_no_torch():
     """``bitstreams.bram_outreg`` writes its netlist through ``sw.atomic``: neither imports
     torch (``sw.checkpoint`` does)."""
     res = subprocess.run([sys.executable, "-c", "import sys, sw.atomic, bitstreams.bram_outreg; "
-                          "print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))"],
+                          "print('torch' in sys.modules)"],
                          capture_output=True, text=True, check=True, cwd=ROOT)
-    assert res.stdout == "[]\n"
+    assert res.stdout == "False\n"
