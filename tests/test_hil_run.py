@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,10 +31,12 @@ def test_intref_run_writes_per_step_records(tmp_path):
     # 4 layers: 4 forward + 3 input-gradient (not the first layer) + 4 weight-gradient GEMMs
     assert all(s["gemms"] == 11 for s in rec["steps"])
     assert all(s["select_cycles"] > 0 and s["macs"] > 0 for s in rec["steps"])
-    rows = list(csv.DictReader(open(tmp_path / "steps.csv")))
+    with open(tmp_path / "steps.csv") as fh:
+        rows = list(csv.DictReader(fh))
     assert [r["step"] for r in rows] == ["1", "2", "3"]
     assert rows[0]["cycles"] == ""  # intref has no clock
-    head = next(csv.reader(open(tmp_path / "metrics.csv")))
+    with open(tmp_path / "metrics.csv") as fh:
+        head = next(csv.reader(fh))
     assert {"backend", "macs", "select_cycles"} <= set(head)
     assert json.loads((tmp_path / "metrics.json").read_text())[-1]["steps"][0]["step"] == 1
 
@@ -206,7 +209,7 @@ def test_ctrl_c_stops_the_simulator_process(tmp_path):
         assert child is not None, "the simulator process never started"
         time.sleep(1.0)
         os.kill(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=120)  # a hang guard, counted from the signal
     finally:
         if proc.poll() is None:  # a hang: take the group down and reap it (no stray process
             os.killpg(proc.pid, signal.SIGKILL)  # or pipe for a later test's warnings)
@@ -218,7 +221,7 @@ def test_ctrl_c_stops_the_simulator_process(tmp_path):
 
 def _children(pid: int) -> list[int]:
     try:
-        text = open(f"/proc/{pid}/task/{pid}/children").read()
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     except OSError:
         return []
     return [int(x) for x in text.split()]
@@ -233,6 +236,6 @@ def _exe(pid: int) -> str:
 
 def _zombie(pid: int) -> bool:
     try:
-        return open(f"/proc/{pid}/stat").read().split(")")[1].split()[0] == "Z"
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"
     except OSError:
         return True

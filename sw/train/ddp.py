@@ -59,23 +59,28 @@ def all_reduce_sum(values: list[float], d: Dist) -> list[float]:
     return t.tolist()
 
 
-def _spawn_worker(rank: int, world_size: int, port: int, config: dict, result_dir: str) -> None:
+def _spawn_worker(rank: int, world_size: int, config: dict, result_dir: str) -> None:
     from .loop import train
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    res = train(config)
-    state = {k: v.clone() for k, v in res.model.state_dict().items()}
-    torch.save({"model": state, "history": res.history},
-               os.path.join(result_dir, f"rank{rank}.pt"))
+    # a file in the run's own folder as the rendezvous: no TCP port to pick, so none that
+    # another process can take between picking and binding it
+    dist.init_process_group("gloo", init_method="file://" + os.path.join(result_dir, "rdzv"),
+                            rank=rank, world_size=world_size)
+    try:
+        res = train(config)
+        state = {k: v.clone() for k, v in res.model.state_dict().items()}
+        torch.save({"model": state, "history": res.history},
+                   os.path.join(result_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
 
 
 def spawn(config, nprocs: int = 2) -> list[dict]:
     """Train ``config`` (a TrainConfig or dict) with ``nprocs`` local DistributedDataParallel
     processes (gloo, CPU) without torchrun; returns each rank's ``{"model": state_dict,
     "history": [...]}``."""
-    import socket
     import tempfile
 
     import torch.multiprocessing as mp
@@ -83,10 +88,7 @@ def spawn(config, nprocs: int = 2) -> list[dict]:
     from .config import as_config
 
     cfg = as_config(config, {}).resolved().to_dict()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_spawn_worker, args=(nprocs, port, cfg, tmp), nprocs=nprocs, join=True)
+        mp.spawn(_spawn_worker, args=(nprocs, cfg, tmp), nprocs=nprocs, join=True)
         return [torch.load(os.path.join(tmp, f"rank{r}.pt"), weights_only=True)
                 for r in range(nprocs)]
