@@ -23,6 +23,8 @@ cycles (at the FIFO's head one cycle earlier with ``bypass``). Throughput: one d
 cycle while the FIFO has room.
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
@@ -106,6 +108,50 @@ class Dispatcher(wiring.Component):
     _flag_decision = True
     #: the S read word register with the domain reset (True: the tests' reference)
     _word_reset = False
+
+    def _room_per_level(self, m, room, level, a, b, c):
+        """``room`` = FIFO level + busy stages (``a``, ``b``, ``c``) < depth without an adder
+        and a compare in carry chains (the ULX3S's critical path was read_valid → room →
+        tiles_left): per FIFO level, how many of the three stages may be full."""
+        with m.Switch(level):
+            for lv in range(self.fifo_depth + 1):
+                free = self.fifo_depth - lv  # room: busy stages < free
+                with m.Case(lv):
+                    if free >= 4:
+                        m.d.comb += room.eq(1)
+                    elif free == 3:
+                        m.d.comb += room.eq(~(a & b & c))
+                    elif free == 2:
+                        m.d.comb += room.eq(~((a & b) | (a & c) | (b & c)))
+                    elif free == 1:
+                        m.d.comb += room.eq(~(a | b | c))
+
+    def _plain_decision(self, m, v):
+        """The read decision without ``flags`` (the iCE40): ``room`` (without ``bypass``),
+        ``reps`` and the returned ``last_group`` (``tiles_left <= group``).
+
+        The iCE40's critical path was ``group`` → that compare (a 17-bit carry chain) →
+        ``raddr`` / ``next_ptr``. Here ``last_group`` is a register, set from the next values
+        of both: ``group`` is ``1 << group_shift`` a cycle later, ``tiles_left`` is ``mtiles``
+        in JOIN and ``tiles_left - group`` after a wrap (which the later assignment wins). Each
+        compare is at ``group``'s width plus a "high bits set" flag (``group`` <= ``MAX_REPS``).
+        Reset: both are 0, ``0 <= 0``. ``reps = min(tiles_left, group)`` is then a 2:1 choice
+        by that register."""
+        if not self.bypass:
+            self._room_per_level(m, v.room, *v.fill)
+        gw = len(v.group)
+        g_next = (1 << v.group_shift)[:gw]
+
+        def at_most_group(x):  # x <= g_next, for a 17-bit x
+            return ~x[gw:].any() & (x[:gw] <= g_next)
+
+        last_group = Signal(init=1)
+        wrap = v.fire_last & ~last_group
+        m.d.sync += last_group.eq(Mux(wrap, at_most_group((v.tiles_left - v.group)[:17]),
+                                      Mux(v.join, at_most_group(v.mtiles),
+                                          at_most_group(v.tiles_left))))
+        m.d.comb += v.reps.eq(Mux(last_group, v.tiles_left, v.group))
+        return last_group
 
     def elaborate(self, platform):
         m = Module()
@@ -271,7 +317,8 @@ class Dispatcher(wiring.Component):
         m.d.sync += [d_step.eq(k << group_shift), c_step.eq(n << group_shift)]
         if not flags:
             m.d.sync += group.eq(1 << group_shift)
-        m.d.comb += reps.eq(Mux(tiles_left < group, tiles_left, group))
+        if flags:
+            m.d.comb += reps.eq(Mux(tiles_left < group, tiles_left, group))
 
         # ---- pointer reads (RUN), while the FIFO has room for what is in flight
         desc_valid = Signal()   # stage C: checked pointer / descriptor registered
@@ -279,25 +326,7 @@ class Dispatcher(wiring.Component):
         desc = Signal(self.layout)
         room = Signal()
         if self.bypass:
-            # the same test without an adder and a compare in carry chains (the ULX3S's
-            # critical path was read_valid → room → tiles_left): per FIFO level, how many of
-            # the three stages may be full
-            a, b, c = read_valid, word_valid, desc_valid
-            with m.Switch(fifo.level):
-                for lv in range(self.fifo_depth + 1):
-                    free = self.fifo_depth - lv  # room: busy stages < free
-                    with m.Case(lv):
-                        if free >= 4:
-                            m.d.comb += room.eq(1)
-                        elif free == 3:
-                            m.d.comb += room.eq(~(a & b & c))
-                        elif free == 2:
-                            m.d.comb += room.eq(~((a & b) | (a & c) | (b & c)))
-                        elif free == 1:
-                            m.d.comb += room.eq(~(a | b | c))
-        else:
-            m.d.comb += room.eq((fifo.level + read_valid + word_valid + desc_valid)
-                                < self.fifo_depth)
+            self._room_per_level(m, room, fifo.level, read_valid, word_valid, desc_valid)
         if flags:
             # the read decision from register bits (the ULX3S's path n → next_ptr == n →
             # tiles_left <= group → next_ptr/raddr/c_base was 8 LUT levels): flags prepared a
@@ -326,9 +355,12 @@ class Dispatcher(wiring.Component):
                              ptr_left.eq(Mux(at_last, n_less2, ptr_left - 1))]
         else:
             at_last = next_ptr == n[:sw]
-            last_group = tiles_left <= group
             at_zero, at_one = next_ptr == 0, next_ptr == 1
             fire = self.running & ~all_read & ~self.stop & room
+            last_group = self._plain_decision(m, SimpleNamespace(
+                room=room, fill=(fifo.level, read_valid, word_valid, desc_valid),
+                reps=reps, tiles_left=tiles_left, group=group, group_shift=group_shift,
+                mtiles=self.mtiles, join=fsm.ongoing("JOIN"), fire_last=fire & at_last))
         with m.If(fire):  # the read of raddr
             m.d.sync += [read_valid.eq(1), read_ptr.eq(next_ptr), read_d_base.eq(d_base),
                          read_c_base.eq(c_base), read_reps.eq(reps),

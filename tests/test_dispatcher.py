@@ -3,7 +3,7 @@ under random ``ready`` stalls, the header and pointer error codes, and the end o
 
 import numpy as np
 import pytest
-from amaranth.hdl import Elaboratable, Module
+from amaranth.hdl import Elaboratable, Module, Mux
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
@@ -120,6 +120,20 @@ class _RefDispatcher(Dispatcher):
     _flag_decision = False  # the read decision from plain compares
 
 
+class _RefPlainDecision(Dispatcher):
+    """The read decision without flags (the iCE40's) as it was before the registered
+    ``last_group``: ``tiles_left <= group`` and ``min(tiles_left, group)`` as compares of the
+    registers, ``room`` (without ``bypass``) by an adder and a compare."""
+    _flag_decision = False
+
+    def _plain_decision(self, m, v):
+        if not self.bypass:
+            level, a, b, c = v.fill
+            m.d.comb += v.room.eq((level + a + b + c) < self.fifo_depth)
+        m.d.comb += v.reps.eq(Mux(v.tiles_left < v.group, v.tiles_left, v.group))
+        return v.tiles_left <= v.group
+
+
 class _RefWordReset(Dispatcher):
     _word_reset = True  # the S read word register with the domain reset
 
@@ -135,13 +149,17 @@ def _blob(rng, depth):
     return w + [0] * (depth - len(w)), k, n, len(w)
 
 
-def _stimulus(rng):
+def _stimulus(rng, big_mtiles=False):
     """Random fit delay and result, ready, stop, cols_idle and restarts: ``drive`` and
-    ``after`` of :func:`lockstep.lockstep`."""
+    ``after`` of :func:`lockstep.lockstep`. ``big_mtiles``: now and then an M-tile count of up
+    to 17 bits (``mtiles``'s width) instead of 1-49."""
     st = {}
 
     def restart():
-        st.update(fit_left=int(rng.integers(0, 12)), stopped=0, mtiles=int(rng.integers(1, 50)))
+        mtiles = int(rng.integers(1, 50))
+        if big_mtiles and rng.random() < 0.3:
+            mtiles = int(rng.choice([1 << int(rng.integers(5, 17)), int(rng.integers(1, 1 << 17))]))
+        st.update(fit_left=int(rng.integers(0, 12)), stopped=0, mtiles=mtiles)
 
     def drive(cyc):
         start = cyc == 0 or rng.random() < 0.003
@@ -192,20 +210,21 @@ def _header_blob(rng, depth):
 
 
 def _compare_every_cycle(seed, cols, new_cls=Dispatcher, ops=12, ref_cls=_RefDispatcher,
-                         payload_always=False, resets=False, stats=None, blob=_blob):
+                         payload_always=False, resets=False, stats=None, blob=_blob,
+                         bypass=True, depth=64, big_mtiles=False):
     """Random operations (random fit delay and result, ready, stop, cols_idle, restarts):
     every output port of the dispatcher equals the reference's in every cycle (``desc.payload``
     while ``desc.valid``; with ``payload_always`` in every cycle but the second after a domain
     reset). ``resets``: random domain resets too (``resets="all"``: the payload compared in
-    those cycles as well); ``stats`` (a dict) gets their count."""
+    those cycles as well); ``stats`` (a dict) gets their count. ``bypass``, ``depth`` (S
+    words): the dispatcher's; ``big_mtiles``: of :func:`_stimulus`."""
     rng = np.random.default_rng(seed)
     reset_rng = np.random.default_rng(seed + 1000)  # the stimulus's sequence as without
-    depth = 64
     blobs = [blob(rng, depth) for _ in range(ops)]
-    kw = dict(cols=cols, d_depth=256, s_depth=depth, c_depth=128, bypass=True)
+    kw = dict(cols=cols, d_depth=256, s_depth=depth, c_depth=128, bypass=bypass)
     checked = 0  # one simulation per blob (its own S buffer), restarts within it
     for words, k, n, s_len in blobs:
-        drive, after = _stimulus(rng)
+        drive, after = _stimulus(rng, big_mtiles)
         high, second = _resets(reset_rng, 400) if resets else ([False] * 400, set())
         if stats is not None:
             stats["resets"] = stats.get("resets", 0) + sum(
@@ -245,6 +264,22 @@ def test_flag_header_checks_equal_compares_every_cycle(seed):
            for w, k, n, s_len in headers]
     assert sum(m and t for m, _, t in bad) >= 2 and sum(s and t for _, s, t in bad) >= 2
     assert sum(t and not m and not s for m, s, t in bad) >= 2
+
+
+@pytest.mark.parametrize("seed,cols,bypass,resets", [
+    (20, 2, False, False), (21, 2, False, "all"), (22, 1, False, False), (23, 8, False, "all"),
+    (24, 2, True, "all")])
+def test_registered_last_group_equals_compares_every_cycle(seed, cols, bypass, resets):
+    """The read decision without flags (the iCE40's: ``bypass=False``, S buffer of 256
+    words, 2 columns) with ``last_group`` a register and ``room`` from the FIFO level per
+    case, against the compares and the adder it replaced: every port every cycle, the whole
+    ``desc.payload`` too, under random stalls, fit delays, stops, restarts, M-tile counts up to
+    17 bits and (``resets``) domain resets; with ``bypass`` (flags off) as well."""
+    stats = {}
+    assert _compare_every_cycle(seed, cols, ref_cls=_RefPlainDecision, new_cls=_RefDispatcher,
+                                bypass=bypass, depth=256, big_mtiles=True, resets=resets,
+                                payload_always=True, stats=stats) > 500
+    assert not resets or stats["resets"] > 20
 
 
 @pytest.mark.parametrize("seed,cols", [(4, 1), (5, 2), (6, 8)])
