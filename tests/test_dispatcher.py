@@ -149,30 +149,42 @@ def _blob(rng, depth):
     return w + [0] * (depth - len(w)), k, n, len(w)
 
 
-def _stimulus(rng, big_mtiles=False):
+def _stimulus(rng, big_mtiles=False, s_lens=(), seen=None, restart_p=0.003):
     """Random fit delay and result, ready, stop, cols_idle and restarts: ``drive`` and
     ``after`` of :func:`lockstep.lockstep`. ``big_mtiles``: now and then an M-tile count of up
-    to 17 bits (``mtiles``'s width) instead of 1-49."""
+    to 17 bits (``mtiles``'s width) instead of 1-49. ``s_lens``: each restart's ``s_len``
+    drawn from these (an input, not a constant); ``seen`` (a list) gets each error code and
+    ``"run"`` where an operation started handing out work. ``restart_p``: a start's chance per
+    cycle."""
     st = {}
 
     def restart():
         mtiles = int(rng.integers(1, 50))
         if big_mtiles and rng.random() < 0.3:
             mtiles = int(rng.choice([1 << int(rng.integers(5, 17)), int(rng.integers(1, 1 << 17))]))
-        st.update(fit_left=int(rng.integers(0, 12)), stopped=0, mtiles=mtiles)
+        st.update(fit_left=int(rng.integers(0, 12)), stopped=0, mtiles=mtiles, ran=0)
+        if s_lens:
+            st["s_len"] = int(rng.choice(s_lens))
 
     def drive(cyc):
-        start = cyc == 0 or rng.random() < 0.003
+        start = cyc == 0 or rng.random() < restart_p
         if start:
             restart()
         ins = {"start": start, "fit_busy": st["fit_left"] > 0,
                "fit_bad": st["fit_left"] == 0 and rng.random() < 0.05, "mtiles": st["mtiles"],
                "stop": st["stopped"], "cols_idle": rng.random() < 0.5,
                "desc.ready": rng.random() < 0.6}
+        if s_lens:
+            ins["s_len"] = st["s_len"]
         st["fit_left"] = max(0, st["fit_left"] - 1)
         return ins
 
     def after(cyc, get):
+        if seen is not None and get("error") and not st["stopped"]:
+            seen.append(get("error"))
+        elif seen is not None and get("running") and not st["ran"]:
+            seen.append("run")
+            st["ran"] = 1
         if get("error") or rng.random() < 0.002:
             st["stopped"] = 1
 
@@ -211,20 +223,29 @@ def _header_blob(rng, depth):
 
 def _compare_every_cycle(seed, cols, new_cls=Dispatcher, ops=12, ref_cls=_RefDispatcher,
                          payload_always=False, resets=False, stats=None, blob=_blob,
-                         bypass=True, depth=64, big_mtiles=False):
+                         bypass=True, depth=64, big_mtiles=False, vary_s_len=False):
     """Random operations (random fit delay and result, ready, stop, cols_idle, restarts):
     every output port of the dispatcher equals the reference's in every cycle (``desc.payload``
     while ``desc.valid``; with ``payload_always`` in every cycle but the second after a domain
     reset). ``resets``: random domain resets too (``resets="all"``: the payload compared in
     those cycles as well); ``stats`` (a dict) gets their count. ``bypass``, ``depth`` (S
-    words): the dispatcher's; ``big_mtiles``: of :func:`_stimulus`."""
+    words): the dispatcher's; ``big_mtiles``: of :func:`_stimulus`. ``vary_s_len``: each
+    restart's ``s_len`` is the blob's, one word short (truncated) or 2 (refused in HDR0), so
+    that one operation's header error is followed by another's outcome in one simulation
+    (``stats["seen"]``: per simulation, :func:`_stimulus`'s ``seen``)."""
     rng = np.random.default_rng(seed)
     reset_rng = np.random.default_rng(seed + 1000)  # the stimulus's sequence as without
     blobs = [blob(rng, depth) for _ in range(ops)]
     kw = dict(cols=cols, d_depth=256, s_depth=depth, c_depth=128, bypass=bypass)
     checked = 0  # one simulation per blob (its own S buffer), restarts within it
     for words, k, n, s_len in blobs:
-        drive, after = _stimulus(rng, big_mtiles)
+        seen = None
+        if stats is not None:
+            seen = []
+            stats.setdefault("seen", []).append(seen)
+        drive, after = _stimulus(rng, big_mtiles,
+                                 s_lens=(s_len, s_len - 1, 2) if vary_s_len else (), seen=seen,
+                                 restart_p=0.02 if vary_s_len else 0.003)
         high, second = _resets(reset_rng, 400) if resets else ([False] * 400, set())
         if stats is not None:
             stats["resets"] = stats.get("resets", 0) + sum(
@@ -264,6 +285,21 @@ def test_flag_header_checks_equal_compares_every_cycle(seed):
            for w, k, n, s_len in headers]
     assert sum(m and t for m, _, t in bad) >= 2 and sum(s and t for _, s, t in bad) >= 2
     assert sum(t and not m and not s for m, s, t in bad) >= 2
+
+
+@pytest.mark.parametrize("seed", [13, 14])
+def test_a_header_error_does_not_outlive_its_operation(seed):
+    """Operations in one simulation whose ``s_len`` differ (the blob's, one word short, 2):
+    the truncation error of one (with ``bypass`` from its own flag, ``trunc_bad``, set in
+    HDR4) is not reported by the next, against the plain compares every cycle. (The tests
+    above keep one blob and ``s_len`` per simulation: there a flag that kept the previous
+    operation's value would go unseen; a sticky ``trunc_bad`` fails this test.)"""
+    stats = {}
+    _compare_every_cycle(seed, 2, ops=8, vary_s_len=True, stats=stats)
+    # a truncated operation followed by one that runs (seen with a flag that outlived it)
+    after_trunc = sum(1 for seen in stats["seen"] for i, x in enumerate(seen)
+                      if x == "run" and LoaderError.TRUNC in seen[:i])
+    assert after_trunc >= 5, stats["seen"]
 
 
 @pytest.mark.parametrize("seed,cols,bypass,resets", [
