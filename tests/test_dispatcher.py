@@ -117,7 +117,10 @@ def test_errors(words, s_len, fit_bad, code, bypass):
 
 
 class _RefDispatcher(Dispatcher):
-    _flag_decision = False  # the read decision from plain compares
+    # the read decision without flags (the iCE40's): compares of the registers, but for
+    # ``tiles_left <= group``, a register itself (``last_group``; against the compare:
+    # ``_RefPlainDecision``); the header checks unregistered
+    _flag_decision = False
 
 
 class _RefPlainDecision(Dispatcher):

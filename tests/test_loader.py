@@ -186,7 +186,8 @@ class _RefDispatcher(Dispatcher):
 
 
 class _RefLoader(Loader):
-    """The hand-out's candidates combinational, the dispatcher's read decision from compares."""
+    """The hand-out's candidates combinational, the dispatcher's read decision without flags
+    (``test_dispatcher._RefDispatcher``)."""
     _dispatcher = _RefDispatcher
 
     @staticmethod
