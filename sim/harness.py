@@ -92,8 +92,12 @@ class CoreSim:
         self._out = self.proc.stdout
         self._err_thread = threading.Thread(target=self._drain_stderr, daemon=True)
         self._err_thread.start()
-        info = np.frombuffer(self._call(struct.pack("<I", OP_INFO), "asking for its geometry"),
-                             dtype="<u4")
+        try:
+            info = np.frombuffer(self._call(struct.pack("<I", OP_INFO),
+                                            "asking for its geometry"), dtype="<u4")
+        except BaseException:  # a Ctrl-C or a dead simulator here: no process left behind
+            self.close()
+            raise
         if info[0] != PROTOCOL_VERSION:
             self.close()
             raise SimulationError(f"harness protocol {info[0]}, expected {PROTOCOL_VERSION}: "

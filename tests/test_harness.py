@@ -139,6 +139,32 @@ def test_close_after_a_half_written_request_does_not_hang(model8):
             proc.wait()
 
 
+def test_an_interrupted_start_leaves_no_simulator(model8, monkeypatch):
+    """Ctrl-C while CoreSim waits for the simulator's first reply (its geometry): the
+    constructor raises, so no caller could close it; it stops the process itself (was left
+    running: an orphan after the trainer's Ctrl-C, and a 'still running' warning)."""
+    from sim.harness import CoreSim
+
+    procs = []
+
+    def interrupted(self, doing):
+        self._in_step = False  # as _recv does until the whole reply is read
+        procs.append(self.proc)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(CoreSim, "_recv", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        CoreSim(model8, label="test")
+    (proc,) = procs
+    try:
+        assert proc.poll() is not None
+        assert proc.stdin.closed and proc.stdout.closed and proc.stderr.closed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_harness_sentinel_and_reset(model8):
     """C words outside an operation's result keep what was there (here a sentinel)."""
     from sim.harness import CoreSim
