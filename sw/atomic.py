@@ -5,7 +5,7 @@ which is flushed and fsync'ed and then moved over the target with ``os.replace``
 POSIX and Windows; the folder is fsync'ed after it where the system allows), so a crash, a
 kill or an exception during the write never leaves a truncated target. An exception removes
 the temporary file; a kill leaves it, and :func:`stale_temporaries` finds it (the trainer
-removes them at its next start).
+removes those of its run files, ``sw.train.outdir.RUN_FILES``, at its next start).
 
 The new file keeps the permission bits of the file it replaces (a new one gets ``new_mode``,
 by default ``0o600``, the temporary file's own). An ``OSError`` names the target, never the
