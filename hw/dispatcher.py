@@ -103,8 +103,8 @@ class Dispatcher(wiring.Component):
             "queue_empty": Out(1),
         })
 
-    #: with ``bypass``, the read decision from registered flags (False: the plain compares, the
-    #: same behaviour every cycle; the tests' reference)
+    #: with ``bypass``, the read decision from registered flags (False: the form without flags,
+    #: the iCE40's, the same behaviour every cycle; the tests' reference)
     _flag_decision = True
     #: the S read word register with the domain reset (True: the tests' reference)
     _word_reset = False

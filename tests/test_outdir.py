@@ -55,8 +55,10 @@ def test_existing_run_needs_resume_or_force(tmp_path, capsys):
         2, [f"swat-train: error: --out {out} already holds a run (checkpoint.pt); pass --resume "
             "to continue it or --force to start it again"])
     assert (out / "checkpoint.pt").read_bytes() == before  # untouched
+    (out / "steps.csv").write_text("step\n1\n")  # as an integer-backend run leaves it
     assert _cli(["--out", str(out), "--force", "--seed", "1"], capsys)[0] == 0
     assert (out / "checkpoint.pt").read_bytes() != before
+    assert not (out / "steps.csv").exists()  # no step records of the run --force replaced
 
 
 def test_resuming_a_finished_run_says_so(tmp_path, capsys):
@@ -73,7 +75,8 @@ def test_resuming_a_finished_run_says_so(tmp_path, capsys):
 def test_stale_temporaries_are_removed_at_start(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    stale = [out / ".checkpoint.pt.k1ll3d.tmp", out / ".metrics.json.x.tmp"]
+    stale = [out / ".checkpoint.pt.k1ll3d.tmp", out / ".metrics.json.x.tmp",
+             out / ".steps.csv.y.tmp"]
     for p in stale:
         p.write_bytes(b"half a checkpoint")
     (out / "notes.tmp").write_text("not ours")

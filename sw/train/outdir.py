@@ -20,7 +20,8 @@ from .config import ConfigError
 __all__ = ["RUN_FILES", "prepare_out"]
 
 # What a run writes with atomic replaces (their temporaries are ".<name>.*.tmp").
-RUN_FILES = ("checkpoint.pt", "metrics.json", "metrics.csv")
+# steps.csv: the per-step records of an integer backend (sw.hil_run)
+RUN_FILES = ("checkpoint.pt", "metrics.json", "metrics.csv", "steps.csv")
 
 
 def _check_writable(out: Path) -> None:
