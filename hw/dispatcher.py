@@ -14,15 +14,21 @@ Pointers of the next items are read while the current ones stream. Only checked 
 descriptors, so every entry address handed out lies in ``[4+N, 4+N+nnz) ⊆ [0, s_len)``.
 
 Pipeline of a pointer (all registered, the read address too): read issued → BRAM word
-registered → checked and the descriptor formed into registers → FIFO. Header errors are
+registered (with ``bypass``, the ULX3S: the block RAM's folded output register, then a fabric
+register, stage B2, so that no check starts at a far block RAM's pins) → checked and the
+descriptor formed into registers → FIFO. Header errors are
 reported after the fit check, in the order fit (8), ``s_len`` (4), magic (1), shape (2), blob
 longer than ``s_len`` (4).
 
 Latency: ``start`` → first descriptor in the FIFO about ``max(6, ceil(mtiles/8) + 3) + 4``
-cycles (at the FIFO's head one cycle earlier with ``bypass``). Throughput: one descriptor per
-cycle while the FIFO has room.
+cycles (with ``bypass``: stage B2 adds one cycle to the header reads and one to the pointer
+pipeline, and the descriptor is at the FIFO's head in the cycle it is formed, one cycle before
+the FIFO's). Throughput: one descriptor per cycle while the FIFO has room.
 """
 
+import operator
+from functools import reduce
+from itertools import combinations
 from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal, signed
@@ -109,22 +115,20 @@ class Dispatcher(wiring.Component):
     #: the S read word register with the domain reset (True: the tests' reference)
     _word_reset = False
 
-    def _room_per_level(self, m, room, level, a, b, c):
-        """``room`` = FIFO level + busy stages (``a``, ``b``, ``c``) < depth without an adder
+    def _room_per_level(self, m, room, level, *stages):
+        """``room`` = FIFO level + busy ``stages`` (their valid bits) < depth without an adder
         and a compare in carry chains (the ULX3S's critical path was read_valid → room →
-        tiles_left): per FIFO level, how many of the three stages may be full."""
+        tiles_left): per FIFO level, how many of the stages may be full."""
         with m.Switch(level):
             for lv in range(self.fifo_depth + 1):
                 free = self.fifo_depth - lv  # room: busy stages < free
                 with m.Case(lv):
-                    if free >= 4:
+                    if free > len(stages):
                         m.d.comb += room.eq(1)
-                    elif free == 3:
-                        m.d.comb += room.eq(~(a & b & c))
-                    elif free == 2:
-                        m.d.comb += room.eq(~((a & b) | (a & c) | (b & c)))
-                    elif free == 1:
-                        m.d.comb += room.eq(~(a | b | c))
+                    elif free >= 1:  # not (at least ``free`` of them busy)
+                        m.d.comb += room.eq(~reduce(operator.or_, (
+                            reduce(operator.and_, some)
+                            for some in combinations(stages, free))))
 
     def _plain_decision(self, m, v):
         """The read decision without ``flags`` (the iCE40): ``room`` (without ``bypass``),
@@ -212,15 +216,40 @@ class Dispatcher(wiring.Component):
                      word_ptr.eq(read_ptr), word_d_base.eq(read_d_base),
                      word_c_base.eq(read_c_base), word_reps.eq(read_reps),
                      word_zero.eq(read_zero), word_one.eq(read_one), word_last.eq(read_last)]
-        word_hi = word[sw:].any()  # the pointer or nnz cannot fit the S buffer
-        word_lo = word[:sw]
+        # stage B2 (``bypass``, the ULX3S): the word once more, in a fabric register, which is
+        # what the checks read. The folded word *is* the block RAM's output register, and the
+        # placer may put that block RAM 60 tiles from the checks (ULX3S seeds 3-5 of d7a66306:
+        # ``word`` → a 5-8 ns net → ``ptr_bad`` / ``trunc_bad``); this register can sit between
+        # them. One cycle more per header and per pointer (``hw.contract.cycles``). Without
+        # ``bypass`` (the iCE40, whose block RAMs have no output register to fold into) the
+        # checks read ``word`` itself.
+        if self.bypass:
+            chk_word = Signal(32, reset_less=not self._word_reset)
+            chk_valid = Signal()
+            chk_ptr = Signal(sw)
+            chk_d_base = Signal(d_aw)
+            chk_c_base = Signal(c_aw)
+            chk_reps = Signal.like(reps)
+            chk_zero, chk_one, chk_last = Signal(), Signal(), Signal()
+            m.d.sync += [chk_word.eq(word), chk_valid.eq(word_valid & ~self.start),
+                         chk_ptr.eq(word_ptr), chk_d_base.eq(word_d_base),
+                         chk_c_base.eq(word_c_base), chk_reps.eq(word_reps),
+                         chk_zero.eq(word_zero), chk_one.eq(word_one), chk_last.eq(word_last)]
+            stages = (read_valid, word_valid, chk_valid)
+        else:
+            chk_word, chk_valid, chk_ptr, chk_d_base, chk_c_base, chk_reps = (
+                word, word_valid, word_ptr, word_d_base, word_c_base, word_reps)
+            chk_zero, chk_one, chk_last = word_zero, word_one, word_last
+            stages = (read_valid, word_valid)
+        word_hi = chk_word[sw:].any()  # the pointer or nnz cannot fit the S buffer
+        word_lo = chk_word[:sw]
         prev_word = Signal(sw)  # the pointer read before (start of the item)
         m.d.sync += lim.eq(self.s_len - self.n - 4)  # the shape is registered at start
         header_error = Signal(4)  # first header error (reported after the fit check)
         # (bypass) the magic and shape compares of the word registered: used a cycle later
         magic_bad, shape_bad = Signal(), Signal()
         if flags:
-            m.d.sync += [magic_bad.eq(word != MAGIC), shape_bad.eq(word != Cat(k, n))]
+            m.d.sync += [magic_bad.eq(chk_word != MAGIC), shape_bad.eq(chk_word != Cat(k, n))]
         # (bypass) the truncation compare of word 2 (nnz), registered in HDR4 into a flag of its
         # own (its only consumer, placed beside the compare) instead of into ``header_error``:
         # JOIN reports it after ``header_error`` (seed 1 of the ULX3S: the block RAM's word →
@@ -251,21 +280,24 @@ class Dispatcher(wiring.Component):
                 m.next = "HDR1"
             with m.State("HDR1"):
                 m.d.sync += raddr.eq(2)
-                m.next = "HDR2"
-            with m.State("HDR2"):  # word = blob word 0
+                m.next = "HDRB" if self.bypass else "HDR2"
+            if self.bypass:
+                with m.State("HDRB"):  # word = blob word 0, in stage B2 next cycle
+                    m.next = "HDR2"
+            with m.State("HDR2"):  # chk_word = blob word 0
                 if not flags:
-                    with m.If((header_error == 0) & (word != MAGIC)):
+                    with m.If((header_error == 0) & (chk_word != MAGIC)):
                         m.d.sync += header_error.eq(LoaderError.MAGIC)
                 m.next = "HDR3"
-            with m.State("HDR3"):  # word = blob word 1
+            with m.State("HDR3"):  # chk_word = blob word 1
                 if flags:  # the checks of words 0 and 1 a cycle later, from registers
                     with m.If((header_error == 0) & magic_bad):
                         m.d.sync += header_error.eq(LoaderError.MAGIC)
                 else:
-                    with m.If((header_error == 0) & (word != Cat(k, n))):
+                    with m.If((header_error == 0) & (chk_word != Cat(k, n))):
                         m.d.sync += header_error.eq(LoaderError.SHAPE)
                 m.next = "HDR4"
-            with m.State("HDR4"):  # word = blob word 2
+            with m.State("HDR4"):  # chk_word = blob word 2
                 m.d.sync += [
                     nnz.eq(word_lo), entry0.eq(n + 4), next_ptr.eq(0), raddr.eq(3), d_base.eq(0),
                     c_base.eq(0), all_read.eq(0), prev_word.eq(0),
@@ -326,7 +358,7 @@ class Dispatcher(wiring.Component):
         desc = Signal(self.layout)
         room = Signal()
         if self.bypass:
-            self._room_per_level(m, room, fifo.level, read_valid, word_valid, desc_valid)
+            self._room_per_level(m, room, fifo.level, *stages, desc_valid)
         if flags:
             # the read decision from register bits (the ULX3S's path n → next_ptr == n →
             # tiles_left <= group → next_ptr/raddr/c_base was 8 LUT levels): flags prepared a
@@ -379,20 +411,20 @@ class Dispatcher(wiring.Component):
         # (compared at sw bits: a pointer with higher bits set is above nnz, hence bad; a bad
         # pointer stops the operation, so item_start and nnz always fit sw bits when it matters)
         item_start = Signal(sw)
-        m.d.comb += item_start.eq(Mux(word_one, 0, prev_word))
+        m.d.comb += item_start.eq(Mux(chk_one, 0, prev_word))
         ptr_bad = Signal()
-        m.d.comb += ptr_bad.eq(word_hi | Mux(word_zero, word_lo != 0,
+        m.d.comb += ptr_bad.eq(word_hi | Mux(chk_zero, word_lo != 0,
                                              (word_lo < item_start) | (word_lo > nnz)
-                                             | (word_last & (word_lo != nnz))))
+                                             | (chk_last & (word_lo != nnz))))
         m.d.sync += [
-            desc_valid.eq(word_valid & ~word_zero & ~self.start), desc_bad.eq(ptr_bad),
+            desc_valid.eq(chk_valid & ~chk_zero & ~self.start), desc_bad.eq(ptr_bad),
             desc.entry.eq(entry0 + item_start), desc.count.eq(word_lo - item_start),
-            desc.d_base.eq(word_d_base), desc.c_addr.eq(word_c_base + word_ptr - 1),
-            desc.reps.eq(word_reps),
+            desc.d_base.eq(chk_d_base), desc.c_addr.eq(chk_c_base + chk_ptr - 1),
+            desc.reps.eq(chk_reps),
         ]
-        with m.If(word_valid):
+        with m.If(chk_valid):
             m.d.sync += prev_word.eq(word_lo)
-            with m.If(word_zero):  # ptr[0] makes no descriptor: only its check counts
+            with m.If(chk_zero):  # ptr[0] makes no descriptor: only its check counts
                 m.d.sync += [desc_valid.eq(ptr_bad & ~self.start), desc_bad.eq(ptr_bad)]
         good = Signal()  # stage C holds a checked descriptor for the queue
         with m.If(desc_valid & self.running & ~self.stop):
@@ -409,6 +441,8 @@ class Dispatcher(wiring.Component):
                          fifo_in.eq(desc), fifo.w_en.eq(good & ~(self.desc.ready & ~fifo.r_rdy))]
         else:
             m.d.comb += [self.desc.valid.eq(fifo.r_rdy), self.desc.payload.eq(fifo.r_data)]
-        m.d.comb += self.queue_empty.eq(all_read & ~read_valid & ~word_valid & ~desc_valid
-                                        & ~fifo.r_rdy)
+        empty = all_read
+        for busy in (*stages, desc_valid):
+            empty = empty & ~busy
+        m.d.comb += self.queue_empty.eq(empty & ~fifo.r_rdy)
         return m

@@ -92,9 +92,9 @@ def test_schedule_cycles_many_is_schedule_cycles_operation_by_operation():
     assert schedule_cycles_many([], []).tolist() == []
 
 
-def test_slots_hand_out_like_the_chain_two_cycles_later():
-    """Items of at least WANT_AHEAD cycles: the slots' schedule is the chain's, 1 cycle later
-    (start latency 14 against 13); items shorter than that leave their column idle for the
+def test_slots_hand_out_like_the_chain_from_their_later_start():
+    """Items of at least WANT_AHEAD cycles: the slots' schedule is the chain's, 3 cycles later
+    (start latency 16 against 13); items shorter than that leave their column idle for the
     rest (less one cycle), unless the dispatcher's one item per cycle is the limit anyway."""
     import numpy as np
 
@@ -102,7 +102,7 @@ def test_slots_hand_out_like_the_chain_two_cycles_later():
     from hw.contract.cycles import schedule_cycles
 
     s = np.ones((20, 24), np.int8)
-    assert schedule_cycles(s, 64) == schedule_cycles(s, 64, slots=False, start_latency=13) + 1
+    assert schedule_cycles(s, 64) == schedule_cycles(s, 64, slots=False, start_latency=13) + 3
     # 2 PE columns, 6 items of 2 cycles: one column gets items 0, 2, 4 (the other 1, 3, 5),
     # each WANT_AHEAD - 1 cycles after the one before
     s = np.ones((2, 6), np.int8)

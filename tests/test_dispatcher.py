@@ -195,16 +195,19 @@ def _stimulus(rng, big_mtiles=False, s_lens=(), seen=None, restart_p=0.003):
     return drive, after
 
 
-def _resets(rng, cycles):
-    """Random domain resets of 1-4 cycles: the reset per cycle, and the second cycle after each
-    (whose ``desc.count`` is formed from the word loaded in the reset's last cycle)."""
+def _resets(rng, cycles, bypass):
+    """Random domain resets of 1-4 cycles: the reset per cycle, and the cycles after each whose
+    ``desc.count`` is formed from the word loaded in the reset's last cycle: the second (the
+    third as well with ``bypass``, whose checks read a second register without reset)."""
     high, left = [], 0
     for cyc in range(cycles):
         if not left and cyc > 0 and rng.random() < 0.01:
             left = int(rng.integers(1, 5))
         high.append(left > 0)
         left = max(0, left - 1)
-    second = {c + 2 for c in range(cycles) if high[c] and not any(high[c + 1:c + 2])}
+    late = (2, 3) if bypass else (2,)
+    second = {c + d for c in range(cycles) if high[c] and not any(high[c + 1:c + 2])
+              for d in late}
     return high, second
 
 
@@ -229,11 +232,11 @@ def _compare_every_cycle(seed, cols, new_cls=Dispatcher, ops=12, ref_cls=_RefDis
                          bypass=True, depth=64, big_mtiles=False, vary_s_len=False):
     """Random operations (random fit delay and result, ready, stop, cols_idle, restarts):
     every output port of the dispatcher equals the reference's in every cycle (``desc.payload``
-    while ``desc.valid``; with ``payload_always`` in every cycle but the second after a domain
-    reset). ``resets``: random domain resets too (``resets="all"``: the payload compared in
-    those cycles as well); ``stats`` (a dict) gets their count. ``bypass``, ``depth`` (S
-    words): the dispatcher's; ``big_mtiles``: of :func:`_stimulus`. ``vary_s_len``: each
-    restart's ``s_len`` is the blob's, one word short (truncated) or 2 (refused in HDR0), so
+    while ``desc.valid``; with ``payload_always`` in every cycle but the second (and with ``bypass``
+    the third) after a domain reset). ``resets``: random domain resets too (``resets="all"``: the
+    payload compared in those cycles as well); ``stats`` (a dict) gets their count. ``bypass``,
+    ``depth`` (S words): the dispatcher's; ``big_mtiles``: of :func:`_stimulus`. ``vary_s_len``:
+    each restart's ``s_len`` is the blob's, one word short (truncated) or 2 (refused in HDR0), so
     that one operation's header error is followed by another's outcome in one simulation
     (``stats["seen"]``: per simulation, :func:`_stimulus`'s ``seen``)."""
     rng = np.random.default_rng(seed)
@@ -249,7 +252,7 @@ def _compare_every_cycle(seed, cols, new_cls=Dispatcher, ops=12, ref_cls=_RefDis
         drive, after = _stimulus(rng, big_mtiles,
                                  s_lens=(s_len, s_len - 1, 2) if vary_s_len else (), seen=seen,
                                  restart_p=0.02 if vary_s_len else 0.003)
-        high, second = _resets(reset_rng, 400) if resets else ([False] * 400, set())
+        high, second = _resets(reset_rng, 400, bypass) if resets else ([False] * 400, set())
         if stats is not None:
             stats["resets"] = stats.get("resets", 0) + sum(
                 h and (c == 0 or not high[c - 1]) for c, h in enumerate(high))
@@ -326,8 +329,9 @@ def test_word_without_reset_every_cycle(seed, cols):
     """The S read word register without reset (so that it folds into the block RAM's output
     register) against the same register with the domain reset: every port every cycle, the
     whole ``desc.payload`` too; with random domain resets as well, the payload may differ only
-    in the second cycle after a reset (``desc.count`` from the word loaded in the reset's last
-    cycle), and there only with ``desc.valid`` low."""
+    in the second and third cycle after a reset (``desc.count`` from the words loaded in the
+    reset's last cycle: ``word`` and stage B2's copy), and there only with ``desc.valid``
+    low."""
     assert _compare_every_cycle(seed, cols, ref_cls=_RefWordReset, payload_always=True) > 1000
     stats = {}
     assert _compare_every_cycle(seed, cols, ref_cls=_RefWordReset, payload_always=True,

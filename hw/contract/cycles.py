@@ -25,7 +25,7 @@ from .blob import as_numpy
 from .codes import BINS, SelectMode
 
 __all__ = ["ideal_cycles", "mac_bound_cycles", "schedule_cycles", "schedule_cycles_many",
-           "HANDOUT", "START_LATENCY", "select_cycles",
+           "HANDOUT", "START_LATENCY", "FIT_SLACK", "select_cycles",
            "exposed_select_cycles", "chunk_tiles", "MAX_REPS", "SELECT_LANES", "SELECT_BANKS"]
 
 #: Threshold-select unit of the simulated core (``sim.verilate.harness_model``): elements
@@ -80,8 +80,14 @@ HANDOUT = {False: (0, 1, 1), True: (1, 3, 3)}
 #: ``start`` → first entry read of :func:`schedule_cycles` (M of at most 32 M-tiles), per
 #: hand-out: the slots' first item goes through two registers more (``item_q``, the slot), and
 #: their dispatcher hands a descriptor out in the cycle it is formed when its FIFO is empty (one
-#: cycle less)
-START_LATENCY = {False: 13, True: 14}
+#: cycle less), but its checks read the S word from a second register (``hw.dispatcher``'s
+#: stage B2: one cycle more for the header, one for the first pointer)
+START_LATENCY = {False: 13, True: 16}
+
+#: the cycles of ``START_LATENCY`` the loader's fit check (``mtiles // 8 + mtiles % 8`` cycles)
+#: runs in before it delays the first entry read, per hand-out (the slots' dispatcher reads one
+#: header word more, so the fit check has one cycle more)
+FIT_SLACK = {False: 4, True: 5}
 
 
 def schedule_cycles(s, m: int, rows: int = 8, cols: int = 8, *, start_latency: int | None = None,
@@ -94,13 +100,13 @@ def schedule_cycles(s, m: int, rows: int = 8, cols: int = 8, *, start_latency: i
     consecutive M-tiles (fewer in the last tile group), in the order (group 0: ``n = 0 …
     N-1``), (group 1: …); an item takes ``reps · max(nnz(S[:, n]), 1)`` cycles (an empty column
     sends one zero token per M-tile). The dispatcher hands out at most one item per cycle; in a
-    cycle in which it does, the item goes to the lowest-indexed PE column that may take one
-    then (:data:`HANDOUT`, ``slots``: the loader's next-item slots, or the chain of the iCE40).
-    Constants: ``start_latency`` (``start`` → first entry read, default
-    :data:`START_LATENCY`; the fit check adds ``mtiles // 8 + mtiles % 8 - 4`` cycles when that
-    is positive) and ``drain_latency`` (last entry read → ``done``). ``result_logs=False``
-    models the single C write port too (one result per cycle, in order of completion; exact
-    only while no result waits for a write).
+    cycle in which it does, the item goes to the lowest-indexed PE column that may take one then
+    (:data:`HANDOUT`, ``slots``: the loader's next-item slots, or the chain of the iCE40).
+    Constants: ``start_latency`` (``start`` → first entry read, default :data:`START_LATENCY`; the
+    fit check adds ``mtiles // 8 + mtiles % 8 -`` :data:`FIT_SLACK` cycles when that is positive)
+    and ``drain_latency`` (last entry read → ``done``). ``result_logs=False`` models the single C
+    write port too (one result per cycle, in order of completion; exact only while no result waits
+    for a write).
     """
     s = as_numpy(s)
     return _schedule((s != 0).sum(axis=0), m, rows, cols, start_latency, drain_latency,
@@ -117,7 +123,7 @@ def _schedule(col_nnz, m, rows, cols, start_latency=None, drain_latency=11, resu
     lens = np.maximum(col_nnz, 1).astype(int).tolist()
     mtiles = -(-m // rows)
     g = chunk_tiles(int(col_nnz.sum()), n, cols)
-    start = start_latency + max(0, mtiles // 8 + mtiles % 8 - 4)
+    start = start_latency + max(0, mtiles // 8 + mtiles % 8 - FIT_SLACK[bool(slots)])
     free = [start] * cols  # when each PE column's current item ends (its next may issue)
     may = [start - c] * cols  # from when each PE column may be handed its next item
     ends = []  # (finish time of each M-tile's pass)
@@ -166,7 +172,7 @@ def schedule_cycles_many(col_nnz, ms, rows: int = 8, cols: int = 8, *,
         g = chunk_tiles(int(nz.sum()), len(nz), cols)
         reps = np.minimum(g, mtiles - np.arange(0, mtiles, g))
         lens_of.append((reps[:, None] * np.maximum(nz, 1)[None, :]).ravel())
-        starts[i] = start_latency + max(0, mtiles // 8 + mtiles % 8 - 4)
+        starts[i] = start_latency + max(0, mtiles // 8 + mtiles % 8 - FIT_SLACK[bool(slots)])
     counts = np.array([len(v) for v in lens_of], dtype=np.int64)
     order = np.argsort(counts, kind="stable")
     lo = 0
