@@ -21,8 +21,9 @@ Pipeline of one entry (cycle of the S read = 0)::
 Every block-RAM output goes straight into a register (ECP5 block RAM has a long clock-to-output
 and the read-port copies spread over the die), so no logic follows a BRAM in the same cycle.
 
-Latency: ``start`` → first entry read 13 cycles (M <= 64*rows; ~M/(8*rows) more for taller M);
-last entry read → ``done`` about 13 cycles.
+Latency: ``start`` → first entry read 16 cycles, 13 without the loader's slots (the iCE40)
+(M <= 64*rows; ~M/(8*rows) more for taller M: ``hw.contract.cycles.START_LATENCY``); last
+entry read → ``done`` 11 cycles.
 Throughput: one effectual entry per PE column per cycle (``rows*cols`` MACs per cycle), so an
 operation takes about ``ceil(M/rows) * nnz(S) / cols`` cycles plus the start latency and the
 tail of the last chunks (``hw.contract.cycles.schedule_cycles`` models it).

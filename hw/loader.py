@@ -40,7 +40,8 @@ operation never hangs and never produces an address out of bounds (only checked 
 descriptors, so every entry read lies in ``[4+N, 4+N+nnz) ⊆ [0, s_len)``).
 
 Latency: start → first entry read: about ``max(6, ceil(M/rows)/8 + 9)`` (header, fit) + 4
-(first pointers) + 2 cycles (+ 1 with ``slots``); entry read → token 4 cycles.
+(first pointers) + 2 cycles (+ 3 with ``slots``: the registered hand-out and the dispatcher's
+stage B2, one cycle for the header and one for the pointers); entry read → token 4 cycles.
 Throughput: one entry per cycle per PE column; one descriptor per cycle from the dispatcher.
 """
 
