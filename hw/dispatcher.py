@@ -69,7 +69,9 @@ class Dispatcher(wiring.Component):
     bypass : bool
         False (default): ``desc`` is the FIFO's head. True: when the FIFO is empty, the
         descriptor just formed (stage C) is the head, so that a descriptor taken at once
-        skips the FIFO's cycle (``hw.loader``'s slots, which cost cycles of their own).
+        skips the FIFO's cycle (``hw.loader``'s slots, which cost cycles of their own); and the
+        checks read the S word from a second, fabric register (stage B2: one cycle more for
+        the header and for each pointer), not from the block RAM's folded output register.
 
     Members
     -------
