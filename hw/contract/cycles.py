@@ -90,6 +90,14 @@ START_LATENCY = {False: 13, True: 16}
 FIT_SLACK = {False: 4, True: 5}
 
 
+def _first_read(mtiles: int, start_latency: int | None, slots: bool) -> int:
+    """``start`` → first entry read of one operation of ``mtiles`` M-tiles: ``start_latency``
+    (default :data:`START_LATENCY`) plus the fit check's delay beyond :data:`FIT_SLACK`."""
+    if start_latency is None:
+        start_latency = START_LATENCY[bool(slots)]
+    return start_latency + max(0, mtiles // 8 + mtiles % 8 - FIT_SLACK[bool(slots)])
+
+
 def schedule_cycles(s, m: int, rows: int = 8, cols: int = 8, *, start_latency: int | None = None,
                     drain_latency: int = 11, result_logs: bool = True,
                     slots: bool = True) -> int:
@@ -117,13 +125,11 @@ def _schedule(col_nnz, m, rows, cols, start_latency=None, drain_latency=11, resu
               slots=True) -> int:
     """:func:`schedule_cycles` from the non-zeros per column of ``S``."""
     a, b, c = HANDOUT[bool(slots)]
-    if start_latency is None:
-        start_latency = START_LATENCY[bool(slots)]
     n = len(col_nnz)
     lens = np.maximum(col_nnz, 1).astype(int).tolist()
     mtiles = -(-m // rows)
     g = chunk_tiles(int(col_nnz.sum()), n, cols)
-    start = start_latency + max(0, mtiles // 8 + mtiles % 8 - FIT_SLACK[bool(slots)])
+    start = _first_read(mtiles, start_latency, slots)
     free = [start] * cols  # when each PE column's current item ends (its next may issue)
     may = [start - c] * cols  # from when each PE column may be handed its next item
     ends = []  # (finish time of each M-tile's pass)
@@ -161,8 +167,6 @@ def schedule_cycles_many(col_nnz, ms, rows: int = 8, cols: int = 8, *,
     step per item position (shorter ones masked): a sampled ResNet-50 GEMM has thousands of
     operations, and one Python event loop each took a minute per step lowered."""
     a, b, c = HANDOUT[bool(slots)]
-    if start_latency is None:
-        start_latency = START_LATENCY[bool(slots)]
     ms = [int(m) for m in ms]
     out = np.zeros(len(ms), dtype=np.int64)
     lens_of, starts = [], np.zeros(len(ms), dtype=np.int64)
@@ -172,7 +176,7 @@ def schedule_cycles_many(col_nnz, ms, rows: int = 8, cols: int = 8, *,
         g = chunk_tiles(int(nz.sum()), len(nz), cols)
         reps = np.minimum(g, mtiles - np.arange(0, mtiles, g))
         lens_of.append((reps[:, None] * np.maximum(nz, 1)[None, :]).ravel())
-        starts[i] = start_latency + max(0, mtiles // 8 + mtiles % 8 - FIT_SLACK[bool(slots)])
+        starts[i] = _first_read(mtiles, start_latency, slots)
     counts = np.array([len(v) for v in lens_of], dtype=np.int64)
     order = np.argsort(counts, kind="stable")
     lo = 0
